@@ -1,0 +1,1 @@
+//! Benchmarks (criterion) live in benches/benches.

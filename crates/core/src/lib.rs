@@ -1,0 +1,35 @@
+//! # rquant-core
+//!
+//! PyTorch's int8 quantization numerics, bit for bit: quantized tensors,
+//! quantize/dequantize, observers and qparam choice, fake quantization,
+//! qconfig presets, and the [`QuantEngine`] trait every engine implements.
+//! `docs/numerics.md` in the repository is the normative specification.
+//!
+//! ```
+//! use rquant_core::{quantize_per_tensor, dequantize, Tensor};
+//! let x = Tensor::new([3], vec![-0.5, 0.0, 1.0]).unwrap();
+//! let q = quantize_per_tensor::<u8>(&x, 0.25, 4).unwrap();
+//! assert_eq!(q.int_repr(), &[2, 4, 8]);
+//! assert_eq!(dequantize(&q).data(), x.data());
+//! ```
+
+pub mod dtype;
+pub mod engine;
+pub mod error;
+pub mod fake_quant;
+pub mod numerics;
+pub mod observer;
+pub mod ops;
+pub mod qconfig;
+pub mod quant;
+pub mod registry;
+pub mod tensor;
+
+pub use dtype::{QDType, QType};
+pub use engine::{PackedConv2d, PackedLinear, PackedLinearFp16, QuantEngine};
+pub use error::{QuantError, Result};
+pub use fake_quant::{fake_quantize_per_channel, fake_quantize_per_tensor, FakeQuantOutput};
+pub use ops::{AvgPool2dParams, BinaryOp, Conv2dParams, MaxPool2dParams, OutQ};
+pub use quant::{dequantize, quantize_per_channel, quantize_per_tensor, requantize};
+pub use registry::{engine, set_engine, supported_engines};
+pub use tensor::{QParams, QScheme, QTensor, Tensor};

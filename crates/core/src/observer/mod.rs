@@ -1,0 +1,1 @@
+//! Observers (filled in by the observer work).

@@ -1,0 +1,272 @@
+//! quantize / dequantize / requantize of whole tensors, per-tensor and per-channel.
+
+use crate::dtype::QType;
+use crate::error::{QuantError, Result};
+use crate::numerics::{
+    dequantize_val, dequantize_val_per_channel, inv_scale, quantize_val, quantize_val_float_zp,
+};
+use crate::tensor::{check_len, check_scale, check_zero_point, QParams, QScheme, QTensor, Tensor};
+
+fn reject_nan(op: &'static str, x: &[f32]) -> Result<()> {
+    match x.iter().position(|v| v.is_nan()) {
+        Some(index) => Err(QuantError::NaN { op, index }),
+        None => Ok(()),
+    }
+}
+
+/// (outer, channels, inner) sizes around `axis`, for per-channel loops.
+pub fn split_axis(shape: &[usize], axis: usize) -> (usize, usize, usize) {
+    let outer = shape[..axis].iter().product();
+    let inner = shape[axis + 1..].iter().product();
+    (outer, shape[axis], inner)
+}
+
+/// `torch.quantize_per_tensor(x, scale, zero_point, dtype)`.
+/// NaN inputs are an error (PyTorch's result differs by dtype and path); ±inf clamp.
+pub fn quantize_per_tensor<T: QType>(
+    x: &Tensor,
+    scale: f64,
+    zero_point: i64,
+) -> Result<QTensor<T>> {
+    const OP: &str = "quantize_per_tensor";
+    check_scale(OP, scale)?;
+    check_zero_point(OP, zero_point, T::DTYPE)?;
+    reject_nan(OP, x.data())?;
+    let inv = inv_scale(scale);
+    let data = x
+        .data()
+        .iter()
+        .map(|&v| quantize_val::<T>(inv, zero_point, v))
+        .collect();
+    Ok(QTensor::from_parts_unchecked(
+        x.shape().to_vec(),
+        data,
+        QParams::PerTensor { scale, zero_point },
+        QScheme::PerTensorAffine,
+    ))
+}
+
+/// Validate an axis given as PyTorch allows (negative counts from the end).
+pub fn normalize_axis(op: &'static str, axis: i64, ndim: usize) -> Result<usize> {
+    let a = if axis < 0 { axis + ndim as i64 } else { axis };
+    if a < 0 || a >= ndim as i64 {
+        return Err(QuantError::AxisOutOfRange { op, axis, ndim });
+    }
+    Ok(a as usize)
+}
+
+/// `torch.quantize_per_channel(x, scales, zero_points, axis, dtype)`.
+pub fn quantize_per_channel<T: QType>(
+    x: &Tensor,
+    scales: &[f64],
+    zero_points: &[i64],
+    axis: i64,
+) -> Result<QTensor<T>> {
+    const OP: &str = "quantize_per_channel";
+    let axis = normalize_axis(OP, axis, x.ndim())?;
+    let qparams = QParams::PerChannel {
+        scales: scales.to_vec(),
+        zero_points: zero_points.to_vec(),
+        axis,
+    };
+    qparams.validate(OP, T::DTYPE, x.shape())?;
+    reject_nan(OP, x.data())?;
+    let (outer, c, inner) = split_axis(x.shape(), axis);
+    let invs: Vec<f32> = scales.iter().map(|&s| inv_scale(s)).collect();
+    let src = x.data();
+    let mut data = Vec::with_capacity(src.len());
+    for o in 0..outer {
+        for ch in 0..c {
+            let base = (o * c + ch) * inner;
+            data.extend(
+                src[base..base + inner]
+                    .iter()
+                    .map(|&v| quantize_val::<T>(invs[ch], zero_points[ch], v)),
+            );
+        }
+    }
+    Ok(QTensor::from_parts_unchecked(
+        x.shape().to_vec(),
+        data,
+        qparams,
+        QScheme::PerChannelAffine,
+    ))
+}
+
+/// Per-channel quantization with float zero points
+/// (`per_channel_affine_float_qparams`, used for embeddings).
+pub fn quantize_per_channel_float_qparams<T: QType>(
+    x: &Tensor,
+    scales: &[f32],
+    zero_points: &[f32],
+    axis: i64,
+) -> Result<QTensor<T>> {
+    const OP: &str = "quantize_per_channel_float_qparams";
+    let axis = normalize_axis(OP, axis, x.ndim())?;
+    let qparams = QParams::PerChannelFloat {
+        scales: scales.to_vec(),
+        zero_points: zero_points.to_vec(),
+        axis,
+    };
+    qparams.validate(OP, T::DTYPE, x.shape())?;
+    reject_nan(OP, x.data())?;
+    let (outer, c, inner) = split_axis(x.shape(), axis);
+    let src = x.data();
+    let mut data = Vec::with_capacity(src.len());
+    for o in 0..outer {
+        for ch in 0..c {
+            let inv = inv_scale(scales[ch] as f64);
+            let base = (o * c + ch) * inner;
+            data.extend(
+                src[base..base + inner]
+                    .iter()
+                    .map(|&v| quantize_val_float_zp::<T>(inv, zero_points[ch], v)),
+            );
+        }
+    }
+    Ok(QTensor::from_parts_unchecked(
+        x.shape().to_vec(),
+        data,
+        qparams,
+        QScheme::PerChannelAffineFloatQParams,
+    ))
+}
+
+/// `q.dequantize()`. Per-tensor: `f32(q - zp) * f32(scale)`; per-channel:
+/// `f32(f32(q) - zp) * f64 scale` rounded to f32 (PyTorch's two kernels).
+pub fn dequantize<T: QType>(q: &QTensor<T>) -> Tensor {
+    let src = q.int_repr();
+    let data: Vec<f32> = match q.qparams() {
+        QParams::PerTensor { scale, zero_point } => {
+            let s = *scale as f32;
+            src.iter()
+                .map(|&v| dequantize_val(s, *zero_point, v.to_i64()))
+                .collect()
+        }
+        QParams::PerChannel {
+            scales,
+            zero_points,
+            axis,
+        } => {
+            let (outer, c, inner) = split_axis(q.shape(), *axis);
+            let mut out = Vec::with_capacity(src.len());
+            for o in 0..outer {
+                for ch in 0..c {
+                    let base = (o * c + ch) * inner;
+                    out.extend(src[base..base + inner].iter().map(|&v| {
+                        dequantize_val_per_channel(scales[ch], zero_points[ch], v.to_i64())
+                    }));
+                }
+            }
+            out
+        }
+        QParams::PerChannelFloat {
+            scales,
+            zero_points,
+            axis,
+        } => {
+            // PyTorch: (q - zp) * scale in f32 for float qparams.
+            let (outer, c, inner) = split_axis(q.shape(), *axis);
+            let mut out = Vec::with_capacity(src.len());
+            for o in 0..outer {
+                for ch in 0..c {
+                    let base = (o * c + ch) * inner;
+                    out.extend(
+                        src[base..base + inner]
+                            .iter()
+                            .map(|&v| (v.to_i64() as f32 - zero_points[ch]) * scales[ch]),
+                    );
+                }
+            }
+            out
+        }
+    };
+    Tensor::new(q.shape().to_vec(), data).expect("shape preserved")
+}
+
+/// Requantize to new per-tensor qparams (and possibly another dtype):
+/// dequantize, then quantize, as PyTorch's `requantize_val`.
+pub fn requantize<T: QType, U: QType>(
+    q: &QTensor<T>,
+    scale: f64,
+    zero_point: i64,
+) -> Result<QTensor<U>> {
+    const OP: &str = "requantize";
+    check_scale(OP, scale)?;
+    check_zero_point(OP, zero_point, U::DTYPE)?;
+    quantize_per_tensor(&dequantize(q), scale, zero_point)
+}
+
+/// `torch.dequantize` for a per-channel int representation given apart (used by readers).
+pub fn check_per_channel_lengths(
+    op: &'static str,
+    c: usize,
+    scales: usize,
+    zps: usize,
+) -> Result<()> {
+    check_len(op, "scales", c, scales)?;
+    check_len(op, "zero_points", c, zps)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_tensor_round_trip() {
+        let x = Tensor::new([5], vec![-1.0, -0.5, 0.0, 0.25, 1.0]).unwrap();
+        let q = quantize_per_tensor::<u8>(&x, 0.5, 2).unwrap();
+        assert_eq!(q.int_repr(), &[0, 1, 2, 2, 4]); // 0.25/0.5 = 0.5 → 0 (ties to even)
+        let y = dequantize(&q);
+        assert_eq!(y.data(), &[-1.0, -0.5, 0.0, 0.0, 1.0]);
+    }
+
+    #[test]
+    fn bad_inputs_are_errors() {
+        let x = Tensor::new([2], vec![0.0, 1.0]).unwrap();
+        for s in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e-60] {
+            assert!(matches!(
+                quantize_per_tensor::<u8>(&x, s, 0),
+                Err(QuantError::InvalidScale { .. })
+            ));
+        }
+        assert!(matches!(
+            quantize_per_tensor::<u8>(&x, 1.0, 256),
+            Err(QuantError::ZeroPointOutOfRange { .. })
+        ));
+        assert!(matches!(
+            quantize_per_tensor::<i8>(&x, 1.0, -129),
+            Err(QuantError::ZeroPointOutOfRange { .. })
+        ));
+        let n = Tensor::new([2], vec![0.0, f32::NAN]).unwrap();
+        assert!(matches!(
+            quantize_per_tensor::<u8>(&n, 1.0, 0),
+            Err(QuantError::NaN { index: 1, .. })
+        ));
+        assert!(matches!(
+            quantize_per_channel::<i8>(&x, &[1.0], &[0], 1),
+            Err(QuantError::AxisOutOfRange { .. })
+        ));
+        assert!(matches!(
+            quantize_per_channel::<i8>(&x, &[1.0], &[0], 0),
+            Err(QuantError::ChannelCount { .. })
+        ));
+    }
+
+    #[test]
+    fn infinities_clamp() {
+        let x = Tensor::new([2], vec![f32::INFINITY, f32::NEG_INFINITY]).unwrap();
+        let q = quantize_per_tensor::<i8>(&x, 0.1, 3).unwrap();
+        assert_eq!(q.int_repr(), &[127, -128]);
+    }
+
+    #[test]
+    fn per_channel_uses_each_channels_params() {
+        let x = Tensor::new([2, 2], vec![1.0, 2.0, 1.0, 2.0]).unwrap();
+        let q = quantize_per_channel::<i8>(&x, &[1.0, 0.5], &[0, 1], 0).unwrap();
+        assert_eq!(q.int_repr(), &[1, 2, 3, 5]);
+        let q = quantize_per_channel::<i8>(&x, &[1.0, 0.5], &[0, 1], -1).unwrap();
+        assert_eq!(q.int_repr(), &[1, 5, 1, 5]);
+        assert_eq!(dequantize(&q).data(), x.data());
+    }
+}

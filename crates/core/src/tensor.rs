@@ -1,0 +1,391 @@
+//! Float and quantized tensors. They are distinct types, so a float tensor
+//! cannot reach a quantized kernel (PyTorch's "Could not run 'quantized::…'
+//! with arguments from the 'CPU' backend" becomes a compile error).
+
+use crate::dtype::{QDType, QType};
+use crate::error::{QuantError, Result};
+
+/// Number of elements of a shape.
+pub fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+/// A dense, row-major f32 tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    shape: Vec<usize>,
+    data: Vec<f32>,
+}
+
+impl Tensor {
+    /// A tensor from a shape and row-major data; errors if the lengths disagree.
+    pub fn new(shape: impl Into<Vec<usize>>, data: Vec<f32>) -> Result<Self> {
+        let shape = shape.into();
+        if numel(&shape) != data.len() {
+            return Err(QuantError::InvalidShape {
+                op: "Tensor::new",
+                shape,
+                detail: format!("holds {} elements of data", data.len()),
+            });
+        }
+        Ok(Tensor { shape, data })
+    }
+    pub fn zeros(shape: impl Into<Vec<usize>>) -> Self {
+        let shape = shape.into();
+        let n = numel(&shape);
+        Tensor {
+            shape,
+            data: vec![0.0; n],
+        }
+    }
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    pub fn data(&self) -> &[f32] {
+        &self.data
+    }
+    pub fn data_mut(&mut self) -> &mut [f32] {
+        &mut self.data
+    }
+    pub fn into_data(self) -> Vec<f32> {
+        self.data
+    }
+    pub fn numel(&self) -> usize {
+        self.data.len()
+    }
+    pub fn ndim(&self) -> usize {
+        self.shape.len()
+    }
+    /// Same data under another shape with the same number of elements.
+    pub fn reshape(self, shape: impl Into<Vec<usize>>) -> Result<Self> {
+        Tensor::new(shape, self.data)
+    }
+}
+
+/// How a quantized tensor maps integers to reals (`torch.qscheme`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QScheme {
+    PerTensorAffine,
+    PerTensorSymmetric,
+    PerChannelAffine,
+    PerChannelSymmetric,
+    /// Per-channel with float zero points (embeddings): `q = rne(x/scale + zp)`.
+    PerChannelAffineFloatQParams,
+}
+
+impl QScheme {
+    pub fn is_per_channel(self) -> bool {
+        matches!(
+            self,
+            QScheme::PerChannelAffine
+                | QScheme::PerChannelSymmetric
+                | QScheme::PerChannelAffineFloatQParams
+        )
+    }
+    pub fn is_symmetric(self) -> bool {
+        matches!(
+            self,
+            QScheme::PerTensorSymmetric | QScheme::PerChannelSymmetric
+        )
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            QScheme::PerTensorAffine => "per_tensor_affine",
+            QScheme::PerTensorSymmetric => "per_tensor_symmetric",
+            QScheme::PerChannelAffine => "per_channel_affine",
+            QScheme::PerChannelSymmetric => "per_channel_symmetric",
+            QScheme::PerChannelAffineFloatQParams => "per_channel_affine_float_qparams",
+        }
+    }
+    pub fn from_name(s: &str) -> Option<Self> {
+        Some(match s.trim_start_matches("torch.") {
+            "per_tensor_affine" => QScheme::PerTensorAffine,
+            "per_tensor_symmetric" => QScheme::PerTensorSymmetric,
+            "per_channel_affine" => QScheme::PerChannelAffine,
+            "per_channel_symmetric" => QScheme::PerChannelSymmetric,
+            "per_channel_affine_float_qparams" => QScheme::PerChannelAffineFloatQParams,
+            _ => return None,
+        })
+    }
+}
+
+/// Quantization parameters of a tensor. Scales are kept in f64 and zero points
+/// in i64, as PyTorch stores them; kernels cast scales to f32 where PyTorch does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QParams {
+    PerTensor {
+        scale: f64,
+        zero_point: i64,
+    },
+    PerChannel {
+        scales: Vec<f64>,
+        zero_points: Vec<i64>,
+        axis: usize,
+    },
+    /// Per-channel with float zero points (`per_channel_affine_float_qparams`).
+    PerChannelFloat {
+        scales: Vec<f32>,
+        zero_points: Vec<f32>,
+        axis: usize,
+    },
+}
+
+impl QParams {
+    pub fn per_tensor(scale: f64, zero_point: i64) -> Self {
+        QParams::PerTensor { scale, zero_point }
+    }
+    /// (scale, zero point) of a per-tensor qparams, None when per-channel.
+    pub fn as_per_tensor(&self) -> Option<(f64, i64)> {
+        match *self {
+            QParams::PerTensor { scale, zero_point } => Some((scale, zero_point)),
+            _ => None,
+        }
+    }
+    pub fn is_per_channel(&self) -> bool {
+        !matches!(self, QParams::PerTensor { .. })
+    }
+    /// Scale and zero point for channel `c` (per-tensor: the same for every c).
+    pub fn channel(&self, c: usize) -> (f64, i64) {
+        match self {
+            QParams::PerTensor { scale, zero_point } => (*scale, *zero_point),
+            QParams::PerChannel {
+                scales,
+                zero_points,
+                ..
+            } => (scales[c], zero_points[c]),
+            QParams::PerChannelFloat { scales, .. } => (scales[c] as f64, 0),
+        }
+    }
+    /// Check every scale and zero point for `dtype` on a tensor of `shape`.
+    pub fn validate(&self, op: &'static str, dtype: QDType, shape: &[usize]) -> Result<()> {
+        match self {
+            QParams::PerTensor { scale, zero_point } => {
+                check_scale(op, *scale)?;
+                check_zero_point(op, *zero_point, dtype)
+            }
+            QParams::PerChannel {
+                scales,
+                zero_points,
+                axis,
+            } => {
+                let c = channel_dim(op, shape, *axis)?;
+                check_len(op, "scales", c, scales.len())?;
+                check_len(op, "zero_points", c, zero_points.len())?;
+                for &s in scales {
+                    check_scale(op, s)?;
+                }
+                for &z in zero_points {
+                    check_zero_point(op, z, dtype)?;
+                }
+                Ok(())
+            }
+            QParams::PerChannelFloat {
+                scales,
+                zero_points,
+                axis,
+            } => {
+                let c = channel_dim(op, shape, *axis)?;
+                check_len(op, "scales", c, scales.len())?;
+                check_len(op, "zero_points", c, zero_points.len())?;
+                for &s in scales {
+                    check_scale(op, s as f64)?;
+                }
+                for &z in zero_points {
+                    if !z.is_finite() {
+                        return Err(QuantError::invalid(
+                            op,
+                            format!("zero point {z} is not finite"),
+                        ));
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn channel_dim(op: &'static str, shape: &[usize], axis: usize) -> Result<usize> {
+    shape.get(axis).copied().ok_or(QuantError::AxisOutOfRange {
+        op,
+        axis: axis as i64,
+        ndim: shape.len(),
+    })
+}
+
+pub(crate) fn check_len(
+    op: &'static str,
+    what: &'static str,
+    expected: usize,
+    got: usize,
+) -> Result<()> {
+    if expected != got {
+        return Err(QuantError::ChannelCount {
+            op,
+            what,
+            expected,
+            got,
+        });
+    }
+    Ok(())
+}
+
+/// A scale must be finite and strictly positive.
+pub fn check_scale(op: &'static str, scale: f64) -> Result<()> {
+    // Also reject scales that vanish or overflow as f32, since kernels use f32.
+    let s32 = scale as f32;
+    if !(scale.is_finite() && scale > 0.0 && s32 > 0.0 && s32.is_finite()) {
+        return Err(QuantError::InvalidScale { op, scale });
+    }
+    Ok(())
+}
+
+/// A zero point must lie inside the dtype's range.
+pub fn check_zero_point(op: &'static str, zero_point: i64, dtype: QDType) -> Result<()> {
+    if zero_point < dtype.min() || zero_point > dtype.max() {
+        return Err(QuantError::ZeroPointOutOfRange {
+            op,
+            zero_point,
+            dtype,
+            min: dtype.min(),
+            max: dtype.max(),
+        });
+    }
+    Ok(())
+}
+
+/// A quantized tensor: integer storage `T` (u8, i8 or i32) plus its qparams.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QTensor<T: QType> {
+    shape: Vec<usize>,
+    data: Vec<T>,
+    qparams: QParams,
+    qscheme: QScheme,
+}
+
+impl<T: QType> QTensor<T> {
+    /// A quantized tensor from its integer representation; validates the
+    /// shape, the scales and the zero points.
+    pub fn from_int_repr(
+        shape: impl Into<Vec<usize>>,
+        data: Vec<T>,
+        qparams: QParams,
+    ) -> Result<Self> {
+        let shape = shape.into();
+        let scheme = match &qparams {
+            QParams::PerTensor { .. } => QScheme::PerTensorAffine,
+            QParams::PerChannel { .. } => QScheme::PerChannelAffine,
+            QParams::PerChannelFloat { .. } => QScheme::PerChannelAffineFloatQParams,
+        };
+        Self::with_qscheme(shape, data, qparams, scheme)
+    }
+
+    /// As [`QTensor::from_int_repr`], recording a symmetric qscheme when asked.
+    pub fn with_qscheme(
+        shape: impl Into<Vec<usize>>,
+        data: Vec<T>,
+        qparams: QParams,
+        qscheme: QScheme,
+    ) -> Result<Self> {
+        let shape = shape.into();
+        const OP: &str = "QTensor::from_int_repr";
+        if numel(&shape) != data.len() {
+            return Err(QuantError::InvalidShape {
+                op: OP,
+                shape,
+                detail: format!("holds {} elements of data", data.len()),
+            });
+        }
+        qparams.validate(OP, T::DTYPE, &shape)?;
+        if qscheme.is_per_channel() != qparams.is_per_channel() {
+            return Err(QuantError::invalid(
+                OP,
+                format!("qscheme {} does not match the qparams", qscheme.name()),
+            ));
+        }
+        Ok(QTensor {
+            shape,
+            data,
+            qparams,
+            qscheme,
+        })
+    }
+
+    /// Internal constructor for already-validated parts.
+    pub(crate) fn from_parts_unchecked(
+        shape: Vec<usize>,
+        data: Vec<T>,
+        qparams: QParams,
+        qscheme: QScheme,
+    ) -> Self {
+        debug_assert_eq!(numel(&shape), data.len());
+        QTensor {
+            shape,
+            data,
+            qparams,
+            qscheme,
+        }
+    }
+
+    /// A per-tensor tensor whose data and parameters were validated by the
+    /// caller (engines producing outputs of validated ops).
+    pub fn new_per_tensor_unchecked(
+        shape: Vec<usize>,
+        data: Vec<T>,
+        scale: f64,
+        zero_point: i64,
+    ) -> Self {
+        Self::from_parts_unchecked(
+            shape,
+            data,
+            QParams::PerTensor { scale, zero_point },
+            QScheme::PerTensorAffine,
+        )
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    pub fn ndim(&self) -> usize {
+        self.shape.len()
+    }
+    pub fn numel(&self) -> usize {
+        self.data.len()
+    }
+    /// The integer representation (`int_repr()` without a copy).
+    pub fn int_repr(&self) -> &[T] {
+        &self.data
+    }
+    pub fn into_int_repr(self) -> Vec<T> {
+        self.data
+    }
+    pub fn qparams(&self) -> &QParams {
+        &self.qparams
+    }
+    pub fn qscheme(&self) -> QScheme {
+        self.qscheme
+    }
+    pub fn dtype(&self) -> QDType {
+        T::DTYPE
+    }
+    /// (scale, zero point) when per-tensor.
+    pub fn q_per_tensor(&self) -> Option<(f64, i64)> {
+        self.qparams.as_per_tensor()
+    }
+    /// Same data and qparams under another shape (per-tensor only, since a
+    /// reshape moves the channel axis of a per-channel tensor).
+    pub fn reshape(self, shape: impl Into<Vec<usize>>) -> Result<Self> {
+        let shape = shape.into();
+        if numel(&shape) != self.data.len() || self.qparams.is_per_channel() {
+            return Err(QuantError::InvalidShape {
+                op: "QTensor::reshape",
+                shape,
+                detail: format!(
+                    "cannot view {:?} ({}) this way",
+                    self.shape,
+                    self.qscheme.name()
+                ),
+            });
+        }
+        Ok(QTensor { shape, ..self })
+    }
+}

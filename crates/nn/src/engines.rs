@@ -1,0 +1,25 @@
+//! Registers every engine this build and CPU support.
+
+use std::sync::{Arc, Once};
+
+use rquant_core::registry::register_engine;
+use rquant_core::QuantEngine;
+
+/// Every engine available here, the reference engine last.
+pub fn available() -> Vec<Arc<dyn QuantEngine>> {
+    let mut v: Vec<Arc<dyn QuantEngine>> = Vec::new();
+    v.extend(rquant_x86::engine());
+    v.extend(rquant_arm::engine());
+    v.push(rquant_reference::engine());
+    v
+}
+
+/// Register every available engine with the core registry (idempotent).
+pub fn init() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        for e in available() {
+            register_engine(e);
+        }
+    });
+}
