@@ -11,6 +11,11 @@ pub fn engine() -> Option<Arc<dyn QuantEngine>> {
     None
 }
 
+/// The engine once per ISA path this CPU has (for conformance); empty until implemented.
+pub fn all_paths() -> Vec<Arc<dyn QuantEngine>> {
+    engine().into_iter().collect()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

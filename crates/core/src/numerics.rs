@@ -202,6 +202,7 @@ pub fn div_rne(num: i64, den: i64) -> i64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::excessive_precision)] // PyTorch's decimal literals, verbatim
 mod tests {
     use super::*;
 

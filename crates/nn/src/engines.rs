@@ -23,3 +23,13 @@ pub fn init() {
         }
     });
 }
+
+/// Every available engine once per ISA path it can be forced to, for the
+/// conformance runner and tests (engines with one path appear once).
+pub fn all_paths() -> Vec<Arc<dyn QuantEngine>> {
+    let mut v: Vec<Arc<dyn QuantEngine>> = Vec::new();
+    v.extend(rquant_x86::all_paths());
+    v.extend(rquant_arm::all_paths());
+    v.push(rquant_reference::engine());
+    v
+}

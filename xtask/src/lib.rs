@@ -1,0 +1,4 @@
+//! Project automation: the conformance runner (`cargo xtask conformance`),
+//! benchmarks and CI helpers. The library part is what the tests call.
+
+pub mod conformance;
