@@ -1,0 +1,80 @@
+//! Every committed golden case (tests/golden) on every engine and ISA path,
+//! plus the shared example cases when they are present.
+
+use std::path::Path;
+
+fn run(dir: &Path) -> xtask::conformance::Report {
+    let engines = xtask::conformance::select_engines(None).unwrap();
+    let report = xtask::conformance::run_dir(dir, &engines).unwrap();
+    let mut out = Vec::new();
+    report.print(&mut out).unwrap();
+    eprintln!("{}", String::from_utf8_lossy(&out));
+    report
+}
+
+#[test]
+fn committed_golden_cases_pass_on_every_engine() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden");
+    let report = run(&dir);
+    assert_eq!(
+        report.failed,
+        0,
+        "golden cases failed: {:#?}",
+        &report.failures[..report.failures.len().min(10)]
+    );
+    assert!(
+        report.passed >= 300,
+        "only {} golden cases ran",
+        report.passed
+    );
+    // Every op of CONFORMANCE.md is covered.
+    for op in xtask::conformance::ops::ALL_OPS {
+        assert!(
+            report.table.keys().any(|(o, _)| o == op),
+            "no golden case for op {op}"
+        );
+    }
+}
+
+#[test]
+fn shared_examples_pass_when_present() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance-examples");
+    if !dir.exists() {
+        eprintln!("{} not present: skipped", dir.display());
+        return;
+    }
+    let report = run(&dir);
+    assert_eq!(report.failed, 0, "{:#?}", report.failures);
+}
+
+#[test]
+fn a_wrong_expected_value_fails() {
+    // The runner must be able to fail: corrupt one expected byte of a case.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden");
+    let files = xtask::conformance::case_files(&dir).unwrap();
+    let f = files
+        .iter()
+        .find(|p| p.to_string_lossy().contains("/relu/"))
+        .expect("a relu case");
+    let mut case = xtask::conformance::case::Case::read(f).unwrap();
+    let y = case.outputs.get_mut("y").unwrap();
+    if let xtask::conformance::case::Data::U8(v) = &mut y.data {
+        v[0] = v[0].wrapping_add(1);
+    }
+    let e = rquant_nn::engines::available().pop().unwrap();
+    let got = xtask::conformance::ops::run(&case, e.as_ref()).unwrap();
+    assert!(xtask::conformance::compare(&case, &got).is_err());
+}
+
+#[test]
+fn corrupt_files_are_errors() {
+    use xtask::conformance::case::Case;
+    assert!(Case::parse("empty", b"").is_err());
+    assert!(Case::parse("short", &[8, 0, 0, 0, 0, 0, 0, 0, b'{']).is_err());
+    let huge = u64::MAX.to_le_bytes();
+    assert!(Case::parse("huge header", &huge).is_err());
+    let hdr = br#"{"__metadata__":{"case":"not json"}}"#;
+    let mut b = (hdr.len() as u64).to_le_bytes().to_vec();
+    b.extend_from_slice(hdr);
+    assert!(Case::parse("bad case", &b).is_err());
+}
