@@ -17,6 +17,7 @@ pub mod dtype;
 pub mod engine;
 pub mod error;
 pub mod fake_quant;
+pub mod lsq;
 pub mod numerics;
 pub mod observer;
 pub mod ops;
