@@ -1,4 +1,5 @@
 //! Project automation: the conformance runner (`cargo xtask conformance`),
 //! benchmarks and CI helpers. The library part is what the tests call.
 
+pub mod bench;
 pub mod conformance;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage:\n  cargo xtask conformance --cases DIR [--engine NAME]\n\
+        "usage:\n  cargo xtask conformance --cases DIR [--engine NAME]\n  cargo xtask bench [--engine NAME] [--threads N] [--json PATH] [--quick]\n\
          runs every golden case under DIR on every engine (or the one named);\n\
          the last line is `N passed, M failed`; exits non-zero on any failure."
     );
@@ -47,10 +47,84 @@ fn conformance(args: &[String]) -> ExitCode {
     }
 }
 
+fn bench(args: &[String]) -> ExitCode {
+    use std::time::Duration;
+    use xtask::bench;
+    let mut json: Option<PathBuf> = None;
+    let mut threads = 1usize;
+    let mut budget = Duration::from_millis(400);
+    let mut engine: Option<String> = None;
+    let mut quick = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--json" => json = it.next().map(PathBuf::from),
+            "--threads" => threads = it.next().and_then(|s| s.parse().ok()).unwrap_or(1),
+            "--engine" => engine = it.next().cloned(),
+            "--quick" => {
+                quick = true;
+                budget = Duration::from_millis(50);
+            }
+            _ => {
+                eprintln!("usage: cargo xtask bench [--engine NAME] [--threads N] [--json PATH] [--quick]");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    rquant_core::registry::set_num_threads(threads);
+    let mut engines = match xtask::conformance::select_engines(engine.as_deref()) {
+        Ok(e) => e,
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The scalar reference is an oracle, not a contender: bench it only when asked.
+    if engine.is_none() && engines.len() > 1 {
+        engines.retain(|e| e.name() != "reference");
+    }
+    let mut records = Vec::new();
+    println!("{:<16} {:<24} {:<22} {:>12} {:>9}", "op", "engine", "shape", "median", "GOP/s");
+    let mut emit = |r: bench::Record, records: &mut Vec<bench::Record>| {
+        println!("{:<16} {:<24} {:<22} {:>10.1}us {:>9.1}", r.op, r.engine, r.shape, r.median_s * 1e6, r.gops);
+        records.push(r);
+    };
+    for &(m, k, n) in bench::LINEAR_SHAPES {
+        if quick && m * k * n > 128 * 768 * 768 {
+            continue;
+        }
+        for e in &engines {
+            for r in bench::linear(e.as_ref(), m, k, n, threads, budget) {
+                emit(r, &mut records);
+            }
+        }
+    }
+    for &s in bench::CONV_SHAPES {
+        if quick {
+            break;
+        }
+        for e in &engines {
+            emit(bench::conv(e.as_ref(), s, threads, budget), &mut records);
+        }
+    }
+    if let Some(p) = json {
+        let v = serde_json::Value::Array(records.iter().map(|r| r.json()).collect());
+        if let Err(e) = std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap()) {
+            eprintln!("error: {}: {e}", p.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    if cfg!(target_arch = "aarch64") && std::env::var_os("QEMU_CPU").is_some() {
+        println!("(timings under qemu emulation: meaningless as speed)");
+    }
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("conformance") => conformance(&args[1..]),
+        Some("bench") => bench(&args[1..]),
         _ => usage(),
     }
 }

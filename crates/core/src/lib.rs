@@ -16,6 +16,7 @@
 pub mod dtype;
 pub mod engine;
 pub mod error;
+pub mod exp;
 pub mod fake_quant;
 pub mod lsq;
 pub mod numerics;

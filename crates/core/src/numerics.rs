@@ -188,6 +188,19 @@ pub fn find_min_max(x: &[f32]) -> (f32, f32) {
     (lo, hi)
 }
 
+/// Sigmoid of an f32, computed in f64 with rquant's own [`crate::exp::exp_f64`]
+/// (IEEE operations only), so every platform gets the same bits; then rounded to f32.
+#[inline]
+pub fn sigmoid_f32(x: f32) -> f32 {
+    (1.0 / (1.0 + crate::exp::exp_f64(-(x as f64)))) as f32
+}
+
+/// Hardswish of an f32: `x · clamp(x + 3, 0, 6) / 6`, in that order.
+#[inline(always)]
+pub fn hardswish_f32(x: f32) -> f32 {
+    x * (x + 3.0).clamp(0.0, 6.0) / 6.0
+}
+
 /// Exact `rne(num / den)` for integers, den > 0 (ties to even).
 #[inline]
 pub fn div_rne(num: i64, den: i64) -> i64 {

@@ -17,8 +17,6 @@ use rquant_core::{
     QuantError, Result, Tensor,
 };
 
-pub mod exp;
-
 /// The reference engine value.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ReferenceEngine;
@@ -428,8 +426,7 @@ impl QuantEngine for ReferenceEngine {
             .iter()
             .map(|&q| {
                 let v = dequantize_val(s as f32, z, q as i64);
-                let h = v * (v + 3.0).clamp(0.0, 6.0) / 6.0;
-                quantize_val::<u8>(inv, out.zero_point, h)
+                quantize_val::<u8>(inv, out.zero_point, numerics::hardswish_f32(v))
             })
             .collect())
     }
@@ -443,18 +440,12 @@ impl QuantEngine for ReferenceEngine {
                 quantize_val::<u8>(
                     inv,
                     out.zero_point,
-                    sigmoid_f32(dequantize_val(s as f32, z, q as i64)),
+                    numerics::sigmoid_f32(dequantize_val(s as f32, z, q as i64)),
                 )
             })
             .collect();
         Ok(x.int_repr().iter().map(|&q| lut[q as usize]).collect())
     }
-}
-
-/// Sigmoid of an f32, computed in f64 with rquant's own `exp` (IEEE
-/// operations only), so every platform gets the same bits; then rounded to f32.
-pub fn sigmoid_f32(x: f32) -> f32 {
-    (1.0 / (1.0 + exp::exp_f64(-(x as f64)))) as f32
 }
 
 /// fp16 weights as PyTorch packs them: clamp to ±65504, round to fp16 (RNE,
