@@ -341,7 +341,7 @@ pub fn choose_qparams_fused(
     preserve_sparsity: bool,
 ) -> Result<(f32, i64)> {
     const OP: &str = "fused_moving_avg_obs_fake_quant";
-    if !(min <= max) {
+    if min > max || min.is_nan() || max.is_nan() {
         return Err(QuantError::invalid(
             OP,
             format!("min {min} should be <= max {max}"),
@@ -574,6 +574,7 @@ impl FakeQuantize {
 }
 
 #[cfg(test)]
+#[allow(clippy::excessive_precision)]
 mod tests {
     use super::*;
 
@@ -655,12 +656,51 @@ mod tests {
         assert_eq!(fq.zero_point(), &[42]);
         assert_eq!(
             out.y.data(),
-            &[-0.992_125_98f32, 0.0, 0.496_062_99, 2.007_874_01]
+            &[
+                -0.992_125_988_006_591_8f32,
+                0.0,
+                0.496_062_994_003_295_9,
+                2.007_874_011_993_408
+            ]
         );
         fq.fake_quant_enabled = false;
         let out = fq.forward(&x).unwrap();
         assert_eq!(out.y.data(), x.data());
         assert!(out.mask.iter().all(|&m| m));
+    }
+
+    #[test]
+    fn fused_fake_quant_matches_torch() {
+        // torch: f = default_fused_act_fake_quant(); f(tensor([-1,0,0.5,2]));
+        // y = f(tensor([-3,0.25,1,4])) -> min -1.02, max 2.02 (c = 0.01),
+        // scale 0.011921568773686886, zp 86,
+        // y [-1.0252549648284912, 0.2503529489040375, 1.00141179561615, 2.0147452354431152]
+        let spec = FakeQuantizeSpec {
+            kind: FakeQuantKind::FusedMovingAvgObs,
+            observer: ObserverSpec::new(ObserverKind::MovingAverageMinMax).with(|c| {
+                c.quant_min = Some(0);
+                c.quant_max = Some(255);
+            }),
+        };
+        let mut f = spec.build().unwrap();
+        f.forward(&Tensor::new([4], vec![-1.0, 0.0, 0.5, 2.0]).unwrap())
+            .unwrap();
+        let out = f
+            .forward(&Tensor::new([4], vec![-3.0, 0.25, 1.0, 4.0]).unwrap())
+            .unwrap();
+        assert_eq!(f.observer().min_val(), &[-1.019_999_980_926_513_7f32]);
+        assert_eq!(f.observer().max_val(), &[2.019_999_980_926_513_7f32]);
+        assert_eq!(f.scale(), &[0.011_921_568_773_686_886f32]);
+        assert_eq!(f.zero_point(), &[86]);
+        assert_eq!(
+            out.y.data(),
+            &[
+                -1.025_254_964_828_491_2f32,
+                0.250_352_948_904_037_5,
+                1.001_411_795_616_15,
+                2.014_745_235_443_115_2
+            ]
+        );
     }
 
     #[test]
