@@ -73,8 +73,19 @@ pub const CONV_SHAPES: &[(usize, usize, usize, usize, usize)] = &[
     (144, 144, 56, 3, 144),
 ];
 
-pub fn linear(e: &dyn QuantEngine, m: usize, k: usize, n: usize, threads: usize, budget: Duration) -> Vec<Record> {
-    let x = Tensor::new([m, k], data(m * k, 1).iter().map(|v| v.abs() * 4.0).collect()).unwrap();
+pub fn linear(
+    e: &dyn QuantEngine,
+    m: usize,
+    k: usize,
+    n: usize,
+    threads: usize,
+    budget: Duration,
+) -> Vec<Record> {
+    let x = Tensor::new(
+        [m, k],
+        data(m * k, 1).iter().map(|v| v.abs() * 4.0).collect(),
+    )
+    .unwrap();
     let w = Tensor::new([n, k], data(n * k, 2)).unwrap();
     let wq = quantize_per_channel::<i8>(&w, &vec![1.0 / 127.0; n], &vec![0; n], 0).unwrap();
     let packed = e.pack_linear(wq, Some(data(n, 3))).unwrap();
@@ -90,18 +101,45 @@ pub fn linear(e: &dyn QuantEngine, m: usize, k: usize, n: usize, threads: usize,
         std::hint::black_box(e.linear_dynamic(&x, &packed, false).unwrap());
     });
     vec![
-        Record { op: "linear_static".into(), engine: label.clone(), shape: shape.clone(), threads, median_s: t_static, gops: ops / t_static / 1e9 },
-        Record { op: "linear_dynamic".into(), engine: label, shape, threads, median_s: t_dyn, gops: ops / t_dyn / 1e9 },
+        Record {
+            op: "linear_static".into(),
+            engine: label.clone(),
+            shape: shape.clone(),
+            threads,
+            median_s: t_static,
+            gops: ops / t_static / 1e9,
+        },
+        Record {
+            op: "linear_dynamic".into(),
+            engine: label,
+            shape,
+            threads,
+            median_s: t_dyn,
+            gops: ops / t_dyn / 1e9,
+        },
     ]
 }
 
-pub fn conv(e: &dyn QuantEngine, (c, o, hw, k, groups): (usize, usize, usize, usize, usize), threads: usize, budget: Duration) -> Record {
-    let x = Tensor::new([1, c, hw, hw], data(c * hw * hw, 4).iter().map(|v| v.abs()).collect()).unwrap();
+pub fn conv(
+    e: &dyn QuantEngine,
+    (c, o, hw, k, groups): (usize, usize, usize, usize, usize),
+    threads: usize,
+    budget: Duration,
+) -> Record {
+    let x = Tensor::new(
+        [1, c, hw, hw],
+        data(c * hw * hw, 4).iter().map(|v| v.abs()).collect(),
+    )
+    .unwrap();
     let xq = quantize_per_tensor::<u8>(&x, 1.0 / 255.0, 0).unwrap();
     let cg = c / groups;
     let w = Tensor::new([o, cg, k, k], data(o * cg * k * k, 5)).unwrap();
     let wq = quantize_per_channel::<i8>(&w, &vec![1.0 / 127.0; o], &vec![0; o], 0).unwrap();
-    let p = Conv2dParams { padding: [k / 2, k / 2], groups, ..Default::default() };
+    let p = Conv2dParams {
+        padding: [k / 2, k / 2],
+        groups,
+        ..Default::default()
+    };
     let packed = e.pack_conv2d(wq, None, p).unwrap();
     let t = median_time(budget, || {
         std::hint::black_box(e.conv2d(&xq, &packed, 0.05, 0, true).unwrap());

@@ -84,9 +84,19 @@ fn bench(args: &[String]) -> ExitCode {
         engines.retain(|e| e.name() != "reference");
     }
     let mut records = Vec::new();
-    println!("{:<16} {:<24} {:<22} {:>12} {:>9}", "op", "engine", "shape", "median", "GOP/s");
-    let mut emit = |r: bench::Record, records: &mut Vec<bench::Record>| {
-        println!("{:<16} {:<24} {:<22} {:>10.1}us {:>9.1}", r.op, r.engine, r.shape, r.median_s * 1e6, r.gops);
+    println!(
+        "{:<16} {:<24} {:<22} {:>12} {:>9}",
+        "op", "engine", "shape", "median", "GOP/s"
+    );
+    let emit = |r: bench::Record, records: &mut Vec<bench::Record>| {
+        println!(
+            "{:<16} {:<24} {:<22} {:>10.1}us {:>9.1}",
+            r.op,
+            r.engine,
+            r.shape,
+            r.median_s * 1e6,
+            r.gops
+        );
         records.push(r);
     };
     for &(m, k, n) in bench::LINEAR_SHAPES {

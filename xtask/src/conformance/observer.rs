@@ -12,8 +12,10 @@ pub fn run(c: &Case) -> Result<Outputs, CaseError> {
     let dtype_s = c.str("dtype")?;
     let qscheme_s = c.str("qscheme")?;
     let mut cfg = ObserverConfig {
-        dtype: QDType::from_name(&dtype_s).ok_or_else(|| c.err(format!("unknown dtype {dtype_s:?}")))?,
-        qscheme: QScheme::from_name(&qscheme_s).ok_or_else(|| c.err(format!("unknown qscheme {qscheme_s:?}")))?,
+        dtype: QDType::from_name(&dtype_s)
+            .ok_or_else(|| c.err(format!("unknown dtype {dtype_s:?}")))?,
+        qscheme: QScheme::from_name(&qscheme_s)
+            .ok_or_else(|| c.err(format!("unknown qscheme {qscheme_s:?}")))?,
         reduce_range: c.bool_or("reduce_range", false)?,
         quant_min: c.opt_i64("quant_min")?,
         quant_max: c.opt_i64("quant_max")?,
@@ -38,14 +40,24 @@ pub fn run(c: &Case) -> Result<Outputs, CaseError> {
     }
     for i in 0..batches {
         let (shape, v) = c.in_f32(&format!("x{i}"))?;
-        obs.observe(&FTensor::new(shape, v).map_err(e)?).map_err(e)?;
+        obs.observe(&FTensor::new(shape, v).map_err(e)?)
+            .map_err(e)?;
     }
     let qp = obs.calculate_qparams().map_err(e)?;
     let mut m = Outputs::new();
-    m.insert("scale".into(), Tensor { shape: vec![qp.scales.len()], data: Data::F32(qp.scales) });
+    m.insert(
+        "scale".into(),
+        Tensor {
+            shape: vec![qp.scales.len()],
+            data: Data::F32(qp.scales),
+        },
+    );
     m.insert(
         "zero_point".into(),
-        Tensor { shape: vec![qp.zero_points.len()], data: Data::I64(qp.zero_points) },
+        Tensor {
+            shape: vec![qp.zero_points.len()],
+            data: Data::I64(qp.zero_points),
+        },
     );
     Ok(m)
 }
