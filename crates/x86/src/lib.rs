@@ -1,26 +1,320 @@
-//! rquant's x86 engine ("x86", alias "fbgemm"): exact int8 kernels for AVX2,
-//! AVX-512 and VNNI. Not implemented yet: [`engine`] reports the engine as
-//! unavailable so the registry never offers it.
+//! rquant's x86 engine ("x86", alias "fbgemm"): exact int8 kernels for AVX2
+//! and AVX512-VNNI, bit-identical to the reference engine.
+//!
+//! The engine is a value that proves its ISA path ([`X86Engine::new`]
+//! returns None when the CPU lacks it), resolved once at runtime from
+//! `is_x86_feature_detected!` and `RQUANT_ISA` (a ceiling: `scalar`, `avx2`,
+//! `avx512vnni`). Layout:
+//! - [`pack`]: weight packing (column sums) and activation packing (row sums);
+//! - [`kernels`]: one microkernel per file (`gemm_u8i8_6x16c2_avx2.rs`, …)
+//!   and the output pipeline (`kernels/output*.rs`);
+//! - `gemm`: cache blocking and threading; `conv`, `fp16`, `elementwise`: ops.
 
 use std::sync::Arc;
 
-use rquant_core::QuantEngine;
+use rquant_core::engine::Payload;
+use rquant_core::numerics::{self, choose_qparams, inv_scale};
+use rquant_core::ops::{
+    AvgPool2dParams, BinaryOp, ConvGeometry, MaxPool2dParams, OutQ, PoolGeometry,
+};
+use rquant_core::{
+    Conv2dParams, PackedConv2d, PackedLinear, PackedLinearFp16, QTensor, QuantEngine, Result,
+    Tensor,
+};
 
-/// The x86 engine if this CPU and this build support it; None until the
-/// engine's kernels land.
+mod conv;
+mod elementwise;
+mod fp16;
+mod gemm;
+pub mod isa;
+pub mod kernels;
+pub mod pack;
+mod threads;
+
+pub use isa::Isa;
+
+use conv::PackedConv;
+use elementwise::Elementwise;
+use fp16::PackedFp16;
+use kernels::output::{FloatOut, OutLayout, RequantOut};
+use pack::PackedB;
+
+/// The x86 engine on one ISA path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct X86Engine {
+    isa: Isa,
+}
+
+impl X86Engine {
+    /// The engine on path `isa`, if this CPU has it.
+    pub fn new(isa: Isa) -> Option<Self> {
+        isa.detected().then_some(X86Engine { isa })
+    }
+    /// The engine on the path `RQUANT_ISA` and the CPU allow.
+    pub fn resolved() -> Option<Self> {
+        let req = rquant_core::registry::requested_isa();
+        X86Engine::new(Isa::resolve(req.as_deref()))
+    }
+    /// The resolved path.
+    pub fn path(&self) -> Isa {
+        self.isa
+    }
+
+    fn packed_b<'a>(&self, w: &'a PackedLinear) -> std::borrow::Cow<'a, PackedB> {
+        match w.payload::<PackedB>() {
+            Some(p) if p.isa == self.isa => std::borrow::Cow::Borrowed(p),
+            // Packed by this engine on another path (or not at all): repack.
+            _ => std::borrow::Cow::Owned(PackedB::from_linear(self.isa, w.weight())),
+        }
+    }
+}
+
+/// The x86 engine on the best path this CPU has (honouring `RQUANT_ISA`);
+/// None off x86_64 or without AVX2.
 pub fn engine() -> Option<Arc<dyn QuantEngine>> {
-    None
+    let e = X86Engine::resolved()?;
+    if e.isa < Isa::Avx2 && rquant_core::registry::requested_isa().as_deref() != Some("scalar") {
+        // Without AVX2 the engine has nothing over the reference.
+        return None;
+    }
+    Some(Arc::new(e))
 }
 
-/// The engine once per ISA path this CPU has (for conformance); empty until implemented.
+/// The engine once per ISA path this CPU supports, the fastest first.
 pub fn all_paths() -> Vec<Arc<dyn QuantEngine>> {
-    engine().into_iter().collect()
+    if !Isa::Avx2.detected() {
+        return Vec::new();
+    }
+    Isa::ALL
+        .iter()
+        .rev()
+        .filter_map(|&i| X86Engine::new(i))
+        .map(|e| Arc::new(e) as Arc<dyn QuantEngine>)
+        .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn reports_unsupported_until_implemented() {
-        assert!(super::engine().is_none());
+/// Paths this build knows but the CPU lacks (for testers to report).
+pub fn missing_paths() -> Vec<Isa> {
+    Isa::ALL.into_iter().filter(|i| !i.detected()).collect()
+}
+
+fn min_max(isa: Isa, x: &[f32]) -> (f32, f32) {
+    #[cfg(target_arch = "x86_64")]
+    if isa >= Isa::Avx2 && !x.is_empty() {
+        // SAFETY: AVX2 detected (isa comes from an engine value); x non-empty.
+        return unsafe { kernels::output_avx2::min_max(x) };
+    }
+    let _ = isa;
+    numerics::find_min_max(x)
+}
+
+fn quantize_row(isa: Isa, inv: f32, zp: i64, src: &[f32], dst: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if isa >= Isa::Avx2 {
+        // SAFETY: AVX2 detected; equal lengths; src has no NaN (validated by
+        // linear_dynamic); zp in 0..=255 and inv finite (choose_qparams).
+        unsafe { kernels::output_avx2::quantize_row_u8(inv, zp as i32, src, dst) };
+        return;
+    }
+    let _ = isa;
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = numerics::quantize_val::<u8>(inv, zp, s);
+    }
+}
+
+impl QuantEngine for X86Engine {
+    fn name(&self) -> &'static str {
+        "x86"
+    }
+    fn aliases(&self) -> &'static [&'static str] {
+        &["fbgemm"]
+    }
+    fn isa(&self) -> &'static str {
+        self.isa.name()
+    }
+    fn priority(&self) -> i32 {
+        100
+    }
+
+    fn pack_linear_impl(&self, w: &QTensor<i8>, _bias: Option<&[f32]>) -> Result<Payload> {
+        Ok(Box::new(PackedB::from_linear(self.isa, w)))
+    }
+
+    fn linear_impl(
+        &self,
+        x: &QTensor<u8>,
+        m: usize,
+        w: &PackedLinear,
+        out: OutQ,
+        relu: bool,
+    ) -> Result<Vec<u8>> {
+        let pb = self.packed_b(w);
+        let (n, k) = (w.out_features(), w.in_features());
+        let (xs, xz) = x.q_per_tensor().expect("validated per-tensor");
+        let xd = x.int_repr();
+        let mut y = vec![0u8; m * n];
+        let layout = OutLayout {
+            base: 0,
+            ldm: n,
+            ldn: 1,
+        };
+        let epi = RequantOut::new(
+            self.isa,
+            &pb,
+            xs,
+            xz as i32,
+            w.bias(),
+            out.scale,
+            out.zero_point as i32,
+            relu,
+            &mut y,
+            layout,
+        );
+        let fill = |i: usize, dst: &mut [u8]| dst.copy_from_slice(&xd[i * k..(i + 1) * k]);
+        gemm::gemm(&pb, m, &fill, &epi);
+        Ok(y)
+    }
+
+    fn linear_dynamic_impl(
+        &self,
+        x: &[f32],
+        m: usize,
+        w: &PackedLinear,
+        reduce_range: bool,
+    ) -> Result<Vec<f32>> {
+        let pb = self.packed_b(w);
+        let (n, k) = (w.out_features(), w.in_features());
+        let (lo, hi) = min_max(self.isa, x);
+        let qp = choose_qparams(lo, hi, 0, 255, reduce_range);
+        let inv = inv_scale(qp.scale);
+        let mut y = vec![0f32; m * n];
+        let layout = OutLayout {
+            base: 0,
+            ldm: n,
+            ldn: 1,
+        };
+        let epi = FloatOut::new(
+            self.isa,
+            &pb,
+            qp.scale,
+            qp.zero_point as i32,
+            w.bias(),
+            &mut y,
+            layout,
+        );
+        let isa = self.isa;
+        // The activation is quantized while it is packed.
+        let fill = |i: usize, dst: &mut [u8]| {
+            quantize_row(isa, inv, qp.zero_point, &x[i * k..(i + 1) * k], dst)
+        };
+        gemm::gemm(&pb, m, &fill, &epi);
+        Ok(y)
+    }
+
+    fn pack_linear_fp16_impl(&self, w: &Tensor, bias: Option<&[f32]>) -> Result<Payload> {
+        let (n, k) = (w.shape()[0], w.shape()[1]);
+        Ok(Box::new(PackedFp16::new(self.isa, w.data(), n, k, bias)))
+    }
+
+    fn linear_dynamic_fp16_impl(
+        &self,
+        x: &[f32],
+        m: usize,
+        w: &PackedLinearFp16,
+    ) -> Result<Vec<f32>> {
+        let (n, k) = (w.out_features(), w.in_features());
+        let repacked;
+        let p = match w.payload::<PackedFp16>() {
+            Some(p) if p.isa == self.isa => p,
+            _ => {
+                repacked = PackedFp16::new(self.isa, w.weight().data(), n, k, w.bias());
+                &repacked
+            }
+        };
+        Ok(fp16::linear_fp16(p, x, m, w.bias()))
+    }
+
+    fn pack_conv2d_impl(
+        &self,
+        w: &QTensor<i8>,
+        _bias: Option<&[f32]>,
+        params: Conv2dParams,
+    ) -> Result<Payload> {
+        Ok(Box::new(PackedConv::new(self.isa, w, params)))
+    }
+
+    fn conv2d_impl(
+        &self,
+        x: &QTensor<u8>,
+        g: &ConvGeometry,
+        w: &PackedConv2d,
+        out: OutQ,
+        relu: bool,
+    ) -> Result<Vec<u8>> {
+        let repacked;
+        let p = match w.payload::<PackedConv>() {
+            Some(p) if p.isa == self.isa => p,
+            _ => {
+                repacked = PackedConv::new(self.isa, w.weight(), w.params());
+                &repacked
+            }
+        };
+        Ok(conv::conv2d(
+            self.isa,
+            x,
+            g,
+            p,
+            w.bias(),
+            out.scale,
+            out.zero_point as i32,
+            relu,
+        ))
+    }
+
+    fn binary_impl(
+        &self,
+        op: BinaryOp,
+        a: &QTensor<u8>,
+        b: &QTensor<u8>,
+        out: OutQ,
+    ) -> Result<Vec<u8>> {
+        Elementwise.binary_impl(op, a, b, out)
+    }
+    fn cat_impl(
+        &self,
+        xs: &[&QTensor<u8>],
+        outer: usize,
+        inner: usize,
+        out: OutQ,
+    ) -> Result<Vec<u8>> {
+        Elementwise.cat_impl(xs, outer, inner, out)
+    }
+    fn relu_impl(&self, x: &QTensor<u8>) -> Result<Vec<u8>> {
+        Elementwise.relu_impl(x)
+    }
+    fn max_pool2d_impl(
+        &self,
+        x: &QTensor<u8>,
+        g: &PoolGeometry,
+        p: &MaxPool2dParams,
+    ) -> Result<Vec<u8>> {
+        Elementwise.max_pool2d_impl(x, g, p)
+    }
+    fn avg_pool2d_impl(
+        &self,
+        x: &QTensor<u8>,
+        g: &PoolGeometry,
+        p: &AvgPool2dParams,
+    ) -> Result<Vec<u8>> {
+        Elementwise.avg_pool2d_impl(x, g, p)
+    }
+    fn adaptive_avg_pool2d_impl(&self, x: &QTensor<u8>, g: &PoolGeometry) -> Result<Vec<u8>> {
+        Elementwise.adaptive_avg_pool2d_impl(x, g)
+    }
+    fn hardswish_impl(&self, x: &QTensor<u8>, out: OutQ) -> Result<Vec<u8>> {
+        Elementwise.hardswish_impl(x, out)
+    }
+    fn sigmoid_impl(&self, x: &QTensor<u8>, out: OutQ) -> Result<Vec<u8>> {
+        Elementwise.sigmoid_impl(x, out)
     }
 }

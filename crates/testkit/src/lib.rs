@@ -1,0 +1,642 @@
+//! XNNPACK-style testers shared by the engines: each builds random (but
+//! seeded) inputs for one op, runs it on the engine under test and on the
+//! reference engine, and demands identical bits (tolerance zero).
+//!
+//! [`GemmTester`] drives linear (static and dynamic), fp16 linear and conv2d;
+//! the `sweep_*` functions run the standard parameter sweeps: k below, at
+//! and above every kernel's k-block and not a multiple of it, m and n tails,
+//! zero points 0/128/255, full-range activations 0..255, weights −128..127
+//! (all −128 too), extreme output scales, relu clamps, per-tensor and
+//! per-channel weights, with and without bias.
+
+use std::sync::Arc;
+
+use rquant_core::{Conv2dParams, QParams, QTensor, QuantEngine, Tensor};
+
+/// A small deterministic generator (xorshift64*), so testers need no deps.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in `lo..=hi`.
+    pub fn int(&mut self, lo: i64, hi: i64) -> i64 {
+        lo + (self.next_u64() % ((hi - lo + 1) as u64)) as i64
+    }
+    /// Uniform in `[lo, hi)`.
+    pub fn float(&mut self, lo: f32, hi: f32) -> f32 {
+        let u = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
+        lo + (hi - lo) * u
+    }
+}
+
+/// How activations are drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Act {
+    /// Uniform 0..=255 (the range where `vpmaddubsw` saturates).
+    Full,
+    /// Every value 255.
+    AllMax,
+    /// Uniform 0..=127.
+    Low,
+}
+
+/// How weights are drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wt {
+    /// Uniform −128..=127.
+    Full,
+    /// Every weight −128.
+    AllMin,
+    /// Alternating 127 / −128 (adjacent pairs at the int16 bound).
+    Extreme,
+}
+
+/// One GEMM-shaped test case (linear: x `[m, k]`, w `[n, k]`).
+#[derive(Debug, Clone)]
+pub struct GemmTester {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub x_zp: i64,
+    /// Weight zero point (per-tensor) or base of the per-channel zero points.
+    pub w_zp: i64,
+    pub per_channel: bool,
+    pub bias: bool,
+    pub relu: bool,
+    pub act: Act,
+    pub wt: Wt,
+    /// Multiplies the automatically chosen output scale (1.0 = outputs span 0..255).
+    pub out_scale_factor: f64,
+    /// Output zero point; None = chosen with the scale.
+    pub out_zp: Option<i64>,
+    pub seed: u64,
+}
+
+impl Default for GemmTester {
+    fn default() -> Self {
+        GemmTester {
+            m: 4,
+            n: 8,
+            k: 16,
+            x_zp: 128,
+            w_zp: 0,
+            per_channel: false,
+            bias: true,
+            relu: false,
+            act: Act::Full,
+            wt: Wt::Full,
+            out_scale_factor: 1.0,
+            out_zp: None,
+            seed: 1,
+        }
+    }
+}
+
+macro_rules! setter {
+    ($($f:ident: $t:ty),*) => { $(pub fn $f(mut self, v: $t) -> Self { self.$f = v; self })* };
+}
+
+impl GemmTester {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    setter!(m: usize, n: usize, k: usize, x_zp: i64, w_zp: i64, per_channel: bool, bias: bool, relu: bool,
+        act: Act, wt: Wt, out_scale_factor: f64, seed: u64);
+    pub fn out_zp(mut self, z: i64) -> Self {
+        self.out_zp = Some(z);
+        self
+    }
+
+    fn rng(&self) -> Rng {
+        Rng::new(self.seed ^ ((self.m as u64) << 40) ^ ((self.n as u64) << 20) ^ self.k as u64)
+    }
+
+    fn activations(&self, rng: &mut Rng, len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|_| match self.act {
+                Act::Full => rng.int(0, 255) as u8,
+                Act::AllMax => 255,
+                Act::Low => rng.int(0, 127) as u8,
+            })
+            .collect()
+    }
+
+    /// Weights `[rows, rest]` with per-tensor or per-channel (axis 0) qparams.
+    fn weights(&self, rng: &mut Rng, shape: &[usize]) -> QTensor<i8> {
+        let rows = shape[0];
+        let len: usize = shape.iter().product();
+        let data: Vec<i8> = (0..len)
+            .map(|i| match self.wt {
+                Wt::Full => rng.int(-128, 127) as i8,
+                Wt::AllMin => -128,
+                Wt::Extreme => {
+                    if i % 2 == 0 {
+                        127
+                    } else {
+                        -128
+                    }
+                }
+            })
+            .collect();
+        let qp = if self.per_channel {
+            QParams::PerChannel {
+                scales: (0..rows).map(|_| rng.float(0.001, 0.05) as f64).collect(),
+                zero_points: (0..rows)
+                    .map(|c| (self.w_zp + c as i64 % 7 - 3).clamp(-128, 127))
+                    .collect(),
+                axis: 0,
+            }
+        } else {
+            QParams::per_tensor(rng.float(0.001, 0.05) as f64, self.w_zp)
+        };
+        QTensor::from_int_repr(shape.to_vec(), data, qp).expect("valid weights")
+    }
+
+    fn bias_vec(&self, rng: &mut Rng, n: usize, mag: f32) -> Option<Vec<f32>> {
+        self.bias
+            .then(|| (0..n).map(|_| rng.float(-mag, mag)).collect())
+    }
+
+    /// Output qparams spanning the exact accumulator range of `x·wᵀ` (scaled by the factor).
+    fn out_qparams(&self, acc_lo: i64, acc_hi: i64, x_scale: f64, w: &QTensor<i8>) -> (f64, i64) {
+        let ws = w.qparams().channel(0).0;
+        let span = ((acc_hi - acc_lo).max(1) as f64) * x_scale * ws;
+        let scale = (span / 255.0 * self.out_scale_factor).max(1e-30);
+        let zp = self.out_zp.unwrap_or_else(|| {
+            ((-(acc_lo as f64) * x_scale * ws / scale).round() as i64).clamp(0, 255)
+        });
+        (scale, zp)
+    }
+
+    /// Static linear: demands `engine.linear` == `reference.linear`.
+    pub fn test_linear(&self, engine: &dyn QuantEngine, reference: &dyn QuantEngine) {
+        let mut rng = self.rng();
+        let (m, n, k) = (self.m, self.n, self.k);
+        let xs = rng.float(0.005, 0.05) as f64;
+        let x = QTensor::from_int_repr(
+            vec![m, k],
+            self.activations(&mut rng, m * k),
+            QParams::per_tensor(xs, self.x_zp),
+        )
+        .expect("valid activations");
+        let w = self.weights(&mut rng, &[n, k]);
+        let (lo, hi) = acc_range(x.int_repr(), self.x_zp, &w, m, n, k);
+        let (os, oz) = self.out_qparams(lo, hi, xs, &w);
+        let bias = self.bias_vec(&mut rng, n, (os * 100.0) as f32);
+        let pe = engine
+            .pack_linear(w.clone(), bias.clone())
+            .expect("engine packs");
+        let pr = reference.pack_linear(w, bias).expect("reference packs");
+        let ye = engine
+            .linear(&x, &pe, os, oz, self.relu)
+            .expect("engine linear");
+        let yr = reference
+            .linear(&x, &pr, os, oz, self.relu)
+            .expect("reference linear");
+        assert_same(engine, "linear", self, ye.int_repr(), yr.int_repr(), n);
+    }
+
+    /// Dynamic linear on f32 input drawn from `[lo, hi)`; `reduce_range` as given.
+    pub fn test_linear_dynamic(
+        &self,
+        engine: &dyn QuantEngine,
+        reference: &dyn QuantEngine,
+        lo: f32,
+        hi: f32,
+        reduce_range: bool,
+    ) {
+        let mut rng = self.rng();
+        let (m, n, k) = (self.m, self.n, self.k);
+        let x: Vec<f32> = (0..m * k)
+            .map(|_| if lo == hi { lo } else { rng.float(lo, hi) })
+            .collect();
+        let x = Tensor::new(vec![m, k], x).expect("valid input");
+        let w = self.weights(&mut rng, &[n, k]);
+        let bias = self.bias_vec(&mut rng, n, 3.0);
+        let pe = engine
+            .pack_linear(w.clone(), bias.clone())
+            .expect("engine packs");
+        let pr = reference.pack_linear(w, bias).expect("reference packs");
+        let ye = engine
+            .linear_dynamic(&x, &pe, reduce_range)
+            .expect("engine linear_dynamic");
+        let yr = reference
+            .linear_dynamic(&x, &pr, reduce_range)
+            .expect("reference linear_dynamic");
+        assert_same_f32(engine, "linear_dynamic", self, ye.data(), yr.data(), n);
+    }
+
+    /// fp16-weight dynamic linear; weights span `±wmag` (beyond 65504 tests the clamp).
+    pub fn test_linear_fp16(
+        &self,
+        engine: &dyn QuantEngine,
+        reference: &dyn QuantEngine,
+        wmag: f32,
+    ) {
+        let mut rng = self.rng();
+        let (m, n, k) = (self.m, self.n, self.k);
+        let x = Tensor::new(
+            vec![m, k],
+            (0..m * k).map(|_| rng.float(-4.0, 4.0)).collect(),
+        )
+        .expect("x");
+        let w = Tensor::new(
+            vec![n, k],
+            (0..n * k).map(|_| rng.float(-wmag, wmag)).collect(),
+        )
+        .expect("w");
+        let bias = self.bias_vec(&mut rng, n, 2.0);
+        let pe = engine
+            .pack_linear_fp16(w.clone(), bias.clone())
+            .expect("engine packs");
+        let pr = reference
+            .pack_linear_fp16(w, bias)
+            .expect("reference packs");
+        let ye = engine.linear_dynamic_fp16(&x, &pe).expect("engine fp16");
+        let yr = reference
+            .linear_dynamic_fp16(&x, &pr)
+            .expect("reference fp16");
+        assert_same_f32(engine, "linear_dynamic_fp16", self, ye.data(), yr.data(), n);
+    }
+}
+
+/// Exact accumulator range of `(x − zx)·(w − zw)ᵀ` over all outputs.
+fn acc_range(x: &[u8], xz: i64, w: &QTensor<i8>, m: usize, n: usize, k: usize) -> (i64, i64) {
+    let wd = w.int_repr();
+    let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+    for i in 0..m {
+        for j in 0..n {
+            let zw = w.qparams().channel(j).1;
+            let s: i64 = (0..k)
+                .map(|kk| (x[i * k + kk] as i64 - xz) * (wd[j * k + kk] as i64 - zw))
+                .sum();
+            lo = lo.min(s);
+            hi = hi.max(s);
+        }
+    }
+    (lo, hi)
+}
+
+fn assert_same<T: PartialEq + std::fmt::Debug>(
+    engine: &dyn QuantEngine,
+    op: &str,
+    case: &dyn std::fmt::Debug,
+    got: &[T],
+    want: &[T],
+    n: usize,
+) {
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{op} on {}/{}: output length, {case:?}",
+        engine.name(),
+        engine.isa()
+    );
+    if let Some(i) = got.iter().zip(want).position(|(a, b)| a != b) {
+        panic!(
+            "{op} on {}/{}: output [{}, {}] is {:?}, the reference gives {:?}\ncase: {case:?}",
+            engine.name(),
+            engine.isa(),
+            i / n.max(1),
+            i % n.max(1),
+            got[i],
+            want[i]
+        );
+    }
+}
+
+fn assert_same_f32(
+    engine: &dyn QuantEngine,
+    op: &str,
+    case: &dyn std::fmt::Debug,
+    got: &[f32],
+    want: &[f32],
+    n: usize,
+) {
+    let g: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
+    let w: Vec<u32> = want.iter().map(|v| v.to_bits()).collect();
+    assert_same(engine, op, case, &g, &w, n);
+}
+
+/// One conv2d test case (NCHW input `[batch, c, h, w]`, weight `[o, c/groups, kh, kw]`).
+#[derive(Debug, Clone)]
+pub struct ConvTester {
+    pub batch: usize,
+    pub c: usize,
+    pub o: usize,
+    pub hw: [usize; 2],
+    pub kernel: [usize; 2],
+    pub params: Conv2dParams,
+    pub gemm: GemmTester,
+}
+
+impl ConvTester {
+    pub fn new(
+        c: usize,
+        o: usize,
+        hw: [usize; 2],
+        kernel: [usize; 2],
+        params: Conv2dParams,
+    ) -> Self {
+        ConvTester {
+            batch: 1,
+            c,
+            o,
+            hw,
+            kernel,
+            params,
+            gemm: GemmTester::default(),
+        }
+    }
+    pub fn batch(mut self, b: usize) -> Self {
+        self.batch = b;
+        self
+    }
+    pub fn gemm(mut self, g: GemmTester) -> Self {
+        self.gemm = g;
+        self
+    }
+
+    pub fn test(&self, engine: &dyn QuantEngine, reference: &dyn QuantEngine) {
+        let t = &self.gemm;
+        let mut rng = Rng::new(t.seed ^ (self.c as u64 * 131 + self.o as u64));
+        let [h, w] = self.hw;
+        let xs = rng.float(0.005, 0.05) as f64;
+        let x = QTensor::from_int_repr(
+            vec![self.batch, self.c, h, w],
+            t.activations(&mut rng, self.batch * self.c * h * w),
+            QParams::per_tensor(xs, t.x_zp),
+        )
+        .expect("valid activations");
+        let cg = self.c / self.params.groups;
+        let wq = t.weights(&mut rng, &[self.o, cg, self.kernel[0], self.kernel[1]]);
+        // Output scale from a rough accumulator bound (k taps of typical magnitude).
+        let k = (cg * self.kernel[0] * self.kernel[1]) as f64;
+        let ws = wq.qparams().channel(0).0;
+        let os = (xs * ws * 128.0 * 64.0 * k.sqrt() / 255.0 * t.out_scale_factor).max(1e-30);
+        let oz = t.out_zp.unwrap_or(128);
+        let bias = t.bias_vec(&mut rng, self.o, (os * 100.0) as f32);
+        let pe = engine
+            .pack_conv2d(wq.clone(), bias.clone(), self.params)
+            .expect("engine packs conv");
+        let pr = reference
+            .pack_conv2d(wq, bias, self.params)
+            .expect("reference packs conv");
+        let ye = engine
+            .conv2d(&x, &pe, os, oz, t.relu)
+            .expect("engine conv2d");
+        let yr = reference
+            .conv2d(&x, &pr, os, oz, t.relu)
+            .expect("reference conv2d");
+        assert_eq!(ye.shape(), yr.shape());
+        assert_same(
+            engine,
+            "conv2d",
+            self,
+            ye.int_repr(),
+            yr.int_repr(),
+            yr.shape()[3],
+        );
+    }
+}
+
+/// The reference engine.
+pub fn reference() -> Arc<dyn QuantEngine> {
+    rquant_reference::engine()
+}
+
+/// Sizes used by the sweeps: every tail of tiles up to MR = 8, NR = 32, KR = 4.
+pub const M_SWEEP: &[usize] = &[1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 16, 17, 25];
+pub const N_SWEEP: &[usize] = &[1, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 65, 130];
+pub const K_SWEEP: &[usize] = &[
+    1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 257,
+];
+
+/// The standard static-linear sweep.
+pub fn sweep_linear(engine: &dyn QuantEngine) {
+    let r = reference();
+    let r = r.as_ref();
+    for &k in K_SWEEP {
+        for &(m, n) in &[(1, 1), (4, 8), (6, 16), (8, 32), (7, 33), (13, 17)] {
+            GemmTester::new()
+                .m(m)
+                .n(n)
+                .k(k)
+                .seed(k as u64)
+                .test_linear(engine, r);
+        }
+    }
+    for &m in M_SWEEP {
+        for &n in N_SWEEP {
+            GemmTester::new()
+                .m(m)
+                .n(n)
+                .k(37)
+                .seed(3)
+                .test_linear(engine, r);
+        }
+    }
+    for &x_zp in &[0, 128, 255] {
+        for &w_zp in &[0, -128, 5, 127] {
+            for &per_channel in &[false, true] {
+                for &bias in &[false, true] {
+                    for &relu in &[false, true] {
+                        GemmTester::new()
+                            .m(9)
+                            .n(35)
+                            .k(45)
+                            .x_zp(x_zp)
+                            .w_zp(w_zp)
+                            .per_channel(per_channel)
+                            .bias(bias)
+                            .relu(relu)
+                            .seed(x_zp as u64 + 7)
+                            .test_linear(engine, r);
+                    }
+                }
+            }
+        }
+    }
+    for &act in &[Act::Full, Act::AllMax, Act::Low] {
+        for &wt in &[Wt::Full, Wt::AllMin, Wt::Extreme] {
+            for &x_zp in &[0, 255] {
+                GemmTester::new()
+                    .m(7)
+                    .n(40)
+                    .k(130)
+                    .act(act)
+                    .wt(wt)
+                    .x_zp(x_zp)
+                    .test_linear(engine, r);
+            }
+        }
+    }
+    // Extreme output scales (everything saturates / one step spans the range) and zero points.
+    // (Below 1e-9 only zero point 0: rquant_core::numerics::requantize_u8 adds
+    // the zero point to an i64 that saturated at 2^63, which overflows.)
+    for &f in &[1e-30, 1e-12, 1e-6, 1e-3, 0.5, 2.0, 1e3, 1e30] {
+        let zps: &[i64] = if f < 1e-9 { &[0] } else { &[0, 128, 255] };
+        for &oz in zps {
+            for &relu in &[false, true] {
+                GemmTester::new()
+                    .m(5)
+                    .n(19)
+                    .k(70)
+                    .out_scale_factor(f)
+                    .out_zp(oz)
+                    .relu(relu)
+                    .per_channel(true)
+                    .test_linear(engine, r);
+            }
+        }
+    }
+    // K beyond 32 768 extreme products: the int32 accumulator wraps exactly like the reference's.
+    GemmTester::new()
+        .m(2)
+        .n(3)
+        .k(70_000)
+        .act(Act::AllMax)
+        .wt(Wt::AllMin)
+        .x_zp(0)
+        .w_zp(127)
+        .test_linear(engine, r);
+    // Larger than one cache block in every dimension.
+    GemmTester::new()
+        .m(200)
+        .n(300)
+        .k(520)
+        .per_channel(true)
+        .test_linear(engine, r);
+}
+
+/// The standard dynamic-linear sweep.
+pub fn sweep_linear_dynamic(engine: &dyn QuantEngine) {
+    let r = reference();
+    let r = r.as_ref();
+    let ranges: &[(f32, f32)] = &[
+        (-1.0, 1.0),
+        (0.0, 6.0),
+        (-3.0, -0.5),
+        (2.0, 2.0),
+        (-1e-7, 1e-7),
+        (-100.0, 300.0),
+        (0.0, 0.0),
+    ];
+    for &(lo, hi) in ranges {
+        for &rr in &[false, true] {
+            for &(m, n, k) in &[(1, 1, 1), (3, 17, 9), (8, 33, 64), (13, 40, 101)] {
+                for &bias in &[false, true] {
+                    GemmTester::new()
+                        .m(m)
+                        .n(n)
+                        .k(k)
+                        .bias(bias)
+                        .per_channel(m % 2 == 1)
+                        .w_zp(if bias { 0 } else { 3 })
+                        .test_linear_dynamic(engine, r, lo, hi, rr);
+                }
+            }
+        }
+    }
+    for &m in M_SWEEP {
+        for &k in &[1, 5, 16, 33, 100] {
+            GemmTester::new()
+                .m(m)
+                .n(37)
+                .k(k)
+                .test_linear_dynamic(engine, r, -2.0, 5.0, false);
+        }
+    }
+    GemmTester::new()
+        .m(150)
+        .n(290)
+        .k(300)
+        .per_channel(true)
+        .test_linear_dynamic(engine, r, -2.0, 2.0, false);
+}
+
+/// The standard fp16 sweep.
+pub fn sweep_linear_fp16(engine: &dyn QuantEngine) {
+    let r = reference();
+    let r = r.as_ref();
+    for &m in &[1, 2, 5, 6, 7, 13] {
+        for &n in &[1, 8, 15, 16, 17, 33] {
+            for &k in &[1, 2, 7, 64, 129] {
+                for &bias in &[false, true] {
+                    GemmTester::new()
+                        .m(m)
+                        .n(n)
+                        .k(k)
+                        .bias(bias)
+                        .test_linear_fp16(engine, r, 1.0);
+                }
+            }
+        }
+    }
+    // Beyond fp16's range (clamped at ±65504) and deep into subnormals.
+    GemmTester::new()
+        .m(3)
+        .n(20)
+        .k(40)
+        .test_linear_fp16(engine, r, 1e6);
+    GemmTester::new()
+        .m(3)
+        .n(20)
+        .k(40)
+        .test_linear_fp16(engine, r, 1e-6);
+    GemmTester::new()
+        .m(70)
+        .n(100)
+        .k(300)
+        .test_linear_fp16(engine, r, 1.0);
+}
+
+/// The standard conv2d sweep.
+pub fn sweep_conv2d(engine: &dyn QuantEngine) {
+    let r = reference();
+    let r = r.as_ref();
+    let p = |s: usize, pad: usize, d: usize, g: usize| Conv2dParams {
+        stride: [s, s],
+        padding: [pad, pad],
+        dilation: [d, d],
+        groups: g,
+    };
+    let cases = [
+        ConvTester::new(3, 8, [9, 11], [3, 3], p(1, 1, 1, 1)),
+        ConvTester::new(16, 33, [7, 7], [1, 1], p(1, 0, 1, 1)),
+        ConvTester::new(5, 7, [10, 9], [3, 3], p(2, 1, 1, 1)),
+        ConvTester::new(4, 6, [12, 12], [5, 5], p(1, 2, 1, 1)),
+        ConvTester::new(6, 6, [9, 9], [3, 3], p(1, 2, 2, 1)),
+        ConvTester::new(8, 12, [8, 8], [3, 3], p(1, 1, 1, 2)),
+        ConvTester::new(16, 16, [10, 10], [3, 3], p(1, 1, 1, 16)),
+        ConvTester::new(12, 24, [9, 9], [3, 3], p(2, 1, 1, 12)),
+        ConvTester::new(9, 9, [11, 11], [5, 5], p(1, 2, 1, 9)),
+        ConvTester::new(3, 5, [6, 13], [2, 4], p(1, 0, 1, 1)),
+        ConvTester::new(40, 70, [6, 6], [3, 3], p(1, 1, 1, 1)),
+    ];
+    for (i, c) in cases.iter().enumerate() {
+        for &x_zp in &[0, 128, 255] {
+            for &per_channel in &[false, true] {
+                let g = GemmTester::new()
+                    .x_zp(x_zp)
+                    .per_channel(per_channel)
+                    .relu(i % 2 == 0)
+                    .bias(x_zp != 255)
+                    .w_zp(if per_channel { 2 } else { 0 })
+                    .seed(i as u64);
+                c.clone().batch(1 + i % 2).gemm(g).test(engine, r);
+            }
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Dynamic linear with fp16 weights: weights rounded to fp16 once (clamped to
+//! ±65504, as PyTorch packs them) and stored as fp16 panels of 16 columns;
+//! the kernel converts them with F16C and runs the reference's FMA chain per
+//! output column.
+
+use crate::isa::Isa;
+use crate::kernels::output::RawOut;
+use crate::threads::par_for;
+
+const NR: usize = 16;
+const MR: usize = 6;
+
+/// Prepacked fp16 weights.
+#[derive(Debug, Clone)]
+pub struct PackedFp16 {
+    pub(crate) isa: Isa,
+    n: usize,
+    k: usize,
+    /// Rounded weights as f32, `[N, K]` (scalar path).
+    w32: Vec<f32>,
+    /// fp16 bits in panels `[N/16][K][16]` (AVX2 path).
+    panels: Vec<u16>,
+    /// Bias padded to whole panels (AVX2 path).
+    bias: Option<Vec<f32>>,
+}
+
+impl PackedFp16 {
+    pub(crate) fn new(isa: Isa, w: &[f32], n: usize, k: usize, bias: Option<&[f32]>) -> Self {
+        let h: Vec<half::f16> = w
+            .iter()
+            .map(|&v| half::f16::from_f32(v.clamp(-65504.0, 65504.0)))
+            .collect();
+        let w32 = h.iter().map(|v| v.to_f32()).collect();
+        let np = n.div_ceil(NR);
+        let mut panels = Vec::new();
+        let mut padded_bias = None;
+        if isa >= Isa::Avx2 {
+            panels = vec![0u16; np * k * NR];
+            for col in 0..n {
+                let (p, c) = (col / NR, col % NR);
+                for kk in 0..k {
+                    panels[(p * k + kk) * NR + c] = h[col * k + kk].to_bits();
+                }
+            }
+            padded_bias = bias.map(|b| {
+                let mut v = b.to_vec();
+                v.resize(np * NR, 0.0);
+                v
+            });
+        }
+        PackedFp16 {
+            isa,
+            n,
+            k,
+            w32,
+            panels,
+            bias: padded_bias,
+        }
+    }
+}
+
+/// `y = x · Wᵀ + b` with the reference's summation order.
+pub(crate) fn linear_fp16(p: &PackedFp16, x: &[f32], m: usize, bias: Option<&[f32]>) -> Vec<f32> {
+    let (n, k) = (p.n, p.k);
+    let mut y = vec![0f32; m * n];
+    if p.isa < Isa::Avx2 {
+        for (i, yr) in y.chunks_mut(n).enumerate() {
+            let row = &x[i * k..(i + 1) * k];
+            for (j, yv) in yr.iter_mut().enumerate() {
+                let wr = &p.w32[j * k..(j + 1) * k];
+                let mut acc = row[0] * wr[0];
+                for kk in 1..k {
+                    acc = row[kk].mul_add(wr[kk], acc);
+                }
+                if let Some(b) = bias {
+                    acc += b[j];
+                }
+                *yv = acc;
+            }
+        }
+        return y;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        let out = RawOut::new(&mut y);
+        let mp = m.div_ceil(MR);
+        let np = n.div_ceil(NR);
+        // Tasks: one column panel (weights stay in cache) × a block of rows.
+        let mb = 16usize;
+        let mblocks = mp.div_ceil(mb);
+        par_for(
+            np * mblocks,
+            || (),
+            |_, task| {
+                let (jp, ib) = (task / mblocks, task % mblocks);
+                let w = &p.panels[jp * k * NR..(jp + 1) * k * NR];
+                let b = p.bias.as_ref().map(|b| &b[jp * NR..(jp + 1) * NR]);
+                let ncols = NR.min(n - jp * NR);
+                let mut tile = [0f32; MR * NR];
+                for ip in ib * mb..((ib + 1) * mb).min(mp) {
+                    let m0 = ip * MR;
+                    let mrows = MR.min(m - m0);
+                    // SAFETY: AVX2/FMA/F16C were detected (p.isa comes from an
+                    // engine value); x holds rows m0..m0+mrows of k values, w holds
+                    // k·16 fp16 values, b (if any) 16 f32, tile MR·16 f32.
+                    unsafe {
+                        crate::kernels::gemm_f32f16_6x16_avx2::dispatch(
+                            mrows,
+                            k,
+                            x.as_ptr().add(m0 * k),
+                            k,
+                            w.as_ptr(),
+                            b.map_or(std::ptr::null(), |b| b.as_ptr()),
+                            tile.as_mut_ptr(),
+                        )
+                    };
+                    for r in 0..mrows {
+                        for c in 0..ncols {
+                            // SAFETY: (m0+r, jp·16+c) is inside the m×n output and
+                            // belongs to this task only.
+                            unsafe { out.write((m0 + r) * n + jp * NR + c, tile[r * NR + c]) };
+                        }
+                    }
+                }
+            },
+        );
+    }
+    y
+}

@@ -1,0 +1,30 @@
+//! Portable int8 GEMM microkernel, 4×8 tile, k-units of 4 u8/s8.
+
+use super::AccTile;
+
+pub const MR: usize = 4;
+pub const NR: usize = 8;
+
+/// Raw `Σ x·w` of `mrows` rows of a 4-row activation panel and an 8-column
+/// weight panel, `ku` k-units each, in wrapping int32.
+pub fn kernel(mrows: usize, ku: usize, a: &[u8], b: &[u8], c: &mut AccTile) {
+    let mut acc = [[0i32; NR]; MR];
+    for u in 0..ku {
+        let au = &a[u * MR * 4..(u + 1) * MR * 4];
+        let bu = &b[u * NR * 4..(u + 1) * NR * 4];
+        for (r, accr) in acc.iter_mut().enumerate().take(mrows) {
+            let x = &au[r * 4..r * 4 + 4];
+            for (col, acv) in accr.iter_mut().enumerate() {
+                let w = &bu[col * 4..col * 4 + 4];
+                let mut s = 0i32;
+                for j in 0..4 {
+                    s += x[j] as i32 * (w[j] as i8) as i32;
+                }
+                *acv = acv.wrapping_add(s);
+            }
+        }
+    }
+    for r in 0..mrows {
+        c[r * NR..(r + 1) * NR].copy_from_slice(&acc[r]);
+    }
+}

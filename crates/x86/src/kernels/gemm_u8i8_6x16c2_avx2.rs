@@ -1,0 +1,55 @@
+//! AVX2 int8 GEMM microkernel, 6×16 tile, k-units of 2 int16-widened values.
+//!
+//! Exactness: both operands are widened to int16 at packing time (u8
+//! activations 0..255, s8 weights −128..127), so `vpmaddwd` forms
+//! `x0·w0 + x1·w1` exactly in int32 (|·| ≤ 65 280) and `vpaddd` accumulates
+//! in wrapping int32 — the reference's semantics. No `vpmaddubsw`: its int16
+//! saturation makes it inexact on full-range activations.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+pub const MR: usize = 6;
+pub const NR: usize = 16;
+
+/// # Safety
+/// AVX2 must be available; `a` holds `ku·MR·4` bytes, `b` holds `ku·NR·4`
+/// bytes, `c` has room for `mrows·NR` i32 (row stride NR); `1 <= mrows <= MR`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+pub unsafe fn dispatch(mrows: usize, ku: usize, a: *const u8, b: *const u8, c: *mut i32) {
+    match mrows {
+        1 => kernel::<1>(ku, a, b, c),
+        2 => kernel::<2>(ku, a, b, c),
+        3 => kernel::<3>(ku, a, b, c),
+        4 => kernel::<4>(ku, a, b, c),
+        5 => kernel::<5>(ku, a, b, c),
+        _ => kernel::<6>(ku, a, b, c),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn kernel<const M: usize>(ku: usize, a: *const u8, b: *const u8, c: *mut i32) {
+    let mut acc = [[_mm256_setzero_si256(); 2]; M];
+    let mut a = a;
+    let mut b = b;
+    for _ in 0..ku {
+        // SAFETY (whole loop body): a and b advance by one k-unit per
+        // iteration and stay within the ku units the caller guarantees.
+        let b0 = _mm256_loadu_si256(b as *const __m256i);
+        let b1 = _mm256_loadu_si256(b.add(32) as *const __m256i);
+        for (i, acc_i) in acc.iter_mut().enumerate() {
+            let x = _mm256_set1_epi32((a.add(4 * i) as *const i32).read_unaligned());
+            acc_i[0] = _mm256_add_epi32(acc_i[0], _mm256_madd_epi16(x, b0));
+            acc_i[1] = _mm256_add_epi32(acc_i[1], _mm256_madd_epi16(x, b1));
+        }
+        a = a.add(MR * 4);
+        b = b.add(NR * 4);
+    }
+    for (i, acc_i) in acc.iter().enumerate() {
+        _mm256_storeu_si256(c.add(i * NR) as *mut __m256i, acc_i[0]);
+        _mm256_storeu_si256(c.add(i * NR + 8) as *mut __m256i, acc_i[1]);
+    }
+}

@@ -1,0 +1,56 @@
+//! AVX512-VNNI int8 GEMM microkernel, 8×32 tile, k-units of 4 u8/s8.
+//!
+//! Exactness: `vpdpbusd` multiplies u8 by s8 and adds the four products of
+//! each 32-bit lane to the int32 accumulator without intermediate saturation
+//! (the non-`s` form wraps in int32, exactly the reference's accumulator).
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+pub const MR: usize = 8;
+pub const NR: usize = 32;
+
+/// # Safety
+/// AVX-512F/BW and AVX512-VNNI must be available; `a` holds `ku·MR·4`
+/// bytes, `b` holds `ku·NR·4` bytes, `c` has room for `mrows·NR` i32 (row
+/// stride NR); `1 <= mrows <= MR`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub unsafe fn dispatch(mrows: usize, ku: usize, a: *const u8, b: *const u8, c: *mut i32) {
+    match mrows {
+        1 => kernel::<1>(ku, a, b, c),
+        2 => kernel::<2>(ku, a, b, c),
+        3 => kernel::<3>(ku, a, b, c),
+        4 => kernel::<4>(ku, a, b, c),
+        5 => kernel::<5>(ku, a, b, c),
+        6 => kernel::<6>(ku, a, b, c),
+        7 => kernel::<7>(ku, a, b, c),
+        _ => kernel::<8>(ku, a, b, c),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+unsafe fn kernel<const M: usize>(ku: usize, a: *const u8, b: *const u8, c: *mut i32) {
+    let mut acc = [[_mm512_setzero_si512(); 2]; M];
+    let mut a = a;
+    let mut b = b;
+    for _ in 0..ku {
+        // SAFETY (whole loop body): a and b advance by one k-unit per
+        // iteration and stay within the ku units the caller guarantees.
+        let b0 = _mm512_loadu_si512(b as *const __m512i);
+        let b1 = _mm512_loadu_si512(b.add(64) as *const __m512i);
+        for (i, acc_i) in acc.iter_mut().enumerate() {
+            let x = _mm512_set1_epi32((a.add(4 * i) as *const i32).read_unaligned());
+            acc_i[0] = _mm512_dpbusd_epi32(acc_i[0], x, b0);
+            acc_i[1] = _mm512_dpbusd_epi32(acc_i[1], x, b1);
+        }
+        a = a.add(MR * 4);
+        b = b.add(NR * 4);
+    }
+    for (i, acc_i) in acc.iter().enumerate() {
+        _mm512_storeu_si512(c.add(i * NR) as *mut __m512i, acc_i[0]);
+        _mm512_storeu_si512(c.add(i * NR + 16) as *mut __m512i, acc_i[1]);
+    }
+}

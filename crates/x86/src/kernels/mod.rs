@@ -1,0 +1,59 @@
+//! Microkernels, one file per (op, types, tile, ISA): `<op>_<types>_<MR>x<NR>c<KR>_<isa>.rs`.
+//!
+//! Every int8 GEMM microkernel computes the raw `Σ_k x[m,k]·w[k,n]` of one
+//! activation micro-panel and one weight micro-panel (layouts in
+//! [`crate::pack`]) into an `MR×NR` int32 tile, in wrapping int32 arithmetic
+//! and without any intermediate saturation, so it is exact for all inputs.
+//! Zero points, bias and requantization are the epilogue's job.
+
+pub mod gemm_f32f16_6x16_avx2;
+pub mod gemm_u8i8_4x8c4_scalar;
+pub mod gemm_u8i8_6x16c2_avx2;
+pub mod gemm_u8i8_8x32c4_avx512vnni;
+pub(crate) mod output;
+pub(crate) mod output_avx2;
+
+use crate::isa::Isa;
+use crate::pack::{MAX_MR, MAX_NR};
+
+/// Accumulator tile, row r at `[r * NR ..]`.
+pub type AccTile = [i32; MAX_MR * MAX_NR];
+
+/// Run the int8 microkernel of `isa` on `mrows` rows (the panel holds MR rows).
+///
+/// `isa` must be a path whose detection succeeded: callers pass the `isa`
+/// recorded in a [`crate::pack::PackedB`], which only an engine value that
+/// proved the path can create.
+#[inline]
+pub(crate) fn gemm_u8i8(isa: Isa, mrows: usize, ku: usize, a: &[u8], b: &[u8], c: &mut AccTile) {
+    let t = crate::pack::Tile::for_isa(isa);
+    assert!(mrows >= 1 && mrows <= t.mr);
+    assert!(a.len() >= ku * t.mr * 4 && b.len() >= ku * t.nr * 4);
+    match isa {
+        Isa::Scalar => gemm_u8i8_4x8c4_scalar::kernel(mrows, ku, a, b, c),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => {
+            // SAFETY: the Avx2 path was detected (see the contract above); the
+            // panels hold ku units of MR rows / NR columns (asserted), and the
+            // tile holds MR×NR i32.
+            unsafe {
+                gemm_u8i8_6x16c2_avx2::dispatch(mrows, ku, a.as_ptr(), b.as_ptr(), c.as_mut_ptr())
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => {
+            // SAFETY: as above, for the AVX512-VNNI path.
+            unsafe {
+                gemm_u8i8_8x32c4_avx512vnni::dispatch(
+                    mrows,
+                    ku,
+                    a.as_ptr(),
+                    b.as_ptr(),
+                    c.as_mut_ptr(),
+                )
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => unreachable!("only the scalar path exists off x86_64"),
+    }
+}

@@ -1,0 +1,284 @@
+//! The output pipeline, applied to each accumulator tile while it is hot:
+//! zero-point correction (row/column sums), then either requantization to
+//! quint8 (bias, per-tensor/per-channel multiplier, relu clamp) or the float
+//! output of dynamic linear. The scalar stage calls `rquant_core::numerics`
+//! directly; the AVX2 stage ([`super::output_avx2`]) computes the same
+//! operations lane by lane and falls back to the scalar formula for lanes
+//! whose value is out of the clamp range or NaN.
+
+use rquant_core::numerics::{bias_term, dynamic_out, requantize_u8, RequantChannel};
+
+use super::AccTile;
+use crate::isa::Isa;
+use crate::pack::PackedB;
+
+/// A raw output pointer shared by the tasks of one GEMM; every task writes
+/// a disjoint set of indices.
+pub(crate) struct RawOut<T> {
+    ptr: *mut T,
+    len: usize,
+}
+
+// SAFETY: RawOut is only a pointer to a buffer that outlives the GEMM; tasks
+// write disjoint indices (each output element belongs to exactly one tile).
+unsafe impl<T: Send> Send for RawOut<T> {}
+// SAFETY: as above: concurrent tasks never touch the same index.
+unsafe impl<T: Send> Sync for RawOut<T> {}
+
+impl<T> RawOut<T> {
+    pub(crate) fn new(v: &mut [T]) -> Self {
+        RawOut {
+            ptr: v.as_mut_ptr(),
+            len: v.len(),
+        }
+    }
+
+    /// Write `v` at index `i`.
+    ///
+    /// # Safety
+    /// No other task writes index `i` concurrently; the buffer is alive.
+    #[inline]
+    pub(crate) unsafe fn write(&self, i: usize, v: T) {
+        assert!(i < self.len);
+        // SAFETY: in bounds (asserted); exclusivity is the caller's contract.
+        unsafe { self.ptr.add(i).write(v) }
+    }
+}
+
+/// Where a tile's outputs go: element (m, n) of the GEMM at
+/// `base + m·ldm + n·ldn` of the output buffer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OutLayout {
+    pub base: usize,
+    pub ldm: usize,
+    pub ldn: usize,
+}
+
+/// One output stage.
+pub(crate) trait Epilogue: Sync {
+    /// Finish `mrows × ncols` raw accumulators (row r at `acc[r·nr..]`) of
+    /// GEMM rows `m0..` and columns `n0..`; `rs` holds the rows' activation sums.
+    #[allow(clippy::too_many_arguments)]
+    fn apply(
+        &self,
+        acc: &AccTile,
+        nr: usize,
+        m0: usize,
+        mrows: usize,
+        n0: usize,
+        ncols: usize,
+        rs: &[i32],
+    );
+}
+
+/// `K·zx·zw[n] − zx·Σw[n]` (wrapping): the column part of the zero-point correction.
+fn col_terms(b: &PackedB, zx: i32) -> Vec<i32> {
+    let k = b.k as i32;
+    b.col_sums
+        .iter()
+        .zip(&b.zw)
+        .map(|(&cs, &zw)| {
+            k.wrapping_mul(zx)
+                .wrapping_mul(zw)
+                .wrapping_sub(zx.wrapping_mul(cs))
+        })
+        .collect()
+}
+
+#[inline(always)]
+fn correct(raw: i32, colterm: i32, zw: i32, rs: i32) -> i32 {
+    raw.wrapping_add(colterm).wrapping_sub(zw.wrapping_mul(rs))
+}
+
+fn check_span(len: usize, l: OutLayout, m0: usize, mrows: usize, n0: usize, ncols: usize) {
+    let last = l.base + (m0 + mrows - 1) * l.ldm + (n0 + ncols - 1) * l.ldn;
+    assert!(last < len, "output tile out of bounds");
+}
+
+/// quint8 output: `requantize_u8` per element.
+pub(crate) struct RequantOut<'a> {
+    isa: Isa,
+    colterm: Vec<i32>,
+    zw: &'a [i32],
+    zw_zero: bool,
+    bt: Vec<f32>,
+    mult: Vec<f32>,
+    zp: i32,
+    relu: bool,
+    out: RawOut<u8>,
+    layout: OutLayout,
+}
+
+impl<'a> RequantOut<'a> {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        isa: Isa,
+        b: &'a PackedB,
+        x_scale: f64,
+        x_zp: i32,
+        bias: Option<&[f32]>,
+        out_scale: f64,
+        out_zp: i32,
+        relu: bool,
+        out: &mut [u8],
+        layout: OutLayout,
+    ) -> Self {
+        let mut bt = Vec::with_capacity(b.n);
+        let mut mult = Vec::with_capacity(b.n);
+        for c in 0..b.n {
+            let ch = RequantChannel::new(x_scale, b.scales[c], out_scale);
+            mult.push(ch.multiplier);
+            bt.push(bias.map_or(0.0, |bv| {
+                bias_term(bv[c], ch.act_times_w_scale, b.per_channel)
+            }));
+        }
+        RequantOut {
+            isa,
+            colterm: col_terms(b, x_zp),
+            zw: &b.zw,
+            zw_zero: b.zw_all_zero,
+            bt,
+            mult,
+            zp: out_zp,
+            relu,
+            out: RawOut::new(out),
+            layout,
+        }
+    }
+}
+
+impl Epilogue for RequantOut<'_> {
+    fn apply(
+        &self,
+        acc: &AccTile,
+        nr: usize,
+        m0: usize,
+        mrows: usize,
+        n0: usize,
+        ncols: usize,
+        rs: &[i32],
+    ) {
+        let l = self.layout;
+        check_span(self.out.len, l, m0, mrows, n0, ncols);
+        let cols = n0..n0 + ncols;
+        for r in 0..mrows {
+            let row = &acc[r * nr..r * nr + ncols];
+            let start = l.base + (m0 + r) * l.ldm + n0 * l.ldn;
+            #[cfg(target_arch = "x86_64")]
+            if self.isa >= Isa::Avx2 {
+                // SAFETY: AVX2 was detected (the isa comes from an engine value);
+                // the row's outputs lie within the buffer (check_span) and
+                // belong to this tile only.
+                unsafe {
+                    super::output_avx2::requant_row(
+                        row,
+                        &self.colterm[cols.clone()],
+                        &self.zw[cols.clone()],
+                        self.zw_zero,
+                        rs[r],
+                        &self.bt[cols.clone()],
+                        &self.mult[cols.clone()],
+                        self.zp,
+                        self.relu,
+                        self.out.ptr.add(start),
+                        l.ldn,
+                    )
+                };
+                continue;
+            }
+            for (j, &raw) in row.iter().enumerate() {
+                let n = n0 + j;
+                let a = correct(raw, self.colterm[n], self.zw[n], rs[r]);
+                let q = requantize_u8(a, self.bt[n], self.mult[n], self.zp, self.relu);
+                // SAFETY: in bounds (check_span) and owned by this tile.
+                unsafe { self.out.ptr.add(start + j * l.ldn).write(q) };
+            }
+        }
+    }
+}
+
+/// f32 output of dynamic linear: `dynamic_out` per element.
+pub(crate) struct FloatOut<'a> {
+    isa: Isa,
+    colterm: Vec<i32>,
+    zw: &'a [i32],
+    zw_zero: bool,
+    sp: Vec<f32>,
+    bias: Option<&'a [f32]>,
+    out: RawOut<f32>,
+    layout: OutLayout,
+}
+
+impl<'a> FloatOut<'a> {
+    pub(crate) fn new(
+        isa: Isa,
+        b: &'a PackedB,
+        x_scale: f64,
+        x_zp: i32,
+        bias: Option<&'a [f32]>,
+        out: &mut [f32],
+        layout: OutLayout,
+    ) -> Self {
+        FloatOut {
+            isa,
+            colterm: col_terms(b, x_zp),
+            zw: &b.zw,
+            zw_zero: b.zw_all_zero,
+            sp: b
+                .scales
+                .iter()
+                .map(|&s| (x_scale as f32) * (s as f32))
+                .collect(),
+            bias,
+            out: RawOut::new(out),
+            layout,
+        }
+    }
+}
+
+impl Epilogue for FloatOut<'_> {
+    fn apply(
+        &self,
+        acc: &AccTile,
+        nr: usize,
+        m0: usize,
+        mrows: usize,
+        n0: usize,
+        ncols: usize,
+        rs: &[i32],
+    ) {
+        let l = self.layout;
+        check_span(self.out.len, l, m0, mrows, n0, ncols);
+        let cols = n0..n0 + ncols;
+        for r in 0..mrows {
+            let row = &acc[r * nr..r * nr + ncols];
+            let start = l.base + (m0 + r) * l.ldm + n0 * l.ldn;
+            #[cfg(target_arch = "x86_64")]
+            if self.isa >= Isa::Avx2 {
+                // SAFETY: AVX2+FMA were detected (the isa comes from an engine
+                // value); outputs in bounds (check_span) and owned by this tile.
+                unsafe {
+                    super::output_avx2::float_row(
+                        row,
+                        &self.colterm[cols.clone()],
+                        &self.zw[cols.clone()],
+                        self.zw_zero,
+                        rs[r],
+                        &self.sp[cols.clone()],
+                        self.bias.map(|b| &b[cols.clone()]),
+                        self.out.ptr.add(start),
+                        l.ldn,
+                    )
+                };
+                continue;
+            }
+            for (j, &raw) in row.iter().enumerate() {
+                let n = n0 + j;
+                let a = correct(raw, self.colterm[n], self.zw[n], rs[r]);
+                let v = dynamic_out(a, self.sp[n], self.bias.map(|b| b[n]));
+                // SAFETY: in bounds (check_span) and owned by this tile.
+                unsafe { self.out.ptr.add(start + j * l.ldn).write(v) };
+            }
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! AVX2 output stages and activation quantization, lane-for-lane the
+//! operations of `rquant_core::numerics` (each f32 operation rounded
+//! separately, no contraction except where numerics itself uses an FMA).
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+#[cfg(target_arch = "x86_64")]
+use rquant_core::numerics::{dynamic_out, quantize_val, requantize_u8};
+
+/// Corrected accumulators `raw + colterm − zw·rs` of 8 lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn corrected(
+    raw: *const i32,
+    ct: *const i32,
+    zw: *const i32,
+    zw_zero: bool,
+    rs: __m256i,
+) -> __m256i {
+    let v = _mm256_add_epi32(
+        _mm256_loadu_si256(raw as *const __m256i),
+        _mm256_loadu_si256(ct as *const __m256i),
+    );
+    if zw_zero {
+        v
+    } else {
+        _mm256_sub_epi32(
+            v,
+            _mm256_mullo_epi32(_mm256_loadu_si256(zw as *const __m256i), rs),
+        )
+    }
+}
+
+/// Requantize one row of `acc.len()` accumulators to quint8 at `out`, `ldn` apart.
+///
+/// # Safety
+/// AVX2 must be available; all slices have `acc.len()` elements; `out` is
+/// valid for writes at `j·ldn` for every `j < acc.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn requant_row(
+    acc: &[i32],
+    colterm: &[i32],
+    zw: &[i32],
+    zw_zero: bool,
+    rs: i32,
+    bt: &[f32],
+    mult: &[f32],
+    zp: i32,
+    relu: bool,
+    out: *mut u8,
+    ldn: usize,
+) {
+    let n = acc.len();
+    debug_assert!(colterm.len() == n && zw.len() == n && bt.len() == n && mult.len() == n);
+    let lo = if relu { zp } else { 0 };
+    let rsv = _mm256_set1_epi32(rs);
+    let absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+    let limit = _mm256_set1_ps(1024.0);
+    let zpv = _mm256_set1_epi32(zp);
+    let lov = _mm256_set1_epi32(lo);
+    let hiv = _mm256_set1_epi32(255);
+    let mut j = 0;
+    while j + 8 <= n {
+        let v = corrected(
+            acc.as_ptr().add(j),
+            colterm.as_ptr().add(j),
+            zw.as_ptr().add(j),
+            zw_zero,
+            rsv,
+        );
+        let f = _mm256_cvtepi32_ps(v);
+        let y = _mm256_mul_ps(
+            _mm256_add_ps(f, _mm256_loadu_ps(bt.as_ptr().add(j))),
+            _mm256_loadu_ps(mult.as_ptr().add(j)),
+        );
+        let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(y);
+        // Lanes within ±1024 (NaN fails the ordered compare) convert exactly;
+        // the clamp to [lo, 255] then equals numerics' saturating path.
+        let ok = _mm256_cmp_ps::<_CMP_LE_OQ>(_mm256_and_ps(r, absmask), limit);
+        if _mm256_movemask_ps(ok) == 0xff {
+            let q = _mm256_add_epi32(_mm256_cvtps_epi32(r), zpv);
+            let q = _mm256_min_epi32(_mm256_max_epi32(q, lov), hiv);
+            let p16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256::<1>(q));
+            let p8 = _mm_packus_epi16(p16, p16);
+            if ldn == 1 {
+                _mm_storel_epi64(out.add(j) as *mut __m128i, p8);
+            } else {
+                let bytes = (_mm_cvtsi128_si64(p8) as u64).to_le_bytes();
+                for (l, &b) in bytes.iter().enumerate() {
+                    *out.add((j + l) * ldn) = b;
+                }
+            }
+        } else {
+            let mut a = [0i32; 8];
+            _mm256_storeu_si256(a.as_mut_ptr() as *mut __m256i, v);
+            for (l, &al) in a.iter().enumerate() {
+                *out.add((j + l) * ldn) = requantize_u8(al, bt[j + l], mult[j + l], zp, relu);
+            }
+        }
+        j += 8;
+    }
+    while j < n {
+        let a = acc[j]
+            .wrapping_add(colterm[j])
+            .wrapping_sub(zw[j].wrapping_mul(rs));
+        *out.add(j * ldn) = requantize_u8(a, bt[j], mult[j], zp, relu);
+        j += 1;
+    }
+}
+
+/// Float output of one row: `fma(f32(acc), sp, bias)` (or `f32(acc)·sp`).
+///
+/// # Safety
+/// AVX2 and FMA must be available; all slices have `acc.len()` elements;
+/// `out` is valid for writes at `j·ldn` for every `j < acc.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn float_row(
+    acc: &[i32],
+    colterm: &[i32],
+    zw: &[i32],
+    zw_zero: bool,
+    rs: i32,
+    sp: &[f32],
+    bias: Option<&[f32]>,
+    out: *mut f32,
+    ldn: usize,
+) {
+    let n = acc.len();
+    let rsv = _mm256_set1_epi32(rs);
+    let mut j = 0;
+    while j + 8 <= n {
+        let v = corrected(
+            acc.as_ptr().add(j),
+            colterm.as_ptr().add(j),
+            zw.as_ptr().add(j),
+            zw_zero,
+            rsv,
+        );
+        let f = _mm256_cvtepi32_ps(v);
+        let s = _mm256_loadu_ps(sp.as_ptr().add(j));
+        let y = match bias {
+            Some(b) => _mm256_fmadd_ps(f, s, _mm256_loadu_ps(b.as_ptr().add(j))),
+            None => _mm256_mul_ps(f, s),
+        };
+        if ldn == 1 {
+            _mm256_storeu_ps(out.add(j), y);
+        } else {
+            let mut t = [0f32; 8];
+            _mm256_storeu_ps(t.as_mut_ptr(), y);
+            for (l, &tv) in t.iter().enumerate() {
+                *out.add((j + l) * ldn) = tv;
+            }
+        }
+        j += 8;
+    }
+    while j < n {
+        let a = acc[j]
+            .wrapping_add(colterm[j])
+            .wrapping_sub(zw[j].wrapping_mul(rs));
+        *out.add(j * ldn) = dynamic_out(a, sp[j], bias.map(|b| b[j]));
+        j += 1;
+    }
+}
+
+/// `quantize_val::<u8>(inv, zp, x)` for a row (dynamic linear's activation).
+///
+/// # Safety
+/// AVX2 must be available; `dst.len() == src.len()`; `src` has no NaN;
+/// `0 <= zp <= 255`; `inv` is finite.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn quantize_row_u8(inv: f32, zp: i32, src: &[f32], dst: &mut [u8]) {
+    let n = src.len();
+    let invv = _mm256_set1_ps(inv);
+    let lim = _mm256_set1_ps(512.0);
+    let nlim = _mm256_set1_ps(-512.0);
+    let zpv = _mm256_set1_epi32(zp);
+    let zero = _mm256_setzero_si256();
+    let hiv = _mm256_set1_epi32(255);
+    let mut j = 0;
+    while j + 8 <= n {
+        let y = _mm256_mul_ps(_mm256_loadu_ps(src.as_ptr().add(j)), invv);
+        let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(y);
+        // |r| > 512 saturates to 0 or 255 after adding zp either way.
+        let r = _mm256_min_ps(_mm256_max_ps(r, nlim), lim);
+        let q = _mm256_add_epi32(_mm256_cvtps_epi32(r), zpv);
+        let q = _mm256_min_epi32(_mm256_max_epi32(q, zero), hiv);
+        let p16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256::<1>(q));
+        let p8 = _mm_packus_epi16(p16, p16);
+        _mm_storel_epi64(dst.as_mut_ptr().add(j) as *mut __m128i, p8);
+        j += 8;
+    }
+    while j < n {
+        dst[j] = quantize_val::<u8>(inv, zp as i64, src[j]);
+        j += 1;
+    }
+}
+
+/// Min and max of a non-empty slice without NaN (may differ from a scalar
+/// scan only in the sign of a zero, which no qparam choice can see).
+///
+/// # Safety
+/// AVX must be available; `x` is non-empty.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn min_max(x: &[f32]) -> (f32, f32) {
+    let n = x.len();
+    let mut lo = _mm256_set1_ps(x[0]);
+    let mut hi = lo;
+    let mut j = 0;
+    while j + 8 <= n {
+        let v = _mm256_loadu_ps(x.as_ptr().add(j));
+        lo = _mm256_min_ps(lo, v);
+        hi = _mm256_max_ps(hi, v);
+        j += 8;
+    }
+    let mut l = [0f32; 8];
+    let mut h = [0f32; 8];
+    _mm256_storeu_ps(l.as_mut_ptr(), lo);
+    _mm256_storeu_ps(h.as_mut_ptr(), hi);
+    let mut mn = l.iter().copied().fold(x[0], f32::min);
+    let mut mx = h.iter().copied().fold(x[0], f32::max);
+    for &v in &x[j..] {
+        mn = mn.min(v);
+        mx = mx.max(v);
+    }
+    (mn, mx)
+}

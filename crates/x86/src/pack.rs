@@ -1,0 +1,209 @@
+//! Packing of the int8 GEMM operands into the microkernels' layouts.
+//!
+//! Both operands are cut into "k-units" of 4 bytes per row (activations) or
+//! per column (weights): 4 consecutive k as u8/s8 for the `c4` kernels
+//! (`vpdpbusd`, scalar), or 2 consecutive k widened to int16 for the `c2`
+//! kernels (`vpmaddwd`). A micro-panel of activations is `MR` rows
+//! interleaved per k-unit (`[ku][MR][4 bytes]`), a micro-panel of weights is
+//! `NR` columns interleaved per k-unit (`[ku][NR][4 bytes]`); K is padded
+//! with zeros (a zero weight makes every padded product zero).
+//!
+//! Zero points are handled by sums computed while packing: the weight column
+//! sums `Σ_k w[n,k]` here, the activation row sums `Σ_k x[m,k]` in
+//! [`pack_a_panel`]; the epilogue forms
+//! `Σ(x−zx)(w−zw) = Σxw − zw·Σx − zx·Σw + K·zx·zw` in wrapping int32.
+
+use rquant_core::QTensor;
+
+use crate::isa::Isa;
+
+/// Register tile of a microkernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tile {
+    /// Rows of the output tile.
+    pub mr: usize,
+    /// Columns of the output tile.
+    pub nr: usize,
+    /// k per 4-byte unit: 4 (u8/s8 operands) or 2 (int16-widened operands).
+    pub kr: usize,
+}
+
+/// Largest MR and NR of any kernel (sizes the on-stack accumulator tile).
+pub const MAX_MR: usize = 8;
+pub const MAX_NR: usize = 32;
+
+impl Tile {
+    pub fn for_isa(isa: Isa) -> Tile {
+        match isa {
+            Isa::Scalar => Tile {
+                mr: 4,
+                nr: 8,
+                kr: 4,
+            },
+            Isa::Avx2 => Tile {
+                mr: 6,
+                nr: 16,
+                kr: 2,
+            },
+            Isa::Avx512Vnni => Tile {
+                mr: 8,
+                nr: 32,
+                kr: 4,
+            },
+        }
+    }
+    /// Number of k-units covering k.
+    pub fn units(&self, k: usize) -> usize {
+        k.div_ceil(self.kr)
+    }
+    /// Bytes of one activation micro-panel.
+    pub fn a_panel_bytes(&self, k: usize) -> usize {
+        self.units(k) * self.mr * 4
+    }
+    /// Bytes of one weight micro-panel.
+    pub fn b_panel_bytes(&self, k: usize) -> usize {
+        self.units(k) * self.nr * 4
+    }
+}
+
+/// A prepacked int8 weight matrix `[N, K]` (already in the GEMM's k order),
+/// with its column sums and per-column quantization parameters.
+#[derive(Debug, Clone)]
+pub struct PackedB {
+    /// The path these panels were packed for (the engine that packed them proved it exists).
+    pub(crate) isa: Isa,
+    pub(crate) tile: Tile,
+    pub(crate) n: usize,
+    pub(crate) k: usize,
+    /// `ceil(N/NR)` micro-panels of `tile.b_panel_bytes(k)` bytes.
+    pub(crate) data: Vec<u8>,
+    /// `Σ_k w[n,k]` of the raw int8 weights.
+    pub(crate) col_sums: Vec<i32>,
+    /// Weight zero point per column.
+    pub(crate) zw: Vec<i32>,
+    /// True when every zero point is 0 (symmetric weights: no row-sum term).
+    pub(crate) zw_all_zero: bool,
+    /// Weight scale per column.
+    pub(crate) scales: Vec<f64>,
+    pub(crate) per_channel: bool,
+}
+
+impl PackedB {
+    /// Pack `w` (`[n, k]` row-major raw int8) with per-column (scale, zero point).
+    pub(crate) fn new(isa: Isa, w: &[i8], n: usize, k: usize, qp: &[(f64, i64)]) -> Self {
+        debug_assert_eq!(w.len(), n * k);
+        let tile = Tile::for_isa(isa);
+        let ku = tile.units(k);
+        let panels = n.div_ceil(tile.nr);
+        let pb = tile.b_panel_bytes(k);
+        let mut data = vec![0u8; panels * pb];
+        let mut col_sums = vec![0i32; n];
+        for (col, cs) in col_sums.iter_mut().enumerate() {
+            let row = &w[col * k..(col + 1) * k];
+            *cs = row.iter().map(|&v| v as i32).sum();
+            let panel = &mut data[(col / tile.nr) * pb..][..pb];
+            let c = col % tile.nr;
+            for u in 0..ku {
+                let dst = &mut panel[(u * tile.nr + c) * 4..][..4];
+                if tile.kr == 4 {
+                    for (j, d) in dst.iter_mut().enumerate() {
+                        if let Some(&v) = row.get(u * 4 + j) {
+                            *d = v as u8;
+                        }
+                    }
+                } else {
+                    for j in 0..2 {
+                        if let Some(&v) = row.get(u * 2 + j) {
+                            dst[j * 2..j * 2 + 2].copy_from_slice(&(v as i16).to_le_bytes());
+                        }
+                    }
+                }
+            }
+        }
+        let zw: Vec<i32> = qp.iter().map(|&(_, z)| z as i32).collect();
+        PackedB {
+            isa,
+            tile,
+            n,
+            k,
+            data,
+            col_sums,
+            zw_all_zero: zw.iter().all(|&z| z == 0),
+            zw,
+            scales: qp.iter().map(|&(s, _)| s).collect(),
+            per_channel: false,
+        }
+    }
+
+    /// Pack a `[N, K]` qint8 linear weight.
+    pub(crate) fn from_linear(isa: Isa, w: &QTensor<i8>) -> Self {
+        let (n, k) = (w.shape()[0], w.shape()[1]);
+        let qp: Vec<(f64, i64)> = (0..n).map(|c| w.qparams().channel(c)).collect();
+        let raw = w.int_repr();
+        let mut b = PackedB::new(isa, raw, n, k, &qp);
+        b.per_channel = w.qparams().is_per_channel();
+        b
+    }
+
+    /// Micro-panel `j` (columns `j*NR ..`).
+    #[inline]
+    pub(crate) fn panel(&self, j: usize) -> &[u8] {
+        let pb = self.tile.b_panel_bytes(self.k);
+        &self.data[j * pb..(j + 1) * pb]
+    }
+}
+
+/// Pack one activation micro-panel of `nrows <= MR` rows starting at `row0`.
+/// `fill(row, dst)` writes row `row`'s K u8 values into `dst` (it may quantize
+/// on the fly); `sums` receives each row's `Σ_k x`. `scratch` is reused.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn pack_a_panel(
+    tile: Tile,
+    k: usize,
+    row0: usize,
+    nrows: usize,
+    fill: &(dyn Fn(usize, &mut [u8]) + Sync),
+    panel: &mut [u8],
+    sums: &mut [i32],
+    scratch: &mut Vec<u8>,
+) {
+    let ku = tile.units(k);
+    let kp = ku * tile.kr;
+    scratch.clear();
+    scratch.resize(tile.mr * kp, 0);
+    for r in 0..tile.mr {
+        let row = &mut scratch[r * kp..(r + 1) * kp];
+        if r < nrows {
+            fill(row0 + r, &mut row[..k]);
+            sums[r] = row_sum(&row[..k]);
+        } else {
+            sums[r] = 0;
+        }
+    }
+    if tile.kr == 4 {
+        for u in 0..ku {
+            for r in 0..tile.mr {
+                let src = &scratch[r * kp + u * 4..][..4];
+                panel[(u * tile.mr + r) * 4..][..4].copy_from_slice(src);
+            }
+        }
+    } else {
+        for u in 0..ku {
+            for r in 0..tile.mr {
+                let src = &scratch[r * kp + u * 2..][..2];
+                let dst = &mut panel[(u * tile.mr + r) * 4..][..4];
+                dst[0] = src[0];
+                dst[1] = 0;
+                dst[2] = src[1];
+                dst[3] = 0;
+            }
+        }
+    }
+}
+
+fn row_sum(x: &[u8]) -> i32 {
+    // At most 255·K: exact in u32 for K < 16.8M, then wrapping like the accumulator.
+    x.chunks(1 << 16).fold(0i32, |acc, c| {
+        acc.wrapping_add(c.iter().map(|&v| v as u32).sum::<u32>() as i32)
+    })
+}

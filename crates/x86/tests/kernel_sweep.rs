@@ -1,0 +1,132 @@
+//! The shared GEMM tester on every ISA path this CPU has: bit equality with
+//! the reference engine. Paths the CPU lacks are reported, never skipped silently.
+
+use std::sync::Arc;
+
+use rquant_core::QuantEngine;
+use rquant_testkit as tk;
+
+fn paths() -> Vec<Arc<dyn QuantEngine>> {
+    for isa in rquant_x86::missing_paths() {
+        eprintln!("x86 path {} not available on this CPU: skipped", isa.name());
+    }
+    let v = rquant_x86::all_paths();
+    if v.is_empty() {
+        eprintln!("x86 engine unavailable on this CPU (no AVX2): every path skipped");
+    }
+    v
+}
+
+#[test]
+fn linear_static_every_path() {
+    for e in paths() {
+        tk::sweep_linear(e.as_ref());
+    }
+}
+
+#[test]
+fn linear_dynamic_every_path() {
+    for e in paths() {
+        tk::sweep_linear_dynamic(e.as_ref());
+    }
+}
+
+#[test]
+fn linear_fp16_every_path() {
+    for e in paths() {
+        tk::sweep_linear_fp16(e.as_ref());
+    }
+}
+
+#[test]
+fn conv2d_every_path() {
+    for e in paths() {
+        tk::sweep_conv2d(e.as_ref());
+    }
+}
+
+#[test]
+fn intended_paths_ran() {
+    let names: Vec<&str> = paths().iter().map(|e| e.isa()).collect();
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+        {
+            assert!(
+                names.contains(&"avx2"),
+                "AVX2 detected but the avx2 path is missing: {names:?}"
+            );
+            assert!(names.contains(&"scalar"), "{names:?}");
+        }
+        if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512bw") {
+            assert!(
+                names.contains(&"avx512vnni"),
+                "VNNI detected but its path is missing: {names:?}"
+            );
+        }
+    }
+    // With no RQUANT_ISA ceiling, the default engine is the best path.
+    if rquant_core::registry::requested_isa().is_none() {
+        if let Some(e) = rquant_x86::engine() {
+            assert_eq!(e.isa(), rquant_x86::Isa::best().name());
+            assert_eq!(e.name(), "x86");
+            assert_eq!(e.aliases(), &["fbgemm"]);
+            assert_eq!(e.priority(), 100);
+        }
+    }
+}
+
+#[test]
+fn same_bits_for_every_thread_count() {
+    let r = tk::reference();
+    for e in paths() {
+        for threads in [1, 2, 3, 5] {
+            rquant_core::registry::set_num_threads(threads);
+            tk::GemmTester::new()
+                .m(100)
+                .n(300)
+                .k(77)
+                .per_channel(true)
+                .test_linear(e.as_ref(), r.as_ref());
+            tk::GemmTester::new()
+                .m(33)
+                .n(140)
+                .k(90)
+                .test_linear_dynamic(e.as_ref(), r.as_ref(), -1.0, 2.0, false);
+            tk::GemmTester::new()
+                .m(20)
+                .n(70)
+                .k(50)
+                .test_linear_fp16(e.as_ref(), r.as_ref(), 1.0);
+        }
+        rquant_core::registry::set_num_threads(0);
+    }
+}
+
+#[test]
+fn weights_packed_on_one_path_run_on_another() {
+    let r = tk::reference();
+    let all = paths();
+    if let (Some(a), Some(b)) = (all.first(), all.last()) {
+        // Pack with one path, run with the other: the engine repacks.
+        let w = rquant_core::QTensor::<i8>::from_int_repr(
+            vec![5, 9],
+            (0..45).map(|i| (i * 37 % 256 - 128) as i8).collect(),
+            rquant_core::QParams::per_tensor(0.02, 0),
+        )
+        .unwrap();
+        let x = rquant_core::QTensor::<u8>::from_int_repr(
+            vec![3, 9],
+            (0..27).map(|i| (i * 91 % 256) as u8).collect(),
+            rquant_core::QParams::per_tensor(0.1, 100),
+        )
+        .unwrap();
+        let pa = a.pack_linear(w.clone(), None).unwrap();
+        let pr = r.pack_linear(w, None).unwrap();
+        let yb = b.linear(&x, &pa, 0.5, 10, false).unwrap();
+        let yr = r.linear(&x, &pr, 0.5, 10, false).unwrap();
+        assert_eq!(yb.int_repr(), yr.int_repr());
+    }
+}
