@@ -1,0 +1,50 @@
+//! The shared XNNPACK-style testers (rquant-testkit) on every ISA path of the
+//! ARM engine this CPU has (off AArch64: the portable scalar path only).
+//! Bit equality with the reference engine, tolerance zero.
+
+use std::sync::Arc;
+
+use rquant_arm::{ArmEngine, Isa};
+use rquant_core::QuantEngine;
+use rquant_testkit as tk;
+
+fn paths() -> Vec<Arc<dyn QuantEngine>> {
+    Isa::ALL
+        .into_iter()
+        .filter_map(|i| match ArmEngine::with_isa(i) {
+            Some(e) => Some(Arc::new(e) as Arc<dyn QuantEngine>),
+            None => {
+                eprintln!("ARM path {} not available on this CPU: skipped", i.name());
+                None
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn linear_static_every_path() {
+    for e in paths() {
+        tk::sweep_linear(e.as_ref());
+    }
+}
+
+#[test]
+fn linear_dynamic_every_path() {
+    for e in paths() {
+        tk::sweep_linear_dynamic(e.as_ref());
+    }
+}
+
+#[test]
+fn linear_fp16_every_path() {
+    for e in paths() {
+        tk::sweep_linear_fp16(e.as_ref());
+    }
+}
+
+#[test]
+fn conv2d_every_path() {
+    for e in paths() {
+        tk::sweep_conv2d(e.as_ref());
+    }
+}
