@@ -180,22 +180,29 @@ pub(crate) fn pack_a_panel(
             sums[r] = 0;
         }
     }
+    let mr = tile.mr;
+    assert!(panel.len() >= ku * mr * 4 && scratch.len() == mr * kp);
+    let (src, dst) = (scratch.as_ptr(), panel.as_mut_ptr());
     if tile.kr == 4 {
         for u in 0..ku {
-            for r in 0..tile.mr {
-                let src = &scratch[r * kp + u * 4..][..4];
-                panel[(u * tile.mr + r) * 4..][..4].copy_from_slice(src);
+            for r in 0..mr {
+                // SAFETY: r·kp + u·4 + 4 <= mr·kp = scratch.len() and
+                // (u·mr + r)·4 + 4 <= ku·mr·4 <= panel.len() (asserted above).
+                unsafe {
+                    let v = (src.add(r * kp + u * 4) as *const u32).read_unaligned();
+                    (dst.add((u * mr + r) * 4) as *mut u32).write_unaligned(v);
+                }
             }
         }
     } else {
         for u in 0..ku {
-            for r in 0..tile.mr {
-                let src = &scratch[r * kp + u * 2..][..2];
-                let dst = &mut panel[(u * tile.mr + r) * 4..][..4];
-                dst[0] = src[0];
-                dst[1] = 0;
-                dst[2] = src[1];
-                dst[3] = 0;
+            for r in 0..mr {
+                // SAFETY: as above with two source bytes per unit (kp = 2·ku).
+                unsafe {
+                    let s = src.add(r * kp + u * 2);
+                    let v = (*s as u32) | ((*s.add(1) as u32) << 16);
+                    (dst.add((u * mr + r) * 4) as *mut u32).write_unaligned(v);
+                }
             }
         }
     }

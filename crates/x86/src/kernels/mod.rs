@@ -12,6 +12,7 @@ pub mod gemm_u8i8_6x16c2_avx2;
 pub mod gemm_u8i8_8x32c4_avx512vnni;
 pub(crate) mod output;
 pub(crate) mod output_avx2;
+pub(crate) mod output_avx512;
 
 use crate::isa::Isa;
 use crate::pack::{MAX_MR, MAX_NR};

@@ -105,6 +105,9 @@ pub(crate) struct RequantOut<'a> {
     mult: Vec<f32>,
     zp: i32,
     relu: bool,
+    /// Every `(f32(acc) + bt)·mult` is finite and below 2^62: no lane needs
+    /// the NaN / overflow handling.
+    tame: bool,
     out: RawOut<u8>,
     layout: OutLayout,
 }
@@ -132,8 +135,13 @@ impl<'a> RequantOut<'a> {
                 bias_term(bv[c], ch.act_times_w_scale, b.per_channel)
             }));
         }
+        let tame = bt.iter().zip(&mult).all(|(&b, &m)| {
+            let bound = (2f64.powi(31) + (b as f64).abs()) * (m as f64).abs();
+            bound.is_finite() && bound < 2f64.powi(62)
+        });
         RequantOut {
             isa,
+            tame,
             colterm: col_terms(b, x_zp),
             zw: &b.zw,
             zw_zero: b.zw_all_zero,
@@ -164,6 +172,28 @@ impl Epilogue for RequantOut<'_> {
         for r in 0..mrows {
             let row = &acc[r * nr..r * nr + ncols];
             let start = l.base + (m0 + r) * l.ldm + n0 * l.ldn;
+            #[cfg(target_arch = "x86_64")]
+            if self.isa >= Isa::Avx512Vnni && self.tame {
+                // SAFETY: AVX-512F/BW were detected (the isa comes from an
+                // engine value); outputs in bounds (check_span) and owned by
+                // this tile; `tame` is the stage's range precondition.
+                unsafe {
+                    super::output_avx512::requant_row(
+                        row,
+                        &self.colterm[cols.clone()],
+                        &self.zw[cols.clone()],
+                        self.zw_zero,
+                        rs[r],
+                        &self.bt[cols.clone()],
+                        &self.mult[cols.clone()],
+                        self.zp,
+                        self.relu,
+                        self.out.ptr.add(start),
+                        l.ldn,
+                    )
+                };
+                continue;
+            }
             #[cfg(target_arch = "x86_64")]
             if self.isa >= Isa::Avx2 {
                 // SAFETY: AVX2 was detected (the isa comes from an engine value);
@@ -253,6 +283,25 @@ impl Epilogue for FloatOut<'_> {
         for r in 0..mrows {
             let row = &acc[r * nr..r * nr + ncols];
             let start = l.base + (m0 + r) * l.ldm + n0 * l.ldn;
+            #[cfg(target_arch = "x86_64")]
+            if self.isa >= Isa::Avx512Vnni {
+                // SAFETY: AVX-512F was detected (the isa comes from an engine
+                // value); outputs in bounds (check_span) and owned by this tile.
+                unsafe {
+                    super::output_avx512::float_row(
+                        row,
+                        &self.colterm[cols.clone()],
+                        &self.zw[cols.clone()],
+                        self.zw_zero,
+                        rs[r],
+                        &self.sp[cols.clone()],
+                        self.bias.map(|b| &b[cols.clone()]),
+                        self.out.ptr.add(start),
+                        l.ldn,
+                    )
+                };
+                continue;
+            }
             #[cfg(target_arch = "x86_64")]
             if self.isa >= Isa::Avx2 {
                 // SAFETY: AVX2+FMA were detected (the isa comes from an engine

@@ -58,8 +58,9 @@ pub(crate) unsafe fn requant_row(
     debug_assert!(colterm.len() == n && zw.len() == n && bt.len() == n && mult.len() == n);
     let lo = if relu { zp } else { 0 };
     let rsv = _mm256_set1_epi32(rs);
-    let absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+    let two63 = _mm256_set1_ps(9.223_372e18);
     let limit = _mm256_set1_ps(1024.0);
+    let nlimit = _mm256_set1_ps(-1024.0);
     let zpv = _mm256_set1_epi32(zp);
     let lov = _mm256_set1_epi32(lo);
     let hiv = _mm256_set1_epi32(255);
@@ -78,10 +79,14 @@ pub(crate) unsafe fn requant_row(
             _mm256_loadu_ps(mult.as_ptr().add(j)),
         );
         let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(y);
-        // Lanes within ±1024 (NaN fails the ordered compare) convert exactly;
-        // the clamp to [lo, 255] then equals numerics' saturating path.
-        let ok = _mm256_cmp_ps::<_CMP_LE_OQ>(_mm256_and_ps(r, absmask), limit);
-        if _mm256_movemask_ps(ok) == 0xff {
+        // numerics: clamp(sat_i64(r) + zp, lo, 255). NaN saturates to 0;
+        // beyond ±1024 the clamp decides alone — except r ≥ 2^63 with zp > 0,
+        // where numerics' i64 addition overflows: those lanes take the scalar
+        // formula itself.
+        let huge = _mm256_cmp_ps::<_CMP_GE_OQ>(r, two63);
+        if zp == 0 || _mm256_movemask_ps(huge) == 0 {
+            let r = _mm256_and_ps(r, _mm256_cmp_ps::<_CMP_ORD_Q>(r, r));
+            let r = _mm256_min_ps(_mm256_max_ps(r, nlimit), limit);
             let q = _mm256_add_epi32(_mm256_cvtps_epi32(r), zpv);
             let q = _mm256_min_epi32(_mm256_max_epi32(q, lov), hiv);
             let p16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256::<1>(q));

@@ -1,0 +1,147 @@
+//! AVX-512 output stages (16 lanes), used on the VNNI path when the
+//! per-call constants guarantee no lane can be NaN or beyond ±2^62 (the
+//! common case; otherwise the AVX2 stage with its per-lane fallbacks runs).
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+#[cfg(target_arch = "x86_64")]
+use rquant_core::numerics::{dynamic_out, requantize_u8};
+
+/// Requantize one row; every `(f32(acc) + bt)·mult` must be finite and
+/// below 2^62 in magnitude (the caller's range check).
+///
+/// # Safety
+/// AVX-512F/BW must be available; all slices have `acc.len()` elements;
+/// `out` is valid for writes at `j·ldn` for every `j < acc.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn requant_row(
+    acc: &[i32],
+    colterm: &[i32],
+    zw: &[i32],
+    zw_zero: bool,
+    rs: i32,
+    bt: &[f32],
+    mult: &[f32],
+    zp: i32,
+    relu: bool,
+    out: *mut u8,
+    ldn: usize,
+) {
+    let n = acc.len();
+    let lo = if relu { zp } else { 0 };
+    let rsv = _mm512_set1_epi32(rs);
+    let limit = _mm512_set1_ps(1024.0);
+    let nlimit = _mm512_set1_ps(-1024.0);
+    let zpv = _mm512_set1_epi32(zp);
+    let lov = _mm512_set1_epi32(lo);
+    let hiv = _mm512_set1_epi32(255);
+    let mut j = 0;
+    while j + 16 <= n {
+        let mut v = _mm512_add_epi32(
+            _mm512_loadu_si512(acc.as_ptr().add(j) as *const __m512i),
+            _mm512_loadu_si512(colterm.as_ptr().add(j) as *const __m512i),
+        );
+        if !zw_zero {
+            v = _mm512_sub_epi32(
+                v,
+                _mm512_mullo_epi32(
+                    _mm512_loadu_si512(zw.as_ptr().add(j) as *const __m512i),
+                    rsv,
+                ),
+            );
+        }
+        let f = _mm512_cvtepi32_ps(v);
+        let y = _mm512_mul_ps(
+            _mm512_add_ps(f, _mm512_loadu_ps(bt.as_ptr().add(j))),
+            _mm512_loadu_ps(mult.as_ptr().add(j)),
+        );
+        // Clamping to integers before rounding commutes with the rounding;
+        // beyond ±1024 the final clamp decides alone.
+        let y = _mm512_min_ps(_mm512_max_ps(y, nlimit), limit);
+        let q = _mm512_cvt_roundps_epi32::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(y);
+        let q = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(q, zpv), lov), hiv);
+        let b = _mm512_cvtepi32_epi8(q);
+        if ldn == 1 {
+            _mm_storeu_si128(out.add(j) as *mut __m128i, b);
+        } else {
+            let mut t = [0u8; 16];
+            _mm_storeu_si128(t.as_mut_ptr() as *mut __m128i, b);
+            for (l, &tv) in t.iter().enumerate() {
+                *out.add((j + l) * ldn) = tv;
+            }
+        }
+        j += 16;
+    }
+    while j < n {
+        let a = acc[j]
+            .wrapping_add(colterm[j])
+            .wrapping_sub(zw[j].wrapping_mul(rs));
+        *out.add(j * ldn) = requantize_u8(a, bt[j], mult[j], zp, relu);
+        j += 1;
+    }
+}
+
+/// Float output of one row (16 lanes): `fma(f32(acc), sp, bias)` or `f32(acc)·sp`.
+///
+/// # Safety
+/// AVX-512F must be available; all slices have `acc.len()` elements; `out`
+/// is valid for writes at `j·ldn` for every `j < acc.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn float_row(
+    acc: &[i32],
+    colterm: &[i32],
+    zw: &[i32],
+    zw_zero: bool,
+    rs: i32,
+    sp: &[f32],
+    bias: Option<&[f32]>,
+    out: *mut f32,
+    ldn: usize,
+) {
+    let n = acc.len();
+    let rsv = _mm512_set1_epi32(rs);
+    let mut j = 0;
+    while j + 16 <= n {
+        let mut v = _mm512_add_epi32(
+            _mm512_loadu_si512(acc.as_ptr().add(j) as *const __m512i),
+            _mm512_loadu_si512(colterm.as_ptr().add(j) as *const __m512i),
+        );
+        if !zw_zero {
+            v = _mm512_sub_epi32(
+                v,
+                _mm512_mullo_epi32(
+                    _mm512_loadu_si512(zw.as_ptr().add(j) as *const __m512i),
+                    rsv,
+                ),
+            );
+        }
+        let f = _mm512_cvtepi32_ps(v);
+        let s = _mm512_loadu_ps(sp.as_ptr().add(j));
+        let y = match bias {
+            Some(b) => _mm512_fmadd_ps(f, s, _mm512_loadu_ps(b.as_ptr().add(j))),
+            None => _mm512_mul_ps(f, s),
+        };
+        if ldn == 1 {
+            _mm512_storeu_ps(out.add(j), y);
+        } else {
+            let mut t = [0f32; 16];
+            _mm512_storeu_ps(t.as_mut_ptr(), y);
+            for (l, &tv) in t.iter().enumerate() {
+                *out.add((j + l) * ldn) = tv;
+            }
+        }
+        j += 16;
+    }
+    while j < n {
+        let a = acc[j]
+            .wrapping_add(colterm[j])
+            .wrapping_sub(zw[j].wrapping_mul(rs));
+        *out.add(j * ldn) = dynamic_out(a, sp[j], bias.map(|b| b[j]));
+        j += 1;
+    }
+}
