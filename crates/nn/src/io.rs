@@ -1,0 +1,715 @@
+//! safetensors in and out: float state_dicts by PyTorch name, and quantized
+//! models with metadata (format, engine, qconfig, module tree with qparams)
+//! so a model converted once loads on any engine with identical outputs.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rquant_core::{registry, Conv2dParams, QParams, QScheme, QTensor, QuantEngine, Tensor};
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
+use serde_json::{json, Value as J};
+
+use crate::error::{NnError, Result};
+use crate::layers::{
+    ActKind, Activation, AdaptiveAvgPool2d, AvgPool2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d,
+};
+use crate::module::{join, Module, Sequential};
+use crate::quantized::*;
+use crate::rnn::RnnKind;
+
+/// The format tag written to (and required in) quantized model files.
+pub const FORMAT: &str = "rquant.quantized.v1";
+
+fn read(path: &str) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| NnError::Io {
+        path: path.to_string(),
+        source,
+    })
+}
+
+fn parse<'a>(bytes: &'a [u8], file: &str) -> Result<SafeTensors<'a>> {
+    SafeTensors::deserialize(bytes)
+        .map_err(|e| NnError::file(file, "header", format!("not a valid safetensors file: {e}")))
+}
+
+fn f32_of(file: &str, name: &str, v: &TensorView) -> Result<Tensor> {
+    if v.dtype() != Dtype::F32 {
+        return Err(NnError::file(
+            file,
+            name,
+            format!("dtype {:?}, expected F32", v.dtype()),
+        ));
+    }
+    let data: Vec<f32> = v
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    Ok(Tensor::new(v.shape().to_vec(), data)?)
+}
+
+/// Read every F32 tensor of a safetensors file (a PyTorch state_dict), in file order.
+pub fn read_state_dict(path: &str) -> Result<Vec<(String, Tensor)>> {
+    let bytes = read(path)?;
+    state_dict_from_bytes(&bytes, path)
+}
+
+pub fn state_dict_from_bytes(bytes: &[u8], file: &str) -> Result<Vec<(String, Tensor)>> {
+    let st = parse(bytes, file)?;
+    let mut names: Vec<(usize, String)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (v.data().as_ptr() as usize, n))
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|(_, n)| {
+            let v = st
+                .tensor(&n)
+                .map_err(|e| NnError::file(file, &n, e.to_string()))?;
+            Ok((n.clone(), f32_of(file, &n, &v)?))
+        })
+        .collect()
+}
+
+/// Load float weights into `model` by PyTorch name (strict: missing and
+/// unexpected keys are errors naming the key).
+pub fn load_float(model: &mut Module, path: &str) -> Result<()> {
+    let sd = read_state_dict(path)?;
+    model.load_state_dict(&sd, true, path)
+}
+
+fn to_bytes_f32(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Serialize a float model's state_dict.
+pub fn float_bytes(model: &mut Module) -> Result<Vec<u8>> {
+    let sd = model.state_dict();
+    let bufs: Vec<(String, Vec<usize>, Vec<u8>)> = sd
+        .into_iter()
+        .map(|(n, t)| (n, t.shape().to_vec(), to_bytes_f32(t.data())))
+        .collect();
+    let views = bufs
+        .iter()
+        .map(|(n, s, b)| {
+            Ok((
+                n.clone(),
+                TensorView::new(Dtype::F32, s.clone(), b)
+                    .map_err(|e| NnError::file("<memory>", n, e.to_string()))?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    safetensors::serialize(views, &None)
+        .map_err(|e| NnError::file("<memory>", "serialize", e.to_string()))
+}
+
+// ---------------------------------------------------------------- quantized save
+
+struct Out {
+    tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)>,
+}
+
+impl Out {
+    fn f32(&mut self, name: String, shape: Vec<usize>, v: &[f32]) {
+        self.tensors
+            .push((name, Dtype::F32, shape, to_bytes_f32(v)));
+    }
+    fn qweight(&mut self, p: &str, w: &QTensor<i8>) -> J {
+        self.tensors.push((
+            join(p, "weight"),
+            Dtype::I8,
+            w.shape().to_vec(),
+            w.int_repr().iter().map(|&v| v as u8).collect(),
+        ));
+        let (scales, zps): (Vec<f64>, Vec<i64>) = match w.qparams() {
+            QParams::PerTensor { scale, zero_point } => (vec![*scale], vec![*zero_point]),
+            QParams::PerChannel {
+                scales,
+                zero_points,
+                ..
+            } => (scales.clone(), zero_points.clone()),
+            QParams::PerChannelFloat { .. } => unreachable!("weights are never float-zp"),
+        };
+        let n = scales.len();
+        self.tensors.push((
+            join(p, "weight_scale"),
+            Dtype::F64,
+            vec![n],
+            scales.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ));
+        self.tensors.push((
+            join(p, "weight_zero_point"),
+            Dtype::I64,
+            vec![n],
+            zps.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ));
+        json!(w.qscheme().name())
+    }
+    fn bias(&mut self, p: &str, b: Option<&[f32]>) -> bool {
+        if let Some(b) = b {
+            self.f32(join(p, "bias"), vec![b.len()], b);
+        }
+        b.is_some()
+    }
+}
+
+fn conv_json(p: Conv2dParams) -> J {
+    json!({"stride": p.stride, "padding": p.padding, "dilation": p.dilation, "groups": p.groups})
+}
+
+fn dyn_json(out: &mut Out, p: &str, w: &DynWeight) -> J {
+    match w {
+        DynWeight::Int8 {
+            packed,
+            reduce_range,
+        } => {
+            let qs = out.qweight(p, packed.weight());
+            let has_bias = out.bias(p, packed.bias());
+            json!({"dtype": "qint8", "qscheme": qs, "reduce_range": reduce_range, "bias": has_bias})
+        }
+        DynWeight::Fp16(pk) => {
+            out.f32(
+                join(p, "weight"),
+                pk.weight().shape().to_vec(),
+                pk.weight().data(),
+            );
+            let has_bias = out.bias(p, pk.bias());
+            json!({"dtype": "float16", "bias": has_bias})
+        }
+    }
+}
+
+fn node(m: &Module, p: &str, out: &mut Out) -> Result<J> {
+    Ok(match m {
+        Module::Sequential(s) => {
+            let ch = s
+                .children
+                .iter()
+                .map(|(n, c)| Ok(json!([n, node(c, &join(p, n), out)?])))
+                .collect::<Result<Vec<_>>>()?;
+            json!({"type": "Sequential", "children": ch})
+        }
+        Module::Identity => json!({"type": "Identity"}),
+        Module::QuantStub => json!({"type": "QuantStub"}),
+        Module::DeQuantStub => json!({"type": "DeQuantStub"}),
+        Module::Flatten(f) => json!({"type": "Flatten", "start_dim": f.start_dim}),
+        Module::Dropout(d) => json!({"type": "Dropout", "p": d.p}),
+        Module::Act(a) => json!({"type": a.type_name()}),
+        Module::MaxPool2d(m) => {
+            json!({"type": "MaxPool2d", "kernel": m.kernel, "stride": m.stride, "padding": m.padding, "dilation": m.dilation, "ceil_mode": m.ceil_mode})
+        }
+        Module::AvgPool2d(m) => {
+            json!({"type": "AvgPool2d", "kernel": m.kernel, "stride": m.stride, "padding": m.padding, "ceil_mode": m.ceil_mode, "count_include_pad": m.count_include_pad, "divisor_override": m.divisor_override})
+        }
+        Module::AdaptiveAvgPool2d(m) => {
+            json!({"type": "AdaptiveAvgPool2d", "output_size": m.output_size})
+        }
+        Module::Linear(l) if l.weight_fake_quant.is_none() => {
+            out.f32(
+                join(p, "weight"),
+                l.weight.value.shape().to_vec(),
+                l.weight.value.data(),
+            );
+            let b = out.bias(p, l.bias.as_ref().map(|b| b.value.data()));
+            json!({"type": "Linear", "relu": l.relu, "bias": b})
+        }
+        Module::Conv2d(c) if c.weight_fake_quant.is_none() && c.bn.is_none() => {
+            out.f32(
+                join(p, "weight"),
+                c.weight.value.shape().to_vec(),
+                c.weight.value.data(),
+            );
+            let b = out.bias(p, c.bias.as_ref().map(|b| b.value.data()));
+            json!({"type": "Conv2d", "relu": c.relu, "bias": b, "params": conv_json(c.params)})
+        }
+        Module::Quantized(q) => match q {
+            QModule::Quantize { scale, zero_point } => {
+                json!({"type": "Quantize", "scale": scale, "zero_point": zero_point})
+            }
+            QModule::DeQuantize => json!({"type": "DeQuantize"}),
+            QModule::Linear(l) => {
+                let qs = out.qweight(p, l.packed.weight());
+                let b = out.bias(p, l.packed.bias());
+                json!({"type": "QuantizedLinear", "relu": l.relu, "scale": l.scale, "zero_point": l.zero_point, "qscheme": qs, "bias": b})
+            }
+            QModule::Conv2d(c) => {
+                let qs = out.qweight(p, c.packed.weight());
+                let b = out.bias(p, c.packed.bias());
+                json!({"type": "QuantizedConv2d", "relu": c.relu, "scale": c.scale, "zero_point": c.zero_point, "qscheme": qs, "bias": b, "params": conv_json(c.packed.params())})
+            }
+            QModule::DynamicLinear(d) => {
+                let w = dyn_json(out, p, &d.weight);
+                json!({"type": "DynamicQuantizedLinear", "relu": d.relu, "weight": w})
+            }
+            QModule::DynamicRnn(r) => {
+                let layers = r
+                    .layers
+                    .iter()
+                    .enumerate()
+                    .map(|(l, (a, b))| {
+                        json!([
+                            dyn_json(out, &join(p, &format!("ih_l{l}")), a),
+                            dyn_json(out, &join(p, &format!("hh_l{l}")), b)
+                        ])
+                    })
+                    .collect::<Vec<_>>();
+                json!({"type": "DynamicQuantizedRNN", "kind": r.type_name_short(), "input_size": r.input_size, "hidden_size": r.hidden_size, "batch_first": r.batch_first, "layers": layers})
+            }
+            QModule::Functional(f) => {
+                json!({"type": "QFunctional", "scale": f.scale, "zero_point": f.zero_point})
+            }
+            QModule::Hardswish {
+                scale, zero_point, ..
+            } => json!({"type": "QuantizedHardswish", "scale": scale, "zero_point": zero_point}),
+        },
+        other => {
+            return Err(NnError::module(
+                p,
+                format!(
+                    "{} cannot be saved in a quantized model file (convert it first)",
+                    other.type_name()
+                ),
+            ))
+        }
+    })
+}
+
+impl QDynRnn {
+    fn type_name_short(&self) -> &'static str {
+        match self.kind {
+            RnnKind::Lstm => "LSTM",
+            RnnKind::Gru => "GRU",
+        }
+    }
+}
+
+/// Serialize a converted model (module tree, int8 weights, qparams) with the
+/// engine that packed it and a free-form qconfig description as metadata.
+pub fn quantized_bytes(model: &Module, qconfig: &str) -> Result<Vec<u8>> {
+    let mut out = Out {
+        tensors: Vec::new(),
+    };
+    let tree = node(model, "", &mut out)?;
+    let engine = model
+        .named_modules()
+        .iter()
+        .find_map(|(_, m)| match m {
+            Module::Quantized(q) => q.engine_name(),
+            _ => None,
+        })
+        .unwrap_or("none");
+    let mut meta = HashMap::new();
+    meta.insert("format".to_string(), FORMAT.to_string());
+    meta.insert("engine".to_string(), engine.to_string());
+    meta.insert("qconfig".to_string(), qconfig.to_string());
+    meta.insert("modules".to_string(), tree.to_string());
+    let views = out
+        .tensors
+        .iter()
+        .map(|(n, d, s, b)| {
+            Ok((
+                n.clone(),
+                TensorView::new(*d, s.clone(), b)
+                    .map_err(|e| NnError::file("<memory>", n, e.to_string()))?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    safetensors::serialize(views, &Some(meta))
+        .map_err(|e| NnError::file("<memory>", "serialize", e.to_string()))
+}
+
+/// Save a converted model to `path` (see [`quantized_bytes`]).
+pub fn save_quantized(model: &Module, path: &str, qconfig: &str) -> Result<()> {
+    let b = quantized_bytes(model, qconfig)?;
+    std::fs::write(path, b).map_err(|source| NnError::Io {
+        path: path.to_string(),
+        source,
+    })
+}
+
+// ---------------------------------------------------------------- quantized load
+
+/// Metadata of a loaded quantized model.
+#[derive(Debug, Clone)]
+pub struct QuantizedMeta {
+    pub engine: String,
+    pub qconfig: String,
+}
+
+struct In<'a> {
+    st: SafeTensors<'a>,
+    file: &'a str,
+    engine: Arc<dyn QuantEngine>,
+}
+
+impl In<'_> {
+    fn view(&self, name: &str, dtype: Dtype) -> Result<TensorView<'_>> {
+        let v = self
+            .st
+            .tensor(name)
+            .map_err(|_| NnError::file(self.file, name, "missing tensor"))?;
+        if v.dtype() != dtype {
+            return Err(NnError::file(
+                self.file,
+                name,
+                format!("dtype {:?}, expected {dtype:?}", v.dtype()),
+            ));
+        }
+        Ok(v)
+    }
+    fn f32(&self, name: &str) -> Result<Tensor> {
+        f32_of(self.file, name, &self.view(name, Dtype::F32)?)
+    }
+    fn bias(&self, p: &str, has: bool) -> Result<Option<Vec<f32>>> {
+        if !has {
+            return Ok(None);
+        }
+        Ok(Some(self.f32(&join(p, "bias"))?.into_data()))
+    }
+    fn qweight(&self, p: &str, qscheme: &J) -> Result<QTensor<i8>> {
+        let wn = join(p, "weight");
+        let v = self.view(&wn, Dtype::I8)?;
+        let data: Vec<i8> = v.data().iter().map(|&b| b as i8).collect();
+        let sn = join(p, "weight_scale");
+        let zn = join(p, "weight_zero_point");
+        let s: Vec<f64> = self
+            .view(&sn, Dtype::F64)?
+            .data()
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        let z: Vec<i64> = self
+            .view(&zn, Dtype::I64)?
+            .data()
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        let scheme = qscheme
+            .as_str()
+            .and_then(QScheme::from_name)
+            .ok_or_else(|| NnError::file(self.file, &wn, format!("unknown qscheme {qscheme}")))?;
+        let qp = if scheme.is_per_channel() {
+            QParams::PerChannel {
+                scales: s,
+                zero_points: z,
+                axis: 0,
+            }
+        } else {
+            if s.len() != 1 || z.len() != 1 {
+                return Err(NnError::file(
+                    self.file,
+                    &sn,
+                    "per-tensor weight needs exactly one scale and zero point",
+                ));
+            }
+            QParams::per_tensor(s[0], z[0])
+        };
+        QTensor::with_qscheme(v.shape().to_vec(), data, qp, scheme)
+            .map_err(|e| NnError::file(self.file, &wn, e.to_string()))
+    }
+}
+
+fn field<'a>(file: &str, p: &str, j: &'a J, k: &str) -> Result<&'a J> {
+    j.get(k)
+        .ok_or_else(|| NnError::file(file, format!("modules/{p}"), format!("missing field {k:?}")))
+}
+
+fn get_f64(file: &str, p: &str, j: &J, k: &str) -> Result<f64> {
+    field(file, p, j, k)?
+        .as_f64()
+        .ok_or_else(|| NnError::file(file, format!("modules/{p}.{k}"), "not a number"))
+}
+fn get_i64(file: &str, p: &str, j: &J, k: &str) -> Result<i64> {
+    field(file, p, j, k)?
+        .as_i64()
+        .ok_or_else(|| NnError::file(file, format!("modules/{p}.{k}"), "not an integer"))
+}
+fn get_bool(file: &str, p: &str, j: &J, k: &str) -> Result<bool> {
+    field(file, p, j, k)?
+        .as_bool()
+        .ok_or_else(|| NnError::file(file, format!("modules/{p}.{k}"), "not a boolean"))
+}
+fn get_pair(file: &str, p: &str, j: &J, k: &str) -> Result<[usize; 2]> {
+    let v: Option<Vec<usize>> = field(file, p, j, k)?.as_array().map(|a| {
+        a.iter()
+            .filter_map(|x| x.as_u64().map(|u| u as usize))
+            .collect()
+    });
+    match v.as_deref() {
+        Some([a, b]) => Ok([*a, *b]),
+        _ => Err(NnError::file(
+            file,
+            format!("modules/{p}.{k}"),
+            "expected two non-negative integers",
+        )),
+    }
+}
+fn get_conv(file: &str, p: &str, j: &J) -> Result<Conv2dParams> {
+    let c = field(file, p, j, "params")?;
+    Ok(Conv2dParams {
+        stride: get_pair(file, p, c, "stride")?,
+        padding: get_pair(file, p, c, "padding")?,
+        dilation: get_pair(file, p, c, "dilation")?,
+        groups: get_i64(file, p, c, "groups")?.max(0) as usize,
+    })
+}
+
+fn load_dyn(inp: &In, p: &str, j: &J) -> Result<DynWeight> {
+    let f = inp.file;
+    let e = inp.engine.as_ref();
+    let has_bias = get_bool(f, p, j, "bias")?;
+    Ok(match field(f, p, j, "dtype")?.as_str() {
+        Some("qint8") => DynWeight::Int8 {
+            packed: Arc::new(
+                e.pack_linear(
+                    inp.qweight(p, field(f, p, j, "qscheme")?)?,
+                    inp.bias(p, has_bias)?,
+                )
+                .map_err(|x| NnError::file(f, p, x.to_string()))?,
+            ),
+            reduce_range: get_bool(f, p, j, "reduce_range")? && e.name() != "qnnpack",
+        },
+        Some("float16") => DynWeight::Fp16(Arc::new(
+            e.pack_linear_fp16(inp.f32(&join(p, "weight"))?, inp.bias(p, has_bias)?)
+                .map_err(|x| NnError::file(f, p, x.to_string()))?,
+        )),
+        _ => {
+            return Err(NnError::file(
+                f,
+                format!("modules/{p}.dtype"),
+                "expected \"qint8\" or \"float16\"",
+            ))
+        }
+    })
+}
+
+fn build(inp: &In, p: &str, j: &J) -> Result<Module> {
+    let f = inp.file;
+    let e = inp.engine.as_ref();
+    let ty = field(f, p, j, "type")?.as_str().unwrap_or("");
+    let packerr = |x: rquant_core::QuantError| NnError::file(f, p, x.to_string());
+    Ok(match ty {
+        "Sequential" => {
+            let ch = field(f, p, j, "children")?
+                .as_array()
+                .ok_or_else(|| NnError::file(f, format!("modules/{p}.children"), "not an array"))?;
+            let mut s = Sequential::new();
+            for c in ch {
+                let (Some(n), Some(sub)) = (c.get(0).and_then(|n| n.as_str()), c.get(1)) else {
+                    return Err(NnError::file(
+                        f,
+                        format!("modules/{p}.children"),
+                        "entries must be [name, module]",
+                    ));
+                };
+                s.children
+                    .push((n.to_string(), build(inp, &join(p, n), sub)?));
+            }
+            Module::Sequential(s)
+        }
+        "Identity" => Module::Identity,
+        "QuantStub" => Module::QuantStub,
+        "DeQuantStub" => Module::DeQuantStub,
+        "Flatten" => {
+            let mut fl = Flatten::default();
+            fl.start_dim = get_i64(f, p, j, "start_dim")?.max(0) as usize;
+            Module::Flatten(fl)
+        }
+        "Dropout" => Module::Dropout(Dropout::new(get_f64(f, p, j, "p")? as f32, 0)),
+        "ReLU" => Module::Act(Activation::new(ActKind::ReLU)),
+        "ReLU6" => Module::Act(Activation::new(ActKind::ReLU6)),
+        "Hardswish" => Module::Act(Activation::new(ActKind::Hardswish)),
+        "MaxPool2d" => {
+            let mut m = MaxPool2d::new(1, 1);
+            m.kernel = get_pair(f, p, j, "kernel")?;
+            m.stride = get_pair(f, p, j, "stride")?;
+            m.padding = get_pair(f, p, j, "padding")?;
+            m.dilation = get_pair(f, p, j, "dilation")?;
+            m.ceil_mode = get_bool(f, p, j, "ceil_mode")?;
+            Module::MaxPool2d(m)
+        }
+        "AvgPool2d" => {
+            let mut m = AvgPool2d::new(1, 1);
+            m.kernel = get_pair(f, p, j, "kernel")?;
+            m.stride = get_pair(f, p, j, "stride")?;
+            m.padding = get_pair(f, p, j, "padding")?;
+            m.ceil_mode = get_bool(f, p, j, "ceil_mode")?;
+            m.count_include_pad = get_bool(f, p, j, "count_include_pad")?;
+            m.divisor_override = j
+                .get("divisor_override")
+                .and_then(|v| v.as_u64())
+                .map(|v| v as usize);
+            Module::AvgPool2d(m)
+        }
+        "AdaptiveAvgPool2d" => {
+            Module::AdaptiveAvgPool2d(AdaptiveAvgPool2d::new(get_pair(f, p, j, "output_size")?))
+        }
+        "Linear" | "LinearReLU" => {
+            let b = inp.bias(p, get_bool(f, p, j, "bias")?)?;
+            let mut l = Linear::from_weights(
+                inp.f32(&join(p, "weight"))?,
+                b.map(|b| Tensor::new([b.len()], b).unwrap()),
+            )
+            .map_err(|x| NnError::file(f, p, x.to_string()))?;
+            l.relu = get_bool(f, p, j, "relu")?;
+            Module::Linear(l)
+        }
+        "Conv2d" | "ConvReLU2d" => {
+            let b = inp.bias(p, get_bool(f, p, j, "bias")?)?;
+            let mut c = Conv2d::from_weights(
+                inp.f32(&join(p, "weight"))?,
+                b.map(|b| Tensor::new([b.len()], b).unwrap()),
+                get_conv(f, p, j)?,
+            )
+            .map_err(|x| NnError::file(f, p, x.to_string()))?;
+            c.relu = get_bool(f, p, j, "relu")?;
+            Module::Conv2d(c)
+        }
+        "Quantize" => {
+            let (scale, zero_point) = (get_f64(f, p, j, "scale")?, get_i64(f, p, j, "zero_point")?);
+            rquant_core::tensor::check_scale("Quantize", scale).map_err(packerr)?;
+            rquant_core::tensor::check_zero_point(
+                "Quantize",
+                zero_point,
+                rquant_core::QDType::QUInt8,
+            )
+            .map_err(packerr)?;
+            Module::Quantized(QModule::Quantize { scale, zero_point })
+        }
+        "DeQuantize" => Module::Quantized(QModule::DeQuantize),
+        "QuantizedLinear" => {
+            let w = inp.qweight(p, field(f, p, j, "qscheme")?)?;
+            let b = inp.bias(p, get_bool(f, p, j, "bias")?)?;
+            Module::Quantized(QModule::Linear(QLinear {
+                engine: inp.engine.clone(),
+                packed: Arc::new(e.pack_linear(w, b).map_err(packerr)?),
+                scale: get_f64(f, p, j, "scale")?,
+                zero_point: get_i64(f, p, j, "zero_point")?,
+                relu: get_bool(f, p, j, "relu")?,
+            }))
+        }
+        "QuantizedConv2d" => {
+            let w = inp.qweight(p, field(f, p, j, "qscheme")?)?;
+            let b = inp.bias(p, get_bool(f, p, j, "bias")?)?;
+            Module::Quantized(QModule::Conv2d(QConv2d {
+                engine: inp.engine.clone(),
+                packed: Arc::new(e.pack_conv2d(w, b, get_conv(f, p, j)?).map_err(packerr)?),
+                scale: get_f64(f, p, j, "scale")?,
+                zero_point: get_i64(f, p, j, "zero_point")?,
+                relu: get_bool(f, p, j, "relu")?,
+            }))
+        }
+        "DynamicQuantizedLinear" => Module::Quantized(QModule::DynamicLinear(QDynLinear {
+            engine: inp.engine.clone(),
+            weight: load_dyn(inp, p, field(f, p, j, "weight")?)?,
+            relu: get_bool(f, p, j, "relu")?,
+        })),
+        "DynamicQuantizedRNN" => {
+            let kind = match field(f, p, j, "kind")?.as_str() {
+                Some("LSTM") => RnnKind::Lstm,
+                Some("GRU") => RnnKind::Gru,
+                _ => {
+                    return Err(NnError::file(
+                        f,
+                        format!("modules/{p}.kind"),
+                        "expected LSTM or GRU",
+                    ))
+                }
+            };
+            let layers = field(f, p, j, "layers")?
+                .as_array()
+                .ok_or_else(|| NnError::file(f, format!("modules/{p}.layers"), "not an array"))?
+                .iter()
+                .enumerate()
+                .map(|(l, v)| {
+                    let (Some(a), Some(b)) = (v.get(0), v.get(1)) else {
+                        return Err(NnError::file(
+                            f,
+                            format!("modules/{p}.layers"),
+                            "entries must be [ih, hh]",
+                        ));
+                    };
+                    Ok((
+                        load_dyn(inp, &join(p, &format!("ih_l{l}")), a)?,
+                        load_dyn(inp, &join(p, &format!("hh_l{l}")), b)?,
+                    ))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Module::Quantized(QModule::DynamicRnn(QDynRnn {
+                engine: inp.engine.clone(),
+                kind,
+                input_size: get_i64(f, p, j, "input_size")?.max(0) as usize,
+                hidden_size: get_i64(f, p, j, "hidden_size")?.max(0) as usize,
+                batch_first: get_bool(f, p, j, "batch_first")?,
+                layers,
+            }))
+        }
+        "QFunctional" => Module::Quantized(QModule::Functional(QFunctional {
+            engine: inp.engine.clone(),
+            scale: get_f64(f, p, j, "scale")?,
+            zero_point: get_i64(f, p, j, "zero_point")?,
+        })),
+        "QuantizedHardswish" => Module::Quantized(QModule::Hardswish {
+            engine: inp.engine.clone(),
+            scale: get_f64(f, p, j, "scale")?,
+            zero_point: get_i64(f, p, j, "zero_point")?,
+        }),
+        other => {
+            return Err(NnError::file(
+                f,
+                format!("modules/{p}.type"),
+                format!("unknown module type {other:?}"),
+            ))
+        }
+    })
+}
+
+/// Load a quantized model, packing its weights with `engine` (None: the
+/// current engine). Any engine gives the same outputs.
+pub fn quantized_from_bytes(
+    bytes: &[u8],
+    file: &str,
+    engine: Option<Arc<dyn QuantEngine>>,
+) -> Result<(Module, QuantizedMeta)> {
+    let engine = match engine {
+        Some(e) => e,
+        None => registry::engine()?,
+    };
+    let (_, meta) = SafeTensors::read_metadata(bytes)
+        .map_err(|e| NnError::file(file, "header", format!("not a valid safetensors file: {e}")))?;
+    let md = meta.metadata().clone().unwrap_or_default();
+    let fmt = md.get("format").map(String::as_str).unwrap_or("<missing>");
+    if fmt != FORMAT {
+        return Err(NnError::file(
+            file,
+            "__metadata__.format",
+            format!("{fmt:?} is not {FORMAT:?} (a float state_dict? use load_float)"),
+        ));
+    }
+    let tree: J = serde_json::from_str(
+        md.get("modules")
+            .ok_or_else(|| NnError::file(file, "__metadata__.modules", "missing"))?,
+    )
+    .map_err(|e| NnError::file(file, "__metadata__.modules", format!("invalid JSON: {e}")))?;
+    let st = parse(bytes, file)?;
+    let inp = In { st, file, engine };
+    let m = build(&inp, "", &tree)?;
+    Ok((
+        m,
+        QuantizedMeta {
+            engine: md.get("engine").cloned().unwrap_or_default(),
+            qconfig: md.get("qconfig").cloned().unwrap_or_default(),
+        },
+    ))
+}
+
+pub fn load_quantized(
+    path: &str,
+    engine: Option<Arc<dyn QuantEngine>>,
+) -> Result<(Module, QuantizedMeta)> {
+    let b = read(path)?;
+    quantized_from_bytes(&b, path, engine)
+}

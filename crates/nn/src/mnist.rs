@@ -1,0 +1,202 @@
+//! The pretrained MNIST CNN (digit-recognizer-py 0.1.0, MIT) and MNIST IDX
+//! data: reading, normalising, evaluating.
+
+use std::path::{Path, PathBuf};
+
+use rquant_core::Tensor;
+
+use crate::error::{NnError, Result};
+use crate::layers::{Conv2d, Linear, MaxPool2d, Rng};
+use crate::module::{Module, Sequential};
+use crate::quantize::conv_params;
+use crate::train::argmax_rows;
+use crate::value::Value;
+
+/// `data/mnist` in this repository (committed weights and image subset).
+pub fn committed_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/mnist")
+}
+
+/// The committed weights file.
+pub fn committed_weights() -> PathBuf {
+    committed_dir().join("mnist_cnn.safetensors")
+}
+
+/// Read an IDX file (big-endian magic `0x08 0x0N`, N u32 dims, u8 data).
+pub fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
+    let file = path.display().to_string();
+    let b = std::fs::read(path).map_err(|source| NnError::Io {
+        path: file.clone(),
+        source,
+    })?;
+    if b.len() < 4 || b[0] != 0 || b[1] != 0 || b[2] != 0x08 {
+        return Err(NnError::file(
+            &file,
+            "magic",
+            "not an unsigned-byte IDX file",
+        ));
+    }
+    let nd = b[3] as usize;
+    if b.len() < 4 + 4 * nd {
+        return Err(NnError::file(&file, "dims", "truncated header"));
+    }
+    let dims: Vec<usize> = (0..nd)
+        .map(|i| u32::from_be_bytes(b[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
+        .collect();
+    let n: usize = dims.iter().product();
+    let body = &b[4 + 4 * nd..];
+    if body.len() != n {
+        return Err(NnError::file(
+            &file,
+            "data",
+            format!("holds {} bytes, dims {dims:?} need {n}", body.len()),
+        ));
+    }
+    Ok((dims, body.to_vec()))
+}
+
+/// Images (u8, 28×28) with labels.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub images: Vec<u8>,
+    pub labels: Vec<u8>,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl Dataset {
+    /// `{dir}/{kind}-images-idx3-ubyte` and labels; `kind` is "train" or "t10k";
+    /// keeps the first `limit` images when given.
+    pub fn load(dir: &Path, kind: &str, limit: Option<usize>) -> Result<Self> {
+        let (d, mut images) = read_idx(&dir.join(format!("{kind}-images-idx3-ubyte")))?;
+        let (ld, mut labels) = read_idx(&dir.join(format!("{kind}-labels-idx1-ubyte")))?;
+        if d.len() != 3 || ld.len() != 1 || d[0] != ld[0] {
+            return Err(NnError::file(
+                dir.display().to_string(),
+                kind,
+                format!("image dims {d:?} and label dims {ld:?} disagree"),
+            ));
+        }
+        let n = limit.map_or(d[0], |l| l.min(d[0]));
+        images.truncate(n * d[1] * d[2]);
+        labels.truncate(n);
+        Ok(Dataset {
+            images,
+            labels,
+            rows: d[1],
+            cols: d[2],
+        })
+    }
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+    /// Images `[start, end)` as `[n, 1, 28, 28]`, normalised `(x/255 − mean)/std`.
+    pub fn batch(&self, start: usize, end: usize, mean: f32, std: f32) -> Tensor {
+        let px = self.rows * self.cols;
+        let data = self.images[start * px..end * px]
+            .iter()
+            .map(|&v| (v as f32 / 255.0 - mean) / std)
+            .collect();
+        Tensor::new([end - start, 1, self.rows, self.cols], data).expect("shape")
+    }
+    pub fn labels(&self, start: usize, end: usize) -> Vec<usize> {
+        self.labels[start..end]
+            .iter()
+            .map(|&l| l as usize)
+            .collect()
+    }
+}
+
+/// MNIST normalisation.
+pub const MEAN: f32 = 0.1307;
+pub const STD: f32 = 0.3081;
+
+/// The CNN of digit-recognizer-py (`digit_recognizer/model.py`) with
+/// QuantStub / DeQuantStub around it; children named as its state_dict
+/// (`conv_layers.{0,3,6}`, `fc_layers.{0,2}`). Random (seeded) weights.
+pub fn model() -> Module {
+    let mut rng = Rng(0x5EED);
+    let p = conv_params(1, 1, 1, 1);
+    let conv = |i, o, rng: &mut Rng| {
+        Module::Conv2d(Conv2d::new(i, o, [3, 3], p, true, rng).expect("valid"))
+    };
+    let convs = Sequential::from_modules(vec![
+        conv(1, 32, &mut rng),
+        Module::relu(),
+        Module::MaxPool2d(MaxPool2d::new(2, 2)),
+        conv(32, 64, &mut rng),
+        Module::relu(),
+        Module::MaxPool2d(MaxPool2d::new(2, 2)),
+        conv(64, 128, &mut rng),
+        Module::relu(),
+        Module::MaxPool2d(MaxPool2d::new(2, 2)),
+    ]);
+    let fcs = Sequential::from_modules(vec![
+        Module::Linear(Linear::new(128 * 3 * 3, 256, true, &mut rng)),
+        Module::relu(),
+        Module::Linear(Linear::new(256, 10, true, &mut rng)),
+    ]);
+    Module::Sequential(
+        Sequential::new()
+            .push("quant", Module::QuantStub)
+            .push("conv_layers", Module::Sequential(convs))
+            .push("flatten", Module::flatten())
+            .push("fc_layers", Module::Sequential(fcs))
+            .push("dequant", Module::DeQuantStub),
+    )
+}
+
+/// The pretrained model from a safetensors state_dict.
+pub fn pretrained(path: &Path) -> Result<Module> {
+    let mut m = model();
+    crate::io::load_float(&mut m, &path.display().to_string())?;
+    Ok(m)
+}
+
+/// The fusion list PyTorch users write for this model.
+pub const FUSE_GROUPS: [&[&str]; 4] = [
+    &["conv_layers.0", "conv_layers.1"],
+    &["conv_layers.3", "conv_layers.4"],
+    &["conv_layers.6", "conv_layers.7"],
+    &["fc_layers.0", "fc_layers.1"],
+];
+
+/// Logits of every image, in batches.
+pub fn logits(model: &mut Module, ds: &Dataset, batch: usize) -> Result<Vec<Tensor>> {
+    let mut out = Vec::new();
+    let mut s = 0;
+    while s < ds.len() {
+        let e = (s + batch).min(ds.len());
+        let y = model.forward(Value::F(ds.batch(s, e, MEAN, STD)))?;
+        out.push(y.to_float());
+        s = e;
+    }
+    Ok(out)
+}
+
+/// Predicted class of every image.
+pub fn predict(model: &mut Module, ds: &Dataset, batch: usize) -> Result<Vec<usize>> {
+    Ok(logits(model, ds, batch)?
+        .iter()
+        .flat_map(argmax_rows)
+        .collect())
+}
+
+/// Fraction of predictions equal to the labels.
+pub fn accuracy(pred: &[usize], ds: &Dataset) -> f64 {
+    let hits = pred
+        .iter()
+        .zip(&ds.labels)
+        .filter(|(p, l)| **p == **l as usize)
+        .count();
+    hits as f64 / pred.len().max(1) as f64
+}
+
+/// Fraction of equal predictions.
+pub fn agreement(a: &[usize], b: &[usize]) -> f64 {
+    let same = a.iter().zip(b).filter(|(x, y)| x == y).count();
+    same as f64 / a.len().max(1) as f64
+}

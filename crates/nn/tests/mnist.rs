@@ -1,0 +1,86 @@
+//! The real model on real data: fp32 accuracy equals PyTorch's on the
+//! committed subset, and the static-quantized model's int8 outputs equal
+//! PyTorch 2.15's converted model (tools/mnist/torch_reference.json) on every engine.
+
+use rquant_core::qconfig::{
+    default_weight_observer, get_default_qconfig, histogram_observer, QConfig, QSpec,
+};
+use rquant_core::registry;
+use rquant_nn::mnist::{self, Dataset};
+use rquant_nn::{convert_with, fuse_modules, prepare, Module, QConfigMap, Value};
+
+fn reference() -> serde_json::Value {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tools/mnist/torch_reference.json");
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+fn calibrated(qc: QConfig) -> Module {
+    let mut m = mnist::pretrained(&mnist::committed_weights()).unwrap();
+    m.train(false);
+    fuse_modules(&mut m, &mnist::FUSE_GROUPS).unwrap();
+    prepare(&mut m, &QConfigMap::global(qc)).unwrap();
+    let calib = Dataset::load(&mnist::committed_dir(), "train", Some(1000)).unwrap();
+    for s in (0..1000).step_by(100) {
+        m.forward(Value::F(calib.batch(s, s + 100, mnist::MEAN, mnist::STD)))
+            .unwrap();
+    }
+    m
+}
+
+fn int_outputs(m: &mut Module, test: &Dataset) -> Vec<Vec<u8>> {
+    let x = test.batch(0, 8, mnist::MEAN, mnist::STD);
+    let mut v = Value::F(x);
+    for name in ["quant", "conv_layers", "flatten", "fc_layers"] {
+        v = m.get_mut(name).unwrap().forward(v).unwrap();
+    }
+    let Value::Q(q) = v else {
+        panic!("quantized output expected")
+    };
+    q.int_repr().chunks(10).map(|c| c.to_vec()).collect()
+}
+
+#[test]
+fn fp32_matches_pytorch_accuracy_and_static_int8_is_bit_exact() {
+    rquant_nn::engines::init();
+    let r = reference();
+    let test = Dataset::load(&mnist::committed_dir(), "t10k", None).unwrap();
+    let mut fp32 = mnist::pretrained(&mnist::committed_weights()).unwrap();
+    let pred = mnist::predict(&mut fp32, &test, 250).unwrap();
+    let acc = mnist::accuracy(&pred, &test);
+    let want = r["subset/fp32"]["accuracy"].as_f64().unwrap();
+    assert!(
+        (acc - want).abs() < 1e-6,
+        "fp32 accuracy {acc} vs PyTorch {want}"
+    );
+
+    let per_tensor = QConfig {
+        activation: QSpec::Observer(histogram_observer(true)),
+        weight: QSpec::Observer(default_weight_observer()),
+    };
+    for (name, qc) in [
+        ("static_per_channel", get_default_qconfig("x86").unwrap()),
+        ("static_per_tensor", per_tensor),
+    ] {
+        let observed = calibrated(qc);
+        let want: Vec<Vec<u8>> = r[format!("{name}/first8_int")]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| {
+                row.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_u64().unwrap() as u8)
+                    .collect()
+            })
+            .collect();
+        for e in rquant_nn::engines::available() {
+            let mut q = observed.clone();
+            convert_with(&mut q, &e).unwrap();
+            registry::set_engine(e.name()).unwrap();
+            let got = int_outputs(&mut q, &test);
+            assert_eq!(got, want, "{name} on {}", e.name());
+        }
+    }
+}
