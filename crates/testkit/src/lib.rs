@@ -518,6 +518,17 @@ pub fn sweep_linear(engine: &dyn QuantEngine) {
         .k(520)
         .per_channel(true)
         .test_linear(engine, r);
+    // K across the kernels' k-blocks (768 and 3072 k) and not a multiple of them.
+    for &k in &[767, 768, 769, 1536, 1537, 3071, 3073] {
+        GemmTester::new()
+            .m(19)
+            .n(45)
+            .k(k)
+            .per_channel(k % 2 == 0)
+            .w_zp(3)
+            .seed(k as u64)
+            .test_linear(engine, r);
+    }
 }
 
 /// The standard dynamic-linear sweep.
@@ -564,6 +575,11 @@ pub fn sweep_linear_dynamic(engine: &dyn QuantEngine) {
         .k(300)
         .per_channel(true)
         .test_linear_dynamic(engine, r, -2.0, 2.0, false);
+    GemmTester::new()
+        .m(17)
+        .n(40)
+        .k(1537)
+        .test_linear_dynamic(engine, r, -2.0, 2.0, true);
 }
 
 /// The standard fp16 sweep.

@@ -21,6 +21,7 @@ fn main() {
                     std::hint::black_box(a.as_ptr()),
                     b.as_ptr(),
                     c.as_mut_ptr(),
+                    true,
                 )
             };
         }

@@ -1,16 +1,25 @@
 //! The int8 GEMM driver: pack the activations (row sums fused, optionally
 //! quantizing on the fly), then run the microkernel over cache blocks of
 //! output tiles on the engine's threads, finishing each tile with the output
-//! pipeline while it is in L1.
+//! pipeline while it is hot.
+//!
+//! Blocking: a task owns a block of columns (NC) × a block of rows (as many
+//! as fit [`A_BLOCK_BYTES`] of packed activations, which stay in L2). For
+//! each weight micro-panel it walks K in blocks of [`B_BLOCK_BYTES`] (which
+//! stay in L1 across all row panels), accumulating onto the int32 tiles; the
+//! epilogue runs once K is done. Tasks are numbered column-block major, so
+//! consecutive tasks reuse the same weights.
 
+use crate::kernels::gemm_u8i8;
 use crate::kernels::output::Epilogue;
-use crate::kernels::{gemm_u8i8, AccTile};
-use crate::pack::{pack_a_panel, PackedB, MAX_MR, MAX_NR};
-use crate::threads::{par_chunks2, par_for};
+use crate::pack::{pack_a_panel, PackedB};
+use crate::threads::{par_chunks2, par_for, threads_for};
 
-/// Rows per cache block of activations (a multiple of every MR).
-const MC: usize = 96;
-/// Columns per cache block of weights (a multiple of every NR).
+/// Weight bytes of one micro-panel k-block (kept in L1 with an activation panel).
+const B_BLOCK_BYTES: usize = 24 * 1024;
+/// Packed activation bytes of one row block (kept in L2).
+const A_BLOCK_BYTES: usize = 384 * 1024;
+/// Columns per task (a multiple of every NR).
 const NC: usize = 128;
 
 /// `C[m, n] = epilogue(Σ_k A[m,k]·B[n,k])` for `m` activation rows produced
@@ -40,26 +49,48 @@ pub(crate) fn gemm<E: Epilogue>(
         },
     );
 
-    let mc = MC.div_ceil(t.mr) * t.mr;
+    let kub = (B_BLOCK_BYTES / (t.nr * 4)).max(1);
     let nc = NC.div_ceil(t.nr) * t.nr;
-    let mblocks = m.div_ceil(mc);
     let nblocks = b.n.div_ceil(nc);
+    let mut panels_per_block = (A_BLOCK_BYTES / pa).clamp(1, mpanels);
+    // Enough tasks for every thread.
+    let threads = threads_for(usize::MAX);
+    while nblocks * mpanels.div_ceil(panels_per_block) < threads && panels_per_block > 1 {
+        panels_per_block = panels_per_block.div_ceil(2);
+    }
+    let mc = panels_per_block * t.mr;
+    let mblocks = m.div_ceil(mc);
     let (a, sums) = (&a, &sums);
+    let (ua, ub) = (t.mr * 4, t.nr * 4);
     par_for(
         mblocks * nblocks,
-        || Box::new([0i32; MAX_MR * MAX_NR]) as Box<AccTile>,
-        |acc, task| {
-            let (mb, nb) = (task / nblocks, task % nblocks);
+        || vec![0i32; mc * t.nr],
+        |cbuf, task| {
+            let (nb, mb) = (task / mblocks, task % mblocks);
             let (m_lo, m_hi) = (mb * mc, (mb * mc + mc).min(m));
             let (n_lo, n_hi) = (nb * nc, (nb * nc + nc).min(b.n));
             for n0 in (n_lo..n_hi).step_by(t.nr) {
                 let ncols = t.nr.min(n_hi - n0);
                 let bp = b.panel(n0 / t.nr);
-                for m0 in (m_lo..m_hi).step_by(t.mr) {
+                for kb in (0..ku).step_by(kub) {
+                    let kn = kub.min(ku - kb);
+                    for (i, m0) in (m_lo..m_hi).step_by(t.mr).enumerate() {
+                        let p = m0 / t.mr;
+                        gemm_u8i8(
+                            b.isa,
+                            t.mr.min(m_hi - m0),
+                            kn,
+                            &a[p * pa + kb * ua..],
+                            &bp[kb * ub..],
+                            &mut cbuf[i * t.mr * t.nr..(i + 1) * t.mr * t.nr],
+                            kb == 0,
+                        );
+                    }
+                }
+                for (i, m0) in (m_lo..m_hi).step_by(t.mr).enumerate() {
                     let mrows = t.mr.min(m_hi - m0);
-                    let p = m0 / t.mr;
-                    gemm_u8i8(b.isa, mrows, ku, &a[p * pa..(p + 1) * pa], bp, acc);
-                    epi.apply(acc, t.nr, m0, mrows, n0, ncols, &sums[m0..m0 + mrows]);
+                    let tile = &cbuf[i * t.mr * t.nr..(i + 1) * t.mr * t.nr];
+                    epi.apply(tile, t.nr, m0, mrows, n0, ncols, &sums[m0..m0 + mrows]);
                 }
             }
         },

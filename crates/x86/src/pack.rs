@@ -28,10 +28,6 @@ pub struct Tile {
     pub kr: usize,
 }
 
-/// Largest MR and NR of any kernel (sizes the on-stack accumulator tile).
-pub const MAX_MR: usize = 8;
-pub const MAX_NR: usize = 32;
-
 impl Tile {
     pub fn for_isa(isa: Isa) -> Tile {
         match isa {

@@ -1,14 +1,18 @@
 //! Portable int8 GEMM microkernel, 4×8 tile, k-units of 4 u8/s8.
 
-use super::AccTile;
-
 pub const MR: usize = 4;
 pub const NR: usize = 8;
 
 /// Raw `Σ x·w` of `mrows` rows of a 4-row activation panel and an 8-column
-/// weight panel, `ku` k-units each, in wrapping int32.
-pub fn kernel(mrows: usize, ku: usize, a: &[u8], b: &[u8], c: &mut AccTile) {
+/// weight panel, `ku` k-units each, in wrapping int32 (`init`: from zero,
+/// else onto the tile already in `c`).
+pub fn kernel(mrows: usize, ku: usize, a: &[u8], b: &[u8], c: &mut [i32], init: bool) {
     let mut acc = [[0i32; NR]; MR];
+    if !init {
+        for (r, accr) in acc.iter_mut().enumerate().take(mrows) {
+            accr.copy_from_slice(&c[r * NR..(r + 1) * NR]);
+        }
+    }
     for u in 0..ku {
         let au = &a[u * MR * 4..(u + 1) * MR * 4];
         let bu = &b[u * NR * 4..(u + 1) * NR * 4];

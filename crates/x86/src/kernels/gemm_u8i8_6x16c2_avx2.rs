@@ -15,24 +15,38 @@ pub const NR: usize = 16;
 /// # Safety
 /// AVX2 must be available; `a` holds `ku·MR·4` bytes, `b` holds `ku·NR·4`
 /// bytes, `c` has room for `mrows·NR` i32 (row stride NR); `1 <= mrows <= MR`.
+/// `init`: start from zero, else accumulate onto the tile already in `c`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-pub unsafe fn dispatch(mrows: usize, ku: usize, a: *const u8, b: *const u8, c: *mut i32) {
+pub unsafe fn dispatch(
+    mrows: usize,
+    ku: usize,
+    a: *const u8,
+    b: *const u8,
+    c: *mut i32,
+    init: bool,
+) {
     match mrows {
-        1 => kernel::<1>(ku, a, b, c),
-        2 => kernel::<2>(ku, a, b, c),
-        3 => kernel::<3>(ku, a, b, c),
-        4 => kernel::<4>(ku, a, b, c),
-        5 => kernel::<5>(ku, a, b, c),
-        _ => kernel::<6>(ku, a, b, c),
+        1 => kernel::<1>(ku, a, b, c, init),
+        2 => kernel::<2>(ku, a, b, c, init),
+        3 => kernel::<3>(ku, a, b, c, init),
+        4 => kernel::<4>(ku, a, b, c, init),
+        5 => kernel::<5>(ku, a, b, c, init),
+        _ => kernel::<6>(ku, a, b, c, init),
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn kernel<const M: usize>(ku: usize, a: *const u8, b: *const u8, c: *mut i32) {
+unsafe fn kernel<const M: usize>(ku: usize, a: *const u8, b: *const u8, c: *mut i32, init: bool) {
     let mut acc = [[_mm256_setzero_si256(); 2]; M];
+    if !init {
+        for (i, acc_i) in acc.iter_mut().enumerate() {
+            acc_i[0] = _mm256_loadu_si256(c.add(i * NR) as *const __m256i);
+            acc_i[1] = _mm256_loadu_si256(c.add(i * NR + 8) as *const __m256i);
+        }
+    }
     let mut a = a;
     let mut b = b;
     for _ in 0..ku {

@@ -15,10 +15,6 @@ pub(crate) mod output_avx2;
 pub(crate) mod output_avx512;
 
 use crate::isa::Isa;
-use crate::pack::{MAX_MR, MAX_NR};
-
-/// Accumulator tile, row r at `[r * NR ..]`.
-pub type AccTile = [i32; MAX_MR * MAX_NR];
 
 /// Run the int8 microkernel of `isa` on `mrows` rows (the panel holds MR rows).
 ///
@@ -26,19 +22,34 @@ pub type AccTile = [i32; MAX_MR * MAX_NR];
 /// recorded in a [`crate::pack::PackedB`], which only an engine value that
 /// proved the path can create.
 #[inline]
-pub(crate) fn gemm_u8i8(isa: Isa, mrows: usize, ku: usize, a: &[u8], b: &[u8], c: &mut AccTile) {
+pub(crate) fn gemm_u8i8(
+    isa: Isa,
+    mrows: usize,
+    ku: usize,
+    a: &[u8],
+    b: &[u8],
+    c: &mut [i32],
+    init: bool,
+) {
     let t = crate::pack::Tile::for_isa(isa);
     assert!(mrows >= 1 && mrows <= t.mr);
-    assert!(a.len() >= ku * t.mr * 4 && b.len() >= ku * t.nr * 4);
+    assert!(a.len() >= ku * t.mr * 4 && b.len() >= ku * t.nr * 4 && c.len() >= t.mr * t.nr);
     match isa {
-        Isa::Scalar => gemm_u8i8_4x8c4_scalar::kernel(mrows, ku, a, b, c),
+        Isa::Scalar => gemm_u8i8_4x8c4_scalar::kernel(mrows, ku, a, b, c, init),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => {
             // SAFETY: the Avx2 path was detected (see the contract above); the
             // panels hold ku units of MR rows / NR columns (asserted), and the
             // tile holds MR×NR i32.
             unsafe {
-                gemm_u8i8_6x16c2_avx2::dispatch(mrows, ku, a.as_ptr(), b.as_ptr(), c.as_mut_ptr())
+                gemm_u8i8_6x16c2_avx2::dispatch(
+                    mrows,
+                    ku,
+                    a.as_ptr(),
+                    b.as_ptr(),
+                    c.as_mut_ptr(),
+                    init,
+                )
             }
         }
         #[cfg(target_arch = "x86_64")]
@@ -51,6 +62,7 @@ pub(crate) fn gemm_u8i8(isa: Isa, mrows: usize, ku: usize, a: &[u8], b: &[u8], c
                     a.as_ptr(),
                     b.as_ptr(),
                     c.as_mut_ptr(),
+                    init,
                 )
             }
         }

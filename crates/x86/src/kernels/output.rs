@@ -8,7 +8,6 @@
 
 use rquant_core::numerics::{bias_term, dynamic_out, requantize_u8, RequantChannel};
 
-use super::AccTile;
 use crate::isa::Isa;
 use crate::pack::PackedB;
 
@@ -61,7 +60,7 @@ pub(crate) trait Epilogue: Sync {
     #[allow(clippy::too_many_arguments)]
     fn apply(
         &self,
-        acc: &AccTile,
+        acc: &[i32],
         nr: usize,
         m0: usize,
         mrows: usize,
@@ -158,7 +157,7 @@ impl<'a> RequantOut<'a> {
 impl Epilogue for RequantOut<'_> {
     fn apply(
         &self,
-        acc: &AccTile,
+        acc: &[i32],
         nr: usize,
         m0: usize,
         mrows: usize,
@@ -269,7 +268,7 @@ impl<'a> FloatOut<'a> {
 impl Epilogue for FloatOut<'_> {
     fn apply(
         &self,
-        acc: &AccTile,
+        acc: &[i32],
         nr: usize,
         m0: usize,
         mrows: usize,
