@@ -111,6 +111,13 @@ pub fn dynamic_scalar(
     }
 }
 
+/// Requantize a run of accumulators of one output channel (depthwise conv).
+pub fn requant_run_scalar(acc: &[i32], bias: f32, mult: f32, zp: i32, relu: bool, out: &mut [u8]) {
+    for (o, &a) in out.iter_mut().zip(acc) {
+        *o = requantize_u8(a, bias, mult, zp, relu);
+    }
+}
+
 #[cfg(target_arch = "aarch64")]
 pub mod neon {
     //! The same pipelines on int32x4 / float32x4 vectors.
@@ -268,5 +275,40 @@ pub mod neon {
             }
             dst.data[r * dst.stride..r * dst.stride + dst.ncols].copy_from_slice(&tmp[..dst.ncols]);
         }
+    }
+
+    /// [`super::requant_run_scalar`] four accumulators at a time.
+    ///
+    /// # Safety
+    /// NEON available.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn requant_run(
+        acc: &[i32],
+        bias: f32,
+        mult: f32,
+        zp: i32,
+        relu: bool,
+        out: &mut [u8],
+    ) {
+        assert_eq!(acc.len(), out.len());
+        let (vb, vm) = (vdupq_n_f32(bias), vdupq_n_f32(mult));
+        let vzp = vdupq_n_s32(zp);
+        let vlo = vdupq_n_s32(if relu { zp } else { 0 });
+        let vhi = vdupq_n_s32(255);
+        let n4 = acc.len() / 4 * 4;
+        let mut tmp = [0i32; 4];
+        for i in (0..n4).step_by(4) {
+            // SAFETY: i + 4 <= acc.len(); tmp has 4 elements.
+            unsafe {
+                let a = vld1q_s32(acc.as_ptr().add(i));
+                let f = vmulq_f32(vaddq_f32(vcvtq_f32_s32(a), vb), vm);
+                let v = vminq_s32(vmaxq_s32(vqaddq_s32(vcvtnq_s32_f32(f), vzp), vlo), vhi);
+                vst1q_s32(tmp.as_mut_ptr(), v);
+            }
+            for (o, &t) in out[i..i + 4].iter_mut().zip(&tmp) {
+                *o = t as u8;
+            }
+        }
+        super::requant_run_scalar(&acc[n4..], bias, mult, zp, relu, &mut out[n4..]);
     }
 }

@@ -99,6 +99,44 @@ pub fn run_tasks<T: Send, R: Send>(
     }
 }
 
+/// Where the rows of A come from.
+#[derive(Clone, Copy)]
+pub enum ASource<'a> {
+    /// `[m][k]` row-major.
+    Dense(&'a [u8]),
+    /// Convolution through an indirection buffer: row `p` is the
+    /// concatenation over `taps` of `cg` bytes at `src[offsets[p * taps + t]..]`
+    /// (padding taps point at a row of zero points).
+    Indirect {
+        src: &'a [u8],
+        offsets: &'a [usize],
+        taps: usize,
+        cg: usize,
+    },
+}
+
+impl ASource<'_> {
+    /// Rows `r..r+nrows` as one contiguous `[nrows][k]` slice (gathered into
+    /// `scratch` for an indirection buffer).
+    fn rows<'s>(&'s self, r: usize, nrows: usize, k: usize, scratch: &'s mut Vec<u8>) -> &'s [u8] {
+        match *self {
+            ASource::Dense(a) => &a[r * k..(r + nrows) * k],
+            ASource::Indirect {
+                src,
+                offsets,
+                taps,
+                cg,
+            } => {
+                scratch.clear();
+                for &off in &offsets[r * taps..(r + nrows) * taps] {
+                    scratch.extend_from_slice(&src[off..off + cg]);
+                }
+                scratch
+            }
+        }
+    }
+}
+
 /// One task: rows `[r0, r1)` × panels `[p0, p1)`.
 #[derive(Debug, Clone, Copy)]
 struct Task {
@@ -156,7 +194,7 @@ fn split(m: usize, panels: usize, k: usize, threads: usize) -> Vec<Task> {
 /// Compute the tiles of one task into a `[r1-r0][cols]` buffer.
 fn run_task<T: OutElem>(
     task: Task,
-    a: &[u8],
+    a: ASource,
     k: usize,
     xz: i32,
     b: &PackedB,
@@ -173,10 +211,11 @@ fn run_task<T: OutElem>(
     let mut tile = [0i32; MR * NR];
     let mut a16: Vec<i16> = Vec::new();
     let mut a8: Vec<u8> = Vec::new();
+    let mut scratch: Vec<u8> = Vec::new();
     let mut r = task.r0;
     while r < task.r1 {
         let nrows = (task.r1 - r).min(MR);
-        let rows = &a[r * k..(r + nrows) * k];
+        let rows = a.rows(r, nrows, k, &mut scratch);
         let rsum = match isa {
             Isa::Scalar | Isa::Neon => {
                 pack::pack_a_i16(rows, nrows, k, xz, &mut a16);
@@ -258,7 +297,7 @@ fn run_task<T: OutElem>(
 /// `[m][n]` results of the pipeline `out` over `a` (`[m][k]` quint8 with zero
 /// point `xz`) times the packed weight `b`; `cterm` from `b.col_terms(xz)`.
 pub fn gemm<T: OutElem>(
-    a: &[u8],
+    a: ASource,
     m: usize,
     xz: i32,
     b: &PackedB,
@@ -266,7 +305,12 @@ pub fn gemm<T: OutElem>(
     threads: usize,
 ) -> Vec<T> {
     let k = b.k;
-    assert_eq!(a.len(), m * k);
+    match a {
+        ASource::Dense(d) => assert_eq!(d.len(), m * k),
+        ASource::Indirect {
+            offsets, taps, cg, ..
+        } => assert!(offsets.len() == m * taps && taps * cg == k),
+    }
     let cterm = b.col_terms(xz);
     let cols = Columns {
         cterm: &cterm,
@@ -350,7 +394,7 @@ mod tests {
                         bias: None,
                     };
                     for threads in [1, 3] {
-                        let got = gemm::<f32>(&a, m, xz, &b, &out, threads);
+                        let got = gemm::<f32>(ASource::Dense(&a), m, xz, &b, &out, threads);
                         assert_eq!(got, want, "{isa:?} m={m} n={n} k={k} xz={xz}");
                     }
                 }

@@ -5,7 +5,7 @@ use rquant_core::ops::{ConvGeometry, OutQ};
 use rquant_core::QTensor;
 
 use crate::epilogue::Output;
-use crate::gemm;
+use crate::gemm::{self, ASource};
 use crate::isa::Isa;
 use crate::pack::{PackedB, NR};
 
@@ -17,11 +17,14 @@ pub struct LinearPack {
     pub per_channel: bool,
 }
 
-/// Engine payload of a packed conv2d weight: one packed GEMM weight per group.
+/// Engine payload of a packed conv2d weight: one packed GEMM weight per
+/// group, or for depthwise convs (one input channel per group) the taps.
 #[derive(Debug)]
 pub struct ConvPack {
     pub isa: Isa,
     pub groups: Vec<PackedB>,
+    /// Depthwise only: `[O][kh*kw]` of `w - w_zp`.
+    pub dw: Option<Vec<i16>>,
     pub scales: Vec<f64>,
     pub per_channel: bool,
 }
@@ -50,17 +53,42 @@ impl LinearPack {
 }
 
 impl ConvPack {
+    /// Weights `[O][cg][kh][kw]` reordered to `[O][kh][kw][cg]` (the order of
+    /// the indirection rows) and packed per group.
     pub fn new(isa: Isa, w: &QTensor<i8>, groups: usize) -> ConvPack {
-        let o = w.shape()[0];
-        let rest = w.numel() / o;
+        let [o, cg, kh, kw] = [w.shape()[0], w.shape()[1], w.shape()[2], w.shape()[3]];
+        let rest = cg * kh * kw;
         let og = o / groups;
         let (scales, wz, per_channel) = qparams_of(w);
+        let wd = w.int_repr();
+        let mut reordered = vec![0i8; wd.len()];
+        for oc in 0..o {
+            for ic in 0..cg {
+                for t in 0..kh * kw {
+                    reordered[oc * rest + t * cg + ic] = wd[oc * rest + ic * kh * kw + t];
+                }
+            }
+        }
+        if cg == 1 {
+            let dw = wd
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| (v as i32 - wz[i / rest]) as i16)
+                .collect();
+            return ConvPack {
+                isa,
+                groups: Vec::new(),
+                dw: Some(dw),
+                scales,
+                per_channel,
+            };
+        }
         let packs = (0..groups)
             .map(|g| {
                 let rows = g * og..(g + 1) * og;
                 PackedB::new(
                     isa,
-                    &w.int_repr()[rows.start * rest..rows.end * rest],
+                    &reordered[rows.start * rest..rows.end * rest],
                     og,
                     rest,
                     &wz[rows],
@@ -70,6 +98,7 @@ impl ConvPack {
         ConvPack {
             isa,
             groups: packs,
+            dw: None,
             scales,
             per_channel,
         }
@@ -118,7 +147,7 @@ pub fn linear(
         zp: out.zero_point as i32,
         relu,
     };
-    gemm::gemm::<u8>(x, m, x_q.1, &p.b, &pipe, threads)
+    gemm::gemm::<u8>(ASource::Dense(x), m, x_q.1, &p.b, &pipe, threads)
 }
 
 /// Dynamic linear: quantize x with PyTorch's chooser, GEMM, float output.
@@ -151,43 +180,64 @@ pub fn linear_dynamic(
         sp: &sp,
         bias: bias_p.as_deref(),
     };
-    gemm::gemm::<f32>(&xq, m, qp.zero_point as i32, &p.b, &pipe, threads)
+    gemm::gemm::<f32>(
+        ASource::Dense(&xq),
+        m,
+        qp.zero_point as i32,
+        &p.b,
+        &pipe,
+        threads,
+    )
 }
 
-/// im2col of one image and group: `[oh*ow][cg*kh*kw]`, padding = x_zp.
-fn im2col(xd: &[u8], g: &ConvGeometry, b: usize, grp: usize, xz: u8) -> Vec<u8> {
+/// The indirection buffer of a convolution geometry: for output pixel `p`
+/// and tap `t = ky * kw + kx`, the offset of that input pixel's `cg` channels
+/// in a pixel-major (NHWC) copy of one image and group, or of the trailing
+/// row of zero points when the tap falls in the padding. The same for every
+/// image and group.
+fn indirection(g: &ConvGeometry) -> Vec<usize> {
     let p = g.params;
     let cg = g.c_per_group();
-    let k = cg * g.kh * g.kw;
-    let np = g.oh * g.ow;
-    let mut a = vec![xz; np * k];
+    let zero = g.h * g.w * cg;
+    let mut off = Vec::with_capacity(g.oh * g.ow * g.kh * g.kw);
     for oy in 0..g.oh {
         for ox in 0..g.ow {
-            let row = &mut a[(oy * g.ow + ox) * k..(oy * g.ow + ox + 1) * k];
-            for icg in 0..cg {
-                let plane = &xd[(b * g.c + grp * cg + icg) * g.h * g.w..][..g.h * g.w];
-                for ky in 0..g.kh {
-                    let iy =
-                        (oy * p.stride[0] + ky * p.dilation[0]) as isize - p.padding[0] as isize;
-                    if iy < 0 || iy >= g.h as isize {
-                        continue;
-                    }
-                    for kx in 0..g.kw {
-                        let ix = (ox * p.stride[1] + kx * p.dilation[1]) as isize
-                            - p.padding[1] as isize;
-                        if ix < 0 || ix >= g.w as isize {
-                            continue;
-                        }
-                        row[(icg * g.kh + ky) * g.kw + kx] = plane[iy as usize * g.w + ix as usize];
-                    }
+            for ky in 0..g.kh {
+                let iy = (oy * p.stride[0] + ky * p.dilation[0]) as isize - p.padding[0] as isize;
+                for kx in 0..g.kw {
+                    let ix =
+                        (ox * p.stride[1] + kx * p.dilation[1]) as isize - p.padding[1] as isize;
+                    let inside = iy >= 0 && ix >= 0 && iy < g.h as isize && ix < g.w as isize;
+                    off.push(if inside {
+                        (iy as usize * g.w + ix as usize) * cg
+                    } else {
+                        zero
+                    });
                 }
             }
         }
     }
-    a
+    off
 }
 
-/// Static quantized conv2d (NCHW): im2col per image and group onto the GEMM.
+/// One image's group of channels, pixel-major (`[h*w][cg]`), followed by
+/// one row of `cg` zero points for the padding taps.
+fn nhwc_group(xd: &[u8], g: &ConvGeometry, b: usize, grp: usize, xz: u8, dst: &mut Vec<u8>) {
+    let cg = g.c_per_group();
+    let hw = g.h * g.w;
+    dst.clear();
+    dst.resize((hw + 1) * cg, xz);
+    for icg in 0..cg {
+        let plane = &xd[(b * g.c + grp * cg + icg) * hw..][..hw];
+        for (px, &v) in plane.iter().enumerate() {
+            dst[px * cg + icg] = v;
+        }
+    }
+}
+
+/// Static quantized conv2d (NCHW): per image and group, a pixel-major copy of
+/// the input and a shared indirection buffer feed the GEMM's A packing (no
+/// im2col matrix); weights are packed in the matching `[ky][kx][ic]` order.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d(
     p: &ConvPack,
@@ -199,8 +249,15 @@ pub fn conv2d(
     relu: bool,
     threads: usize,
 ) -> Vec<u8> {
+    if let Some(dw) = &p.dw {
+        return depthwise(p, dw, x, g, x_q, bias, out, relu, threads);
+    }
     let og = g.o_per_group();
     let np = g.oh * g.ow;
+    let taps = g.kh * g.kw;
+    let cg = g.c_per_group();
+    let offsets = indirection(g);
+    let mut src = Vec::new();
     let mut y = vec![0u8; g.n * g.o * np];
     for (grp, pb) in p.groups.iter().enumerate() {
         let (bt, mult) = static_columns(x_q.0, &p.scales, p.per_channel, bias, out, grp * og, og);
@@ -211,8 +268,14 @@ pub fn conv2d(
             relu,
         };
         for b in 0..g.n {
-            let a = im2col(x, g, b, grp, x_q.1 as u8);
-            let c = gemm::gemm::<u8>(&a, np, x_q.1, pb, &pipe, threads);
+            nhwc_group(x, g, b, grp, x_q.1 as u8, &mut src);
+            let a = ASource::Indirect {
+                src: &src,
+                offsets: &offsets,
+                taps,
+                cg,
+            };
+            let c = gemm::gemm::<u8>(a, np, x_q.1, pb, &pipe, threads);
             for j in 0..og {
                 let dst = &mut y[(b * g.o + grp * og + j) * np..][..np];
                 for (px, d) in dst.iter_mut().enumerate() {
@@ -222,4 +285,84 @@ pub fn conv2d(
         }
     }
     y
+}
+
+/// Depthwise conv2d (one input channel per group, any channel multiplier):
+/// per output plane, exact accumulators row by row, then the per-channel
+/// requantization; planes are spread over the threads.
+#[allow(clippy::too_many_arguments)]
+fn depthwise(
+    p: &ConvPack,
+    dw: &[i16],
+    x: &[u8],
+    g: &ConvGeometry,
+    x_q: (f64, i32),
+    bias: Option<&[f32]>,
+    out: OutQ,
+    relu: bool,
+    threads: usize,
+) -> Vec<u8> {
+    use crate::kernels::dwconv_u8i8_kxk_scalar::{self as dws, DwGeom};
+    let geom = DwGeom {
+        h: g.h,
+        w: g.w,
+        oh: g.oh,
+        ow: g.ow,
+        kh: g.kh,
+        kw: g.kw,
+        stride: g.params.stride,
+        padding: g.params.padding,
+        dilation: g.params.dilation,
+    };
+    let og = g.o_per_group();
+    let (bt, mult) = static_columns(x_q.0, &p.scales, p.per_channel, bias, out, 0, g.o);
+    let taps = g.kh * g.kw;
+    let np = g.oh * g.ow;
+    let planes: Vec<usize> = (0..g.n * g.o).collect();
+    let chunk = planes.len().div_ceil(threads.max(1) * 4).max(1);
+    let tasks: Vec<&[usize]> = planes.chunks(chunk).collect();
+    let isa = p.isa;
+    let parts = crate::gemm::run_tasks(threads, tasks, |ps| {
+        let mut y = vec![0u8; ps.len() * np];
+        let mut acc = vec![0i32; g.ow];
+        for (t, &pl) in ps.iter().enumerate() {
+            let (b, oc) = (pl / g.o, pl % g.o);
+            let ic = oc / og;
+            let plane = &x[(b * g.c + ic) * g.h * g.w..][..g.h * g.w];
+            let w = &dw[oc * taps..(oc + 1) * taps];
+            for oy in 0..g.oh {
+                let dst = &mut y[t * np + oy * g.ow..][..g.ow];
+                #[cfg(target_arch = "aarch64")]
+                if isa >= Isa::Neon {
+                    // SAFETY: isa >= Neon was detected by the engine.
+                    unsafe {
+                        crate::kernels::dwconv_u8i8_kxk_neon::row(
+                            &geom, plane, x_q.1, w, oy, &mut acc,
+                        );
+                        crate::epilogue::neon::requant_run(
+                            &acc,
+                            bt[oc],
+                            mult[oc],
+                            out.zero_point as i32,
+                            relu,
+                            dst,
+                        );
+                    }
+                    continue;
+                }
+                let _ = isa;
+                dws::row(&geom, plane, x_q.1, w, oy, &mut acc);
+                crate::epilogue::requant_run_scalar(
+                    &acc,
+                    bt[oc],
+                    mult[oc],
+                    out.zero_point as i32,
+                    relu,
+                    dst,
+                );
+            }
+        }
+        y
+    });
+    parts.concat()
 }

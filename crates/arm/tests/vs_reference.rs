@@ -480,3 +480,59 @@ fn exact_ties_round_half_to_even() {
         }
     }
 }
+
+#[test]
+fn depthwise_wide_rows() {
+    // Rows wide enough for the 8-pixel vector steps (stride 1 and 2), with
+    // borders, dilation, 3x3 / 5x5 / 1x3 kernels and channel multipliers 1, 2.
+    let mut rng = Rng(0xd00d_d00d_0123_4567);
+    for &(c, mult, h, w, kh, kw) in &[
+        (3usize, 1usize, 5usize, 40usize, 3usize, 3usize),
+        (2, 2, 7, 37, 5, 5),
+        (4, 1, 3, 29, 1, 3),
+    ] {
+        for &(s, p, d) in &[
+            (1usize, 1usize, 1usize),
+            (2, 1, 1),
+            (1, 0, 2),
+            (2, 2, 1),
+            (3, 1, 1),
+        ] {
+            let o = c * mult;
+            if (kh - 1) * d + 1 > h + 2 * p || (kw - 1) * d + 1 > w + 2 * p {
+                continue;
+            }
+            let pc = rng.below(2) == 0;
+            let wt = weight(&mut rng, &[o, 1, kh, kw], pc);
+            let b = bias(&mut rng, o);
+            let params = Conv2dParams {
+                stride: [s, s],
+                padding: [p, p],
+                dilation: [d, d],
+                groups: c,
+            };
+            for &xz in &[0i64, 128, 255] {
+                let x = QTensor::from_int_repr(
+                    vec![2, c, h, w],
+                    rng.u8s(2 * c * h * w),
+                    QParams::per_tensor(0.02, xz),
+                )
+                .unwrap();
+                let out_scale = 0.02 * wt.qparams().channel(0).0 * 40.0 * ((kh * kw) as f64).sqrt();
+                let relu = rng.below(2) == 0;
+                let r = reference();
+                let rw = r.pack_conv2d(wt.clone(), b.clone(), params).unwrap();
+                let want = r.conv2d(&x, &rw, out_scale, 120, relu).unwrap();
+                for (isa, e) in paths() {
+                    let pw = e.pack_conv2d(wt.clone(), b.clone(), params).unwrap();
+                    let got = e.conv2d(&x, &pw, out_scale, 120, relu).unwrap();
+                    assert!(
+                        got.int_repr() == want.int_repr(),
+                        "depthwise {isa:?} c={c} mult={mult} {h}x{w} k={kh}x{kw} s={s} p={p} d={d} xz={xz}: {}",
+                        first_diff(got.int_repr(), want.int_repr())
+                    );
+                }
+            }
+        }
+    }
+}

@@ -3,9 +3,12 @@
 //! of raw int32 accumulators from packed panels (see `crate::pack`); the
 //! output pipeline lives in `crate::epilogue`.
 
+pub mod dwconv_u8i8_kxk_scalar;
 pub mod gemm_u8i8_8x8c1_scalar;
 pub mod gemm_u8i8_8x8ck_scalar;
 
+#[cfg(target_arch = "aarch64")]
+pub mod dwconv_u8i8_kxk_neon;
 #[cfg(target_arch = "aarch64")]
 pub mod gemm_u8i8_8x8c1_neon;
 #[cfg(target_arch = "aarch64")]
