@@ -640,6 +640,9 @@ pub fn sweep_conv2d(engine: &dyn QuantEngine) {
         ConvTester::new(9, 9, [11, 11], [5, 5], p(1, 2, 1, 9)),
         ConvTester::new(3, 5, [6, 13], [2, 4], p(1, 0, 1, 1)),
         ConvTester::new(40, 70, [6, 6], [3, 3], p(1, 1, 1, 1)),
+        ConvTester::new(10, 10, [11, 12], [3, 3], p(2, 1, 1, 10)),
+        ConvTester::new(7, 7, [13, 9], [3, 3], p(1, 2, 2, 7)),
+        ConvTester::new(5, 5, [4, 4], [3, 3], p(1, 0, 1, 5)),
     ];
     for (i, c) in cases.iter().enumerate() {
         for &x_zp in &[0, 128, 255] {

@@ -10,14 +10,31 @@ use rquant_core::{Conv2dParams, QTensor};
 
 use crate::gemm::gemm;
 use crate::isa::Isa;
-use crate::kernels::output::{OutLayout, RequantOut};
+use rquant_core::numerics::{bias_term, RequantChannel};
+
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::dwconv_i16_row_avx2::dw_row;
+use crate::kernels::dwconv_i16_row_avx2::row as dw_scalar;
+use crate::kernels::output::{requant_run, OutLayout, RequantOut};
 use crate::pack::PackedB;
+use crate::threads::par_chunks1;
 
 /// Prepacked conv weights: one GEMM weight matrix per group.
 #[derive(Debug, Clone)]
 pub struct PackedConv {
     pub(crate) isa: Isa,
     pub(crate) groups: Vec<PackedB>,
+    /// Depthwise (one input and one output channel per group): `w − zw` per
+    /// channel and tap, used instead of the per-group GEMMs.
+    pub(crate) dw: Option<DwWeights>,
+}
+
+/// Depthwise weights, zero points subtracted.
+#[derive(Debug, Clone)]
+pub struct DwWeights {
+    w: Vec<i32>,
+    scales: Vec<f64>,
+    per_channel: bool,
 }
 
 impl PackedConv {
@@ -27,6 +44,29 @@ impl PackedConv {
         let k = cg * kh * kw;
         let raw = w.int_repr();
         let per_channel = w.qparams().is_per_channel();
+        if cg == 1 && og == 1 {
+            let taps = kh * kw;
+            let mut wd = Vec::with_capacity(o * taps);
+            let mut scales = Vec::with_capacity(o);
+            for oc in 0..o {
+                let (s, z) = w.qparams().channel(oc);
+                scales.push(s);
+                wd.extend(
+                    raw[oc * taps..(oc + 1) * taps]
+                        .iter()
+                        .map(|&v| v as i32 - z as i32),
+                );
+            }
+            return PackedConv {
+                isa,
+                groups: Vec::new(),
+                dw: Some(DwWeights {
+                    w: wd,
+                    scales,
+                    per_channel,
+                }),
+            };
+        }
         let groups = (0..p.groups)
             .map(|g| {
                 let mut wr = vec![0i8; og * k];
@@ -48,7 +88,11 @@ impl PackedConv {
                 b
             })
             .collect();
-        PackedConv { isa, groups }
+        PackedConv {
+            isa,
+            groups,
+            dw: None,
+        }
     }
 }
 
@@ -63,6 +107,9 @@ pub(crate) fn conv2d(
     out_zp: i32,
     relu: bool,
 ) -> Vec<u8> {
+    if let Some(dw) = &pw.dw {
+        return depthwise(isa, x, g, dw, bias, out_scale, out_zp, relu);
+    }
     let (xs, xz) = x.q_per_tensor().expect("validated per-tensor");
     let xz8 = xz as u8;
     let p = g.params;
@@ -112,4 +159,94 @@ pub(crate) fn conv2d(
         }
     }
     y
+}
+
+/// Depthwise conv (channel multiplier 1): per (image, channel) plane, a
+/// zero-padded int16 copy of `x − zx`, then each output row is the sum of
+/// the taps' shifted rows, requantized with the channel's constants.
+#[allow(clippy::too_many_arguments)]
+fn depthwise(
+    isa: Isa,
+    x: &QTensor<u8>,
+    g: &ConvGeometry,
+    dw: &DwWeights,
+    bias: Option<&[f32]>,
+    out_scale: f64,
+    out_zp: i32,
+    relu: bool,
+) -> Vec<u8> {
+    let (xs, xz) = x.q_per_tensor().expect("validated per-tensor");
+    let p = g.params;
+    let (hp, wp) = (g.h + 2 * p.padding[0], g.w + 2 * p.padding[1]);
+    let (oh, ow) = (g.oh, g.ow);
+    let ntaps = g.kh * g.kw;
+    let xd = x.int_repr();
+    let mut y = vec![0u8; g.n * g.o * oh * ow];
+    par_chunks1(
+        &mut y,
+        oh * ow,
+        || DwScratch {
+            xpad: vec![0i16; hp * wp],
+            acc: vec![0i32; ow],
+            bt: vec![0f32; ow],
+            mult: vec![0f32; ow],
+            zeros: vec![0i32; ow],
+            taps: Vec::with_capacity(ntaps),
+        },
+        |st, plane, out| {
+            let c = plane % g.c;
+            let src = &xd[plane * g.h * g.w..(plane + 1) * g.h * g.w];
+            for (iy, row) in src.chunks_exact(g.w).enumerate() {
+                let d = &mut st.xpad[(iy + p.padding[0]) * wp + p.padding[1]..][..g.w];
+                for (dv, &v) in d.iter_mut().zip(row) {
+                    *dv = (v as i32 - xz as i32) as i16;
+                }
+            }
+            st.taps.clear();
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    let off = ky * p.dilation[0] * wp + kx * p.dilation[1];
+                    st.taps.push((off, dw.w[c * ntaps + ky * g.kw + kx]));
+                }
+            }
+            let ch = RequantChannel::new(xs, dw.scales[c], out_scale);
+            let b = bias.map_or(0.0, |b| {
+                bias_term(b[c], ch.act_times_w_scale, dw.per_channel)
+            });
+            st.bt.fill(b);
+            st.mult.fill(ch.multiplier);
+            for oy in 0..oh {
+                let base = oy * p.stride[0] * wp;
+                #[cfg(target_arch = "x86_64")]
+                if isa >= Isa::Avx2 {
+                    // SAFETY: AVX2 detected (isa comes from an engine value).
+                    unsafe { dw_row(&st.xpad, base, &st.taps, p.stride[1], &mut st.acc) };
+                } else {
+                    dw_scalar(&st.xpad, base, &st.taps, p.stride[1], &mut st.acc);
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                dw_scalar(&st.xpad, base, &st.taps, p.stride[1], &mut st.acc);
+                requant_run(
+                    isa,
+                    &st.acc,
+                    &st.bt,
+                    &st.mult,
+                    &st.zeros,
+                    out_zp,
+                    relu,
+                    &mut out[oy * ow..(oy + 1) * ow],
+                );
+            }
+        },
+    );
+    y
+}
+
+struct DwScratch {
+    xpad: Vec<i16>,
+    acc: Vec<i32>,
+    bt: Vec<f32>,
+    mult: Vec<f32>,
+    zeros: Vec<i32>,
+    taps: Vec<(usize, i32)>,
 }

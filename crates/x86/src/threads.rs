@@ -80,3 +80,26 @@ pub(crate) fn par_chunks2<A, B, S, I, F>(
             .for_each_init(&init, |s, (i, (x, y))| f(s, i, x, y))
     });
 }
+
+/// Run `f(state, i, chunk)` over the `c`-element chunks of `a`.
+pub(crate) fn par_chunks1<A, S, I, F>(a: &mut [A], c: usize, init: I, f: F)
+where
+    A: Send,
+    I: Fn() -> S + Sync + Send,
+    F: Fn(&mut S, usize, &mut [A]) + Sync + Send,
+{
+    let count = a.len().div_ceil(c.max(1));
+    let n = threads_for(count);
+    if n <= 1 {
+        let mut s = init();
+        for (i, x) in a.chunks_mut(c).enumerate() {
+            f(&mut s, i, x);
+        }
+        return;
+    }
+    pool(n).install(|| {
+        a.par_chunks_mut(c)
+            .enumerate()
+            .for_each_init(&init, |s, (i, x)| f(s, i, x))
+    });
+}

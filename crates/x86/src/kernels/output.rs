@@ -330,3 +330,43 @@ impl Epilogue for FloatOut<'_> {
         }
     }
 }
+
+/// Requantize a run of already-corrected accumulators that share one
+/// channel's constants into `out` (contiguous).
+pub(crate) fn requant_run(
+    isa: Isa,
+    acc: &[i32],
+    bt: &[f32],
+    mult: &[f32],
+    zeros: &[i32],
+    zp: i32,
+    relu: bool,
+    out: &mut [u8],
+) {
+    let n = acc.len();
+    assert!(bt.len() >= n && mult.len() >= n && zeros.len() >= n && out.len() >= n);
+    #[cfg(target_arch = "x86_64")]
+    if isa >= Isa::Avx2 {
+        // SAFETY: AVX2 was detected (isa comes from an engine value); all
+        // slices hold n elements (asserted) and out is exclusively borrowed.
+        unsafe {
+            super::output_avx2::requant_row(
+                acc,
+                &zeros[..n],
+                &zeros[..n],
+                true,
+                0,
+                &bt[..n],
+                &mult[..n],
+                zp,
+                relu,
+                out.as_mut_ptr(),
+                1,
+            )
+        };
+        return;
+    }
+    for j in 0..n {
+        out[j] = requantize_u8(acc[j], bt[j], mult[j], zp, relu);
+    }
+}
