@@ -44,7 +44,11 @@ fn linear(c: &mut Criterion) {
         for &(m, k, n) in SHAPES {
             let shape = format!("{m}x{k}x{n}");
             // Full-range activations (0..255): the case where vpmaddubsw saturates.
-            let x = Tensor::new([m, k], data(m * k, 1).iter().map(|v| v.abs() * 4.0).collect()).unwrap();
+            let x = Tensor::new(
+                [m, k],
+                data(m * k, 1).iter().map(|v| v.abs() * 4.0).collect(),
+            )
+            .unwrap();
             let xq = quantize_per_tensor::<u8>(&x, 4.0 / 255.0, 0).unwrap();
             let w = Tensor::new([n, k], data(n * k, 2)).unwrap();
             let wq = quantize_per_channel::<i8>(&w, &vec![1.0 / 127.0; n], &vec![0; n], 0).unwrap();

@@ -333,6 +333,7 @@ impl Epilogue for FloatOut<'_> {
 
 /// Requantize a run of already-corrected accumulators that share one
 /// channel's constants into `out` (contiguous).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn requant_run(
     isa: Isa,
     acc: &[i32],
