@@ -13,12 +13,13 @@ fn main() {
     for _ in 0..3 {
         let t = Instant::now();
         for _ in 0..reps {
-            // SAFETY: VNNI detected above; panels sized for ku units of 8 rows / 32 columns.
+            // SAFETY: VNNI detected above; 8 rows of ku units, a panel of ku units × 32 columns.
             unsafe {
                 rquant_x86::kernels::gemm_u8i8_8x32c4_avx512vnni::dispatch(
                     8,
                     ku,
                     std::hint::black_box(a.as_ptr()),
+                    ku * 4,
                     b.as_ptr(),
                     c.as_mut_ptr(),
                     true,

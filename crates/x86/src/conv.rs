@@ -121,11 +121,7 @@ pub(crate) fn conv2d(
     let plane = g.h * g.w;
     for b in 0..g.n {
         let img = &xd[b * g.c * plane..(b + 1) * g.c * plane];
-        for c in 0..g.c {
-            for (s, &v) in img[c * plane..(c + 1) * plane].iter().enumerate() {
-                nhwc[s * g.c + c] = v;
-            }
-        }
+        nchw_to_nhwc(img, g.c, plane, &mut nhwc);
         let nhwc = &nhwc;
         for (gi, pb) in pw.groups.iter().enumerate() {
             let fill = |pix: usize, dst: &mut [u8]| {
@@ -249,4 +245,21 @@ struct DwScratch {
     mult: Vec<f32>,
     zeros: Vec<i32>,
     taps: Vec<(usize, i32)>,
+}
+
+/// Transpose one image `[c][plane]` to `[plane][c]` in 16×16 blocks.
+fn nchw_to_nhwc(img: &[u8], c: usize, plane: usize, out: &mut [u8]) {
+    const B: usize = 16;
+    for c0 in (0..c).step_by(B) {
+        let c1 = (c0 + B).min(c);
+        for s0 in (0..plane).step_by(B) {
+            let s1 = (s0 + B).min(plane);
+            for s in s0..s1 {
+                let dst = &mut out[s * c + c0..s * c + c1];
+                for (ch, d) in (c0..c1).zip(dst.iter_mut()) {
+                    *d = img[ch * plane + s];
+                }
+            }
+        }
+    }
 }

@@ -12,7 +12,7 @@
 
 use crate::kernels::gemm_u8i8;
 use crate::kernels::output::Epilogue;
-use crate::pack::{pack_a_panel, PackedB};
+use crate::pack::{pack_a_rows, PackedB};
 use crate::threads::{par_chunks2, par_for, threads_for};
 
 /// Weight bytes of one micro-panel k-block (kept in L1 with an activation panel).
@@ -34,7 +34,8 @@ pub(crate) fn gemm<E: Epilogue>(
     let k = b.k;
     let ku = t.units(k);
     let mpanels = m.div_ceil(t.mr);
-    let pa = t.a_panel_bytes(k);
+    let lda = t.a_row_bytes(k);
+    let pa = lda * t.mr;
     let mut a = vec![0u8; mpanels * pa];
     let mut sums = vec![0i32; mpanels * t.mr];
     par_chunks2(
@@ -45,7 +46,7 @@ pub(crate) fn gemm<E: Epilogue>(
         Vec::new,
         |scratch, p, panel, s| {
             let row0 = p * t.mr;
-            pack_a_panel(t, k, row0, t.mr.min(m - row0), fill, panel, s, scratch);
+            pack_a_rows(t, k, row0, t.mr.min(m - row0), fill, panel, s, scratch);
         },
     );
 
@@ -61,7 +62,7 @@ pub(crate) fn gemm<E: Epilogue>(
     let mc = panels_per_block * t.mr;
     let mblocks = m.div_ceil(mc);
     let (a, sums) = (&a, &sums);
-    let (ua, ub) = (t.mr * 4, t.nr * 4);
+    let ub = t.nr * 4;
     par_for(
         mblocks * nblocks,
         || vec![0i32; mc * t.nr],
@@ -80,7 +81,8 @@ pub(crate) fn gemm<E: Epilogue>(
                             b.isa,
                             t.mr.min(m_hi - m0),
                             kn,
-                            &a[p * pa + kb * ua..],
+                            &a[p * pa + kb * 4..],
+                            lda,
                             &bp[kb * ub..],
                             &mut cbuf[i * t.mr * t.nr..(i + 1) * t.mr * t.nr],
                             kb == 0,

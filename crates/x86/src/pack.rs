@@ -3,14 +3,15 @@
 //! Both operands are cut into "k-units" of 4 bytes per row (activations) or
 //! per column (weights): 4 consecutive k as u8/s8 for the `c4` kernels
 //! (`vpdpbusd`, scalar), or 2 consecutive k widened to int16 for the `c2`
-//! kernels (`vpmaddwd`). A micro-panel of activations is `MR` rows
-//! interleaved per k-unit (`[ku][MR][4 bytes]`), a micro-panel of weights is
-//! `NR` columns interleaved per k-unit (`[ku][NR][4 bytes]`); K is padded
-//! with zeros (a zero weight makes every padded product zero).
+//! kernels (`vpmaddwd`). Activations stay row-major (`[m][ku][4 bytes]`:
+//! the kernels broadcast each row's unit through a per-row pointer, so no
+//! interleaving pass); a micro-panel of weights is `NR` columns interleaved
+//! per k-unit (`[ku][NR][4 bytes]`). K is padded with zeros (a zero weight
+//! makes every padded product zero).
 //!
 //! Zero points are handled by sums computed while packing: the weight column
 //! sums `Σ_k w[n,k]` here, the activation row sums `Σ_k x[m,k]` in
-//! [`pack_a_panel`]; the epilogue forms
+//! [`pack_a_rows`]; the epilogue forms
 //! `Σ(x−zx)(w−zw) = Σxw − zw·Σx − zx·Σw + K·zx·zw` in wrapping int32.
 
 use rquant_core::QTensor;
@@ -52,9 +53,9 @@ impl Tile {
     pub fn units(&self, k: usize) -> usize {
         k.div_ceil(self.kr)
     }
-    /// Bytes of one activation micro-panel.
-    pub fn a_panel_bytes(&self, k: usize) -> usize {
-        self.units(k) * self.mr * 4
+    /// Bytes of one packed activation row.
+    pub fn a_row_bytes(&self, k: usize) -> usize {
+        self.units(k) * 4
     }
     /// Bytes of one weight micro-panel.
     pub fn b_panel_bytes(&self, k: usize) -> usize {
@@ -149,56 +150,35 @@ impl PackedB {
     }
 }
 
-/// Pack one activation micro-panel of `nrows <= MR` rows starting at `row0`.
-/// `fill(row, dst)` writes row `row`'s K u8 values into `dst` (it may quantize
-/// on the fly); `sums` receives each row's `Σ_k x`. `scratch` is reused.
+/// Pack the activation rows `row0 .. row0 + nrows` (`nrows <= MR`) as
+/// k-unit rows `lda = ku·4` bytes apart (u8, or int16-widened for `kr = 2`;
+/// the padding past K stays zero). `fill(row, dst)` writes row `row`'s K u8
+/// values (it may quantize on the fly); `sums` receives each row's `Σ_k x`.
+/// No interleaving: the kernels read each row through its own pointer.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn pack_a_panel(
+pub(crate) fn pack_a_rows(
     tile: Tile,
     k: usize,
     row0: usize,
     nrows: usize,
     fill: &(dyn Fn(usize, &mut [u8]) + Sync),
-    panel: &mut [u8],
+    dst: &mut [u8],
     sums: &mut [i32],
     scratch: &mut Vec<u8>,
 ) {
-    let ku = tile.units(k);
-    let kp = ku * tile.kr;
-    scratch.clear();
-    scratch.resize(tile.mr * kp, 0);
-    for r in 0..tile.mr {
-        let row = &mut scratch[r * kp..(r + 1) * kp];
-        if r < nrows {
+    let lda = tile.units(k) * 4;
+    for r in 0..nrows {
+        let row = &mut dst[r * lda..(r + 1) * lda];
+        if tile.kr == 4 {
             fill(row0 + r, &mut row[..k]);
             sums[r] = row_sum(&row[..k]);
         } else {
-            sums[r] = 0;
-        }
-    }
-    let mr = tile.mr;
-    assert!(panel.len() >= ku * mr * 4 && scratch.len() == mr * kp);
-    let (src, dst) = (scratch.as_ptr(), panel.as_mut_ptr());
-    if tile.kr == 4 {
-        for u in 0..ku {
-            for r in 0..mr {
-                // SAFETY: r·kp + u·4 + 4 <= mr·kp = scratch.len() and
-                // (u·mr + r)·4 + 4 <= ku·mr·4 <= panel.len() (asserted above).
-                unsafe {
-                    let v = (src.add(r * kp + u * 4) as *const u32).read_unaligned();
-                    (dst.add((u * mr + r) * 4) as *mut u32).write_unaligned(v);
-                }
-            }
-        }
-    } else {
-        for u in 0..ku {
-            for r in 0..mr {
-                // SAFETY: as above with two source bytes per unit (kp = 2·ku).
-                unsafe {
-                    let s = src.add(r * kp + u * 2);
-                    let v = (*s as u32) | ((*s.add(1) as u32) << 16);
-                    (dst.add((u * mr + r) * 4) as *mut u32).write_unaligned(v);
-                }
+            scratch.resize(k, 0);
+            fill(row0 + r, scratch);
+            sums[r] = row_sum(scratch);
+            for (d, &v) in row.chunks_exact_mut(2).zip(scratch.iter()) {
+                d[0] = v;
+                d[1] = 0;
             }
         }
     }

@@ -3,10 +3,10 @@
 pub const MR: usize = 4;
 pub const NR: usize = 8;
 
-/// Raw `Σ x·w` of `mrows` rows of a 4-row activation panel and an 8-column
+/// Raw `Σ x·w` of `mrows` activation rows (`lda` bytes apart) and an 8-column
 /// weight panel, `ku` k-units each, in wrapping int32 (`init`: from zero,
 /// else onto the tile already in `c`).
-pub fn kernel(mrows: usize, ku: usize, a: &[u8], b: &[u8], c: &mut [i32], init: bool) {
+pub fn kernel(mrows: usize, ku: usize, a: &[u8], lda: usize, b: &[u8], c: &mut [i32], init: bool) {
     let mut acc = [[0i32; NR]; MR];
     if !init {
         for (r, accr) in acc.iter_mut().enumerate().take(mrows) {
@@ -14,10 +14,9 @@ pub fn kernel(mrows: usize, ku: usize, a: &[u8], b: &[u8], c: &mut [i32], init: 
         }
     }
     for u in 0..ku {
-        let au = &a[u * MR * 4..(u + 1) * MR * 4];
         let bu = &b[u * NR * 4..(u + 1) * NR * 4];
         for (r, accr) in acc.iter_mut().enumerate().take(mrows) {
-            let x = &au[r * 4..r * 4 + 4];
+            let x = &a[r * lda + u * 4..r * lda + u * 4 + 4];
             for (col, acv) in accr.iter_mut().enumerate() {
                 let w = &bu[col * 4..col * 4 + 4];
                 let mut s = 0i32;

@@ -22,24 +22,32 @@ pub unsafe fn dispatch(
     mrows: usize,
     ku: usize,
     a: *const u8,
+    lda: usize,
     b: *const u8,
     c: *mut i32,
     init: bool,
 ) {
     match mrows {
-        1 => kernel::<1>(ku, a, b, c, init),
-        2 => kernel::<2>(ku, a, b, c, init),
-        3 => kernel::<3>(ku, a, b, c, init),
-        4 => kernel::<4>(ku, a, b, c, init),
-        5 => kernel::<5>(ku, a, b, c, init),
-        _ => kernel::<6>(ku, a, b, c, init),
+        1 => kernel::<1>(ku, a, lda, b, c, init),
+        2 => kernel::<2>(ku, a, lda, b, c, init),
+        3 => kernel::<3>(ku, a, lda, b, c, init),
+        4 => kernel::<4>(ku, a, lda, b, c, init),
+        5 => kernel::<5>(ku, a, lda, b, c, init),
+        _ => kernel::<6>(ku, a, lda, b, c, init),
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn kernel<const M: usize>(ku: usize, a: *const u8, b: *const u8, c: *mut i32, init: bool) {
+unsafe fn kernel<const M: usize>(
+    ku: usize,
+    a: *const u8,
+    lda: usize,
+    b: *const u8,
+    c: *mut i32,
+    init: bool,
+) {
     let mut acc = [[_mm256_setzero_si256(); 2]; M];
     if !init {
         for (i, acc_i) in acc.iter_mut().enumerate() {
@@ -47,7 +55,11 @@ unsafe fn kernel<const M: usize>(ku: usize, a: *const u8, b: *const u8, c: *mut 
             acc_i[1] = _mm256_loadu_si256(c.add(i * NR + 8) as *const __m256i);
         }
     }
-    let mut a = a;
+    let mut rows = [a; M];
+    for (i, r) in rows.iter_mut().enumerate() {
+        *r = a.add(i * lda);
+    }
+    let mut off = 0usize;
     let mut b = b;
     for _ in 0..ku {
         // SAFETY (whole loop body): a and b advance by one k-unit per
@@ -55,11 +67,11 @@ unsafe fn kernel<const M: usize>(ku: usize, a: *const u8, b: *const u8, c: *mut 
         let b0 = _mm256_loadu_si256(b as *const __m256i);
         let b1 = _mm256_loadu_si256(b.add(32) as *const __m256i);
         for (i, acc_i) in acc.iter_mut().enumerate() {
-            let x = _mm256_set1_epi32((a.add(4 * i) as *const i32).read_unaligned());
+            let x = _mm256_set1_epi32((rows[i].add(off) as *const i32).read_unaligned());
             acc_i[0] = _mm256_add_epi32(acc_i[0], _mm256_madd_epi16(x, b0));
             acc_i[1] = _mm256_add_epi32(acc_i[1], _mm256_madd_epi16(x, b1));
         }
-        a = a.add(MR * 4);
+        off += 4;
         b = b.add(NR * 4);
     }
     for (i, acc_i) in acc.iter().enumerate() {

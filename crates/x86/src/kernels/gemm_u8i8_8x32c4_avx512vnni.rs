@@ -11,8 +11,8 @@ pub const MR: usize = 8;
 pub const NR: usize = 32;
 
 /// # Safety
-/// AVX-512F/BW and AVX512-VNNI must be available; `a` holds `ku·MR·4`
-/// bytes, `b` holds `ku·NR·4` bytes, `c` has room for `mrows·NR` i32 (row
+/// AVX-512F/BW and AVX512-VNNI must be available; `a` points at `mrows` activation
+/// rows `lda` bytes apart, each with `ku·4` readable bytes; `b` holds `ku·NR·4` bytes, `c` has room for `mrows·NR` i32 (row
 /// stride NR); `1 <= mrows <= MR`. `init`: start from zero, else accumulate
 /// onto the tile already in `c`.
 #[cfg(target_arch = "x86_64")]
@@ -21,26 +21,34 @@ pub unsafe fn dispatch(
     mrows: usize,
     ku: usize,
     a: *const u8,
+    lda: usize,
     b: *const u8,
     c: *mut i32,
     init: bool,
 ) {
     match mrows {
-        1 => kernel::<1>(ku, a, b, c, init),
-        2 => kernel::<2>(ku, a, b, c, init),
-        3 => kernel::<3>(ku, a, b, c, init),
-        4 => kernel::<4>(ku, a, b, c, init),
-        5 => kernel::<5>(ku, a, b, c, init),
-        6 => kernel::<6>(ku, a, b, c, init),
-        7 => kernel::<7>(ku, a, b, c, init),
-        _ => kernel::<8>(ku, a, b, c, init),
+        1 => kernel::<1>(ku, a, lda, b, c, init),
+        2 => kernel::<2>(ku, a, lda, b, c, init),
+        3 => kernel::<3>(ku, a, lda, b, c, init),
+        4 => kernel::<4>(ku, a, lda, b, c, init),
+        5 => kernel::<5>(ku, a, lda, b, c, init),
+        6 => kernel::<6>(ku, a, lda, b, c, init),
+        7 => kernel::<7>(ku, a, lda, b, c, init),
+        _ => kernel::<8>(ku, a, lda, b, c, init),
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[inline]
-unsafe fn kernel<const M: usize>(ku: usize, a: *const u8, b: *const u8, c: *mut i32, init: bool) {
+unsafe fn kernel<const M: usize>(
+    ku: usize,
+    a: *const u8,
+    lda: usize,
+    b: *const u8,
+    c: *mut i32,
+    init: bool,
+) {
     let mut acc = [[_mm512_setzero_si512(); 2]; M];
     if !init {
         for (i, acc_i) in acc.iter_mut().enumerate() {
@@ -48,7 +56,11 @@ unsafe fn kernel<const M: usize>(ku: usize, a: *const u8, b: *const u8, c: *mut 
             acc_i[1] = _mm512_loadu_si512(c.add(i * NR + 16) as *const __m512i);
         }
     }
-    let mut a = a;
+    let mut rows = [a; M];
+    for (i, r) in rows.iter_mut().enumerate() {
+        *r = a.add(i * lda);
+    }
+    let mut off = 0usize;
     let mut b = b;
     for _ in 0..ku {
         // SAFETY (whole loop body): a and b advance by one k-unit per
@@ -56,11 +68,11 @@ unsafe fn kernel<const M: usize>(ku: usize, a: *const u8, b: *const u8, c: *mut 
         let b0 = _mm512_loadu_si512(b as *const __m512i);
         let b1 = _mm512_loadu_si512(b.add(64) as *const __m512i);
         for (i, acc_i) in acc.iter_mut().enumerate() {
-            let x = _mm512_set1_epi32((a.add(4 * i) as *const i32).read_unaligned());
+            let x = _mm512_set1_epi32((rows[i].add(off) as *const i32).read_unaligned());
             acc_i[0] = _mm512_dpbusd_epi32(acc_i[0], x, b0);
             acc_i[1] = _mm512_dpbusd_epi32(acc_i[1], x, b1);
         }
-        a = a.add(MR * 4);
+        off += 4;
         b = b.add(NR * 4);
     }
     for (i, acc_i) in acc.iter().enumerate() {

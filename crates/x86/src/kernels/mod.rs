@@ -17,7 +17,8 @@ pub(crate) mod output_avx512;
 
 use crate::isa::Isa;
 
-/// Run the int8 microkernel of `isa` on `mrows` rows (the panel holds MR rows).
+/// Run the int8 microkernel of `isa` on `mrows` activation rows (`lda`
+/// bytes apart, k-units of 4 bytes) and one weight micro-panel.
 ///
 /// `isa` must be a path whose detection succeeded: callers pass the `isa`
 /// recorded in a [`crate::pack::PackedB`], which only an engine value that
@@ -28,25 +29,28 @@ pub(crate) fn gemm_u8i8(
     mrows: usize,
     ku: usize,
     a: &[u8],
+    lda: usize,
     b: &[u8],
     c: &mut [i32],
     init: bool,
 ) {
     let t = crate::pack::Tile::for_isa(isa);
     assert!(mrows >= 1 && mrows <= t.mr);
-    assert!(a.len() >= ku * t.mr * 4 && b.len() >= ku * t.nr * 4 && c.len() >= t.mr * t.nr);
+    assert!(a.len() >= (mrows - 1) * lda + ku * 4);
+    assert!(b.len() >= ku * t.nr * 4 && c.len() >= t.mr * t.nr);
     match isa {
-        Isa::Scalar => gemm_u8i8_4x8c4_scalar::kernel(mrows, ku, a, b, c, init),
+        Isa::Scalar => gemm_u8i8_4x8c4_scalar::kernel(mrows, ku, a, lda, b, c, init),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => {
-            // SAFETY: the Avx2 path was detected (see the contract above); the
-            // panels hold ku units of MR rows / NR columns (asserted), and the
-            // tile holds MR×NR i32.
+            // SAFETY: the Avx2 path was detected (see the contract above);
+            // the mrows activation rows (lda apart) hold ku units each, the
+            // weight panel ku units of NR columns (asserted), the tile MR×NR i32.
             unsafe {
                 gemm_u8i8_6x16c2_avx2::dispatch(
                     mrows,
                     ku,
                     a.as_ptr(),
+                    lda,
                     b.as_ptr(),
                     c.as_mut_ptr(),
                     init,
@@ -61,6 +65,7 @@ pub(crate) fn gemm_u8i8(
                     mrows,
                     ku,
                     a.as_ptr(),
+                    lda,
                     b.as_ptr(),
                     c.as_mut_ptr(),
                     init,

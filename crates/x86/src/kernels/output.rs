@@ -154,23 +154,29 @@ impl<'a> RequantOut<'a> {
     }
 }
 
-impl Epilogue for RequantOut<'_> {
-    fn apply(
+impl RequantOut<'_> {
+    /// Requantize `mrows × ncols` accumulators into `dst`, element (r, j) at
+    /// `r·ldm + j·ldn`.
+    ///
+    /// # Safety
+    /// `dst` is valid for those writes and no other task writes them.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn rows(
         &self,
         acc: &[i32],
         nr: usize,
-        m0: usize,
         mrows: usize,
         n0: usize,
         ncols: usize,
         rs: &[i32],
+        dst: *mut u8,
+        ldm: usize,
+        ldn: usize,
     ) {
-        let l = self.layout;
-        check_span(self.out.len, l, m0, mrows, n0, ncols);
         let cols = n0..n0 + ncols;
         for r in 0..mrows {
             let row = &acc[r * nr..r * nr + ncols];
-            let start = l.base + (m0 + r) * l.ldm + n0 * l.ldn;
+            let out = dst.add(r * ldm);
             #[cfg(target_arch = "x86_64")]
             if self.isa >= Isa::Avx512Vnni && self.tame {
                 // SAFETY: AVX-512F/BW were detected (the isa comes from an
@@ -187,8 +193,8 @@ impl Epilogue for RequantOut<'_> {
                         &self.mult[cols.clone()],
                         self.zp,
                         self.relu,
-                        self.out.ptr.add(start),
-                        l.ldn,
+                        out,
+                        ldn,
                     )
                 };
                 continue;
@@ -209,8 +215,8 @@ impl Epilogue for RequantOut<'_> {
                         &self.mult[cols.clone()],
                         self.zp,
                         self.relu,
-                        self.out.ptr.add(start),
-                        l.ldn,
+                        out,
+                        ldn,
                     )
                 };
                 continue;
@@ -220,8 +226,59 @@ impl Epilogue for RequantOut<'_> {
                 let a = correct(raw, self.colterm[n], self.zw[n], rs[r]);
                 let q = requantize_u8(a, self.bt[n], self.mult[n], self.zp, self.relu);
                 // SAFETY: in bounds (check_span) and owned by this tile.
-                unsafe { self.out.ptr.add(start + j * l.ldn).write(q) };
+                unsafe { out.add(j * ldn).write(q) };
             }
+        }
+    }
+}
+
+impl Epilogue for RequantOut<'_> {
+    fn apply(
+        &self,
+        acc: &[i32],
+        nr: usize,
+        m0: usize,
+        mrows: usize,
+        n0: usize,
+        ncols: usize,
+        rs: &[i32],
+    ) {
+        let l = self.layout;
+        check_span(self.out.len, l, m0, mrows, n0, ncols);
+        let start = l.base + m0 * l.ldm + n0 * l.ldn;
+        if l.ldm == 1 && l.ldn != 1 && mrows > 1 {
+            // Transposed output (NCHW conv: rows are pixels): requantize into
+            // a local tile, then store each column's rows contiguously.
+            let mut t = [0u8; 8 * 32];
+            assert!(mrows * ncols <= t.len());
+            // SAFETY: the local tile holds mrows·ncols bytes (asserted).
+            unsafe { self.rows(acc, nr, mrows, n0, ncols, rs, t.as_mut_ptr(), ncols, 1) };
+            for j in 0..ncols {
+                for r in 0..mrows {
+                    // SAFETY: in bounds (check_span) and owned by this tile.
+                    unsafe {
+                        self.out
+                            .ptr
+                            .add(start + j * l.ldn + r)
+                            .write(t[r * ncols + j])
+                    };
+                }
+            }
+        } else {
+            // SAFETY: in bounds (check_span) and owned by this tile.
+            unsafe {
+                self.rows(
+                    acc,
+                    nr,
+                    mrows,
+                    n0,
+                    ncols,
+                    rs,
+                    self.out.ptr.add(start),
+                    l.ldm,
+                    l.ldn,
+                )
+            };
         }
     }
 }
