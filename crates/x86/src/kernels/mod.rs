@@ -24,6 +24,7 @@ use crate::isa::Isa;
 /// recorded in a [`crate::pack::PackedB`], which only an engine value that
 /// proved the path can create.
 #[inline]
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm_u8i8(
     isa: Isa,
     mrows: usize,
