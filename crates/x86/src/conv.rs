@@ -13,7 +13,8 @@ use crate::isa::Isa;
 use rquant_core::numerics::{bias_term, RequantChannel};
 
 #[cfg(target_arch = "x86_64")]
-use crate::kernels::dwconv_i16_row_avx2::dw_row;
+use crate::kernels::dwconv_f32_row_avx2::dw_row as dw_row_f32;
+use crate::kernels::dwconv_f32_row_avx2::{MAX_TAPS, SLACK};
 use crate::kernels::dwconv_i16_row_avx2::row as dw_scalar;
 use crate::kernels::output::{requant_run, OutLayout, RequantOut};
 use crate::pack::PackedB;
@@ -178,31 +179,44 @@ fn depthwise(
     let ntaps = g.kh * g.kw;
     let xd = x.int_repr();
     let mut y = vec![0u8; g.n * g.o * oh * ow];
+    let fast = cfg!(target_arch = "x86_64") && isa >= Isa::Avx2 && ntaps <= MAX_TAPS;
+    let slack = SLACK * p.stride[1] + SLACK;
     par_chunks1(
         &mut y,
         oh * ow,
         || DwScratch {
-            xpad: vec![0i16; hp * wp],
+            xpad: vec![0i16; if fast { 0 } else { hp * wp }],
+            xf: vec![0f32; if fast { hp * wp + slack } else { 0 }],
             acc: vec![0i32; ow],
             bt: vec![0f32; ow],
             mult: vec![0f32; ow],
             zeros: vec![0i32; ow],
             taps: Vec::with_capacity(ntaps),
+            tapsf: Vec::with_capacity(ntaps),
         },
         |st, plane, out| {
             let c = plane % g.c;
             let src = &xd[plane * g.h * g.w..(plane + 1) * g.h * g.w];
             for (iy, row) in src.chunks_exact(g.w).enumerate() {
-                let d = &mut st.xpad[(iy + p.padding[0]) * wp + p.padding[1]..][..g.w];
-                for (dv, &v) in d.iter_mut().zip(row) {
-                    *dv = (v as i32 - xz as i32) as i16;
+                let at = (iy + p.padding[0]) * wp + p.padding[1];
+                if fast {
+                    for (dv, &v) in st.xf[at..at + g.w].iter_mut().zip(row) {
+                        *dv = (v as i32 - xz as i32) as f32;
+                    }
+                } else {
+                    for (dv, &v) in st.xpad[at..at + g.w].iter_mut().zip(row) {
+                        *dv = (v as i32 - xz as i32) as i16;
+                    }
                 }
             }
             st.taps.clear();
+            st.tapsf.clear();
             for ky in 0..g.kh {
                 for kx in 0..g.kw {
                     let off = ky * p.dilation[0] * wp + kx * p.dilation[1];
-                    st.taps.push((off, dw.w[c * ntaps + ky * g.kw + kx]));
+                    let wv = dw.w[c * ntaps + ky * g.kw + kx];
+                    st.taps.push((off, wv));
+                    st.tapsf.push((off, wv as f32));
                 }
             }
             let ch = RequantChannel::new(xs, dw.scales[c], out_scale);
@@ -213,15 +227,18 @@ fn depthwise(
             st.mult.fill(ch.multiplier);
             for oy in 0..oh {
                 let base = oy * p.stride[0] * wp;
-                #[cfg(target_arch = "x86_64")]
-                if isa >= Isa::Avx2 {
-                    // SAFETY: AVX2 detected (isa comes from an engine value).
-                    unsafe { dw_row(&st.xpad, base, &st.taps, p.stride[1], &mut st.acc) };
+                if fast {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: AVX2+FMA detected (isa comes from an engine
+                    // value); ntaps <= MAX_TAPS; the last vector reads at most
+                    // 8·stride past a row inside the padded plane, and the
+                    // buffer has `slack` extra elements.
+                    unsafe {
+                        dw_row_f32(&st.xf, base, &st.tapsf, p.stride[1], &mut st.acc)
+                    };
                 } else {
                     dw_scalar(&st.xpad, base, &st.taps, p.stride[1], &mut st.acc);
                 }
-                #[cfg(not(target_arch = "x86_64"))]
-                dw_scalar(&st.xpad, base, &st.taps, p.stride[1], &mut st.acc);
                 requant_run(
                     isa,
                     &st.acc,
@@ -240,6 +257,8 @@ fn depthwise(
 
 struct DwScratch {
     xpad: Vec<i16>,
+    xf: Vec<f32>,
+    tapsf: Vec<(usize, f32)>,
     acc: Vec<i32>,
     bt: Vec<f32>,
     mult: Vec<f32>,

@@ -6,6 +6,7 @@
 //! and without any intermediate saturation, so it is exact for all inputs.
 //! Zero points, bias and requantization are the epilogue's job.
 
+pub mod dwconv_f32_row_avx2;
 pub mod dwconv_i16_row_avx2;
 pub mod gemm_f32f16_6x16_avx2;
 pub mod gemm_u8i8_4x8c4_scalar;
