@@ -119,6 +119,7 @@ pub(crate) fn conv2d(
     let xd = x.int_repr();
     let mut y = vec![0u8; g.n * g.o * ohw];
     let mut nhwc = vec![0u8; g.h * g.w * g.c];
+    let mut ynhwc = vec![0u8; ohw * g.o];
     let plane = g.h * g.w;
     for b in 0..g.n {
         let img = &xd[b * g.c * plane..(b + 1) * g.c * plane];
@@ -144,16 +145,19 @@ pub(crate) fn conv2d(
                 }
             };
             let gbias = bias.map(|bv| &bv[gi * og..(gi + 1) * og]);
+            // Pixel-major (NHWC) output with contiguous channel runs; one
+            // blocked transpose to NCHW per image afterwards.
             let layout = OutLayout {
-                base: (b * g.o + gi * og) * ohw,
-                ldm: 1,
-                ldn: ohw,
+                base: gi * og,
+                ldm: g.o,
+                ldn: 1,
             };
             let epi = RequantOut::new(
-                isa, pb, xs, xz as i32, gbias, out_scale, out_zp, relu, &mut y, layout,
+                isa, pb, xs, xz as i32, gbias, out_scale, out_zp, relu, &mut ynhwc, layout,
             );
             gemm(pb, ohw, &fill, &epi);
         }
+        nchw_to_nhwc(&ynhwc, ohw, g.o, &mut y[b * g.o * ohw..(b + 1) * g.o * ohw]);
     }
     y
 }

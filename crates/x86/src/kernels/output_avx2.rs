@@ -216,15 +216,25 @@ pub(crate) unsafe fn quantize_row_u8(inv: f32, zp: i32, src: &[f32], dst: &mut [
 #[target_feature(enable = "avx2")]
 pub(crate) unsafe fn min_max(x: &[f32]) -> (f32, f32) {
     let n = x.len();
-    let mut lo = _mm256_set1_ps(x[0]);
+    let mut lo = [_mm256_set1_ps(x[0]); 4];
     let mut hi = lo;
     let mut j = 0;
+    while j + 32 <= n {
+        for u in 0..4 {
+            let v = _mm256_loadu_ps(x.as_ptr().add(j + 8 * u));
+            lo[u] = _mm256_min_ps(lo[u], v);
+            hi[u] = _mm256_max_ps(hi[u], v);
+        }
+        j += 32;
+    }
     while j + 8 <= n {
         let v = _mm256_loadu_ps(x.as_ptr().add(j));
-        lo = _mm256_min_ps(lo, v);
-        hi = _mm256_max_ps(hi, v);
+        lo[0] = _mm256_min_ps(lo[0], v);
+        hi[0] = _mm256_max_ps(hi[0], v);
         j += 8;
     }
+    let lo = _mm256_min_ps(_mm256_min_ps(lo[0], lo[1]), _mm256_min_ps(lo[2], lo[3]));
+    let hi = _mm256_max_ps(_mm256_max_ps(hi[0], hi[1]), _mm256_max_ps(hi[2], hi[3]));
     let mut l = [0f32; 8];
     let mut h = [0f32; 8];
     _mm256_storeu_ps(l.as_mut_ptr(), lo);
