@@ -270,19 +270,7 @@ struct DwScratch {
     taps: Vec<(usize, i32)>,
 }
 
-/// Transpose one image `[c][plane]` to `[plane][c]` in 16×16 blocks.
+/// Transpose one image `[c][plane]` to `[plane][c]`.
 fn nchw_to_nhwc(img: &[u8], c: usize, plane: usize, out: &mut [u8]) {
-    const B: usize = 16;
-    for c0 in (0..c).step_by(B) {
-        let c1 = (c0 + B).min(c);
-        for s0 in (0..plane).step_by(B) {
-            let s1 = (s0 + B).min(plane);
-            for s in s0..s1 {
-                let dst = &mut out[s * c + c0..s * c + c1];
-                for (ch, d) in (c0..c1).zip(dst.iter_mut()) {
-                    *d = img[ch * plane + s];
-                }
-            }
-        }
-    }
+    crate::kernels::transpose_u8_16x16_sse2::transpose(img, c, plane, out);
 }

@@ -15,6 +15,7 @@ pub mod gemm_u8i8_8x32c4_avx512vnni;
 pub(crate) mod output;
 pub(crate) mod output_avx2;
 pub(crate) mod output_avx512;
+pub mod transpose_u8_16x16_sse2;
 
 use crate::isa::Isa;
 
