@@ -191,7 +191,66 @@ fn split(m: usize, panels: usize, k: usize, threads: usize) -> Vec<Task> {
     tasks
 }
 
-/// Compute the tiles of one task into a `[r1-r0][cols]` buffer.
+/// Rows per block whose packed A tiles are reused across every weight panel
+/// (each panel is then read from memory once per block and hits L1 for the
+/// block's other tiles).
+const MC: usize = 8 * MR;
+
+/// One packed A tile: its data for the task's layout, and its row sums.
+#[derive(Default)]
+struct ATile {
+    a16: Vec<i16>,
+    a8: Vec<u8>,
+    rsum: [i32; MR],
+    nrows: usize,
+}
+
+/// Run the microkernel of `b`'s layout on one packed A tile and panel `p`.
+fn kernel(b: &PackedB, at: &ATile, p: usize, tile: &mut [i32; MR * NR]) {
+    let isa = b.isa;
+    let k = b.k;
+    let panel = p * b.panel_len()..(p + 1) * b.panel_len();
+    match (&b.data, isa) {
+        (BData::I16(d), Isa::Scalar) => gemm_u8i8_8x8c1_scalar::gemm(k, &at.a16, &d[panel], tile),
+        #[cfg(target_arch = "aarch64")]
+        (BData::I16(d), Isa::Neon) => {
+            // SAFETY: b was packed for Neon, which the engine detected.
+            unsafe { crate::kernels::gemm_u8i8_8x8c1_neon::gemm(k, &at.a16, &d[panel], tile) }
+        }
+        #[cfg(target_arch = "aarch64")]
+        (BData::I8(d), Isa::Dotprod) => {
+            // SAFETY: b was packed for Dotprod, which the engine detected.
+            unsafe {
+                crate::kernels::gemm_u8i8_8x8c4_dotprod::gemm(b.kp / 4, &at.a8, &d[panel], tile)
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        (BData::I8(d), Isa::I8mm) => {
+            // SAFETY: b was packed for I8mm, which the engine detected.
+            unsafe { crate::kernels::gemm_u8i8_8x8c8_i8mm::gemm(b.kp / 8, &at.a8, &d[panel], tile) }
+        }
+        // Off AArch64 every layout runs on its scalar twin (tests).
+        #[cfg(not(target_arch = "aarch64"))]
+        (BData::I16(d), _) => gemm_u8i8_8x8c1_scalar::gemm(k, &at.a16, &d[panel], tile),
+        #[cfg(not(target_arch = "aarch64"))]
+        (BData::I8(d), Isa::Dotprod | Isa::I8mm) => {
+            let kr = pack::kr(isa);
+            crate::kernels::gemm_u8i8_8x8ck_scalar::gemm(
+                kr,
+                b.kp / kr,
+                &at.a8,
+                isa == Isa::Dotprod,
+                &d[panel],
+                tile,
+            )
+        }
+        _ => unreachable!("packed layout does not match {isa:?}"),
+    }
+}
+
+/// Compute the tiles of one task into a `[r1-r0][cols]` buffer: per block of
+/// up to MC rows, pack its A tiles, then sweep the panels (outer) over the
+/// tiles (inner).
 fn run_task<T: OutElem>(
     task: Task,
     a: ASource,
@@ -209,87 +268,42 @@ fn run_task<T: OutElem>(
     let width = c1 - c0;
     let mut buf = vec![T::default(); (task.r1 - task.r0) * width];
     let mut tile = [0i32; MR * NR];
-    let mut a16: Vec<i16> = Vec::new();
-    let mut a8: Vec<u8> = Vec::new();
+    let mut tiles: Vec<ATile> = (0..MC / MR).map(|_| ATile::default()).collect();
     let mut scratch: Vec<u8> = Vec::new();
-    let mut r = task.r0;
-    while r < task.r1 {
-        let nrows = (task.r1 - r).min(MR);
-        let rows = a.rows(r, nrows, k, &mut scratch);
-        let rsum = match isa {
-            Isa::Scalar | Isa::Neon => {
-                pack::pack_a_i16(rows, nrows, k, xz, &mut a16);
-                [0; MR]
-            }
-            Isa::Dotprod => pack::pack_a_u8(rows, nrows, k, 4, 0x80, &mut a8),
-            Isa::I8mm => pack::pack_a_u8(rows, nrows, k, 8, 0, &mut a8),
-        };
+    let mut r0 = task.r0;
+    while r0 < task.r1 {
+        let r1 = (r0 + MC).min(task.r1);
+        let ntiles = (r1 - r0).div_ceil(MR);
+        for (t, at) in tiles[..ntiles].iter_mut().enumerate() {
+            let r = r0 + t * MR;
+            let nrows = (r1 - r).min(MR);
+            let rows = a.rows(r, nrows, k, &mut scratch);
+            at.nrows = nrows;
+            at.rsum = match isa {
+                Isa::Scalar | Isa::Neon => {
+                    pack::pack_a_i16(rows, nrows, k, xz, &mut at.a16);
+                    [0; MR]
+                }
+                Isa::Dotprod => pack::pack_a_u8(rows, nrows, k, 4, 0x80, &mut at.a8),
+                Isa::I8mm => pack::pack_a_u8(rows, nrows, k, 8, 0, &mut at.a8),
+            };
+        }
         for p in task.p0..task.p1 {
-            let panel = p * b.panel_len()..(p + 1) * b.panel_len();
-            match (&b.data, isa) {
-                (BData::I16(d), Isa::Scalar) => {
-                    gemm_u8i8_8x8c1_scalar::gemm(k, &a16, &d[panel], &mut tile)
-                }
-                #[cfg(target_arch = "aarch64")]
-                (BData::I16(d), Isa::Neon) => {
-                    // SAFETY: b was packed for Neon, which the engine detected.
-                    unsafe {
-                        crate::kernels::gemm_u8i8_8x8c1_neon::gemm(k, &a16, &d[panel], &mut tile)
-                    }
-                }
-                #[cfg(target_arch = "aarch64")]
-                (BData::I8(d), Isa::Dotprod) => {
-                    // SAFETY: b was packed for Dotprod, which the engine detected.
-                    unsafe {
-                        crate::kernels::gemm_u8i8_8x8c4_dotprod::gemm(
-                            b.kp / 4,
-                            &a8,
-                            &d[panel],
-                            &mut tile,
-                        )
-                    }
-                }
-                #[cfg(target_arch = "aarch64")]
-                (BData::I8(d), Isa::I8mm) => {
-                    // SAFETY: b was packed for I8mm, which the engine detected.
-                    unsafe {
-                        crate::kernels::gemm_u8i8_8x8c8_i8mm::gemm(
-                            b.kp / 8,
-                            &a8,
-                            &d[panel],
-                            &mut tile,
-                        )
-                    }
-                }
-                // Off AArch64 every layout runs on its scalar twin (tests).
-                #[cfg(not(target_arch = "aarch64"))]
-                (BData::I16(d), _) => gemm_u8i8_8x8c1_scalar::gemm(k, &a16, &d[panel], &mut tile),
-                #[cfg(not(target_arch = "aarch64"))]
-                (BData::I8(d), Isa::Dotprod | Isa::I8mm) => {
-                    let kr = pack::kr(isa);
-                    crate::kernels::gemm_u8i8_8x8ck_scalar::gemm(
-                        kr,
-                        b.kp / kr,
-                        &a8,
-                        isa == Isa::Dotprod,
-                        &d[panel],
-                        &mut tile,
-                    )
-                }
-                _ => unreachable!("packed layout does not match {isa:?}"),
-            }
             let j0 = p * NR;
             let ncols = (n - j0).min(NR);
-            let off = (r - task.r0) * width + (j0 - c0);
-            let dst = Dst {
-                data: &mut buf[off..],
-                stride: width,
-                nrows,
-                ncols,
-            };
-            T::tile(isa, &tile, cols, out, j0, &rsum, dst);
+            for (t, at) in tiles[..ntiles].iter().enumerate() {
+                kernel(b, at, p, &mut tile);
+                let off = (r0 + t * MR - task.r0) * width + (j0 - c0);
+                let dst = Dst {
+                    data: &mut buf[off..],
+                    stride: width,
+                    nrows: at.nrows,
+                    ncols,
+                };
+                T::tile(isa, &tile, cols, out, j0, &at.rsum, dst);
+            }
         }
-        r += nrows;
+        r0 = r1;
     }
     buf
 }
