@@ -185,8 +185,31 @@ pub(crate) fn pack_a_rows(
 }
 
 fn row_sum(x: &[u8]) -> i32 {
-    // At most 255·K: exact in u32 for K < 16.8M, then wrapping like the accumulator.
-    x.chunks(1 << 16).fold(0i32, |acc, c| {
-        acc.wrapping_add(c.iter().map(|&v| v as u32).sum::<u32>() as i32)
-    })
+    // At most 255·K: exact in u64, then wrapped to i32 like the accumulator.
+    let (simd, done) = row_sum_simd(x);
+    let total = simd + x[done..].iter().map(|&v| v as u64).sum::<u64>();
+    total as u32 as i32
+}
+
+/// Sum of the leading 16-byte blocks of `x` (psadbw), and how many bytes they cover.
+#[cfg(target_arch = "x86_64")]
+fn row_sum_simd(x: &[u8]) -> (u64, usize) {
+    use std::arch::x86_64::*;
+    let chunks = x.len() / 16;
+    // SAFETY: SSE2 is part of x86_64; each load reads 16 bytes inside x.
+    unsafe {
+        let mut acc = _mm_setzero_si128();
+        for i in 0..chunks {
+            let v = _mm_loadu_si128(x.as_ptr().add(i * 16) as *const __m128i);
+            acc = _mm_add_epi64(acc, _mm_sad_epu8(v, _mm_setzero_si128()));
+        }
+        let mut lanes = [0u64; 2];
+        _mm_storeu_si128(lanes.as_mut_ptr() as *mut __m128i, acc);
+        (lanes[0] + lanes[1], chunks * 16)
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn row_sum_simd(_x: &[u8]) -> (u64, usize) {
+    (0, 0)
 }

@@ -38,6 +38,7 @@ pub fn transpose(src: &[u8], rows: usize, cols: usize, dst: &mut [u8]) {
 
 #[cfg(target_arch = "x86_64")]
 #[inline]
+#[allow(clippy::needless_range_loop)]
 unsafe fn block(src: *const u8, lds: usize, dst: *mut u8, ldd: usize) {
     let z = _mm_setzero_si128();
     let mut r = [z; 16];
