@@ -1,39 +1,38 @@
-//! The demo: engines on this CPU, then one static and one dynamic int8 Linear
-//! on real-valued data, run on every engine, against the fp32 result.
+//! The demo: a real pretrained MNIST CNN on real MNIST images, quantized the
+//! three ways PyTorch teaches (dynamic, static per-tensor and per-channel,
+//! QAT), on every engine this CPU supports, against fp32.
 
-use rquant_core::numerics::choose_qparams;
-use rquant_core::registry;
-use rquant_core::{dequantize, quantize_per_channel, quantize_per_tensor, QuantEngine, Tensor};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use rquant_core::qconfig::{
+    default_weight_observer, get_default_qat_qconfig, get_default_qconfig, histogram_observer,
+    QConfig, QSpec,
+};
+use rquant_core::{registry, QuantEngine};
+use rquant_nn::mnist::{self, Dataset};
+use rquant_nn::train::{cross_entropy, Adam, Optimizer};
+use rquant_nn::{
+    convert_with, disable_observer, fuse_modules, prepare, prepare_qat, quantize_dynamic_with,
+    DynamicDType, DynamicType, Module, QConfigMap, Value,
+};
 
 type Res = Result<(), Box<dyn std::error::Error>>;
 
-/// A small deterministic generator (SplitMix64) so the demo prints the same every run.
-struct Rng(u64);
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Approximately standard normal (sum of 4 uniforms, rescaled).
-    fn normal(&mut self) -> f32 {
-        let s: f64 = (0..4)
-            .map(|_| (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64)
-            .sum();
-        ((s - 2.0) * 3.0f64.sqrt()) as f32
-    }
-}
+const BATCH: usize = 100;
+const REFERENCE_IMAGES: usize = 100;
 
-fn sqnr_db(reference: &[f32], got: &[f32]) -> f64 {
-    let sig: f64 = reference.iter().map(|&v| (v as f64).powi(2)).sum();
-    let err: f64 = reference
-        .iter()
-        .zip(got)
-        .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
-        .sum();
-    10.0 * (sig / err.max(1e-30)).log10()
+fn prefix(ds: &Dataset, n: usize) -> Dataset {
+    let n = n.min(ds.len());
+    let px = ds.rows * ds.cols;
+    Dataset {
+        images: ds.images[..n * px].to_vec(),
+        labels: ds.labels[..n].to_vec(),
+        rows: ds.rows,
+        cols: ds.cols,
+    }
 }
 
 pub fn engines() -> Res {
@@ -51,10 +50,116 @@ pub fn engines() -> Res {
     Ok(())
 }
 
-pub fn run(args: &[String]) -> Res {
-    if let Some(a) = args.first() {
-        return Err(format!("demo: unexpected argument {a:?}").into());
+struct Opts {
+    mnist_dir: Option<PathBuf>,
+    json: Option<PathBuf>,
+}
+
+fn parse(args: &[String]) -> Result<Opts, String> {
+    let mut o = Opts {
+        mnist_dir: None,
+        json: None,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--mnist-dir" => {
+                o.mnist_dir = Some(
+                    it.next()
+                        .ok_or("demo: --mnist-dir needs a directory")?
+                        .into(),
+                )
+            }
+            "--json" => o.json = Some(it.next().ok_or("demo: --json needs a path")?.into()),
+            other => return Err(format!("demo: unexpected argument {other:?}")),
+        }
     }
+    Ok(o)
+}
+
+struct Row {
+    variant: &'static str,
+    engine: String,
+    accuracy: f64,
+    agreement: f64,
+    latency_ms: f64,
+    size_bytes: usize,
+}
+
+fn bar(len: u64, msg: &'static str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} images {elapsed}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    pb.set_message(msg);
+    pb
+}
+
+/// Predictions, wall time per image, and the logits of the first batch.
+type Eval = (Vec<usize>, f64, Vec<f32>);
+fn evaluate(m: &mut Module, test: &Dataset) -> Result<Eval, Box<dyn std::error::Error>> {
+    let t = Instant::now();
+    let logits = mnist::logits(m, test, BATCH)?;
+    let ms = t.elapsed().as_secs_f64() * 1e3 / test.len() as f64;
+    let pred = logits
+        .iter()
+        .flat_map(rquant_nn::train::argmax_rows)
+        .collect();
+    let first = logits
+        .first()
+        .map(|t| t.data().to_vec())
+        .unwrap_or_default();
+    Ok((pred, ms, first))
+}
+
+fn calibrate(m: &mut Module, calib: &Dataset, what: &'static str) -> Res {
+    let pb = bar(calib.len() as u64, what);
+    let mut s = 0;
+    while s < calib.len() {
+        let e = (s + BATCH).min(calib.len());
+        m.forward(Value::F(calib.batch(s, e, mnist::MEAN, mnist::STD)))?;
+        pb.inc((e - s) as u64);
+        s = e;
+    }
+    pb.finish_and_clear();
+    Ok(())
+}
+
+/// QAT fine-tune: x86 QAT qconfig (fused moving-average fake quants),
+/// Adam 1e-5, batch 50, two passes over the calibration images, observers
+/// frozen for the second pass.
+fn qat(fused: &Module, train: &Dataset) -> Result<Module, Box<dyn std::error::Error>> {
+    let mut m = fused.clone();
+    m.train(true);
+    prepare_qat(&mut m, &QConfigMap::global(get_default_qat_qconfig("x86")?))?;
+    let mut opt = Adam::new(1e-5);
+    let (epochs, bs) = (2, 50);
+    let pb = bar((epochs * train.len()) as u64, "QAT");
+    for epoch in 0..epochs {
+        if epoch == 1 {
+            disable_observer(&mut m);
+        }
+        let mut s = 0;
+        while s < train.len() {
+            let e = (s + bs).min(train.len());
+            m.zero_grad();
+            let y = m.forward(Value::F(train.batch(s, e, mnist::MEAN, mnist::STD)))?;
+            let (_, g) = cross_entropy(&y.float("loss")?, &train.labels(s, e))?;
+            m.backward(g)?;
+            opt.step(&mut m)?;
+            pb.inc((e - s) as u64);
+            s = e;
+        }
+    }
+    pb.finish_and_clear();
+    m.train(false);
+    Ok(m)
+}
+
+pub fn run(args: &[String]) -> Res {
+    let opts = parse(args)?;
     println!(
         "rquant {} — PyTorch-exact int8 quantization\n",
         env!("CARGO_PKG_VERSION")
@@ -62,83 +167,157 @@ pub fn run(args: &[String]) -> Res {
     println!("engines on this CPU:");
     engines()?;
 
-    // A Linear(256 → 64) layer on a batch of 8, with weights and inputs drawn
-    // like a trained layer's: weights ~ N(0, 1/sqrt(K)), activations post-ReLU.
-    let (m, k, n) = (8usize, 256usize, 64usize);
-    let mut rng = Rng(2026);
-    let w: Vec<f32> = (0..n * k)
-        .map(|_| rng.normal() / (k as f32).sqrt())
-        .collect();
-    let bias: Vec<f32> = (0..n).map(|_| 0.1 * rng.normal()).collect();
-    let x: Vec<f32> = (0..m * k).map(|_| rng.normal().max(0.0)).collect();
-    let y_fp32: Vec<f32> = (0..m * n)
-        .map(|idx| {
-            let (i, j) = (idx / n, idx % n);
-            (0..k).map(|kk| x[i * k + kk] * w[j * k + kk]).sum::<f32>() + bias[j]
-        })
-        .collect();
-
-    // Per-channel symmetric qint8 weights, as PyTorch's x86 qconfig picks them.
-    let wt = Tensor::new([n, k], w)?;
-    let (scales, zps): (Vec<f64>, Vec<i64>) = (0..n)
-        .map(|j| {
-            let amax = wt.data()[j * k..(j + 1) * k]
-                .iter()
-                .fold(0f32, |a, &v| a.max(v.abs()));
-            (((amax / 127.5).max(f32::EPSILON)) as f64, 0)
-        })
-        .unzip();
-    let wq = quantize_per_channel::<i8>(&wt, &scales, &zps, 0)?;
-    // Activation and output qparams from the observed ranges (C++ chooser).
-    let xt = Tensor::new([m, k], x)?;
-    let (xlo, xhi) = rquant_core::numerics::find_min_max(xt.data());
-    let xq_p = choose_qparams(xlo, xhi, 0, 255, false);
-    let (ylo, yhi) = rquant_core::numerics::find_min_max(&y_fp32);
-    let yq_p = choose_qparams(ylo, yhi, 0, 255, false);
-    let xq = quantize_per_tensor::<u8>(&xt, xq_p.scale, xq_p.zero_point)?;
-
+    let (test, calib, source) = match &opts.mnist_dir {
+        Some(d) => (
+            Dataset::load(d, "t10k", None)?,
+            Dataset::load(d, "train", Some(1000))?,
+            format!("{} (full test set)", d.display()),
+        ),
+        None => {
+            let d = mnist::committed_dir();
+            (
+                Dataset::load(&d, "t10k", None)?,
+                Dataset::load(&d, "train", Some(1000))?,
+                "data/mnist (committed subset)".to_string(),
+            )
+        }
+    };
     println!(
-        "\nLinear {k}→{n}, batch {m}: x scale {:.5} zp {}, y scale {:.5} zp {}",
-        xq_p.scale, xq_p.zero_point, yq_p.scale, yq_p.zero_point
+        "\nMNIST CNN (digit-recognizer-py 0.1.0, 4 conv/linear layers, 421 642 weights); {} test images from {source}; calibration on the first {} training images",
+        test.len(),
+        calib.len()
     );
-    println!(
-        "{:<12} {:>18} {:>18} {:>14}",
-        "engine", "static SQNR (dB)", "dynamic SQNR (dB)", "bits"
-    );
-    let mut first: Option<(Vec<u8>, Vec<f32>)> = None;
-    for e in rquant_nn::engines::available() {
-        let e: &dyn QuantEngine = e.as_ref();
-        let packed = e.pack_linear(wq.clone(), Some(bias.clone()))?;
-        let yq = e.linear(&xq, &packed, yq_p.scale, yq_p.zero_point, false)?;
-        let y_static = dequantize(&yq);
-        let y_dyn = e.linear_dynamic(&xt, &packed, false)?;
-        let same = match &first {
-            None => {
-                first = Some((yq.int_repr().to_vec(), y_dyn.data().to_vec()));
-                "reference"
-            }
-            Some((s, d))
-                if s == yq.int_repr()
-                    && d.iter()
-                        .zip(y_dyn.data())
-                        .all(|(a, b)| a.to_bits() == b.to_bits()) =>
-            {
-                "identical"
-            }
-            Some(_) => "DIFFERENT",
+
+    let mut fp32 = mnist::pretrained(&mnist::committed_weights())?;
+    fp32.train(false);
+    let fp32_size = rquant_nn::io::float_bytes(&mut fp32)?.len();
+    let (ref_pred, fp32_ms, _) = evaluate(&mut fp32, &test)?;
+    let mut rows = vec![Row {
+        variant: "fp32",
+        engine: "float".into(),
+        accuracy: mnist::accuracy(&ref_pred, &test),
+        agreement: 1.0,
+        latency_ms: fp32_ms,
+        size_bytes: fp32_size,
+    }];
+
+    // Static PTQ: fuse, observe (engine-independent), then convert per engine.
+    let mut fused = fp32.clone();
+    fuse_modules(&mut fused, &mnist::FUSE_GROUPS)?;
+    let per_tensor = QConfig {
+        activation: QSpec::Observer(histogram_observer(true)),
+        weight: QSpec::Observer(default_weight_observer()),
+    };
+    let mut observed = Vec::new();
+    for (variant, qc, label) in [
+        ("static_per_tensor", per_tensor, "per-tensor"),
+        (
+            "static_per_channel",
+            get_default_qconfig("x86")?,
+            "per-channel",
+        ),
+    ] {
+        let mut m = fused.clone();
+        prepare(&mut m, &QConfigMap::global(qc))?;
+        calibrate(&mut m, &calib, label)?;
+        observed.push((variant, m));
+    }
+    let qat_model = qat(&fused, &calib)?;
+    observed.push(("qat", qat_model));
+
+    let engines: Vec<Arc<dyn QuantEngine>> = rquant_nn::engines::available();
+    let mut first_logits: Vec<(&'static str, Vec<f32>)> = Vec::new();
+    let mut identical = true;
+    for e in &engines {
+        registry::set_engine(e.name())?;
+        // The scalar oracle runs on a prefix so the demo stays under a minute.
+        let slow = e.name() == "reference";
+        let test_e = if slow {
+            prefix(&test, REFERENCE_IMAGES)
+        } else {
+            test.clone()
         };
+        let ref_e = &ref_pred[..test_e.len()];
+        // Dynamic: Linear layers only, qint8 weights (PyTorch's default).
+        let mut d = fp32.clone();
+        quantize_dynamic_with(
+            &mut d,
+            &[DynamicType::Linear],
+            DynamicDType::QInt8,
+            &rquant_core::qconfig::default_dynamic_qconfig(),
+            e,
+        )?;
+        let mut variants: Vec<(&'static str, Module)> = vec![("dynamic", d)];
+        for (v, m) in &observed {
+            let mut q = m.clone();
+            convert_with(&mut q, e)?;
+            variants.push((v, q));
+        }
+        for (variant, mut m) in variants {
+            let size = match variant {
+                "dynamic" => rquant_nn::io::quantized_bytes(&m, "default_dynamic_qconfig")
+                    .map(|b| b.len())
+                    .unwrap_or(0),
+                _ => rquant_nn::io::quantized_bytes(&m, variant)?.len(),
+            };
+            let (pred, ms, lg) = evaluate(&mut m, &test_e)?;
+            // Cross-engine check: logits of the first batch, bit for bit.
+            match first_logits.iter().find(|(v, _)| *v == variant) {
+                Some((_, l)) => {
+                    identical &= l.iter().zip(&lg).all(|(a, b)| a.to_bits() == b.to_bits())
+                }
+                None => first_logits.push((variant, lg)),
+            }
+            rows.push(Row {
+                variant,
+                engine: format!("{}/{}{}", e.name(), e.isa(), if slow { "*" } else { "" }),
+                accuracy: mnist::accuracy(&pred, &test_e),
+                agreement: mnist::agreement(&pred, ref_e),
+                latency_ms: ms,
+                size_bytes: size,
+            });
+        }
+    }
+
+    println!(
+        "\n{:<20} {:<18} {:>9} {:>10} {:>12} {:>11} {:>9}",
+        "variant", "engine", "accuracy", "agreement", "ms / image", "size (B)", "speed-up"
+    );
+    for r in &rows {
         println!(
-            "{:<12} {:>18.2} {:>18.2} {:>14}",
-            format!("{}/{}", e.name(), e.isa()),
-            sqnr_db(&y_fp32, y_static.data()),
-            sqnr_db(&y_fp32, y_dyn.data()),
-            same
+            "{:<20} {:<18} {:>9.4} {:>10.4} {:>12.4} {:>11} {:>8.2}x",
+            r.variant,
+            r.engine,
+            r.accuracy,
+            r.agreement,
+            r.latency_ms,
+            r.size_bytes,
+            fp32_ms / r.latency_ms
         );
     }
-    let q = first.expect("at least the reference engine").0;
     println!(
-        "\nfirst row of the static output (quint8): {:?} …",
-        &q[..12]
+        "\nlatency: wall time over the test set in batches of {BATCH}, per image; agreement: same top-1 as fp32;\nsize: the model saved as safetensors (fp32 state_dict, or rquant's quantized format);\n* the scalar reference engine (the oracle) runs on the first {REFERENCE_IMAGES} images only."
     );
+    println!(
+        "every engine gives {} outputs for every quantized variant (logits of the first {BATCH} images compared bit for bit)",
+        if identical { "identical" } else { "DIFFERENT" }
+    );
+    if let Some(p) = &opts.json {
+        let recs: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "variant": r.variant,
+                    "engine": r.engine,
+                    "accuracy": r.accuracy,
+                    "agreement_with_fp32": r.agreement,
+                    "latency_ms": r.latency_ms,
+                    "size_bytes": r.size_bytes,
+                })
+            })
+            .collect();
+        std::fs::write(p, serde_json::to_string_pretty(&recs)?)?;
+        println!("wrote {}", p.display());
+    }
     Ok(())
 }

@@ -213,6 +213,25 @@ pub fn fuse_conv_bn_weights(
     b: Option<&[f32]>,
     bn: &BatchNorm2d,
 ) -> Result<(Tensor, Vec<f32>)> {
+    fold_bn(w, b, bn, false)
+}
+
+/// PyTorch's `fuse_linear_bn_weights`: the same weight, but the bias
+/// associates differently: `b' = (b − mean) · (γ · rsqrt(var + eps)) + β`.
+pub fn fuse_linear_bn_weights(
+    w: &Tensor,
+    b: Option<&[f32]>,
+    bn: &BatchNorm2d,
+) -> Result<(Tensor, Vec<f32>)> {
+    fold_bn(w, b, bn, true)
+}
+
+fn fold_bn(
+    w: &Tensor,
+    b: Option<&[f32]>,
+    bn: &BatchNorm2d,
+    linear: bool,
+) -> Result<(Tensor, Vec<f32>)> {
     let c = w.shape()[0];
     if bn.num_features != c {
         return Err(bad(
@@ -239,7 +258,11 @@ pub fn fuse_conv_bn_weights(
     let bf = (0..c)
         .map(|i| {
             let b0 = b.map_or(0.0, |b| b[i]);
-            (b0 - bn.running_mean.data()[i]) * rsqrt[i] * gamma[i] + bn.bias.value.data()[i]
+            if linear {
+                (b0 - bn.running_mean.data()[i]) * k[i] + bn.bias.value.data()[i]
+            } else {
+                (b0 - bn.running_mean.data()[i]) * rsqrt[i] * gamma[i] + bn.bias.value.data()[i]
+            }
         })
         .collect();
     Ok((wf, bf))
@@ -320,7 +343,7 @@ fn fuse_group(mods: Vec<Module>, qat: bool) -> Result<Module> {
                 return Err(NnError::module("", "linear+bn QAT fusion (LinearBn1d) is not supported"));
             }
             let b = l.bias.as_ref().map(|b| b.value.data().to_vec());
-            let (w, b) = fuse_conv_bn_weights(&l.weight.value, b.as_deref(), bn)?;
+            let (w, b) = fuse_linear_bn_weights(&l.weight.value, b.as_deref(), bn)?;
             let mut nl = Linear::from_weights(w, Some(Tensor::new([b.len()], b)?))?;
             nl.training = l.training;
             Ok(Module::Linear(nl))

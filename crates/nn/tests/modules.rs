@@ -1,0 +1,343 @@
+//! Modules against PyTorch 2.15 (tests/data/torch_nn_cases.json, made by
+//! tools/mnist/torch_nn_cases.py), backward passes against finite
+//! differences, fusion folding bit for bit.
+
+use rquant_core::{Conv2dParams, Tensor};
+use rquant_nn::layers::{ActKind, Activation, AdaptiveAvgPool2d, AvgPool2d, MaxPool2d};
+use rquant_nn::rnn::{Rnn, RnnKind};
+use rquant_nn::train::{cross_entropy, Adam, Optimizer, Sgd};
+use rquant_nn::{
+    fuse_conv_bn_weights, fuse_modules, BatchNorm2d, Conv2d, Linear, Module, Rng, Sequential, Value,
+};
+use serde_json::Value as J;
+
+fn cases() -> J {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/torch_nn_cases.json");
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+fn t(j: &J) -> Tensor {
+    let shape: Vec<usize> = j["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    let data: Vec<f32> = j["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    Tensor::new(shape, data).unwrap()
+}
+
+#[track_caller]
+fn close(got: &Tensor, want: &Tensor, tol: f32) {
+    assert_eq!(got.shape(), want.shape());
+    for (i, (a, b)) in got.data().iter().zip(want.data()).enumerate() {
+        assert!(
+            (a - b).abs() <= tol * (1.0 + b.abs()),
+            "index {i}: got {a}, want {b}"
+        );
+    }
+}
+
+fn dot(a: &Tensor, b: &Tensor) -> f32 {
+    a.data().iter().zip(b.data()).map(|(x, y)| x * y).sum()
+}
+
+#[test]
+fn conv2d_forward_backward_match_torch() {
+    let c = &cases()["conv2d"];
+    let p = Conv2dParams {
+        stride: [2, 2],
+        padding: [1, 1],
+        dilation: [2, 2],
+        groups: 2,
+    };
+    let mut conv = Conv2d::from_weights(t(&c["w"]), Some(t(&c["b"])), p).unwrap();
+    conv.weight.grad = None;
+    let mut m = Module::Conv2d(conv);
+    m.train(true);
+    let y = m.forward(Value::F(t(&c["x"]))).unwrap().to_float();
+    close(&y, &t(&c["y"]), 1e-5);
+    let dx = m.backward(t(&c["r"])).unwrap();
+    close(&dx, &t(&c["dx"]), 1e-5);
+    let Module::Conv2d(conv) = &m else {
+        unreachable!()
+    };
+    close(conv.weight.grad.as_ref().unwrap(), &t(&c["dw"]), 1e-5);
+    close(
+        conv.bias.as_ref().unwrap().grad.as_ref().unwrap(),
+        &t(&c["db"]),
+        1e-5,
+    );
+}
+
+#[test]
+fn linear_forward_backward_match_torch() {
+    let c = &cases()["linear"];
+    let mut m = Module::Linear(Linear::from_weights(t(&c["w"]), Some(t(&c["b"]))).unwrap());
+    m.train(true);
+    let y = m.forward(Value::F(t(&c["x"]))).unwrap().to_float();
+    close(&y, &t(&c["y"]), 1e-5);
+    close(&m.backward(t(&c["r"])).unwrap(), &t(&c["dx"]), 1e-5);
+    let Module::Linear(l) = &m else {
+        unreachable!()
+    };
+    close(l.weight.grad.as_ref().unwrap(), &t(&c["dw"]), 1e-5);
+    close(
+        l.bias.as_ref().unwrap().grad.as_ref().unwrap(),
+        &t(&c["db"]),
+        1e-5,
+    );
+}
+
+#[test]
+fn batchnorm_train_and_eval_match_torch() {
+    let c = &cases()["batchnorm"];
+    let mut bn = BatchNorm2d::new(4);
+    bn.weight.value = t(&c["gamma"]);
+    bn.bias.value = t(&c["beta"]);
+    let mut m = Module::BatchNorm2d(bn);
+    m.train(true);
+    let y = m.forward(Value::F(t(&c["x"]))).unwrap().to_float();
+    close(&y, &t(&c["y"]), 1e-5);
+    close(&m.backward(t(&c["r"])).unwrap(), &t(&c["dx"]), 1e-4);
+    m.train(false);
+    let Module::BatchNorm2d(bn) = &m else {
+        unreachable!()
+    };
+    close(bn.weight.grad.as_ref().unwrap(), &t(&c["dgamma"]), 1e-5);
+    close(bn.bias.grad.as_ref().unwrap(), &t(&c["dbeta"]), 1e-5);
+    close(&bn.running_mean, &t(&c["running_mean"]), 1e-6);
+    close(&bn.running_var, &t(&c["running_var"]), 1e-6);
+    let y = m.forward(Value::F(t(&c["x"]))).unwrap().to_float();
+    close(&y, &t(&c["y_eval"]), 1e-5);
+}
+
+#[test]
+fn pooling_forward_backward_match_torch() {
+    let c = &cases()["pool"];
+    let x = t(&c["x"]);
+    let mut mp = MaxPool2d::new(3, 2);
+    mp.padding = [1, 1];
+    let mut ap = AvgPool2d::new(3, 2);
+    ap.padding = [1, 1];
+    ap.ceil_mode = true;
+    ap.count_include_pad = false;
+    for (mut m, y, r, d) in [
+        (Module::MaxPool2d(mp), "max", "rm", "dmax"),
+        (Module::AvgPool2d(ap), "avg", "ra", "davg"),
+        (
+            Module::AdaptiveAvgPool2d(AdaptiveAvgPool2d::new([4, 3])),
+            "adaptive",
+            "rd",
+            "dadaptive",
+        ),
+    ] {
+        m.train(true);
+        close(
+            &m.forward(Value::F(x.clone())).unwrap().to_float(),
+            &t(&c[y]),
+            1e-6,
+        );
+        close(&m.backward(t(&c[r])).unwrap(), &t(&c[d]), 1e-6);
+    }
+}
+
+#[test]
+fn activations_match_torch() {
+    let c = cases();
+    for (name, kind) in [("hardswish", ActKind::Hardswish), ("relu6", ActKind::ReLU6)] {
+        let mut m = Module::Act(Activation::new(kind));
+        m.train(true);
+        let x = t(&c[name]["x"]);
+        close(
+            &m.forward(Value::F(x.clone())).unwrap().to_float(),
+            &t(&c[name]["y"]),
+            1e-6,
+        );
+        let ones = Tensor::new(x.shape().to_vec(), vec![1.0; x.numel()]).unwrap();
+        close(&m.backward(ones).unwrap(), &t(&c[name]["dx"]), 1e-6);
+    }
+}
+
+fn bn_from(c: &J, n: usize) -> BatchNorm2d {
+    let mut bn = BatchNorm2d::new(n);
+    bn.weight.value = t(&c["gamma"]);
+    bn.bias.value = t(&c["beta"]);
+    bn.running_mean = t(&c["mean"]);
+    bn.running_var = t(&c["var"]);
+    bn
+}
+
+#[test]
+fn conv_bn_and_linear_bn_folding_is_bit_exact_with_torch() {
+    let all = cases();
+    let c = &all["fuse_conv_bn"];
+    let conv = Conv2d::from_weights(t(&c["w"]), Some(t(&c["b"])), Conv2dParams::default()).unwrap();
+    let mut m = Module::Sequential(Sequential::from_modules(vec![
+        Module::Conv2d(conv),
+        Module::BatchNorm2d(bn_from(c, 5)),
+    ]));
+    fuse_modules(&mut m, &[&["0", "1"]]).unwrap();
+    let Some(Module::Conv2d(f)) = m.get("0") else {
+        panic!("fused conv expected")
+    };
+    assert_eq!(f.weight.value.data(), t(&c["fw"]).data());
+    assert_eq!(f.bias.as_ref().unwrap().value.data(), t(&c["fb"]).data());
+    assert!(matches!(m.get("1"), Some(Module::Identity)));
+
+    let c = &all["fuse_linear_bn"];
+    let lin = Linear::from_weights(t(&c["w"]), Some(t(&c["b"]))).unwrap();
+    let mut m = Module::Sequential(Sequential::from_modules(vec![
+        Module::Linear(lin),
+        Module::BatchNorm2d(bn_from(c, 4)),
+    ]));
+    fuse_modules(&mut m, &[&["0", "1"]]).unwrap();
+    let Some(Module::Linear(f)) = m.get("0") else {
+        panic!("fused linear expected")
+    };
+    assert_eq!(f.weight.value.data(), t(&c["fw"]).data());
+    assert_eq!(f.bias.as_ref().unwrap().value.data(), t(&c["fb"]).data());
+    // The conv formula associates the bias differently: not PyTorch's linear result.
+    let (_, b) =
+        fuse_conv_bn_weights(&t(&c["w"]), Some(t(&c["b"]).data()), &bn_from(c, 4)).unwrap();
+    assert_ne!(&b[..], t(&c["fb"]).data());
+}
+
+#[test]
+fn fusion_rejects_bad_patterns_with_the_module_names() {
+    let mut rng = Rng(1);
+    let mut m = Module::Sequential(Sequential::from_modules(vec![
+        Module::Linear(Linear::new(3, 3, true, &mut rng)),
+        Module::hardswish(),
+    ]));
+    let e = fuse_modules(&mut m, &[&["0", "1"]])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("0 + 1") && e.contains("unsupported fusion"),
+        "{e}"
+    );
+    let e = fuse_modules(&mut m, &[&["0", "7"]])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains('7') && e.contains("no such submodule"), "{e}");
+}
+
+#[test]
+fn cross_entropy_and_optimizers_match_torch() {
+    let all = cases();
+    let c = &all["cross_entropy"];
+    let labels: Vec<usize> = c["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    let (loss, g) = cross_entropy(&t(&c["z"]), &labels).unwrap();
+    assert!((loss - c["loss"].as_f64().unwrap() as f32).abs() < 1e-6);
+    close(&g, &t(&c["dz"]), 1e-6);
+
+    let c = &all["optim"];
+    for name in ["sgd", "adam"] {
+        let mut m = Module::Linear(
+            Linear::from_weights(t(&c["p0"]).reshape([1, 6]).unwrap(), None).unwrap(),
+        );
+        let mut opt: Box<dyn Optimizer> = match name {
+            "sgd" => Box::new(Sgd::new(0.1, 0.9, 0.0)),
+            _ => Box::new(Adam::new(0.01)),
+        };
+        for g in c["grads"].as_array().unwrap() {
+            let Module::Linear(l) = &mut m else {
+                unreachable!()
+            };
+            l.weight.grad = Some(t(g).reshape([1, 6]).unwrap());
+            opt.step(&mut m).unwrap();
+        }
+        let Module::Linear(l) = &m else {
+            unreachable!()
+        };
+        close(
+            &l.weight.value.clone().reshape([6]).unwrap(),
+            &t(&c[name]),
+            1e-6,
+        );
+    }
+}
+
+#[test]
+fn lstm_and_gru_match_torch() {
+    let all = cases();
+    for (name, kind) in [("lstm", RnnKind::Lstm), ("gru", RnnKind::Gru)] {
+        let c = &all[name];
+        let mut r = Rnn::new(kind, 3, 5, 2, true, &mut Rng(0));
+        for (n, p) in r.params_mut() {
+            p.value = t(&c["params"][n.as_str()]);
+        }
+        let (out, _) = r.forward(&t(&c["x"]), None).unwrap();
+        close(&out, &t(&c["out"]), 1e-5);
+    }
+}
+
+/// Central finite differences of `sum(forward(x) * r)` against backward.
+fn finite_diff(mut m: Module, x: Tensor) {
+    m.train(true);
+    let y = m.forward(Value::F(x.clone())).unwrap().to_float();
+    let mut rng = Rng(7);
+    let r = Tensor::new(
+        y.shape().to_vec(),
+        (0..y.numel()).map(|_| rng.sym(1.0)).collect(),
+    )
+    .unwrap();
+    let dx = m.backward(r.clone()).unwrap();
+    m.train(false);
+    let eps = 1e-2f32;
+    for i in (0..x.numel()).step_by(7) {
+        let mut xp = x.clone();
+        xp.data_mut()[i] += eps;
+        let mut xm = x.clone();
+        xm.data_mut()[i] -= eps;
+        let fp = dot(&m.forward(Value::F(xp)).unwrap().to_float(), &r);
+        let fm = dot(&m.forward(Value::F(xm)).unwrap().to_float(), &r);
+        let num = (fp - fm) / (2.0 * eps);
+        assert!(
+            (num - dx.data()[i]).abs() < 2e-2 * (1.0 + num.abs()),
+            "{}: index {i}: numeric {num} vs backward {}",
+            m.type_name(),
+            dx.data()[i]
+        );
+    }
+}
+
+#[test]
+fn backward_passes_agree_with_finite_differences() {
+    let mut rng = Rng(3);
+    let x4 = Tensor::new([2, 4, 6, 6], (0..288).map(|_| rng.sym(1.0)).collect()).unwrap();
+    let p = Conv2dParams {
+        stride: [1, 2],
+        padding: [1, 0],
+        dilation: [1, 1],
+        groups: 2,
+    };
+    finite_diff(
+        Module::Conv2d(Conv2d::new(4, 6, [3, 2], p, true, &mut rng).unwrap()),
+        x4.clone(),
+    );
+    let mut cr = Conv2d::new(4, 4, [1, 1], Conv2dParams::default(), false, &mut rng).unwrap();
+    cr.relu = true;
+    finite_diff(Module::Conv2d(cr), x4.clone());
+    let mut seq = Sequential::from_modules(vec![
+        Module::AvgPool2d(AvgPool2d::new(2, 2)),
+        Module::hardswish(),
+        Module::flatten(),
+    ]);
+    seq.children.push((
+        "3".into(),
+        Module::Linear(Linear::new(36, 5, true, &mut rng)),
+    ));
+    finite_diff(Module::Sequential(seq), x4);
+}
