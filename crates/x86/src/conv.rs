@@ -8,7 +8,9 @@
 use rquant_core::ops::ConvGeometry;
 use rquant_core::{Conv2dParams, QTensor};
 
-use crate::gemm::gemm;
+use std::cell::RefCell;
+
+use crate::gemm::{gemm, give_back, take_buffer};
 use crate::isa::Isa;
 use rquant_core::numerics::{bias_term, RequantChannel};
 
@@ -118,8 +120,8 @@ pub(crate) fn conv2d(
     let ohw = g.oh * g.ow;
     let xd = x.int_repr();
     let mut y = vec![0u8; g.n * g.o * ohw];
-    let mut nhwc = vec![0u8; g.h * g.w * g.c];
-    let mut ynhwc = vec![0u8; ohw * g.o];
+    let mut nhwc = take_buffer(&NHWC_IN, g.h * g.w * g.c);
+    let mut ynhwc = take_buffer(&NHWC_OUT, ohw * g.o);
     let plane = g.h * g.w;
     for b in 0..g.n {
         let img = &xd[b * g.c * plane..(b + 1) * g.c * plane];
@@ -159,7 +161,14 @@ pub(crate) fn conv2d(
         }
         nchw_to_nhwc(&ynhwc, ohw, g.o, &mut y[b * g.o * ohw..(b + 1) * g.o * ohw]);
     }
+    give_back(&NHWC_IN, nhwc);
+    give_back(&NHWC_OUT, ynhwc);
     y
+}
+
+thread_local! {
+    static NHWC_IN: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static NHWC_OUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Depthwise conv (channel multiplier 1): per (image, channel) plane, a

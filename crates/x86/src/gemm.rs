@@ -10,6 +10,9 @@
 //! epilogue runs once K is done. Tasks are numbered column-block major, so
 //! consecutive tasks reuse the same weights.
 
+use std::cell::RefCell;
+use std::thread::LocalKey;
+
 use crate::kernels::gemm_u8i8;
 use crate::kernels::output::Epilogue;
 use crate::pack::{pack_a_rows, PackedB};
@@ -36,10 +39,12 @@ pub(crate) fn gemm<E: Epilogue>(
     let mpanels = m.div_ceil(t.mr);
     let lda = t.a_row_bytes(k);
     let pa = lda * t.mr;
-    let mut a = vec![0u8; mpanels * pa];
+    // Reused per-thread buffers: a fresh multi-MB allocation per call costs
+    // page faults whenever the allocator returns it to the OS.
+    let mut abuf = take_buffer(&A_BUF, mpanels * pa);
     let mut sums = vec![0i32; mpanels * t.mr];
     par_chunks2(
-        &mut a,
+        &mut abuf,
         pa,
         &mut sums,
         t.mr,
@@ -61,7 +66,7 @@ pub(crate) fn gemm<E: Epilogue>(
     }
     let mc = panels_per_block * t.mr;
     let mblocks = m.div_ceil(mc);
-    let (a, sums) = (&a, &sums);
+    let (a, sums) = (&abuf, &sums);
     let ub = t.nr * 4;
     par_for(
         mblocks * nblocks,
@@ -97,4 +102,22 @@ pub(crate) fn gemm<E: Epilogue>(
             }
         },
     );
+    give_back(&A_BUF, abuf);
+}
+
+thread_local! {
+    /// The packed-activation buffer of the last GEMM on this thread.
+    pub(crate) static A_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The thread's buffer in `key`, resized to `len` (contents unspecified).
+pub(crate) fn take_buffer(key: &'static LocalKey<RefCell<Vec<u8>>>, len: usize) -> Vec<u8> {
+    let mut v = key.with(|c| std::mem::take(&mut *c.borrow_mut()));
+    v.resize(len, 0);
+    v
+}
+
+/// Return a buffer taken with [`take_buffer`] for the next call.
+pub(crate) fn give_back(key: &'static LocalKey<RefCell<Vec<u8>>>, v: Vec<u8>) {
+    key.with(|c| *c.borrow_mut() = v);
 }

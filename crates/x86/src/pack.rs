@@ -152,7 +152,7 @@ impl PackedB {
 
 /// Pack the activation rows `row0 .. row0 + nrows` (`nrows <= MR`) as
 /// k-unit rows `lda = ku·4` bytes apart (u8, or int16-widened for `kr = 2`;
-/// the padding past K stays zero). `fill(row, dst)` writes row `row`'s K u8
+/// the padding past K is zeroed). `fill(row, dst)` writes row `row`'s K u8
 /// values (it may quantize on the fly); `sums` receives each row's `Σ_k x`.
 /// No interleaving: the kernels read each row through its own pointer.
 #[allow(clippy::too_many_arguments)]
@@ -172,6 +172,7 @@ pub(crate) fn pack_a_rows(
         if tile.kr == 4 {
             fill(row0 + r, &mut row[..k]);
             sums[r] = row_sum(&row[..k]);
+            row[k..].fill(0);
         } else {
             scratch.resize(k, 0);
             fill(row0 + r, scratch);
@@ -180,6 +181,7 @@ pub(crate) fn pack_a_rows(
                 d[0] = v;
                 d[1] = 0;
             }
+            row[2 * k..].fill(0);
         }
     }
 }

@@ -174,53 +174,58 @@ impl RequantOut<'_> {
         ldn: usize,
     ) {
         let cols = n0..n0 + ncols;
+        #[cfg(target_arch = "x86_64")]
+        if self.isa >= Isa::Avx512Vnni && self.tame {
+            // SAFETY: AVX-512F/BW were detected (the isa comes from an engine
+            // value); the caller guarantees the outputs; `tame` is the
+            // stage's range precondition.
+            unsafe {
+                super::output_avx512::requant_tile(
+                    acc,
+                    nr,
+                    mrows,
+                    &self.colterm[cols.clone()],
+                    &self.zw[cols.clone()],
+                    self.zw_zero,
+                    rs,
+                    &self.bt[cols.clone()],
+                    &self.mult[cols.clone()],
+                    self.zp,
+                    self.relu,
+                    dst,
+                    ldm,
+                    ldn,
+                )
+            };
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if self.isa >= Isa::Avx2 {
+            // SAFETY: AVX2 was detected (the isa comes from an engine value);
+            // the caller guarantees the outputs.
+            unsafe {
+                super::output_avx2::requant_tile(
+                    acc,
+                    nr,
+                    mrows,
+                    &self.colterm[cols.clone()],
+                    &self.zw[cols.clone()],
+                    self.zw_zero,
+                    rs,
+                    &self.bt[cols.clone()],
+                    &self.mult[cols.clone()],
+                    self.zp,
+                    self.relu,
+                    dst,
+                    ldm,
+                    ldn,
+                )
+            };
+            return;
+        }
         for r in 0..mrows {
             let row = &acc[r * nr..r * nr + ncols];
             let out = dst.add(r * ldm);
-            #[cfg(target_arch = "x86_64")]
-            if self.isa >= Isa::Avx512Vnni && self.tame {
-                // SAFETY: AVX-512F/BW were detected (the isa comes from an
-                // engine value); outputs in bounds (check_span) and owned by
-                // this tile; `tame` is the stage's range precondition.
-                unsafe {
-                    super::output_avx512::requant_row(
-                        row,
-                        &self.colterm[cols.clone()],
-                        &self.zw[cols.clone()],
-                        self.zw_zero,
-                        rs[r],
-                        &self.bt[cols.clone()],
-                        &self.mult[cols.clone()],
-                        self.zp,
-                        self.relu,
-                        out,
-                        ldn,
-                    )
-                };
-                continue;
-            }
-            #[cfg(target_arch = "x86_64")]
-            if self.isa >= Isa::Avx2 {
-                // SAFETY: AVX2 was detected (the isa comes from an engine value);
-                // the row's outputs lie within the buffer (check_span) and
-                // belong to this tile only.
-                unsafe {
-                    super::output_avx2::requant_row(
-                        row,
-                        &self.colterm[cols.clone()],
-                        &self.zw[cols.clone()],
-                        self.zw_zero,
-                        rs[r],
-                        &self.bt[cols.clone()],
-                        &self.mult[cols.clone()],
-                        self.zp,
-                        self.relu,
-                        out,
-                        ldn,
-                    )
-                };
-                continue;
-            }
             for (j, &raw) in row.iter().enumerate() {
                 let n = n0 + j;
                 let a = correct(raw, self.colterm[n], self.zw[n], rs[r]);
@@ -336,47 +341,37 @@ impl Epilogue for FloatOut<'_> {
         let l = self.layout;
         check_span(self.out.len, l, m0, mrows, n0, ncols);
         let cols = n0..n0 + ncols;
+        let start = l.base + m0 * l.ldm + n0 * l.ldn;
+        #[cfg(target_arch = "x86_64")]
+        if self.isa >= Isa::Avx2 {
+            // SAFETY: AVX-512F / AVX2+FMA were detected (the isa comes from an
+            // engine value); outputs in bounds (check_span) and owned by this tile.
+            unsafe {
+                let f = if self.isa >= Isa::Avx512Vnni {
+                    super::output_avx512::float_tile
+                } else {
+                    super::output_avx2::float_tile
+                };
+                f(
+                    acc,
+                    nr,
+                    mrows,
+                    &self.colterm[cols.clone()],
+                    &self.zw[cols.clone()],
+                    self.zw_zero,
+                    rs,
+                    &self.sp[cols.clone()],
+                    self.bias.map(|b| &b[cols.clone()]),
+                    self.out.ptr.add(start),
+                    l.ldm,
+                    l.ldn,
+                )
+            };
+            return;
+        }
         for r in 0..mrows {
             let row = &acc[r * nr..r * nr + ncols];
             let start = l.base + (m0 + r) * l.ldm + n0 * l.ldn;
-            #[cfg(target_arch = "x86_64")]
-            if self.isa >= Isa::Avx512Vnni {
-                // SAFETY: AVX-512F was detected (the isa comes from an engine
-                // value); outputs in bounds (check_span) and owned by this tile.
-                unsafe {
-                    super::output_avx512::float_row(
-                        row,
-                        &self.colterm[cols.clone()],
-                        &self.zw[cols.clone()],
-                        self.zw_zero,
-                        rs[r],
-                        &self.sp[cols.clone()],
-                        self.bias.map(|b| &b[cols.clone()]),
-                        self.out.ptr.add(start),
-                        l.ldn,
-                    )
-                };
-                continue;
-            }
-            #[cfg(target_arch = "x86_64")]
-            if self.isa >= Isa::Avx2 {
-                // SAFETY: AVX2+FMA were detected (the isa comes from an engine
-                // value); outputs in bounds (check_span) and owned by this tile.
-                unsafe {
-                    super::output_avx2::float_row(
-                        row,
-                        &self.colterm[cols.clone()],
-                        &self.zw[cols.clone()],
-                        self.zw_zero,
-                        rs[r],
-                        &self.sp[cols.clone()],
-                        self.bias.map(|b| &b[cols.clone()]),
-                        self.out.ptr.add(start),
-                        l.ldn,
-                    )
-                };
-                continue;
-            }
             for (j, &raw) in row.iter().enumerate() {
                 let n = n0 + j;
                 let a = correct(raw, self.colterm[n], self.zw[n], rs[r]);

@@ -41,6 +41,7 @@ unsafe fn corrected(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[allow(clippy::too_many_arguments)]
+#[inline]
 pub(crate) unsafe fn requant_row(
     acc: &[i32],
     colterm: &[i32],
@@ -125,6 +126,7 @@ pub(crate) unsafe fn requant_row(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
+#[inline]
 pub(crate) unsafe fn float_row(
     acc: &[i32],
     colterm: &[i32],
@@ -246,4 +248,83 @@ pub(crate) unsafe fn min_max(x: &[f32]) -> (f32, f32) {
         mx = mx.max(v);
     }
     (mn, mx)
+}
+
+/// [`requant_row`] over `mrows` rows of a tile (`acc` rows `nr` apart, output
+/// rows `ldm` apart), in one call.
+///
+/// # Safety
+/// As [`requant_row`] for every row; `rs` holds `mrows` row sums.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn requant_tile(
+    acc: &[i32],
+    nr: usize,
+    mrows: usize,
+    colterm: &[i32],
+    zw: &[i32],
+    zw_zero: bool,
+    rs: &[i32],
+    bt: &[f32],
+    mult: &[f32],
+    zp: i32,
+    relu: bool,
+    out: *mut u8,
+    ldm: usize,
+    ldn: usize,
+) {
+    let n = colterm.len();
+    for r in 0..mrows {
+        requant_row(
+            &acc[r * nr..r * nr + n],
+            colterm,
+            zw,
+            zw_zero,
+            rs[r],
+            bt,
+            mult,
+            zp,
+            relu,
+            out.add(r * ldm),
+            ldn,
+        );
+    }
+}
+
+/// [`float_row`] over `mrows` rows of a tile, in one call.
+///
+/// # Safety
+/// As [`float_row`] for every row; `rs` holds `mrows` row sums.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn float_tile(
+    acc: &[i32],
+    nr: usize,
+    mrows: usize,
+    colterm: &[i32],
+    zw: &[i32],
+    zw_zero: bool,
+    rs: &[i32],
+    sp: &[f32],
+    bias: Option<&[f32]>,
+    out: *mut f32,
+    ldm: usize,
+    ldn: usize,
+) {
+    let n = colterm.len();
+    for r in 0..mrows {
+        float_row(
+            &acc[r * nr..r * nr + n],
+            colterm,
+            zw,
+            zw_zero,
+            rs[r],
+            sp,
+            bias,
+            out.add(r * ldm),
+            ldn,
+        );
+    }
 }

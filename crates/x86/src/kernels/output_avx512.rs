@@ -17,6 +17,7 @@ use rquant_core::numerics::{dynamic_out, requantize_u8};
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw")]
 #[allow(clippy::too_many_arguments)]
+#[inline]
 pub(crate) unsafe fn requant_row(
     acc: &[i32],
     colterm: &[i32],
@@ -92,6 +93,7 @@ pub(crate) unsafe fn requant_row(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
+#[inline]
 pub(crate) unsafe fn float_row(
     acc: &[i32],
     colterm: &[i32],
@@ -143,5 +145,84 @@ pub(crate) unsafe fn float_row(
             .wrapping_sub(zw[j].wrapping_mul(rs));
         *out.add(j * ldn) = dynamic_out(a, sp[j], bias.map(|b| b[j]));
         j += 1;
+    }
+}
+
+/// [`requant_row`] over `mrows` rows of a tile (`acc` rows `nr` apart, output
+/// rows `ldm` apart), in one call.
+///
+/// # Safety
+/// As [`requant_row`] for every row; `rs` holds `mrows` row sums.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn requant_tile(
+    acc: &[i32],
+    nr: usize,
+    mrows: usize,
+    colterm: &[i32],
+    zw: &[i32],
+    zw_zero: bool,
+    rs: &[i32],
+    bt: &[f32],
+    mult: &[f32],
+    zp: i32,
+    relu: bool,
+    out: *mut u8,
+    ldm: usize,
+    ldn: usize,
+) {
+    let n = colterm.len();
+    for r in 0..mrows {
+        requant_row(
+            &acc[r * nr..r * nr + n],
+            colterm,
+            zw,
+            zw_zero,
+            rs[r],
+            bt,
+            mult,
+            zp,
+            relu,
+            out.add(r * ldm),
+            ldn,
+        );
+    }
+}
+
+/// [`float_row`] over `mrows` rows of a tile, in one call.
+///
+/// # Safety
+/// As [`float_row`] for every row; `rs` holds `mrows` row sums.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn float_tile(
+    acc: &[i32],
+    nr: usize,
+    mrows: usize,
+    colterm: &[i32],
+    zw: &[i32],
+    zw_zero: bool,
+    rs: &[i32],
+    sp: &[f32],
+    bias: Option<&[f32]>,
+    out: *mut f32,
+    ldm: usize,
+    ldn: usize,
+) {
+    let n = colterm.len();
+    for r in 0..mrows {
+        float_row(
+            &acc[r * nr..r * nr + n],
+            colterm,
+            zw,
+            zw_zero,
+            rs[r],
+            sp,
+            bias,
+            out.add(r * ldm),
+            ldn,
+        );
     }
 }
