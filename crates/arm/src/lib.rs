@@ -224,7 +224,7 @@ impl QuantEngine for ArmEngine {
         b: &QTensor<u8>,
         out: OutQ,
     ) -> Result<Vec<u8>> {
-        Ok(elementwise::binary(op, a, b, out))
+        Ok(elementwise::binary(self.isa, op, a, b, out))
     }
 
     fn cat_impl(
@@ -238,7 +238,7 @@ impl QuantEngine for ArmEngine {
     }
 
     fn relu_impl(&self, x: &QTensor<u8>) -> Result<Vec<u8>> {
-        Ok(elementwise::relu(x))
+        Ok(elementwise::relu(self.isa, x))
     }
 
     fn max_pool2d_impl(

@@ -536,3 +536,43 @@ fn depthwise_wide_rows() {
         }
     }
 }
+
+#[test]
+fn binary_ops_ties_and_zero_points() {
+    // Power-of-two scales make many results exact ties (x.5): any rounding
+    // other than half-to-even differs. Lengths cover the 8-wide steps' tails.
+    let mut rng = Rng(0xb1b1_0000_ffff_1234);
+    let r = reference();
+    for &len in &[1usize, 7, 8, 9, 31, 64, 67] {
+        for &(sa, sb, so) in &[(0.5, 0.25, 1.0), (0.5, 0.5, 2.0), (0.013, 0.7, 0.05)] {
+            for &(za, zb, zo) in &[(0i64, 255i64, 128i64), (128, 128, 0), (255, 0, 255)] {
+                let qa =
+                    QTensor::from_int_repr(vec![len], rng.u8s(len), QParams::per_tensor(sa, za))
+                        .unwrap();
+                let qb =
+                    QTensor::from_int_repr(vec![len], rng.u8s(len), QParams::per_tensor(sb, zb))
+                        .unwrap();
+                for op in [BinaryOp::Add, BinaryOp::AddRelu, BinaryOp::Mul] {
+                    let want = r.binary(op, &qa, &qb, so, zo).unwrap();
+                    for (isa, e) in paths() {
+                        let got = e.binary(op, &qa, &qb, so, zo).unwrap();
+                        assert_eq!(
+                            got.int_repr(),
+                            want.int_repr(),
+                            "{op:?} {isa:?} len={len} scales={:?} zps={:?}",
+                            (sa, sb, so),
+                            (za, zb, zo)
+                        );
+                    }
+                }
+                for (isa, e) in paths() {
+                    assert_eq!(
+                        e.relu(&qa).unwrap().int_repr(),
+                        r.relu(&qa).unwrap().int_repr(),
+                        "relu {isa:?}"
+                    );
+                }
+            }
+        }
+    }
+}
