@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage:\n  cargo xtask conformance --cases DIR [--engine NAME]\n  cargo xtask bench [--engine NAME] [--threads N] [--json PATH] [--quick]\n\
+        "usage:\n  cargo xtask conformance --cases DIR [--engine NAME]\n  cargo xtask bench [--engine NAME] [--threads N] [--json PATH] [--quick]\n  cargo xtask fuzz [--seconds N] [TARGET ...]\n\
          runs every golden case under DIR on every engine (or the one named);\n\
          the last line is `N passed, M failed`; exits non-zero on any failure."
     );
@@ -130,11 +130,72 @@ fn bench(args: &[String]) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `cargo xtask fuzz [--seconds N] [TARGET ...]`: every fuzz target for a bounded time.
+fn fuzz(args: &[String]) -> ExitCode {
+    use std::process::Command;
+    let mut seconds = 60u64;
+    let mut targets: Vec<String> = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--seconds" => match it.next().and_then(|s| s.parse().ok()) {
+                Some(s) => seconds = s,
+                None => return usage(),
+            },
+            t if !t.starts_with('-') => targets.push(t.to_string()),
+            _ => return usage(),
+        }
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let fuzz_dir = root.join("fuzz");
+    if targets.is_empty() {
+        targets = ["case_reader", "ops"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    }
+    for t in &targets {
+        let corpus = fuzz_dir.join("corpus").join(t);
+        let seeds = fuzz_dir.join("seeds").join(t);
+        if let Err(e) = std::fs::create_dir_all(&corpus) {
+            eprintln!("error: {}: {e}", corpus.display());
+            return ExitCode::FAILURE;
+        }
+        if let Ok(entries) = std::fs::read_dir(&seeds) {
+            for entry in entries.flatten() {
+                let _ = std::fs::copy(entry.path(), corpus.join(entry.file_name()));
+            }
+        }
+        println!("== fuzz {t} for {seconds} s");
+        let status = Command::new("cargo")
+            .current_dir(&fuzz_dir)
+            .args(["+nightly", "fuzz", "run", "-O", t])
+            .arg(&corpus)
+            .arg("--")
+            .arg(format!("-max_total_time={seconds}"))
+            .arg("-rss_limit_mb=2048")
+            .status();
+        match status {
+            Ok(s) if s.success() => println!("== {t}: no finding"),
+            Ok(_) => {
+                eprintln!("error: fuzz target {t} found a crash (see fuzz/artifacts/{t}/)");
+                return ExitCode::FAILURE;
+            }
+            Err(e) => {
+                eprintln!("error: cannot run cargo fuzz ({e}); install it with `cargo install cargo-fuzz` and the nightly toolchain");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("conformance") => conformance(&args[1..]),
         Some("bench") => bench(&args[1..]),
+        Some("fuzz") => fuzz(&args[1..]),
         _ => usage(),
     }
 }
