@@ -658,4 +658,17 @@ pub fn sweep_conv2d(engine: &dyn QuantEngine) {
             }
         }
     }
+    // Extreme output scales on the depthwise and GEMM paths (range fallbacks).
+    for &f in &[1e-30, 1e-9, 1e9, 1e30] {
+        for c in [
+            ConvTester::new(6, 6, [9, 10], [3, 3], p(1, 1, 1, 6)),
+            ConvTester::new(5, 9, [7, 6], [3, 3], p(1, 1, 1, 1)),
+        ] {
+            let g = GemmTester::new()
+                .out_scale_factor(f)
+                .out_zp(0)
+                .per_channel(true);
+            c.gemm(g).test(engine, r);
+        }
+    }
 }

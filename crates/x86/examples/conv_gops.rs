@@ -40,11 +40,15 @@ fn main() {
         (256, 1024, 14, 1, 1),
         (144, 144, 56, 3, 144),
     ];
+    let filter = std::env::args().nth(1).unwrap_or_default();
     for e in rquant_x86::all_paths() {
-        if e.isa() == "scalar" {
+        if e.isa() == "scalar" || (filter == "best" && e.isa() != rquant_x86::Isa::best().name()) {
             continue;
         }
         for &(c, o, hw, k, groups) in &shapes {
+            if filter == "dw" && groups == 1 {
+                continue;
+            }
             let x = Tensor::new(
                 [1, c, hw, hw],
                 data(c * hw * hw, 4).iter().map(|v| v.abs()).collect(),

@@ -18,6 +18,8 @@ use rquant_core::numerics::{bias_term, RequantChannel};
 use crate::kernels::dwconv_f32_row_avx2::dw_row as dw_row_f32;
 use crate::kernels::dwconv_f32_row_avx2::{MAX_TAPS, SLACK};
 use crate::kernels::dwconv_i16_row_avx2::row as dw_scalar;
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::dwconv_u8i8_plane_avx512 as dw512;
 use crate::kernels::output::{requant_run, OutLayout, RequantOut};
 use crate::pack::PackedB;
 use crate::threads::par_chunks1;
@@ -193,7 +195,8 @@ fn depthwise(
     let xd = x.int_repr();
     let mut y = vec![0u8; g.n * g.o * oh * ow];
     let fast = cfg!(target_arch = "x86_64") && isa >= Isa::Avx2 && ntaps <= MAX_TAPS;
-    let slack = SLACK * p.stride[1] + SLACK;
+    // The vector of the last output of a row may read up to 16 lanes further.
+    let slack = 2 * SLACK * p.stride[1] + 2 * SLACK;
     par_chunks1(
         &mut y,
         oh * ow,
@@ -210,7 +213,28 @@ fn depthwise(
         |st, plane, out| {
             let c = plane % g.c;
             let src = &xd[plane * g.h * g.w..(plane + 1) * g.h * g.w];
+            let wide = isa >= Isa::Avx512Vnni && fast;
+            #[cfg(target_arch = "x86_64")]
+            if wide {
+                // SAFETY: AVX-512F detected (isa comes from an engine value);
+                // the plane fits the padded buffer (hp·wp + slack elements).
+                unsafe {
+                    dw512::fill_plane(
+                        src,
+                        g.h,
+                        g.w,
+                        xz as i32,
+                        &mut st.xf,
+                        wp,
+                        p.padding[0],
+                        p.padding[1],
+                    )
+                };
+            }
             for (iy, row) in src.chunks_exact(g.w).enumerate() {
+                if wide {
+                    break;
+                }
                 let at = (iy + p.padding[0]) * wp + p.padding[1];
                 if fast {
                     for (dv, &v) in st.xf[at..at + g.w].iter_mut().zip(row) {
@@ -236,6 +260,31 @@ fn depthwise(
             let b = bias.map_or(0.0, |b| {
                 bias_term(b[c], ch.act_times_w_scale, dw.per_channel)
             });
+            #[cfg(target_arch = "x86_64")]
+            if wide {
+                let bound = (2f64.powi(31) + (b as f64).abs()) * (ch.multiplier as f64).abs();
+                if bound.is_finite() && bound < 2f64.powi(62) {
+                    // SAFETY: AVX-512F/BW detected; ntaps <= MAX_TAPS; reads
+                    // stay inside the padded plane plus `slack`; the range
+                    // condition was just checked.
+                    unsafe {
+                        dw512::plane(
+                            &st.xf,
+                            wp,
+                            &st.tapsf,
+                            oh,
+                            ow,
+                            p.stride,
+                            b,
+                            ch.multiplier,
+                            out_zp,
+                            relu,
+                            out,
+                        )
+                    };
+                    return;
+                }
+            }
             st.bt.fill(b);
             st.mult.fill(ch.multiplier);
             for oy in 0..oh {
