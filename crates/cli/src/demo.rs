@@ -13,6 +13,7 @@ use rquant_core::qconfig::{
 };
 use rquant_core::{registry, QuantEngine};
 use rquant_nn::mnist::{self, Dataset};
+use rquant_nn::numeric_suite;
 use rquant_nn::train::{cross_entropy, Adam, Optimizer};
 use rquant_nn::{
     convert_with, disable_observer, fuse_modules, prepare, prepare_qat, quantize_dynamic_with,
@@ -100,6 +101,13 @@ fn bar(len: u64, msg: &'static str) -> ProgressBar {
 /// Predictions, wall time per image, and the logits of the first batch.
 type Eval = (Vec<usize>, f64, Vec<f32>);
 fn evaluate(m: &mut Module, test: &Dataset) -> Result<Eval, Box<dyn std::error::Error>> {
+    // Warm up (thread pool, caches) on one batch before timing.
+    m.forward(Value::F(test.batch(
+        0,
+        BATCH.min(test.len()),
+        mnist::MEAN,
+        mnist::STD,
+    )))?;
     let t = Instant::now();
     let logits = mnist::logits(m, test, BATCH)?;
     let ms = t.elapsed().as_secs_f64() * 1e3 / test.len() as f64;
@@ -301,6 +309,38 @@ pub fn run(args: &[String]) -> Res {
     println!(
         "every engine gives {} outputs for every quantized variant (logits of the first {BATCH} images compared bit for bit)",
         if identical { "identical" } else { "DIFFERENT" }
+    );
+    // Numeric suite on the default engine: where does static per-channel lose precision?
+    let default = registry::engine_by_name(engines[0].name())?;
+    registry::set_engine(default.name())?;
+    let mut q = observed
+        .iter()
+        .find(|(v, _)| *v == "static_per_channel")
+        .expect("calibrated above")
+        .1
+        .clone();
+    convert_with(&mut q, &default)?;
+    let mut f = fused.clone();
+    let x = test.batch(0, BATCH.min(test.len()), mnist::MEAN, mnist::STD);
+    println!(
+        "\n{}",
+        numeric_suite::table(
+            &format!(
+                "numeric suite: static per-channel ({}) vs fused fp32 — weights",
+                default.name()
+            ),
+            &numeric_suite::compare_weights(&f, &q)
+        )
+    );
+    println!(
+        "{}",
+        numeric_suite::table(
+            &format!(
+                "numeric suite: per-layer outputs on {} test images",
+                x.shape()[0]
+            ),
+            &numeric_suite::compare_model_outputs(&mut f, &mut q, &x)?
+        )
     );
     if let Some(p) = &opts.json {
         let recs: Vec<serde_json::Value> = rows

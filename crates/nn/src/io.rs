@@ -113,6 +113,21 @@ struct Out {
 }
 
 impl Out {
+    /// Output qparams as `{p}.scale` (F64) and `{p}.zero_point` (I64), exact.
+    fn qparams(&mut self, p: &str, scale: f64, zero_point: i64) {
+        self.tensors.push((
+            join(p, "scale"),
+            Dtype::F64,
+            vec![1],
+            scale.to_le_bytes().to_vec(),
+        ));
+        self.tensors.push((
+            join(p, "zero_point"),
+            Dtype::I64,
+            vec![1],
+            zero_point.to_le_bytes().to_vec(),
+        ));
+    }
     fn f32(&mut self, name: String, shape: Vec<usize>, v: &[f32]) {
         self.tensors
             .push((name, Dtype::F32, shape, to_bytes_f32(v)));
@@ -227,18 +242,25 @@ fn node(m: &Module, p: &str, out: &mut Out) -> Result<J> {
         }
         Module::Quantized(q) => match q {
             QModule::Quantize { scale, zero_point } => {
-                json!({"type": "Quantize", "scale": scale, "zero_point": zero_point})
+                out.qparams(p, *scale, *zero_point);
+                json!({"type": "Quantize"})
             }
             QModule::DeQuantize => json!({"type": "DeQuantize"}),
             QModule::Linear(l) => {
                 let qs = out.qweight(p, l.packed.weight());
                 let b = out.bias(p, l.packed.bias());
-                json!({"type": "QuantizedLinear", "relu": l.relu, "scale": l.scale, "zero_point": l.zero_point, "qscheme": qs, "bias": b})
+                {
+                    out.qparams(p, l.scale, l.zero_point);
+                    json!({"type": "QuantizedLinear", "relu": l.relu, "qscheme": qs, "bias": b})
+                }
             }
             QModule::Conv2d(c) => {
                 let qs = out.qweight(p, c.packed.weight());
                 let b = out.bias(p, c.packed.bias());
-                json!({"type": "QuantizedConv2d", "relu": c.relu, "scale": c.scale, "zero_point": c.zero_point, "qscheme": qs, "bias": b, "params": conv_json(c.packed.params())})
+                {
+                    out.qparams(p, c.scale, c.zero_point);
+                    json!({"type": "QuantizedConv2d", "relu": c.relu, "qscheme": qs, "bias": b, "params": conv_json(c.packed.params())})
+                }
             }
             QModule::DynamicLinear(d) => {
                 let w = dyn_json(out, p, &d.weight);
@@ -259,11 +281,15 @@ fn node(m: &Module, p: &str, out: &mut Out) -> Result<J> {
                 json!({"type": "DynamicQuantizedRNN", "kind": r.type_name_short(), "input_size": r.input_size, "hidden_size": r.hidden_size, "batch_first": r.batch_first, "layers": layers})
             }
             QModule::Functional(f) => {
-                json!({"type": "QFunctional", "scale": f.scale, "zero_point": f.zero_point})
+                out.qparams(p, f.scale, f.zero_point);
+                json!({"type": "QFunctional"})
             }
             QModule::Hardswish {
                 scale, zero_point, ..
-            } => json!({"type": "QuantizedHardswish", "scale": scale, "zero_point": zero_point}),
+            } => {
+                out.qparams(p, *scale, *zero_point);
+                json!({"type": "QuantizedHardswish"})
+            }
         },
         other => {
             return Err(NnError::module(
@@ -346,6 +372,26 @@ struct In<'a> {
 }
 
 impl In<'_> {
+    fn scalar8(&self, name: &str, dtype: Dtype) -> Result<[u8; 8]> {
+        let v = self.view(name, dtype)?;
+        v.data()
+            .try_into()
+            .map_err(|_| NnError::file(self.file, name, "expected exactly one value"))
+    }
+    fn scale(&self, p: &str) -> Result<f64> {
+        let n = join(p, "scale");
+        let s = f64::from_le_bytes(self.scalar8(&n, Dtype::F64)?);
+        rquant_core::tensor::check_scale("load", s)
+            .map_err(|e| NnError::file(self.file, &n, e.to_string()))?;
+        Ok(s)
+    }
+    fn zero_point(&self, p: &str) -> Result<i64> {
+        let n = join(p, "zero_point");
+        let z = i64::from_le_bytes(self.scalar8(&n, Dtype::I64)?);
+        rquant_core::tensor::check_zero_point("load", z, rquant_core::QDType::QUInt8)
+            .map_err(|e| NnError::file(self.file, &n, e.to_string()))?;
+        Ok(z)
+    }
     fn view(&self, name: &str, dtype: Dtype) -> Result<TensorView<'_>> {
         let v = self
             .st
@@ -569,7 +615,7 @@ fn build(inp: &In, p: &str, j: &J) -> Result<Module> {
             Module::Conv2d(c)
         }
         "Quantize" => {
-            let (scale, zero_point) = (get_f64(f, p, j, "scale")?, get_i64(f, p, j, "zero_point")?);
+            let (scale, zero_point) = (inp.scale(p)?, inp.zero_point(p)?);
             rquant_core::tensor::check_scale("Quantize", scale).map_err(packerr)?;
             rquant_core::tensor::check_zero_point(
                 "Quantize",
@@ -586,8 +632,8 @@ fn build(inp: &In, p: &str, j: &J) -> Result<Module> {
             Module::Quantized(QModule::Linear(QLinear {
                 engine: inp.engine.clone(),
                 packed: Arc::new(e.pack_linear(w, b).map_err(packerr)?),
-                scale: get_f64(f, p, j, "scale")?,
-                zero_point: get_i64(f, p, j, "zero_point")?,
+                scale: inp.scale(p)?,
+                zero_point: inp.zero_point(p)?,
                 relu: get_bool(f, p, j, "relu")?,
             }))
         }
@@ -597,8 +643,8 @@ fn build(inp: &In, p: &str, j: &J) -> Result<Module> {
             Module::Quantized(QModule::Conv2d(QConv2d {
                 engine: inp.engine.clone(),
                 packed: Arc::new(e.pack_conv2d(w, b, get_conv(f, p, j)?).map_err(packerr)?),
-                scale: get_f64(f, p, j, "scale")?,
-                zero_point: get_i64(f, p, j, "zero_point")?,
+                scale: inp.scale(p)?,
+                zero_point: inp.zero_point(p)?,
                 relu: get_bool(f, p, j, "relu")?,
             }))
         }
@@ -649,13 +695,13 @@ fn build(inp: &In, p: &str, j: &J) -> Result<Module> {
         }
         "QFunctional" => Module::Quantized(QModule::Functional(QFunctional {
             engine: inp.engine.clone(),
-            scale: get_f64(f, p, j, "scale")?,
-            zero_point: get_i64(f, p, j, "zero_point")?,
+            scale: inp.scale(p)?,
+            zero_point: inp.zero_point(p)?,
         })),
         "QuantizedHardswish" => Module::Quantized(QModule::Hardswish {
             engine: inp.engine.clone(),
-            scale: get_f64(f, p, j, "scale")?,
-            zero_point: get_i64(f, p, j, "zero_point")?,
+            scale: inp.scale(p)?,
+            zero_point: inp.zero_point(p)?,
         }),
         other => {
             return Err(NnError::file(

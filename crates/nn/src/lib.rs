@@ -11,6 +11,7 @@ pub mod io;
 pub mod layers;
 pub mod mnist;
 pub mod module;
+pub mod numeric_suite;
 pub mod quantize;
 pub mod quantized;
 pub mod rnn;
