@@ -14,6 +14,8 @@
 //! [`pack_a_rows`]; the epilogue forms
 //! `Σ(x−zx)(w−zw) = Σxw − zw·Σx − zx·Σw + K·zx·zw` in wrapping int32.
 
+use std::sync::{Arc, Mutex};
+
 use rquant_core::QTensor;
 
 use crate::isa::Isa;
@@ -65,7 +67,7 @@ impl Tile {
 
 /// A prepacked int8 weight matrix `[N, K]` (already in the GEMM's k order),
 /// with its column sums and per-column quantization parameters.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct PackedB {
     /// The path these panels were packed for (the engine that packed them proved it exists).
     pub(crate) isa: Isa,
@@ -83,6 +85,36 @@ pub struct PackedB {
     /// Weight scale per column.
     pub(crate) scales: Vec<f64>,
     pub(crate) per_channel: bool,
+    /// The requantization constants of the last static call (they depend
+    /// only on the activation and output scales and the bias).
+    pub(crate) requant_cache: Mutex<Option<RequantConsts>>,
+}
+
+/// Per-column requantization constants for one (x_scale, out_scale, bias).
+#[derive(Debug, Clone)]
+pub(crate) struct RequantConsts {
+    pub key: (u64, u64, usize),
+    pub bt: Arc<Vec<f32>>,
+    pub mult: Arc<Vec<f32>>,
+    pub tame: bool,
+}
+
+impl Clone for PackedB {
+    fn clone(&self) -> Self {
+        PackedB {
+            isa: self.isa,
+            tile: self.tile,
+            n: self.n,
+            k: self.k,
+            data: self.data.clone(),
+            col_sums: self.col_sums.clone(),
+            zw: self.zw.clone(),
+            zw_all_zero: self.zw_all_zero,
+            scales: self.scales.clone(),
+            per_channel: self.per_channel,
+            requant_cache: Mutex::new(None),
+        }
+    }
 }
 
 impl PackedB {
@@ -129,6 +161,7 @@ impl PackedB {
             zw,
             scales: qp.iter().map(|&(s, _)| s).collect(),
             per_channel: false,
+            requant_cache: Mutex::new(None),
         }
     }
 

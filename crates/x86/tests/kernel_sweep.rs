@@ -130,3 +130,47 @@ fn weights_packed_on_one_path_run_on_another() {
         assert_eq!(yb.int_repr(), yr.int_repr());
     }
 }
+
+#[test]
+fn cached_requant_constants_follow_the_scales() {
+    use rquant_core::{QParams, QTensor};
+    let r = tk::reference();
+    for e in paths() {
+        let w = QTensor::<i8>::from_int_repr(
+            vec![40, 33],
+            (0..40 * 33).map(|i| (i * 37 % 256) as u8 as i8).collect(),
+            QParams::PerChannel {
+                scales: (0..40).map(|c| 0.01 + c as f64 * 1e-3).collect(),
+                zero_points: vec![0; 40],
+                axis: 0,
+            },
+        )
+        .unwrap();
+        let bias: Vec<f32> = (0..40).map(|c| c as f32 * 0.1 - 2.0).collect();
+        let pe = e.pack_linear(w.clone(), Some(bias.clone())).unwrap();
+        let pr = r.pack_linear(w, Some(bias)).unwrap();
+        for (xs, xz, os, oz) in [
+            (0.1, 3, 0.5, 7),
+            (0.2, 3, 0.5, 7),
+            (0.2, 9, 0.25, 7),
+            (0.1, 3, 0.5, 200),
+        ] {
+            let x = QTensor::<u8>::from_int_repr(
+                vec![5, 33],
+                (0..5 * 33).map(|i| (i * 91 % 256) as u8).collect(),
+                QParams::per_tensor(xs, xz),
+            )
+            .unwrap();
+            for relu in [false, true] {
+                let ye = e.linear(&x, &pe, os, oz, relu).unwrap();
+                let yr = r.linear(&x, &pr, os, oz, relu).unwrap();
+                assert_eq!(
+                    ye.int_repr(),
+                    yr.int_repr(),
+                    "{}: {xs} {xz} {os} {oz}",
+                    e.isa()
+                );
+            }
+        }
+    }
+}

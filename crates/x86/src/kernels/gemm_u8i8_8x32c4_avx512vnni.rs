@@ -27,9 +27,9 @@ pub unsafe fn dispatch(
     init: bool,
 ) {
     match mrows {
-        1 => kernel::<1>(ku, a, lda, b, c, init),
-        2 => kernel::<2>(ku, a, lda, b, c, init),
-        3 => kernel::<3>(ku, a, lda, b, c, init),
+        1 => kernel_few::<1>(ku, a, lda, b, c, init),
+        2 => kernel_few::<2>(ku, a, lda, b, c, init),
+        3 => kernel_few::<3>(ku, a, lda, b, c, init),
         4 => kernel::<4>(ku, a, lda, b, c, init),
         5 => kernel::<5>(ku, a, lda, b, c, init),
         6 => kernel::<6>(ku, a, lda, b, c, init),
@@ -78,5 +78,72 @@ unsafe fn kernel<const M: usize>(
     for (i, acc_i) in acc.iter().enumerate() {
         _mm512_storeu_si512(c.add(i * NR) as *mut __m512i, acc_i[0]);
         _mm512_storeu_si512(c.add(i * NR + 16) as *mut __m512i, acc_i[1]);
+    }
+}
+
+/// Few rows (M <= 3): with only 2·M accumulators the `vpdpbusd` latency
+/// would bound the loop, so four k-units run on separate accumulator sets,
+/// summed at the end (wrapping int32 addition is associative: same bits).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+#[allow(clippy::needless_range_loop)]
+unsafe fn kernel_few<const M: usize>(
+    ku: usize,
+    a: *const u8,
+    lda: usize,
+    b: *const u8,
+    c: *mut i32,
+    init: bool,
+) {
+    let z = _mm512_setzero_si512();
+    let mut acc = [[[z; 2]; 4]; M];
+    let mut rows = [a; M];
+    for (i, r) in rows.iter_mut().enumerate() {
+        *r = a.add(i * lda);
+    }
+    let mut u = 0usize;
+    let mut b = b;
+    // SAFETY (both loops): a and b advance by whole k-units and stay
+    // within the ku units the caller guarantees.
+    while u + 4 <= ku {
+        for q in 0..4 {
+            let b0 = _mm512_loadu_si512(b.add(q * NR * 4) as *const __m512i);
+            let b1 = _mm512_loadu_si512(b.add(q * NR * 4 + 64) as *const __m512i);
+            for (i, acc_i) in acc.iter_mut().enumerate() {
+                let x =
+                    _mm512_set1_epi32((rows[i].add(4 * (u + q)) as *const i32).read_unaligned());
+                acc_i[q][0] = _mm512_dpbusd_epi32(acc_i[q][0], x, b0);
+                acc_i[q][1] = _mm512_dpbusd_epi32(acc_i[q][1], x, b1);
+            }
+        }
+        u += 4;
+        b = b.add(4 * NR * 4);
+    }
+    while u < ku {
+        let b0 = _mm512_loadu_si512(b as *const __m512i);
+        let b1 = _mm512_loadu_si512(b.add(64) as *const __m512i);
+        for (i, acc_i) in acc.iter_mut().enumerate() {
+            let x = _mm512_set1_epi32((rows[i].add(4 * u) as *const i32).read_unaligned());
+            acc_i[0][0] = _mm512_dpbusd_epi32(acc_i[0][0], x, b0);
+            acc_i[0][1] = _mm512_dpbusd_epi32(acc_i[0][1], x, b1);
+        }
+        u += 1;
+        b = b.add(NR * 4);
+    }
+    for (i, acc_i) in acc.iter().enumerate() {
+        for j in 0..2 {
+            let mut v = _mm512_add_epi32(
+                _mm512_add_epi32(acc_i[0][j], acc_i[1][j]),
+                _mm512_add_epi32(acc_i[2][j], acc_i[3][j]),
+            );
+            if !init {
+                v = _mm512_add_epi32(
+                    v,
+                    _mm512_loadu_si512(c.add(i * NR + 16 * j) as *const __m512i),
+                );
+            }
+            _mm512_storeu_si512(c.add(i * NR + 16 * j) as *mut __m512i, v);
+        }
     }
 }

@@ -9,7 +9,9 @@
 use rquant_core::numerics::{bias_term, dynamic_out, requantize_u8, RequantChannel};
 
 use crate::isa::Isa;
-use crate::pack::PackedB;
+use std::sync::Arc;
+
+use crate::pack::{PackedB, RequantConsts};
 
 /// A raw output pointer shared by the tasks of one GEMM; every task writes
 /// a disjoint set of indices.
@@ -100,8 +102,8 @@ pub(crate) struct RequantOut<'a> {
     colterm: Vec<i32>,
     zw: &'a [i32],
     zw_zero: bool,
-    bt: Vec<f32>,
-    mult: Vec<f32>,
+    bt: Arc<Vec<f32>>,
+    mult: Arc<Vec<f32>>,
     zp: i32,
     relu: bool,
     /// Every `(f32(acc) + bt)·mult` is finite and below 2^62: no lane needs
@@ -125,19 +127,40 @@ impl<'a> RequantOut<'a> {
         out: &mut [u8],
         layout: OutLayout,
     ) -> Self {
-        let mut bt = Vec::with_capacity(b.n);
-        let mut mult = Vec::with_capacity(b.n);
-        for c in 0..b.n {
-            let ch = RequantChannel::new(x_scale, b.scales[c], out_scale);
-            mult.push(ch.multiplier);
-            bt.push(bias.map_or(0.0, |bv| {
-                bias_term(bv[c], ch.act_times_w_scale, b.per_channel)
-            }));
-        }
-        let tame = bt.iter().zip(&mult).all(|(&b, &m)| {
-            let bound = (2f64.powi(31) + (b as f64).abs()) * (m as f64).abs();
-            bound.is_finite() && bound < 2f64.powi(62)
-        });
+        let key = (
+            x_scale.to_bits(),
+            out_scale.to_bits(),
+            bias.map_or(0, |v| v.as_ptr() as usize),
+        );
+        let mut cache = b.requant_cache.lock().unwrap_or_else(|e| e.into_inner());
+        let consts = match cache.as_ref() {
+            Some(c) if c.key == key => c.clone(),
+            _ => {
+                let mut bt = Vec::with_capacity(b.n);
+                let mut mult = Vec::with_capacity(b.n);
+                for c in 0..b.n {
+                    let ch = RequantChannel::new(x_scale, b.scales[c], out_scale);
+                    mult.push(ch.multiplier);
+                    bt.push(bias.map_or(0.0, |bv| {
+                        bias_term(bv[c], ch.act_times_w_scale, b.per_channel)
+                    }));
+                }
+                let tame = bt.iter().zip(&mult).all(|(&b, &m)| {
+                    let bound = (2f64.powi(31) + (b as f64).abs()) * (m as f64).abs();
+                    bound.is_finite() && bound < 2f64.powi(62)
+                });
+                let c = RequantConsts {
+                    key,
+                    bt: Arc::new(bt),
+                    mult: Arc::new(mult),
+                    tame,
+                };
+                *cache = Some(c.clone());
+                c
+            }
+        };
+        drop(cache);
+        let (bt, mult, tame) = (consts.bt, consts.mult, consts.tame);
         RequantOut {
             isa,
             tame,
