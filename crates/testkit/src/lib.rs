@@ -600,6 +600,16 @@ pub fn sweep_linear_fp16(engine: &dyn QuantEngine) {
             }
         }
     }
+    // One or two rows across several column panels (grouped kernels) and tails.
+    for &m in &[1, 2, 3] {
+        for &n in &[64, 127, 128, 130, 200] {
+            GemmTester::new()
+                .m(m)
+                .n(n)
+                .k(37)
+                .test_linear_fp16(engine, r, 1.0);
+        }
+    }
     // Beyond fp16's range (clamped at ±65504) and deep into subnormals.
     GemmTester::new()
         .m(3)

@@ -7,8 +7,14 @@ use crate::isa::Isa;
 use crate::kernels::output::RawOut;
 use crate::threads::par_for;
 
-const NR: usize = 16;
-const MR: usize = 6;
+/// Panel width of the layout for `isa` (16 for AVX2, 32 for AVX-512).
+fn panel_width(isa: Isa) -> usize {
+    if isa >= Isa::Avx512Vnni {
+        32
+    } else {
+        16
+    }
+}
 
 /// Prepacked fp16 weights.
 #[derive(Debug, Clone)]
@@ -18,8 +24,9 @@ pub struct PackedFp16 {
     k: usize,
     /// Rounded weights as f32, `[N, K]` (scalar path).
     w32: Vec<f32>,
-    /// fp16 bits in panels `[N/16][K][16]` (AVX2 path).
+    /// fp16 bits in panels `[N/NR][K][NR]` (SIMD paths; NR from [`panel_width`]).
     panels: Vec<u16>,
+    nr: usize,
     /// Bias padded to whole panels (AVX2 path).
     bias: Option<Vec<f32>>,
 }
@@ -31,20 +38,21 @@ impl PackedFp16 {
             .map(|&v| half::f16::from_f32(v.clamp(-65504.0, 65504.0)))
             .collect();
         let w32 = h.iter().map(|v| v.to_f32()).collect();
-        let np = n.div_ceil(NR);
+        let nr = panel_width(isa);
+        let np = n.div_ceil(nr);
         let mut panels = Vec::new();
         let mut padded_bias = None;
         if isa >= Isa::Avx2 {
-            panels = vec![0u16; np * k * NR];
+            panels = vec![0u16; np * k * nr];
             for col in 0..n {
-                let (p, c) = (col / NR, col % NR);
+                let (p, c) = (col / nr, col % nr);
                 for kk in 0..k {
-                    panels[(p * k + kk) * NR + c] = h[col * k + kk].to_bits();
+                    panels[(p * k + kk) * nr + c] = h[col * k + kk].to_bits();
                 }
             }
             padded_bias = bias.map(|b| {
                 let mut v = b.to_vec();
-                v.resize(np * NR, 0.0);
+                v.resize(np * nr, 0.0);
                 v
             });
         }
@@ -54,6 +62,7 @@ impl PackedFp16 {
             k,
             w32,
             panels,
+            nr,
             bias: padded_bias,
         }
     }
@@ -81,7 +90,14 @@ pub(crate) fn linear_fp16(p: &PackedFp16, x: &[f32], m: usize, bias: Option<&[f3
         return y;
     }
     #[cfg(target_arch = "x86_64")]
+    if p.isa >= Isa::Avx512Vnni {
+        linear_fp16_avx512(p, x, m, &mut y);
+        return y;
+    }
+    #[cfg(target_arch = "x86_64")]
     {
+        use crate::kernels::gemm_f32f16_6x16_avx2::{MR, NR};
+        assert_eq!(p.nr, NR);
         let out = RawOut::new(&mut y);
         let mp = m.div_ceil(MR);
         let np = n.div_ceil(NR);
@@ -126,4 +142,64 @@ pub(crate) fn linear_fp16(p: &PackedFp16, x: &[f32], m: usize, bias: Option<&[f3
         );
     }
     y
+}
+
+#[cfg(target_arch = "x86_64")]
+fn linear_fp16_avx512(p: &PackedFp16, x: &[f32], m: usize, y: &mut [f32]) {
+    use crate::kernels::gemm_f32f16_12x32_avx512::{dispatch, FEW_PANELS, MR, NR};
+    let (n, k) = (p.n, p.k);
+    assert_eq!(p.nr, NR);
+    let out = RawOut::new(y);
+    let np = n.div_ceil(NR);
+    // With one or two rows, four panels per call keep 8–16 FMA chains busy.
+    let group = if m <= 2 { FEW_PANELS } else { 1 };
+    let ngroups = np.div_ceil(group);
+    let mp = m.div_ceil(MR);
+    let mb = 8usize;
+    let mblocks = mp.div_ceil(mb);
+    par_for(
+        ngroups * mblocks,
+        || (),
+        |_, task| {
+            let (jg, ib) = (task / mblocks, task % mblocks);
+            let first = jg * group;
+            let panels = if first + group <= np { group } else { 1 };
+            let mut tile = [0f32; MR * NR * 2];
+            for jp in (first..(first + group).min(np)).step_by(panels) {
+                let w = &p.panels[jp * k * NR..(jp + panels) * k * NR];
+                let b = p.bias.as_ref().map(|b| &b[jp * NR..(jp + panels) * NR]);
+                let ldc = panels * NR;
+                let ncols = ldc.min(n - jp * NR);
+                for ip in ib * mb..((ib + 1) * mb).min(mp) {
+                    let m0 = ip * MR;
+                    let mrows = MR.min(m - m0);
+                    assert!(mrows * ldc <= tile.len() && (panels == 1 || mrows <= 2));
+                    // SAFETY: AVX-512F was detected (p.isa comes from an engine
+                    // value); x holds rows m0..m0+mrows of k values; w holds
+                    // `panels` panels of k·32 fp16 values; b (if any) panels·32
+                    // f32; the tile holds mrows·ldc f32 (asserted).
+                    unsafe {
+                        dispatch(
+                            mrows,
+                            panels,
+                            k,
+                            x.as_ptr().add(m0 * k),
+                            k,
+                            w.as_ptr(),
+                            k * NR,
+                            b.map_or(std::ptr::null(), |b| b.as_ptr()),
+                            tile.as_mut_ptr(),
+                        )
+                    };
+                    for r in 0..mrows {
+                        for c in 0..ncols {
+                            // SAFETY: (m0+r, jp·32+c) is inside the m×n output
+                            // and belongs to this task only.
+                            unsafe { out.write((m0 + r) * n + jp * NR + c, tile[r * ldc + c]) };
+                        }
+                    }
+                }
+            }
+        },
+    );
 }

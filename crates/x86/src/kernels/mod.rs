@@ -9,6 +9,7 @@
 pub mod dwconv_f32_row_avx2;
 pub mod dwconv_i16_row_avx2;
 pub mod dwconv_u8i8_plane_avx512;
+pub mod gemm_f32f16_12x32_avx512;
 pub mod gemm_f32f16_6x16_avx2;
 pub mod gemm_u8i8_4x8c4_scalar;
 pub mod gemm_u8i8_6x16c2_avx2;
