@@ -1,0 +1,48 @@
+//! Dot-product 1x8 kernel (one activation row) on the `c4` layout: per
+//! 4-deep K block, row 0's four `x - 128` bytes broadcast to every lane and two
+//! 16-byte weight registers (columns 0-3 / 4-7): 2 `sdot` (16 MACs each), all
+//! useful, where the 8x8 kernel would issue 16 for the same work.
+
+use core::arch::aarch64::*;
+use core::arch::asm;
+
+use crate::pack::{MR, NR};
+
+/// `c[0][j] = Σ a[kb][0][t]·b[kb][j][t]` (s8) over `kb` blocks; other rows untouched.
+///
+/// # Safety
+/// NEON and dotprod available (reached only through an engine value whose
+/// ISA `Dotprod` or better was detected).
+pub unsafe fn gemm(kb: usize, a: &[u8], b: &[i8], c: &mut [i32; MR * NR]) {
+    assert!(a.len() >= kb * 4 * MR && b.len() >= kb * 4 * NR);
+    // SAFETY: lengths checked above; features guaranteed by the caller.
+    unsafe { inner(kb, a, b.as_ptr(), c) }
+}
+
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn inner(kb: usize, a: &[u8], b: *const i8, c: &mut [i32; MR * NR]) {
+    let mut lo = vdupq_n_s32(0);
+    let mut hi = vdupq_n_s32(0);
+    for blk in 0..kb {
+        let o = blk * 4 * MR;
+        let word = u32::from_le_bytes([a[o], a[o + 1], a[o + 2], a[o + 3]]);
+        let va = vreinterpretq_s8_u32(vdupq_n_u32(word));
+        // SAFETY: b holds kb*32 bytes (checked by the caller).
+        let (b0, b1) = unsafe { (vld1q_s8(b.add(blk * 32)), vld1q_s8(b.add(blk * 32 + 16))) };
+        // SAFETY: register-only arithmetic; dotprod is enabled on this function.
+        unsafe {
+            asm!(
+                "sdot {lo:v}.4s, {b0:v}.16b, {a:v}.16b",
+                "sdot {hi:v}.4s, {b1:v}.16b, {a:v}.16b",
+                lo = inout(vreg) lo, hi = inout(vreg) hi,
+                b0 = in(vreg) b0, b1 = in(vreg) b1, a = in(vreg) va,
+                options(pure, nomem, nostack),
+            );
+        }
+    }
+    // SAFETY: c has 64 elements.
+    unsafe {
+        vst1q_s32(c.as_mut_ptr(), lo);
+        vst1q_s32(c.as_mut_ptr().add(4), hi);
+    }
+}
