@@ -123,4 +123,35 @@ for name, cls in (("lstm", nn.LSTM), ("gru", nn.GRU)):
     out, h = m(x)
     cases[name] = {"x": t(x), "params": {k: t(v) for k, v in m.state_dict().items()}, "out": t(out)}
 
+# QAT ConvBnReLU2d (x86 QAT qconfig: fused moving-average fake quants), one training step
+torch.backends.quantized.engine = "x86"
+m = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
+with torch.no_grad():
+    m[1].weight.copy_(torch.rand(4) + 0.5); m[1].bias.copy_(torch.randn(4) * 0.1)
+    m[1].running_mean.copy_(torch.randn(4) * 0.1); m[1].running_var.copy_(torch.rand(4) + 0.5)
+init = {"w": t(m[0].weight), "b": t(m[0].bias), "gamma": t(m[1].weight), "beta": t(m[1].bias),
+        "mean": t(m[1].running_mean), "var": t(m[1].running_var)}
+m.train()
+tq = torch.ao.quantization
+mq = tq.fuse_modules_qat(m, [["0", "1", "2"]])
+mq.qconfig = tq.get_default_qat_qconfig("x86")
+tq.prepare_qat(mq, inplace=True)
+x = torch.randn(3, 2, 6, 6, requires_grad=True)
+y = mq(x)
+r = torch.randn_like(y)
+(y * r).sum().backward()
+c = mq[0]
+cases["qat_convbnrelu"] = {**init, "x": t(x), "y": t(y), "r": t(r), "dx": t(x.grad), "dw": t(c.weight.grad),
+                           "db": t(c.bias.grad), "dgamma": t(c.bn.weight.grad), "dbeta": t(c.bn.bias.grad),
+                           "running_mean": t(c.bn.running_mean), "running_var": t(c.bn.running_var)}
+
+# dynamic quantized LSTM / GRU
+x = torch.randn(2, 5, 4)
+for name, cls in (("dyn_lstm", nn.LSTM), ("dyn_gru", nn.GRU)):
+    f = cls(4, 6, num_layers=2, batch_first=True)
+    q = tq.quantize_dynamic(nn.Sequential(f), {cls}, dtype=torch.qint8)
+    with torch.no_grad():
+        out, _ = q(x) if False else q[0](x)
+    cases[name] = {"x": t(x), "params": {k: t(v) for k, v in f.state_dict().items()}, "out": t(out)}
+
 print(json.dumps(cases))

@@ -14,10 +14,9 @@ use rquant_core::qconfig::{
 use rquant_core::{registry, QuantEngine};
 use rquant_nn::mnist::{self, Dataset};
 use rquant_nn::numeric_suite;
-use rquant_nn::train::{cross_entropy, Adam, Optimizer};
 use rquant_nn::{
-    convert_with, disable_observer, fuse_modules, prepare, prepare_qat, quantize_dynamic_with,
-    DynamicDType, DynamicType, Module, QConfigMap, Value,
+    convert_with, fuse_modules, prepare, quantize_dynamic_with, DynamicDType, DynamicType, Module,
+    QConfigMap, Value,
 };
 
 type Res = Result<(), Box<dyn std::error::Error>>;
@@ -124,45 +123,18 @@ fn evaluate(m: &mut Module, test: &Dataset) -> Result<Eval, Box<dyn std::error::
 
 fn calibrate(m: &mut Module, calib: &Dataset, what: &'static str) -> Res {
     let pb = bar(calib.len() as u64, what);
-    let mut s = 0;
-    while s < calib.len() {
-        let e = (s + BATCH).min(calib.len());
-        m.forward(Value::F(calib.batch(s, e, mnist::MEAN, mnist::STD)))?;
-        pb.inc((e - s) as u64);
-        s = e;
-    }
+    mnist::calibrate(m, calib, BATCH, &mut |n| pb.inc(n as u64))?;
     pb.finish_and_clear();
     Ok(())
 }
 
-/// QAT fine-tune: x86 QAT qconfig (fused moving-average fake quants),
-/// Adam 1e-5, batch 50, two passes over the calibration images, observers
-/// frozen for the second pass.
+/// QAT fine-tune (x86 QAT qconfig; recipe in `rquant_nn::mnist::qat_finetune`).
 fn qat(fused: &Module, train: &Dataset) -> Result<Module, Box<dyn std::error::Error>> {
-    let mut m = fused.clone();
-    m.train(true);
-    prepare_qat(&mut m, &QConfigMap::global(get_default_qat_qconfig("x86")?))?;
-    let mut opt = Adam::new(1e-5);
-    let (epochs, bs) = (2, 50);
-    let pb = bar((epochs * train.len()) as u64, "QAT");
-    for epoch in 0..epochs {
-        if epoch == 1 {
-            disable_observer(&mut m);
-        }
-        let mut s = 0;
-        while s < train.len() {
-            let e = (s + bs).min(train.len());
-            m.zero_grad();
-            let y = m.forward(Value::F(train.batch(s, e, mnist::MEAN, mnist::STD)))?;
-            let (_, g) = cross_entropy(&y.float("loss")?, &train.labels(s, e))?;
-            m.backward(g)?;
-            opt.step(&mut m)?;
-            pb.inc((e - s) as u64);
-            s = e;
-        }
-    }
+    let pb = bar(2 * train.len() as u64, "QAT");
+    let m = mnist::qat_finetune(fused, train, get_default_qat_qconfig("x86")?, &mut |n| {
+        pb.inc(n as u64)
+    })?;
     pb.finish_and_clear();
-    m.train(false);
     Ok(m)
 }
 

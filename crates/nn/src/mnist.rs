@@ -200,3 +200,57 @@ pub fn agreement(a: &[usize], b: &[usize]) -> f64 {
     let same = a.iter().zip(b).filter(|(x, y)| x == y).count();
     same as f64 / a.len().max(1) as f64
 }
+
+/// Run calibration data through a prepared model in batches of `batch`;
+/// `progress` is told how many images each batch held.
+pub fn calibrate(
+    model: &mut Module,
+    ds: &Dataset,
+    batch: usize,
+    progress: &mut dyn FnMut(usize),
+) -> Result<()> {
+    let mut s = 0;
+    while s < ds.len() {
+        let e = (s + batch).min(ds.len());
+        model.forward(Value::F(ds.batch(s, e, MEAN, STD)))?;
+        progress(e - s);
+        s = e;
+    }
+    Ok(())
+}
+
+/// The demo's QAT recipe: `prepare_qat` with the given qconfig on a copy of
+/// the fused float model, Adam 1e-5, batch 50, two passes over `ds`, fake-quant
+/// observers frozen (`disable_observer`) for the second pass; returns the
+/// model in eval mode, ready for `convert`.
+pub fn qat_finetune(
+    fused: &Module,
+    ds: &Dataset,
+    qconfig: rquant_core::qconfig::QConfig,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Module> {
+    use crate::train::{cross_entropy, Adam, Optimizer};
+    let mut m = fused.clone();
+    m.train(true);
+    crate::quantize::prepare_qat(&mut m, &crate::quantize::QConfigMap::global(qconfig))?;
+    let mut opt = Adam::new(1e-5);
+    let bs = 50;
+    for epoch in 0..2 {
+        if epoch == 1 {
+            crate::quantize::disable_observer(&mut m);
+        }
+        let mut s = 0;
+        while s < ds.len() {
+            let e = (s + bs).min(ds.len());
+            m.zero_grad();
+            let y = m.forward(Value::F(ds.batch(s, e, MEAN, STD)))?;
+            let (_, g) = cross_entropy(&y.float("cross_entropy")?, &ds.labels(s, e))?;
+            m.backward(g)?;
+            opt.step(&mut m)?;
+            progress(e - s);
+            s = e;
+        }
+    }
+    m.train(false);
+    Ok(m)
+}

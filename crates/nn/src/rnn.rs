@@ -230,19 +230,20 @@ pub fn run_rnn(
             ti * b + bi
         }
     };
-    // Sequence as [t][b, in].
-    let mut seq: Vec<Tensor> = (0..t)
-        .map(|ti| {
-            let mut v = Vec::with_capacity(b * input_size);
-            for bi in 0..b {
-                let r = at(ti, bi);
-                v.extend_from_slice(&x.data()[r * input_size..(r + 1) * input_size]);
-            }
-            Tensor::new([b, input_size], v).expect("shape")
-        })
-        .collect();
+    // Time-major sequence [t·b, in]. The input projection of a layer is
+    // computed for all timesteps at once, as PyTorch does (so a dynamic
+    // quantized projection sees the whole sequence's range).
+    let mut seq = Vec::with_capacity(t * b * input_size);
+    for ti in 0..t {
+        for bi in 0..b {
+            let r = at(ti, bi);
+            seq.extend_from_slice(&x.data()[r * input_size..(r + 1) * input_size]);
+        }
+    }
+    let mut seq = Tensor::new([t * b, input_size], seq)?;
     let mut hn = Vec::new();
     let mut cn = Vec::new();
+    let g = kind.gates() * hidden;
     for l in 0..num_layers {
         let mut h = vec![0.0f32; b * hidden];
         let mut c = vec![0.0f32; b * hidden];
@@ -261,14 +262,15 @@ pub fn run_rnn(
                 c.copy_from_slice(&c0.data()[l * b * hidden..(l + 1) * b * hidden]);
             }
         }
-        for xt in seq.iter_mut() {
-            let gi = proj(l, Proj::Ih, xt)?;
+        let gi_all = proj(l, Proj::Ih, &seq)?;
+        let mut out = vec![0.0f32; t * b * hidden];
+        for ti in 0..t {
+            let gi = &gi_all.data()[ti * b * g..(ti + 1) * b * g];
             let gh = proj(l, Proj::Hh, &Tensor::new([b, hidden], h.clone())?)?;
-            let (gi, gh) = (gi.data(), gh.data());
-            let g = kind.gates() * hidden;
+            let gh = gh.data();
             for bi in 0..b {
+                let o = bi * g;
                 for j in 0..hidden {
-                    let o = bi * g;
                     match kind {
                         RnnKind::Lstm => {
                             let s = |k: usize| gi[o + k * hidden + j] + gh[o + k * hidden + j];
@@ -287,19 +289,20 @@ pub fn run_rnn(
                     }
                 }
             }
-            *xt = Tensor::new([b, hidden], h.clone())?;
+            out[ti * b * hidden..(ti + 1) * b * hidden].copy_from_slice(&h);
         }
+        seq = Tensor::new([t * b, hidden], out)?;
         hn.extend_from_slice(&h);
         if kind == RnnKind::Lstm {
             cn.extend_from_slice(&c);
         }
     }
     let mut out = vec![0.0f32; b * t * hidden];
-    for (ti, xt) in seq.iter().enumerate() {
+    for ti in 0..t {
         for bi in 0..b {
             let r = at(ti, bi);
             out[r * hidden..(r + 1) * hidden]
-                .copy_from_slice(&xt.data()[bi * hidden..(bi + 1) * hidden]);
+                .copy_from_slice(&seq.data()[(ti * b + bi) * hidden..(ti * b + bi + 1) * hidden]);
         }
     }
     let oshape = if batch_first {

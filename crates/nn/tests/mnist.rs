@@ -84,3 +84,39 @@ fn fp32_matches_pytorch_accuracy_and_static_int8_is_bit_exact() {
         }
     }
 }
+
+#[test]
+fn quantized_accuracy_guards_on_the_committed_subset() {
+    use rquant_core::qconfig::get_default_qat_qconfig;
+    rquant_nn::engines::init();
+    let e = rquant_nn::engines::available().remove(0);
+    registry::set_engine(e.name()).unwrap();
+    let test = Dataset::load(&mnist::committed_dir(), "t10k", None).unwrap();
+    let calib = Dataset::load(&mnist::committed_dir(), "train", Some(1000)).unwrap();
+    let mut fp32 = mnist::pretrained(&mnist::committed_weights()).unwrap();
+    let ref_pred = mnist::predict(&mut fp32, &test, 250).unwrap();
+    let fp32_acc = mnist::accuracy(&ref_pred, &test);
+
+    let mut ptq = calibrated(get_default_qconfig("x86").unwrap());
+    convert_with(&mut ptq, &e).unwrap();
+    let pred = mnist::predict(&mut ptq, &test, 250).unwrap();
+    let ptq_acc = mnist::accuracy(&pred, &test);
+    assert!(
+        (ptq_acc - fp32_acc).abs() <= 0.001,
+        "static {ptq_acc} vs fp32 {fp32_acc}"
+    );
+    assert!(mnist::agreement(&pred, &ref_pred) >= 0.997);
+
+    let mut fused = fp32.clone();
+    fuse_modules(&mut fused, &mnist::FUSE_GROUPS).unwrap();
+    let mut qat = mnist::qat_finetune(
+        &fused,
+        &calib,
+        get_default_qat_qconfig("x86").unwrap(),
+        &mut |_| {},
+    )
+    .unwrap();
+    convert_with(&mut qat, &e).unwrap();
+    let qat_acc = mnist::accuracy(&mnist::predict(&mut qat, &test, 250).unwrap(), &test);
+    assert!(qat_acc >= ptq_acc, "QAT {qat_acc} < static PTQ {ptq_acc}");
+}

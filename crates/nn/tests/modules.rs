@@ -341,3 +341,168 @@ fn backward_passes_agree_with_finite_differences() {
     ));
     finite_diff(Module::Sequential(seq), x4);
 }
+
+#[test]
+fn qat_conv_bn_relu_training_step_matches_torch() {
+    use rquant_core::qconfig::get_default_qat_qconfig;
+    use rquant_nn::{fuse_modules_qat, prepare_qat, QConfigMap};
+    let all = cases();
+    let c = &all["qat_convbnrelu"];
+    let p = Conv2dParams {
+        padding: [1, 1],
+        ..Conv2dParams::default()
+    };
+    let conv = Conv2d::from_weights(t(&c["w"]), Some(t(&c["b"])), p).unwrap();
+    let mut bn = BatchNorm2d::new(4);
+    bn.weight.value = t(&c["gamma"]);
+    bn.bias.value = t(&c["beta"]);
+    bn.running_mean = t(&c["mean"]);
+    bn.running_var = t(&c["var"]);
+    let mut m = Module::Sequential(Sequential::from_modules(vec![
+        Module::Conv2d(conv),
+        Module::BatchNorm2d(bn),
+        Module::relu(),
+    ]));
+    m.train(true);
+    fuse_modules_qat(&mut m, &[&["0", "1", "2"]]).unwrap();
+    prepare_qat(
+        &mut m,
+        &QConfigMap::global(get_default_qat_qconfig("x86").unwrap()),
+    )
+    .unwrap();
+    assert_eq!(m.get("0").unwrap().type_name(), "QATConvBnReLU2d");
+    let y = m.forward(Value::F(t(&c["x"]))).unwrap().to_float();
+    let want = t(&c["y"]);
+    // Fake-quantized outputs: equal, or (rarely, float summation order) one step apart.
+    let off = y
+        .data()
+        .iter()
+        .zip(want.data())
+        .filter(|(a, b)| (*a - *b).abs() > 1e-5)
+        .count();
+    assert!(
+        off * 100 <= y.numel(),
+        "{off} of {} outputs differ",
+        y.numel()
+    );
+    let dx = m.backward(t(&c["r"])).unwrap();
+    close(&dx, &t(&c["dx"]), 2e-3);
+    let Some(Module::Observed(o)) = m.get("0") else {
+        panic!("observed conv expected")
+    };
+    let Module::Conv2d(conv) = &o.module else {
+        panic!()
+    };
+    close(conv.weight.grad.as_ref().unwrap(), &t(&c["dw"]), 2e-3);
+    close(
+        conv.bias.as_ref().unwrap().grad.as_ref().unwrap(),
+        &t(&c["db"]),
+        2e-3,
+    );
+    let bn = conv.bn.as_ref().unwrap();
+    close(bn.weight.grad.as_ref().unwrap(), &t(&c["dgamma"]), 2e-3);
+    close(bn.bias.grad.as_ref().unwrap(), &t(&c["dbeta"]), 2e-3);
+    close(&bn.running_mean, &t(&c["running_mean"]), 1e-5);
+    close(&bn.running_var, &t(&c["running_var"]), 1e-5);
+}
+
+#[test]
+fn dynamic_lstm_and_gru_match_torch() {
+    use rquant_nn::{quantize_dynamic_with, DynamicDType, DynamicType};
+    rquant_nn::engines::init();
+    let all = cases();
+    for (name, kind) in [("dyn_lstm", RnnKind::Lstm), ("dyn_gru", RnnKind::Gru)] {
+        let c = &all[name];
+        let mut r = Rnn::new(kind, 4, 6, 2, true, &mut Rng(0));
+        for (n, p) in r.params_mut() {
+            p.value = t(&c["params"][n.as_str()]);
+        }
+        let mut outs = Vec::new();
+        for e in rquant_nn::engines::available() {
+            let mut m = Module::Rnn(r.clone());
+            quantize_dynamic_with(
+                &mut m,
+                &[DynamicType::Lstm, DynamicType::Gru],
+                DynamicDType::QInt8,
+                &rquant_core::qconfig::default_dynamic_qconfig(),
+                &e,
+            )
+            .unwrap();
+            let out = m.forward(Value::F(t(&c["x"]))).unwrap().to_float();
+            close(&out, &t(&c["out"]), 1e-5);
+            outs.push(out);
+        }
+        assert!(outs.windows(2).all(|w| w[0] == w[1]), "engines differ");
+    }
+}
+
+/// A residual block with a FloatFunctional skip connection, written as a
+/// custom module: prepare/convert reach its children.
+#[derive(Debug, Clone)]
+struct Residual {
+    conv: Module,
+    skip: Module,
+}
+
+impl rquant_nn::CustomModule for Residual {
+    fn type_name(&self) -> &str {
+        "Residual"
+    }
+    fn forward(&mut self, x: Value) -> rquant_nn::Result<Value> {
+        let y = self.conv.forward(x.clone())?;
+        self.skip.add_relu(y, x)
+    }
+    fn children(&self) -> Vec<(&str, &Module)> {
+        vec![("conv", &self.conv), ("skip", &self.skip)]
+    }
+    fn children_mut(&mut self) -> Vec<(&str, &mut Module)> {
+        vec![("conv", &mut self.conv), ("skip", &mut self.skip)]
+    }
+    fn box_clone(&self) -> Box<dyn rquant_nn::CustomModule> {
+        Box::new(self.clone())
+    }
+}
+
+#[test]
+fn skip_connections_quantize_through_float_functional() {
+    use rquant_core::qconfig::get_default_qconfig;
+    use rquant_nn::numeric_suite::sqnr;
+    use rquant_nn::{convert_with, prepare, QConfigMap};
+    rquant_nn::engines::init();
+    let mut rng = Rng(9);
+    let p = Conv2dParams {
+        padding: [1, 1],
+        ..Conv2dParams::default()
+    };
+    let block = Residual {
+        conv: Module::Conv2d(Conv2d::new(3, 3, [3, 3], p, true, &mut rng).unwrap()),
+        skip: Module::FloatFunctional(Default::default()),
+    };
+    let float = Module::Sequential(
+        Sequential::new()
+            .push("quant", Module::QuantStub)
+            .push("block", Module::Custom(Box::new(block)))
+            .push("dequant", Module::DeQuantStub),
+    );
+    let x = Tensor::new([2, 3, 5, 5], (0..150).map(|_| rng.sym(1.0)).collect()).unwrap();
+    let mut f = float.clone();
+    let want = f.forward(Value::F(x.clone())).unwrap().to_float();
+    let mut m = float;
+    prepare(
+        &mut m,
+        &QConfigMap::global(get_default_qconfig("x86").unwrap()),
+    )
+    .unwrap();
+    m.forward(Value::F(x.clone())).unwrap();
+    let mut outs = Vec::new();
+    for e in rquant_nn::engines::available() {
+        let mut q = m.clone();
+        convert_with(&mut q, &e).unwrap();
+        assert_eq!(q.get("block.skip").unwrap().type_name(), "QFunctional");
+        rquant_core::registry::set_engine(e.name()).unwrap();
+        let y = q.forward(Value::F(x.clone())).unwrap().to_float();
+        assert!(sqnr(want.data(), y.data()) > 25.0);
+        outs.push(y);
+    }
+    assert!(outs.windows(2).all(|w| w[0] == w[1]), "engines differ");
+}
