@@ -24,11 +24,16 @@ unsafe fn inner(kb: usize, a: &[u8], b: *const i8, c: &mut [i32; MR * NR]) {
     let mut lo = vdupq_n_s32(0);
     let mut hi = vdupq_n_s32(0);
     for blk in 0..kb {
-        let o = blk * 4 * MR;
-        let word = u32::from_le_bytes([a[o], a[o + 1], a[o + 2], a[o + 3]]);
-        let va = vreinterpretq_s8_u32(vdupq_n_u32(word));
-        // SAFETY: b holds kb*32 bytes (checked by the caller).
-        let (b0, b1) = unsafe { (vld1q_s8(b.add(blk * 32)), vld1q_s8(b.add(blk * 32 + 16))) };
+        // SAFETY: a holds kb*32 bytes and b kb*32 (checked by the caller);
+        // row 0 of block blk is the 4 bytes at blk*32.
+        let (va, b0, b1) = unsafe {
+            let word = (a.as_ptr().add(blk * 4 * MR) as *const u32).read_unaligned();
+            (
+                vreinterpretq_s8_u32(vdupq_n_u32(word)),
+                vld1q_s8(b.add(blk * 32)),
+                vld1q_s8(b.add(blk * 32 + 16)),
+            )
+        };
         // SAFETY: register-only arithmetic; dotprod is enabled on this function.
         unsafe {
             asm!(

@@ -28,14 +28,13 @@ unsafe fn inner(kb: usize, a: &[u8], b: *const i8, c: &mut [i32; MR * NR]) {
     let z = vdupq_n_s32(0);
     let (mut c0, mut c1, mut c2, mut c3) = (z, z, z, z);
     for blk in 0..kb {
-        let o = blk * 8 * MR;
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(&a[o..o + 8]);
-        let va = vreinterpretq_u8_u64(vdupq_n_u64(u64::from_le_bytes(bytes)));
-        // SAFETY: b holds kb*64 bytes (checked by the caller).
-        let (b0, b1, b2, b3) = unsafe {
+        // SAFETY: a and b hold kb*64 bytes (checked by the caller); row 0 of
+        // block blk is the 8 bytes at blk*64.
+        let (va, b0, b1, b2, b3) = unsafe {
+            let word = (a.as_ptr().add(blk * 8 * MR) as *const u64).read_unaligned();
             let p = b.add(blk * 64);
             (
+                vreinterpretq_u8_u64(vdupq_n_u64(word)),
                 vld1q_s8(p),
                 vld1q_s8(p.add(16)),
                 vld1q_s8(p.add(32)),
