@@ -50,9 +50,16 @@ fn main() {
         if e.isa() == "scalar" && !filter.contains("scalar") {
             continue;
         }
+        if filter == "best" && e.isa() != rquant_x86::Isa::best().name() {
+            continue;
+        }
         for &(m, k, n) in &shapes {
             let shape = format!("{m}x{k}x{n}");
-            if !filter.is_empty() && !shape.contains(&filter) && !e.isa().contains(&filter) {
+            if !filter.is_empty()
+                && filter != "best"
+                && !shape.contains(&filter)
+                && !e.isa().contains(&filter)
+            {
                 continue;
             }
             let x = Tensor::new(

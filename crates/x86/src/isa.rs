@@ -68,3 +68,20 @@ impl Isa {
         ceiling.min(best)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Isa;
+
+    #[test]
+    fn requested_isa_is_a_ceiling() {
+        let best = Isa::best();
+        assert_eq!(Isa::resolve(Some("scalar")), Isa::Scalar);
+        assert_eq!(Isa::resolve(Some("avx2")), Isa::Avx2.min(best));
+        assert_eq!(Isa::resolve(Some("avx512")), Isa::Avx2.min(best));
+        assert_eq!(Isa::resolve(Some("avx512vnni")), Isa::Avx512Vnni.min(best));
+        assert_eq!(Isa::resolve(None), best);
+        assert_eq!(Isa::resolve(Some("no-such-isa")), best);
+        assert!(Isa::resolve(None).detected());
+    }
+}
