@@ -81,6 +81,11 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch
 log "native (x86) run: scalar path + every packed layout on its scalar twin"
 cargo test -q -p rquant-arm || die "native tests failed"
 
+log "clippy -D warnings for $TARGET"
+rustup component add clippy >/dev/null 2>&1 || true
+cargo clippy -q -p rquant-arm --all-targets --target "$TARGET" -- -D warnings \
+  || die "clippy warnings on $TARGET"
+
 log "cross-building the tests for $TARGET"
 cargo test -q -p rquant-arm --target "$TARGET" --no-run >/dev/null 2>&1 \
   || { cargo test -p rquant-arm --target "$TARGET" --no-run; die "cross build failed"; }

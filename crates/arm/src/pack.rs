@@ -184,13 +184,15 @@ pub fn pack_a_u8(
     let mut sums = [0i32; MR];
     for r in 0..nrows {
         let row = &rows[r * k..(r + 1) * k];
-        let mut s = 0i32;
-        for (kk, &v) in row.iter().enumerate() {
-            let (kb, t) = (kk / kr, kk % kr);
-            dst[(kb * MR + r) * kr + t] = v ^ flip;
-            s = s.wrapping_add(v as i32);
+        // Chunk kb of the row goes to dst[(kb * MR + r) * kr..][..kr].
+        for (kb, chunk) in row.chunks(kr).enumerate() {
+            let d = &mut dst[(kb * MR + r) * kr..][..chunk.len()];
+            for (o, &v) in d.iter_mut().zip(chunk) {
+                *o = v ^ flip;
+            }
         }
-        sums[r] = s;
+        // Σx < 2^31 for any K below 8 million; wrapping like everything else.
+        sums[r] = row.iter().fold(0i32, |s, &v| s.wrapping_add(v as i32));
     }
     sums
 }
