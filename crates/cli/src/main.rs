@@ -3,11 +3,13 @@
 use std::process::ExitCode;
 
 mod demo;
+mod qat;
 
 const USAGE: &str = "usage: rquant <command>\n\
 \n\
 commands:\n  \
-demo      show the engines this CPU supports and a quantize → linear → dequantize round trip\n  \
+demo      the pretrained MNIST CNN: fp32, dynamic, static PTQ, QAT on every engine [--mnist-dir DIR] [--json PATH]\n  \
+qat       --dataset fashion-mnist --data DIR: train from scratch, then PTQ, then QAT [--epochs N]\n  \
 engines   list the engines this CPU supports\n";
 
 fn main() -> ExitCode {
@@ -15,6 +17,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("demo") => demo::run(&args[1..]),
         Some("engines") => demo::engines(),
+        Some("qat") => qat::run(&args[1..]),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             Ok(())

@@ -22,13 +22,27 @@ pub fn committed_weights() -> PathBuf {
     committed_dir().join("mnist_cnn.safetensors")
 }
 
-/// Read an IDX file (big-endian magic `0x08 0x0N`, N u32 dims, u8 data).
+/// Read an IDX file (big-endian magic `0x08 0x0N`, N u32 dims, u8 data);
+/// `path.gz` is read (and gunzipped) when `path` does not exist.
 pub fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
+    let gz = PathBuf::from(format!("{}.gz", path.display()));
+    let (path, zipped) = if !path.exists() && gz.exists() {
+        (gz.as_path(), true)
+    } else {
+        (path, false)
+    };
     let file = path.display().to_string();
-    let b = std::fs::read(path).map_err(|source| NnError::Io {
+    let io = |source| NnError::Io {
         path: file.clone(),
         source,
-    })?;
+    };
+    let mut b = std::fs::read(path).map_err(io)?;
+    if zipped {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&b[..]), &mut out)
+            .map_err(io)?;
+        b = out;
+    }
     if b.len() < 4 || b[0] != 0 || b[1] != 0 || b[2] != 0x08 {
         return Err(NnError::file(
             &file,
@@ -166,11 +180,22 @@ pub const FUSE_GROUPS: [&[&str]; 4] = [
 
 /// Logits of every image, in batches.
 pub fn logits(model: &mut Module, ds: &Dataset, batch: usize) -> Result<Vec<Tensor>> {
+    logits_with(model, ds, batch, MEAN, STD)
+}
+
+/// [`logits`] with another normalisation (e.g. Fashion-MNIST's 0.2860, 0.3530).
+pub fn logits_with(
+    model: &mut Module,
+    ds: &Dataset,
+    batch: usize,
+    mean: f32,
+    std: f32,
+) -> Result<Vec<Tensor>> {
     let mut out = Vec::new();
     let mut s = 0;
     while s < ds.len() {
         let e = (s + batch).min(ds.len());
-        let y = model.forward(Value::F(ds.batch(s, e, MEAN, STD)))?;
+        let y = model.forward(Value::F(ds.batch(s, e, mean, std)))?;
         out.push(y.to_float());
         s = e;
     }
@@ -209,10 +234,22 @@ pub fn calibrate(
     batch: usize,
     progress: &mut dyn FnMut(usize),
 ) -> Result<()> {
+    calibrate_with(model, ds, batch, MEAN, STD, progress)
+}
+
+/// [`calibrate`] with another normalisation.
+pub fn calibrate_with(
+    model: &mut Module,
+    ds: &Dataset,
+    batch: usize,
+    mean: f32,
+    std: f32,
+    progress: &mut dyn FnMut(usize),
+) -> Result<()> {
     let mut s = 0;
     while s < ds.len() {
         let e = (s + batch).min(ds.len());
-        model.forward(Value::F(ds.batch(s, e, MEAN, STD)))?;
+        model.forward(Value::F(ds.batch(s, e, mean, std)))?;
         progress(e - s);
         s = e;
     }
@@ -229,28 +266,46 @@ pub fn qat_finetune(
     qconfig: rquant_core::qconfig::QConfig,
     progress: &mut dyn FnMut(usize),
 ) -> Result<Module> {
-    use crate::train::{cross_entropy, Adam, Optimizer};
     let mut m = fused.clone();
     m.train(true);
     crate::quantize::prepare_qat(&mut m, &crate::quantize::QConfigMap::global(qconfig))?;
-    let mut opt = Adam::new(1e-5);
-    let bs = 50;
+    let mut opt = crate::train::Adam::new(1e-5);
     for epoch in 0..2 {
         if epoch == 1 {
             crate::quantize::disable_observer(&mut m);
         }
-        let mut s = 0;
-        while s < ds.len() {
-            let e = (s + bs).min(ds.len());
-            m.zero_grad();
-            let y = m.forward(Value::F(ds.batch(s, e, MEAN, STD)))?;
-            let (_, g) = cross_entropy(&y.float("cross_entropy")?, &ds.labels(s, e))?;
-            m.backward(g)?;
-            opt.step(&mut m)?;
-            progress(e - s);
-            s = e;
-        }
+        train_epoch(&mut m, ds, 0..ds.len(), 50, MEAN, STD, &mut opt, progress)?;
     }
     m.train(false);
     Ok(m)
+}
+
+/// One pass of mini-batch training over images `range` (in order): forward,
+/// cross-entropy, backward, optimizer step. Returns the mean loss. The model
+/// must be in training mode.
+#[allow(clippy::too_many_arguments)]
+pub fn train_epoch(
+    m: &mut Module,
+    ds: &Dataset,
+    range: std::ops::Range<usize>,
+    batch: usize,
+    mean: f32,
+    std: f32,
+    opt: &mut dyn crate::train::Optimizer,
+    progress: &mut dyn FnMut(usize),
+) -> Result<f32> {
+    let (mut s, mut total, mut steps) = (range.start, 0.0f64, 0usize);
+    while s < range.end {
+        let e = (s + batch).min(range.end);
+        m.zero_grad();
+        let y = m.forward(Value::F(ds.batch(s, e, mean, std)))?;
+        let (loss, g) = crate::train::cross_entropy(&y.float("cross_entropy")?, &ds.labels(s, e))?;
+        m.backward(g)?;
+        opt.step(m)?;
+        total += loss as f64;
+        steps += 1;
+        progress(e - s);
+        s = e;
+    }
+    Ok((total / steps.max(1) as f64) as f32)
 }

@@ -1,0 +1,155 @@
+//! `rquant qat --dataset fashion-mnist --data DIR`: train the MNIST CNN from
+//! scratch on Fashion-MNIST (fp32), then static PTQ, then QAT, and report the
+//! three accuracies (PyTorch's recipe: Adam 1e-3, batch 128, x86 qconfigs).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use rquant_core::qconfig::{get_default_qat_qconfig, get_default_qconfig};
+use rquant_core::registry;
+use rquant_nn::mnist::{self, Dataset};
+use rquant_nn::train::Adam;
+use rquant_nn::{convert, fuse_modules, prepare, prepare_qat, Module, QConfigMap};
+
+type Res = Result<(), Box<dyn std::error::Error>>;
+
+const MEAN: f32 = 0.2860;
+const STD: f32 = 0.3530;
+const BATCH: usize = 128;
+
+fn bar(len: u64, msg: &'static str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{msg:>10} [{bar:30}] {pos}/{len} images {elapsed} (eta {eta}) {per_sec}",
+        )
+        .expect("template")
+        .progress_chars("=> "),
+    );
+    pb.set_message(msg);
+    pb
+}
+
+fn accuracy(m: &mut Module, test: &Dataset) -> Result<f64, Box<dyn std::error::Error>> {
+    let logits = mnist::logits_with(m, test, 500, MEAN, STD)?;
+    let pred: Vec<usize> = logits
+        .iter()
+        .flat_map(rquant_nn::train::argmax_rows)
+        .collect();
+    Ok(mnist::accuracy(&pred, test))
+}
+
+pub fn run(args: &[String]) -> Res {
+    let mut data: Option<PathBuf> = None;
+    let mut epochs = 1usize;
+    let mut qat_images = 20_000usize;
+    let mut limit: Option<usize> = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--dataset" => {
+                let d = it.next().ok_or("qat: --dataset needs a name")?;
+                if d != "fashion-mnist" {
+                    return Err(format!("qat: unknown dataset {d:?} (only fashion-mnist)").into());
+                }
+            }
+            "--data" => data = Some(it.next().ok_or("qat: --data needs a directory")?.into()),
+            "--epochs" => epochs = it.next().ok_or("qat: --epochs needs a number")?.parse()?,
+            "--qat-images" => {
+                qat_images = it
+                    .next()
+                    .ok_or("qat: --qat-images needs a number")?
+                    .parse()?
+            }
+            "--train-limit" => {
+                limit = Some(
+                    it.next()
+                        .ok_or("qat: --train-limit needs a number")?
+                        .parse()?,
+                )
+            }
+            other => return Err(format!("qat: unexpected argument {other:?}").into()),
+        }
+    }
+    let dir = data.unwrap_or_else(|| PathBuf::from("/usr/share/datasets/fashion-mnist"));
+    rquant_nn::engines::init();
+    let engine = registry::engine()?;
+    let train = Dataset::load(&dir, "train", limit)?;
+    let test = Dataset::load(&dir, "t10k", None)?;
+    println!(
+        "Fashion-MNIST from {}: {} training, {} test images; engine {}/{}",
+        dir.display(),
+        train.len(),
+        test.len(),
+        engine.name(),
+        engine.isa()
+    );
+
+    // 1. fp32 from scratch (seeded initialisation).
+    let mut m = mnist::model();
+    m.train(true);
+    let mut opt = Adam::new(1e-3);
+    let t = Instant::now();
+    for epoch in 0..epochs {
+        let pb = bar(train.len() as u64, "fp32");
+        let loss = mnist::train_epoch(
+            &mut m,
+            &train,
+            0..train.len(),
+            BATCH,
+            MEAN,
+            STD,
+            &mut opt,
+            &mut |n| pb.inc(n as u64),
+        )?;
+        pb.finish_and_clear();
+        println!("epoch {}: mean loss {loss:.4}", epoch + 1);
+    }
+    let train_s = t.elapsed().as_secs_f64();
+    m.train(false);
+    let fp32 = accuracy(&mut m, &test)?;
+    println!(
+        "fp32: accuracy {fp32:.4} after {epochs} epoch(s), {train_s:.1} s ({:.0} images/s)",
+        (epochs * train.len()) as f64 / train_s
+    );
+
+    // 2. static PTQ, per-channel x86 qconfig, 1000 calibration images.
+    let mut fused = m.clone();
+    fuse_modules(&mut fused, &mnist::FUSE_GROUPS)?;
+    let mut ptq = fused.clone();
+    prepare(&mut ptq, &QConfigMap::global(get_default_qconfig("x86")?))?;
+    let calib = Dataset {
+        images: train.images[..1000.min(train.len()) * 784].to_vec(),
+        labels: train.labels[..1000.min(train.len())].to_vec(),
+        rows: 28,
+        cols: 28,
+    };
+    mnist::calibrate_with(&mut ptq, &calib, 100, MEAN, STD, &mut |_| {})?;
+    convert(&mut ptq)?;
+    let ptq_acc = accuracy(&mut ptq, &test)?;
+    println!("static PTQ int8 (per-channel, 1000 calibration images): accuracy {ptq_acc:.4}");
+
+    // 3. QAT fine-tune on qat_images more images at lr 1e-4, then convert.
+    let mut q = fused.clone();
+    q.train(true);
+    prepare_qat(&mut q, &QConfigMap::global(get_default_qat_qconfig("x86")?))?;
+    let mut opt = Adam::new(1e-4);
+    let n = qat_images.min(train.len());
+    let pb = bar(n as u64, "QAT");
+    let t = Instant::now();
+    mnist::train_epoch(&mut q, &train, 0..n, BATCH, MEAN, STD, &mut opt, &mut |k| {
+        pb.inc(k as u64)
+    })?;
+    pb.finish_and_clear();
+    let qat_s = t.elapsed().as_secs_f64();
+    q.train(false);
+    convert(&mut q)?;
+    let qat_acc = accuracy(&mut q, &test)?;
+    println!("QAT int8 ({n} images, {qat_s:.1} s): accuracy {qat_acc:.4}");
+    println!(
+        "\n{:<24} {:>9}\n{:<24} {:>9.4}\n{:<24} {:>9.4}\n{:<24} {:>9.4}",
+        "variant", "accuracy", "fp32", fp32, "static PTQ int8", ptq_acc, "QAT int8", qat_acc
+    );
+    Ok(())
+}
