@@ -506,3 +506,98 @@ fn skip_connections_quantize_through_float_functional() {
     }
     assert!(outs.windows(2).all(|w| w[0] == w[1]), "engines differ");
 }
+
+#[test]
+fn per_module_qconfig_none_keeps_float_and_more_ops_convert() {
+    use rquant_core::qconfig::get_default_qconfig;
+    use rquant_nn::layers::{AdaptiveAvgPool2d, AvgPool2d};
+    use rquant_nn::numeric_suite::sqnr;
+    use rquant_nn::{convert_with, prepare, QConfigMap};
+    rquant_nn::engines::init();
+    let mut rng = Rng(21);
+    let p = Conv2dParams {
+        padding: [1, 1],
+        ..Conv2dParams::default()
+    };
+    let float = Module::Sequential(Sequential::from_modules(vec![
+        Module::QuantStub,
+        Module::Conv2d(Conv2d::new(3, 8, [3, 3], p, true, &mut rng).unwrap()),
+        Module::hardswish(),
+        Module::AvgPool2d(AvgPool2d::new(2, 2)),
+        Module::relu6(),
+        Module::AdaptiveAvgPool2d(AdaptiveAvgPool2d::new([2, 2])),
+        Module::flatten(),
+        Module::DeQuantStub,
+        Module::Linear(Linear::new(32, 4, true, &mut rng)),
+    ]));
+    let x = Tensor::new([4, 3, 8, 8], (0..768).map(|_| rng.sym(2.0)).collect()).unwrap();
+    let want = float
+        .clone()
+        .forward(Value::F(x.clone()))
+        .unwrap()
+        .to_float();
+    let map = QConfigMap::global(get_default_qconfig("x86").unwrap()).set_module("8", None);
+    let mut m = float;
+    prepare(&mut m, &map).unwrap();
+    m.forward(Value::F(x.clone())).unwrap();
+    let mut outs = Vec::new();
+    for e in rquant_nn::engines::available() {
+        let mut q = m.clone();
+        convert_with(&mut q, &e).unwrap();
+        assert_eq!(q.get("8").unwrap().type_name(), "Linear");
+        assert_eq!(q.get("2").unwrap().type_name(), "QuantizedHardswish");
+        rquant_core::registry::set_engine(e.name()).unwrap();
+        let y = q.forward(Value::F(x.clone())).unwrap().to_float();
+        assert!(
+            sqnr(want.data(), y.data()) > 20.0,
+            "{}",
+            sqnr(want.data(), y.data())
+        );
+        outs.push(y);
+    }
+    assert!(outs.windows(2).all(|w| w[0] == w[1]), "engines differ");
+}
+
+#[test]
+fn freeze_bn_stats_and_disable_observer_hold_their_state() {
+    use rquant_core::qconfig::get_default_qat_qconfig;
+    use rquant_nn::{disable_observer, freeze_bn_stats, fuse_modules_qat, prepare_qat, QConfigMap};
+    let mut rng = Rng(4);
+    let mut m = Module::Sequential(Sequential::from_modules(vec![
+        Module::Conv2d(Conv2d::new(2, 3, [3, 3], Conv2dParams::default(), true, &mut rng).unwrap()),
+        Module::BatchNorm2d(BatchNorm2d::new(3)),
+    ]));
+    m.train(true);
+    fuse_modules_qat(&mut m, &[&["0", "1"]]).unwrap();
+    prepare_qat(
+        &mut m,
+        &QConfigMap::global(get_default_qat_qconfig("x86").unwrap()),
+    )
+    .unwrap();
+    let x = Tensor::new([2, 2, 5, 5], (0..100).map(|_| rng.sym(1.0)).collect()).unwrap();
+    m.forward(Value::F(x.clone())).unwrap();
+    freeze_bn_stats(&mut m);
+    disable_observer(&mut m);
+    let state = |m: &Module| {
+        let Some(Module::Observed(o)) = m.get("0") else {
+            panic!()
+        };
+        let Module::Conv2d(c) = &o.module else {
+            panic!()
+        };
+        let bn = c.bn.as_ref().unwrap();
+        let fq = c.weight_fake_quant.as_ref().unwrap();
+        (
+            bn.running_mean.clone(),
+            bn.running_var.clone(),
+            fq.scale().to_vec(),
+            o.post.qparams().unwrap(),
+        )
+    };
+    let before = state(&m);
+    let x2 = Tensor::new([2, 2, 5, 5], (0..100).map(|_| rng.sym(3.0)).collect()).unwrap();
+    m.forward(Value::F(x2)).unwrap();
+    m.backward(Tensor::new([2, 3, 3, 3], vec![0.1; 54]).unwrap())
+        .unwrap();
+    assert_eq!(state(&m), before);
+}
