@@ -112,30 +112,42 @@ pub fn relu(isa: Isa, x: &QTensor<u8>) -> Vec<u8> {
     x.int_repr().iter().map(|&q| q.max(z)).collect()
 }
 
-pub fn max_pool2d(x: &QTensor<u8>, g: &PoolGeometry, p: &MaxPool2dParams) -> Vec<u8> {
+/// Max over the in-bounds taps of output pixel (oy, ox) (0 when none).
+fn max_pixel(src: &[u8], g: &PoolGeometry, p: &MaxPool2dParams, oy: usize, ox: usize) -> u8 {
+    let mut m = 0u8;
+    for ky in 0..p.kernel[0] {
+        let iy = (oy * p.stride[0] + ky * p.dilation[0]) as isize - p.padding[0] as isize;
+        if iy < 0 || iy >= g.h as isize {
+            continue;
+        }
+        for kx in 0..p.kernel[1] {
+            let ix = (ox * p.stride[1] + kx * p.dilation[1]) as isize - p.padding[1] as isize;
+            if ix < 0 || ix >= g.w as isize {
+                continue;
+            }
+            m = m.max(src[iy as usize * g.w + ix as usize]);
+        }
+    }
+    m
+}
+
+pub fn max_pool2d(isa: Isa, x: &QTensor<u8>, g: &PoolGeometry, p: &MaxPool2dParams) -> Vec<u8> {
     let xd = x.int_repr();
-    let mut y = Vec::with_capacity(g.n * g.c * g.oh * g.ow);
+    let mut y = vec![0u8; g.n * g.c * g.oh * g.ow];
     for plane in 0..g.n * g.c {
         let src = &xd[plane * g.h * g.w..(plane + 1) * g.h * g.w];
         for oy in 0..g.oh {
-            for ox in 0..g.ow {
-                let mut m = 0u8;
-                for ky in 0..p.kernel[0] {
-                    let iy =
-                        (oy * p.stride[0] + ky * p.dilation[0]) as isize - p.padding[0] as isize;
-                    if iy < 0 || iy >= g.h as isize {
-                        continue;
-                    }
-                    for kx in 0..p.kernel[1] {
-                        let ix = (ox * p.stride[1] + kx * p.dilation[1]) as isize
-                            - p.padding[1] as isize;
-                        if ix < 0 || ix >= g.w as isize {
-                            continue;
-                        }
-                        m = m.max(src[iy as usize * g.w + ix as usize]);
-                    }
-                }
-                y.push(m);
+            let dst = &mut y[(plane * g.oh + oy) * g.ow..][..g.ow];
+            let mut ox = 0;
+            #[cfg(target_arch = "aarch64")]
+            if isa >= Isa::Neon {
+                // SAFETY: isa >= Neon was detected by the engine.
+                ox = unsafe { neon::max_pool_row(src, g, p, oy, dst) };
+            }
+            let _ = isa;
+            while ox < g.ow {
+                dst[ox] = max_pixel(src, g, p, oy, ox);
+                ox += 1;
             }
         }
     }
@@ -203,7 +215,7 @@ pub fn adaptive_avg_pool2d(x: &QTensor<u8>, g: &PoolGeometry) -> Vec<u8> {
 }
 
 /// A 256-entry table of `f(dequantize(q))` requantized to `out`, applied to x.
-fn lut(x: &QTensor<u8>, out: OutQ, f: impl Fn(f32) -> f32) -> Vec<u8> {
+fn lut(isa: Isa, x: &QTensor<u8>, out: OutQ, f: impl Fn(f32) -> f32) -> Vec<u8> {
     let (s, z) = pt(x);
     let inv = inv_scale(out.scale);
     let table: Vec<u8> = (0..=255u8)
@@ -215,22 +227,31 @@ fn lut(x: &QTensor<u8>, out: OutQ, f: impl Fn(f32) -> f32) -> Vec<u8> {
             )
         })
         .collect();
+    #[cfg(target_arch = "aarch64")]
+    if isa >= Isa::Neon {
+        let table: &[u8; 256] = table.as_slice().try_into().expect("256 entries");
+        let mut y = x.int_repr().to_vec();
+        // SAFETY: isa >= Neon was detected by the engine.
+        unsafe { neon::lut(table, &mut y) };
+        return y;
+    }
+    let _ = isa;
     x.int_repr().iter().map(|&q| table[q as usize]).collect()
 }
 
-pub fn hardswish(x: &QTensor<u8>, out: OutQ) -> Vec<u8> {
-    lut(x, out, numerics::hardswish_f32)
+pub fn hardswish(isa: Isa, x: &QTensor<u8>, out: OutQ) -> Vec<u8> {
+    lut(isa, x, out, numerics::hardswish_f32)
 }
 
-pub fn sigmoid(x: &QTensor<u8>, out: OutQ) -> Vec<u8> {
-    lut(x, out, numerics::sigmoid_f32)
+pub fn sigmoid(isa: Isa, x: &QTensor<u8>, out: OutQ) -> Vec<u8> {
+    lut(isa, x, out, numerics::sigmoid_f32)
 }
 
 #[cfg(target_arch = "aarch64")]
 mod neon {
     use core::arch::aarch64::*;
 
-    use rquant_core::ops::BinaryOp;
+    use rquant_core::ops::{BinaryOp, MaxPool2dParams, PoolGeometry};
 
     pub struct Params {
         pub sa: f32,
@@ -240,6 +261,98 @@ mod neon {
         pub inv: f32,
         pub mult: f32,
         pub oz: i32,
+    }
+
+    /// `y[i] = table[y[i]]` in place, 16 bytes per step: four `tbl` lookups
+    /// over the four 64-byte quarters of the table (an index outside a
+    /// quarter's range gives 0), OR-ed together.
+    ///
+    /// # Safety
+    /// NEON available.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn lut(table: &[u8; 256], y: &mut [u8]) {
+        // SAFETY: each quarter is 64 bytes inside the 256-byte table.
+        let q = |i: usize| unsafe { vld1q_u8_x4(table.as_ptr().add(64 * i)) };
+        let (t0, t1, t2, t3) = (q(0), q(1), q(2), q(3));
+        let v64 = vdupq_n_u8(64);
+        let mut chunks = y.chunks_exact_mut(16);
+        for c in &mut chunks {
+            // SAFETY: c has 16 bytes.
+            unsafe {
+                let i0 = vld1q_u8(c.as_ptr());
+                let i1 = vsubq_u8(i0, v64);
+                let i2 = vsubq_u8(i1, v64);
+                let i3 = vsubq_u8(i2, v64);
+                let r = vorrq_u8(
+                    vorrq_u8(vqtbl4q_u8(t0, i0), vqtbl4q_u8(t1, i1)),
+                    vorrq_u8(vqtbl4q_u8(t2, i2), vqtbl4q_u8(t3, i3)),
+                );
+                vst1q_u8(c.as_mut_ptr(), r);
+            }
+        }
+        for v in chunks.into_remainder() {
+            *v = table[*v as usize];
+        }
+    }
+
+    /// The leading run of output pixels of row `oy` whose 16-pixel steps keep
+    /// every tap inside the input row (stride 1 or 2), as the max of the
+    /// in-bounds rows' taps; returns how many pixels were written (the rest,
+    /// borders included, go through the scalar code).
+    ///
+    /// # Safety
+    /// NEON available.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn max_pool_row(
+        src: &[u8],
+        g: &PoolGeometry,
+        p: &MaxPool2dParams,
+        oy: usize,
+        dst: &mut [u8],
+    ) -> usize {
+        let s = p.stride[1];
+        if !(s == 1 || s == 2) || g.ow < 16 {
+            return 0;
+        }
+        assert!(src.len() >= g.h * g.w && dst.len() == g.ow);
+        let span = (p.kernel[1] - 1) * p.dilation[1];
+        // Scalar border on the left: pixels whose first tap is in the padding.
+        let first = p.padding[1].div_ceil(s);
+        let mut ox = 0;
+        while ox < first.min(g.ow) {
+            dst[ox] = super::max_pixel(src, g, p, oy, ox);
+            ox += 1;
+        }
+        while ox + 16 <= g.ow {
+            let ix0 = ox * s - p.padding[1];
+            if ix0 + span + 16 * s > g.w {
+                break;
+            }
+            let mut m = vdupq_n_u8(0);
+            for ky in 0..p.kernel[0] {
+                let iy = (oy * p.stride[0] + ky * p.dilation[0]) as isize - p.padding[0] as isize;
+                if iy < 0 || iy >= g.h as isize {
+                    continue;
+                }
+                let row = &src[iy as usize * g.w..][..g.w];
+                for kx in 0..p.kernel[1] {
+                    let ix = ix0 + kx * p.dilation[1];
+                    // SAFETY: ix + 16*s <= w (checked above), inside `row`.
+                    let v = unsafe {
+                        if s == 1 {
+                            vld1q_u8(row.as_ptr().add(ix))
+                        } else {
+                            vld2q_u8(row.as_ptr().add(ix)).0
+                        }
+                    };
+                    m = vmaxq_u8(m, v);
+                }
+            }
+            // SAFETY: ox + 16 <= dst.len().
+            unsafe { vst1q_u8(dst.as_mut_ptr().add(ox), m) };
+            ox += 16;
+        }
+        ox
     }
 
     /// `max(q, zp)` in place, 16 bytes per step.

@@ -247,7 +247,7 @@ impl QuantEngine for ArmEngine {
         g: &PoolGeometry,
         p: &MaxPool2dParams,
     ) -> Result<Vec<u8>> {
-        Ok(elementwise::max_pool2d(x, g, p))
+        Ok(elementwise::max_pool2d(self.isa, x, g, p))
     }
 
     fn avg_pool2d_impl(
@@ -264,11 +264,11 @@ impl QuantEngine for ArmEngine {
     }
 
     fn hardswish_impl(&self, x: &QTensor<u8>, out: OutQ) -> Result<Vec<u8>> {
-        Ok(elementwise::hardswish(x, out))
+        Ok(elementwise::hardswish(self.isa, x, out))
     }
 
     fn sigmoid_impl(&self, x: &QTensor<u8>, out: OutQ) -> Result<Vec<u8>> {
-        Ok(elementwise::sigmoid(x, out))
+        Ok(elementwise::sigmoid(self.isa, x, out))
     }
 }
 

@@ -576,3 +576,66 @@ fn binary_ops_ties_and_zero_points() {
         }
     }
 }
+
+#[test]
+fn max_pool_and_tables_wide_rows() {
+    // Rows wide enough for the 16-pixel max-pool steps (stride 1 and 2), with
+    // padding, dilation and ceil mode; lookup tables over every byte value.
+    let mut rng = Rng(0x9001_9001_abcd_ef01);
+    let r = reference();
+    for &(h, w) in &[(9usize, 70usize), (5, 33), (4, 17)] {
+        let x = QTensor::from_int_repr(
+            vec![2, 3, h, w],
+            rng.u8s(6 * h * w),
+            QParams::per_tensor(0.1, 3),
+        )
+        .unwrap();
+        for &(k, s, p, d, ceil) in &[
+            (3usize, 1usize, 1usize, 1usize, false),
+            (3, 2, 1, 1, true),
+            (2, 2, 0, 1, false),
+            (3, 1, 0, 2, false),
+            (5, 2, 2, 1, true),
+            (3, 3, 1, 1, false),
+        ] {
+            let mp = MaxPool2dParams {
+                kernel: [k, k],
+                stride: [s, s],
+                padding: [p, p],
+                dilation: [d, d],
+                ceil_mode: ceil,
+            };
+            let Ok(want) = r.max_pool2d(&x, &mp) else {
+                continue; // geometry without output
+            };
+            for (isa, e) in paths() {
+                let got = e.max_pool2d(&x, &mp).unwrap();
+                assert_eq!(got.shape(), want.shape());
+                assert!(
+                    got.int_repr() == want.int_repr(),
+                    "max_pool {isa:?} {h}x{w} k={k} s={s} p={p} d={d} ceil={ceil}: {}",
+                    first_diff(got.int_repr(), want.int_repr())
+                );
+            }
+        }
+    }
+    let all: Vec<u8> = (0..=255u8)
+        .chain((0..300).map(|_| rng.next() as u8))
+        .collect();
+    let n = all.len();
+    for &(s, z) in &[(0.05, 128i64), (0.2, 0), (0.01, 255)] {
+        let x = QTensor::from_int_repr(vec![n], all.clone(), QParams::per_tensor(s, z)).unwrap();
+        for (isa, e) in paths() {
+            assert_eq!(
+                e.sigmoid(&x, 1.0 / 256.0, 0).unwrap().int_repr(),
+                r.sigmoid(&x, 1.0 / 256.0, 0).unwrap().int_repr(),
+                "sigmoid {isa:?}"
+            );
+            assert_eq!(
+                e.hardswish(&x, 0.04, 17).unwrap().int_repr(),
+                r.hardswish(&x, 0.04, 17).unwrap().int_repr(),
+                "hardswish {isa:?}"
+            );
+        }
+    }
+}
