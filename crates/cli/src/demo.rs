@@ -80,6 +80,8 @@ fn parse(args: &[String]) -> Result<Opts, String> {
 struct Row {
     variant: &'static str,
     engine: String,
+    isa: String,
+    images: usize,
     accuracy: f64,
     agreement: f64,
     latency_ms: f64,
@@ -175,6 +177,8 @@ pub fn run(args: &[String]) -> Res {
     let mut rows = vec![Row {
         variant: "fp32",
         engine: "float".into(),
+        isa: String::new(),
+        images: test.len(),
         accuracy: mnist::accuracy(&ref_pred, &test),
         agreement: 1.0,
         latency_ms: fp32_ms,
@@ -250,7 +254,9 @@ pub fn run(args: &[String]) -> Res {
             }
             rows.push(Row {
                 variant,
-                engine: format!("{}/{}{}", e.name(), e.isa(), if slow { "*" } else { "" }),
+                engine: e.name().to_string(),
+                isa: e.isa().to_string(),
+                images: test_e.len(),
                 accuracy: mnist::accuracy(&pred, &test_e),
                 agreement: mnist::agreement(&pred, ref_e),
                 latency_ms: ms,
@@ -267,7 +273,16 @@ pub fn run(args: &[String]) -> Res {
         println!(
             "{:<20} {:<18} {:>9.4} {:>10.4} {:>12.4} {:>11} {:>8.2}x",
             r.variant,
-            r.engine,
+            if r.isa.is_empty() {
+                r.engine.clone()
+            } else {
+                format!(
+                    "{}/{}{}",
+                    r.engine,
+                    r.isa,
+                    if r.images < test.len() { "*" } else { "" }
+                )
+            },
             r.accuracy,
             r.agreement,
             r.latency_ms,
@@ -321,6 +336,8 @@ pub fn run(args: &[String]) -> Res {
                 serde_json::json!({
                     "variant": r.variant,
                     "engine": r.engine,
+                    "isa": r.isa,
+                    "images": r.images,
                     "accuracy": r.accuracy,
                     "agreement_with_fp32": r.agreement,
                     "latency_ms": r.latency_ms,

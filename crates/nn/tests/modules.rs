@@ -601,3 +601,42 @@ fn freeze_bn_stats_and_disable_observer_hold_their_state() {
         .unwrap();
     assert_eq!(state(&m), before);
 }
+
+#[test]
+fn dynamic_fp16_linear_is_close_to_float_and_engine_independent() {
+    use rquant_nn::numeric_suite::sqnr;
+    use rquant_nn::{quantize_dynamic_with, DynamicDType, DynamicType};
+    rquant_nn::engines::init();
+    let mut rng = Rng(8);
+    let float = Module::Sequential(Sequential::from_modules(vec![
+        Module::Linear(Linear::new(40, 16, true, &mut rng)),
+        Module::relu(),
+        Module::Linear(Linear::new(16, 3, false, &mut rng)),
+    ]));
+    let x = Tensor::new([5, 40], (0..200).map(|_| rng.sym(1.0)).collect()).unwrap();
+    let want = float
+        .clone()
+        .forward(Value::F(x.clone()))
+        .unwrap()
+        .to_float();
+    let mut outs = Vec::new();
+    for e in rquant_nn::engines::available() {
+        let mut m = float.clone();
+        quantize_dynamic_with(
+            &mut m,
+            &[DynamicType::Linear],
+            DynamicDType::Float16,
+            &rquant_core::qconfig::float16_dynamic_qconfig(),
+            &e,
+        )
+        .unwrap();
+        assert_eq!(
+            m.get("0").unwrap().type_name(),
+            "DynamicQuantizedLinear(float16)"
+        );
+        let y = m.forward(Value::F(x.clone())).unwrap().to_float();
+        assert!(sqnr(want.data(), y.data()) > 50.0);
+        outs.push(y);
+    }
+    assert!(outs.windows(2).all(|w| w[0] == w[1]), "engines differ");
+}
