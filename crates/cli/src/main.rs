@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+mod bits;
 mod demo;
 mod qat;
 
@@ -10,7 +11,8 @@ const USAGE: &str = "usage: rquant <command>\n\
 commands:\n  \
 demo      the pretrained MNIST CNN: fp32, dynamic, static PTQ, QAT on every engine [--mnist-dir DIR] [--json PATH]\n  \
 qat       --dataset fashion-mnist --data DIR: train from scratch, then PTQ, then QAT [--epochs N]\n  \
-engines   list the engines this CPU supports\n";
+engines   list the engines this CPU supports\n  \
+bits      VALUE [--scale S --zero-point Z --dtype qint8|quint8]: IEEE fields and the int8 code of VALUE\n";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -18,6 +20,7 @@ fn main() -> ExitCode {
         Some("demo") => demo::run(&args[1..]),
         Some("engines") => demo::engines(),
         Some("qat") => qat::run(&args[1..]),
+        Some("bits") => bits::run(&args[1..]),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             Ok(())
