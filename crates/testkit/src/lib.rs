@@ -49,6 +49,8 @@ pub enum Act {
     AllMax,
     /// Uniform 0..=127.
     Low,
+    /// Uniform 0..=254 (just below the `vpmaddubsw` bound for |w0|+|w1| = 129).
+    Upto254,
 }
 
 /// How weights are drawn.
@@ -60,6 +62,11 @@ pub enum Wt {
     AllMin,
     /// Alternating 127 / −128 (adjacent pairs at the int16 bound).
     Extreme,
+    /// Pairs (64, 65) / (−64, −65): |w0|+|w1| = 129, so 255·129 saturates
+    /// int16 and 254·129 = 32766 does not.
+    Pair129,
+    /// Uniform −64..=64 (every pair within 128: `vpmaddubsw` exact for any u8).
+    Small,
 }
 
 /// One GEMM-shaped test case (linear: x `[m, k]`, w `[n, k]`).
@@ -128,6 +135,7 @@ impl GemmTester {
                 Act::Full => rng.int(0, 255) as u8,
                 Act::AllMax => 255,
                 Act::Low => rng.int(0, 127) as u8,
+                Act::Upto254 => rng.int(0, 254) as u8,
             })
             .collect()
     }
@@ -147,6 +155,15 @@ impl GemmTester {
                         -128
                     }
                 }
+                Wt::Pair129 => {
+                    let v = if i % 2 == 0 { 64 } else { 65 };
+                    if (i / 2) % 3 == 2 {
+                        -v
+                    } else {
+                        v
+                    }
+                }
+                Wt::Small => rng.int(-64, 64) as i8,
             })
             .collect();
         let qp = if self.per_channel {
@@ -468,8 +485,10 @@ pub fn sweep_linear(engine: &dyn QuantEngine) {
             }
         }
     }
-    for &act in &[Act::Full, Act::AllMax, Act::Low] {
-        for &wt in &[Wt::Full, Wt::AllMin, Wt::Extreme] {
+    // Activation and weight ranges on both sides of the int16 saturation
+    // bound of `vpmaddubsw` (kernels that use it must check it).
+    for &act in &[Act::Full, Act::AllMax, Act::Low, Act::Upto254] {
+        for &wt in &[Wt::Full, Wt::AllMin, Wt::Extreme, Wt::Pair129, Wt::Small] {
             for &x_zp in &[0, 255] {
                 GemmTester::new()
                     .m(7)

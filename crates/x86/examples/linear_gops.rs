@@ -70,7 +70,13 @@ fn main() {
             let w = Tensor::new([n, k], data(n * k, 2)).unwrap();
             let wq = quantize_per_channel::<i8>(&w, &vec![1.0 / 127.0; n], &vec![0; n], 0).unwrap();
             let p = e.pack_linear(wq, Some(data(n, 3))).unwrap();
-            let xq = quantize_per_tensor::<u8>(&x, 4.0 / 255.0, 0).unwrap();
+            // X7=1: 7-bit activations (0..127, PyTorch's reduce_range), else full range.
+            let xs = if std::env::var_os("X7").is_some() {
+                4.0 / 127.0
+            } else {
+                4.0 / 255.0
+            };
+            let xq = quantize_per_tensor::<u8>(&x, xs, 0).unwrap();
             let ops = 2.0 * (m * k * n) as f64;
             let only = std::env::var("OP").unwrap_or_default();
             let ts = median(|| {

@@ -122,6 +122,8 @@ pub(crate) fn conv2d(
     let ohw = g.oh * g.ow;
     let xd = x.int_repr();
     let mut y = vec![0u8; g.n * g.o * ohw];
+    // Padded taps hold the zero point: it bounds the activations too.
+    let x_max = xd.iter().fold(xz8, |a, &b| a.max(b));
     let mut nhwc = take_buffer(&NHWC_IN, g.h * g.w * g.c);
     let mut ynhwc = take_buffer(&NHWC_OUT, ohw * g.o);
     let plane = g.h * g.w;
@@ -159,7 +161,7 @@ pub(crate) fn conv2d(
             let epi = RequantOut::new(
                 isa, pb, xs, xz as i32, gbias, out_scale, out_zp, relu, &mut ynhwc, layout,
             );
-            gemm(pb, ohw, &fill, &epi);
+            gemm(pb, ohw, x_max, &fill, &epi);
         }
         nchw_to_nhwc(&ynhwc, ohw, g.o, &mut y[b * g.o * ohw..(b + 1) * g.o * ohw]);
     }

@@ -13,8 +13,8 @@
 use std::cell::RefCell;
 use std::thread::LocalKey;
 
-use crate::kernels::gemm_u8i8;
 use crate::kernels::output::Epilogue;
+use crate::kernels::{gemm_u8i8, gemm_u8i8_narrow};
 use crate::pack::{pack_a_rows, PackedB};
 use crate::threads::{par_chunks2, par_for, threads_for};
 
@@ -26,14 +26,18 @@ const A_BLOCK_BYTES: usize = 384 * 1024;
 const NC: usize = 128;
 
 /// `C[m, n] = epilogue(Σ_k A[m,k]·B[n,k])` for `m` activation rows produced
-/// by `fill(row, dst)` (K u8 values each) and the prepacked weights `b`.
+/// by `fill(row, dst)` (K u8 values each, none above `x_max`) and the
+/// prepacked weights `b`.
 pub(crate) fn gemm<E: Epilogue>(
     b: &PackedB,
     m: usize,
+    x_max: u8,
     fill: &(dyn Fn(usize, &mut [u8]) + Sync),
     epi: &E,
 ) {
-    let t = b.tile;
+    // AVX2: the `vpmaddubsw` kernel when it provably cannot saturate.
+    let narrow = b.narrow.as_ref().filter(|nw| nw.exact_for(x_max));
+    let t = narrow.map_or(b.tile, |nw| nw.tile);
     let k = b.k;
     let ku = t.units(k);
     let mpanels = m.div_ceil(t.mr);
@@ -77,12 +81,20 @@ pub(crate) fn gemm<E: Epilogue>(
             let (n_lo, n_hi) = (nb * nc, (nb * nc + nc).min(b.n));
             for n0 in (n_lo..n_hi).step_by(t.nr) {
                 let ncols = t.nr.min(n_hi - n0);
-                let bp = b.panel(n0 / t.nr);
+                let bp = match narrow {
+                    Some(nw) => nw.panel(n0 / t.nr, k),
+                    None => b.panel(n0 / t.nr),
+                };
                 for kb in (0..ku).step_by(kub) {
                     let kn = kub.min(ku - kb);
                     for (i, m0) in (m_lo..m_hi).step_by(t.mr).enumerate() {
                         let p = m0 / t.mr;
-                        gemm_u8i8(
+                        let kernel = if narrow.is_some() {
+                            gemm_u8i8_narrow
+                        } else {
+                            gemm_u8i8
+                        };
+                        kernel(
                             b.isa,
                             t.mr.min(m_hi - m0),
                             kn,

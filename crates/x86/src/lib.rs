@@ -98,6 +98,12 @@ pub fn missing_paths() -> Vec<Isa> {
     Isa::ALL.into_iter().filter(|i| !i.detected()).collect()
 }
 
+/// Largest byte (0 for an empty slice).
+fn max_u8(x: &[u8]) -> u8 {
+    x.chunks(64)
+        .fold(0u8, |m, c| m.max(c.iter().fold(0u8, |a, &b| a.max(b))))
+}
+
 fn min_max(isa: Isa, x: &[f32]) -> (f32, f32) {
     #[cfg(target_arch = "x86_64")]
     if isa >= Isa::Avx2 && !x.is_empty() {
@@ -171,7 +177,7 @@ impl QuantEngine for X86Engine {
             layout,
         );
         let fill = |i: usize, dst: &mut [u8]| dst.copy_from_slice(&xd[i * k..(i + 1) * k]);
-        gemm::gemm(&pb, m, &fill, &epi);
+        gemm::gemm(&pb, m, max_u8(xd), &fill, &epi);
         Ok(y)
     }
 
@@ -207,7 +213,9 @@ impl QuantEngine for X86Engine {
         let fill = |i: usize, dst: &mut [u8]| {
             quantize_row(isa, inv, qp.zero_point, &x[i * k..(i + 1) * k], dst)
         };
-        gemm::gemm(&pb, m, &fill, &epi);
+        // Quantization is monotonic: the largest input gives the largest value.
+        let x_max = numerics::quantize_val::<u8>(inv, qp.zero_point, hi);
+        gemm::gemm(&pb, m, x_max, &fill, &epi);
         Ok(y)
     }
 

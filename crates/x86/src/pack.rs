@@ -76,6 +76,8 @@ pub struct PackedB {
     pub(crate) k: usize,
     /// `ceil(N/NR)` micro-panels of `tile.b_panel_bytes(k)` bytes.
     pub(crate) data: Vec<u8>,
+    /// The saturation-checked `vpmaddubsw` layout (AVX2 path only).
+    pub(crate) narrow: Option<Narrow>,
     /// `Σ_k w[n,k]` of the raw int8 weights.
     pub(crate) col_sums: Vec<i32>,
     /// Weight zero point per column.
@@ -99,6 +101,65 @@ pub(crate) struct RequantConsts {
     pub tame: bool,
 }
 
+/// Weights packed for the AVX2 `vpmaddubsw` kernel (u8×s8 pairs summed in
+/// int16), with the bound that decides when it is exact.
+#[derive(Debug, Clone)]
+pub struct Narrow {
+    pub(crate) tile: Tile,
+    pub(crate) data: Vec<u8>,
+    /// max over columns and adjacent k pairs of |w[2j]| + |w[2j+1]|.
+    pub(crate) max_pair: i32,
+}
+
+impl Narrow {
+    /// Whether `vpmaddubsw` is exact for activations up to `x_max`:
+    /// |x0·w0 + x1·w1| <= x_max·(|w0|+|w1|) <= 32767.
+    pub(crate) fn exact_for(&self, x_max: u8) -> bool {
+        x_max as i32 * self.max_pair <= i16::MAX as i32
+    }
+    pub(crate) fn panel(&self, j: usize, k: usize) -> &[u8] {
+        let pb = self.tile.b_panel_bytes(k);
+        &self.data[j * pb..(j + 1) * pb]
+    }
+}
+
+/// Tile of the AVX2 `vpmaddubsw` kernel.
+pub(crate) const NARROW_AVX2: Tile = Tile {
+    mr: 6,
+    nr: 16,
+    kr: 4,
+};
+
+/// Weight micro-panels `[N/NR][ku][NR][4 bytes]` of `w` (`[n, k]`), zero-padded.
+fn pack_panels(tile: Tile, w: &[i8], n: usize, k: usize) -> Vec<u8> {
+    let ku = tile.units(k);
+    let panels = n.div_ceil(tile.nr);
+    let pb = tile.b_panel_bytes(k);
+    let mut data = vec![0u8; panels * pb];
+    for col in 0..n {
+        let row = &w[col * k..(col + 1) * k];
+        let panel = &mut data[(col / tile.nr) * pb..][..pb];
+        let c = col % tile.nr;
+        for u in 0..ku {
+            let dst = &mut panel[(u * tile.nr + c) * 4..][..4];
+            if tile.kr == 4 {
+                for (j, d) in dst.iter_mut().enumerate() {
+                    if let Some(&v) = row.get(u * 4 + j) {
+                        *d = v as u8;
+                    }
+                }
+            } else {
+                for j in 0..2 {
+                    if let Some(&v) = row.get(u * 2 + j) {
+                        dst[j * 2..j * 2 + 2].copy_from_slice(&(v as i16).to_le_bytes());
+                    }
+                }
+            }
+        }
+    }
+    data
+}
+
 impl Clone for PackedB {
     fn clone(&self) -> Self {
         PackedB {
@@ -107,6 +168,7 @@ impl Clone for PackedB {
             n: self.n,
             k: self.k,
             data: self.data.clone(),
+            narrow: self.narrow.clone(),
             col_sums: self.col_sums.clone(),
             zw: self.zw.clone(),
             zw_all_zero: self.zw_all_zero,
@@ -122,33 +184,30 @@ impl PackedB {
     pub(crate) fn new(isa: Isa, w: &[i8], n: usize, k: usize, qp: &[(f64, i64)]) -> Self {
         debug_assert_eq!(w.len(), n * k);
         let tile = Tile::for_isa(isa);
-        let ku = tile.units(k);
-        let panels = n.div_ceil(tile.nr);
-        let pb = tile.b_panel_bytes(k);
-        let mut data = vec![0u8; panels * pb];
-        let mut col_sums = vec![0i32; n];
-        for (col, cs) in col_sums.iter_mut().enumerate() {
-            let row = &w[col * k..(col + 1) * k];
-            *cs = row.iter().map(|&v| v as i32).sum();
-            let panel = &mut data[(col / tile.nr) * pb..][..pb];
-            let c = col % tile.nr;
-            for u in 0..ku {
-                let dst = &mut panel[(u * tile.nr + c) * 4..][..4];
-                if tile.kr == 4 {
-                    for (j, d) in dst.iter_mut().enumerate() {
-                        if let Some(&v) = row.get(u * 4 + j) {
-                            *d = v as u8;
-                        }
-                    }
-                } else {
-                    for j in 0..2 {
-                        if let Some(&v) = row.get(u * 2 + j) {
-                            dst[j * 2..j * 2 + 2].copy_from_slice(&(v as i16).to_le_bytes());
-                        }
-                    }
-                }
+        let data = pack_panels(tile, w, n, k);
+        let col_sums: Vec<i32> = w
+            .chunks_exact(k)
+            .map(|r| r.iter().map(|&v| v as i32).sum())
+            .collect();
+        // AVX2: also the u8×s8 layout for `vpmaddubsw`, used when the
+        // activations' maximum times the largest adjacent-pair |w0|+|w1|
+        // cannot reach int16 saturation.
+        let narrow = (isa == Isa::Avx2).then(|| {
+            let t = NARROW_AVX2;
+            let max_pair = w
+                .chunks_exact(k)
+                .flat_map(|r| {
+                    r.chunks(2)
+                        .map(|p| p.iter().map(|&v| (v as i32).abs()).sum::<i32>())
+                })
+                .max()
+                .unwrap_or(0);
+            Narrow {
+                tile: t,
+                data: pack_panels(t, w, n, k),
+                max_pair,
             }
-        }
+        });
         let zw: Vec<i32> = qp.iter().map(|&(_, z)| z as i32).collect();
         PackedB {
             isa,
@@ -156,6 +215,7 @@ impl PackedB {
             n,
             k,
             data,
+            narrow,
             col_sums,
             zw_all_zero: zw.iter().all(|&z| z == 0),
             zw,
@@ -247,4 +307,23 @@ fn row_sum_simd(x: &[u8]) -> (u64, usize) {
 #[cfg(not(target_arch = "x86_64"))]
 fn row_sum_simd(_x: &[u8]) -> (u64, usize) {
     (0, 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn narrow_bound_is_exact_at_the_edge() {
+        // One column with pairs (64, 65): |w0|+|w1| = 129.
+        let w: Vec<i8> = [64i8, 65, -64, -65, 1, 2, 0].to_vec();
+        let b = PackedB::new(Isa::Avx2, &w, 1, 7, &[(0.1, 0)]);
+        let nw = b.narrow.as_ref().expect("AVX2 packs the narrow layout");
+        assert_eq!(nw.max_pair, 129);
+        assert!(nw.exact_for(254)); // 254·129 = 32766
+        assert!(!nw.exact_for(255)); // 255·129 = 32895 > 32767
+        assert!(PackedB::new(Isa::Avx512Vnni, &w, 1, 7, &[(0.1, 0)])
+            .narrow
+            .is_none());
+    }
 }

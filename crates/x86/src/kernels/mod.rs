@@ -13,6 +13,7 @@ pub mod gemm_f32f16_12x32_avx512;
 pub mod gemm_f32f16_6x16_avx2;
 pub mod gemm_u8i8_4x8c4_scalar;
 pub mod gemm_u8i8_6x16c2_avx2;
+pub mod gemm_u8i8_6x16c4_avx2;
 pub mod gemm_u8i8_8x32c4_avx512vnni;
 pub(crate) mod output;
 pub(crate) mod output_avx2;
@@ -80,4 +81,40 @@ pub(crate) fn gemm_u8i8(
         #[cfg(not(target_arch = "x86_64"))]
         _ => unreachable!("only the scalar path exists off x86_64"),
     }
+}
+
+/// The AVX2 `vpmaddubsw` kernel ([`gemm_u8i8_6x16c4_avx2`]) on `mrows`
+/// activation rows. `isa` must be `Avx2` (the path that proved AVX2); the
+/// caller has checked the saturation bound ([`crate::pack::Narrow::exact_for`]).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_u8i8_narrow(
+    isa: Isa,
+    mrows: usize,
+    ku: usize,
+    a: &[u8],
+    lda: usize,
+    b: &[u8],
+    c: &mut [i32],
+    init: bool,
+) {
+    use gemm_u8i8_6x16c4_avx2::{MR, NR};
+    assert_eq!(isa, Isa::Avx2);
+    assert!((1..=MR).contains(&mrows));
+    assert!(a.len() >= (mrows - 1) * lda + ku * 4);
+    assert!(b.len() >= ku * NR * 4 && c.len() >= MR * NR);
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: isa == Avx2 comes from an engine value that detected AVX2; the
+    // rows hold ku units each, the panel ku units of NR columns, the tile
+    // MR×NR i32 (asserted).
+    unsafe {
+        gemm_u8i8_6x16c4_avx2::dispatch(
+            mrows,
+            ku,
+            a.as_ptr(),
+            lda,
+            b.as_ptr(),
+            c.as_mut_ptr(),
+            init,
+        )
+    };
 }
