@@ -231,6 +231,42 @@ fn node(m: &Module, p: &str, out: &mut Out) -> Result<J> {
             let b = out.bias(p, l.bias.as_ref().map(|b| b.value.data()));
             json!({"type": "Linear", "relu": l.relu, "bias": b})
         }
+        Module::Embedding(e) => {
+            out.f32(
+                join(p, "weight"),
+                e.weight.value.shape().to_vec(),
+                e.weight.value.data(),
+            );
+            json!({"type": "Embedding"})
+        }
+        Module::BatchNorm2d(b) => {
+            out.f32(
+                join(p, "weight"),
+                vec![b.num_features],
+                b.weight.value.data(),
+            );
+            out.f32(join(p, "bias"), vec![b.num_features], b.bias.value.data());
+            out.f32(
+                join(p, "running_mean"),
+                vec![b.num_features],
+                b.running_mean.data(),
+            );
+            out.f32(
+                join(p, "running_var"),
+                vec![b.num_features],
+                b.running_var.data(),
+            );
+            json!({"type": "BatchNorm2d", "eps": b.eps, "relu": b.relu})
+        }
+        Module::Rnn(r) => {
+            let mut r2 = r.clone();
+            let bias = r.layers.first().is_some_and(|l| l.b_ih.is_some());
+            for (n, prm) in r2.params_mut() {
+                out.f32(join(p, &n), prm.value.shape().to_vec(), prm.value.data());
+            }
+            json!({"type": r.type_name(), "input_size": r.input_size, "hidden_size": r.hidden_size,
+                   "num_layers": r.layers.len(), "batch_first": r.batch_first, "bias": bias})
+        }
         Module::Conv2d(c) if c.weight_fake_quant.is_none() && c.bn.is_none() => {
             out.f32(
                 join(p, "weight"),
@@ -557,6 +593,66 @@ fn build(inp: &In, p: &str, j: &J) -> Result<Module> {
             Module::Sequential(s)
         }
         "Identity" => Module::Identity,
+        "Embedding" => Module::Embedding(
+            crate::rnn::Embedding::from_weight(inp.f32(&join(p, "weight"))?)
+                .map_err(|x| NnError::file(f, p, x.to_string()))?,
+        ),
+        "BatchNorm2d" | "BNReLU2d" => {
+            let w = inp.f32(&join(p, "weight"))?;
+            let mut b = crate::layers::BatchNorm2d::new(w.numel());
+            let check = |t: Tensor, n: &str| -> Result<Tensor> {
+                if t.numel() != w.numel() {
+                    return Err(NnError::file(
+                        f,
+                        join(p, n),
+                        "length differs from the weight",
+                    ));
+                }
+                Ok(t)
+            };
+            b.bias.value = check(inp.f32(&join(p, "bias"))?, "bias")?;
+            b.running_mean = check(inp.f32(&join(p, "running_mean"))?, "running_mean")?;
+            b.running_var = check(inp.f32(&join(p, "running_var"))?, "running_var")?;
+            b.weight.value = w;
+            b.eps = get_f64(f, p, j, "eps")? as f32;
+            b.relu = get_bool(f, p, j, "relu")?;
+            Module::BatchNorm2d(b)
+        }
+        "LSTM" | "GRU" => {
+            let kind = if ty == "LSTM" {
+                RnnKind::Lstm
+            } else {
+                RnnKind::Gru
+            };
+            let n = |k: &str| get_i64(f, p, j, k).map(|v| v.max(0) as usize);
+            let mut r = crate::rnn::Rnn::new(
+                kind,
+                n("input_size")?,
+                n("hidden_size")?,
+                n("num_layers")?,
+                get_bool(f, p, j, "batch_first")?,
+                &mut crate::layers::Rng(0),
+            );
+            if !get_bool(f, p, j, "bias")? {
+                for l in &mut r.layers {
+                    l.b_ih = None;
+                    l.b_hh = None;
+                }
+            }
+            for (name, prm) in r.params_mut() {
+                let full = join(p, &name);
+                let t = inp.f32(&full)?;
+                if t.shape() != prm.value.shape() {
+                    return Err(NnError::file(
+                        f,
+                        full,
+                        format!("shape {:?}, expected {:?}", t.shape(), prm.value.shape()),
+                    ));
+                }
+                prm.value = t;
+            }
+            Module::Rnn(r)
+        }
         "QuantStub" => Module::QuantStub,
         "DeQuantStub" => Module::DeQuantStub,
         "Flatten" => {

@@ -203,3 +203,44 @@ fn wrong_inputs_name_the_module() {
     let msg = m.forward(Value::F(x)).unwrap_err().to_string();
     assert!(msg.starts_with("1: ") && msg.contains("channels"), "{msg}");
 }
+
+#[test]
+fn text_model_with_embedding_and_dynamic_lstm_round_trips_and_moves_engines() {
+    use rquant_nn::rnn::{Embedding, Rnn, RnnKind};
+    use rquant_nn::to_engine;
+    rquant_nn::engines::init();
+    let engines = rquant_nn::engines::available();
+    let mut rng = Rng(3);
+    let mut m = Module::Sequential(Sequential::from_modules(vec![
+        Module::Embedding(Embedding::new(20, 6, &mut rng)),
+        Module::Rnn(Rnn::new(RnnKind::Lstm, 6, 8, 2, true, &mut rng)),
+        Module::Linear(Linear::new(8, 20, true, &mut rng)),
+    ]));
+    quantize_dynamic_with(
+        &mut m,
+        &[DynamicType::Linear, DynamicType::Lstm],
+        DynamicDType::QInt8,
+        &rquant_core::qconfig::default_dynamic_qconfig(),
+        &engines[0],
+    )
+    .unwrap();
+    let ids = Tensor::new([2, 5], vec![1., 4., 7., 19., 0., 3., 3., 2., 11., 5.]).unwrap();
+    let want = m.forward(Value::F(ids.clone())).unwrap().to_float();
+    let bytes = quantized_bytes(&m, "dynamic").unwrap();
+    for e in &engines {
+        let (mut back, _) = quantized_from_bytes(&bytes, "t.st", Some(e.clone())).unwrap();
+        assert_eq!(
+            back.forward(Value::F(ids.clone())).unwrap().to_float(),
+            want
+        );
+        let mut moved = m.clone();
+        to_engine(&mut moved, e).unwrap();
+        assert_eq!(
+            moved.forward(Value::F(ids.clone())).unwrap().to_float(),
+            want
+        );
+    }
+    let bad = Tensor::new([1, 1], vec![20.0]).unwrap();
+    let msg = m.forward(Value::F(bad)).unwrap_err().to_string();
+    assert!(msg.starts_with("0: ") && msg.contains("id 20"), "{msg}");
+}
