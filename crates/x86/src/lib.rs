@@ -10,6 +10,9 @@
 //!   and the output pipeline (`kernels/output*.rs`);
 //! - `gemm`: cache blocking and threading; `conv`, `fp16`, `elementwise`: ops.
 
+// Off x86_64 only the scalar path exists: the SIMD plumbing is unused there.
+#![cfg_attr(not(target_arch = "x86_64"), allow(unused, dead_code))]
+
 use std::sync::Arc;
 
 use rquant_core::engine::Payload;

@@ -48,6 +48,7 @@ fn conv2d_every_path() {
 #[test]
 fn intended_paths_ran() {
     let names: Vec<&str> = paths().iter().map(|e| e.isa()).collect();
+    eprintln!("x86 paths tested here: {names:?}");
     #[cfg(target_arch = "x86_64")]
     {
         if is_x86_feature_detected!("avx2")
