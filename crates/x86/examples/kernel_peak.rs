@@ -1,5 +1,4 @@
 //! Microkernel throughput with L1-resident panels (no packing, no epilogue).
-use std::time::Instant;
 
 #[cfg(not(target_arch = "x86_64"))]
 fn main() {}
@@ -15,7 +14,7 @@ fn main() {
     }
     let reps = 200_000;
     for _ in 0..3 {
-        let t = Instant::now();
+        let t = std::time::Instant::now();
         for _ in 0..reps {
             // SAFETY: VNNI detected above; 8 rows of ku units, a panel of ku units × 32 columns.
             unsafe {
