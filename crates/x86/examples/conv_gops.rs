@@ -42,11 +42,17 @@ fn main() {
     ];
     let filter = std::env::args().nth(1).unwrap_or_default();
     for e in rquant_x86::all_paths() {
-        if e.isa() == "scalar" || (filter == "best" && e.isa() != rquant_x86::Isa::best().name()) {
+        if e.isa() == "scalar"
+            || ((filter == "best" || filter == "first")
+                && e.isa() != rquant_x86::Isa::best().name())
+        {
             continue;
         }
         for &(c, o, hw, k, groups) in &shapes {
             if filter == "dw" && groups == 1 {
+                continue;
+            }
+            if filter == "first" && c != 64 {
                 continue;
             }
             let x = Tensor::new(

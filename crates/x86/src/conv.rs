@@ -132,16 +132,26 @@ pub(crate) fn conv2d(
         nchw_to_nhwc(img, g.c, plane, &mut nhwc);
         let nhwc = &nhwc;
         for (gi, pb) in pw.groups.iter().enumerate() {
+            // With one group and unit dilation the kw taps of a kernel row are
+            // one contiguous NHWC run: one copy per kernel row when inside.
+            let runs = p.groups == 1 && p.dilation[1] == 1;
             let fill = |pix: usize, dst: &mut [u8]| {
                 let (oy, ox) = (pix / g.ow, pix % g.ow);
+                let ix0 = (ox * p.stride[1]) as isize - p.padding[1] as isize;
                 for ky in 0..g.kh {
                     let iy =
                         (oy * p.stride[0] + ky * p.dilation[0]) as isize - p.padding[0] as isize;
+                    let row_in = iy >= 0 && iy < g.h as isize;
+                    if runs && row_in && ix0 >= 0 && ix0 as usize + g.kw <= g.w {
+                        let s = (iy as usize * g.w + ix0 as usize) * g.c;
+                        dst[ky * g.kw * cg..(ky + 1) * g.kw * cg]
+                            .copy_from_slice(&nhwc[s..s + g.kw * cg]);
+                        continue;
+                    }
                     for kx in 0..g.kw {
-                        let ix = (ox * p.stride[1] + kx * p.dilation[1]) as isize
-                            - p.padding[1] as isize;
+                        let ix = ix0 + (kx * p.dilation[1]) as isize;
                         let d = &mut dst[(ky * g.kw + kx) * cg..][..cg];
-                        if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                        if !row_in || ix < 0 || ix >= g.w as isize {
                             d.fill(xz8);
                         } else {
                             let s = (iy as usize * g.w + ix as usize) * g.c + gi * cg;

@@ -55,7 +55,17 @@ pub(crate) fn gemm<E: Epilogue>(
         Vec::new,
         |scratch, p, panel, s| {
             let row0 = p * t.mr;
-            pack_a_rows(t, k, row0, t.mr.min(m - row0), fill, panel, s, scratch);
+            pack_a_rows(
+                t,
+                k,
+                row0,
+                t.mr.min(m - row0),
+                fill,
+                panel,
+                s,
+                !b.zw_all_zero,
+                scratch,
+            );
         },
     );
 

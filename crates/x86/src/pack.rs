@@ -246,7 +246,8 @@ impl PackedB {
 /// Pack the activation rows `row0 .. row0 + nrows` (`nrows <= MR`) as
 /// k-unit rows `lda = ku·4` bytes apart (u8, or int16-widened for `kr = 2`;
 /// the padding past K is zeroed). `fill(row, dst)` writes row `row`'s K u8
-/// values (it may quantize on the fly); `sums` receives each row's `Σ_k x`.
+/// values (it may quantize on the fly); `sums` receives each row's `Σ_k x`
+/// when `need_sums` (they only matter for nonzero weight zero points).
 /// No interleaving: the kernels read each row through its own pointer.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn pack_a_rows(
@@ -257,19 +258,21 @@ pub(crate) fn pack_a_rows(
     fill: &(dyn Fn(usize, &mut [u8]) + Sync),
     dst: &mut [u8],
     sums: &mut [i32],
+    need_sums: bool,
     scratch: &mut Vec<u8>,
 ) {
     let lda = tile.units(k) * 4;
+    let sum = |x: &[u8]| if need_sums { row_sum(x) } else { 0 };
     for r in 0..nrows {
         let row = &mut dst[r * lda..(r + 1) * lda];
         if tile.kr == 4 {
             fill(row0 + r, &mut row[..k]);
-            sums[r] = row_sum(&row[..k]);
+            sums[r] = sum(&row[..k]);
             row[k..].fill(0);
         } else {
             scratch.resize(k, 0);
             fill(row0 + r, scratch);
-            sums[r] = row_sum(scratch);
+            sums[r] = sum(scratch);
             for (d, &v) in row.chunks_exact_mut(2).zip(scratch.iter()) {
                 d[0] = v;
                 d[1] = 0;
