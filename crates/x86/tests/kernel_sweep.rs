@@ -101,6 +101,16 @@ fn same_bits_for_every_thread_count() {
                 .n(70)
                 .k(50)
                 .test_linear_fp16(e.as_ref(), r.as_ref(), 1.0);
+            let p = |g: usize| rquant_core::Conv2dParams {
+                stride: [1, 1],
+                padding: [1, 1],
+                dilation: [1, 1],
+                groups: g,
+            };
+            tk::ConvTester::new(16, 40, [13, 11], [3, 3], p(1))
+                .batch(2)
+                .test(e.as_ref(), r.as_ref());
+            tk::ConvTester::new(24, 24, [17, 19], [3, 3], p(24)).test(e.as_ref(), r.as_ref());
         }
         rquant_core::registry::set_num_threads(0);
     }
