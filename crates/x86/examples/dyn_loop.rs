@@ -10,7 +10,9 @@ fn main() {
         a[3].parse().unwrap(),
     );
     let reps: usize = a[5].parse().unwrap();
-    rquant_core::registry::set_num_threads(1);
+    if std::env::var_os("RQUANT_NUM_THREADS").is_none() {
+        rquant_core::registry::set_num_threads(1);
+    }
     let e = rquant_x86::engine().unwrap();
     let x = Tensor::new(
         [m, k],
