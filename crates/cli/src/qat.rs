@@ -93,10 +93,11 @@ pub fn run(args: &[String]) -> Res {
     let t = Instant::now();
     for epoch in 0..epochs {
         let pb = bar(train.len() as u64, "fp32");
+        let data = train.shuffled(1000 + epoch as u64);
         let loss = mnist::train_epoch(
             &mut m,
-            &train,
-            0..train.len(),
+            &data,
+            0..data.len(),
             BATCH,
             MEAN,
             STD,
@@ -138,7 +139,8 @@ pub fn run(args: &[String]) -> Res {
     let n = qat_images.min(train.len());
     let pb = bar(n as u64, "QAT");
     let t = Instant::now();
-    mnist::train_epoch(&mut q, &train, 0..n, BATCH, MEAN, STD, &mut opt, &mut |k| {
+    let data = train.shuffled(2000);
+    mnist::train_epoch(&mut q, &data, 0..n, BATCH, MEAN, STD, &mut opt, &mut |k| {
         pb.inc(k as u64)
     })?;
     pb.finish_and_clear();

@@ -116,6 +116,27 @@ impl Dataset {
             .collect();
         Tensor::new([end - start, 1, self.rows, self.cols], data).expect("shape")
     }
+    /// A copy with the images in a seeded random order (Fisher–Yates), as a
+    /// shuffling DataLoader would present them for one epoch.
+    pub fn shuffled(&self, seed: u64) -> Dataset {
+        let mut idx: Vec<usize> = (0..self.len()).collect();
+        let mut rng = crate::layers::Rng(seed);
+        for i in (1..idx.len()).rev() {
+            let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+            idx.swap(i, j);
+        }
+        let px = self.rows * self.cols;
+        let mut images = Vec::with_capacity(self.images.len());
+        for &i in &idx {
+            images.extend_from_slice(&self.images[i * px..(i + 1) * px]);
+        }
+        Dataset {
+            images,
+            labels: idx.iter().map(|&i| self.labels[i]).collect(),
+            rows: self.rows,
+            cols: self.cols,
+        }
+    }
     pub fn labels(&self, start: usize, end: usize) -> Vec<usize> {
         self.labels[start..end]
             .iter()
