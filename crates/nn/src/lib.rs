@@ -1,7 +1,38 @@
 //! rquant-nn: float modules with forward and backward, and PyTorch's
-//! eager-mode quantization workflows on top of them — `fuse_modules`,
-//! `prepare` / calibrate / `convert`, `quantize_dynamic`, `prepare_qat` —
-//! plus the numeric suite, safetensors loading/saving, and the MNIST model.
+//! eager-mode quantization workflows on top of them.
+//!
+//! * **Modules** ([`Module`]): Linear, Conv2d (stride, padding, dilation,
+//!   groups), BatchNorm2d, ReLU / ReLU6 / Hardswish, MaxPool2d, AvgPool2d,
+//!   AdaptiveAvgPool2d, Flatten, Dropout, Embedding, LSTM / GRU, Sequential
+//!   with named children (dotted paths are PyTorch's state_dict keys),
+//!   QuantStub / DeQuantStub, FloatFunctional, and [`CustomModule`] for
+//!   user-written forwards. Float math: im2col + packed SGEMM, batch-parallel.
+//! * **Training**: layer-by-layer backward, [`train::cross_entropy`],
+//!   [`train::Sgd`] (momentum) and [`train::Adam`], PyTorch's update rules.
+//! * **Workflows**: [`fuse_modules`] / [`fuse_modules_qat`] (PyTorch's exact
+//!   folding arithmetic), [`prepare`] (observers from a [`QConfigMap`]; `None`
+//!   keeps a module float), calibration by running data, [`convert`]
+//!   (weights packed once by the current engine), [`quantize_dynamic`]
+//!   ({Linear, LSTM, GRU} × {qint8, float16}), [`prepare_qat`] with
+//!   [`disable_observer`] / [`freeze_bn_stats`], [`to_engine`].
+//! * **Files** ([`io`]): float weights from safetensors by PyTorch name;
+//!   quantized models saved with engine, qconfig and qparams, loadable on
+//!   any engine with identical outputs.
+//! * **Numeric suite** ([`numeric_suite`]): weight and per-layer output SQNR.
+//!
+//! ```no_run
+//! use rquant_nn::{convert, fuse_modules, mnist, prepare, QConfigMap, Value};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! rquant_nn::engines::init();
+//! let mut model = mnist::pretrained(&mnist::committed_weights())?;
+//! fuse_modules(&mut model, &mnist::FUSE_GROUPS)?;
+//! prepare(&mut model, &QConfigMap::global(rquant_core::qconfig::get_default_qconfig("x86")?))?;
+//! let calib = mnist::Dataset::load(&mnist::committed_dir(), "train", Some(1000))?;
+//! mnist::calibrate(&mut model, &calib, 100, &mut |_| {})?;
+//! convert(&mut model)?;
+//! let logits = model.forward(Value::F(calib.batch(0, 8, mnist::MEAN, mnist::STD)))?;
+//! # Ok(()) }
+//! ```
 
 pub mod engines;
 pub mod error;
