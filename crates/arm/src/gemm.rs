@@ -230,6 +230,24 @@ fn kernel(b: &PackedB, at: &ATile, p: usize, tile: &mut [i32; MR * NR]) {
             // SAFETY: b was packed for I8mm, which the engine detected.
             unsafe { crate::kernels::gemm_u8i8_1x8c8_i8mm::gemm(b.kp / 8, &at.a8, &d[panel], tile) }
         }
+        // Tiles of 2-4 rows: the 4x8 kernels.
+        #[cfg(target_arch = "aarch64")]
+        (BData::I16(d), Isa::Neon) if at.nrows <= 4 => {
+            // SAFETY: b was packed for Neon, which the engine detected.
+            unsafe { crate::kernels::gemm_u8i8_4x8c1_neon::gemm(k, &at.a16, &d[panel], tile) }
+        }
+        #[cfg(target_arch = "aarch64")]
+        (BData::I8(d), Isa::Dotprod) if at.nrows <= 4 => {
+            // SAFETY: b was packed for Dotprod, which the engine detected.
+            unsafe {
+                crate::kernels::gemm_u8i8_4x8c4_dotprod::gemm(b.kp / 4, &at.a8, &d[panel], tile)
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        (BData::I8(d), Isa::I8mm) if at.nrows <= 4 => {
+            // SAFETY: b was packed for I8mm, which the engine detected.
+            unsafe { crate::kernels::gemm_u8i8_4x8c8_i8mm::gemm(b.kp / 8, &at.a8, &d[panel], tile) }
+        }
         #[cfg(target_arch = "aarch64")]
         (BData::I16(d), Isa::Neon) => {
             // SAFETY: b was packed for Neon, which the engine detected.

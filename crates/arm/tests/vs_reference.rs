@@ -103,7 +103,7 @@ fn check_linear(rng: &mut Rng, m: usize, n: usize, k: usize) {
     }
 }
 
-const MS: &[usize] = &[1, 2, 7, 8, 9, 16, 17];
+const MS: &[usize] = &[1, 2, 3, 4, 5, 7, 8, 9, 12, 16, 17];
 const NS: &[usize] = &[1, 3, 8, 9, 15, 16, 17, 33];
 const KS: &[usize] = &[1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 64, 100];
 

@@ -16,6 +16,12 @@ pub mod gemm_u8i8_1x8c4_dotprod;
 #[cfg(target_arch = "aarch64")]
 pub mod gemm_u8i8_1x8c8_i8mm;
 #[cfg(target_arch = "aarch64")]
+pub mod gemm_u8i8_4x8c1_neon;
+#[cfg(target_arch = "aarch64")]
+pub mod gemm_u8i8_4x8c4_dotprod;
+#[cfg(target_arch = "aarch64")]
+pub mod gemm_u8i8_4x8c8_i8mm;
+#[cfg(target_arch = "aarch64")]
 pub mod gemm_u8i8_8x8c1_neon;
 #[cfg(target_arch = "aarch64")]
 pub mod gemm_u8i8_8x8c4_dotprod;
