@@ -75,7 +75,8 @@ fn binary_scalar(
             let mult = (sa as f32) * (sb as f32) * inv;
             it.map(|(&qa, &qb)| {
                 let c = (qa as i32 - za as i32) * (qb as i32 - zb as i32);
-                let r = numerics::f32_to_i64_sat(rne(c as f32 * mult)) + out.zero_point;
+                let r =
+                    numerics::f32_to_i64_sat(rne(c as f32 * mult)).saturating_add(out.zero_point);
                 r.clamp(0, 255) as u8
             })
             .collect()
