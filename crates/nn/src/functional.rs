@@ -477,9 +477,41 @@ pub fn max_pool2d(
     } else {
         Vec::new()
     };
+    let simple = padding == [0, 0] && dilation == [1, 1];
     let body = |pl: usize, yp: &mut [f32], ip: Option<&mut [u32]>| {
         let xp = &x.data()[pl * h * w..(pl + 1) * h * w];
         let mut ip = ip;
+        if simple {
+            // No padding, no dilation: windows are plain sub-rectangles
+            // (clipped at the far edges in ceil mode).
+            for oy in 0..oh {
+                let y0 = oy * stride[0];
+                let y1 = (y0 + kernel[0]).min(h);
+                for ox in 0..ow {
+                    let x0 = ox * stride[1];
+                    let x1 = (x0 + kernel[1]).min(w);
+                    let mut bi = y0 * w + x0;
+                    let mut best = xp[bi];
+                    'win: for iy in y0..y1 {
+                        let row = &xp[iy * w + x0..iy * w + x1];
+                        for (k, &v) in row.iter().enumerate() {
+                            if v > best || v.is_nan() {
+                                best = v;
+                                bi = iy * w + x0 + k;
+                                if v.is_nan() {
+                                    break 'win;
+                                }
+                            }
+                        }
+                    }
+                    yp[oy * ow + ox] = best;
+                    if let Some(ip) = ip.as_deref_mut() {
+                        ip[oy * ow + ox] = (pl * h * w + bi) as u32;
+                    }
+                }
+            }
+            return;
+        }
         for oy in 0..oh {
             for ox in 0..ow {
                 let mut best = f32::NEG_INFINITY;
@@ -742,4 +774,37 @@ pub fn channel_affine(x: &Tensor, scale: &[f32], shift: &[f32]) -> Result<Tensor
         }
     });
     Ok(Tensor::new(x.shape().to_vec(), y)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_pool_fast_path_matches_naive_including_ceil_mode() {
+        let (h, w) = (7usize, 9usize);
+        let data: Vec<f32> = (0..2 * h * w)
+            .map(|i| ((i * 37 % 23) as f32) - 11.0)
+            .collect();
+        let x = Tensor::new([1, 2, h, w], data.clone()).unwrap();
+        for (k, st, ceil) in [(2, 2, false), (3, 2, true), (2, 1, false), (3, 3, true)] {
+            let (y, idx) = max_pool2d(&x, [k, k], [st, st], [0, 0], [1, 1], ceil, true).unwrap();
+            let (oh, ow) = (y.shape()[2], y.shape()[3]);
+            for c in 0..2 {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut best = f32::NEG_INFINITY;
+                        for iy in oy * st..(oy * st + k).min(h) {
+                            for ix in ox * st..(ox * st + k).min(w) {
+                                best = best.max(data[c * h * w + iy * w + ix]);
+                            }
+                        }
+                        let o = (c * oh + oy) * ow + ox;
+                        assert_eq!(y.data()[o], best);
+                        assert_eq!(data[idx[o] as usize], best);
+                    }
+                }
+            }
+        }
+    }
 }
