@@ -370,10 +370,12 @@ pub trait QuantEngine: Send + Sync + 'static {
         w.check_engine(OP, self.name())?;
         let m = rows_for_k(OP, x.shape(), w.in_features())?;
         check_nonempty(OP, x.shape())?;
-        if let Some(index) = x.data().iter().position(|v| v.is_nan()) {
-            return Err(QuantError::NaN { op: OP, index });
-        }
-        if let Some(i) = x.data().iter().position(|v| v.is_infinite()) {
+        // One vectorisable pass; the index is searched for only on failure.
+        if !x.data().iter().fold(true, |ok, v| ok & v.is_finite()) {
+            if let Some(index) = x.data().iter().position(|v| v.is_nan()) {
+                return Err(QuantError::NaN { op: OP, index });
+            }
+            let i = x.data().iter().position(|v| v.is_infinite()).unwrap_or(0);
             return Err(QuantError::invalid(
                 OP,
                 format!("input[{i}] is infinite: no finite qparams cover it"),

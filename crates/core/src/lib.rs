@@ -22,6 +22,7 @@ pub mod lsq;
 pub mod numerics;
 pub mod observer;
 pub mod ops;
+pub mod portable;
 pub mod qconfig;
 pub mod quant;
 pub mod registry;

@@ -96,7 +96,9 @@ pub fn bias_term(bias: f32, act_times_w_scale: f32, per_channel: bool) -> f32 {
 pub fn requantize_u8(acc: i32, bias_term: f32, multiplier: f32, out_zp: i32, relu: bool) -> u8 {
     let v = rne(((acc as f32) + bias_term) * multiplier);
     let lo = if relu { out_zp as i64 } else { 0 };
-    (f32_to_i64_sat(v) + out_zp as i64).clamp(lo, 255) as u8
+    f32_to_i64_sat(v)
+        .saturating_add(out_zp as i64)
+        .clamp(lo, 255) as u8
 }
 
 /// Float output of dynamic linear for one accumulator (fbgemm `ReQuantizeForFloat`):

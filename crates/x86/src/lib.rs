@@ -8,7 +8,7 @@
 //! - [`pack`]: weight packing (column sums) and activation packing (row sums);
 //! - [`kernels`]: one microkernel per file (`gemm_u8i8_6x16c2_avx2.rs`, …)
 //!   and the output pipeline (`kernels/output*.rs`);
-//! - `gemm`: cache blocking and threading; `conv`, `fp16`, `elementwise`: ops.
+//! - `gemm`: cache blocking and threading; `conv`, `fp16`: ops (the memory-bound ops are `rquant_core::portable`).
 
 // Off x86_64 only the scalar path exists: the SIMD plumbing is unused there.
 #![cfg_attr(not(target_arch = "x86_64"), allow(unused, dead_code))]
@@ -26,7 +26,6 @@ use rquant_core::{
 };
 
 mod conv;
-mod elementwise;
 mod fp16;
 mod gemm;
 pub mod isa;
@@ -37,10 +36,10 @@ mod threads;
 pub use isa::Isa;
 
 use conv::PackedConv;
-use elementwise::Elementwise;
 use fp16::PackedFp16;
 use kernels::output::{FloatOut, OutLayout, RequantOut};
 use pack::PackedB;
+use rquant_core::portable;
 
 /// The x86 engine on one ISA path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -289,7 +288,7 @@ impl QuantEngine for X86Engine {
         b: &QTensor<u8>,
         out: OutQ,
     ) -> Result<Vec<u8>> {
-        Elementwise.binary_impl(op, a, b, out)
+        portable::binary(op, a, b, out)
     }
     fn cat_impl(
         &self,
@@ -298,10 +297,10 @@ impl QuantEngine for X86Engine {
         inner: usize,
         out: OutQ,
     ) -> Result<Vec<u8>> {
-        Elementwise.cat_impl(xs, outer, inner, out)
+        portable::cat(xs, outer, inner, out)
     }
     fn relu_impl(&self, x: &QTensor<u8>) -> Result<Vec<u8>> {
-        Elementwise.relu_impl(x)
+        portable::relu(x)
     }
     fn max_pool2d_impl(
         &self,
@@ -309,7 +308,7 @@ impl QuantEngine for X86Engine {
         g: &PoolGeometry,
         p: &MaxPool2dParams,
     ) -> Result<Vec<u8>> {
-        Elementwise.max_pool2d_impl(x, g, p)
+        portable::max_pool2d(x, g, p)
     }
     fn avg_pool2d_impl(
         &self,
@@ -317,15 +316,15 @@ impl QuantEngine for X86Engine {
         g: &PoolGeometry,
         p: &AvgPool2dParams,
     ) -> Result<Vec<u8>> {
-        Elementwise.avg_pool2d_impl(x, g, p)
+        portable::avg_pool2d(x, g, p)
     }
     fn adaptive_avg_pool2d_impl(&self, x: &QTensor<u8>, g: &PoolGeometry) -> Result<Vec<u8>> {
-        Elementwise.adaptive_avg_pool2d_impl(x, g)
+        portable::adaptive_avg_pool2d(x, g)
     }
     fn hardswish_impl(&self, x: &QTensor<u8>, out: OutQ) -> Result<Vec<u8>> {
-        Elementwise.hardswish_impl(x, out)
+        portable::hardswish(x, out)
     }
     fn sigmoid_impl(&self, x: &QTensor<u8>, out: OutQ) -> Result<Vec<u8>> {
-        Elementwise.sigmoid_impl(x, out)
+        portable::sigmoid(x, out)
     }
 }

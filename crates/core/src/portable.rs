@@ -1,0 +1,212 @@
+//! Portable scalar implementations of the memory-bound ops (element-wise,
+//! pooling, cat, lookup tables). The reference engine is built from them, and
+//! every engine uses them for the ops it does not vectorise, so these ops give
+//! the same bits everywhere by construction. Inputs are validated by the
+//! `QuantEngine` provided methods before they get here.
+
+use crate::numerics::{self, dequantize_val, div_rne, inv_scale, quantize_val, rne};
+use crate::ops::{adaptive_window, AvgPool2dParams, BinaryOp, MaxPool2dParams, OutQ, PoolGeometry};
+use crate::{QTensor, Result};
+
+/// Quantized mul's requantization of one exact product (PyTorch's
+/// `requantize_from_int`): `clamp(rne(f32(p) · mult) + out_zp, 0, 255)`.
+#[inline(always)]
+pub fn requantize_from_int(p: i32, mult: f32, out_zp: i64) -> u8 {
+    numerics::f32_to_i64_sat(rne(p as f32 * mult))
+        .saturating_add(out_zp)
+        .clamp(0, 255) as u8
+}
+
+/// Quantized mul's multiplier `f32(a_scale)·f32(b_scale)·(1/f32(out_scale))`, left to right.
+#[inline]
+pub fn mul_multiplier(a_scale: f64, b_scale: f64, out_scale: f64) -> f32 {
+    (a_scale as f32) * (b_scale as f32) * inv_scale(out_scale)
+}
+
+/// The 256-entry table of `f(dequantize(q))` quantized to `out`.
+pub fn lut_u8(scale: f64, zero_point: i64, out: OutQ, f: impl Fn(f32) -> f32) -> [u8; 256] {
+    let inv = inv_scale(out.scale);
+    let mut t = [0u8; 256];
+    for (q, v) in t.iter_mut().enumerate() {
+        *v = quantize_val::<u8>(
+            inv,
+            out.zero_point,
+            f(dequantize_val(scale as f32, zero_point, q as i64)),
+        );
+    }
+    t
+}
+
+/// The hardswish table for input qparams (scale, zp) and output qparams `out`.
+pub fn hardswish_lut(scale: f64, zero_point: i64, out: OutQ) -> [u8; 256] {
+    lut_u8(scale, zero_point, out, numerics::hardswish_f32)
+}
+
+/// The sigmoid table for input qparams (scale, zp) and output qparams `out`.
+pub fn sigmoid_lut(scale: f64, zero_point: i64, out: OutQ) -> [u8; 256] {
+    lut_u8(scale, zero_point, out, numerics::sigmoid_f32)
+}
+
+/// Quantized add / add_relu (exact dequantize, f32 add, quantize) and mul (exact product, requantize).
+pub fn binary(op: BinaryOp, a: &QTensor<u8>, b: &QTensor<u8>, out: OutQ) -> Result<Vec<u8>> {
+    let (sa, za) = a.q_per_tensor().expect("validated");
+    let (sb, zb) = b.q_per_tensor().expect("validated");
+    let inv = inv_scale(out.scale);
+    let it = a.int_repr().iter().zip(b.int_repr());
+    Ok(match op {
+        BinaryOp::Add | BinaryOp::AddRelu => it
+            .map(|(&qa, &qb)| {
+                let mut c = dequantize_val(sa as f32, za, qa as i64)
+                    + dequantize_val(sb as f32, zb, qb as i64);
+                if op == BinaryOp::AddRelu {
+                    c = c.max(0.0);
+                }
+                quantize_val::<u8>(inv, out.zero_point, c)
+            })
+            .collect(),
+        BinaryOp::Mul => {
+            let mult = mul_multiplier(sa, sb, out.scale);
+            it.map(|(&qa, &qb)| {
+                let c = (qa as i32 - za as i32) * (qb as i32 - zb as i32);
+                requantize_from_int(c, mult, out.zero_point)
+            })
+            .collect()
+        }
+    })
+}
+
+/// Concatenation of `[outer, d_i, inner]` blocks: each input dequantized, then quantized to `out`.
+pub fn cat(xs: &[&QTensor<u8>], outer: usize, inner: usize, out: OutQ) -> Result<Vec<u8>> {
+    let inv = inv_scale(out.scale);
+    let total: usize = xs.iter().map(|x| x.numel()).sum();
+    let mut y = Vec::with_capacity(total);
+    for o in 0..outer {
+        for x in xs {
+            let (s, z) = x.q_per_tensor().expect("validated");
+            let len = x.numel() / outer;
+            debug_assert_eq!(len % inner.max(1), 0);
+            y.extend(x.int_repr()[o * len..(o + 1) * len].iter().map(|&q| {
+                quantize_val::<u8>(inv, out.zero_point, dequantize_val(s as f32, z, q as i64))
+            }));
+        }
+    }
+    Ok(y)
+}
+
+/// `max(q, zero_point)`.
+pub fn relu(x: &QTensor<u8>) -> Result<Vec<u8>> {
+    let z = x.q_per_tensor().expect("validated").1 as u8;
+    Ok(x.int_repr().iter().map(|&q| q.max(z)).collect())
+}
+
+/// Maximum over each window's in-bounds positions.
+pub fn max_pool2d(x: &QTensor<u8>, g: &PoolGeometry, p: &MaxPool2dParams) -> Result<Vec<u8>> {
+    let xd = x.int_repr();
+    let mut y = Vec::with_capacity(g.n * g.c * g.oh * g.ow);
+    for plane in 0..g.n * g.c {
+        let src = &xd[plane * g.h * g.w..(plane + 1) * g.h * g.w];
+        for oy in 0..g.oh {
+            for ox in 0..g.ow {
+                let mut m = 0u8;
+                for ky in 0..p.kernel[0] {
+                    let iy =
+                        (oy * p.stride[0] + ky * p.dilation[0]) as isize - p.padding[0] as isize;
+                    if iy < 0 || iy >= g.h as isize {
+                        continue;
+                    }
+                    for kx in 0..p.kernel[1] {
+                        let ix = (ox * p.stride[1] + kx * p.dilation[1]) as isize
+                            - p.padding[1] as isize;
+                        if ix < 0 || ix >= g.w as isize {
+                            continue;
+                        }
+                        m = m.max(src[iy as usize * g.w + ix as usize]);
+                    }
+                }
+                y.push(m);
+            }
+        }
+    }
+    Ok(y)
+}
+
+/// `rne((Σq − size·zp)/div + zp)`, exact (PyTorch's NCHW kernel).
+pub fn avg_pool2d(x: &QTensor<u8>, g: &PoolGeometry, p: &AvgPool2dParams) -> Result<Vec<u8>> {
+    let z = x.q_per_tensor().expect("validated").1;
+    let xd = x.int_repr();
+    let mut y = Vec::with_capacity(g.n * g.c * g.oh * g.ow);
+    let (h, w) = (g.h as i64, g.w as i64);
+    let (ph, pw) = (p.padding[0] as i64, p.padding[1] as i64);
+    for plane in 0..g.n * g.c {
+        let src = &xd[plane * g.h * g.w..(plane + 1) * g.h * g.w];
+        for oy in 0..g.oh as i64 {
+            for ox in 0..g.ow as i64 {
+                let hs = oy * p.stride[0] as i64 - ph;
+                let ws = ox * p.stride[1] as i64 - pw;
+                let he = (hs + p.kernel[0] as i64).min(h + ph);
+                let we = (ws + p.kernel[1] as i64).min(w + pw);
+                let pool_size = (he - hs) * (we - ws);
+                let (hs, ws, he, we) = (hs.max(0), ws.max(0), he.min(h), we.min(w));
+                let size = (he - hs) * (we - ws);
+                let mut sum = 0i64;
+                for iy in hs..he {
+                    for ix in ws..we {
+                        sum += src[(iy * w + ix) as usize] as i64;
+                    }
+                }
+                let div = match p.divisor_override {
+                    Some(d) => d as i64,
+                    None if p.count_include_pad => pool_size,
+                    None => size,
+                };
+                // rne((Σq − size·zp)/div + zp), exact, zp added before rounding.
+                let v = div_rne(sum - size * z + z * div, div);
+                y.push(v.clamp(0, 255) as u8);
+            }
+        }
+    }
+    Ok(y)
+}
+
+/// `rne(f32(Σq) · f32(1/n))` per adaptive window (a reciprocal multiply, as PyTorch).
+pub fn adaptive_avg_pool2d(x: &QTensor<u8>, g: &PoolGeometry) -> Result<Vec<u8>> {
+    let xd = x.int_repr();
+    let mut y = Vec::with_capacity(g.n * g.c * g.oh * g.ow);
+    for plane in 0..g.n * g.c {
+        let src = &xd[plane * g.h * g.w..(plane + 1) * g.h * g.w];
+        for oy in 0..g.oh {
+            let (hs, he) = adaptive_window(oy, g.h, g.oh);
+            for ox in 0..g.ow {
+                let (ws, we) = adaptive_window(ox, g.w, g.ow);
+                let mut sum = 0i64;
+                for iy in hs..he {
+                    for ix in ws..we {
+                        sum += src[iy * g.w + ix] as i64;
+                    }
+                }
+                // rne(f32(Σq) · f32(1/(kh·kw))): a reciprocal multiply, as PyTorch.
+                let recip = 1.0f32 / ((he - hs) * (we - ws)) as f32;
+                let v = numerics::f32_to_i64_sat(rne(sum as f32 * recip));
+                y.push(v.clamp(0, 255) as u8);
+            }
+        }
+    }
+    Ok(y)
+}
+
+/// Hardswish through its 256-entry table.
+pub fn hardswish(x: &QTensor<u8>, out: OutQ) -> Result<Vec<u8>> {
+    let (s, z) = x.q_per_tensor().expect("validated");
+    Ok(apply_lut(&hardswish_lut(s, z, out), x.int_repr()))
+}
+
+/// Sigmoid through its 256-entry table.
+pub fn sigmoid(x: &QTensor<u8>, out: OutQ) -> Result<Vec<u8>> {
+    let (s, z) = x.q_per_tensor().expect("validated");
+    Ok(apply_lut(&sigmoid_lut(s, z, out), x.int_repr()))
+}
+
+/// `y[i] = table[x[i]]`.
+pub fn apply_lut(table: &[u8; 256], x: &[u8]) -> Vec<u8> {
+    x.iter().map(|&q| table[q as usize]).collect()
+}
