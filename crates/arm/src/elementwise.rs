@@ -1,14 +1,15 @@
-//! Element-wise, pooling and lookup-table ops with exactly the formulas of
-//! docs/numerics.md (the reference engine's). add / add_relu / mul / relu
-//! have NEON versions (8 or 16 values per step, the same f32 operations in the
-//! same order, `fcvtns` = round half to even); pools, cat and the 256-entry
-//! tables (hardswish, sigmoid) are scalar.
+//! Element-wise, pooling and lookup-table ops. The scalar formulas are
+//! `rquant_core::portable`'s (the reference engine's own), used for the
+//! scalar path, for tails and borders, and for cat and the average pools;
+//! add / add_relu / mul / relu, max pooling and the 256-entry tables
+//! (hardswish, sigmoid) have NEON versions performing the same operations
+//! (the same f32 operations in the same order, `fcvtns` = round half to even;
+//! max and table lookups are exact).
 
-use rquant_core::numerics::{self, dequantize_val, div_rne, inv_scale, quantize_val, rne};
-use rquant_core::ops::{
-    adaptive_window, AvgPool2dParams, BinaryOp, MaxPool2dParams, OutQ, PoolGeometry,
-};
-use rquant_core::QTensor;
+#[cfg(target_arch = "aarch64")]
+use rquant_core::numerics::{dequantize_val, inv_scale, quantize_val};
+use rquant_core::ops::{AvgPool2dParams, BinaryOp, MaxPool2dParams, OutQ, PoolGeometry};
+use rquant_core::{portable, QTensor, Result};
 
 use crate::isa::Isa;
 
@@ -16,12 +17,18 @@ fn pt(x: &QTensor<u8>) -> (f64, i64) {
     x.q_per_tensor().expect("validated per-tensor")
 }
 
-pub fn binary(isa: Isa, op: BinaryOp, a: &QTensor<u8>, b: &QTensor<u8>, out: OutQ) -> Vec<u8> {
-    let (sa, za) = pt(a);
-    let (sb, zb) = pt(b);
-    let inv = inv_scale(out.scale);
+pub fn binary(
+    isa: Isa,
+    op: BinaryOp,
+    a: &QTensor<u8>,
+    b: &QTensor<u8>,
+    out: OutQ,
+) -> Result<Vec<u8>> {
     #[cfg(target_arch = "aarch64")]
     if isa >= Isa::Neon {
+        let (sa, za) = pt(a);
+        let (sb, zb) = pt(b);
+        let inv = inv_scale(out.scale);
         let mut y = vec![0u8; a.numel()];
         let p = neon::Params {
             sa: sa as f32,
@@ -29,91 +36,55 @@ pub fn binary(isa: Isa, op: BinaryOp, a: &QTensor<u8>, b: &QTensor<u8>, out: Out
             sb: sb as f32,
             zb: zb as i32,
             inv,
-            mult: (sa as f32) * (sb as f32) * inv,
+            mult: portable::mul_multiplier(sa, sb, out.scale),
             oz: out.zero_point as i32,
         };
         // SAFETY: isa >= Neon was detected by the engine.
         let done = unsafe { neon::binary(op, &p, a.int_repr(), b.int_repr(), &mut y) };
-        let tail = binary_scalar(
-            op,
-            (sa, za),
-            (sb, zb),
-            inv,
-            out,
-            &a.int_repr()[done..],
-            &b.int_repr()[done..],
-        );
-        y[done..].copy_from_slice(&tail);
-        return y;
+        // The tail (fewer than 8 values): portable's formulas, value by value.
+        let pairs = a.int_repr()[done..].iter().zip(&b.int_repr()[done..]);
+        for (d, (&qa, &qb)) in y[done..].iter_mut().zip(pairs) {
+            *d = match op {
+                BinaryOp::Add | BinaryOp::AddRelu => {
+                    let mut c =
+                        dequantize_val(p.sa, za, qa as i64) + dequantize_val(p.sb, zb, qb as i64);
+                    if op == BinaryOp::AddRelu {
+                        c = c.max(0.0);
+                    }
+                    quantize_val::<u8>(inv, out.zero_point, c)
+                }
+                BinaryOp::Mul => portable::requantize_from_int(
+                    (qa as i32 - za as i32) * (qb as i32 - zb as i32),
+                    p.mult,
+                    out.zero_point,
+                ),
+            };
+        }
+        return Ok(y);
     }
     let _ = isa;
-    binary_scalar(op, (sa, za), (sb, zb), inv, out, a.int_repr(), b.int_repr())
+    portable::binary(op, a, b, out)
 }
 
-fn binary_scalar(
-    op: BinaryOp,
-    (sa, za): (f64, i64),
-    (sb, zb): (f64, i64),
-    inv: f32,
-    out: OutQ,
-    a: &[u8],
-    b: &[u8],
-) -> Vec<u8> {
-    let it = a.iter().zip(b);
-    match op {
-        BinaryOp::Add | BinaryOp::AddRelu => it
-            .map(|(&qa, &qb)| {
-                let mut c = dequantize_val(sa as f32, za, qa as i64)
-                    + dequantize_val(sb as f32, zb, qb as i64);
-                if op == BinaryOp::AddRelu {
-                    c = c.max(0.0);
-                }
-                quantize_val::<u8>(inv, out.zero_point, c)
-            })
-            .collect(),
-        BinaryOp::Mul => {
-            let mult = (sa as f32) * (sb as f32) * inv;
-            it.map(|(&qa, &qb)| {
-                let c = (qa as i32 - za as i32) * (qb as i32 - zb as i32);
-                let r =
-                    numerics::f32_to_i64_sat(rne(c as f32 * mult)).saturating_add(out.zero_point);
-                r.clamp(0, 255) as u8
-            })
-            .collect()
-        }
-    }
+pub fn cat(xs: &[&QTensor<u8>], outer: usize, inner: usize, out: OutQ) -> Result<Vec<u8>> {
+    portable::cat(xs, outer, inner, out)
 }
 
-pub fn cat(xs: &[&QTensor<u8>], outer: usize, out: OutQ) -> Vec<u8> {
-    let inv = inv_scale(out.scale);
-    let total: usize = xs.iter().map(|x| x.numel()).sum();
-    let mut y = Vec::with_capacity(total);
-    for o in 0..outer {
-        for x in xs {
-            let (s, z) = pt(x);
-            let len = x.numel() / outer;
-            y.extend(x.int_repr()[o * len..(o + 1) * len].iter().map(|&q| {
-                quantize_val::<u8>(inv, out.zero_point, dequantize_val(s as f32, z, q as i64))
-            }));
-        }
-    }
-    y
-}
-
-pub fn relu(isa: Isa, x: &QTensor<u8>) -> Vec<u8> {
-    let z = pt(x).1 as u8;
+pub fn relu(isa: Isa, x: &QTensor<u8>) -> Result<Vec<u8>> {
     #[cfg(target_arch = "aarch64")]
     if isa >= Isa::Neon {
+        let z = pt(x).1 as u8;
         let mut y = x.int_repr().to_vec();
         // SAFETY: isa >= Neon was detected by the engine.
         unsafe { neon::relu(&mut y, z) };
-        return y;
+        return Ok(y);
     }
     let _ = isa;
-    x.int_repr().iter().map(|&q| q.max(z)).collect()
+    portable::relu(x)
 }
 
-/// Max over the in-bounds taps of output pixel (oy, ox) (0 when none).
+/// Max over the in-bounds taps of output pixel (oy, ox), as `portable::max_pool2d`.
+#[cfg(target_arch = "aarch64")]
 fn max_pixel(src: &[u8], g: &PoolGeometry, p: &MaxPool2dParams, oy: usize, ox: usize) -> u8 {
     let mut m = 0u8;
     for ky in 0..p.kernel[0] {
@@ -132,120 +103,62 @@ fn max_pixel(src: &[u8], g: &PoolGeometry, p: &MaxPool2dParams, oy: usize, ox: u
     m
 }
 
-pub fn max_pool2d(isa: Isa, x: &QTensor<u8>, g: &PoolGeometry, p: &MaxPool2dParams) -> Vec<u8> {
-    let xd = x.int_repr();
-    let mut y = vec![0u8; g.n * g.c * g.oh * g.ow];
-    for plane in 0..g.n * g.c {
-        let src = &xd[plane * g.h * g.w..(plane + 1) * g.h * g.w];
-        for oy in 0..g.oh {
-            let dst = &mut y[(plane * g.oh + oy) * g.ow..][..g.ow];
-            let mut ox = 0;
-            #[cfg(target_arch = "aarch64")]
-            if isa >= Isa::Neon {
-                // SAFETY: isa >= Neon was detected by the engine.
-                ox = unsafe { neon::max_pool_row(src, g, p, oy, dst) };
-            }
-            let _ = isa;
-            while ox < g.ow {
-                dst[ox] = max_pixel(src, g, p, oy, ox);
-                ox += 1;
-            }
-        }
-    }
-    y
-}
-
-pub fn avg_pool2d(x: &QTensor<u8>, g: &PoolGeometry, p: &AvgPool2dParams) -> Vec<u8> {
-    let z = pt(x).1;
-    let xd = x.int_repr();
-    let mut y = Vec::with_capacity(g.n * g.c * g.oh * g.ow);
-    let (h, w) = (g.h as i64, g.w as i64);
-    let (ph, pw) = (p.padding[0] as i64, p.padding[1] as i64);
-    for plane in 0..g.n * g.c {
-        let src = &xd[plane * g.h * g.w..(plane + 1) * g.h * g.w];
-        for oy in 0..g.oh as i64 {
-            for ox in 0..g.ow as i64 {
-                let hs = oy * p.stride[0] as i64 - ph;
-                let ws = ox * p.stride[1] as i64 - pw;
-                let he = (hs + p.kernel[0] as i64).min(h + ph);
-                let we = (ws + p.kernel[1] as i64).min(w + pw);
-                let pool_size = (he - hs) * (we - ws);
-                let (hs, ws, he, we) = (hs.max(0), ws.max(0), he.min(h), we.min(w));
-                let size = (he - hs) * (we - ws);
-                let mut sum = 0i64;
-                for iy in hs..he {
-                    for ix in ws..we {
-                        sum += src[(iy * w + ix) as usize] as i64;
-                    }
-                }
-                let div = match p.divisor_override {
-                    Some(d) => d as i64,
-                    None if p.count_include_pad => pool_size,
-                    None => size,
-                };
-                let v = div_rne(sum - size * z + z * div, div);
-                y.push(v.clamp(0, 255) as u8);
-            }
-        }
-    }
-    y
-}
-
-pub fn adaptive_avg_pool2d(x: &QTensor<u8>, g: &PoolGeometry) -> Vec<u8> {
-    let xd = x.int_repr();
-    let mut y = Vec::with_capacity(g.n * g.c * g.oh * g.ow);
-    for plane in 0..g.n * g.c {
-        let src = &xd[plane * g.h * g.w..(plane + 1) * g.h * g.w];
-        for oy in 0..g.oh {
-            let (hs, he) = adaptive_window(oy, g.h, g.oh);
-            for ox in 0..g.ow {
-                let (ws, we) = adaptive_window(ox, g.w, g.ow);
-                let mut sum = 0i64;
-                for iy in hs..he {
-                    for ix in ws..we {
-                        sum += src[iy * g.w + ix] as i64;
-                    }
-                }
-                let recip = 1.0f32 / ((he - hs) * (we - ws)) as f32;
-                let v = numerics::f32_to_i64_sat(rne(sum as f32 * recip));
-                y.push(v.clamp(0, 255) as u8);
-            }
-        }
-    }
-    y
-}
-
-/// A 256-entry table of `f(dequantize(q))` requantized to `out`, applied to x.
-fn lut(isa: Isa, x: &QTensor<u8>, out: OutQ, f: impl Fn(f32) -> f32) -> Vec<u8> {
-    let (s, z) = pt(x);
-    let inv = inv_scale(out.scale);
-    let table: Vec<u8> = (0..=255u8)
-        .map(|q| {
-            quantize_val::<u8>(
-                inv,
-                out.zero_point,
-                f(dequantize_val(s as f32, z, q as i64)),
-            )
-        })
-        .collect();
+pub fn max_pool2d(
+    isa: Isa,
+    x: &QTensor<u8>,
+    g: &PoolGeometry,
+    p: &MaxPool2dParams,
+) -> Result<Vec<u8>> {
     #[cfg(target_arch = "aarch64")]
     if isa >= Isa::Neon {
-        let table: &[u8; 256] = table.as_slice().try_into().expect("256 entries");
+        let xd = x.int_repr();
+        let mut y = vec![0u8; g.n * g.c * g.oh * g.ow];
+        for plane in 0..g.n * g.c {
+            let src = &xd[plane * g.h * g.w..(plane + 1) * g.h * g.w];
+            for oy in 0..g.oh {
+                let dst = &mut y[(plane * g.oh + oy) * g.ow..][..g.ow];
+                // SAFETY: isa >= Neon was detected by the engine.
+                let mut ox = unsafe { neon::max_pool_row(src, g, p, oy, dst) };
+                while ox < g.ow {
+                    dst[ox] = max_pixel(src, g, p, oy, ox);
+                    ox += 1;
+                }
+            }
+        }
+        return Ok(y);
+    }
+    let _ = isa;
+    portable::max_pool2d(x, g, p)
+}
+
+pub fn avg_pool2d(x: &QTensor<u8>, g: &PoolGeometry, p: &AvgPool2dParams) -> Result<Vec<u8>> {
+    portable::avg_pool2d(x, g, p)
+}
+
+pub fn adaptive_avg_pool2d(x: &QTensor<u8>, g: &PoolGeometry) -> Result<Vec<u8>> {
+    portable::adaptive_avg_pool2d(x, g)
+}
+
+fn lut(isa: Isa, x: &QTensor<u8>, table: &[u8; 256]) -> Vec<u8> {
+    #[cfg(target_arch = "aarch64")]
+    if isa >= Isa::Neon {
         let mut y = x.int_repr().to_vec();
         // SAFETY: isa >= Neon was detected by the engine.
         unsafe { neon::lut(table, &mut y) };
         return y;
     }
     let _ = isa;
-    x.int_repr().iter().map(|&q| table[q as usize]).collect()
+    portable::apply_lut(table, x.int_repr())
 }
 
-pub fn hardswish(isa: Isa, x: &QTensor<u8>, out: OutQ) -> Vec<u8> {
-    lut(isa, x, out, numerics::hardswish_f32)
+pub fn hardswish(isa: Isa, x: &QTensor<u8>, out: OutQ) -> Result<Vec<u8>> {
+    let (s, z) = pt(x);
+    Ok(lut(isa, x, &portable::hardswish_lut(s, z, out)))
 }
 
-pub fn sigmoid(isa: Isa, x: &QTensor<u8>, out: OutQ) -> Vec<u8> {
-    lut(isa, x, out, numerics::sigmoid_f32)
+pub fn sigmoid(isa: Isa, x: &QTensor<u8>, out: OutQ) -> Result<Vec<u8>> {
+    let (s, z) = pt(x);
+    Ok(lut(isa, x, &portable::sigmoid_lut(s, z, out)))
 }
 
 #[cfg(target_arch = "aarch64")]

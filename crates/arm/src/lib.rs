@@ -224,21 +224,21 @@ impl QuantEngine for ArmEngine {
         b: &QTensor<u8>,
         out: OutQ,
     ) -> Result<Vec<u8>> {
-        Ok(elementwise::binary(self.isa, op, a, b, out))
+        elementwise::binary(self.isa, op, a, b, out)
     }
 
     fn cat_impl(
         &self,
         xs: &[&QTensor<u8>],
         outer: usize,
-        _inner: usize,
+        inner: usize,
         out: OutQ,
     ) -> Result<Vec<u8>> {
-        Ok(elementwise::cat(xs, outer, out))
+        elementwise::cat(xs, outer, inner, out)
     }
 
     fn relu_impl(&self, x: &QTensor<u8>) -> Result<Vec<u8>> {
-        Ok(elementwise::relu(self.isa, x))
+        elementwise::relu(self.isa, x)
     }
 
     fn max_pool2d_impl(
@@ -247,7 +247,7 @@ impl QuantEngine for ArmEngine {
         g: &PoolGeometry,
         p: &MaxPool2dParams,
     ) -> Result<Vec<u8>> {
-        Ok(elementwise::max_pool2d(self.isa, x, g, p))
+        elementwise::max_pool2d(self.isa, x, g, p)
     }
 
     fn avg_pool2d_impl(
@@ -256,19 +256,19 @@ impl QuantEngine for ArmEngine {
         g: &PoolGeometry,
         p: &AvgPool2dParams,
     ) -> Result<Vec<u8>> {
-        Ok(elementwise::avg_pool2d(x, g, p))
+        elementwise::avg_pool2d(x, g, p)
     }
 
     fn adaptive_avg_pool2d_impl(&self, x: &QTensor<u8>, g: &PoolGeometry) -> Result<Vec<u8>> {
-        Ok(elementwise::adaptive_avg_pool2d(x, g))
+        elementwise::adaptive_avg_pool2d(x, g)
     }
 
     fn hardswish_impl(&self, x: &QTensor<u8>, out: OutQ) -> Result<Vec<u8>> {
-        Ok(elementwise::hardswish(self.isa, x, out))
+        elementwise::hardswish(self.isa, x, out)
     }
 
     fn sigmoid_impl(&self, x: &QTensor<u8>, out: OutQ) -> Result<Vec<u8>> {
-        Ok(elementwise::sigmoid(self.isa, x, out))
+        elementwise::sigmoid(self.isa, x, out)
     }
 }
 
