@@ -1,0 +1,1 @@
+//! textgenrnn char-LSTM (later).
