@@ -176,14 +176,13 @@ fn im2col(s: &ConvShape, x: &[f32], col: &mut [f32]) {
                     let xr = &xc[iy as usize * s.w..(iy as usize + 1) * s.w];
                     let off = (kj * p.dilation[1]) as isize - p.padding[1] as isize;
                     if p.stride[1] == 1 {
-                        for (ox, v) in d.iter_mut().enumerate() {
-                            let ix = ox as isize + off;
-                            *v = if ix >= 0 && ix < s.w as isize {
-                                xr[ix as usize]
-                            } else {
-                                0.0
-                            };
-                        }
+                        // Valid ox: 0 <= ox + off < w; copy that run, zero the rest.
+                        let lo = (-off).clamp(0, s.ow as isize) as usize;
+                        let hi = (s.w as isize - off).clamp(lo as isize, s.ow as isize) as usize;
+                        d[..lo].fill(0.0);
+                        d[hi..].fill(0.0);
+                        let src = (lo as isize + off) as usize;
+                        d[lo..hi].copy_from_slice(&xr[src..src + (hi - lo)]);
                     } else {
                         for (ox, v) in d.iter_mut().enumerate() {
                             let ix = (ox * p.stride[1]) as isize + off;
@@ -481,6 +480,32 @@ pub fn max_pool2d(
     let body = |pl: usize, yp: &mut [f32], ip: Option<&mut [u32]>| {
         let xp = &x.data()[pl * h * w..(pl + 1) * h * w];
         let mut ip = ip;
+        if simple && kernel == [2, 2] && stride == [2, 2] && oh * 2 <= h && ow * 2 <= w {
+            // The common 2x2 / stride 2 pool, unrolled; scan order (and so
+            // the index of a tie or a NaN) as the general path.
+            for oy in 0..oh {
+                let r0 = &xp[2 * oy * w..2 * oy * w + 2 * ow];
+                let r1 = &xp[(2 * oy + 1) * w..(2 * oy + 1) * w + 2 * ow];
+                for ox in 0..ow {
+                    let c = [r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]];
+                    let mut k = 0;
+                    for j in 1..4 {
+                        if c[k].is_nan() {
+                            break;
+                        }
+                        if c[j] > c[k] || c[j].is_nan() {
+                            k = j;
+                        }
+                    }
+                    yp[oy * ow + ox] = c[k];
+                    if let Some(ip) = ip.as_deref_mut() {
+                        let (dy, dx) = (k / 2, k % 2);
+                        ip[oy * ow + ox] = (pl * h * w + (2 * oy + dy) * w + 2 * ox + dx) as u32;
+                    }
+                }
+            }
+            return;
+        }
         if simple {
             // No padding, no dilation: windows are plain sub-rectangles
             // (clipped at the far edges in ceil mode).
@@ -787,7 +812,13 @@ mod tests {
             .map(|i| ((i * 37 % 23) as f32) - 11.0)
             .collect();
         let x = Tensor::new([1, 2, h, w], data.clone()).unwrap();
-        for (k, st, ceil) in [(2, 2, false), (3, 2, true), (2, 1, false), (3, 3, true)] {
+        for (k, st, ceil) in [
+            (2, 2, false),
+            (2, 2, true),
+            (3, 2, true),
+            (2, 1, false),
+            (3, 3, true),
+        ] {
             let (y, idx) = max_pool2d(&x, [k, k], [st, st], [0, 0], [1, 1], ceil, true).unwrap();
             let (oh, ow) = (y.shape()[2], y.shape()[3]);
             for c in 0..2 {
@@ -802,6 +833,61 @@ mod tests {
                         let o = (c * oh + oy) * ow + ox;
                         assert_eq!(y.data()[o], best);
                         assert_eq!(data[idx[o] as usize], best);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn conv2d_matches_direct_convolution() {
+        let (n, c, h, w, o, k) = (2usize, 4usize, 6usize, 7usize, 8usize, 3usize);
+        let x: Vec<f32> = (0..n * c * h * w)
+            .map(|i| ((i * 13 % 17) as f32) - 8.0)
+            .collect();
+        let xt = Tensor::new([n, c, h, w], x.clone()).unwrap();
+        for (stride, pad, dil, groups) in [
+            (1, 1, 1, 1),
+            (1, 2, 2, 2),
+            (2, 1, 1, 1),
+            (1, 0, 1, 4),
+            (2, 3, 2, 2),
+        ] {
+            let cg = c / groups;
+            let wv: Vec<f32> = (0..o * cg * k * k)
+                .map(|i| ((i * 7 % 11) as f32) - 5.0)
+                .collect();
+            let p = Conv2dParams {
+                stride: [stride; 2],
+                padding: [pad; 2],
+                dilation: [dil; 2],
+                groups,
+            };
+            let y = conv2d(&xt, &wv, &[o, cg, k, k], None, p).unwrap();
+            let (oh, ow) = (y.shape()[2], y.shape()[3]);
+            for b in 0..n {
+                for oc in 0..o {
+                    let g = oc / (o / groups);
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let mut acc = 0.0f32;
+                            for ci in 0..cg {
+                                for ki in 0..k {
+                                    for kj in 0..k {
+                                        let iy = (oy * stride + ki * dil) as isize - pad as isize;
+                                        let ix = (ox * stride + kj * dil) as isize - pad as isize;
+                                        if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize
+                                        {
+                                            continue;
+                                        }
+                                        let xi = ((b * c + g * cg + ci) * h + iy as usize) * w
+                                            + ix as usize;
+                                        acc += x[xi] * wv[((oc * cg + ci) * k + ki) * k + kj];
+                                    }
+                                }
+                            }
+                            assert_eq!(y.data()[((b * o + oc) * oh + oy) * ow + ox], acc);
+                        }
                     }
                 }
             }
