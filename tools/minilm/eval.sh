@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# all-MiniLM-L6-v2 on gensim's Lee corpus: rquant (fp32, dynamic int8 variants)
+# against PyTorch 2.15 (fp32, quantize_dynamic per-tensor and per-channel).
+# Metrics: Spearman of cosine similarity vs the human ratings over the 1225
+# pairs, and per-document cosine to PyTorch fp32.
+# usage: tools/minilm/eval.sh [WORKDIR]   (default target/minilm; PYTHON=... for torch)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+W=${1:-target/minilm}
+PYTHON=${PYTHON:-/work/venv-torch/v/bin/python}
+THREADS=${THREADS:-2}
+bash tools/minilm/fetch.sh "$W"
+cargo build -q --release -p rquant-cli
+BIN=${CARGO_TARGET_DIR:-target}/release/rquant
+PYP=$(bash tools/minilm/pydeps.sh "$W")
+echo "== PyTorch"
+PYTHONPATH="$PYP" "$PYTHON" tools/minilm/torch_ref.py --model-dir "$W/model" --texts "$W/lee.txt" \
+  --out "$W/torch" --threads "$THREADS"
+echo "== rquant"
+run() {
+  local name=$1; shift
+  "$BIN" embed --model-dir "$W/model" --threads "$THREADS" "$@" --out "$W/rquant.$name.npy" "$W/lee.txt"
+}
+run fp32 --fp32
+run int8 --int8
+run int8_rr --int8 --reduce-range
+run int8_pc --int8 --per-channel
+run int8_pc_rr --int8 --per-channel --reduce-range
+echo "== metrics (cosine against PyTorch fp32)"
+"$PYTHON" tools/minilm/metrics.py "$W/similarities0-1.txt" "$W/torch.fp32.npy" \
+  "$W/torch.fp32.npy" "$W/torch.dyn.npy" "$W/torch.dyn_pc.npy" \
+  "$W"/rquant.{fp32,int8,int8_rr,int8_pc,int8_pc_rr}.npy | grep -v '^{'
