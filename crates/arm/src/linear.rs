@@ -162,10 +162,7 @@ pub fn linear_dynamic(
     let (lo, hi) = numerics::find_min_max(x);
     let qp = numerics::choose_qparams(lo, hi, 0, 255, reduce_range);
     let inv = inv_scale(qp.scale);
-    let xq: Vec<u8> = x
-        .iter()
-        .map(|&v| quantize_val::<u8>(inv, qp.zero_point, v))
-        .collect();
+    let xq = quantize_u8(p.b.isa, x, inv, qp.zero_point);
     let len = p.b.panels * NR;
     let mut sp = vec![0f32; len];
     for (s, &ws) in sp.iter_mut().zip(&p.scales) {
@@ -188,6 +185,60 @@ pub fn linear_dynamic(
         &pipe,
         threads,
     )
+}
+
+/// `quantize_val::<u8>(inv, zp, v)` for every v (NEON: 8 per step, `fmul`
+/// then `fcvtns` round half to even, saturating `+ zp`, clamp to [0, 255] —
+/// the scalar formula's bits, its i64 saturation included, since every value
+/// beyond i32 clamps to 0 or 255 either way).
+fn quantize_u8(isa: Isa, x: &[f32], inv: f32, zp: i64) -> Vec<u8> {
+    let mut y = vec![0u8; x.len()];
+    #[cfg(target_arch = "aarch64")]
+    let done = if isa >= Isa::Neon {
+        // SAFETY: isa >= Neon was detected by the engine.
+        unsafe { quantize_u8_neon(x, inv, zp as i32, &mut y) }
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "aarch64"))]
+    let done = {
+        let _ = isa;
+        0
+    };
+    for (d, &v) in y[done..].iter_mut().zip(&x[done..]) {
+        *d = quantize_val::<u8>(inv, zp, v);
+    }
+    y
+}
+
+/// The leading multiple of 8 of [`quantize_u8`]; returns how many were done.
+///
+/// # Safety
+/// NEON available.
+#[cfg(target_arch = "aarch64")]
+#[target_feature(enable = "neon")]
+unsafe fn quantize_u8_neon(x: &[f32], inv: f32, zp: i32, y: &mut [u8]) -> usize {
+    use core::arch::aarch64::*;
+    assert_eq!(x.len(), y.len());
+    let n8 = x.len() / 8 * 8;
+    let (vinv, vzp) = (vdupq_n_f32(inv), vdupq_n_s32(zp));
+    let (v0, v255) = (vdupq_n_s32(0), vdupq_n_s32(255));
+    let q = |v: float32x4_t| {
+        vminq_s32(
+            vmaxq_s32(vqaddq_s32(vcvtnq_s32_f32(vmulq_f32(v, vinv)), vzp), v0),
+            v255,
+        )
+    };
+    for i in (0..n8).step_by(8) {
+        // SAFETY: i + 8 <= len of x and y.
+        unsafe {
+            let a = q(vld1q_f32(x.as_ptr().add(i)));
+            let b = q(vld1q_f32(x.as_ptr().add(i + 4)));
+            let u = vqmovun_s16(vcombine_s16(vmovn_s32(a), vmovn_s32(b)));
+            vst1_u8(y.as_mut_ptr().add(i), u);
+        }
+    }
+    n8
 }
 
 /// The indirection buffer of a convolution geometry: for output pixel `p`

@@ -639,3 +639,25 @@ fn max_pool_and_tables_wide_rows() {
         }
     }
 }
+
+#[test]
+fn dynamic_quantization_ties() {
+    // Range [0, 127.5] gives scale 0.5 and zero point 0, so x = k/4 lands
+    // exactly on ties of x / scale for odd k: the activation quantization
+    // must round half to even.
+    let mut rng = Rng(0x0071_e500_71e5_0071);
+    let (m, n, k) = (3, 9, 37);
+    let mut x: Vec<f32> = (0..m * k).map(|_| rng.below(511) as f32 * 0.25).collect();
+    x[0] = 0.0;
+    x[1] = 127.5;
+    let x = Tensor::new(vec![m, k], x).unwrap();
+    let w = weight(&mut rng, &[n, k], true);
+    let r = reference();
+    let rw = r.pack_linear(w.clone(), None).unwrap();
+    let want = r.linear_dynamic(&x, &rw, false).unwrap();
+    for (isa, e) in paths() {
+        let pw = e.pack_linear(w.clone(), None).unwrap();
+        let got = e.linear_dynamic(&x, &pw, false).unwrap();
+        assert_eq!(got.data(), want.data(), "dynamic ties {isa:?}");
+    }
+}
