@@ -1,0 +1,45 @@
+//! Small cases for Miri: every x86 path this (possibly emulated) CPU reports,
+//! on shapes that cross a k-block and leave m and n tails, bit for bit against
+//! the reference engine with full-range activations. Runs natively under
+//! `cargo test`, and under Miri with AVX-512/VNNI target features through
+//! `cargo xtask miri` — how the AVX-512 kernels are checked on a machine
+//! without AVX-512.
+
+use rquant_core::Conv2dParams;
+use rquant_testkit::{reference, ConvTester, GemmTester};
+
+#[test]
+fn every_path_small_cases() {
+    let r = reference();
+    for isa in rquant_x86::missing_paths() {
+        eprintln!("x86 path {} not available here: skipped", isa.name());
+    }
+    if cfg!(miri) {
+        eprintln!("under Miri: fp16 linear skipped (F16C conversions are not implemented by Miri)");
+    }
+    for e in rquant_x86::all_paths() {
+        let e = e.as_ref();
+        for &(m, k, n) in &[(1, 5, 3), (3, 37, 17), (7, 70, 33)] {
+            let t = GemmTester::new()
+                .m(m)
+                .k(k)
+                .n(n)
+                .per_channel(m % 2 == 1)
+                .x_zp(131);
+            t.test_linear(e, r.as_ref());
+            t.test_linear_dynamic(e, r.as_ref(), -3.0, 5.0, false);
+            // Miri does not implement the F16C conversions (vcvtps2ph).
+            if !cfg!(miri) {
+                t.test_linear_fp16(e, r.as_ref(), 4.0);
+            }
+        }
+        for groups in [1, 4] {
+            let p = Conv2dParams {
+                padding: [1, 1],
+                groups,
+                ..Default::default()
+            };
+            ConvTester::new(4, 8, [5, 6], [3, 3], p).test(e, r.as_ref());
+        }
+    }
+}
