@@ -425,7 +425,8 @@ pub fn conv2d_backward(
     // added in group order: the same bits whatever the thread count or
     // scheduling (training with fixed seeds is reproducible).
     const GROUP: usize = 8;
-    let partials: Vec<(Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>)> = if need_dx {
+    type Acc = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
+    let partials: Vec<Acc> = if need_dx {
         dx.par_chunks_mut(GROUP * img_in)
             .zip(x.data().par_chunks(GROUP * img_in))
             .zip(gy.data().par_chunks(GROUP * img_out))
