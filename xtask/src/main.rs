@@ -5,25 +5,106 @@ use std::process::ExitCode;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage:\n  cargo xtask conformance --cases DIR [--engine NAME]\n  cargo xtask bench [--engine NAME] [--threads N] [--json PATH] [--quick]\n  cargo xtask fuzz [--seconds N] [TARGET ...]\n  cargo xtask miri\n\
+        "usage:\n  cargo xtask conformance --cases DIR [--engine NAME] [--target aarch64-unknown-linux-gnu [--qemu-cpu cortex-a72|cortex-a76|max]]\n  cargo xtask bench [--engine NAME] [--threads N] [--json PATH] [--quick]\n  cargo xtask fuzz [--seconds N] [TARGET ...]\n  cargo xtask miri\n\
          runs every golden case under DIR on every engine (or the one named);\n\
          the last line is `N passed, M failed`; exits non-zero on any failure."
     );
     ExitCode::from(2)
 }
 
+/// Cross-build the runner for `target` and run it under qemu-user
+/// (aarch64: `ci/arm.sh` installs the cross linker and qemu).
+fn conformance_cross(
+    target: &str,
+    qemu_cpu: Option<&str>,
+    dir: &std::path::Path,
+    engine: Option<&str>,
+) -> ExitCode {
+    use std::process::Command;
+    if target != "aarch64-unknown-linux-gnu" {
+        eprintln!("error: --target {target}: only aarch64-unknown-linux-gnu is supported");
+        return ExitCode::from(2);
+    }
+    let dir = match dir.canonicalize() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {}: {e}", dir.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            "xtask",
+            "--target",
+            target,
+            "--",
+            "conformance",
+            "--cases",
+        ])
+        .arg(&dir);
+    if let Some(e) = engine {
+        cmd.args(["--engine", e]);
+    }
+    // Defaults for Debian's cross toolchain, unless the caller set them.
+    for (k, v) in [
+        (
+            "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER",
+            "aarch64-linux-gnu-gcc",
+        ),
+        (
+            "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER",
+            "qemu-aarch64 -L /usr/aarch64-linux-gnu",
+        ),
+    ] {
+        if std::env::var_os(k).is_none() {
+            cmd.env(k, v);
+        }
+    }
+    if let Some(cpu) = qemu_cpu {
+        cmd.env("QEMU_CPU", cpu);
+    }
+    println!(
+        "running the conformance runner for {target} under qemu (QEMU_CPU={})",
+        qemu_cpu.unwrap_or("default")
+    );
+    match cmd.status() {
+        Ok(s) if s.success() => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: cannot run cargo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn conformance(args: &[String]) -> ExitCode {
     let mut cases: Option<PathBuf> = None;
     let mut engine: Option<String> = None;
+    let mut target: Option<String> = None;
+    let mut qemu_cpu: Option<String> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--cases" => cases = it.next().map(PathBuf::from),
             "--engine" => engine = it.next().cloned(),
+            "--target" => target = it.next().cloned(),
+            "--qemu-cpu" => qemu_cpu = it.next().cloned(),
             _ => return usage(),
         }
     }
     let Some(dir) = cases else { return usage() };
+    if let Some(t) = target {
+        return conformance_cross(&t, qemu_cpu.as_deref(), &dir, engine.as_deref());
+    }
+    if qemu_cpu.is_some() {
+        eprintln!("error: --qemu-cpu needs --target");
+        return ExitCode::from(2);
+    }
     let engines = match xtask::conformance::select_engines(engine.as_deref()) {
         Ok(e) => e,
         Err(msg) => {
