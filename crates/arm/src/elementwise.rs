@@ -8,7 +8,7 @@
 
 #[cfg(target_arch = "aarch64")]
 use rquant_core::numerics::{dequantize_val, inv_scale, quantize_val};
-use rquant_core::ops::{AvgPool2dParams, BinaryOp, MaxPool2dParams, OutQ, PoolGeometry};
+use rquant_core::ops::{BinaryOp, MaxPool2dParams, OutQ, PoolGeometry};
 use rquant_core::{portable, QTensor, Result};
 
 use crate::isa::Isa;
@@ -64,10 +64,6 @@ pub fn binary(
     }
     let _ = isa;
     portable::binary(op, a, b, out)
-}
-
-pub fn cat(xs: &[&QTensor<u8>], outer: usize, inner: usize, out: OutQ) -> Result<Vec<u8>> {
-    portable::cat(xs, outer, inner, out)
 }
 
 pub fn relu(isa: Isa, x: &QTensor<u8>) -> Result<Vec<u8>> {
@@ -129,14 +125,6 @@ pub fn max_pool2d(
     }
     let _ = isa;
     portable::max_pool2d(x, g, p)
-}
-
-pub fn avg_pool2d(x: &QTensor<u8>, g: &PoolGeometry, p: &AvgPool2dParams) -> Result<Vec<u8>> {
-    portable::avg_pool2d(x, g, p)
-}
-
-pub fn adaptive_avg_pool2d(x: &QTensor<u8>, g: &PoolGeometry) -> Result<Vec<u8>> {
-    portable::adaptive_avg_pool2d(x, g)
 }
 
 fn lut(isa: Isa, x: &QTensor<u8>, table: &[u8; 256]) -> Vec<u8> {

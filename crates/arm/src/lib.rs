@@ -10,9 +10,7 @@
 use std::sync::Arc;
 
 use rquant_core::engine::Payload;
-use rquant_core::ops::{
-    AvgPool2dParams, BinaryOp, ConvGeometry, MaxPool2dParams, OutQ, PoolGeometry,
-};
+use rquant_core::ops::{BinaryOp, ConvGeometry, MaxPool2dParams, OutQ, PoolGeometry};
 use rquant_core::registry::num_threads;
 use rquant_core::{
     Conv2dParams, PackedConv2d, PackedLinear, PackedLinearFp16, QTensor, QuantEngine, QuantError,
@@ -227,16 +225,6 @@ impl QuantEngine for ArmEngine {
         elementwise::binary(self.isa, op, a, b, out)
     }
 
-    fn cat_impl(
-        &self,
-        xs: &[&QTensor<u8>],
-        outer: usize,
-        inner: usize,
-        out: OutQ,
-    ) -> Result<Vec<u8>> {
-        elementwise::cat(xs, outer, inner, out)
-    }
-
     fn relu_impl(&self, x: &QTensor<u8>) -> Result<Vec<u8>> {
         elementwise::relu(self.isa, x)
     }
@@ -248,19 +236,6 @@ impl QuantEngine for ArmEngine {
         p: &MaxPool2dParams,
     ) -> Result<Vec<u8>> {
         elementwise::max_pool2d(self.isa, x, g, p)
-    }
-
-    fn avg_pool2d_impl(
-        &self,
-        x: &QTensor<u8>,
-        g: &PoolGeometry,
-        p: &AvgPool2dParams,
-    ) -> Result<Vec<u8>> {
-        elementwise::avg_pool2d(x, g, p)
-    }
-
-    fn adaptive_avg_pool2d_impl(&self, x: &QTensor<u8>, g: &PoolGeometry) -> Result<Vec<u8>> {
-        elementwise::adaptive_avg_pool2d(x, g)
     }
 
     fn hardswish_impl(&self, x: &QTensor<u8>, out: OutQ) -> Result<Vec<u8>> {

@@ -264,6 +264,9 @@ pub trait QuantEngine: Send + Sync + 'static {
         out: OutQ,
         relu: bool,
     ) -> Result<Vec<u8>>;
+    // The memory-bound ops default to the portable scalar code of
+    // `crate::portable`; an engine overrides the ones it vectorises.
+
     /// a and b have the same shape.
     #[doc(hidden)]
     fn binary_impl(
@@ -272,7 +275,9 @@ pub trait QuantEngine: Send + Sync + 'static {
         a: &QTensor<u8>,
         b: &QTensor<u8>,
         out: OutQ,
-    ) -> Result<Vec<u8>>;
+    ) -> Result<Vec<u8>> {
+        crate::portable::binary(op, a, b, out)
+    }
     /// Concatenation of `[outer, d_i, inner]` blocks along the middle axis.
     #[doc(hidden)]
     fn cat_impl(
@@ -281,29 +286,43 @@ pub trait QuantEngine: Send + Sync + 'static {
         outer: usize,
         inner: usize,
         out: OutQ,
-    ) -> Result<Vec<u8>>;
+    ) -> Result<Vec<u8>> {
+        crate::portable::cat(xs, outer, inner, out)
+    }
     #[doc(hidden)]
-    fn relu_impl(&self, x: &QTensor<u8>) -> Result<Vec<u8>>;
+    fn relu_impl(&self, x: &QTensor<u8>) -> Result<Vec<u8>> {
+        crate::portable::relu(x)
+    }
     #[doc(hidden)]
     fn max_pool2d_impl(
         &self,
         x: &QTensor<u8>,
         g: &PoolGeometry,
         p: &MaxPool2dParams,
-    ) -> Result<Vec<u8>>;
+    ) -> Result<Vec<u8>> {
+        crate::portable::max_pool2d(x, g, p)
+    }
     #[doc(hidden)]
     fn avg_pool2d_impl(
         &self,
         x: &QTensor<u8>,
         g: &PoolGeometry,
         p: &AvgPool2dParams,
-    ) -> Result<Vec<u8>>;
+    ) -> Result<Vec<u8>> {
+        crate::portable::avg_pool2d(x, g, p)
+    }
     #[doc(hidden)]
-    fn adaptive_avg_pool2d_impl(&self, x: &QTensor<u8>, g: &PoolGeometry) -> Result<Vec<u8>>;
+    fn adaptive_avg_pool2d_impl(&self, x: &QTensor<u8>, g: &PoolGeometry) -> Result<Vec<u8>> {
+        crate::portable::adaptive_avg_pool2d(x, g)
+    }
     #[doc(hidden)]
-    fn hardswish_impl(&self, x: &QTensor<u8>, out: OutQ) -> Result<Vec<u8>>;
+    fn hardswish_impl(&self, x: &QTensor<u8>, out: OutQ) -> Result<Vec<u8>> {
+        crate::portable::hardswish(x, out)
+    }
     #[doc(hidden)]
-    fn sigmoid_impl(&self, x: &QTensor<u8>, out: OutQ) -> Result<Vec<u8>>;
+    fn sigmoid_impl(&self, x: &QTensor<u8>, out: OutQ) -> Result<Vec<u8>> {
+        crate::portable::sigmoid(x, out)
+    }
 
     // ---- the public API ----
 

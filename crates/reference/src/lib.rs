@@ -10,12 +10,10 @@ use rquant_core::engine::Payload;
 use rquant_core::numerics::{
     bias_term, dynamic_out, inv_scale, quantize_val, requantize_u8, RequantChannel,
 };
-use rquant_core::ops::{
-    AvgPool2dParams, BinaryOp, ConvGeometry, MaxPool2dParams, OutQ, PoolGeometry,
-};
+use rquant_core::ops::{ConvGeometry, OutQ};
 use rquant_core::{
-    numerics, portable, Conv2dParams, PackedConv2d, PackedLinear, PackedLinearFp16, QTensor,
-    QuantEngine, QuantError, Result, Tensor,
+    numerics, Conv2dParams, PackedConv2d, PackedLinear, PackedLinearFp16, QTensor, QuantEngine,
+    QuantError, Result, Tensor,
 };
 
 /// The reference engine value.
@@ -255,54 +253,8 @@ impl QuantEngine for ReferenceEngine {
         }
         Ok(y)
     }
-
-    // The memory-bound ops are the portable scalar code of rquant-core.
-    fn binary_impl(
-        &self,
-        op: BinaryOp,
-        a: &QTensor<u8>,
-        b: &QTensor<u8>,
-        out: OutQ,
-    ) -> Result<Vec<u8>> {
-        portable::binary(op, a, b, out)
-    }
-    fn cat_impl(
-        &self,
-        xs: &[&QTensor<u8>],
-        outer: usize,
-        inner: usize,
-        out: OutQ,
-    ) -> Result<Vec<u8>> {
-        portable::cat(xs, outer, inner, out)
-    }
-    fn relu_impl(&self, x: &QTensor<u8>) -> Result<Vec<u8>> {
-        portable::relu(x)
-    }
-    fn max_pool2d_impl(
-        &self,
-        x: &QTensor<u8>,
-        g: &PoolGeometry,
-        p: &MaxPool2dParams,
-    ) -> Result<Vec<u8>> {
-        portable::max_pool2d(x, g, p)
-    }
-    fn avg_pool2d_impl(
-        &self,
-        x: &QTensor<u8>,
-        g: &PoolGeometry,
-        p: &AvgPool2dParams,
-    ) -> Result<Vec<u8>> {
-        portable::avg_pool2d(x, g, p)
-    }
-    fn adaptive_avg_pool2d_impl(&self, x: &QTensor<u8>, g: &PoolGeometry) -> Result<Vec<u8>> {
-        portable::adaptive_avg_pool2d(x, g)
-    }
-    fn hardswish_impl(&self, x: &QTensor<u8>, out: OutQ) -> Result<Vec<u8>> {
-        portable::hardswish(x, out)
-    }
-    fn sigmoid_impl(&self, x: &QTensor<u8>, out: OutQ) -> Result<Vec<u8>> {
-        portable::sigmoid(x, out)
-    }
+    // The memory-bound ops (element-wise, pooling, cat, tables) are the
+    // trait's defaults: the portable scalar code of rquant-core.
 }
 
 /// fp16 weights as PyTorch packs them: clamp to ±65504, round to fp16 (RNE,

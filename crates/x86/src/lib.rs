@@ -17,9 +17,7 @@ use std::sync::Arc;
 
 use rquant_core::engine::Payload;
 use rquant_core::numerics::{self, choose_qparams, inv_scale};
-use rquant_core::ops::{
-    AvgPool2dParams, BinaryOp, ConvGeometry, MaxPool2dParams, OutQ, PoolGeometry,
-};
+use rquant_core::ops::{ConvGeometry, OutQ};
 use rquant_core::{
     Conv2dParams, PackedConv2d, PackedLinear, PackedLinearFp16, QTensor, QuantEngine, Result,
     Tensor,
@@ -39,7 +37,6 @@ use conv::PackedConv;
 use fp16::PackedFp16;
 use kernels::output::{FloatOut, OutLayout, RequantOut};
 use pack::PackedB;
-use rquant_core::portable;
 
 /// The x86 engine on one ISA path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -280,51 +277,6 @@ impl QuantEngine for X86Engine {
             relu,
         ))
     }
-
-    fn binary_impl(
-        &self,
-        op: BinaryOp,
-        a: &QTensor<u8>,
-        b: &QTensor<u8>,
-        out: OutQ,
-    ) -> Result<Vec<u8>> {
-        portable::binary(op, a, b, out)
-    }
-    fn cat_impl(
-        &self,
-        xs: &[&QTensor<u8>],
-        outer: usize,
-        inner: usize,
-        out: OutQ,
-    ) -> Result<Vec<u8>> {
-        portable::cat(xs, outer, inner, out)
-    }
-    fn relu_impl(&self, x: &QTensor<u8>) -> Result<Vec<u8>> {
-        portable::relu(x)
-    }
-    fn max_pool2d_impl(
-        &self,
-        x: &QTensor<u8>,
-        g: &PoolGeometry,
-        p: &MaxPool2dParams,
-    ) -> Result<Vec<u8>> {
-        portable::max_pool2d(x, g, p)
-    }
-    fn avg_pool2d_impl(
-        &self,
-        x: &QTensor<u8>,
-        g: &PoolGeometry,
-        p: &AvgPool2dParams,
-    ) -> Result<Vec<u8>> {
-        portable::avg_pool2d(x, g, p)
-    }
-    fn adaptive_avg_pool2d_impl(&self, x: &QTensor<u8>, g: &PoolGeometry) -> Result<Vec<u8>> {
-        portable::adaptive_avg_pool2d(x, g)
-    }
-    fn hardswish_impl(&self, x: &QTensor<u8>, out: OutQ) -> Result<Vec<u8>> {
-        portable::hardswish(x, out)
-    }
-    fn sigmoid_impl(&self, x: &QTensor<u8>, out: OutQ) -> Result<Vec<u8>> {
-        portable::sigmoid(x, out)
-    }
+    // Element-wise ops, pooling, cat and the lookup-table activations are the
+    // trait's defaults (`rquant_core::portable`): memory-bound, plain loops.
 }
