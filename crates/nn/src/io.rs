@@ -256,7 +256,7 @@ fn node(m: &Module, p: &str, out: &mut Out) -> Result<J> {
                 vec![b.num_features],
                 b.running_var.data(),
             );
-            json!({"type": "BatchNorm2d", "eps": b.eps, "relu": b.relu})
+            json!({"type": b.type_name(), "eps": b.eps, "relu": b.relu})
         }
         Module::Rnn(r) => {
             let mut r2 = r.clone();
@@ -597,7 +597,7 @@ fn build(inp: &In, p: &str, j: &J) -> Result<Module> {
             crate::rnn::Embedding::from_weight(inp.f32(&join(p, "weight"))?)
                 .map_err(|x| NnError::file(f, p, x.to_string()))?,
         ),
-        "BatchNorm2d" | "BNReLU2d" => {
+        "BatchNorm2d" | "BNReLU2d" | "BatchNorm1d" => {
             let w = inp.f32(&join(p, "weight"))?;
             let mut b = crate::layers::BatchNorm2d::new(w.numel());
             let check = |t: Tensor, n: &str| -> Result<Tensor> {
@@ -616,6 +616,7 @@ fn build(inp: &In, p: &str, j: &J) -> Result<Module> {
             b.weight.value = w;
             b.eps = get_f64(f, p, j, "eps")? as f32;
             b.relu = get_bool(f, p, j, "relu")?;
+            b.one_d = ty == "BatchNorm1d";
             Module::BatchNorm2d(b)
         }
         "LSTM" | "GRU" => {

@@ -215,6 +215,8 @@ pub struct BatchNorm2d {
     pub running_var: Tensor,
     pub num_batches_tracked: i64,
     pub relu: bool,
+    /// `nn.BatchNorm1d` (2-D / 3-D input).
+    pub one_d: bool,
     pub(crate) training: bool,
     cache: Option<BnCache>,
 }
@@ -239,6 +241,7 @@ impl BatchNorm2d {
             running_var: Tensor::new([num_features], vec![1.0; num_features]).unwrap(),
             num_batches_tracked: 0,
             relu: false,
+            one_d: false,
             training: false,
             cache: None,
         }
@@ -256,8 +259,21 @@ impl BatchNorm2d {
         }
         Ok(())
     }
-    /// Forward; `use_batch_stats` selects training-mode normalisation.
+    /// `nn.BatchNorm1d`: the same module on `[N, C]` or `[N, C, L]` input.
+    pub fn new_1d(num_features: usize) -> Self {
+        BatchNorm2d {
+            one_d: true,
+            ..Self::new(num_features)
+        }
+    }
+    /// Forward (batch statistics in training mode, running ones in eval).
     pub fn forward(&mut self, x: Tensor) -> Result<Tensor> {
+        if self.one_d && (x.ndim() == 2 || x.ndim() == 3) {
+            let s = x.shape().to_vec();
+            let l = if s.len() == 3 { s[2] } else { 1 };
+            let y = self.forward(x.reshape([s[0], s[1], l, 1])?)?;
+            return Ok(y.reshape(s)?);
+        }
         self.check(&x)?;
         let c = self.num_features;
         let batch_stats = self.training;
@@ -310,6 +326,12 @@ impl BatchNorm2d {
         Ok(y)
     }
     pub fn backward(&mut self, mut g: Tensor) -> Result<Tensor> {
+        if self.one_d && (g.ndim() == 2 || g.ndim() == 3) {
+            let s = g.shape().to_vec();
+            let l = if s.len() == 3 { s[2] } else { 1 };
+            let dx = self.backward(g.reshape([s[0], s[1], l, 1])?)?;
+            return Ok(dx.reshape(s)?);
+        }
         let cache = self
             .cache
             .take()
@@ -355,10 +377,10 @@ impl BatchNorm2d {
         Ok(Tensor::new(g.shape().to_vec(), dx)?)
     }
     pub fn type_name(&self) -> &'static str {
-        if self.relu {
-            "BNReLU2d"
-        } else {
-            "BatchNorm2d"
+        match (self.one_d, self.relu) {
+            (true, _) => "BatchNorm1d",
+            (false, true) => "BNReLU2d",
+            (false, false) => "BatchNorm2d",
         }
     }
 }

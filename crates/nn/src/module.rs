@@ -142,6 +142,10 @@ impl Module {
     pub fn hardswish() -> Self {
         Module::Act(Activation::new(ActKind::Hardswish))
     }
+    /// `nn.BatchNorm1d(num_features)`.
+    pub fn batch_norm1d(num_features: usize) -> Self {
+        Module::BatchNorm2d(BatchNorm2d::new_1d(num_features))
+    }
     pub fn flatten() -> Self {
         Module::Flatten(Flatten::default())
     }

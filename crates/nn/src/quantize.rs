@@ -342,6 +342,12 @@ fn fuse_group(mods: Vec<Module>, qat: bool) -> Result<Module> {
             if qat {
                 return Err(NnError::module("", "linear+bn QAT fusion (LinearBn1d) is not supported"));
             }
+            if l.training || bn.training {
+                return Err(NnError::module(
+                    "",
+                    "fusing linear+bn for inference requires eval mode (call model.train(false))",
+                ));
+            }
             let b = l.bias.as_ref().map(|b| b.value.data().to_vec());
             let (w, b) = fuse_linear_bn_weights(&l.weight.value, b.as_deref(), bn)?;
             let mut nl = Linear::from_weights(w, Some(Tensor::new([b.len()], b)?))?;

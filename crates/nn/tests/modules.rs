@@ -192,11 +192,18 @@ fn conv_bn_and_linear_bn_folding_is_bit_exact_with_torch() {
 
     let c = &all["fuse_linear_bn"];
     let lin = Linear::from_weights(t(&c["w"]), Some(t(&c["b"]))).unwrap();
+    let mut bn1 = bn_from(c, 4);
+    bn1.one_d = true;
     let mut m = Module::Sequential(Sequential::from_modules(vec![
         Module::Linear(lin),
-        Module::BatchNorm2d(bn_from(c, 4)),
+        Module::BatchNorm2d(bn1),
     ]));
+    // Unfused Linear + BatchNorm1d runs on [N, C] and agrees with the folded Linear.
+    let xin = Tensor::new([3, 6], (0..18).map(|i| i as f32 * 0.1 - 0.9).collect()).unwrap();
+    let before = m.forward(Value::F(xin.clone())).unwrap().to_float();
     fuse_modules(&mut m, &[&["0", "1"]]).unwrap();
+    let after = m.forward(Value::F(xin)).unwrap().to_float();
+    close(&after, &before, 1e-5);
     let Some(Module::Linear(f)) = m.get("0") else {
         panic!("fused linear expected")
     };
