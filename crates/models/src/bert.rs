@@ -150,7 +150,7 @@ impl Lin {
     }
 
     /// Replace an fp32 layer by its dynamic int8 form (the fp32 weight is dropped).
-    fn quantize(
+    pub fn quantize(
         &mut self,
         engine: &Arc<dyn QuantEngine>,
         per_channel: bool,

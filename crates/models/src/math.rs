@@ -141,6 +141,42 @@ pub fn masked_softmax(row: &mut [f32], keep: &[bool]) {
     }
 }
 
+/// e^x in f32 without libm: Cephes' expf (range reduction by ln 2 in two
+/// parts, degree-6 polynomial, 2^n through the exponent bits), within 2 ulp
+/// of the correctly rounded value on [-87, 88]; branch-free, so loops over
+/// slices vectorize. Inputs are clamped to that range (no inf / subnormals).
+#[inline(always)]
+pub fn exp_fast(x: f32) -> f32 {
+    let x = x.clamp(-87.0, 88.0);
+    // round(x·log2 e) by the 1.5·2^23 trick (ties to even, no branch).
+    let k = x * std::f32::consts::LOG2_E + 12_582_912.0;
+    let n = k - 12_582_912.0;
+    let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 0.166_666_65)
+        * r
+        + 0.5;
+    let y = p * r * r + r + 1.0;
+    // k's low mantissa bits hold n (two's complement): 2^n without a
+    // float-to-int conversion, so the whole function stays in SIMD lanes.
+    let bits = k.to_bits().wrapping_sub(0x4B40_0000).wrapping_add(127) << 23;
+    y * f32::from_bits(bits)
+}
+
+/// Logistic sigmoid `1 / (1 + e^-x)` with [`exp_fast`].
+#[inline(always)]
+pub fn sigmoid_fast(x: f32) -> f32 {
+    1.0 / (1.0 + exp_fast(-x))
+}
+
+/// tanh with [`exp_fast`]: `sign(x)·(1 − e)/(1 + e)`, `e = e^{−2|x|}`
+/// (absolute error ~1e-7, as f32 near 1).
+#[inline(always)]
+pub fn tanh_fast(x: f32) -> f32 {
+    let e = exp_fast(-2.0 * x.abs());
+    ((1.0 - e) / (1.0 + e)).copysign(x)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,6 +215,26 @@ mod tests {
         assert!(erf(f32::NAN).is_nan());
         assert_eq!(erf(10.0), 1.0);
         assert_eq!(erf(-10.0), -1.0);
+    }
+
+    #[test]
+    fn fast_exp_sigmoid_tanh() {
+        let mut worst = (0.0f64, 0.0f64, 0.0f64);
+        for i in 0..=200_000 {
+            let x = -80.0 + i as f32 * 8e-4;
+            let e = exp_fast(x) as f64 / (x as f64).exp() - 1.0;
+            worst.0 = worst.0.max(e.abs());
+            let s = sigmoid_fast(x) as f64 - 1.0 / (1.0 + (-(x as f64)).exp());
+            worst.1 = worst.1.max(s.abs());
+            let t = tanh_fast(x) as f64 - (x as f64).tanh();
+            worst.2 = worst.2.max(t.abs());
+        }
+        assert!(worst.0 < 2.5e-7, "exp relative error {}", worst.0);
+        assert!(worst.1 < 1.2e-7 && worst.2 < 2.5e-7, "{worst:?}");
+        assert_eq!(tanh_fast(0.0), 0.0);
+        let s = sigmoid_fast(-200.0);
+        assert!((0.0..1e-37).contains(&s), "{s}");
+        assert_eq!(sigmoid_fast(200.0), 1.0);
     }
 
     #[test]
