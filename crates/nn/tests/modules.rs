@@ -626,6 +626,23 @@ fn dynamic_fp16_linear_is_close_to_float_and_engine_independent() {
         .forward(Value::F(x.clone()))
         .unwrap()
         .to_float();
+    // qint8 with per-channel weights (per_channel_dynamic_qconfig) as well.
+    let mut pc = Vec::new();
+    for e in rquant_nn::engines::available() {
+        let mut m = float.clone();
+        quantize_dynamic_with(
+            &mut m,
+            &[DynamicType::Linear],
+            DynamicDType::QInt8,
+            &rquant_core::qconfig::per_channel_dynamic_qconfig(),
+            &e,
+        )
+        .unwrap();
+        let y = m.forward(Value::F(x.clone())).unwrap().to_float();
+        assert!(sqnr(want.data(), y.data()) > 30.0);
+        pc.push(y);
+    }
+    assert!(pc.windows(2).all(|w| w[0] == w[1]), "engines differ");
     let mut outs = Vec::new();
     for e in rquant_nn::engines::available() {
         let mut m = float.clone();
