@@ -37,7 +37,9 @@ pub struct LsqGrads {
 /// `X.numel()` too.
 pub fn lsq_grad_factor(numel: usize, quant_max: i64, use_grad_scaling: bool) -> f64 {
     if use_grad_scaling {
-        1.0 / ((numel as f64) * quant_max as f64).powf(0.5)
+        // Python's `** 0.5` is a correctly rounded pow, which equals the (exact-rounding)
+        // sqrt; `powf` would depend on the platform's libm.
+        1.0 / ((numel as f64) * quant_max as f64).sqrt()
     } else {
         1.0
     }
