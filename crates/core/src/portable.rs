@@ -103,25 +103,35 @@ pub fn relu(x: &QTensor<u8>) -> Result<Vec<u8>> {
 pub fn max_pool2d(x: &QTensor<u8>, g: &PoolGeometry, p: &MaxPool2dParams) -> Result<Vec<u8>> {
     let xd = x.int_repr();
     let mut y = Vec::with_capacity(g.n * g.c * g.oh * g.ow);
+    // In-bounds window of output position o along one axis: [start, end) over
+    // input indices, stepping by the dilation.
+    let window = |o: usize, axis: usize, len: usize| -> (usize, usize) {
+        let first = (o * p.stride[axis]) as isize - p.padding[axis] as isize;
+        let d = p.dilation[axis] as isize;
+        let lo = if first < 0 { (-first + d - 1) / d } else { 0 };
+        let hi_excl = (len as isize - first + d - 1) / d;
+        let k_lo = lo.min(p.kernel[axis] as isize);
+        let k_hi = hi_excl.clamp(k_lo, p.kernel[axis] as isize);
+        if k_hi <= k_lo {
+            return (0, 0); // every tap in the padding: the window is empty
+        }
+        // One past the last tap (not first + k_hi·d, which may pass the input's end).
+        (
+            (first + k_lo * d) as usize,
+            (first + (k_hi - 1) * d + 1) as usize,
+        )
+    };
+    let cols: Vec<(usize, usize)> = (0..g.ow).map(|ox| window(ox, 1, g.w)).collect();
+    let (dy, dx) = (p.dilation[0], p.dilation[1]);
     for plane in 0..g.n * g.c {
         let src = &xd[plane * g.h * g.w..(plane + 1) * g.h * g.w];
         for oy in 0..g.oh {
-            for ox in 0..g.ow {
+            let (y0, y1) = window(oy, 0, g.h);
+            for &(x0, x1) in &cols {
                 let mut m = 0u8;
-                for ky in 0..p.kernel[0] {
-                    let iy =
-                        (oy * p.stride[0] + ky * p.dilation[0]) as isize - p.padding[0] as isize;
-                    if iy < 0 || iy >= g.h as isize {
-                        continue;
-                    }
-                    for kx in 0..p.kernel[1] {
-                        let ix = (ox * p.stride[1] + kx * p.dilation[1]) as isize
-                            - p.padding[1] as isize;
-                        if ix < 0 || ix >= g.w as isize {
-                            continue;
-                        }
-                        m = m.max(src[iy as usize * g.w + ix as usize]);
-                    }
+                for iy in (y0..y1).step_by(dy) {
+                    let row = &src[iy * g.w..(iy + 1) * g.w];
+                    m = row[x0..x1].iter().step_by(dx).fold(m, |a, &b| a.max(b));
                 }
                 y.push(m);
             }
@@ -209,4 +219,103 @@ pub fn sigmoid(x: &QTensor<u8>, out: OutQ) -> Result<Vec<u8>> {
 /// `y[i] = table[x[i]]`.
 pub fn apply_lut(table: &[u8; 256], x: &[u8]) -> Vec<u8> {
     x.iter().map(|&q| table[q as usize]).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::pool_out_len;
+    use crate::QParams;
+
+    /// The window loop written the obvious way, to check the clipped-window version.
+    fn naive_max_pool(
+        src: &[u8],
+        h: usize,
+        w: usize,
+        oh: usize,
+        ow: usize,
+        p: &MaxPool2dParams,
+    ) -> Vec<u8> {
+        let mut y = Vec::new();
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut m = 0u8;
+                for ky in 0..p.kernel[0] {
+                    let iy =
+                        (oy * p.stride[0] + ky * p.dilation[0]) as isize - p.padding[0] as isize;
+                    for kx in 0..p.kernel[1] {
+                        let ix = (ox * p.stride[1] + kx * p.dilation[1]) as isize
+                            - p.padding[1] as isize;
+                        if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                            m = m.max(src[iy as usize * w + ix as usize]);
+                        }
+                    }
+                }
+                y.push(m);
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn max_pool_matches_the_naive_loop() {
+        let mut seed = 12345u32;
+        let mut next = |m: u32| {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) % m
+        };
+        let mut checked = 0;
+        for _ in 0..3000 {
+            let (h, w) = (1 + next(9) as usize, 1 + next(9) as usize);
+            let kernel = [1 + next(4) as usize, 1 + next(4) as usize];
+            let p = MaxPool2dParams {
+                kernel,
+                stride: [1 + next(3) as usize, 1 + next(3) as usize],
+                padding: [
+                    next(kernel[0] as u32 / 2 + 1) as usize,
+                    next(kernel[1] as u32 / 2 + 1) as usize,
+                ],
+                dilation: [1 + next(3) as usize, 1 + next(3) as usize],
+                ceil_mode: next(2) == 1,
+            };
+            let oh = pool_out_len(
+                h,
+                p.kernel[0],
+                p.stride[0],
+                p.padding[0],
+                p.dilation[0],
+                p.ceil_mode,
+            );
+            let ow = pool_out_len(
+                w,
+                p.kernel[1],
+                p.stride[1],
+                p.padding[1],
+                p.dilation[1],
+                p.ceil_mode,
+            );
+            let (Some(oh), Some(ow)) = (oh, ow) else {
+                continue;
+            };
+            let data: Vec<u8> = (0..h * w).map(|_| next(256) as u8).collect();
+            let x =
+                QTensor::from_int_repr(vec![1, 1, h, w], data.clone(), QParams::per_tensor(1.0, 0))
+                    .unwrap();
+            let g = PoolGeometry {
+                n: 1,
+                c: 1,
+                h,
+                w,
+                oh,
+                ow,
+            };
+            assert_eq!(
+                max_pool2d(&x, &g, &p).unwrap(),
+                naive_max_pool(&data, h, w, oh, ow, &p),
+                "{h}x{w} {p:?}"
+            );
+            checked += 1;
+        }
+        assert!(checked > 1000);
+    }
 }
