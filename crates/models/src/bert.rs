@@ -20,7 +20,7 @@ use rquant_nn::{quantize_dynamic_with, DynamicDType, DynamicType, Linear, Module
 use serde_json::Value as J;
 use tokenizers::{Tokenizer, TruncationParams};
 
-use crate::math::{gelu, layer_norm, masked_softmax};
+use crate::math::{gelu_inplace, layer_norm, masked_softmax};
 use crate::weights::Weights;
 use crate::{bail, Error, Result};
 
@@ -406,7 +406,7 @@ impl Bert {
         }
         layer_norm(&mut a, h, &l.ln1.0, &l.ln1.1, c.layer_norm_eps);
         let mut i = l.inter.forward(&a, m)?;
-        i.iter_mut().for_each(|v| *v = gelu(*v));
+        gelu_inplace(&mut i);
         let mut o = l.out.forward(&i, m)?;
         for (y, r) in o.iter_mut().zip(&a) {
             *y += r;

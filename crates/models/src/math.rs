@@ -38,57 +38,66 @@ fn erfc_cf(a: f64) -> f64 {
     (-a * a).exp() / (std::f64::consts::PI.sqrt() * t)
 }
 
-/// Grid of the table: erf and 2/√π·e^{-x²} at x = i/64, i = 0..=256 (x ≤ 4).
+/// Grid of the table: x0 = i/64, i = 0..=256 (x0 ≤ 4). Each entry holds
+/// erf(x0) and the Taylor coefficients of erf about x0: erf^(n)(x0)/n! for
+/// n = 1..6, i.e. 2/√π·e^{-x0²} times Hermite-like polynomials in x0.
 const STEPS: f64 = 64.0;
 const ENTRIES: usize = 257;
 
-fn table() -> &'static [(f64, f64); ENTRIES] {
-    static T: OnceLock<Box<[(f64, f64); ENTRIES]>> = OnceLock::new();
+fn table() -> &'static [[f64; 7]; ENTRIES] {
+    static T: OnceLock<Box<[[f64; 7]; ENTRIES]>> = OnceLock::new();
     T.get_or_init(|| {
-        let mut t = Box::new([(0.0, 0.0); ENTRIES]);
+        let mut t = Box::new([[0.0; 7]; ENTRIES]);
         for (i, e) in t.iter_mut().enumerate() {
-            let x = i as f64 / STEPS;
-            *e = (erf_slow(x), TWO_OVER_SQRT_PI * (-x * x).exp());
+            let x0 = i as f64 / STEPS;
+            let c = TWO_OVER_SQRT_PI * (-x0 * x0).exp();
+            let x2 = x0 * x0;
+            *e = [
+                erf_slow(x0),
+                c,
+                c * -x0,
+                c * (4.0 * x2 - 2.0) / 6.0,
+                c * (12.0 * x0 - 8.0 * x0 * x2) / 24.0,
+                c * (12.0 - 48.0 * x2 + 16.0 * x2 * x2) / 120.0,
+                c * (-120.0 * x0 + 160.0 * x0 * x2 - 32.0 * x0 * x2 * x2) / 720.0,
+            ];
         }
         t
     })
 }
 
-/// erf in f64 (absolute error below 5e-15): the nearest table point x0 (spacing
-/// 1/64) and a 6-term Taylor expansion of erf about it, whose derivatives are
-/// 2/√π·e^{-x0²} times Hermite-like polynomials in x0. |x| ≥ 4 gives ±(1 − 1.5e-8)
-/// or closer, i.e. ±1 once rounded to f32.
+/// The Taylor expansion of erf about a table point, `h = a − x0`.
+#[inline(always)]
+fn taylor(e: &[f64; 7], h: f64) -> f64 {
+    e[0] + h * (e[1] + h * (e[2] + h * (e[3] + h * (e[4] + h * (e[5] + h * e[6])))))
+}
+
+/// erf in f64 (absolute error below 5e-15): the nearest table point x0
+/// (spacing 1/64) and a 6-term Taylor expansion of erf about it. |x| ≥ 4
+/// gives ±(1 − 1.5e-8) or closer, i.e. ±1 once rounded to f32.
 pub fn erf64(x: f64) -> f64 {
     if x.is_nan() {
         return x;
     }
     let a = x.abs();
-    let i = (a * STEPS).round();
-    if i >= (ENTRIES - 1) as f64 {
+    if a >= (ENTRIES - 1) as f64 / STEPS {
         return if a > 6.0 {
             1.0f64.copysign(x)
         } else {
             erf_slow(x)
         };
     }
-    let (e0, c) = table()[i as usize];
-    let x0 = i / STEPS;
-    let h = a - x0;
-    let x2 = x0 * x0;
-    let p1 = -2.0 * x0;
-    let p2 = 4.0 * x2 - 2.0;
-    let p3 = 12.0 * x0 - 8.0 * x0 * x2;
-    let p4 = 12.0 - 48.0 * x2 + 16.0 * x2 * x2;
-    let p5 = -120.0 * x0 + 160.0 * x0 * x2 - 32.0 * x0 * x2 * x2;
-    let s = h
-        * (1.0
-            + h * (p1 / 2.0
-                + h * (p2 / 6.0 + h * (p3 / 24.0 + h * (p4 / 120.0 + h * p5 / 720.0)))));
-    (e0 + c * s).copysign(x)
+    // The nearest grid point: a ≥ 0, so truncating a·64 + 1/2 rounds (no libm call).
+    let i = (a * STEPS + 0.5) as usize;
+    taylor(&table()[i], a - i as f64 / STEPS).copysign(x)
 }
 
 /// erf rounded to f32 (correctly rounded except within ~1e-15 of a tie).
 pub fn erf(x: f32) -> f32 {
+    // erf(3.9921875) = 1 − 1.6e-8 already rounds to 1 in f32.
+    if x.abs() >= 4.0 {
+        return 1.0f32.copysign(x);
+    }
     erf64(x as f64) as f32
 }
 
@@ -96,6 +105,54 @@ pub fn erf(x: f32) -> f32 {
 /// `x · 0.5 · (1 + erf(x · 1/√2))`.
 pub fn gelu(x: f32) -> f32 {
     x * 0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// [`gelu`] over a slice, in place, with the same results: the erf table
+/// lookups are split from the arithmetic so the Taylor polynomials of many
+/// elements run side by side in SIMD lanes (one element at a time, the
+/// polynomial's dependency chain made GELU half of a MiniLM forward).
+pub fn gelu_inplace(v: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports the features the function was compiled for.
+        return unsafe { gelu_avx2(v) };
+    }
+    gelu_chunks(v)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gelu_avx2(v: &mut [f32]) {
+    gelu_chunks(v)
+}
+
+#[inline(always)]
+fn gelu_chunks(v: &mut [f32]) {
+    const N: usize = 64;
+    let t = table();
+    let last = (ENTRIES - 1) as f64;
+    let (mut h, mut idx) = ([0f64; N], [0usize; N]);
+    let mut coef = [[0f64; 7]; N];
+    for chunk in v.chunks_mut(N) {
+        let n = chunk.len();
+        for j in 0..n {
+            let a = (chunk[j] * std::f32::consts::FRAC_1_SQRT_2).abs() as f64;
+            // Nearest grid point, capped at the table's end (|z| ≥ 4 is handled below).
+            let i = (a * STEPS + 0.5).min(last) as usize;
+            idx[j] = i;
+            h[j] = a - i as f64 / STEPS;
+        }
+        for j in 0..n {
+            coef[j] = t[idx[j]];
+        }
+        for j in 0..n {
+            let x = chunk[j];
+            let z = x * std::f32::consts::FRAC_1_SQRT_2;
+            let e = taylor(&coef[j], h[j]) as f32;
+            let e = if z.abs() >= 4.0 { 1.0 } else { e };
+            chunk[j] = x * 0.5 * (1.0 + e.copysign(z));
+        }
+    }
 }
 
 /// LayerNorm over the last dimension (rows of `h`), in place: mean and
@@ -121,23 +178,69 @@ pub fn layer_norm(x: &mut [f32], h: usize, gamma: &[f32], beta: &[f32], eps: f32
 
 /// Softmax of one row over the positions where `keep` is true; masked
 /// positions get exactly 0 (as adding the dtype's minimum before softmax does).
+/// The exponentials use [`exp_fast`] (within 2 ulp); the max and the sum run
+/// in 8 lanes so the loops vectorize.
 pub fn masked_softmax(row: &mut [f32], keep: &[bool]) {
-    let mut m = f32::NEG_INFINITY;
-    for (v, &k) in row.iter().zip(keep) {
-        if k && *v > m {
-            m = *v;
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports the features the function was compiled for.
+        return unsafe { softmax_avx2(row, keep) };
+    }
+    softmax_lanes(row, keep)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn softmax_avx2(row: &mut [f32], keep: &[bool]) {
+    softmax_lanes(row, keep)
+}
+
+#[inline(always)]
+fn softmax_lanes(row: &mut [f32], keep: &[bool]) {
+    let keep = &keep[..row.len()];
+    // Masked positions become -inf (so they never win the max and exp gives 0).
+    for (v, &k) in row.iter_mut().zip(keep) {
+        *v = if k { *v } else { f32::NEG_INFINITY };
+    }
+    let mut mx = [f32::NEG_INFINITY; 8];
+    let mut it = row.chunks_exact(8);
+    for c in &mut it {
+        for l in 0..8 {
+            mx[l] = if c[l] > mx[l] { c[l] } else { mx[l] };
         }
     }
-    let mut sum = 0.0f32;
-    for (v, &k) in row.iter_mut().zip(keep) {
-        *v = if k { (*v - m).exp() } else { 0.0 };
+    let mut m = mx
+        .iter()
+        .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+    for &v in it.remainder() {
+        m = if v > m { v } else { m };
+    }
+    if m == f32::NEG_INFINITY {
+        row.fill(0.0);
+        return;
+    }
+    let mut sums = [0.0f32; 8];
+    let mut it = row.chunks_exact_mut(8);
+    for c in &mut it {
+        for l in 0..8 {
+            // exp_fast clamps -inf to e^-87 ≈ 1.6e-38: zero it explicitly.
+            let e = exp_fast(c[l] - m);
+            c[l] = if c[l] == f32::NEG_INFINITY { 0.0 } else { e };
+            sums[l] += c[l];
+        }
+    }
+    let mut sum: f32 = sums.iter().sum();
+    for v in it.into_remainder() {
+        *v = if *v == f32::NEG_INFINITY {
+            0.0
+        } else {
+            exp_fast(*v - m)
+        };
         sum += *v;
     }
-    if sum > 0.0 {
-        let inv = 1.0 / sum;
-        for v in row.iter_mut() {
-            *v *= inv;
-        }
+    let inv = 1.0 / sum;
+    for v in row.iter_mut() {
+        *v *= inv;
     }
 }
 
@@ -235,6 +338,19 @@ mod tests {
         let s = sigmoid_fast(-200.0);
         assert!((0.0..1e-37).contains(&s), "{s}");
         assert_eq!(sigmoid_fast(200.0), 1.0);
+    }
+
+    #[test]
+    fn gelu_slice_equals_scalar() {
+        let mut v: Vec<f32> = (0..5000).map(|i| (i as f32 - 2500.0) * 0.0037).collect();
+        v.extend([
+            0.0, -0.0, 5.657, -5.657, 5.6568, -5.6568, 30.0, -30.0, 1e-30, -1e-30,
+        ]);
+        let want: Vec<f32> = v.iter().map(|&x| gelu(x)).collect();
+        gelu_inplace(&mut v);
+        for (a, b) in v.iter().zip(&want) {
+            assert_eq!(a.to_bits(), b.to_bits(), "{a} vs {b}");
+        }
     }
 
     #[test]
