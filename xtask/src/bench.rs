@@ -1,30 +1,51 @@
-//! `cargo xtask bench`: int8 op timings on every engine, as a table and JSON.
+//! `cargo xtask bench`: int8 op timings on every engine next to rquant's own
+//! fp32 Linear, as a table and JSON records
+//! `{"op", "shape": {dims}, "engine", "isa", "threads", "median_s", "gops"}`.
 //!
-//! Medians of repeated runs in one process, so engines are compared in one
-//! run as ratios (this machine is shared and noisy: never compare absolute
-//! figures across runs). Criterion benches under benches/ give the detailed view.
+//! Medians of repeated runs in one process, so implementations are compared in
+//! one run, as ratios (this machine is shared and noisy: never compare
+//! absolute figures across runs). Criterion benches under benches/ give the
+//! detailed view.
 
 use std::time::{Duration, Instant};
 
-use rquant_core::{quantize_per_channel, quantize_per_tensor, Conv2dParams, QuantEngine, Tensor};
+use rquant_core::{
+    dequantize, quantize_per_channel, quantize_per_tensor, Conv2dParams, QuantEngine, Tensor,
+};
+use serde_json::json;
 
 /// One measured record.
 #[derive(Debug, Clone)]
 pub struct Record {
-    pub op: String,
+    pub op: &'static str,
+    pub shape: Vec<(&'static str, usize)>,
     pub engine: String,
-    pub shape: String,
+    pub isa: String,
     pub threads: usize,
     pub median_s: f64,
+    /// Giga-operations per second (2 per multiply-accumulate; 1 per element
+    /// for quantize/dequantize).
     pub gops: f64,
 }
 
 impl Record {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "op": self.op, "impl": self.engine, "shape": self.shape, "threads": self.threads,
-            "median_s": self.median_s, "gops": self.gops,
+        let shape: serde_json::Map<String, serde_json::Value> = self
+            .shape
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
+        json!({
+            "op": self.op, "shape": shape, "engine": self.engine, "isa": self.isa,
+            "threads": self.threads, "median_s": self.median_s, "gops": self.gops,
         })
+    }
+    pub fn shape_text(&self) -> String {
+        self.shape
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 
@@ -65,19 +86,43 @@ pub const LINEAR_SHAPES: &[(usize, usize, usize)] = &[
     (1, 4096, 4096),
 ];
 
-/// Conv shapes (C, O, H=W, k, groups) from ResNet / MobileNet.
+/// Conv layers (C, O, H=W, k, groups): ResNet 3×3, a 1×1, a MobileNet depthwise.
 pub const CONV_SHAPES: &[(usize, usize, usize, usize, usize)] = &[
     (64, 64, 56, 3, 1),
     (128, 128, 28, 3, 1),
+    (256, 256, 14, 3, 1),
     (256, 1024, 14, 1, 1),
     (144, 144, 56, 3, 144),
 ];
 
+/// Elements of the quantize / dequantize cases.
+pub const QUANTIZE_LEN: usize = 16 << 20;
+
+fn record(
+    op: &'static str,
+    shape: Vec<(&'static str, usize)>,
+    engine: &str,
+    isa: &str,
+    threads: usize,
+    t: f64,
+    ops: f64,
+) -> Record {
+    Record {
+        op,
+        shape,
+        engine: engine.into(),
+        isa: isa.into(),
+        threads,
+        median_s: t,
+        gops: ops / t / 1e9,
+    }
+}
+
+/// Static and dynamic int8 Linear with full-range activations (the case where
+/// fbgemm's AVX2 kernels saturate).
 pub fn linear(
     e: &dyn QuantEngine,
-    m: usize,
-    k: usize,
-    n: usize,
+    (m, k, n): (usize, usize, usize),
     threads: usize,
     budget: Duration,
 ) -> Vec<Record> {
@@ -89,11 +134,9 @@ pub fn linear(
     let w = Tensor::new([n, k], data(n * k, 2)).unwrap();
     let wq = quantize_per_channel::<i8>(&w, &vec![1.0 / 127.0; n], &vec![0; n], 0).unwrap();
     let packed = e.pack_linear(wq, Some(data(n, 3))).unwrap();
-    // Full-range activations: the case where fbgemm's AVX2 kernels saturate.
     let xq = quantize_per_tensor::<u8>(&x, 4.0 / 255.0, 0).unwrap();
     let ops = 2.0 * (m * k * n) as f64;
-    let shape = format!("{m}x{k}x{n}");
-    let label = format!("{}/{}", e.name(), e.isa());
+    let shape = vec![("M", m), ("K", k), ("N", n)];
     let t_static = median_time(budget, || {
         std::hint::black_box(e.linear(&xq, &packed, 0.05, 128, false).unwrap());
     });
@@ -101,23 +144,46 @@ pub fn linear(
         std::hint::black_box(e.linear_dynamic(&x, &packed, false).unwrap());
     });
     vec![
-        Record {
-            op: "linear_static".into(),
-            engine: label.clone(),
-            shape: shape.clone(),
+        record(
+            "linear_static",
+            shape.clone(),
+            e.name(),
+            e.isa(),
             threads,
-            median_s: t_static,
-            gops: ops / t_static / 1e9,
-        },
-        Record {
-            op: "linear_dynamic".into(),
-            engine: label,
+            t_static,
+            ops,
+        ),
+        record(
+            "linear_dynamic",
             shape,
+            e.name(),
+            e.isa(),
             threads,
-            median_s: t_dyn,
-            gops: ops / t_dyn / 1e9,
-        },
+            t_dyn,
+            ops,
+        ),
     ]
+}
+
+/// rquant's fp32 Linear (the float baseline of crates/nn: packed SGEMM).
+pub fn fp32_linear((m, k, n): (usize, usize, usize), threads: usize, budget: Duration) -> Record {
+    use rquant_nn::gemm::{par_sgemm, Mat};
+    let x = data(m * k, 1);
+    let w = data(n * k, 2);
+    let mut y = vec![0f32; m * n];
+    let t = median_time(budget, || {
+        par_sgemm(m, k, n, Mat::rows(&x, k), Mat::t(&w, k), 0.0, &mut y);
+        std::hint::black_box(&y);
+    });
+    record(
+        "fp32_linear",
+        vec![("M", m), ("K", k), ("N", n)],
+        "fp32",
+        "sgemm",
+        threads,
+        t,
+        2.0 * (m * k * n) as f64,
+    )
 }
 
 pub fn conv(
@@ -144,13 +210,54 @@ pub fn conv(
     let t = median_time(budget, || {
         std::hint::black_box(e.conv2d(&xq, &packed, 0.05, 0, true).unwrap());
     });
-    let ops = 2.0 * (o * hw * hw * cg * k * k) as f64;
-    Record {
-        op: "conv2d".into(),
-        engine: format!("{}/{}", e.name(), e.isa()),
-        shape: format!("{c}->{o}@{hw}x{hw} k{k} g{groups}"),
+    let shape = vec![
+        ("C", c),
+        ("O", o),
+        ("H", hw),
+        ("W", hw),
+        ("k", k),
+        ("groups", groups),
+    ];
+    record(
+        "conv2d",
+        shape,
+        e.name(),
+        e.isa(),
         threads,
-        median_s: t,
-        gops: ops / t / 1e9,
-    }
+        t,
+        2.0 * (o * hw * hw * cg * k * k) as f64,
+    )
+}
+
+/// quantize_per_tensor (f32 → quint8) and dequantize of `len` elements (core
+/// functions, the same on every engine).
+pub fn quantize(len: usize, threads: usize, budget: Duration) -> Vec<Record> {
+    let x = Tensor::new([len], data(len, 6)).unwrap();
+    let tq = median_time(budget, || {
+        std::hint::black_box(quantize_per_tensor::<u8>(&x, 2.0 / 255.0, 128).unwrap());
+    });
+    let q = quantize_per_tensor::<u8>(&x, 2.0 / 255.0, 128).unwrap();
+    let td = median_time(budget, || {
+        std::hint::black_box(dequantize(&q));
+    });
+    vec![
+        record(
+            "quantize",
+            vec![("len", len)],
+            "core",
+            "scalar",
+            threads,
+            tq,
+            len as f64,
+        ),
+        record(
+            "dequantize",
+            vec![("len", len)],
+            "core",
+            "scalar",
+            threads,
+            td,
+            len as f64,
+        ),
+    ]
 }

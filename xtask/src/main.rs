@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage:\n  cargo xtask conformance --cases DIR [--engine NAME] [--target aarch64-unknown-linux-gnu [--qemu-cpu cortex-a72|cortex-a76|max]]\n  cargo xtask bench [--engine NAME] [--threads N] [--json PATH] [--quick]\n  cargo xtask fuzz [--seconds N] [TARGET ...]\n  cargo xtask miri\n\
+        "usage:\n  cargo xtask conformance --cases DIR [--engine NAME] [--target aarch64-unknown-linux-gnu [--qemu-cpu cortex-a72|cortex-a76|max]]\n  cargo xtask bench [--filter SUBSTR] [--engine NAME] [--threads N] [--json PATH] [--quick]\n  cargo xtask fuzz [--seconds N] [TARGET ...]\n  cargo xtask miri\n\
          runs every golden case under DIR on every engine (or the one named);\n\
          the last line is `N passed, M failed`; exits non-zero on any failure."
     );
@@ -131,28 +131,30 @@ fn conformance(args: &[String]) -> ExitCode {
 fn bench(args: &[String]) -> ExitCode {
     use std::time::Duration;
     use xtask::bench;
+    let usage = "usage: cargo xtask bench [--filter SUBSTR] [--engine NAME] [--threads N] [--json PATH] [--quick]";
     let mut json: Option<PathBuf> = None;
-    let mut threads = 1usize;
+    let mut threads: Option<usize> = None;
     let mut budget = Duration::from_millis(400);
     let mut engine: Option<String> = None;
+    let mut filter: Option<String> = None;
     let mut quick = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--json" => json = it.next().map(PathBuf::from),
-            "--threads" => threads = it.next().and_then(|s| s.parse().ok()).unwrap_or(1),
+            "--threads" => threads = it.next().and_then(|s| s.parse().ok()).filter(|&n| n > 0),
             "--engine" => engine = it.next().cloned(),
+            "--filter" => filter = it.next().cloned(),
             "--quick" => {
                 quick = true;
                 budget = Duration::from_millis(50);
             }
             _ => {
-                eprintln!("usage: cargo xtask bench [--engine NAME] [--threads N] [--json PATH] [--quick]");
+                eprintln!("{usage}");
                 return ExitCode::from(2);
             }
         }
     }
-    rquant_core::registry::set_num_threads(threads);
     let mut engines = match xtask::conformance::select_engines(engine.as_deref()) {
         Ok(e) => e,
         Err(msg) => {
@@ -160,44 +162,83 @@ fn bench(args: &[String]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // The scalar reference is an oracle, not a contender: bench it only when asked.
+    // The scalar reference is the oracle, not a contender: bench it only when asked.
     if engine.is_none() && engines.len() > 1 {
         engines.retain(|e| e.name() != "reference");
     }
+    let all = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let thread_counts: Vec<usize> = match threads {
+        Some(n) => vec![n],
+        None if all > 1 => vec![1, all],
+        None => vec![1],
+    };
+    let wanted = |label: &str| filter.as_deref().is_none_or(|f| label.contains(f));
     let mut records = Vec::new();
     println!(
-        "{:<16} {:<24} {:<22} {:>12} {:>9}",
-        "op", "engine", "shape", "median", "GOP/s"
+        "{:<15} {:<34} {:<22} {:>3} {:>12} {:>9}",
+        "op", "shape", "engine/isa", "thr", "median", "GOP/s"
     );
-    let emit = |r: bench::Record, records: &mut Vec<bench::Record>| {
-        println!(
-            "{:<16} {:<24} {:<22} {:>10.1}us {:>9.1}",
-            r.op,
-            r.engine,
-            r.shape,
-            r.median_s * 1e6,
-            r.gops
-        );
-        records.push(r);
-    };
-    for &(m, k, n) in bench::LINEAR_SHAPES {
-        if quick && m * k * n > 128 * 768 * 768 {
-            continue;
-        }
-        for e in &engines {
-            for r in bench::linear(e.as_ref(), m, k, n, threads, budget) {
-                emit(r, &mut records);
+    for &nt in &thread_counts {
+        rquant_core::registry::set_num_threads(nt);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(nt)
+            .build()
+            .expect("thread pool");
+        pool.install(|| {
+            let mut emit = |r: bench::Record| {
+                println!(
+                    "{:<15} {:<34} {:<22} {:>3} {:>10.1}us {:>9.1}",
+                    r.op,
+                    r.shape_text(),
+                    format!("{}/{}", r.engine, r.isa),
+                    r.threads,
+                    r.median_s * 1e6,
+                    r.gops
+                );
+                records.push(r);
+            };
+            for &s in bench::LINEAR_SHAPES {
+                if quick && s.0 * s.1 * s.2 > 128 * 768 * 768 {
+                    continue;
+                }
+                if wanted("linear_static") || wanted("linear_dynamic") {
+                    for e in &engines {
+                        for r in bench::linear(e.as_ref(), s, nt, budget) {
+                            if wanted(r.op) {
+                                emit(r);
+                            }
+                        }
+                    }
+                }
+                if wanted("fp32_linear") {
+                    emit(bench::fp32_linear(s, nt, budget));
+                }
             }
-        }
+            if wanted("conv2d") {
+                for &s in bench::CONV_SHAPES {
+                    if quick && s.2 > 28 {
+                        continue;
+                    }
+                    for e in &engines {
+                        emit(bench::conv(e.as_ref(), s, nt, budget));
+                    }
+                }
+            }
+            if wanted("quantize") || wanted("dequantize") {
+                let len = if quick {
+                    bench::QUANTIZE_LEN / 16
+                } else {
+                    bench::QUANTIZE_LEN
+                };
+                for r in bench::quantize(len, nt, budget) {
+                    if wanted(r.op) {
+                        emit(r);
+                    }
+                }
+            }
+        });
     }
-    for &s in bench::CONV_SHAPES {
-        if quick {
-            break;
-        }
-        for e in &engines {
-            emit(bench::conv(e.as_ref(), s, threads, budget), &mut records);
-        }
-    }
+    rquant_core::registry::set_num_threads(0);
     if let Some(p) = json {
         let v = serde_json::Value::Array(records.iter().map(|r| r.json()).collect());
         if let Err(e) = std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap()) {

@@ -66,9 +66,15 @@ pub trait QType:
     /// The value clamped into the dtype's range.
     fn saturate(v: i64) -> Self;
     fn to_i64(self) -> i64;
+    /// `v as Self`: for values the caller has already put in range.
+    fn from_i32_in_range(v: i32) -> Self;
 }
 
 impl QType for u8 {
+    #[inline(always)]
+    fn from_i32_in_range(v: i32) -> Self {
+        v as u8
+    }
     const DTYPE: QDType = QDType::QUInt8;
     #[inline(always)]
     fn saturate(v: i64) -> Self {
@@ -80,6 +86,10 @@ impl QType for u8 {
     }
 }
 impl QType for i8 {
+    #[inline(always)]
+    fn from_i32_in_range(v: i32) -> Self {
+        v as i8
+    }
     const DTYPE: QDType = QDType::QInt8;
     #[inline(always)]
     fn saturate(v: i64) -> Self {
@@ -91,6 +101,10 @@ impl QType for i8 {
     }
 }
 impl QType for i32 {
+    #[inline(always)]
+    fn from_i32_in_range(v: i32) -> Self {
+        v
+    }
     const DTYPE: QDType = QDType::QInt32;
     #[inline(always)]
     fn saturate(v: i64) -> Self {

@@ -8,9 +8,22 @@ use crate::dtype::{QDType, QType};
 
 /// Round half to even, as `std::nearbyint` under the default FP environment.
 /// Never `f32::round` (half away from zero).
+///
+/// Computed as `(x + m) − m` with `m = ±2^23`: for |x| < 2^23 the addition
+/// leaves no fraction bits and rounds to nearest even; larger |x| are already
+/// integers. The same value as `round_ties_even` (up to the sign of a zero
+/// result, which every caller turns into an integer), but branch-free and
+/// vectorisable: without SSE4.1 `round_ties_even` is a libm call.
 #[inline(always)]
 pub fn rne(x: f32) -> f32 {
-    x.round_ties_even()
+    const TWO23: f32 = 8_388_608.0;
+    let m = TWO23.copysign(x);
+    let r = (x + m) - m;
+    if x.abs() < TWO23 {
+        r
+    } else {
+        x
+    }
 }
 
 /// `1.0f / (float)scale`: PyTorch multiplies by the f32 reciprocal of the scale.
@@ -32,10 +45,22 @@ pub fn f32_to_i64_sat(v: f32) -> i64 {
 /// path may wrap in int32 for |x/scale| ≥ 2^31; rquant clamps instead).
 #[inline(always)]
 pub fn quantize_val<T: QType>(inv_scale: f32, zero_point: i64, x: f32) -> T {
-    let r = rne(x * inv_scale);
     match T::DTYPE {
-        QDType::QInt32 => T::saturate(f32_to_i64_sat(zero_point as f32 + r)),
-        _ => T::saturate(f32_to_i64_sat(r).saturating_add(zero_point)),
+        QDType::QInt32 => T::saturate(f32_to_i64_sat(zero_point as f32 + rne(x * inv_scale))),
+        // 8-bit: clamping x/scale to the integers [qmin − zp, qmax − zp] before
+        // rounding equals clamping after it (rounding is monotone and the bounds
+        // are integers), and in that small range adding 1.5·2^23 rounds to
+        // nearest even and leaves the integer in the low mantissa bits: the
+        // whole quantize is a few vectorisable float and integer operations.
+        // (NaN never gets here: callers reject it; `max` would map it to qmin.)
+        _ => {
+            const MAGIC: f32 = 12_582_912.0; // 1.5·2^23
+            let lo = (T::DTYPE.min() - zero_point) as f32;
+            let hi = (T::DTYPE.max() - zero_point) as f32;
+            let c = (x * inv_scale).max(lo).min(hi);
+            let r = (c + MAGIC).to_bits() as i32 - MAGIC.to_bits() as i32;
+            T::from_i32_in_range(r + zero_point as i32)
+        }
     }
 }
 
@@ -220,6 +245,42 @@ pub fn div_rne(num: i64, den: i64) -> i64 {
 #[allow(clippy::excessive_precision)] // PyTorch's decimal literals, verbatim
 mod tests {
     use super::*;
+
+    #[test]
+    fn rne_equals_round_ties_even() {
+        let mut v = vec![
+            0.0f32,
+            -0.0,
+            0.5,
+            -0.5,
+            1.5,
+            2.5,
+            4194303.5,
+            4194304.5,
+            8388607.5,
+            8388608.0,
+            8388609.0,
+            1e10,
+            -1e10,
+            f32::MAX,
+            f32::MIN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::MIN_POSITIVE,
+            1e-40,
+        ];
+        let mut s = 1u32;
+        for _ in 0..200_000 {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let x = f32::from_bits(s);
+            v.push(x);
+            v.push((s >> 8) as f32 / 256.0 - 32768.0); // many exact ties
+        }
+        for x in v {
+            let (a, b) = (rne(x), x.round_ties_even());
+            assert!(a == b || (a.is_nan() && b.is_nan()), "x={x}: {a} vs {b}");
+        }
+    }
 
     #[test]
     fn rne_ties_go_to_even() {

@@ -139,9 +139,17 @@ pub fn dequantize<T: QType>(q: &QTensor<T>) -> Tensor {
     let data: Vec<f32> = match q.qparams() {
         QParams::PerTensor { scale, zero_point } => {
             let s = *scale as f32;
-            src.iter()
-                .map(|&v| dequantize_val(s, *zero_point, v.to_i64()))
-                .collect()
+            if T::DTYPE == crate::QDType::QInt32 {
+                src.iter()
+                    .map(|&v| dequantize_val(s, *zero_point, v.to_i64()))
+                    .collect()
+            } else {
+                // 8-bit: q − zp fits i32 exactly, and i32 → f32 vectorises (i64 → f32 does not).
+                let z = *zero_point as i32;
+                src.iter()
+                    .map(|&v| (v.to_i64() as i32 - z) as f32 * s)
+                    .collect()
+            }
         }
         QParams::PerChannel {
             scales,
