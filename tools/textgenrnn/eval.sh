@@ -6,6 +6,7 @@
 # conversion: pip download --no-deps textgenrnn==2.0.0, tar xzf, then
 #   python tools/textgenrnn/convert.py textgenrnn-2.0.0/textgenrnn/textgenrnn_weights.hdf5 OUT
 # (needs h5py, numpy, safetensors from PyPI).
+# Both sides run batches of 100 contexts (dynamic activation ranges per batch).
 # usage: tools/textgenrnn/eval.sh [WORKDIR]   (THREADS=1 by default; PYTHON=... for torch)
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -53,7 +53,7 @@ def main():
     ap.add_argument("model"); ap.add_argument("vocab"); ap.add_argument("text")
     ap.add_argument("--chars", type=int, default=20000)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--batch", type=int, default=500)
+    ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--variants", default="fp32,dyn")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)

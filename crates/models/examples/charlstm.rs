@@ -1,7 +1,7 @@
 //! Next-character top-1 of textgenrnn's char-LSTM on a Latin-1 text.
 //!
 //! cargo run --release -p rquant-models --example charlstm -- \
-//!     [--int8] [--per-channel] [--reduce-range] [--threads N] [--chars N] [--engine NAME] \
+//!     [--int8] [--per-channel] [--reduce-range] [--threads N] [--chars N] [--batch N] [--engine NAME] \
 //!     data/textgenrnn/textgenrnn.safetensors data/textgenrnn/textgenrnn_vocab.json lee.cor
 
 use std::time::Instant;
@@ -28,6 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let threads: usize = value("--threads").map_or(Ok(2), |v| v.parse())?;
     let chars: usize = value("--chars").map_or(Ok(20_000), |v| v.parse())?;
+    let batch: usize = value("--batch").map_or(Ok(100), |v| v.parse())?;
     let engine_name = value("--engine");
     let [model, vocab, text] = <[String; 3]>::try_from(args)
         .map_err(|_| "usage: charlstm [flags] MODEL.safetensors VOCAB.json TEXT")?;
@@ -58,7 +59,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|&b| vocab.get(&(b as char)).copied().unwrap_or(0))
         .collect();
     let t0 = Instant::now();
-    let r = evaluate(&m, &ids, 500)?;
+    let r = evaluate(&m, &ids, batch.max(1))?;
     let secs = t0.elapsed().as_secs_f64();
     println!(
         "{{\"variant\": \"{}\", \"top1\": {:.4}, \"ce\": {:.4}, \"chars\": {}, \"threads\": {threads}, \"seconds\": {secs:.3}}}",

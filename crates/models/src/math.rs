@@ -266,17 +266,37 @@ pub fn exp_fast(x: f32) -> f32 {
     y * f32::from_bits(bits)
 }
 
-/// Logistic sigmoid `1 / (1 + e^-x)` with [`exp_fast`].
+/// [`exp_fast`] with fused multiply-adds (`f32::mul_add`, one rounding
+/// each): fewer instructions where the CPU has FMA, the same bits everywhere
+/// (without FMA hardware `mul_add` is a slower exact libm call). Within 2 ulp.
 #[inline(always)]
-pub fn sigmoid_fast(x: f32) -> f32 {
-    1.0 / (1.0 + exp_fast(-x))
+pub fn exp_fma(x: f32) -> f32 {
+    let x = x.clamp(-87.0, 88.0);
+    let k = x.mul_add(std::f32::consts::LOG2_E, 12_582_912.0);
+    let n = k - 12_582_912.0;
+    let r = n.mul_add(2.121_944_4e-4, n.mul_add(-0.693_359_4, x));
+    let p = 1.987_569_1e-4f32
+        .mul_add(r, 1.398_199_9e-3)
+        .mul_add(r, 8.333_452e-3)
+        .mul_add(r, 4.166_579_6e-2)
+        .mul_add(r, 0.166_666_65)
+        .mul_add(r, 0.5);
+    let y = p.mul_add(r * r, r) + 1.0;
+    let bits = k.to_bits().wrapping_sub(0x4B40_0000).wrapping_add(127) << 23;
+    y * f32::from_bits(bits)
 }
 
-/// tanh with [`exp_fast`]: `sign(x)·(1 − e)/(1 + e)`, `e = e^{−2|x|}`
+/// Logistic sigmoid `1 / (1 + e^-x)` with [`exp_fma`].
+#[inline(always)]
+pub fn sigmoid_fast(x: f32) -> f32 {
+    1.0 / (1.0 + exp_fma(-x))
+}
+
+/// tanh with [`exp_fma`]: `sign(x)·(1 − e)/(1 + e)`, `e = e^{−2|x|}`
 /// (absolute error ~1e-7, as f32 near 1).
 #[inline(always)]
 pub fn tanh_fast(x: f32) -> f32 {
-    let e = exp_fast(-2.0 * x.abs());
+    let e = exp_fma(-2.0 * x.abs());
     ((1.0 - e) / (1.0 + e)).copysign(x)
 }
 
@@ -326,7 +346,8 @@ mod tests {
         for i in 0..=200_000 {
             let x = -80.0 + i as f32 * 8e-4;
             let e = exp_fast(x) as f64 / (x as f64).exp() - 1.0;
-            worst.0 = worst.0.max(e.abs());
+            let e2 = exp_fma(x) as f64 / (x as f64).exp() - 1.0;
+            worst.0 = worst.0.max(e.abs()).max(e2.abs());
             let s = sigmoid_fast(x) as f64 - 1.0 / (1.0 + (-(x as f64)).exp());
             worst.1 = worst.1.max(s.abs());
             let t = tanh_fast(x) as f64 - (x as f64).tanh();
