@@ -87,9 +87,10 @@ pub fn erf64(x: f64) -> f64 {
             erf_slow(x)
         };
     }
-    // The nearest grid point: a ≥ 0, so truncating a·64 + 1/2 rounds (no libm call).
-    let i = (a * STEPS + 0.5) as usize;
-    taylor(&table()[i], a - i as f64 / STEPS).copysign(x)
+    // The nearest grid point (ties to even) by the 1.5·2^52 trick, as in `gelu_chunks`.
+    let k = a * STEPS + 6_755_399_441_055_744.0;
+    let i = k - 6_755_399_441_055_744.0;
+    taylor(&table()[(k.to_bits() & 0x1FF) as usize], a - i / STEPS).copysign(x)
 }
 
 /// erf rounded to f32 (correctly rounded except within ~1e-15 of a tie).
@@ -138,9 +139,13 @@ fn gelu_chunks(v: &mut [f32]) {
         for j in 0..n {
             let a = (chunk[j] * std::f32::consts::FRAC_1_SQRT_2).abs() as f64;
             // Nearest grid point, capped at the table's end (|z| ≥ 4 is handled below).
-            let i = (a * STEPS + 0.5).min(last) as usize;
-            idx[j] = i;
-            h[j] = a - i as f64 / STEPS;
+            // Round to the nearest grid index with the 1.5·2^52 trick (the
+            // integer lands in the low mantissa bits): no float-to-int
+            // conversion, so the loop stays in SIMD lanes.
+            let k = (a * STEPS).min(last) + 6_755_399_441_055_744.0;
+            let i = k - 6_755_399_441_055_744.0;
+            idx[j] = (k.to_bits() & 0x1FF) as usize;
+            h[j] = a - i / STEPS;
         }
         for j in 0..n {
             coef[j] = t[idx[j]];
