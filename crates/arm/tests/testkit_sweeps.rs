@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use rquant_arm::{ArmEngine, Isa};
 use rquant_core::QuantEngine;
-use rquant_testkit as tk;
 
 fn paths() -> Vec<Arc<dyn QuantEngine>> {
     Isa::ALL
@@ -21,30 +20,4 @@ fn paths() -> Vec<Arc<dyn QuantEngine>> {
         .collect()
 }
 
-#[test]
-fn linear_static_every_path() {
-    for e in paths() {
-        tk::sweep_linear(e.as_ref());
-    }
-}
-
-#[test]
-fn linear_dynamic_every_path() {
-    for e in paths() {
-        tk::sweep_linear_dynamic(e.as_ref());
-    }
-}
-
-#[test]
-fn linear_fp16_every_path() {
-    for e in paths() {
-        tk::sweep_linear_fp16(e.as_ref());
-    }
-}
-
-#[test]
-fn conv2d_every_path() {
-    for e in paths() {
-        tk::sweep_conv2d(e.as_ref());
-    }
-}
+rquant_testkit::sweep_tests!(paths);

@@ -701,3 +701,39 @@ pub fn sweep_conv2d(engine: &dyn QuantEngine) {
         }
     }
 }
+
+/// The four sweeps as `#[test]`s over the engines a function returns (one per
+/// ISA path), so every engine crate runs the same tester the same way:
+/// `rquant_testkit::sweep_tests!(paths);`.
+#[macro_export]
+macro_rules! sweep_tests {
+    ($paths:path) => {
+        #[test]
+        fn linear_static_every_path() {
+            for e in $paths() {
+                $crate::sweep_linear(e.as_ref());
+            }
+        }
+
+        #[test]
+        fn linear_dynamic_every_path() {
+            for e in $paths() {
+                $crate::sweep_linear_dynamic(e.as_ref());
+            }
+        }
+
+        #[test]
+        fn linear_fp16_every_path() {
+            for e in $paths() {
+                $crate::sweep_linear_fp16(e.as_ref());
+            }
+        }
+
+        #[test]
+        fn conv2d_every_path() {
+            for e in $paths() {
+                $crate::sweep_conv2d(e.as_ref());
+            }
+        }
+    };
+}
