@@ -43,25 +43,37 @@ pub fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
             .map_err(io)?;
         b = out;
     }
+    parse_idx(&b, &file)
+}
+
+/// An unsigned-byte IDX file from its bytes (`file` names it in errors):
+/// the dimensions and the data, checked against each other before anything
+/// is allocated.
+pub fn parse_idx(b: &[u8], file: &str) -> Result<(Vec<usize>, Vec<u8>)> {
     if b.len() < 4 || b[0] != 0 || b[1] != 0 || b[2] != 0x08 {
         return Err(NnError::file(
-            &file,
+            file,
             "magic",
             "not an unsigned-byte IDX file",
         ));
     }
     let nd = b[3] as usize;
     if b.len() < 4 + 4 * nd {
-        return Err(NnError::file(&file, "dims", "truncated header"));
+        return Err(NnError::file(file, "dims", "truncated header"));
     }
     let dims: Vec<usize> = (0..nd)
         .map(|i| u32::from_be_bytes(b[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
         .collect();
-    let n: usize = dims.iter().product();
+    // A forged header can declare dimensions whose product overflows: that is
+    // an error, never a wrapped size that happens to match the data.
+    let n = dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| NnError::file(file, "dims", format!("{dims:?} overflow")))?;
     let body = &b[4 + 4 * nd..];
     if body.len() != n {
         return Err(NnError::file(
-            &file,
+            file,
             "data",
             format!("holds {} bytes, dims {dims:?} need {n}", body.len()),
         ));
