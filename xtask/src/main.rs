@@ -174,9 +174,44 @@ fn bench(args: &[String]) -> ExitCode {
     };
     let wanted = |label: &str| filter.as_deref().is_none_or(|f| label.contains(f));
     let mut records = Vec::new();
+    // One core's register-only peaks: the denominators of the % column.
+    let peaks: Vec<(&str, Option<f64>)> = vec![
+        (
+            "avx512vnni",
+            rquant_x86::peak::int8_peak_gops(rquant_x86::isa::Isa::Avx512Vnni),
+        ),
+        (
+            "avx2",
+            rquant_x86::peak::int8_peak_gops(rquant_x86::isa::Isa::Avx2),
+        ),
+    ];
+    let fp32_peak = rquant_x86::peak::fp32_peak_gflops();
+    for (isa, p) in &peaks {
+        if let Some(p) = p {
+            println!("int8 peak ({isa}, 1 core, register-only loop): {p:.1} GOP/s");
+        }
+    }
+    if let Some(p) = fp32_peak {
+        println!("fp32 FMA peak (1 core, register-only loop): {p:.1} GFLOP/s");
+    }
+    let pct = |r: &bench::Record| -> String {
+        let peak = if r.op == "fp32_linear" {
+            fp32_peak
+        } else if r.op.starts_with("linear") || r.op == "conv2d" {
+            peaks
+                .iter()
+                .find(|(i, _)| *i == r.isa)
+                .and_then(|(_, p)| *p)
+        } else {
+            None
+        };
+        peak.map_or(String::from("-"), |p| {
+            format!("{:.0}%", 100.0 * r.gops / (p * r.threads as f64))
+        })
+    };
     println!(
-        "{:<15} {:<34} {:<22} {:>3} {:>12} {:>9}",
-        "op", "shape", "engine/isa", "thr", "median", "GOP/s"
+        "{:<15} {:<34} {:<22} {:>3} {:>12} {:>9} {:>6}",
+        "op", "shape", "engine/isa", "thr", "median", "GOP/s", "%peak"
     );
     for &nt in &thread_counts {
         rquant_core::registry::set_num_threads(nt);
@@ -187,13 +222,14 @@ fn bench(args: &[String]) -> ExitCode {
         pool.install(|| {
             let mut emit = |r: bench::Record| {
                 println!(
-                    "{:<15} {:<34} {:<22} {:>3} {:>10.1}us {:>9.1}",
+                    "{:<15} {:<34} {:<22} {:>3} {:>10.1}us {:>9.1} {:>6}",
                     r.op,
                     r.shape_text(),
                     format!("{}/{}", r.engine, r.isa),
                     r.threads,
                     r.median_s * 1e6,
-                    r.gops
+                    r.gops,
+                    pct(&r)
                 );
                 records.push(r);
             };

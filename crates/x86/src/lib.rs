@@ -29,6 +29,7 @@ mod gemm;
 pub mod isa;
 pub mod kernels;
 pub mod pack;
+pub mod peak;
 mod threads;
 
 pub use isa::Isa;

@@ -1,0 +1,151 @@
+//! Register-only throughput loops: the machine's int8 and fp32 peaks on each
+//! path, the denominators of "% of peak" in `cargo xtask bench`. No memory
+//! traffic: independent accumulator chains, long enough to hide latency.
+
+use std::time::Instant;
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+use crate::isa::Isa;
+
+/// Independent accumulators per loop (more than latency × throughput).
+const CHAINS: usize = 12;
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn vnni_loop(iters: usize) -> i32 {
+    let a = _mm512_set1_epi8(std::hint::black_box(3));
+    let b = _mm512_set1_epi8(std::hint::black_box(-2));
+    let mut acc = [_mm512_setzero_si512(); CHAINS];
+    for _ in 0..iters {
+        for v in acc.iter_mut() {
+            *v = _mm512_dpbusd_epi32(*v, a, b);
+        }
+    }
+    let mut s = _mm512_setzero_si512();
+    for v in acc {
+        s = _mm512_add_epi32(s, v);
+    }
+    _mm512_reduce_add_epi32(s)
+}
+
+/// The exact AVX2 sequence with operands already widened to int16:
+/// `vpmaddwd` + `vpaddd`, 16 multiply-accumulates per pair.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn avx2_loop(iters: usize) -> i32 {
+    let a = _mm256_set1_epi16(std::hint::black_box(3));
+    let b = _mm256_set1_epi16(std::hint::black_box(-2));
+    let mut acc = [_mm256_setzero_si256(); CHAINS];
+    for _ in 0..iters {
+        for v in acc.iter_mut() {
+            *v = _mm256_add_epi32(*v, _mm256_madd_epi16(a, b));
+        }
+    }
+    let mut s = _mm256_setzero_si256();
+    for v in acc {
+        s = _mm256_add_epi32(s, v);
+    }
+    _mm256_extract_epi32::<0>(s)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn fma512_loop(iters: usize) -> f32 {
+    let a = _mm512_set1_ps(std::hint::black_box(1.0));
+    let b = _mm512_set1_ps(std::hint::black_box(1e-9));
+    let mut acc = [_mm512_setzero_ps(); CHAINS];
+    for _ in 0..iters {
+        for v in acc.iter_mut() {
+            *v = _mm512_fmadd_ps(a, b, *v);
+        }
+    }
+    let mut s = _mm512_setzero_ps();
+    for v in acc {
+        s = _mm512_add_ps(s, v);
+    }
+    _mm512_reduce_add_ps(s)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma256_loop(iters: usize) -> f32 {
+    let a = _mm256_set1_ps(std::hint::black_box(1.0));
+    let b = _mm256_set1_ps(std::hint::black_box(1e-9));
+    let mut acc = [_mm256_setzero_ps(); CHAINS];
+    for _ in 0..iters {
+        for v in acc.iter_mut() {
+            *v = _mm256_fmadd_ps(a, b, *v);
+        }
+    }
+    let mut s = _mm256_setzero_ps();
+    for v in acc {
+        s = _mm256_add_ps(s, v);
+    }
+    let mut out = [0f32; 8];
+    _mm256_storeu_ps(out.as_mut_ptr(), s);
+    out[0]
+}
+
+/// Best of three timings of `f(iters)`, as operations per second.
+fn rate(ops_per_iter: f64, mut f: impl FnMut(usize)) -> f64 {
+    let iters = 2_000_000;
+    (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            f(iters);
+            ops_per_iter * iters as f64 / t.elapsed().as_secs_f64()
+        })
+        .fold(0.0, f64::max)
+}
+
+/// The int8 peak (GOP/s, 2 ops per multiply-accumulate) of an ISA path's
+/// instruction, on one core; None when the CPU lacks it or it has no SIMD.
+pub fn int8_peak_gops(isa: Isa) -> Option<f64> {
+    if !isa.detected() {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    match isa {
+        // SAFETY: `isa.detected()` proved AVX-512F/BW/VNNI.
+        Isa::Avx512Vnni => Some(
+            rate((CHAINS * 64 * 2) as f64, |n| {
+                std::hint::black_box(unsafe { vnni_loop(n) });
+            }) / 1e9,
+        ),
+        // SAFETY: `isa.detected()` proved AVX2.
+        Isa::Avx2 => Some(
+            rate((CHAINS * 16 * 2) as f64, |n| {
+                std::hint::black_box(unsafe { avx2_loop(n) });
+            }) / 1e9,
+        ),
+        _ => None,
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    None
+}
+
+/// The fp32 FMA peak (GFLOP/s) on one core with the widest FMA the CPU has.
+pub fn fp32_peak_gflops() -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f") {
+            // SAFETY: AVX-512F detected on the line above.
+            return Some(
+                rate((CHAINS * 16 * 2) as f64, |n| {
+                    std::hint::black_box(unsafe { fma512_loop(n) });
+                }) / 1e9,
+            );
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: AVX2 and FMA detected on the line above.
+            return Some(
+                rate((CHAINS * 8 * 2) as f64, |n| {
+                    std::hint::black_box(unsafe { fma256_loop(n) });
+                }) / 1e9,
+            );
+        }
+    }
+    None
+}
