@@ -33,6 +33,26 @@
 //! let logits = model.forward(Value::F(calib.batch(0, 8, mnist::MEAN, mnist::STD)))?;
 //! # Ok(()) }
 //! ```
+//!
+//! The README's quick start, the engine API underneath the modules:
+//!
+//! ```
+//! use rquant_core::{dequantize, quantize_per_channel, quantize_per_tensor, registry, Tensor};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! rquant_nn::engines::init();
+//! let engine = registry::engine()?;
+//! let w = Tensor::new([2, 3], vec![0.5, -1.0, 0.25, 1.0, 0.0, -0.5])?;
+//! let wq = quantize_per_channel::<i8>(&w, &[1.0 / 127.5, 1.0 / 127.5], &[0, 0], 0)?;
+//! let packed = engine.pack_linear(wq, Some(vec![0.1, -0.1]))?;
+//! let x = Tensor::new([1, 3], vec![0.2, 0.4, 0.6])?;
+//! let xq = quantize_per_tensor::<u8>(&x, 1.0 / 255.0, 0)?;
+//! let yq = engine.linear(&xq, &packed, 0.01, 128, false)?;
+//! let y = dequantize(&yq);
+//! let y_dyn = engine.linear_dynamic(&x, &packed, false)?;
+//! assert_eq!(y.shape(), &[1, 2]);
+//! assert!((y.data()[0] - y_dyn.data()[0]).abs() < 0.02);
+//! # Ok(()) }
+//! ```
 
 pub mod engines;
 pub mod error;
