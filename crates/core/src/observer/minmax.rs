@@ -252,6 +252,24 @@ struct PerChannelState {
 }
 
 impl PerChannelState {
+    /// This batch's per-channel (min, max) to merge into the state, or None
+    /// when there is nothing to merge: an empty batch, or the first batch,
+    /// which becomes the state as it is (both observers start that way).
+    fn batch(&mut self, op: &'static str, x: &Tensor) -> Result<Option<(Vec<f32>, Vec<f32>)>> {
+        if x.numel() == 0 {
+            return Ok(None);
+        }
+        check_no_nan(op, x)?;
+        let (lo, hi) = channel_aminmax(op, x, self.ch_axis)?;
+        self.check_channels(op, lo.len())?;
+        if self.min.is_empty() {
+            self.min = lo;
+            self.max = hi;
+            return Ok(None);
+        }
+        Ok(Some((lo, hi)))
+    }
+
     fn new(op: &'static str, cfg: &ObserverConfig) -> Result<Self> {
         check_per_channel(op, cfg)?;
         let rule = cfg.rule(op)?;
@@ -335,23 +353,14 @@ impl Observer for PerChannelMinMaxObserver {
         ObserverKind::PerChannelMinMax
     }
     fn observe(&mut self, x: &Tensor) -> Result<()> {
-        const OP: &str = "PerChannelMinMaxObserver::observe";
-        if x.numel() == 0 {
+        let Some((lo, hi)) = self.s.batch("PerChannelMinMaxObserver::observe", x)? else {
             return Ok(());
+        };
+        for (m, v) in self.s.min.iter_mut().zip(lo) {
+            *m = fmin(v, *m);
         }
-        check_no_nan(OP, x)?;
-        let (lo, hi) = channel_aminmax(OP, x, self.s.ch_axis)?;
-        self.s.check_channels(OP, lo.len())?;
-        if self.s.min.is_empty() {
-            self.s.min = lo;
-            self.s.max = hi;
-        } else {
-            for (m, v) in self.s.min.iter_mut().zip(lo) {
-                *m = fmin(v, *m);
-            }
-            for (m, v) in self.s.max.iter_mut().zip(hi) {
-                *m = fmax(v, *m);
-            }
+        for (m, v) in self.s.max.iter_mut().zip(hi) {
+            *m = fmax(v, *m);
         }
         Ok(())
     }
@@ -385,24 +394,16 @@ impl Observer for MovingAveragePerChannelMinMaxObserver {
         ObserverKind::MovingAveragePerChannelMinMax
     }
     fn observe(&mut self, x: &Tensor) -> Result<()> {
-        const OP: &str = "MovingAveragePerChannelMinMaxObserver::observe";
-        if x.numel() == 0 {
+        let op = "MovingAveragePerChannelMinMaxObserver::observe";
+        let Some((lo, hi)) = self.s.batch(op, x)? else {
             return Ok(());
+        };
+        let c = self.averaging_constant as f32;
+        for (m, v) in self.s.min.iter_mut().zip(lo) {
+            *m += c * (v - *m);
         }
-        check_no_nan(OP, x)?;
-        let (lo, hi) = channel_aminmax(OP, x, self.s.ch_axis)?;
-        self.s.check_channels(OP, lo.len())?;
-        if self.s.min.is_empty() {
-            self.s.min = lo;
-            self.s.max = hi;
-        } else {
-            let c = self.averaging_constant as f32;
-            for (m, v) in self.s.min.iter_mut().zip(lo) {
-                *m += c * (v - *m);
-            }
-            for (m, v) in self.s.max.iter_mut().zip(hi) {
-                *m += c * (v - *m);
-            }
+        for (m, v) in self.s.max.iter_mut().zip(hi) {
+            *m += c * (v - *m);
         }
         Ok(())
     }
