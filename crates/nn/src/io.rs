@@ -442,6 +442,18 @@ impl In<'_> {
         }
         Ok(v)
     }
+    /// Check tensor `name` is F32 of `shape` without reading it.
+    fn expect_shape(&self, name: &str, shape: &[usize]) -> Result<()> {
+        let v = self.view(name, Dtype::F32)?;
+        if v.shape() != shape {
+            return Err(NnError::file(
+                self.file,
+                name,
+                format!("shape {:?}, expected {shape:?}", v.shape()),
+            ));
+        }
+        Ok(())
+    }
     fn f32(&self, name: &str) -> Result<Tensor> {
         f32_of(self.file, name, &self.view(name, Dtype::F32)?)
     }
@@ -504,10 +516,18 @@ fn get_f64(file: &str, p: &str, j: &J, k: &str) -> Result<f64> {
         .as_f64()
         .ok_or_else(|| NnError::file(file, format!("modules/{p}.{k}"), "not a number"))
 }
-fn get_i64(file: &str, p: &str, j: &J, k: &str) -> Result<i64> {
+/// A size or index: negative numbers are errors, never clamped.
+fn get_usize(file: &str, p: &str, j: &J, k: &str) -> Result<usize> {
     field(file, p, j, k)?
-        .as_i64()
-        .ok_or_else(|| NnError::file(file, format!("modules/{p}.{k}"), "not an integer"))
+        .as_u64()
+        .and_then(|v| usize::try_from(v).ok())
+        .ok_or_else(|| {
+            NnError::file(
+                file,
+                format!("modules/{p}.{k}"),
+                "not a non-negative integer",
+            )
+        })
 }
 fn get_bool(file: &str, p: &str, j: &J, k: &str) -> Result<bool> {
     field(file, p, j, k)?
@@ -535,8 +555,25 @@ fn get_conv(file: &str, p: &str, j: &J) -> Result<Conv2dParams> {
         stride: get_pair(file, p, c, "stride")?,
         padding: get_pair(file, p, c, "padding")?,
         dilation: get_pair(file, p, c, "dilation")?,
-        groups: get_i64(file, p, c, "groups")?.max(0) as usize,
+        groups: get_usize(file, p, c, "groups")?,
     })
+}
+
+/// The weight shapes of RNN layer `l`: `[gates·hidden, in]` and `[gates·hidden, hidden]`.
+fn rnn_shapes(
+    file: &str,
+    p: &str,
+    kind: RnnKind,
+    input_size: usize,
+    hidden_size: usize,
+    l: usize,
+) -> Result<([usize; 2], [usize; 2])> {
+    let g = kind
+        .gates()
+        .checked_mul(hidden_size)
+        .ok_or_else(|| NnError::file(file, format!("modules/{p}.hidden_size"), "too large"))?;
+    let inp = if l == 0 { input_size } else { hidden_size };
+    Ok(([g, inp], [g, hidden_size]))
 }
 
 fn load_dyn(inp: &In, p: &str, j: &J) -> Result<DynWeight> {
@@ -625,12 +662,23 @@ fn build(inp: &In, p: &str, j: &J) -> Result<Module> {
             } else {
                 RnnKind::Gru
             };
-            let n = |k: &str| get_i64(f, p, j, k).map(|v| v.max(0) as usize);
+            let (input_size, hidden_size, num_layers) = (
+                get_usize(f, p, j, "input_size")?,
+                get_usize(f, p, j, "hidden_size")?,
+                get_usize(f, p, j, "num_layers")?,
+            );
+            // The sizes are the file's claim: check them against the weights
+            // it holds before `Rnn::new` allocates what they declare.
+            for l in 0..num_layers {
+                let (ih, hh) = rnn_shapes(f, p, kind, input_size, hidden_size, l)?;
+                inp.expect_shape(&join(p, &format!("weight_ih_l{l}")), &ih)?;
+                inp.expect_shape(&join(p, &format!("weight_hh_l{l}")), &hh)?;
+            }
             let mut r = crate::rnn::Rnn::new(
                 kind,
-                n("input_size")?,
-                n("hidden_size")?,
-                n("num_layers")?,
+                input_size,
+                hidden_size,
+                num_layers,
                 get_bool(f, p, j, "batch_first")?,
                 &mut crate::layers::Rng(0),
             );
@@ -658,7 +706,7 @@ fn build(inp: &In, p: &str, j: &J) -> Result<Module> {
         "DeQuantStub" => Module::DeQuantStub,
         "Flatten" => {
             let mut fl = Flatten::default();
-            fl.start_dim = get_i64(f, p, j, "start_dim")?.max(0) as usize;
+            fl.start_dim = get_usize(f, p, j, "start_dim")?;
             Module::Flatten(fl)
         }
         "Dropout" => Module::Dropout(Dropout::new(get_f64(f, p, j, "p")? as f32, 0)),
@@ -681,10 +729,21 @@ fn build(inp: &In, p: &str, j: &J) -> Result<Module> {
             m.padding = get_pair(f, p, j, "padding")?;
             m.ceil_mode = get_bool(f, p, j, "ceil_mode")?;
             m.count_include_pad = get_bool(f, p, j, "count_include_pad")?;
-            m.divisor_override = j
-                .get("divisor_override")
-                .and_then(|v| v.as_u64())
-                .map(|v| v as usize);
+            m.divisor_override = match j.get("divisor_override") {
+                None | Some(J::Null) => None,
+                Some(v) => Some(
+                    v.as_u64()
+                        .and_then(|v| usize::try_from(v).ok())
+                        .filter(|&v| v > 0)
+                        .ok_or_else(|| {
+                            NnError::file(
+                                f,
+                                format!("modules/{p}.divisor_override"),
+                                "not null or a positive integer",
+                            )
+                        })?,
+                ),
+            };
             Module::AvgPool2d(m)
         }
         "AdaptiveAvgPool2d" => {
@@ -781,11 +840,31 @@ fn build(inp: &In, p: &str, j: &J) -> Result<Module> {
                     ))
                 })
                 .collect::<Result<Vec<_>>>()?;
+            let (input_size, hidden_size) = (
+                get_usize(f, p, j, "input_size")?,
+                get_usize(f, p, j, "hidden_size")?,
+            );
+            for (l, (a, b)) in layers.iter().enumerate() {
+                let (ih, hh) = rnn_shapes(f, p, kind, input_size, hidden_size, l)?;
+                for (w, want, n) in [(a, ih, "ih"), (b, hh, "hh")] {
+                    let got = match w {
+                        DynWeight::Int8 { packed, .. } => packed.weight().shape(),
+                        DynWeight::Fp16(pk) => pk.weight().shape(),
+                    };
+                    if got != want {
+                        return Err(NnError::file(
+                            f,
+                            join(p, &format!("{n}_l{l}.weight")),
+                            format!("shape {got:?}, expected {want:?}"),
+                        ));
+                    }
+                }
+            }
             Module::Quantized(QModule::DynamicRnn(QDynRnn {
                 engine: inp.engine.clone(),
                 kind,
-                input_size: get_i64(f, p, j, "input_size")?.max(0) as usize,
-                hidden_size: get_i64(f, p, j, "hidden_size")?.max(0) as usize,
+                input_size,
+                hidden_size,
                 batch_first: get_bool(f, p, j, "batch_first")?,
                 layers,
             }))
