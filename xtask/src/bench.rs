@@ -9,9 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use rquant_core::{
-    dequantize, quantize_per_channel, quantize_per_tensor, Conv2dParams, QuantEngine, Tensor,
-};
+use rquant_core::{quantize_per_channel, quantize_per_tensor, Conv2dParams, QuantEngine, Tensor};
 use serde_json::json;
 
 /// One measured record.
@@ -26,6 +24,9 @@ pub struct Record {
     /// Giga-operations per second (2 per multiply-accumulate; 1 per element
     /// for quantize/dequantize).
     pub gops: f64,
+    /// For quantize / dequantize: the streaming-copy bandwidth measured beside
+    /// it (GB/s of source bytes), the yardstick of the % column. Not in the JSON.
+    pub copy_gbs: Option<f64>,
 }
 
 impl Record {
@@ -115,6 +116,7 @@ fn record(
         threads,
         median_s: t,
         gops: ops / t / 1e9,
+        copy_gbs: None,
     }
 }
 
@@ -229,23 +231,54 @@ pub fn conv(
     )
 }
 
-/// quantize_per_tensor (f32 → quint8) and dequantize of `len` elements (core
-/// functions, the same on every engine).
-pub fn quantize(len: usize, threads: usize, budget: Duration) -> Vec<Record> {
-    let x = Tensor::new([len], data(len, 6)).unwrap();
-    let tq = median_time(budget, || {
-        std::hint::black_box(quantize_per_tensor::<u8>(&x, 2.0 / 255.0, 128).unwrap());
+/// Streaming copy of `len` f32 (`copy_from_slice`, split over the current
+/// rayon pool's threads): the memory-bandwidth yardstick of quantize and
+/// dequantize. Returns GB/s of source bytes.
+pub fn copy_gbs(len: usize, budget: Duration) -> f64 {
+    use rayon::prelude::*;
+    let src = data(len, 5);
+    let mut dst = vec![0f32; len];
+    let chunk = len.div_ceil(rayon::current_num_threads()).max(1);
+    let t = median_time(budget, || {
+        dst.par_chunks_mut(chunk)
+            .zip(src.par_chunks(chunk))
+            .for_each(|(d, s)| d.copy_from_slice(s));
+        std::hint::black_box(&mut dst);
     });
-    let q = quantize_per_tensor::<u8>(&x, 2.0 / 255.0, 128).unwrap();
+    (len * 4) as f64 / t / 1e9
+}
+
+/// quantize_per_tensor (f32 → quint8) and dequantize of `len` elements through
+/// the engine's kernels, into reused caller-provided buffers (no page faults).
+pub fn quantize(e: &dyn QuantEngine, len: usize, threads: usize, budget: Duration) -> Vec<Record> {
+    use rquant_core::engine::QuantizeInto;
+    let x = data(len, 6);
+    let mut q = vec![0u8; len];
+    let tq = median_time(budget, || {
+        e.quantize_per_tensor_into(&x, 2.0 / 255.0, 128, &mut q)
+            .unwrap();
+        std::hint::black_box(&mut q);
+    });
+    let qt = rquant_core::QTensor::from_int_repr(
+        vec![len],
+        q,
+        rquant_core::QParams::PerTensor {
+            scale: 2.0 / 255.0,
+            zero_point: 128,
+        },
+    )
+    .unwrap();
+    let mut d = vec![0f32; len];
     let td = median_time(budget, || {
-        std::hint::black_box(dequantize(&q));
+        e.dequantize_into(&qt, &mut d).unwrap();
+        std::hint::black_box(&mut d);
     });
     vec![
         record(
             "quantize",
             vec![("len", len)],
-            "core",
-            "scalar",
+            e.name(),
+            e.isa(),
             threads,
             tq,
             len as f64,
@@ -253,8 +286,8 @@ pub fn quantize(len: usize, threads: usize, budget: Duration) -> Vec<Record> {
         record(
             "dequantize",
             vec![("len", len)],
-            "core",
-            "scalar",
+            e.name(),
+            e.isa(),
             threads,
             td,
             len as f64,

@@ -195,6 +195,10 @@ fn bench(args: &[String]) -> ExitCode {
         println!("fp32 FMA peak (1 core, register-only loop): {p:.1} GFLOP/s");
     }
     let pct = |r: &bench::Record| -> String {
+        if let Some(c) = r.copy_gbs {
+            // 4 source bytes per element, against a copy's source bytes per second.
+            return format!("{:.0}%", 100.0 * r.gops * 4.0 / c);
+        }
         let peak = if r.op == "fp32_linear" {
             fp32_peak
         } else if r.op.starts_with("linear") || r.op == "conv2d" {
@@ -266,9 +270,16 @@ fn bench(args: &[String]) -> ExitCode {
                 } else {
                     bench::QUANTIZE_LEN
                 };
-                for r in bench::quantize(len, nt, budget) {
-                    if wanted(r.op) {
-                        emit(r);
+                let copy = bench::copy_gbs(len, budget);
+                println!(
+                    "streaming copy of {len} f32 ({nt} thr): {copy:.1} GB/s of source bytes (the % column of quantize/dequantize)"
+                );
+                for e in &engines {
+                    for mut r in bench::quantize(e.as_ref(), len, nt, budget) {
+                        r.copy_gbs = Some(copy);
+                        if wanted(r.op) {
+                            emit(r);
+                        }
                     }
                 }
             }

@@ -6,7 +6,7 @@
 
 use std::any::Any;
 
-use crate::dtype::QDType;
+use crate::dtype::{QDType, QType};
 use crate::error::{QuantError, Result};
 use crate::ops::*;
 use crate::tensor::{check_scale, check_zero_point, numel, QParams, QTensor, Tensor};
@@ -322,6 +322,17 @@ pub trait QuantEngine: Send + Sync + 'static {
     #[doc(hidden)]
     fn sigmoid_impl(&self, x: &QTensor<u8>, out: OutQ) -> Result<Vec<u8>> {
         crate::portable::sigmoid(x, out)
+    }
+
+    /// Quantize `src` into `dst` (equal lengths); returns whether `src` holds a NaN.
+    #[doc(hidden)]
+    fn quantize8_impl(&self, src: &[f32], c: crate::portable::Code8, dst: &mut [u8]) -> bool {
+        crate::portable::quantize8(src, c, dst)
+    }
+    /// Dequantize `src` into `dst` (equal lengths).
+    #[doc(hidden)]
+    fn dequantize8_impl(&self, src: &[u8], c: crate::portable::Code8, dst: &mut [f32]) {
+        crate::portable::dequantize8(src, c, dst)
     }
 
     // ---- the public API ----
@@ -797,5 +808,64 @@ fn pool_geometry(
             op,
             format!("kernel {kernel:?} (dilation {dilation:?}, padding {padding:?}) gives an empty output for input {h}x{w}"),
         )),
+    }
+}
+
+/// Quantize and dequantize through an engine's vectorised kernels, into
+/// caller-provided buffers: no allocation, so a loop that reuses its buffers
+/// pays no page faults (PyTorch's `dequantize` allocates a fresh output per
+/// call). Implemented for every engine, `dyn QuantEngine` included; the bits
+/// are those of [`crate::quantize_per_tensor`] and [`crate::dequantize`].
+pub trait QuantizeInto {
+    /// `torch.quantize_per_tensor(x, scale, zero_point, dtype)` into `out`
+    /// (`T` = u8 for quint8, i8 for qint8). A NaN in `x` is an error, and
+    /// `out` is then unspecified.
+    fn quantize_per_tensor_into<T: QType>(
+        &self,
+        x: &[f32],
+        scale: f64,
+        zero_point: i64,
+        out: &mut [T],
+    ) -> Result<()>;
+    /// `q.dequantize()` into `out` (any qscheme; per-tensor 8-bit is vectorised).
+    fn dequantize_into<T: QType>(&self, q: &QTensor<T>, out: &mut [f32]) -> Result<()>;
+}
+
+impl<E: QuantEngine + ?Sized> QuantizeInto for E {
+    fn quantize_per_tensor_into<T: QType>(
+        &self,
+        x: &[f32],
+        scale: f64,
+        zero_point: i64,
+        out: &mut [T],
+    ) -> Result<()> {
+        const OP: &str = "quantize_per_tensor_into";
+        check_scale(OP, scale)?;
+        check_zero_point(OP, zero_point, T::DTYPE)?;
+        crate::tensor::check_len(OP, "output buffer", x.len(), out.len())?;
+        let Some(code) = crate::portable::Code8::new(T::DTYPE, scale, zero_point) else {
+            return Err(QuantError::Unsupported {
+                op: OP,
+                detail: format!("{} (use rquant_core::quantize_per_tensor)", T::DTYPE),
+            });
+        };
+        if self.quantize8_impl(x, code, bytemuck::cast_slice_mut(out)) {
+            let index = x.iter().position(|v| v.is_nan()).unwrap_or(0);
+            return Err(QuantError::NaN { op: OP, index });
+        }
+        Ok(())
+    }
+
+    fn dequantize_into<T: QType>(&self, q: &QTensor<T>, out: &mut [f32]) -> Result<()> {
+        const OP: &str = "dequantize_into";
+        crate::tensor::check_len(OP, "output buffer", q.numel(), out.len())?;
+        if let QParams::PerTensor { scale, zero_point } = q.qparams() {
+            if let Some(code) = crate::portable::Code8::new(T::DTYPE, *scale, *zero_point) {
+                self.dequantize8_impl(bytemuck::cast_slice(q.int_repr()), code, out);
+                return Ok(());
+            }
+        }
+        crate::quant::dequantize_into(q, out);
+        Ok(())
     }
 }

@@ -8,6 +8,65 @@ use crate::numerics::{self, dequantize_val, div_rne, inv_scale, quantize_val, rn
 use crate::ops::{adaptive_window, AvgPool2dParams, BinaryOp, MaxPool2dParams, OutQ, PoolGeometry};
 use crate::{QTensor, Result};
 
+/// An 8-bit per-tensor affine code in the unsigned domain, so that one
+/// quantize / dequantize kernel serves both 8-bit dtypes: quint8 as it is;
+/// qint8 as quint8 with the zero point moved up by 128 and the top bit of each
+/// byte flipped (the i8 `v` is the byte `(v + 128) ^ 0x80`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Code8 {
+    /// `1 / f32(scale)`, PyTorch's quantize multiplier.
+    pub inv: f32,
+    /// `f32(scale)`, the dequantize multiplier.
+    pub scale: f32,
+    /// The zero point in the unsigned domain, 0..=255.
+    pub zp: i32,
+    /// 0 for quint8, 0x80 for qint8.
+    pub flip: u8,
+}
+
+impl Code8 {
+    /// The code of (`dtype`, scale, zero point); None for qint32. The
+    /// zero point must already be validated for `dtype`.
+    pub fn new(dtype: crate::QDType, scale: f64, zero_point: i64) -> Option<Code8> {
+        let (shift, flip) = match dtype {
+            crate::QDType::QUInt8 => (0, 0),
+            crate::QDType::QInt8 => (128, 0x80),
+            crate::QDType::QInt32 => return None,
+        };
+        Some(Code8 {
+            inv: inv_scale(scale),
+            scale: scale as f32,
+            zp: (zero_point + shift) as i32,
+            flip,
+        })
+    }
+}
+
+/// Quantize `src` into `dst` (equal lengths) with `c`; the same bits as
+/// `quantize_val` element by element. Returns whether `src` holds a NaN (the
+/// caller turns that into an error; the NaN's byte is unspecified). One pass:
+/// the NaN test rides along instead of scanning the input twice.
+pub fn quantize8(src: &[f32], c: Code8, dst: &mut [u8]) -> bool {
+    const MAGIC: f32 = 12_582_912.0; // 1.5·2^23, as in `quantize_val`
+    let lo = -c.zp as f32;
+    let hi = (255 - c.zp) as f32;
+    let bias = MAGIC.to_bits() as i32 - c.zp;
+    let mut nan = false;
+    for (d, &x) in dst.iter_mut().zip(src) {
+        nan |= x.is_nan();
+        let v = (x * c.inv).max(lo).min(hi) + MAGIC;
+        *d = (v.to_bits() as i32 - bias) as u8 ^ c.flip;
+    }
+    nan
+}
+
+/// Dequantize `src` into `dst` (equal lengths): `f32(q − zp) · f32(scale)`.
+pub fn dequantize8(src: &[u8], c: Code8, dst: &mut [f32]) {
+    for (d, &b) in dst.iter_mut().zip(src) {
+        *d = ((b ^ c.flip) as i32 - c.zp) as f32 * c.scale;
+    }
+}
+
 /// Quantized mul's requantization of one exact product (PyTorch's
 /// `requantize_from_int`): `clamp(rne(f32(p) · mult) + out_zp, 0, 255)`.
 #[inline(always)]

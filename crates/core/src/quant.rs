@@ -31,13 +31,24 @@ pub fn quantize_per_tensor<T: QType>(
     const OP: &str = "quantize_per_tensor";
     check_scale(OP, scale)?;
     check_zero_point(OP, zero_point, T::DTYPE)?;
-    reject_nan(OP, x.data())?;
-    let inv = inv_scale(scale);
-    let data = x
-        .data()
-        .iter()
-        .map(|&v| quantize_val::<T>(inv, zero_point, v))
-        .collect();
+    let data = match crate::portable::Code8::new(T::DTYPE, scale, zero_point) {
+        // 8-bit: one fused pass (quantize and NaN test), bytes reinterpreted as T.
+        Some(code) => {
+            let mut data = vec![T::zeroed(); x.numel()];
+            if crate::portable::quantize8(x.data(), code, bytemuck::cast_slice_mut(&mut data)) {
+                reject_nan(OP, x.data())?;
+            }
+            data
+        }
+        None => {
+            reject_nan(OP, x.data())?;
+            let inv = inv_scale(scale);
+            x.data()
+                .iter()
+                .map(|&v| quantize_val::<T>(inv, zero_point, v))
+                .collect()
+        }
+    };
     Ok(QTensor::from_parts_unchecked(
         x.shape().to_vec(),
         data,
@@ -135,20 +146,25 @@ pub fn quantize_per_channel_float_qparams<T: QType>(
 /// `q.dequantize()`. Per-tensor: `f32(q - zp) * f32(scale)`; per-channel:
 /// `f32(f32(q) - zp) * f64 scale` rounded to f32 (PyTorch's two kernels).
 pub fn dequantize<T: QType>(q: &QTensor<T>) -> Tensor {
+    let mut data = vec![0.0f32; q.numel()];
+    dequantize_into(q, &mut data);
+    Tensor::new(q.shape().to_vec(), data).expect("shape preserved")
+}
+
+/// [`dequantize`] into `out`, which must hold `q.numel()` values.
+pub(crate) fn dequantize_into<T: QType>(q: &QTensor<T>, out: &mut [f32]) {
     let src = q.int_repr();
-    let data: Vec<f32> = match q.qparams() {
+    assert_eq!(out.len(), src.len(), "dequantize_into: output length");
+    match q.qparams() {
         QParams::PerTensor { scale, zero_point } => {
-            let s = *scale as f32;
-            if T::DTYPE == crate::QDType::QInt32 {
-                src.iter()
-                    .map(|&v| dequantize_val(s, *zero_point, v.to_i64()))
-                    .collect()
-            } else {
-                // 8-bit: q − zp fits i32 exactly, and i32 → f32 vectorises (i64 → f32 does not).
-                let z = *zero_point as i32;
-                src.iter()
-                    .map(|&v| (v.to_i64() as i32 - z) as f32 * s)
-                    .collect()
+            match crate::portable::Code8::new(T::DTYPE, *scale, *zero_point) {
+                Some(code) => crate::portable::dequantize8(bytemuck::cast_slice(src), code, out),
+                None => {
+                    let s = *scale as f32;
+                    for (o, &v) in out.iter_mut().zip(src) {
+                        *o = dequantize_val(s, *zero_point, v.to_i64());
+                    }
+                }
             }
         }
         QParams::PerChannel {
@@ -156,17 +172,11 @@ pub fn dequantize<T: QType>(q: &QTensor<T>) -> Tensor {
             zero_points,
             axis,
         } => {
-            let (outer, c, inner) = split_axis(q.shape(), *axis);
-            let mut out = Vec::with_capacity(src.len());
-            for o in 0..outer {
-                for ch in 0..c {
-                    let base = (o * c + ch) * inner;
-                    out.extend(src[base..base + inner].iter().map(|&v| {
-                        dequantize_val_per_channel(scales[ch], zero_points[ch], v.to_i64())
-                    }));
-                }
+            let (_, c, inner) = split_axis(q.shape(), *axis);
+            for (i, (o, &v)) in out.iter_mut().zip(src).enumerate() {
+                let ch = (i / inner) % c;
+                *o = dequantize_val_per_channel(scales[ch], zero_points[ch], v.to_i64());
             }
-            out
         }
         QParams::PerChannelFloat {
             scales,
@@ -174,22 +184,13 @@ pub fn dequantize<T: QType>(q: &QTensor<T>) -> Tensor {
             axis,
         } => {
             // PyTorch: (q - zp) * scale in f32 for float qparams.
-            let (outer, c, inner) = split_axis(q.shape(), *axis);
-            let mut out = Vec::with_capacity(src.len());
-            for o in 0..outer {
-                for ch in 0..c {
-                    let base = (o * c + ch) * inner;
-                    out.extend(
-                        src[base..base + inner]
-                            .iter()
-                            .map(|&v| (v.to_i64() as f32 - zero_points[ch]) * scales[ch]),
-                    );
-                }
+            let (_, c, inner) = split_axis(q.shape(), *axis);
+            for (i, (o, &v)) in out.iter_mut().zip(src).enumerate() {
+                let ch = (i / inner) % c;
+                *o = (v.to_i64() as f32 - zero_points[ch]) * scales[ch];
             }
-            out
         }
-    };
-    Tensor::new(q.shape().to_vec(), data).expect("shape preserved")
+    }
 }
 
 /// Requantize to new per-tensor qparams (and possibly another dtype):

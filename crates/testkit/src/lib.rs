@@ -702,6 +702,151 @@ pub fn sweep_conv2d(engine: &dyn QuantEngine) {
     }
 }
 
+/// Inputs for the quantize sweep: every rounding tie near the code range,
+/// values far outside it, ±inf, ±0, subnormals and random values.
+fn quantize_inputs(len: usize, scale: f32, seed: u64) -> Vec<f32> {
+    let mut r = Rng::new(seed);
+    let specials = [
+        0.0,
+        -0.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::MIN_POSITIVE / 2.0,
+        f32::MAX,
+        f32::MIN,
+        3.0e9,
+        -3.0e9,
+    ];
+    (0..len)
+        .map(|i| match r.next_u64() % 4 {
+            0 => specials[i % specials.len()],
+            // Exact ties (h + 0.5) and their neighbours, in scale units.
+            1 => {
+                let h = (r.next_u64() % 700) as f32 - 350.0 + 0.5;
+                let v = h * scale;
+                match r.next_u64() % 3 {
+                    0 => v,
+                    1 => f32::from_bits(v.to_bits() + 1),
+                    _ => f32::from_bits(v.to_bits().saturating_sub(1)),
+                }
+            }
+            _ => ((r.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * 800.0 - 400.0) as f32 * scale,
+        })
+        .collect()
+}
+
+/// `quantize_per_tensor_into` and `dequantize_into` on `engine` against the
+/// scalar definition (`numerics::quantize_val` / `dequantize_val`), for both
+/// 8-bit dtypes, zero points at both ends and the middle, every length up to
+/// two vector blocks past 64 and one long enough to be threaded; plus the
+/// NaN error (with the first NaN's index) and the length check.
+pub fn sweep_quantize(engine: &dyn QuantEngine) {
+    use rquant_core::engine::QuantizeInto;
+    use rquant_core::numerics::{dequantize_val, inv_scale, quantize_val};
+    use rquant_core::QType;
+
+    fn one<T: QType>(engine: &dyn QuantEngine, x: &[f32], scale: f64, zp: i64) {
+        let who = format!("{}/{}", engine.name(), engine.isa());
+        let mut q = vec![T::zeroed(); x.len()];
+        engine
+            .quantize_per_tensor_into(x, scale, zp, &mut q)
+            .unwrap_or_else(|e| panic!("{who}: {e}"));
+        let inv = inv_scale(scale);
+        for (i, (&v, &got)) in x.iter().zip(&q).enumerate() {
+            let want = quantize_val::<T>(inv, zp, v);
+            assert_eq!(
+                got,
+                want,
+                "quantize on {who}: x[{i}] = {v:e} (len {}, scale {scale}, zp {zp}, {})",
+                x.len(),
+                T::DTYPE
+            );
+        }
+        let qt = QTensor::from_int_repr(
+            vec![q.len()],
+            q.clone(),
+            QParams::PerTensor {
+                scale,
+                zero_point: zp,
+            },
+        )
+        .expect("valid qtensor");
+        let mut d = vec![f32::NAN; q.len()];
+        engine
+            .dequantize_into(&qt, &mut d)
+            .unwrap_or_else(|e| panic!("{who}: {e}"));
+        for (i, (&b, &got)) in q.iter().zip(&d).enumerate() {
+            let want = dequantize_val(scale as f32, zp, b.to_i64());
+            assert_eq!(
+                got.to_bits(),
+                want.to_bits(),
+                "dequantize on {who}: q[{i}] = {b:?} (scale {scale}, zp {zp})"
+            );
+        }
+    }
+
+    // The long lengths reach the threaded split and (8M + 13, over 32 MiB
+    // moved) the x86 engine's streaming stores.
+    let lens: Vec<usize> = (0..=200)
+        .chain([1000, 4099, 300_001, (8 << 20) + 13])
+        .collect();
+    for (li, &len) in lens.iter().enumerate() {
+        for (si, &scale) in [0.0123f64, 1.0, 1e-6, 3.7e4].iter().enumerate() {
+            let long = len > 4099;
+            if long && si > 1 {
+                continue;
+            }
+            let x = quantize_inputs(len, scale as f32, (li * 7 + si) as u64);
+            for zp in [0, 1, 128, 254, 255] {
+                if !long || zp == 1 {
+                    one::<u8>(engine, &x, scale, zp);
+                }
+            }
+            for zp in [-128, -1, 0, 127] {
+                if !long || zp == -1 {
+                    one::<i8>(engine, &x, scale, zp);
+                }
+            }
+        }
+    }
+
+    // NaN: an error naming the first NaN, wherever it sits (vector body, tail, later chunk).
+    for (len, at) in [
+        (1, 0),
+        (70, 3),
+        (70, 69),
+        (300_001, 299_999),
+        (300_001, 200_000),
+    ] {
+        let mut x = quantize_inputs(len, 0.1, 99);
+        x[at] = f32::NAN;
+        if at + 1 < len {
+            x[len - 1] = f32::NAN;
+        }
+        let mut q = vec![0u8; len];
+        let err = engine
+            .quantize_per_tensor_into(&x, 0.1, 3, &mut q)
+            .expect_err("NaN must be an error");
+        assert_eq!(
+            err,
+            rquant_core::QuantError::NaN {
+                op: "quantize_per_tensor_into",
+                index: at
+            },
+            "{}/{}",
+            engine.name(),
+            engine.isa()
+        );
+    }
+    let mut short = vec![0u8; 3];
+    assert!(engine
+        .quantize_per_tensor_into(&[1.0; 4], 0.1, 0, &mut short)
+        .is_err());
+    assert!(engine
+        .quantize_per_tensor_into(&[1.0; 3], 0.0, 0, &mut short)
+        .is_err());
+}
+
 /// The four sweeps as `#[test]`s over the engines a function returns (one per
 /// ISA path), so every engine crate runs the same tester the same way:
 /// `rquant_testkit::sweep_tests!(paths);`.
@@ -726,6 +871,13 @@ macro_rules! sweep_tests {
         fn linear_fp16_every_path() {
             for e in $paths() {
                 $crate::sweep_linear_fp16(e.as_ref());
+            }
+        }
+
+        #[test]
+        fn quantize_every_path() {
+            for e in $paths() {
+                $crate::sweep_quantize(e.as_ref());
             }
         }
 

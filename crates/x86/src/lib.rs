@@ -13,14 +13,16 @@
 // Off x86_64 only the scalar path exists: the SIMD plumbing is unused there.
 #![cfg_attr(not(target_arch = "x86_64"), allow(unused, dead_code))]
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use rquant_core::engine::Payload;
-use rquant_core::numerics::{self, choose_qparams, inv_scale};
+use rquant_core::numerics::{self, choose_qparams};
 use rquant_core::ops::{ConvGeometry, OutQ};
+use rquant_core::portable::{self, Code8};
 use rquant_core::{
-    Conv2dParams, PackedConv2d, PackedLinear, PackedLinearFp16, QTensor, QuantEngine, Result,
-    Tensor,
+    Conv2dParams, PackedConv2d, PackedLinear, PackedLinearFp16, QDType, QTensor, QuantEngine,
+    Result, Tensor,
 };
 
 mod conv;
@@ -114,19 +116,46 @@ fn min_max(isa: Isa, x: &[f32]) -> (f32, f32) {
     numerics::find_min_max(x)
 }
 
-fn quantize_row(isa: Isa, inv: f32, zp: i64, src: &[f32], dst: &mut [u8]) {
+/// Quantize one row with the ISA's kernel; returns whether `src` holds a NaN.
+fn quantize8(isa: Isa, src: &[f32], c: Code8, dst: &mut [u8]) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if isa >= Isa::Avx2 {
-        // SAFETY: AVX2 detected; equal lengths; src has no NaN (validated by
-        // linear_dynamic); zp in 0..=255 and inv finite (choose_qparams).
-        unsafe { kernels::output_avx2::quantize_row_u8(inv, zp as i32, src, dst) };
-        return;
+    if isa >= Isa::Avx512Vnni {
+        // SAFETY: the path's detection proved AVX-512F/BW.
+        return unsafe { kernels::quantize_f32u8_row_avx512::quantize_row(src, c, dst) };
+    } else if isa >= Isa::Avx2 {
+        // SAFETY: the path's detection proved AVX2.
+        return unsafe { kernels::quantize_f32u8_row_avx2::quantize_row(src, c, dst) };
     }
     let _ = isa;
-    for (d, &s) in dst.iter_mut().zip(src) {
-        *d = numerics::quantize_val::<u8>(inv, zp, s);
-    }
+    portable::quantize8(src, c, dst)
 }
+
+/// Dequantize one row with the ISA's kernel.
+fn dequantize8(isa: Isa, src: &[u8], c: Code8, dst: &mut [f32], stream: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if isa >= Isa::Avx512Vnni {
+        // SAFETY: the path's detection proved AVX-512F/BW.
+        return unsafe {
+            kernels::dequantize_u8f32_row_avx512::dequantize_row(src, c, dst, stream)
+        };
+    } else if isa >= Isa::Avx2 {
+        // SAFETY: the path's detection proved AVX2.
+        return unsafe { kernels::dequantize_u8f32_row_avx2::dequantize_row(src, c, dst) };
+    }
+    let _ = (isa, stream);
+    portable::dequantize8(src, c, dst)
+}
+
+/// Elements per task of the threaded quantize / dequantize: large enough to
+/// amortise a task, small enough to spread 1M+ element tensors over threads.
+const QUANTIZE_CHUNK: usize = 1 << 16;
+
+/// Dequantize calls that move at least this many bytes (1 per code plus 4 per
+/// f32) write with non-temporal stores: the output would not stay in cache
+/// anyway, and skipping the read-for-ownership of its lines doubled the
+/// throughput here. (Quantize writes a quarter of what it reads; streaming
+/// its output measured no clear gain.)
+const STREAM_BYTES: usize = 32 << 20;
 
 impl QuantEngine for X86Engine {
     fn name(&self) -> &'static str {
@@ -192,7 +221,7 @@ impl QuantEngine for X86Engine {
         let (n, k) = (w.out_features(), w.in_features());
         let (lo, hi) = min_max(self.isa, x);
         let qp = choose_qparams(lo, hi, 0, 255, reduce_range);
-        let inv = inv_scale(qp.scale);
+        let code = Code8::new(QDType::QUInt8, qp.scale, qp.zero_point).expect("8-bit");
         let mut y = vec![0f32; m * n];
         let layout = OutLayout {
             base: 0,
@@ -210,13 +239,48 @@ impl QuantEngine for X86Engine {
         );
         let isa = self.isa;
         // The activation is quantized while it is packed.
+        // (No NaN here: linear_dynamic rejected it.)
         let fill = |i: usize, dst: &mut [u8]| {
-            quantize_row(isa, inv, qp.zero_point, &x[i * k..(i + 1) * k], dst)
+            quantize8(isa, &x[i * k..(i + 1) * k], code, dst);
         };
         // Quantization is monotonic: the largest input gives the largest value.
-        let x_max = numerics::quantize_val::<u8>(inv, qp.zero_point, hi);
+        let x_max = numerics::quantize_val::<u8>(code.inv, qp.zero_point, hi);
         gemm::gemm(&pb, m, x_max, &fill, &epi);
         Ok(y)
+    }
+
+    fn quantize8_impl(&self, src: &[f32], c: Code8, dst: &mut [u8]) -> bool {
+        let isa = self.isa;
+        if src.len() < 4 * QUANTIZE_CHUNK {
+            return quantize8(isa, src, c, dst);
+        }
+        let nan = AtomicBool::new(false);
+        threads::par_chunks1(
+            dst,
+            QUANTIZE_CHUNK,
+            || (),
+            |_, i, d| {
+                let s = &src[i * QUANTIZE_CHUNK..][..d.len()];
+                if quantize8(isa, s, c, d) {
+                    nan.store(true, Ordering::Relaxed);
+                }
+            },
+        );
+        nan.into_inner()
+    }
+
+    fn dequantize8_impl(&self, src: &[u8], c: Code8, dst: &mut [f32]) {
+        let isa = self.isa;
+        if src.len() < 4 * QUANTIZE_CHUNK {
+            return dequantize8(isa, src, c, dst, false);
+        }
+        let stream = src.len() * 5 >= STREAM_BYTES;
+        threads::par_chunks1(
+            dst,
+            QUANTIZE_CHUNK,
+            || (),
+            |_, i, d| dequantize8(isa, &src[i * QUANTIZE_CHUNK..][..d.len()], c, d, stream),
+        );
     }
 
     fn pack_linear_fp16_impl(&self, w: &Tensor, bias: Option<&[f32]>) -> Result<Payload> {

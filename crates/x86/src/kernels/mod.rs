@@ -6,6 +6,8 @@
 //! and without any intermediate saturation, so it is exact for all inputs.
 //! Zero points, bias and requantization are the epilogue's job.
 
+pub mod dequantize_u8f32_row_avx2;
+pub mod dequantize_u8f32_row_avx512;
 pub mod dwconv_f32_row_avx2;
 pub mod dwconv_i16_row_avx2;
 pub mod dwconv_u8i8_plane_avx512;
@@ -18,6 +20,8 @@ pub mod gemm_u8i8_8x32c4_avx512vnni;
 pub(crate) mod output;
 pub(crate) mod output_avx2;
 pub(crate) mod output_avx512;
+pub mod quantize_f32u8_row_avx2;
+pub mod quantize_f32u8_row_avx512;
 pub mod transpose_u8_16x16_sse2;
 
 use crate::isa::Isa;

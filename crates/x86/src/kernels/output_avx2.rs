@@ -6,7 +6,7 @@
 use std::arch::x86_64::*;
 
 #[cfg(target_arch = "x86_64")]
-use rquant_core::numerics::{dynamic_out, quantize_val, requantize_u8};
+use rquant_core::numerics::{dynamic_out, requantize_u8};
 
 /// Corrected accumulators `raw + colterm − zw·rs` of 8 lanes.
 #[cfg(target_arch = "x86_64")]
@@ -171,40 +171,6 @@ pub(crate) unsafe fn float_row(
             .wrapping_add(colterm[j])
             .wrapping_sub(zw[j].wrapping_mul(rs));
         *out.add(j * ldn) = dynamic_out(a, sp[j], bias.map(|b| b[j]));
-        j += 1;
-    }
-}
-
-/// `quantize_val::<u8>(inv, zp, x)` for a row (dynamic linear's activation).
-///
-/// # Safety
-/// AVX2 must be available; `dst.len() == src.len()`; `src` has no NaN;
-/// `0 <= zp <= 255`; `inv` is finite.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-pub(crate) unsafe fn quantize_row_u8(inv: f32, zp: i32, src: &[f32], dst: &mut [u8]) {
-    let n = src.len();
-    let invv = _mm256_set1_ps(inv);
-    let lim = _mm256_set1_ps(512.0);
-    let nlim = _mm256_set1_ps(-512.0);
-    let zpv = _mm256_set1_epi32(zp);
-    let zero = _mm256_setzero_si256();
-    let hiv = _mm256_set1_epi32(255);
-    let mut j = 0;
-    while j + 8 <= n {
-        let y = _mm256_mul_ps(_mm256_loadu_ps(src.as_ptr().add(j)), invv);
-        let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(y);
-        // |r| > 512 saturates to 0 or 255 after adding zp either way.
-        let r = _mm256_min_ps(_mm256_max_ps(r, nlim), lim);
-        let q = _mm256_add_epi32(_mm256_cvtps_epi32(r), zpv);
-        let q = _mm256_min_epi32(_mm256_max_epi32(q, zero), hiv);
-        let p16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256::<1>(q));
-        let p8 = _mm_packus_epi16(p16, p16);
-        _mm_storel_epi64(dst.as_mut_ptr().add(j) as *mut __m128i, p8);
-        j += 8;
-    }
-    while j < n {
-        dst[j] = quantize_val::<u8>(inv, zp as i64, src[j]);
         j += 1;
     }
 }
