@@ -22,9 +22,18 @@ pub fn committed_weights() -> PathBuf {
     committed_dir().join("mnist_cnn.safetensors")
 }
 
+/// The largest IDX file [`read_idx`] reads, after decompression (MNIST's
+/// largest is 47 MB): a gzip bomb or a device file is an error, not an
+/// out-of-memory.
+pub const MAX_IDX_BYTES: u64 = 1 << 30;
+
 /// Read an IDX file (big-endian magic `0x08 0x0N`, N u32 dims, u8 data);
 /// `path.gz` is read (and gunzipped) when `path` does not exist.
 pub fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
+    read_idx_capped(path, MAX_IDX_BYTES)
+}
+
+fn read_idx_capped(path: &Path, max_bytes: u64) -> Result<(Vec<usize>, Vec<u8>)> {
     let gz = PathBuf::from(format!("{}.gz", path.display()));
     let (path, zipped) = if !path.exists() && gz.exists() {
         (gz.as_path(), true)
@@ -36,12 +45,28 @@ pub fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
         path: file.clone(),
         source,
     };
-    let mut b = std::fs::read(path).map_err(io)?;
-    if zipped {
-        let mut out = Vec::new();
-        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&b[..]), &mut out)
-            .map_err(io)?;
-        b = out;
+    let f = std::fs::File::open(path).map_err(io)?;
+    if !f.metadata().map_err(io)?.is_file() {
+        return Err(NnError::file(&file, "file", "not a regular file"));
+    }
+    let reader: Box<dyn std::io::Read> = if zipped {
+        Box::new(flate2::read::GzDecoder::new(f))
+    } else {
+        Box::new(f)
+    };
+    // Read one byte past the cap, so that reaching it is detected.
+    let mut b = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(reader, max_bytes + 1), &mut b)
+        .map_err(io)?;
+    if b.len() as u64 > max_bytes {
+        return Err(NnError::file(
+            &file,
+            "size",
+            format!(
+                "more than {max_bytes} bytes{}",
+                if zipped { " after decompression" } else { "" }
+            ),
+        ));
     }
     parse_idx(&b, &file)
 }
@@ -94,13 +119,24 @@ impl Dataset {
     /// `{dir}/{kind}-images-idx3-ubyte` and labels; `kind` is "train" or "t10k";
     /// keeps the first `limit` images when given.
     pub fn load(dir: &Path, kind: &str, limit: Option<usize>) -> Result<Self> {
-        let (d, mut images) = read_idx(&dir.join(format!("{kind}-images-idx3-ubyte")))?;
-        let (ld, mut labels) = read_idx(&dir.join(format!("{kind}-labels-idx1-ubyte")))?;
-        if d.len() != 3 || ld.len() != 1 || d[0] != ld[0] {
+        let (ip, lp) = (
+            dir.join(format!("{kind}-images-idx3-ubyte")),
+            dir.join(format!("{kind}-labels-idx1-ubyte")),
+        );
+        let (d, mut images) = read_idx(&ip)?;
+        let (ld, mut labels) = read_idx(&lp)?;
+        if d.len() != 3 {
             return Err(NnError::file(
-                dir.display().to_string(),
-                kind,
-                format!("image dims {d:?} and label dims {ld:?} disagree"),
+                ip.display().to_string(),
+                "dims",
+                format!("{d:?}, expected [images, rows, cols]"),
+            ));
+        }
+        if ld.len() != 1 || d[0] != ld[0] {
+            return Err(NnError::file(
+                lp.display().to_string(),
+                "dims",
+                format!("{ld:?}, expected [{}] (one label per image)", d[0]),
             ));
         }
         let n = limit.map_or(d[0], |l| l.min(d[0]));
@@ -341,4 +377,31 @@ pub fn train_epoch(
         s = e;
     }
     Ok((total / steps.max(1) as f64) as f32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gzip_bomb_stops_at_the_cap() {
+        use std::io::Write;
+        let dir = std::env::temp_dir().join(format!("rquant-idx-bomb-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // A valid 1-D IDX file of 10 000 bytes, 10 000 : ~30 compressed.
+        let mut raw = vec![0, 0, 8, 1];
+        raw.extend_from_slice(&10_000u32.to_be_bytes());
+        raw.resize(8 + 10_000, 0);
+        let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        z.write_all(&raw).unwrap();
+        std::fs::write(dir.join("x.gz"), z.finish().unwrap()).unwrap();
+        let p = dir.join("x");
+        assert_eq!(read_idx_capped(&p, 10_008).unwrap().1.len(), 10_000);
+        let msg = read_idx_capped(&p, 10_007).unwrap_err().to_string();
+        assert!(
+            msg.contains("x.gz: size: more than 10007 bytes after decompression"),
+            "{msg}"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }
