@@ -22,9 +22,46 @@ use crate::rnn::RnnKind;
 pub const FORMAT: &str = "rquant.quantized.v1";
 
 fn read(path: &str) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|source| NnError::Io {
+    let io = |source| NnError::Io {
         path: path.to_string(),
         source,
+    };
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    // A directory is an error anyway; a device such as /dev/zero would be
+    // read until memory runs out.
+    if !f.metadata().map_err(io)?.is_file() {
+        return Err(NnError::file(path, "file", "not a regular file"));
+    }
+    let mut b = Vec::new();
+    std::io::Read::read_to_end(&mut f, &mut b).map_err(io)?;
+    Ok(b)
+}
+
+/// Write `bytes` to `path` through a temporary file in the same directory
+/// and a rename, so `path` holds either its old contents or all the new
+/// ones, never a part; on any error the temporary file is removed.
+pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let shown = path.display().to_string();
+    let Some(name) = path.file_name() else {
+        return Err(NnError::file(shown, "path", "not a file name"));
+    };
+    let tmp = path.with_file_name(format!(
+        ".{}.{}-{}.tmp",
+        name.to_string_lossy(),
+        std::process::id(),
+        SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let res = std::fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    res.map_err(|source| {
+        let _ = std::fs::remove_file(&tmp);
+        NnError::Io {
+            path: shown,
+            source,
+        }
     })
 }
 
@@ -383,13 +420,10 @@ pub fn quantized_bytes(model: &Module, qconfig: &str) -> Result<Vec<u8>> {
         .map_err(|e| NnError::file("<memory>", "serialize", e.to_string()))
 }
 
-/// Save a converted model to `path` (see [`quantized_bytes`]).
+/// Save a converted model to `path` (see [`quantized_bytes`]; written with
+/// [`write_atomic`]).
 pub fn save_quantized(model: &Module, path: &str, qconfig: &str) -> Result<()> {
-    let b = quantized_bytes(model, qconfig)?;
-    std::fs::write(path, b).map_err(|source| NnError::Io {
-        path: path.to_string(),
-        source,
-    })
+    write_atomic(path.as_ref(), &quantized_bytes(model, qconfig)?)
 }
 
 // ---------------------------------------------------------------- quantized load
