@@ -175,16 +175,11 @@ fn bench(args: &[String]) -> ExitCode {
     let wanted = |label: &str| filter.as_deref().is_none_or(|f| label.contains(f));
     let mut records = Vec::new();
     // One core's register-only peaks: the denominators of the % column.
-    let peaks: Vec<(&str, Option<f64>)> = vec![
-        (
-            "avx512vnni",
-            rquant_x86::peak::int8_peak_gops(rquant_x86::isa::Isa::Avx512Vnni),
-        ),
-        (
-            "avx2",
-            rquant_x86::peak::int8_peak_gops(rquant_x86::isa::Isa::Avx2),
-        ),
-    ];
+    let peaks: Vec<(&str, Option<f64>)> = rquant_x86::isa::Isa::ALL
+        .into_iter()
+        .rev()
+        .map(|i| (i.name(), rquant_x86::peak::int8_peak_gops(i)))
+        .collect();
     let fp32_peak = rquant_x86::peak::fp32_peak_gflops();
     for (isa, p) in &peaks {
         if let Some(p) = p {

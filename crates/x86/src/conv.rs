@@ -225,7 +225,7 @@ fn depthwise(
         |st, plane, out| {
             let c = plane % g.c;
             let src = &xd[plane * g.h * g.w..(plane + 1) * g.h * g.w];
-            let wide = isa >= Isa::Avx512Vnni && fast;
+            let wide = isa >= Isa::Avx512 && fast;
             #[cfg(target_arch = "x86_64")]
             if wide {
                 // SAFETY: AVX-512F detected (isa comes from an engine value);

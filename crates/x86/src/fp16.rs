@@ -9,7 +9,7 @@ use crate::threads::par_for;
 
 /// Panel width of the layout for `isa` (16 for AVX2, 32 for AVX-512).
 fn panel_width(isa: Isa) -> usize {
-    if isa >= Isa::Avx512Vnni {
+    if isa >= Isa::Avx512 {
         32
     } else {
         16
@@ -90,7 +90,7 @@ pub(crate) fn linear_fp16(p: &PackedFp16, x: &[f32], m: usize, bias: Option<&[f3
         return y;
     }
     #[cfg(target_arch = "x86_64")]
-    if p.isa >= Isa::Avx512Vnni {
+    if p.isa >= Isa::Avx512 {
         linear_fp16_avx512(p, x, m, &mut y);
         return y;
     }

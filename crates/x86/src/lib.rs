@@ -1,14 +1,15 @@
-//! rquant's x86 engine ("x86", alias "fbgemm"): exact int8 kernels for AVX2
-//! and AVX512-VNNI, bit-identical to the reference engine.
+//! rquant's x86 engine ("x86", alias "fbgemm"): exact int8 kernels for AVX2,
+//! AVX-VNNI, AVX-512BW and AVX512-VNNI, bit-identical to the reference engine.
 //!
 //! The engine is a value that proves its ISA path ([`X86Engine::new`]
 //! returns None when the CPU lacks it), resolved once at runtime from
 //! `is_x86_feature_detected!` and `RQUANT_ISA` (a ceiling: `scalar`, `avx2`,
-//! `avx512vnni`). Layout:
+//! `avxvnni`, `avx512`, `avx512vnni`). Layout:
 //! - [`pack`]: weight packing (column sums) and activation packing (row sums);
 //! - [`kernels`]: one microkernel per file (`gemm_u8i8_6x16c2_avx2.rs`, …)
 //!   and the output pipeline (`kernels/output*.rs`);
-//! - `gemm`: cache blocking and threading; `conv`, `fp16`: ops (the memory-bound ops are `rquant_core::portable`).
+//! - `gemm`: cache blocking and threading; `conv`, `fp16`: ops; quantize /
+//!   dequantize here (the other memory-bound ops are `rquant_core::portable`).
 
 // Off x86_64 only the scalar path exists: the SIMD plumbing is unused there.
 #![cfg_attr(not(target_arch = "x86_64"), allow(unused, dead_code))]
@@ -119,7 +120,7 @@ fn min_max(isa: Isa, x: &[f32]) -> (f32, f32) {
 /// Quantize one row with the ISA's kernel; returns whether `src` holds a NaN.
 fn quantize8(isa: Isa, src: &[f32], c: Code8, dst: &mut [u8]) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if isa >= Isa::Avx512Vnni {
+    if isa >= Isa::Avx512 {
         // SAFETY: the path's detection proved AVX-512F/BW.
         return unsafe { kernels::quantize_f32u8_row_avx512::quantize_row(src, c, dst) };
     } else if isa >= Isa::Avx2 {
@@ -133,7 +134,7 @@ fn quantize8(isa: Isa, src: &[f32], c: Code8, dst: &mut [u8]) -> bool {
 /// Dequantize one row with the ISA's kernel.
 fn dequantize8(isa: Isa, src: &[u8], c: Code8, dst: &mut [f32], stream: bool) {
     #[cfg(target_arch = "x86_64")]
-    if isa >= Isa::Avx512Vnni {
+    if isa >= Isa::Avx512 {
         // SAFETY: the path's detection proved AVX-512F/BW.
         return unsafe {
             kernels::dequantize_u8f32_row_avx512::dequantize_row(src, c, dst, stream)

@@ -44,6 +44,16 @@ impl Tile {
                 nr: 16,
                 kr: 2,
             },
+            Isa::AvxVnni => Tile {
+                mr: 6,
+                nr: 16,
+                kr: 4,
+            },
+            Isa::Avx512 => Tile {
+                mr: 8,
+                nr: 32,
+                kr: 2,
+            },
             Isa::Avx512Vnni => Tile {
                 mr: 8,
                 nr: 32,

@@ -50,6 +50,58 @@ unsafe fn avx2_loop(iters: usize) -> i32 {
     _mm256_extract_epi32::<0>(s)
 }
 
+/// The AVX-512BW path's sequence, `vpmaddwd` + `vpaddd` on zmm: 32
+/// multiply-accumulates per pair.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn avx512_loop(iters: usize) -> i32 {
+    let a = _mm512_set1_epi16(std::hint::black_box(3));
+    let b = _mm512_set1_epi16(std::hint::black_box(-2));
+    let mut acc = [_mm512_setzero_si512(); CHAINS];
+    for _ in 0..iters {
+        for v in acc.iter_mut() {
+            *v = _mm512_add_epi32(*v, _mm512_madd_epi16(a, b));
+        }
+    }
+    let mut s = _mm512_setzero_si512();
+    for v in acc {
+        s = _mm512_add_epi32(s, v);
+    }
+    _mm512_reduce_add_epi32(s)
+}
+
+/// 256-bit `vpdpbusd` (32 multiply-accumulates), in whichever encoding the
+/// AvxVnni path runs: VEX with AVX-VNNI, else EVEX (AVX512-VNNI + VL).
+#[cfg(target_arch = "x86_64")]
+macro_rules! vnni256_loop {
+    ($name:ident, $features:literal, $dp:path) => {
+        #[target_feature(enable = $features)]
+        unsafe fn $name(iters: usize) -> i32 {
+            let a = _mm256_set1_epi8(std::hint::black_box(3));
+            let b = _mm256_set1_epi8(std::hint::black_box(-2));
+            let mut acc = [_mm256_setzero_si256(); CHAINS];
+            for _ in 0..iters {
+                for v in acc.iter_mut() {
+                    *v = $dp(*v, a, b);
+                }
+            }
+            let mut s = _mm256_setzero_si256();
+            for v in acc {
+                s = _mm256_add_epi32(s, v);
+            }
+            _mm256_extract_epi32::<0>(s)
+        }
+    };
+}
+#[cfg(target_arch = "x86_64")]
+vnni256_loop!(avxvnni_loop, "avx2,avxvnni", _mm256_dpbusd_avx_epi32);
+#[cfg(target_arch = "x86_64")]
+vnni256_loop!(
+    avxvnni_evex_loop,
+    "avx2,avx512f,avx512vl,avx512vnni",
+    _mm256_dpbusd_epi32
+);
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn fma512_loop(iters: usize) -> f32 {
@@ -112,6 +164,24 @@ pub fn int8_peak_gops(isa: Isa) -> Option<f64> {
         Isa::Avx512Vnni => Some(
             rate((CHAINS * 64 * 2) as f64, |n| {
                 std::hint::black_box(unsafe { vnni_loop(n) });
+            }) / 1e9,
+        ),
+        // SAFETY: `isa.detected()` proved AVX-512F/BW.
+        Isa::Avx512 => Some(
+            rate((CHAINS * 32 * 2) as f64, |n| {
+                std::hint::black_box(unsafe { avx512_loop(n) });
+            }) / 1e9,
+        ),
+        // SAFETY: `isa.detected()` proved AVX-VNNI, or else AVX512-VNNI + VL.
+        Isa::AvxVnni => Some(
+            rate((CHAINS * 32 * 2) as f64, |n| {
+                std::hint::black_box(unsafe {
+                    if is_x86_feature_detected!("avxvnni") {
+                        avxvnni_loop(n)
+                    } else {
+                        avxvnni_evex_loop(n)
+                    }
+                });
             }) / 1e9,
         ),
         // SAFETY: `isa.detected()` proved AVX2.

@@ -35,10 +35,24 @@ fn intended_paths_ran() {
             );
             assert!(names.contains(&"scalar"), "{names:?}");
         }
-        if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512bw") {
+        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
             assert!(
-                names.contains(&"avx512vnni"),
-                "VNNI detected but its path is missing: {names:?}"
+                names.contains(&"avx512"),
+                "AVX-512BW detected but its path is missing: {names:?}"
+            );
+            if is_x86_feature_detected!("avx512vnni") {
+                assert!(
+                    names.contains(&"avx512vnni"),
+                    "VNNI detected but its path is missing: {names:?}"
+                );
+            }
+        }
+        if is_x86_feature_detected!("avxvnni")
+            || (is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl"))
+        {
+            assert!(
+                names.contains(&"avxvnni"),
+                "256-bit VNNI detected but the avxvnni path is missing: {names:?}"
             );
         }
     }

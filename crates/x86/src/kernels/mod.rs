@@ -16,6 +16,8 @@ pub mod gemm_f32f16_6x16_avx2;
 pub mod gemm_u8i8_4x8c4_scalar;
 pub mod gemm_u8i8_6x16c2_avx2;
 pub mod gemm_u8i8_6x16c4_avx2;
+pub mod gemm_u8i8_6x16c4_avxvnni;
+pub mod gemm_u8i8_8x32c2_avx512;
 pub mod gemm_u8i8_8x32c4_avx512vnni;
 pub(crate) mod output;
 pub(crate) mod output_avx2;
@@ -57,6 +59,34 @@ pub(crate) fn gemm_u8i8(
             // weight panel ku units of NR columns (asserted), the tile MR×NR i32.
             unsafe {
                 gemm_u8i8_6x16c2_avx2::dispatch(
+                    mrows,
+                    ku,
+                    a.as_ptr(),
+                    lda,
+                    b.as_ptr(),
+                    c.as_mut_ptr(),
+                    init,
+                )
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::AvxVnni => {
+            // SAFETY: as above; the AvxVnni path was detected, so the CPU has
+            // AVX-VNNI or else AVX512-VNNI with VL (the kernel's EVEX twin).
+            unsafe {
+                let f = if is_x86_feature_detected!("avxvnni") {
+                    gemm_u8i8_6x16c4_avxvnni::dispatch
+                } else {
+                    gemm_u8i8_6x16c4_avxvnni::dispatch_evex
+                };
+                f(mrows, ku, a.as_ptr(), lda, b.as_ptr(), c.as_mut_ptr(), init)
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => {
+            // SAFETY: as above, for the AVX-512F/BW path.
+            unsafe {
+                gemm_u8i8_8x32c2_avx512::dispatch(
                     mrows,
                     ku,
                     a.as_ptr(),

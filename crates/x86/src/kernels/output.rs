@@ -198,7 +198,7 @@ impl RequantOut<'_> {
     ) {
         let cols = n0..n0 + ncols;
         #[cfg(target_arch = "x86_64")]
-        if self.isa >= Isa::Avx512Vnni && self.tame {
+        if self.isa >= Isa::Avx512 && self.tame {
             // SAFETY: AVX-512F/BW were detected (the isa comes from an engine
             // value); the caller guarantees the outputs; `tame` is the
             // stage's range precondition.
@@ -370,7 +370,7 @@ impl Epilogue for FloatOut<'_> {
             // SAFETY: AVX-512F / AVX2+FMA were detected (the isa comes from an
             // engine value); outputs in bounds (check_span) and owned by this tile.
             unsafe {
-                let f = if self.isa >= Isa::Avx512Vnni {
+                let f = if self.isa >= Isa::Avx512 {
                     super::output_avx512::float_tile
                 } else {
                     super::output_avx2::float_tile
