@@ -28,6 +28,14 @@ pub struct Weights {
 impl Weights {
     pub fn open(path: &str) -> Result<Self> {
         let f = std::fs::File::open(path).map_err(|e| Error::new(format!("{path}: {e}")))?;
+        // A directory or device cannot be mapped ("No such device"): say so.
+        if !f
+            .metadata()
+            .map_err(|e| Error::new(format!("{path}: {e}")))?
+            .is_file()
+        {
+            bail!("{path}: not a regular file");
+        }
         // SAFETY: the file is opened read-only and only read through the map;
         // a concurrent truncation by another process would be a user error
         // (as with any mmap-based loader) and is outside this program's control.
