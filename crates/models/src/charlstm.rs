@@ -167,7 +167,10 @@ impl CharLstm {
         let Some(&[classes, dim]) = w.shape("embedding.weight") else {
             bail!("{path}: tensor embedding.weight is missing or not 2-D");
         };
-        let cat = dim + 2 * HIDDEN;
+        // An empty [0, huge] embedding holds no bytes: its width is unchecked so far.
+        let Some(cat) = dim.checked_add(2 * HIDDEN) else {
+            bail!("{path}: tensor embedding.weight has shape [{classes}, {dim}], too wide");
+        };
         let mut m = CharLstm {
             classes,
             dim,
