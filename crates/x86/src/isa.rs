@@ -1,7 +1,7 @@
 //! The ISA paths of the x86 engine, detected at runtime and resolved once.
 
 /// One code path of the engine, ordered from the most portable to the fastest.
-/// Code that needs AVX-512F/BW tests `isa >= Isa::Avx512`; AVX2 code tests
+/// Code that needs AVX-512F/BW/VL tests `isa >= Isa::Avx512`; AVX2 code tests
 /// `isa >= Isa::Avx2` (every path above it has AVX2, FMA and F16C).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Isa {
@@ -12,7 +12,7 @@ pub enum Isa {
     /// AVX2 + 256-bit `vpdpbusd`: AVX-VNNI (VEX), or AVX512-VNNI with AVX512VL
     /// (the same instruction, EVEX-encoded) on AVX-512 machines.
     AvxVnni,
-    /// AVX-512F/BW without VNNI: `vpmaddwd` on int16-widened operands, 512-bit.
+    /// AVX-512F/BW/VL without VNNI: `vpmaddwd` on int16-widened operands, 512-bit.
     Avx512,
     /// AVX-512F/BW + AVX512-VNNI: `vpdpbusd`, exact u8×s8 into int32.
     Avx512Vnni,
@@ -57,6 +57,7 @@ impl Isa {
                 Isa::Avx2.detected()
                     && is_x86_feature_detected!("avx512f")
                     && is_x86_feature_detected!("avx512bw")
+                    && is_x86_feature_detected!("avx512vl")
             }
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512Vnni => Isa::Avx512.detected() && is_x86_feature_detected!("avx512vnni"),

@@ -121,7 +121,7 @@ fn min_max(isa: Isa, x: &[f32]) -> (f32, f32) {
 fn quantize8(isa: Isa, src: &[f32], c: Code8, dst: &mut [u8]) -> bool {
     #[cfg(target_arch = "x86_64")]
     if isa >= Isa::Avx512 {
-        // SAFETY: the path's detection proved AVX-512F/BW.
+        // SAFETY: the path's detection proved AVX-512F/BW/VL.
         return unsafe { kernels::quantize_f32u8_row_avx512::quantize_row(src, c, dst) };
     } else if isa >= Isa::Avx2 {
         // SAFETY: the path's detection proved AVX2.
@@ -135,7 +135,7 @@ fn quantize8(isa: Isa, src: &[f32], c: Code8, dst: &mut [u8]) -> bool {
 fn dequantize8(isa: Isa, src: &[u8], c: Code8, dst: &mut [f32], stream: bool) {
     #[cfg(target_arch = "x86_64")]
     if isa >= Isa::Avx512 {
-        // SAFETY: the path's detection proved AVX-512F/BW.
+        // SAFETY: the path's detection proved AVX-512F/BW/VL.
         return unsafe {
             kernels::dequantize_u8f32_row_avx512::dequantize_row(src, c, dst, stream)
         };

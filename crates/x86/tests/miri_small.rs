@@ -41,5 +41,33 @@ fn every_path_small_cases() {
             };
             ConvTester::new(4, 8, [5, 6], [3, 3], p).test(e, r.as_ref());
         }
+        quantize_small(e);
+    }
+}
+
+/// quantize / dequantize into buffers on lengths around the vector blocks,
+/// against the scalar definitions.
+fn quantize_small(e: &dyn rquant_core::QuantEngine) {
+    use rquant_core::engine::QuantizeInto;
+    use rquant_core::numerics::{dequantize_val, inv_scale, quantize_val};
+    use rquant_core::{QParams, QTensor};
+    let (scale, zp) = (0.05, 3);
+    for len in [0, 1, 15, 17, 33, 70, 130] {
+        let x: Vec<f32> = (0..len).map(|i| (i as f32 - 40.0) * 0.37 + 0.025).collect();
+        let mut q = vec![0u8; len];
+        e.quantize_per_tensor_into(&x, scale, zp, &mut q).unwrap();
+        let want: Vec<u8> = x
+            .iter()
+            .map(|&v| quantize_val::<u8>(inv_scale(scale), zp, v))
+            .collect();
+        assert_eq!(q, want, "quantize on {}, len {len}", e.isa());
+        let qt =
+            QTensor::from_int_repr(vec![len], q.clone(), QParams::per_tensor(scale, zp)).unwrap();
+        let mut d = vec![0f32; len];
+        e.dequantize_into(&qt, &mut d).unwrap();
+        for (i, (&b, &v)) in q.iter().zip(&d).enumerate() {
+            let w = dequantize_val(scale as f32, zp, b as i64);
+            assert_eq!(v.to_bits(), w.to_bits(), "dequantize on {}, [{i}]", e.isa());
+        }
     }
 }

@@ -199,7 +199,7 @@ impl RequantOut<'_> {
         let cols = n0..n0 + ncols;
         #[cfg(target_arch = "x86_64")]
         if self.isa >= Isa::Avx512 && self.tame {
-            // SAFETY: AVX-512F/BW were detected (the isa comes from an engine
+            // SAFETY: AVX-512F/BW/VL were detected (the isa comes from an engine
             // value); the caller guarantees the outputs; `tame` is the
             // stage's range precondition.
             unsafe {

@@ -149,12 +149,15 @@ pub(crate) unsafe fn float_row(
 }
 
 /// [`requant_row`] over `mrows` rows of a tile (`acc` rows `nr` apart, output
-/// rows `ldm` apart), in one call.
+/// rows `ldm` apart), in one call. With contiguous output rows (`ldn == 1`)
+/// the loop runs column-vector outer, row inner: each column's constants
+/// (column term, zero point, bias term, multiplier) are loaded once per tile
+/// instead of once per row, and the column tail is masked, not scalar.
 ///
 /// # Safety
 /// As [`requant_row`] for every row; `rs` holds `mrows` row sums.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn requant_tile(
     acc: &[i32],
@@ -173,20 +176,61 @@ pub(crate) unsafe fn requant_tile(
     ldn: usize,
 ) {
     let n = colterm.len();
-    for r in 0..mrows {
-        requant_row(
-            &acc[r * nr..r * nr + n],
-            colterm,
-            zw,
-            zw_zero,
-            rs[r],
-            bt,
-            mult,
-            zp,
-            relu,
-            out.add(r * ldm),
-            ldn,
-        );
+    if ldn != 1 {
+        for r in 0..mrows {
+            requant_row(
+                &acc[r * nr..r * nr + n],
+                colterm,
+                zw,
+                zw_zero,
+                rs[r],
+                bt,
+                mult,
+                zp,
+                relu,
+                out.add(r * ldm),
+                ldn,
+            );
+        }
+        return;
+    }
+    debug_assert!(acc.len() >= (mrows.max(1) - 1) * nr + n && rs.len() >= mrows);
+    debug_assert!(zw.len() == n && bt.len() == n && mult.len() == n);
+    let lo = if relu { zp } else { 0 };
+    let limit = _mm512_set1_ps(1024.0);
+    let nlimit = _mm512_set1_ps(-1024.0);
+    let zpv = _mm512_set1_epi32(zp);
+    let lov = _mm512_set1_epi32(lo);
+    let hiv = _mm512_set1_epi32(255);
+    let mut j = 0;
+    while j < n {
+        let k = (n - j).min(16);
+        let m: __mmask16 = if k == 16 { 0xffff } else { (1u16 << k) - 1 };
+        // SAFETY (loads and stores below): lanes j..j + k of each row lie
+        // inside the slices (n columns) and the tile's output row.
+        let ct = _mm512_maskz_loadu_epi32(m, colterm.as_ptr().add(j));
+        let zwv = _mm512_maskz_loadu_epi32(m, zw.as_ptr().add(j));
+        let btv = _mm512_maskz_loadu_ps(m, bt.as_ptr().add(j));
+        let mv = _mm512_maskz_loadu_ps(m, mult.as_ptr().add(j));
+        for r in 0..mrows {
+            let mut v = _mm512_add_epi32(
+                _mm512_maskz_loadu_epi32(m, acc.as_ptr().add(r * nr + j)),
+                ct,
+            );
+            if !zw_zero {
+                v = _mm512_sub_epi32(v, _mm512_mullo_epi32(zwv, _mm512_set1_epi32(rs[r])));
+            }
+            let y = _mm512_mul_ps(_mm512_add_ps(_mm512_cvtepi32_ps(v), btv), mv);
+            // As requant_row: clamping before rounding commutes with it.
+            let y = _mm512_min_ps(_mm512_max_ps(y, nlimit), limit);
+            let q =
+                _mm512_cvt_roundps_epi32::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(y);
+            let q = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(q, zpv), lov), hiv);
+            // (Narrow, then a masked byte store: Miri implements these two,
+            // not the fused masked vpmovdb-to-memory.)
+            _mm_mask_storeu_epi8(out.add(r * ldm + j) as *mut i8, m, _mm512_cvtepi32_epi8(q));
+        }
+        j += 16;
     }
 }
 

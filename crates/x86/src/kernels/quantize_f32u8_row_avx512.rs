@@ -15,9 +15,9 @@ const MAGIC: f32 = 12_582_912.0;
 /// Quantize `src` into `dst` (equal lengths); returns whether `src` holds a NaN.
 ///
 /// # Safety
-/// AVX-512F and AVX-512BW must be available.
+/// AVX-512F, BW and VL must be available.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 pub unsafe fn quantize_row(src: &[f32], c: Code8, dst: &mut [u8]) -> bool {
     let n = src.len().min(dst.len());
     let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
@@ -27,9 +27,14 @@ pub unsafe fn quantize_row(src: &[f32], c: Code8, dst: &mut [u8]) -> bool {
     let magic = _mm512_set1_ps(MAGIC);
     let bias = _mm512_set1_epi32(MAGIC.to_bits() as i32 - c.zp);
     let flip = _mm512_set1_epi32(c.flip as i32);
+    // NaN ⇔ |bits| > bits(inf): an integer compare (Miri implements it; not vcmpps).
+    let abs = _mm512_set1_epi32(i32::MAX);
+    let inf = _mm512_set1_epi32(f32::INFINITY.to_bits() as i32);
+    let is_nan =
+        |x: __m512| _mm512_cmpgt_epi32_mask(_mm512_and_si512(_mm512_castps_si512(x), abs), inf);
     // One 16-lane step; NaN lanes clamp to `lo` (vmaxps returns its second operand).
     let step = |x: __m512| -> __m512i {
-        let v = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(x, inv), lo), hi);
+        let v = clamp_ps(_mm512_mul_ps(x, inv), lo, hi);
         let q = _mm512_sub_epi32(_mm512_castps_si512(_mm512_add_ps(v, magic)), bias);
         _mm512_xor_si512(q, flip)
     };
@@ -39,7 +44,7 @@ pub unsafe fn quantize_row(src: &[f32], c: Code8, dst: &mut [u8]) -> bool {
         for u in 0..4 {
             // SAFETY: j + 16u + 16 ≤ n, inside both slices.
             let x = _mm512_loadu_ps(s.add(j + 16 * u));
-            nan |= _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
+            nan |= is_nan(x);
             let b = _mm512_cvtepi32_epi8(step(x));
             _mm_storeu_si128(d.add(j + 16 * u) as *mut __m128i, b);
         }
@@ -53,9 +58,38 @@ pub unsafe fn quantize_row(src: &[f32], c: Code8, dst: &mut [u8]) -> bool {
         };
         // SAFETY: the mask covers only the n − j lanes left in both slices.
         let x = _mm512_maskz_loadu_ps(m, s.add(j));
-        nan |= _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
-        _mm512_mask_cvtepi32_storeu_epi8(d.add(j) as *mut i8, m, step(x));
+        nan |= is_nan(x);
+        _mm_mask_storeu_epi8(d.add(j) as *mut i8, m, _mm512_cvtepi32_epi8(step(x)));
         j += 16;
     }
     nan != 0
+}
+
+/// `min(max(x, lo), hi)` with NaN lanes giving `lo` (vmaxps returns its
+/// second operand).
+#[cfg(all(target_arch = "x86_64", not(miri)))]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn clamp_ps(x: __m512, lo: __m512, hi: __m512) -> __m512 {
+    _mm512_min_ps(_mm512_max_ps(x, lo), hi)
+}
+
+/// Under Miri, which lacks `vmaxps`/`vminps` on zmm: the same clamp on the
+/// floats' bits mapped to an order-preserving integer (NaN lanes need not
+/// match: NaN input is an error either way). The loads and stores, where
+/// undefined behaviour could hide, are the same code.
+#[cfg(all(target_arch = "x86_64", miri))]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn clamp_ps(x: __m512, lo: __m512, hi: __m512) -> __m512 {
+    let key = |v: __m512| {
+        let b = _mm512_castps_si512(v);
+        _mm512_xor_si512(b, _mm512_srli_epi32::<1>(_mm512_srai_epi32::<31>(b)))
+    };
+    let k = _mm512_min_epi32(_mm512_max_epi32(key(x), key(lo)), key(hi));
+    // The map is its own inverse.
+    _mm512_castsi512_ps(_mm512_xor_si512(
+        k,
+        _mm512_srli_epi32::<1>(_mm512_srai_epi32::<31>(k)),
+    ))
 }
