@@ -47,7 +47,7 @@ unsafe fn kernel8(ku: usize, a: *const u8, lda: usize, b: *const u8, c: *mut i32
     if ku >= 4 {
         let groups = ku / 4;
         kernel8_asm(groups, a, lda, b, c, init);
-        if ku % 4 != 0 {
+        if !ku.is_multiple_of(4) {
             let done = groups * 4;
             kernel::<8>(
                 ku - done,

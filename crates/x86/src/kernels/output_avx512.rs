@@ -212,13 +212,13 @@ pub(crate) unsafe fn requant_tile(
         let zwv = _mm512_maskz_loadu_epi32(m, zw.as_ptr().add(j));
         let btv = _mm512_maskz_loadu_ps(m, bt.as_ptr().add(j));
         let mv = _mm512_maskz_loadu_ps(m, mult.as_ptr().add(j));
-        for r in 0..mrows {
+        for (r, &rsr) in rs[..mrows].iter().enumerate() {
             let mut v = _mm512_add_epi32(
                 _mm512_maskz_loadu_epi32(m, acc.as_ptr().add(r * nr + j)),
                 ct,
             );
             if !zw_zero {
-                v = _mm512_sub_epi32(v, _mm512_mullo_epi32(zwv, _mm512_set1_epi32(rs[r])));
+                v = _mm512_sub_epi32(v, _mm512_mullo_epi32(zwv, _mm512_set1_epi32(rsr)));
             }
             let y = _mm512_mul_ps(_mm512_add_ps(_mm512_cvtepi32_ps(v), btv), mv);
             // As requant_row: clamping before rounding commutes with it.
