@@ -61,8 +61,7 @@ pub(crate) unsafe fn requant_row(
         );
         // Clamping to integers before rounding commutes with the rounding;
         // beyond ±1024 the final clamp decides alone.
-        let y = _mm512_min_ps(_mm512_max_ps(y, nlimit), limit);
-        let q = _mm512_cvt_roundps_epi32::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(y);
+        let q = round_small(clamp_ps(y, nlimit, limit));
         let q = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(q, zpv), lov), hiv);
         let b = _mm512_cvtepi32_epi8(q);
         if ldn == 1 {
@@ -222,9 +221,7 @@ pub(crate) unsafe fn requant_tile(
             }
             let y = _mm512_mul_ps(_mm512_add_ps(_mm512_cvtepi32_ps(v), btv), mv);
             // As requant_row: clamping before rounding commutes with it.
-            let y = _mm512_min_ps(_mm512_max_ps(y, nlimit), limit);
-            let q =
-                _mm512_cvt_roundps_epi32::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(y);
+            let q = round_small(clamp_ps(y, nlimit, limit));
             let q = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(q, zpv), lov), hiv);
             // (Narrow, then a masked byte store: Miri implements these two,
             // not the fused masked vpmovdb-to-memory.)
@@ -269,4 +266,48 @@ pub(crate) unsafe fn float_tile(
             ldn,
         );
     }
+}
+
+/// `min(max(x, lo), hi)` with NaN lanes giving `lo` (vmaxps returns its
+/// second operand).
+#[cfg(all(target_arch = "x86_64", not(miri)))]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(crate) fn clamp_ps(x: __m512, lo: __m512, hi: __m512) -> __m512 {
+    _mm512_min_ps(_mm512_max_ps(x, lo), hi)
+}
+
+/// Under Miri, which lacks `vmaxps`/`vminps` on zmm: the same clamp on the
+/// floats' bits mapped to an order-preserving integer (NaN lanes need not
+/// match: NaN input is an error either way). The loads and stores, where
+/// undefined behaviour could hide, are the same code.
+#[cfg(all(target_arch = "x86_64", miri))]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(crate) fn clamp_ps(x: __m512, lo: __m512, hi: __m512) -> __m512 {
+    let key = |v: __m512| {
+        let b = _mm512_castps_si512(v);
+        _mm512_xor_si512(b, _mm512_srli_epi32::<1>(_mm512_srai_epi32::<31>(b)))
+    };
+    let k = _mm512_min_epi32(_mm512_max_epi32(key(x), key(lo)), key(hi));
+    // The map is its own inverse.
+    _mm512_castsi512_ps(_mm512_xor_si512(
+        k,
+        _mm512_srli_epi32::<1>(_mm512_srai_epi32::<31>(k)),
+    ))
+}
+
+/// Round half to even to int32, for |x| ≤ 2^22: adding 1.5·2^23 leaves the
+/// rounded integer in the low mantissa bits (as `quantize_val`). Plain adds,
+/// which Miri runs, where `vcvtps2dq` with a rounding mode is not implemented.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(crate) fn round_small(x: __m512) -> __m512i {
+    const MAGIC: f32 = 12_582_912.0;
+    let m = _mm512_set1_ps(MAGIC);
+    _mm512_sub_epi32(
+        _mm512_castps_si512(_mm512_add_ps(x, m)),
+        _mm512_castps_si512(m),
+    )
 }

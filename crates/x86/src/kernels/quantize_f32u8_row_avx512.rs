@@ -10,6 +10,9 @@ use std::arch::x86_64::*;
 
 use rquant_core::portable::Code8;
 
+#[cfg(target_arch = "x86_64")]
+use super::output_avx512::clamp_ps;
+
 const MAGIC: f32 = 12_582_912.0;
 
 /// Quantize `src` into `dst` (equal lengths); returns whether `src` holds a NaN.
@@ -63,33 +66,4 @@ pub unsafe fn quantize_row(src: &[f32], c: Code8, dst: &mut [u8]) -> bool {
         j += 16;
     }
     nan != 0
-}
-
-/// `min(max(x, lo), hi)` with NaN lanes giving `lo` (vmaxps returns its
-/// second operand).
-#[cfg(all(target_arch = "x86_64", not(miri)))]
-#[target_feature(enable = "avx512f")]
-#[inline]
-fn clamp_ps(x: __m512, lo: __m512, hi: __m512) -> __m512 {
-    _mm512_min_ps(_mm512_max_ps(x, lo), hi)
-}
-
-/// Under Miri, which lacks `vmaxps`/`vminps` on zmm: the same clamp on the
-/// floats' bits mapped to an order-preserving integer (NaN lanes need not
-/// match: NaN input is an error either way). The loads and stores, where
-/// undefined behaviour could hide, are the same code.
-#[cfg(all(target_arch = "x86_64", miri))]
-#[target_feature(enable = "avx512f")]
-#[inline]
-fn clamp_ps(x: __m512, lo: __m512, hi: __m512) -> __m512 {
-    let key = |v: __m512| {
-        let b = _mm512_castps_si512(v);
-        _mm512_xor_si512(b, _mm512_srli_epi32::<1>(_mm512_srai_epi32::<31>(b)))
-    };
-    let k = _mm512_min_epi32(_mm512_max_epi32(key(x), key(lo)), key(hi));
-    // The map is its own inverse.
-    _mm512_castsi512_ps(_mm512_xor_si512(
-        k,
-        _mm512_srli_epi32::<1>(_mm512_srai_epi32::<31>(k)),
-    ))
 }
