@@ -154,6 +154,9 @@ fn qat(fused: &Module, train: &Dataset) -> Result<Module, Box<dyn std::error::Er
 
 pub fn run(args: &[String]) -> Res {
     let opts = parse(args)?;
+    if let Some(p) = &opts.json {
+        crate::files::check_output(p)?;
+    }
     println!(
         "rquant {} — PyTorch-exact int8 quantization\n",
         env!("CARGO_PKG_VERSION")
@@ -161,21 +164,15 @@ pub fn run(args: &[String]) -> Res {
     println!("engines on this CPU:");
     engines()?;
 
-    let (test, calib, source) = match &opts.mnist_dir {
-        Some(d) => (
-            Dataset::load(d, "t10k", None)?,
-            Dataset::load(d, "train", Some(1000))?,
-            format!("{} (full test set)", d.display()),
+    let (dir, source) = match &opts.mnist_dir {
+        Some(d) => (d.clone(), format!("{} (full test set)", d.display())),
+        None => (
+            mnist::committed_dir(),
+            "data/mnist (committed subset)".to_string(),
         ),
-        None => {
-            let d = mnist::committed_dir();
-            (
-                Dataset::load(&d, "t10k", None)?,
-                Dataset::load(&d, "train", Some(1000))?,
-                "data/mnist (committed subset)".to_string(),
-            )
-        }
     };
+    let test = crate::files::load_28x28(&dir, "t10k", None)?;
+    let calib = crate::files::load_28x28(&dir, "train", Some(1000))?;
     println!(
         "\nMNIST CNN (digit-recognizer-py 0.1.0, 4 conv/linear layers, 421 642 weights); {} test images from {source}; calibration on the first {} training images",
         test.len(),
@@ -357,7 +354,7 @@ pub fn run(args: &[String]) -> Res {
                 })
             })
             .collect();
-        std::fs::write(p, serde_json::to_string_pretty(&recs)?)?;
+        crate::files::write_atomic(p, serde_json::to_string_pretty(&recs)?.as_bytes())?;
         println!("wrote {}", p.display());
     }
     Ok(())

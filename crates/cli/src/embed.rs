@@ -9,6 +9,8 @@ use rquant_core::registry;
 use rquant_models::bert::{Precision, SentenceEncoder};
 use rquant_models::npy::npy_f32;
 
+use crate::files::{check_output, write_atomic};
+
 type Res = Result<(), Box<dyn std::error::Error>>;
 
 pub const HELP: &str =
@@ -102,21 +104,28 @@ fn parse(args: &[String]) -> Result<Opts, String> {
     })
 }
 
+/// The most text `embed` reads (1 GiB).
+const MAX_INPUT_BYTES: u64 = 1 << 30;
+
 /// Lines of UTF-8 text (a final newline does not add an empty text).
 fn read_lines(input: Option<&Path>) -> Result<Vec<String>, String> {
-    let (bytes, name) = match input {
+    let (reader, name): (Box<dyn Read>, String) = match input {
         Some(p) => (
-            std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?,
+            Box::new(std::fs::File::open(p).map_err(|e| format!("{}: {e}", p.display()))?),
             p.display().to_string(),
         ),
-        None => {
-            let mut b = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut b)
-                .map_err(|e| format!("stdin: {e}"))?;
-            (b, "stdin".to_string())
-        }
+        None => (Box::new(std::io::stdin()), "stdin".to_string()),
     };
+    // Read one byte past the cap, so that an endless input (/dev/zero) is an
+    // error rather than an out-of-memory.
+    let mut bytes = Vec::new();
+    reader
+        .take(MAX_INPUT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("{name}: {e}"))?;
+    if bytes.len() as u64 > MAX_INPUT_BYTES {
+        return Err(format!("{name}: more than {MAX_INPUT_BYTES} bytes of text"));
+    }
     let mut lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
     if lines.last().is_some_and(|l| l.is_empty()) {
         lines.pop();
@@ -146,26 +155,6 @@ fn rss_mb() -> Option<f64> {
         .parse()
         .ok()?;
     Some(kb / 1024.0)
-}
-
-/// Write `bytes` to `path` through a temporary file in the same directory and a rename.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| format!("{}: not a file name", path.display()))?;
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let res = std::fs::File::create(&tmp)
-        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = res {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(format!("{}: {e}", path.display()));
-    }
-    Ok(())
 }
 
 fn jsonl(rows: &[Vec<f32>]) -> Vec<u8> {
@@ -202,6 +191,9 @@ pub fn run(args: &[String]) -> Res {
         .num_threads(threads)
         .build_global()
         .map_err(|e| format!("thread pool: {e}"))?;
+    if let Some(p) = &o.out {
+        check_output(p)?;
+    }
     let texts = read_lines(o.input.as_deref())?;
     // Texts run in parallel, one per thread; a lone text uses the engine's threads.
     registry::set_num_threads(if texts.len() > 1 { 1 } else { threads });

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 mod bits;
 mod demo;
 mod embed;
+mod files;
 mod qat;
 
 const USAGE: &str = "usage: rquant <command>\n\
@@ -36,7 +37,14 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("rquant: error: {e}");
+            // One line, whatever the underlying library put in its message.
+            let msg = e.to_string();
+            let msg: Vec<&str> = msg
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            eprintln!("rquant: error: {}", msg.join("; "));
             ExitCode::FAILURE
         }
     }

@@ -9,6 +9,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rquant_core::qconfig::{get_default_qat_qconfig, get_default_qconfig};
 use rquant_core::registry;
 use rquant_nn::mnist::{self, Dataset};
+
+use crate::files::load_28x28;
 use rquant_nn::train::Adam;
 use rquant_nn::{convert, fuse_modules, prepare, prepare_qat, Module, QConfigMap};
 
@@ -40,6 +42,15 @@ fn accuracy(m: &mut Module, test: &Dataset) -> Result<f64, Box<dyn std::error::E
     Ok(mnist::accuracy(&pred, test))
 }
 
+/// The positive integer after option `opt`.
+fn count(opt: &str, v: Option<&String>) -> Result<usize, String> {
+    let v = v.ok_or_else(|| format!("qat: {opt} needs a number"))?;
+    v.parse::<usize>()
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("qat: {opt} {v:?}: expected a positive integer"))
+}
+
 pub fn run(args: &[String]) -> Res {
     let mut data: Option<PathBuf> = None;
     let mut epochs = 1usize;
@@ -55,28 +66,17 @@ pub fn run(args: &[String]) -> Res {
                 }
             }
             "--data" => data = Some(it.next().ok_or("qat: --data needs a directory")?.into()),
-            "--epochs" => epochs = it.next().ok_or("qat: --epochs needs a number")?.parse()?,
-            "--qat-images" => {
-                qat_images = it
-                    .next()
-                    .ok_or("qat: --qat-images needs a number")?
-                    .parse()?
-            }
-            "--train-limit" => {
-                limit = Some(
-                    it.next()
-                        .ok_or("qat: --train-limit needs a number")?
-                        .parse()?,
-                )
-            }
+            "--epochs" => epochs = count(a, it.next())?,
+            "--qat-images" => qat_images = count(a, it.next())?,
+            "--train-limit" => limit = Some(count(a, it.next())?),
             other => return Err(format!("qat: unexpected argument {other:?}").into()),
         }
     }
     let dir = data.unwrap_or_else(|| PathBuf::from("/usr/share/datasets/fashion-mnist"));
     rquant_nn::engines::init();
     let engine = registry::engine()?;
-    let train = Dataset::load(&dir, "train", limit)?;
-    let test = Dataset::load(&dir, "t10k", None)?;
+    let train = load_28x28(&dir, "train", limit)?;
+    let test = load_28x28(&dir, "t10k", None)?;
     println!(
         "Fashion-MNIST from {}: {} training, {} test images; engine {}/{}",
         dir.display(),
