@@ -568,20 +568,24 @@ fn get_bool(file: &str, p: &str, j: &J, k: &str) -> Result<bool> {
         .as_bool()
         .ok_or_else(|| NnError::file(file, format!("modules/{p}.{k}"), "not a boolean"))
 }
+/// A kernel, stride, padding, dilation or output size: two integers in
+/// `0..=i32::MAX` (a larger one overflowed the shape arithmetic when run).
 fn get_pair(file: &str, p: &str, j: &J, k: &str) -> Result<[usize; 2]> {
-    let v: Option<Vec<usize>> = field(file, p, j, k)?.as_array().map(|a| {
-        a.iter()
-            .filter_map(|x| x.as_u64().map(|u| u as usize))
-            .collect()
-    });
-    match v.as_deref() {
-        Some([a, b]) => Ok([*a, *b]),
-        _ => Err(NnError::file(
-            file,
-            format!("modules/{p}.{k}"),
-            "expected two non-negative integers",
-        )),
+    let one = |x: &J| {
+        x.as_u64()
+            .filter(|&u| u <= i32::MAX as u64)
+            .map(|u| u as usize)
+    };
+    if let Some([a, b]) = field(file, p, j, k)?.as_array().map(Vec::as_slice) {
+        if let (Some(a), Some(b)) = (one(a), one(b)) {
+            return Ok([a, b]);
+        }
     }
+    Err(NnError::file(
+        file,
+        format!("modules/{p}.{k}"),
+        format!("expected two integers in [0, {}]", i32::MAX),
+    ))
 }
 fn get_conv(file: &str, p: &str, j: &J) -> Result<Conv2dParams> {
     let c = field(file, p, j, "params")?;

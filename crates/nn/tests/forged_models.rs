@@ -218,3 +218,39 @@ fn forged_safetensors_headers_are_errors() {
     let sd = state_dict_from_bytes(&b, "h.st").unwrap();
     assert_eq!(sd[0].1.shape(), &[1 << 40, 0]);
 }
+
+#[test]
+fn pool_and_conv_pairs_are_bounded_and_whole() {
+    let pool = |kernel: J, dilation: J| {
+        file(
+            json!({"type": "MaxPool2d", "kernel": kernel, "stride": [1, 1], "padding": [0, 0],
+                   "dilation": dilation, "ceil_mode": false}),
+            &[],
+        )
+    };
+    let x = rquant_core::Tensor::zeros([1, 1, 4, 4]);
+    // Sizes past i32 overflowed the output-size arithmetic at forward time
+    // (a panic in debug builds): rejected when loading.
+    let big = json!([1u64 << 40, 1u64 << 40]);
+    let b = pool(big.clone(), big);
+    match quantized_from_bytes(&b, "forged.st", Some(engine())) {
+        Ok((mut m, _)) => {
+            let r = m.forward(rquant_nn::Value::F(x.clone()));
+            panic!(
+                "loaded; forward gave {:?}",
+                r.map(|_| ()).map_err(|e| e.to_string())
+            );
+        }
+        Err(e) => assert!(e.to_string().contains("modules/.kernel"), "{e}"),
+    }
+    // The largest accepted values load, and running them is an error.
+    let max = json!([i32::MAX, i32::MAX]);
+    let (mut m, _) =
+        quantized_from_bytes(&pool(max.clone(), max), "ok.st", Some(engine())).unwrap();
+    assert!(m.forward(rquant_nn::Value::F(x)).is_err());
+    // A pair with a bad entry is an error, not the pair of the others.
+    let msg = err(&pool(json!([2, -1, 2]), json!([1, 1])));
+    assert!(msg.contains("modules/.kernel"), "{msg}");
+    let msg = err(&pool(json!([2, "2"]), json!([1, 1])));
+    assert!(msg.contains("modules/.kernel"), "{msg}");
+}
