@@ -355,8 +355,8 @@ fn fuzz(args: &[String]) -> ExitCode {
 }
 
 /// `cargo xtask miri`: Miri (nightly) on the core and reference crates' unit
-/// tests and on the x86 packing and kernels (small cases, AVX2 target
-/// features so the AVX2 path runs under Miri's SIMD emulation).
+/// tests and on the x86 packing and kernels (small cases, with AVX2 and
+/// AVX-512 target features so every x86 path runs under Miri's SIMD emulation).
 fn miri(args: &[String]) -> ExitCode {
     use std::process::Command;
     if !args.is_empty() {
@@ -366,13 +366,21 @@ fn miri(args: &[String]) -> ExitCode {
     let runs: [(&str, &[&str], &str); 3] = [
         ("core (unit tests)", &["-p", "rquant-core", "--lib"], ""),
         ("reference engine", &["-p", "rquant-reference"], ""),
-        // F16C is listed because the AVX2 path requires it; Miri does not implement
-        // its conversions, so the small test skips fp16 under Miri. AVX-512 paths are
-        // not run: Miri lacks some AVX-512 float intrinsics the epilogue uses.
+        // Every x86 path at once: the target features make Miri's emulated CPU
+        // report AVX2, AVX-512 and VNNI, so all_paths() holds all five. Under
+        // Miri the VNNI tile's asm loop is replaced by its intrinsics twin
+        // (Miri cannot run asm!), and fp16 linear is skipped (no F16C in Miri).
         (
-            "x86 packing + AVX2/scalar kernels",
-            &["-p", "rquant-x86", "--test", "miri_small"],
-            "-C target-feature=+avx2,+fma,+f16c",
+            "x86 packing + kernels, every path (scalar, avx2, avxvnni, avx512, avx512vnni)",
+            &[
+                "-p",
+                "rquant-x86",
+                "--test",
+                "miri_small",
+                "--",
+                "--nocapture",
+            ],
+            "-C target-feature=+avx2,+fma,+f16c,+avx512f,+avx512bw,+avx512vl,+avx512vnni",
         ),
     ];
     for (what, pkg, rustflags) in runs {

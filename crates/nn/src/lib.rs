@@ -51,6 +51,15 @@
 //! let y_dyn = engine.linear_dynamic(&x, &packed, false)?;
 //! assert_eq!(y.shape(), &[1, 2]);
 //! assert!((y.data()[0] - y_dyn.data()[0]).abs() < 0.02);
+//!
+//! use rquant_core::engine::QuantizeInto;
+//! let (xs, mut codes, mut back) = (vec![0.5f32; 1 << 20], vec![0u8; 1 << 20], vec![0f32; 1 << 20]);
+//! engine.quantize_per_tensor_into(&xs, 1.0 / 255.0, 0, &mut codes)?;
+//! let q = rquant_core::QTensor::from_int_repr(vec![1 << 20], codes, rquant_core::QParams::per_tensor(1.0 / 255.0, 0))?;
+//! engine.dequantize_into(&q, &mut back)?;
+//! let small = quantize_per_tensor::<u8>(&Tensor::new([1], vec![0.5])?, 1.0 / 255.0, 0)?;
+//! assert_eq!(q.int_repr()[0], small.int_repr()[0]); // 127: 0.5 · f32(1/f32(1/255)) < 127.5
+//! assert_eq!(back[0], dequantize(&small).data()[0]);
 //! # Ok(()) }
 //! ```
 

@@ -17,7 +17,10 @@ fn every_path_small_cases() {
     if cfg!(miri) {
         eprintln!("under Miri: fp16 linear skipped (F16C conversions are not implemented by Miri)");
     }
-    for e in rquant_x86::all_paths() {
+    let paths = rquant_x86::all_paths();
+    let names: Vec<&str> = paths.iter().map(|e| e.isa()).collect();
+    eprintln!("x86 paths checked: {names:?}");
+    for e in paths {
         let e = e.as_ref();
         for &(m, k, n) in &[(1, 5, 3), (3, 37, 17), (7, 70, 33)] {
             let t = GemmTester::new()
