@@ -59,6 +59,21 @@ fn tmp(name: &str) -> PathBuf {
     d
 }
 
+/// Remove this process's temporary directories whose names start with
+/// `rquant-cli-{prefix}` (each test uses its own prefix: tests run in parallel).
+fn cleanup(prefix: &str) {
+    let (head, tail) = (
+        format!("rquant-cli-{prefix}"),
+        format!("-{}", std::process::id()),
+    );
+    for e in std::fs::read_dir(std::env::temp_dir()).unwrap().flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.starts_with(&head) && n.ends_with(&tail) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 fn entries(d: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(d)
         .unwrap()
@@ -178,6 +193,7 @@ fn demo_bad_inputs_and_outputs() {
     assert!(entries(&d).is_empty());
     fails(&["demo", "--mnist-dir"], &["--mnist-dir"]);
     fails(&["demo", "--bogus"], &["--bogus"]);
+    cleanup("demo-");
 }
 
 #[test]
@@ -190,6 +206,7 @@ fn qat_bad_inputs() {
         }
     }
     fails(&["qat", "--dataset", "cifar"], &["cifar"]);
+    cleanup("qat-");
 }
 
 #[test]
@@ -389,4 +406,5 @@ fn embed_bad_inputs_and_outputs() {
         &["nosuch"],
     );
     fails(&["embed"], &["--model-dir"]);
+    cleanup("embed-");
 }
