@@ -195,12 +195,15 @@ pub(crate) unsafe fn requant_tile(
     }
     debug_assert!(acc.len() >= (mrows.max(1) - 1) * nr + n && rs.len() >= mrows);
     debug_assert!(zw.len() == n && bt.len() == n && mult.len() == n);
+    // Clamp y to the integers that land in [lo, 255] once zp is added:
+    // clamping to integer bounds commutes with rounding, so this equals
+    // clamp(rne(y) + zp, lo, 255); the magic-number rounding then adds zp
+    // for free (as `quantize_val`).
     let lo = if relu { zp } else { 0 };
-    let limit = _mm512_set1_ps(1024.0);
-    let nlimit = _mm512_set1_ps(-1024.0);
-    let zpv = _mm512_set1_epi32(zp);
-    let lov = _mm512_set1_epi32(lo);
-    let hiv = _mm512_set1_epi32(255);
+    let ylo = _mm512_set1_ps((lo - zp) as f32);
+    let yhi = _mm512_set1_ps((255 - zp) as f32);
+    let magic = _mm512_set1_ps(12_582_912.0);
+    let bias = _mm512_set1_epi32(12_582_912.0f32.to_bits() as i32 - zp);
     let mut j = 0;
     while j < n {
         let k = (n - j).min(16);
@@ -220,9 +223,8 @@ pub(crate) unsafe fn requant_tile(
                 v = _mm512_sub_epi32(v, _mm512_mullo_epi32(zwv, _mm512_set1_epi32(rsr)));
             }
             let y = _mm512_mul_ps(_mm512_add_ps(_mm512_cvtepi32_ps(v), btv), mv);
-            // As requant_row: clamping before rounding commutes with it.
-            let q = round_small(clamp_ps(y, nlimit, limit));
-            let q = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(q, zpv), lov), hiv);
+            let c = _mm512_add_ps(clamp_ps(y, ylo, yhi), magic);
+            let q = _mm512_sub_epi32(_mm512_castps_si512(c), bias);
             // (Narrow, then a masked byte store: Miri implements these two,
             // not the fused masked vpmovdb-to-memory.)
             _mm_mask_storeu_epi8(out.add(r * ldm + j) as *mut i8, m, _mm512_cvtepi32_epi8(q));
