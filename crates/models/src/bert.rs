@@ -517,10 +517,7 @@ impl SentenceEncoder {
         engine: Option<&Arc<dyn QuantEngine>>,
     ) -> Result<Self> {
         let file = |n: &str| dir.join(n).to_string_lossy().into_owned();
-        let read = |n: &str| -> Result<String> {
-            std::fs::read_to_string(dir.join(n))
-                .map_err(|e| Error::new(format!("{}: {e}", file(n))))
-        };
+        let read = |n: &str| read_text_capped(&file(n), JSON_CAP);
         let config = BertConfig::from_json(&read("config.json")?, &file("config.json"))?;
         let mut max_seq_length = 256;
         if dir.join("sentence_bert_config.json").exists() {
@@ -595,7 +592,10 @@ impl SentenceEncoder {
 /// `tokenizer.json` with truncation to `max_len` tokens (special tokens
 /// included, as sentence-transformers) and no padding.
 pub fn load_tokenizer(path: &str, max_len: usize) -> Result<Tokenizer> {
-    let mut tok = Tokenizer::from_file(path).map_err(|e| Error::new(format!("{path}: {e}")))?;
+    let text = read_text_capped(path, TOKENIZER_CAP)?;
+    let mut tok: Tokenizer = text
+        .parse()
+        .map_err(|e| Error::new(format!("{path}: {e}")))?;
     tok.with_truncation(Some(TruncationParams {
         max_length: max_len,
         ..Default::default()
@@ -603,4 +603,33 @@ pub fn load_tokenizer(path: &str, max_len: usize) -> Result<Tokenizer> {
     .map_err(|e| Error::new(format!("{path}: {e}")))?;
     tok.with_padding(None);
     Ok(tok)
+}
+
+/// Largest `config.json` / `sentence_bert_config.json` read (real ones are < 1 KiB).
+const JSON_CAP: u64 = 16 << 20;
+/// Largest `tokenizer.json` read (real ones are a few MiB; the biggest
+/// multilingual vocabularies stay under 100 MiB).
+const TOKENIZER_CAP: u64 = 512 << 20;
+
+/// A regular UTF-8 text file of at most `cap` bytes, checked before reading
+/// (a device or a forged multi-GiB file is an error, not an out-of-memory).
+fn read_text_capped(path: &str, cap: u64) -> Result<String> {
+    use std::io::Read;
+    let err = |m: String| Error::new(format!("{path}: {m}"));
+    let f = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+    let meta = f.metadata().map_err(|e| err(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(err("not a regular file".into()));
+    }
+    if meta.len() > cap {
+        return Err(err(format!(
+            "{} bytes, more than the {cap}-byte limit",
+            meta.len()
+        )));
+    }
+    let mut text = String::new();
+    f.take(cap)
+        .read_to_string(&mut text)
+        .map_err(|e| err(e.to_string()))?;
+    Ok(text)
 }

@@ -118,6 +118,29 @@ fn corrupt_tokenizer_and_config_files_are_errors() {
         .unwrap()
         .to_string();
     assert!(msg.starts_with(d.to_str().unwrap()), "{msg}");
+    // A device is refused before reading (reading /dev/zero never ends).
+    if std::path::Path::new("/dev/zero").exists() {
+        let msg = load_tokenizer("/dev/zero", 8).err().unwrap().to_string();
+        assert!(
+            msg.contains("/dev/zero") && msg.contains("not a regular file"),
+            "{msg}"
+        );
+    }
+    // SentenceEncoder::from_dir reads config.json the same way.
+    let md = d.join("model");
+    std::fs::create_dir_all(md.join("config.json")).unwrap();
+    let msg = rquant_models::bert::SentenceEncoder::from_dir(
+        &md,
+        rquant_models::bert::Precision::Fp32,
+        None,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        msg.contains("config.json") && msg.contains("not a regular file"),
+        "{msg}"
+    );
     // Sizes that are not positive integers; huge ones are only checked
     // against the weights later (no allocation from config.json).
     for bad in [
