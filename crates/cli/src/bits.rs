@@ -60,10 +60,15 @@ pub fn run(args: &[String]) -> Res {
             other => return Err(format!("bits: unexpected argument {other:?}").into()),
         }
     }
-    println!("value {value}\n");
-    println!(
+    say!("value {value}\n");
+    say!(
         "{:<6} {:>4}  {:<24} {:<54} {:>26} {:>12}",
-        "format", "sign", "exponent (biased)", "mantissa", "stored value", "error"
+        "format",
+        "sign",
+        "exponent (biased)",
+        "mantissa",
+        "stored value",
+        "error"
     );
     let f32v = value as f32;
     let rows: [(&str, u64, u32, u32, f64); 4] = [
@@ -86,7 +91,7 @@ pub fn run(args: &[String]) -> Res {
     ];
     for (name, bits, e, m, stored) in rows {
         let (s, ex, man) = fields(bits, e, m);
-        println!(
+        say!(
             "{:<6} {:>4}  {:<24} {:<54} {:>26.20e} {:>12.3e}",
             name,
             s,
@@ -106,7 +111,7 @@ pub fn run(args: &[String]) -> Res {
             _ => quantize_val::<u8>(inv, zp, x) as i64,
         };
         let back = dequantize_val(scale as f32, zp, q);
-        println!(
+        say!(
             "\n{dtype} with scale {scale} and zero point {zp}: code {q} = zp + rne(x · (1/scale)) clamped to [{}, {}]; dequantized {back} (error {:.3e})",
             dtype.min(),
             dtype.max(),

@@ -47,7 +47,7 @@ pub fn engines() -> Res {
         } else {
             ""
         };
-        println!("{:<10} isa={}{}", e.name(), e.isa(), mark);
+        say!("{:<10} isa={}{}", e.name(), e.isa(), mark);
     }
     Ok(())
 }
@@ -157,11 +157,11 @@ pub fn run(args: &[String]) -> Res {
     if let Some(p) = &opts.json {
         crate::files::check_output(p)?;
     }
-    println!(
+    say!(
         "rquant {} — PyTorch-exact int8 quantization\n",
         env!("CARGO_PKG_VERSION")
     );
-    println!("engines on this CPU:");
+    say!("engines on this CPU:");
     engines()?;
 
     let (dir, source) = match &opts.mnist_dir {
@@ -173,7 +173,7 @@ pub fn run(args: &[String]) -> Res {
     };
     let test = crate::files::load_28x28(&dir, "t10k", None)?;
     let calib = crate::files::load_28x28(&dir, "train", Some(1000))?;
-    println!(
+    say!(
         "\nMNIST CNN (digit-recognizer-py 0.1.0, 4 conv/linear layers, 421 642 weights); {} test images from {source}; calibration on the first {} training images",
         test.len(),
         calib.len()
@@ -274,12 +274,18 @@ pub fn run(args: &[String]) -> Res {
         }
     }
 
-    println!(
+    say!(
         "\n{:<20} {:<18} {:>9} {:>10} {:>12} {:>11} {:>9}",
-        "variant", "engine", "accuracy", "agreement", "ms / image", "size (B)", "speed-up"
+        "variant",
+        "engine",
+        "accuracy",
+        "agreement",
+        "ms / image",
+        "size (B)",
+        "speed-up"
     );
     for r in &rows {
-        println!(
+        say!(
             "{:<20} {:<18} {:>9.4} {:>10.4} {:>12.4} {:>11} {:>8.2}x",
             r.variant,
             if r.isa.is_empty() {
@@ -299,10 +305,10 @@ pub fn run(args: &[String]) -> Res {
             fp32_ms / r.latency_ms
         );
     }
-    println!(
+    say!(
         "\nlatency: wall time per image in batches of {BATCH}, best of the full pass and {TIMING_REPS} passes over {TIMING_IMAGES} images; agreement: same top-1 as fp32;\nsize: the model saved as safetensors (fp32 state_dict, or rquant's quantized format);\n* the scalar reference engine (the oracle) runs on the first {REFERENCE_IMAGES} images only."
     );
-    println!(
+    say!(
         "every engine gives {} outputs for every quantized variant (logits of the first {BATCH} images compared bit for bit)",
         if identical { "identical" } else { "DIFFERENT" }
     );
@@ -318,7 +324,7 @@ pub fn run(args: &[String]) -> Res {
     convert_with(&mut q, &default)?;
     let mut f = fused.clone();
     let x = test.batch(0, BATCH.min(test.len()), mnist::MEAN, mnist::STD);
-    println!(
+    say!(
         "\n{}",
         numeric_suite::table(
             &format!(
@@ -328,7 +334,7 @@ pub fn run(args: &[String]) -> Res {
             &numeric_suite::compare_weights(&f, &q)
         )
     );
-    println!(
+    say!(
         "{}",
         numeric_suite::table(
             &format!(
@@ -355,7 +361,7 @@ pub fn run(args: &[String]) -> Res {
             })
             .collect();
         crate::files::write_atomic(p, serde_json::to_string_pretty(&recs)?.as_bytes())?;
-        println!("wrote {}", p.display());
+        say!("wrote {}", p.display());
     }
     Ok(())
 }

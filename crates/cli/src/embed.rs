@@ -177,7 +177,7 @@ pub fn run(args: &[String]) -> Res {
     let o = match parse(args) {
         Ok(o) => o,
         Err(e) if e.is_empty() => {
-            print!("{HELP}");
+            say_raw!("{HELP}");
             return Ok(());
         }
         Err(e) => return Err(format!("embed: {e} (rquant embed --help)").into()),

@@ -2,6 +2,42 @@
 
 use std::process::ExitCode;
 
+/// `println!` that never panics: stdout closed early (`rquant demo | head -1`)
+/// ends the program quietly, as a SIGPIPE would; any other write error is a
+/// one-line error. (`println!` panics on both.)
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::stdout_line(format_args!($($arg)*), true)
+    };
+}
+/// `print!` with the same behaviour as [`say!`].
+macro_rules! say_raw {
+    ($($arg:tt)*) => {
+        $crate::stdout_line(format_args!($($arg)*), false)
+    };
+}
+
+/// Write to stdout for [`say!`].
+pub(crate) fn stdout_line(args: std::fmt::Arguments, newline: bool) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let r = out.write_fmt(args).and_then(|()| {
+        if newline {
+            out.write_all(b"\n")
+        } else {
+            Ok(())
+        }
+    });
+    match r {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("rquant: error: standard output: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
 mod bits;
 mod demo;
 mod embed;
@@ -26,7 +62,7 @@ fn main() -> ExitCode {
         Some("embed") => embed::run(&args[1..]),
         Some("bits") => bits::run(&args[1..]),
         Some("-h" | "--help" | "help") => {
-            print!("{USAGE}");
+            say_raw!("{USAGE}");
             Ok(())
         }
         _ => {

@@ -77,7 +77,7 @@ pub fn run(args: &[String]) -> Res {
     let engine = registry::engine()?;
     let train = load_28x28(&dir, "train", limit)?;
     let test = load_28x28(&dir, "t10k", None)?;
-    println!(
+    say!(
         "Fashion-MNIST from {}: {} training, {} test images; engine {}/{}",
         dir.display(),
         train.len(),
@@ -105,12 +105,12 @@ pub fn run(args: &[String]) -> Res {
             &mut |n| pb.inc(n as u64),
         )?;
         pb.finish_and_clear();
-        println!("epoch {}: mean loss {loss:.4}", epoch + 1);
+        say!("epoch {}: mean loss {loss:.4}", epoch + 1);
     }
     let train_s = t.elapsed().as_secs_f64();
     m.train(false);
     let fp32 = accuracy(&mut m, &test)?;
-    println!(
+    say!(
         "fp32: accuracy {fp32:.4} after {epochs} epoch(s), {train_s:.1} s ({:.0} images/s)",
         (epochs * train.len()) as f64 / train_s
     );
@@ -129,7 +129,7 @@ pub fn run(args: &[String]) -> Res {
     mnist::calibrate_with(&mut ptq, &calib, 100, MEAN, STD, &mut |_| {})?;
     convert(&mut ptq)?;
     let ptq_acc = accuracy(&mut ptq, &test)?;
-    println!("static PTQ int8 (per-channel, 1000 calibration images): accuracy {ptq_acc:.4}");
+    say!("static PTQ int8 (per-channel, 1000 calibration images): accuracy {ptq_acc:.4}");
 
     // 3. QAT fine-tune on qat_images more images at lr 1e-4, then convert.
     let mut q = fused.clone();
@@ -148,10 +148,17 @@ pub fn run(args: &[String]) -> Res {
     q.train(false);
     convert(&mut q)?;
     let qat_acc = accuracy(&mut q, &test)?;
-    println!("QAT int8 ({n} images, {qat_s:.1} s): accuracy {qat_acc:.4}");
-    println!(
+    say!("QAT int8 ({n} images, {qat_s:.1} s): accuracy {qat_acc:.4}");
+    say!(
         "\n{:<24} {:>9}\n{:<24} {:>9.4}\n{:<24} {:>9.4}\n{:<24} {:>9.4}",
-        "variant", "accuracy", "fp32", fp32, "static PTQ int8", ptq_acc, "QAT int8", qat_acc
+        "variant",
+        "accuracy",
+        "fp32",
+        fp32,
+        "static PTQ int8",
+        ptq_acc,
+        "QAT int8",
+        qat_acc
     );
     Ok(())
 }

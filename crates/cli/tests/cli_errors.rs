@@ -408,3 +408,40 @@ fn embed_bad_inputs_and_outputs() {
     fails(&["embed"], &["--model-dir"]);
     cleanup("embed-");
 }
+
+/// Standard output that cannot be written: a full device is a one-line error
+/// (exit 1); a reader that went away (`rquant bits 1 | head -0`) ends the
+/// program quietly (exit 0), as a SIGPIPE would. Never a panic.
+#[test]
+fn stdout_write_failures_are_not_panics() {
+    use std::process::Stdio;
+    if Path::new("/dev/full").exists() {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let o = Command::new(env!("CARGO_BIN_EXE_rquant"))
+            .args(["bits", "0.1"])
+            .env("RUST_BACKTRACE", "1")
+            .stdout(full)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with("rquant: error: standard output:"), "{err}");
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rquant"))
+        .args(["bits", "0.1"])
+        .env("RUST_BACKTRACE", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes away (usually before the first write)
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(o.status.code(), Some(0), "{err}");
+}
