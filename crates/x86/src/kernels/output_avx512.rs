@@ -233,7 +233,9 @@ pub(crate) unsafe fn requant_tile(
     }
 }
 
-/// [`float_row`] over `mrows` rows of a tile, in one call.
+/// [`float_row`] over `mrows` rows of a tile, in one call; with contiguous
+/// output rows, column-vector outer and row inner (each column's constants
+/// loaded once per tile, the column tail masked), as [`requant_tile`].
 ///
 /// # Safety
 /// As [`float_row`] for every row; `rs` holds `mrows` row sums.
@@ -255,18 +257,50 @@ pub(crate) unsafe fn float_tile(
     ldn: usize,
 ) {
     let n = colterm.len();
-    for r in 0..mrows {
-        float_row(
-            &acc[r * nr..r * nr + n],
-            colterm,
-            zw,
-            zw_zero,
-            rs[r],
-            sp,
-            bias,
-            out.add(r * ldm),
-            ldn,
-        );
+    if ldn != 1 {
+        for r in 0..mrows {
+            float_row(
+                &acc[r * nr..r * nr + n],
+                colterm,
+                zw,
+                zw_zero,
+                rs[r],
+                sp,
+                bias,
+                out.add(r * ldm),
+                ldn,
+            );
+        }
+        return;
+    }
+    debug_assert!(acc.len() >= (mrows.max(1) - 1) * nr + n && rs.len() >= mrows);
+    debug_assert!(zw.len() == n && sp.len() == n && bias.is_none_or(|b| b.len() == n));
+    let mut j = 0;
+    while j < n {
+        let k = (n - j).min(16);
+        let m: __mmask16 = if k == 16 { 0xffff } else { (1u16 << k) - 1 };
+        // SAFETY (loads and stores below): lanes j..j + k of each row lie
+        // inside the slices (n columns) and the tile's output row.
+        let ct = _mm512_maskz_loadu_epi32(m, colterm.as_ptr().add(j));
+        let zwv = _mm512_maskz_loadu_epi32(m, zw.as_ptr().add(j));
+        let spv = _mm512_maskz_loadu_ps(m, sp.as_ptr().add(j));
+        let bv = bias.map(|b| _mm512_maskz_loadu_ps(m, b.as_ptr().add(j)));
+        for (r, &rsr) in rs[..mrows].iter().enumerate() {
+            let mut v = _mm512_add_epi32(
+                _mm512_maskz_loadu_epi32(m, acc.as_ptr().add(r * nr + j)),
+                ct,
+            );
+            if !zw_zero {
+                v = _mm512_sub_epi32(v, _mm512_mullo_epi32(zwv, _mm512_set1_epi32(rsr)));
+            }
+            let f = _mm512_cvtepi32_ps(v);
+            let y = match bv {
+                Some(b) => _mm512_fmadd_ps(f, spv, b),
+                None => _mm512_mul_ps(f, spv),
+            };
+            _mm512_mask_storeu_ps(out.add(r * ldm + j), m, y);
+        }
+        j += 16;
     }
 }
 
