@@ -223,6 +223,30 @@ impl RequantOut<'_> {
             return;
         }
         #[cfg(target_arch = "x86_64")]
+        if self.isa >= Isa::Avx2 && self.tame && ldn == 1 {
+            // SAFETY: AVX2 was detected (the isa comes from an engine value);
+            // the caller guarantees the outputs; `tame` is the stage's range
+            // precondition.
+            unsafe {
+                super::output_avx2::requant_tile_tame(
+                    acc,
+                    nr,
+                    mrows,
+                    &self.colterm[cols.clone()],
+                    &self.zw[cols.clone()],
+                    self.zw_zero,
+                    rs,
+                    &self.bt[cols.clone()],
+                    &self.mult[cols.clone()],
+                    self.zp,
+                    self.relu,
+                    dst,
+                    ldm,
+                )
+            };
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
         if self.isa >= Isa::Avx2 {
             // SAFETY: AVX2 was detected (the isa comes from an engine value);
             // the caller guarantees the outputs.

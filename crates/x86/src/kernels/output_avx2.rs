@@ -258,6 +258,79 @@ pub(crate) unsafe fn requant_tile(
     }
 }
 
+/// [`requant_tile`] when every `(f32(acc) + bt)·mult` is finite and below
+/// 2^62 (the caller's `tame` range check), with contiguous output rows:
+/// column-vector outer, row inner (constants loaded once per tile), `y`
+/// clamped to the integers that land in [lo, 255] after adding zp, and the
+/// magic-number rounding adding zp in the same subtraction (as the AVX-512
+/// stage). Columns past the last full vector of 8 take the scalar formula.
+///
+/// # Safety
+/// As [`requant_tile`], with `ldn == 1`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn requant_tile_tame(
+    acc: &[i32],
+    nr: usize,
+    mrows: usize,
+    colterm: &[i32],
+    zw: &[i32],
+    zw_zero: bool,
+    rs: &[i32],
+    bt: &[f32],
+    mult: &[f32],
+    zp: i32,
+    relu: bool,
+    out: *mut u8,
+    ldm: usize,
+) {
+    let n = colterm.len();
+    debug_assert!(acc.len() >= (mrows.max(1) - 1) * nr + n && rs.len() >= mrows);
+    debug_assert!(zw.len() == n && bt.len() == n && mult.len() == n);
+    let lo = if relu { zp } else { 0 };
+    let ylo = _mm256_set1_ps((lo - zp) as f32);
+    let yhi = _mm256_set1_ps((255 - zp) as f32);
+    let magic = _mm256_set1_ps(12_582_912.0);
+    let bias = _mm256_set1_epi32(12_582_912.0f32.to_bits() as i32 - zp);
+    let mut j = 0;
+    while j + 8 <= n {
+        // SAFETY (loads and stores below): columns j..j + 8 lie inside the
+        // slices and each output row of the tile.
+        let ct = _mm256_loadu_si256(colterm.as_ptr().add(j) as *const __m256i);
+        let zwv = _mm256_loadu_si256(zw.as_ptr().add(j) as *const __m256i);
+        let btv = _mm256_loadu_ps(bt.as_ptr().add(j));
+        let mv = _mm256_loadu_ps(mult.as_ptr().add(j));
+        for (r, &rsr) in rs[..mrows].iter().enumerate() {
+            let mut v = _mm256_add_epi32(
+                _mm256_loadu_si256(acc.as_ptr().add(r * nr + j) as *const __m256i),
+                ct,
+            );
+            if !zw_zero {
+                v = _mm256_sub_epi32(v, _mm256_mullo_epi32(zwv, _mm256_set1_epi32(rsr)));
+            }
+            let y = _mm256_mul_ps(_mm256_add_ps(_mm256_cvtepi32_ps(v), btv), mv);
+            let c = _mm256_add_ps(_mm256_min_ps(_mm256_max_ps(y, ylo), yhi), magic);
+            let q = _mm256_sub_epi32(_mm256_castps_si256(c), bias);
+            // Every lane is in 0..=255: the saturating packs only narrow.
+            let p16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256::<1>(q));
+            _mm_storel_epi64(
+                out.add(r * ldm + j) as *mut __m128i,
+                _mm_packus_epi16(p16, p16),
+            );
+        }
+        j += 8;
+    }
+    for (r, &rsr) in rs[..mrows].iter().enumerate() {
+        for jj in j..n {
+            let a = acc[r * nr + jj]
+                .wrapping_add(colterm[jj])
+                .wrapping_sub(zw[jj].wrapping_mul(rsr));
+            *out.add(r * ldm + jj) = requantize_u8(a, bt[jj], mult[jj], zp, relu);
+        }
+    }
+}
+
 /// [`float_row`] over `mrows` rows of a tile, in one call.
 ///
 /// # Safety
