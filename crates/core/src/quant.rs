@@ -203,6 +203,39 @@ pub fn requantize<T: QType, U: QType>(
     const OP: &str = "requantize";
     check_scale(OP, scale)?;
     check_zero_point(OP, zero_point, U::DTYPE)?;
+    // 8-bit per-tensor in and out: each of the 256 input codes maps to one
+    // output code, so a table of the composition below gives the same bits
+    // with one lookup per element (no float tensor in between).
+    let eight_bit = |d: crate::QDType| d != crate::QDType::QInt32;
+    if let (
+        true,
+        true,
+        QParams::PerTensor {
+            scale: s_in,
+            zero_point: z_in,
+        },
+    ) = (eight_bit(T::DTYPE), eight_bit(U::DTYPE), q.qparams())
+    {
+        let inv = inv_scale(scale);
+        let mut table = [U::zeroed(); 256];
+        for (b, t) in table.iter_mut().enumerate() {
+            // b is the byte of a T code: u8 as is, i8 through its two's complement.
+            let v = if T::DTYPE == crate::QDType::QInt8 {
+                b as u8 as i8 as i64
+            } else {
+                b as i64
+            };
+            *t = quantize_val::<U>(inv, zero_point, dequantize_val(*s_in as f32, *z_in, v));
+        }
+        let bytes: &[u8] = bytemuck::cast_slice(q.int_repr());
+        let data = bytes.iter().map(|&b| table[b as usize]).collect();
+        return Ok(QTensor::from_parts_unchecked(
+            q.shape().to_vec(),
+            data,
+            QParams::PerTensor { scale, zero_point },
+            QScheme::PerTensorAffine,
+        ));
+    }
     quantize_per_tensor(&dequantize(q), scale, zero_point)
 }
 
@@ -220,6 +253,40 @@ pub fn check_per_channel_lengths(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The 8-bit table path equals dequantize-then-quantize for every code.
+    #[test]
+    fn requantize_table_equals_the_composition() {
+        let all_u8: Vec<u8> = (0..=255).collect();
+        let all_i8: Vec<i8> = (-128..=127).collect();
+        for (si, zi, so, zo) in [
+            (0.1, 3, 0.07, 200),
+            (1e-3, 255, 2.5, 0),
+            (0.02, 128, 0.02, 128),
+        ] {
+            let qu = QTensor::<u8>::from_int_repr(
+                vec![256],
+                all_u8.clone(),
+                QParams::per_tensor(si, zi),
+            )
+            .unwrap();
+            let qi = QTensor::<i8>::from_int_repr(
+                vec![256],
+                all_i8.clone(),
+                QParams::per_tensor(si, zi - 128),
+            )
+            .unwrap();
+            let a: QTensor<u8> = requantize(&qu, so, zo).unwrap();
+            let b: QTensor<u8> = quantize_per_tensor(&dequantize(&qu), so, zo).unwrap();
+            assert_eq!(a.int_repr(), b.int_repr());
+            let a: QTensor<i8> = requantize(&qi, so, zo - 128).unwrap();
+            let b: QTensor<i8> = quantize_per_tensor(&dequantize(&qi), so, zo - 128).unwrap();
+            assert_eq!(a.int_repr(), b.int_repr());
+            let a: QTensor<i8> = requantize(&qu, so, zo - 128).unwrap();
+            let b: QTensor<i8> = quantize_per_tensor(&dequantize(&qu), so, zo - 128).unwrap();
+            assert_eq!(a.int_repr(), b.int_repr());
+        }
+    }
 
     #[test]
     fn per_tensor_round_trip() {
