@@ -364,8 +364,17 @@ fn miri(args: &[String]) -> ExitCode {
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let runs: [(&str, &[&str], &str); 3] = [
-        ("core (unit tests)", &["-p", "rquant-core", "--lib"], ""),
-        ("reference engine", &["-p", "rquant-reference"], ""),
+        // Property tests with few cases (PROPTEST_CASES below): Miri is slow.
+        (
+            "core (unit and property tests)",
+            &["-p", "rquant-core", "--lib", "--tests"],
+            "",
+        ),
+        (
+            "reference engine (every op, small)",
+            &["-p", "rquant-reference", "--tests"],
+            "",
+        ),
         // Every x86 path at once: the target features make Miri's emulated CPU
         // report AVX2, AVX-512 and VNNI, so all_paths() holds all five. Under
         // Miri the VNNI tile's asm loop is replaced by its intrinsics twin
@@ -390,6 +399,7 @@ fn miri(args: &[String]) -> ExitCode {
             .args(["+nightly", "miri", "test"])
             .args(pkg)
             .env("MIRIFLAGS", "-Zmiri-disable-isolation")
+            .env("PROPTEST_CASES", "8")
             .env("RUSTFLAGS", rustflags)
             .status();
         match status {
