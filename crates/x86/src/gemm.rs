@@ -73,9 +73,11 @@ pub(crate) fn gemm<E: Epilogue>(
     let nc = NC.div_ceil(t.nr) * t.nr;
     let nblocks = b.n.div_ceil(nc);
     let mut panels_per_block = (A_BLOCK_BYTES / pa).clamp(1, mpanels);
-    // Enough tasks for every thread.
+    // Enough tasks to balance the threads: at least four per thread (with
+    // one or two per thread, 3 tasks on 2 threads capped the speed-up at 1.5).
     let threads = threads_for(usize::MAX);
-    while nblocks * mpanels.div_ceil(panels_per_block) < threads && panels_per_block > 1 {
+    let want = if threads > 1 { 4 * threads } else { 1 };
+    while nblocks * mpanels.div_ceil(panels_per_block) < want && panels_per_block > 1 {
         panels_per_block = panels_per_block.div_ceil(2);
     }
     let mc = panels_per_block * t.mr;
