@@ -24,6 +24,8 @@ const B_BLOCK_BYTES: usize = 24 * 1024;
 const A_BLOCK_BYTES: usize = 384 * 1024;
 /// Columns per task (a multiple of every NR).
 const NC: usize = 128;
+/// GEMMs smaller than this (in multiply-accumulates) run as one task.
+const SERIAL_MACS: usize = 8 << 20;
 
 /// `C[m, n] = epilogue(Σ_k A[m,k]·B[n,k])` for `m` activation rows produced
 /// by `fill(row, dst)` (K u8 values each, none above `x_max`) and the
@@ -70,13 +72,16 @@ pub(crate) fn gemm<E: Epilogue>(
     );
 
     let kub = (B_BLOCK_BYTES / (t.nr * 4)).max(1);
-    let nc = NC.div_ceil(t.nr) * t.nr;
+    // Below ~8M multiply-accumulates (M = 8 at 768²) waking a second thread
+    // costs more than it saves: one task then covers every column.
+    let small = m * k * b.n < SERIAL_MACS;
+    let nc = if small { b.n } else { NC }.div_ceil(t.nr) * t.nr;
     let nblocks = b.n.div_ceil(nc);
     let mut panels_per_block = (A_BLOCK_BYTES / pa).clamp(1, mpanels);
     // Enough tasks to balance the threads: at least four per thread (with
     // one or two per thread, 3 tasks on 2 threads capped the speed-up at 1.5).
     let threads = threads_for(usize::MAX);
-    let want = if threads > 1 { 4 * threads } else { 1 };
+    let want = if threads > 1 && !small { 4 * threads } else { 1 };
     while nblocks * mpanels.div_ceil(panels_per_block) < want && panels_per_block > 1 {
         panels_per_block = panels_per_block.div_ceil(2);
     }

@@ -73,16 +73,18 @@ fn same_bits_for_every_thread_count() {
     for e in paths() {
         for threads in [1, 2, 3, 5] {
             rquant_core::registry::set_num_threads(threads);
+            // Above the GEMM's serial threshold (8M multiply-accumulates),
+            // so the work really is split over the threads.
             tk::GemmTester::new()
                 .m(100)
                 .n(300)
-                .k(77)
+                .k(301)
                 .per_channel(true)
                 .test_linear(e.as_ref(), r.as_ref());
             tk::GemmTester::new()
-                .m(33)
-                .n(140)
-                .k(90)
+                .m(67)
+                .n(400)
+                .k(330)
                 .test_linear_dynamic(e.as_ref(), r.as_ref(), -1.0, 2.0, false);
             tk::GemmTester::new()
                 .m(20)
