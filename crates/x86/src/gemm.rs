@@ -81,7 +81,11 @@ pub(crate) fn gemm<E: Epilogue>(
     // Enough tasks to balance the threads: at least four per thread (with
     // one or two per thread, 3 tasks on 2 threads capped the speed-up at 1.5).
     let threads = threads_for(usize::MAX);
-    let want = if threads > 1 && !small { 4 * threads } else { 1 };
+    let want = if threads > 1 && !small {
+        4 * threads
+    } else {
+        1
+    };
     while nblocks * mpanels.div_ceil(panels_per_block) < want && panels_per_block > 1 {
         panels_per_block = panels_per_block.div_ceil(2);
     }

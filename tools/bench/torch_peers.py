@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""PyTorch 2.15 (x86 engine) and ONNX Runtime on the shapes of `cargo xtask bench`,
+as JSON records in the same format: {"op", "shape", "engine", "isa", "threads",
+"median_s", "gops"}. Compare with tools/bench/compare.py.
+
+Usage: MALLOC_MMAP_MAX_=0 python torch_peers.py OUT.json [--threads 1,2] [--budget 0.6]
+(MALLOC_MMAP_MAX_=0 lets torch reuse its freed outputs: without it each 64 MiB
+dequantize output is a fresh mmap and the timing measures page faults.)"""
+import argparse, json, time, warnings
+import numpy as np
+warnings.simplefilter("ignore")
+import torch
+import torch.nn.functional as F
+
+LINEAR = [(1, 768, 768), (8, 768, 768), (128, 768, 768), (128, 768, 3072),
+          (128, 3072, 768), (512, 1024, 1024), (1, 4096, 4096)]
+CONV = [(64, 64, 56, 3, 1), (128, 128, 28, 3, 1), (256, 256, 14, 3, 1),
+        (256, 1024, 14, 1, 1), (144, 144, 56, 3, 144)]
+QLEN = 16 << 20
+
+def median_time(fn, budget):
+    for _ in range(3):
+        fn()
+    ts, end = [], time.perf_counter() + budget
+    while time.perf_counter() < end or len(ts) < 7:
+        t = time.perf_counter(); fn(); ts.append(time.perf_counter() - t)
+    return float(np.median(ts))
+
+def rec(op, shape, engine, threads, t, ops):
+    return {"op": op, "shape": shape, "engine": engine, "isa": "", "threads": threads,
+            "median_s": t, "gops": ops / t / 1e9}
+
+def ort_linear(M, K, N, wq, wsc, b, xs, xz, x, threads, budget):
+    import onnxruntime as ort
+    from onnx import helper, TensorProto, numpy_helper
+    def session(g):
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+        so = ort.SessionOptions(); so.intra_op_num_threads = threads; so.inter_op_num_threads = 1
+        return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    xu8 = np.clip(np.round(x.numpy() / xs) + xz, 0, 255).astype(np.uint8)
+    wt8 = np.ascontiguousarray(wq.int_repr().numpy().T)
+    g1 = helper.make_graph([helper.make_node("MatMulInteger", ["A", "B", "az"], ["Y"])], "mmi",
+        [helper.make_tensor_value_info("A", TensorProto.UINT8, [M, K])],
+        [helper.make_tensor_value_info("Y", TensorProto.INT32, [M, N])],
+        [numpy_helper.from_array(wt8, "B"), numpy_helper.from_array(np.array(xz, np.uint8), "az")])
+    s1 = session(g1)
+    st = median_time(lambda: s1.run(None, {"A": xu8}), budget)
+    g2 = helper.make_graph([helper.make_node("DynamicQuantizeMatMul", ["A", "B", "bs", "bz", "bias"], ["Y"], domain="com.microsoft")], "dq",
+        [helper.make_tensor_value_info("A", TensorProto.FLOAT, [M, K])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [M, N])],
+        [numpy_helper.from_array(wt8, "B"), numpy_helper.from_array(wsc.numpy().astype(np.float32), "bs"),
+         numpy_helper.from_array(np.zeros(N, np.int8), "bz"), numpy_helper.from_array(b.numpy(), "bias")])
+    s2 = session(g2)
+    dy = median_time(lambda: s2.run(None, {"A": x.numpy()}), budget)
+    return st, dy
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--budget", type=float, default=0.6)
+    ap.add_argument("--no-ort", action="store_true")
+    a = ap.parse_args()
+    torch.backends.quantized.engine = "x86"
+    rng = np.random.default_rng(0)
+    rows = []
+    for nt in [int(t) for t in a.threads.split(",")]:
+        torch.set_num_threads(nt)
+        for (M, K, N) in LINEAR:
+            x = torch.from_numpy(rng.standard_normal((M, K), dtype=np.float32))
+            w = torch.from_numpy(rng.standard_normal((N, K), dtype=np.float32) * 0.05)
+            b = torch.from_numpy(rng.standard_normal(N, dtype=np.float32))
+            xs = float((x.max() - x.min()) / 255); xz = int(round(-float(x.min()) / xs))
+            xq = torch.quantize_per_tensor(x, xs, xz, torch.quint8)
+            wsc = (w.abs().amax(dim=1) / 127.5).double()
+            wq = torch.quantize_per_channel(w, wsc, torch.zeros(N, dtype=torch.long), 0, torch.qint8)
+            packed = torch.ops.quantized.linear_prepack(wq, b)
+            shape = {"M": M, "K": K, "N": N}; ops = 2.0 * M * K * N
+            rows.append(rec("linear_static", shape, "torch", nt,
+                            median_time(lambda: torch.ops.quantized.linear(xq, packed, 0.05, 64), a.budget), ops))
+            rows.append(rec("linear_dynamic", shape, "torch", nt,
+                            median_time(lambda: torch.ops.quantized.linear_dynamic(x, packed, True), a.budget), ops))
+            rows.append(rec("fp32_linear", shape, "torch", nt,
+                            median_time(lambda: F.linear(x, w, b), a.budget), ops))
+            if not a.no_ort:
+                st, dy = ort_linear(M, K, N, wq, wsc, b, xs, xz, x, nt, a.budget)
+                rows.append(rec("linear_static", shape, "ort", nt, st, ops))
+                rows.append(rec("linear_dynamic", shape, "ort", nt, dy, ops))
+        for (C, O, HW, k, g) in CONV:
+            x = torch.rand(1, C, HW, HW)
+            xq = torch.quantize_per_tensor(x, 1 / 255, 0, torch.quint8)
+            w = torch.randn(O, C // g, k, k) * 0.05
+            wq = torch.quantize_per_channel(w, torch.full((O,), 1 / 127, dtype=torch.double),
+                                            torch.zeros(O, dtype=torch.long), 0, torch.qint8)
+            conv = torch.ao.nn.quantized.Conv2d(C, O, k, padding=k // 2, groups=g)
+            conv.set_weight_bias(wq, torch.zeros(O))
+            conv.scale, conv.zero_point = 0.05, 64
+            shape = {"C": C, "O": O, "H": HW, "W": HW, "k": k, "groups": g}
+            ops = 2.0 * O * HW * HW * (C // g) * k * k
+            rows.append(rec("conv2d", shape, "torch", nt, median_time(lambda: conv(xq), a.budget), ops))
+        x = torch.rand(QLEN) * 2 - 1
+        q = torch.quantize_per_tensor(x, 2 / 255, 128, torch.quint8)
+        rows.append(rec("quantize", {"len": QLEN}, "torch", nt,
+                        median_time(lambda: torch.quantize_per_tensor(x, 2 / 255, 128, torch.quint8), a.budget), QLEN))
+        rows.append(rec("dequantize", {"len": QLEN}, "torch", nt,
+                        median_time(lambda: q.dequantize(), a.budget), QLEN))
+    json.dump(rows, open(a.out, "w"), indent=1)
+    for r in rows:
+        print(f'{r["op"]:15s} {r["engine"]:6s} {r["threads"]} {json.dumps(r["shape"]):45s} {r["gops"]:8.2f}')
+
+if __name__ == "__main__":
+    main()
