@@ -6,6 +6,9 @@ use std::arch::x86_64::*;
 
 use rquant_core::portable::Code8;
 
+#[cfg(target_arch = "x86_64")]
+use super::output_avx512::lanes;
+
 /// Dequantize `src` into `dst` (equal lengths). With `stream`, the aligned
 /// body is written with non-temporal stores: for outputs far larger than the
 /// caches they save the read-for-ownership of every destination line.
@@ -30,7 +33,7 @@ pub unsafe fn dequantize_row(src: &[u8], c: Code8, dst: &mut [f32], stream: bool
         let head = d.align_offset(64).min(n);
         while j < head {
             let k = (head - j).min(16);
-            let m: __mmask16 = if k == 16 { 0xffff } else { (1u16 << k) - 1 };
+            let m = lanes(k);
             // SAFETY: the mask covers only lanes before `head` ≤ n.
             let b = _mm_maskz_loadu_epi8(m, s.add(j) as *const i8);
             _mm512_mask_storeu_ps(d.add(j), m, step(b));
@@ -55,11 +58,7 @@ pub unsafe fn dequantize_row(src: &[u8], c: Code8, dst: &mut [f32], stream: bool
         j += 64;
     }
     while j < n {
-        let m: __mmask16 = if n - j >= 16 {
-            0xffff
-        } else {
-            (1u16 << (n - j)) - 1
-        };
+        let m = lanes(n - j);
         // SAFETY: the mask covers only the n − j lanes left in both slices.
         let b = _mm_maskz_loadu_epi8(m, s.add(j) as *const i8);
         _mm512_mask_storeu_ps(d.add(j), m, step(b));

@@ -207,7 +207,7 @@ pub(crate) unsafe fn requant_tile(
     let mut j = 0;
     while j < n {
         let k = (n - j).min(16);
-        let m: __mmask16 = if k == 16 { 0xffff } else { (1u16 << k) - 1 };
+        let m = lanes(k);
         // SAFETY (loads and stores below): lanes j..j + k of each row lie
         // inside the slices (n columns) and the tile's output row.
         let ct = _mm512_maskz_loadu_epi32(m, colterm.as_ptr().add(j));
@@ -278,7 +278,7 @@ pub(crate) unsafe fn float_tile(
     let mut j = 0;
     while j < n {
         let k = (n - j).min(16);
-        let m: __mmask16 = if k == 16 { 0xffff } else { (1u16 << k) - 1 };
+        let m = lanes(k);
         // SAFETY (loads and stores below): lanes j..j + k of each row lie
         // inside the slices (n columns) and the tile's output row.
         let ct = _mm512_maskz_loadu_epi32(m, colterm.as_ptr().add(j));
@@ -346,4 +346,11 @@ pub(crate) fn round_small(x: __m512) -> __m512i {
         _mm512_castps_si512(_mm512_add_ps(x, m)),
         _mm512_castps_si512(m),
     )
+}
+
+/// The mask of the first `min(k, 16)` lanes (column and row tails).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn lanes(k: usize) -> __mmask16 {
+    ((1u32 << k.min(16)) - 1) as __mmask16
 }

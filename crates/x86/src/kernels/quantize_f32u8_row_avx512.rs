@@ -11,7 +11,7 @@ use std::arch::x86_64::*;
 use rquant_core::portable::Code8;
 
 #[cfg(target_arch = "x86_64")]
-use super::output_avx512::clamp_ps;
+use super::output_avx512::{clamp_ps, lanes};
 
 const MAGIC: f32 = 12_582_912.0;
 
@@ -54,11 +54,7 @@ pub unsafe fn quantize_row(src: &[f32], c: Code8, dst: &mut [u8]) -> bool {
         j += 64;
     }
     while j < n {
-        let m: __mmask16 = if n - j >= 16 {
-            0xffff
-        } else {
-            (1u16 << (n - j)) - 1
-        };
+        let m = lanes(n - j);
         // SAFETY: the mask covers only the n − j lanes left in both slices.
         let x = _mm512_maskz_loadu_ps(m, s.add(j));
         nan |= is_nan(x);
