@@ -72,6 +72,24 @@ pub(crate) trait Epilogue: Sync {
     );
 }
 
+/// The signature of the AVX2 and AVX-512 `requant_tile_tame` stages.
+#[cfg(target_arch = "x86_64")]
+type TameTile = unsafe fn(
+    &[i32],
+    usize,
+    usize,
+    &[i32],
+    &[i32],
+    bool,
+    &[i32],
+    &[f32],
+    &[f32],
+    i32,
+    bool,
+    *mut u8,
+    usize,
+);
+
 /// `K·zx·zw[n] − zx·Σw[n]` (wrapping): the column part of the zero-point correction.
 fn col_terms(b: &PackedB, zx: i32) -> Vec<i32> {
     let k = b.k as i32;
@@ -198,37 +216,18 @@ impl RequantOut<'_> {
     ) {
         let cols = n0..n0 + ncols;
         #[cfg(target_arch = "x86_64")]
-        if self.isa >= Isa::Avx512 && self.tame {
-            // SAFETY: AVX-512F/BW/VL were detected (the isa comes from an engine
-            // value); the caller guarantees the outputs; `tame` is the
-            // stage's range precondition.
-            unsafe {
-                super::output_avx512::requant_tile(
-                    acc,
-                    nr,
-                    mrows,
-                    &self.colterm[cols.clone()],
-                    &self.zw[cols.clone()],
-                    self.zw_zero,
-                    rs,
-                    &self.bt[cols.clone()],
-                    &self.mult[cols.clone()],
-                    self.zp,
-                    self.relu,
-                    dst,
-                    ldm,
-                    ldn,
-                )
-            };
-            return;
-        }
-        #[cfg(target_arch = "x86_64")]
         if self.isa >= Isa::Avx2 && self.tame && ldn == 1 {
-            // SAFETY: AVX2 was detected (the isa comes from an engine value);
-            // the caller guarantees the outputs; `tame` is the stage's range
-            // precondition.
+            // The two ISAs' tame tiles share one signature.
+            let tile: TameTile = if self.isa >= Isa::Avx512 {
+                super::output_avx512::requant_tile_tame
+            } else {
+                super::output_avx2::requant_tile_tame
+            };
+            // SAFETY: the chosen ISA was detected (the isa comes from an
+            // engine value); the caller guarantees the outputs; `tame` is
+            // the tiles' range precondition.
             unsafe {
-                super::output_avx2::requant_tile_tame(
+                tile(
                     acc,
                     nr,
                     mrows,

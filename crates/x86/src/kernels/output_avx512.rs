@@ -1,88 +1,13 @@
-//! AVX-512 output stages (16 lanes), used on the VNNI path when the
-//! per-call constants guarantee no lane can be NaN or beyond ±2^62 (the
-//! common case; otherwise the AVX2 stage with its per-lane fallbacks runs).
+//! AVX-512 output stages (16 lanes) for the AVX-512 paths: the requantizing
+//! tile when the per-call constants guarantee no lane can be NaN or beyond
+//! ±2^62 (the common case; otherwise the AVX2 stage with its per-lane
+//! fallbacks runs), and the float tile of dynamic linear.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
 #[cfg(target_arch = "x86_64")]
-use rquant_core::numerics::{dynamic_out, requantize_u8};
-
-/// Requantize one row; every `(f32(acc) + bt)·mult` must be finite and
-/// below 2^62 in magnitude (the caller's range check).
-///
-/// # Safety
-/// AVX-512F/BW must be available; all slices have `acc.len()` elements;
-/// `out` is valid for writes at `j·ldn` for every `j < acc.len()`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw")]
-#[allow(clippy::too_many_arguments)]
-#[inline]
-pub(crate) unsafe fn requant_row(
-    acc: &[i32],
-    colterm: &[i32],
-    zw: &[i32],
-    zw_zero: bool,
-    rs: i32,
-    bt: &[f32],
-    mult: &[f32],
-    zp: i32,
-    relu: bool,
-    out: *mut u8,
-    ldn: usize,
-) {
-    let n = acc.len();
-    let lo = if relu { zp } else { 0 };
-    let rsv = _mm512_set1_epi32(rs);
-    let limit = _mm512_set1_ps(1024.0);
-    let nlimit = _mm512_set1_ps(-1024.0);
-    let zpv = _mm512_set1_epi32(zp);
-    let lov = _mm512_set1_epi32(lo);
-    let hiv = _mm512_set1_epi32(255);
-    let mut j = 0;
-    while j + 16 <= n {
-        let mut v = _mm512_add_epi32(
-            _mm512_loadu_si512(acc.as_ptr().add(j) as *const __m512i),
-            _mm512_loadu_si512(colterm.as_ptr().add(j) as *const __m512i),
-        );
-        if !zw_zero {
-            v = _mm512_sub_epi32(
-                v,
-                _mm512_mullo_epi32(
-                    _mm512_loadu_si512(zw.as_ptr().add(j) as *const __m512i),
-                    rsv,
-                ),
-            );
-        }
-        let f = _mm512_cvtepi32_ps(v);
-        let y = _mm512_mul_ps(
-            _mm512_add_ps(f, _mm512_loadu_ps(bt.as_ptr().add(j))),
-            _mm512_loadu_ps(mult.as_ptr().add(j)),
-        );
-        // Clamping to integers before rounding commutes with the rounding;
-        // beyond ±1024 the final clamp decides alone.
-        let q = round_small(clamp_ps(y, nlimit, limit));
-        let q = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(q, zpv), lov), hiv);
-        let b = _mm512_cvtepi32_epi8(q);
-        if ldn == 1 {
-            _mm_storeu_si128(out.add(j) as *mut __m128i, b);
-        } else {
-            let mut t = [0u8; 16];
-            _mm_storeu_si128(t.as_mut_ptr() as *mut __m128i, b);
-            for (l, &tv) in t.iter().enumerate() {
-                *out.add((j + l) * ldn) = tv;
-            }
-        }
-        j += 16;
-    }
-    while j < n {
-        let a = acc[j]
-            .wrapping_add(colterm[j])
-            .wrapping_sub(zw[j].wrapping_mul(rs));
-        *out.add(j * ldn) = requantize_u8(a, bt[j], mult[j], zp, relu);
-        j += 1;
-    }
-}
+use rquant_core::numerics::dynamic_out;
 
 /// Float output of one row (16 lanes): `fma(f32(acc), sp, bias)` or `f32(acc)·sp`.
 ///
@@ -147,18 +72,21 @@ pub(crate) unsafe fn float_row(
     }
 }
 
-/// [`requant_row`] over `mrows` rows of a tile (`acc` rows `nr` apart, output
-/// rows `ldm` apart), in one call. With contiguous output rows (`ldn == 1`)
-/// the loop runs column-vector outer, row inner: each column's constants
-/// (column term, zero point, bias term, multiplier) are loaded once per tile
-/// instead of once per row, and the column tail is masked, not scalar.
+/// Requantize `mrows` rows of a tile (`acc` rows `nr` apart, output rows
+/// `ldm` apart, contiguous columns) when every `(f32(acc) + bt)·mult` is
+/// finite and below 2^62 in magnitude (the caller's `tame` range check).
+/// Column-vector outer, row inner: each column's constants (column term,
+/// zero point, bias term, multiplier) are loaded once per tile, and the
+/// column tail is masked. Same signature as the AVX2 twin.
 ///
 /// # Safety
-/// As [`requant_row`] for every row; `rs` holds `mrows` row sums.
+/// AVX-512F/BW/VL must be available; `colterm`, `zw`, `bt` and `mult` have
+/// the tile's `n` columns, `acc` holds `mrows` rows of `nr ≥ n`, `rs` holds
+/// `mrows` row sums; `out` is valid for `mrows` rows of `n` bytes, `ldm` apart.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn requant_tile(
+pub(crate) unsafe fn requant_tile_tame(
     acc: &[i32],
     nr: usize,
     mrows: usize,
@@ -172,27 +100,8 @@ pub(crate) unsafe fn requant_tile(
     relu: bool,
     out: *mut u8,
     ldm: usize,
-    ldn: usize,
 ) {
     let n = colterm.len();
-    if ldn != 1 {
-        for r in 0..mrows {
-            requant_row(
-                &acc[r * nr..r * nr + n],
-                colterm,
-                zw,
-                zw_zero,
-                rs[r],
-                bt,
-                mult,
-                zp,
-                relu,
-                out.add(r * ldm),
-                ldn,
-            );
-        }
-        return;
-    }
     debug_assert!(acc.len() >= (mrows.max(1) - 1) * nr + n && rs.len() >= mrows);
     debug_assert!(zw.len() == n && bt.len() == n && mult.len() == n);
     // Clamp y to the integers that land in [lo, 255] once zp is added:
@@ -331,21 +240,6 @@ pub(crate) fn clamp_ps(x: __m512, lo: __m512, hi: __m512) -> __m512 {
         k,
         _mm512_srli_epi32::<1>(_mm512_srai_epi32::<31>(k)),
     ))
-}
-
-/// Round half to even to int32, for |x| ≤ 2^22: adding 1.5·2^23 leaves the
-/// rounded integer in the low mantissa bits (as `quantize_val`). Plain adds,
-/// which Miri runs, where `vcvtps2dq` with a rounding mode is not implemented.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-pub(crate) fn round_small(x: __m512) -> __m512i {
-    const MAGIC: f32 = 12_582_912.0;
-    let m = _mm512_set1_ps(MAGIC);
-    _mm512_sub_epi32(
-        _mm512_castps_si512(_mm512_add_ps(x, m)),
-        _mm512_castps_si512(m),
-    )
 }
 
 /// The mask of the first `min(k, 16)` lanes (column and row tails).
