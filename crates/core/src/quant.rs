@@ -21,6 +21,23 @@ pub fn split_axis(shape: &[usize], axis: usize) -> (usize, usize, usize) {
     (outer, shape[axis], inner)
 }
 
+/// The runs of `inner` consecutive elements that share one channel along
+/// `axis`, as (channel, output run, input run): no division per element.
+fn channel_runs<'a, T>(
+    shape: &[usize],
+    axis: usize,
+    src: &'a [T],
+    out: &'a mut [f32],
+) -> impl Iterator<Item = (usize, &'a mut [f32], &'a [T])> {
+    let (_, c, inner) = split_axis(shape, axis);
+    // An empty tensor has no runs (and chunks of 0 are not allowed).
+    let run = inner.max(1);
+    out.chunks_mut(run)
+        .zip(src.chunks(run))
+        .enumerate()
+        .map(move |(i, (o, s))| (i % c.max(1), o, s))
+}
+
 /// `torch.quantize_per_tensor(x, scale, zero_point, dtype)`.
 /// NaN inputs are an error (PyTorch's result differs by dtype and path); ±inf clamp.
 pub fn quantize_per_tensor<T: QType>(
@@ -172,10 +189,10 @@ pub(crate) fn dequantize_into<T: QType>(q: &QTensor<T>, out: &mut [f32]) {
             zero_points,
             axis,
         } => {
-            let (_, c, inner) = split_axis(q.shape(), *axis);
-            for (i, (o, &v)) in out.iter_mut().zip(src).enumerate() {
-                let ch = (i / inner) % c;
-                *o = dequantize_val_per_channel(scales[ch], zero_points[ch], v.to_i64());
+            for (ch, o, s) in channel_runs(q.shape(), *axis, src, out) {
+                for (o, &v) in o.iter_mut().zip(s) {
+                    *o = dequantize_val_per_channel(scales[ch], zero_points[ch], v.to_i64());
+                }
             }
         }
         QParams::PerChannelFloat {
@@ -184,10 +201,10 @@ pub(crate) fn dequantize_into<T: QType>(q: &QTensor<T>, out: &mut [f32]) {
             axis,
         } => {
             // PyTorch: (q - zp) * scale in f32 for float qparams.
-            let (_, c, inner) = split_axis(q.shape(), *axis);
-            for (i, (o, &v)) in out.iter_mut().zip(src).enumerate() {
-                let ch = (i / inner) % c;
-                *o = (v.to_i64() as f32 - zero_points[ch]) * scales[ch];
+            for (ch, o, s) in channel_runs(q.shape(), *axis, src, out) {
+                for (o, &v) in o.iter_mut().zip(s) {
+                    *o = (v.to_i64() as f32 - zero_points[ch]) * scales[ch];
+                }
             }
         }
     }
