@@ -47,15 +47,11 @@ impl Code8 {
 /// caller turns that into an error; the NaN's byte is unspecified). One pass:
 /// the NaN test rides along instead of scanning the input twice.
 pub fn quantize8(src: &[f32], c: Code8, dst: &mut [u8]) -> bool {
-    const MAGIC: f32 = 12_582_912.0; // 1.5·2^23, as in `quantize_val`
-    let lo = -c.zp as f32;
-    let hi = (255 - c.zp) as f32;
-    let bias = MAGIC.to_bits() as i32 - c.zp;
+    let zp = c.zp as i64;
     let mut nan = false;
     for (d, &x) in dst.iter_mut().zip(src) {
         nan |= x.is_nan();
-        let v = (x * c.inv).max(lo).min(hi) + MAGIC;
-        *d = (v.to_bits() as i32 - bias) as u8 ^ c.flip;
+        *d = quantize_val::<u8>(c.inv, zp, x) ^ c.flip;
     }
     nan
 }
