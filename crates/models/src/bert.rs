@@ -616,11 +616,8 @@ const TOKENIZER_CAP: u64 = 512 << 20;
 fn read_text_capped(path: &str, cap: u64) -> Result<String> {
     use std::io::Read;
     let err = |m: String| Error::new(format!("{path}: {m}"));
-    let f = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+    let f = crate::weights::open_regular(path)?;
     let meta = f.metadata().map_err(|e| err(e.to_string()))?;
-    if !meta.is_file() {
-        return Err(err("not a regular file".into()));
-    }
     if meta.len() > cap {
         return Err(err(format!(
             "{} bytes, more than the {cap}-byte limit",

@@ -25,17 +25,24 @@ pub struct Weights {
     prefix: String,
 }
 
+/// Open `path` for reading if it is a regular file (errors name the file):
+/// a directory or device cannot be mapped, and a device such as /dev/zero
+/// would be read until memory runs out.
+pub(crate) fn open_regular(path: &str) -> Result<std::fs::File> {
+    let f = std::fs::File::open(path).map_err(|e| Error::new(format!("{path}: {e}")))?;
+    let meta = f
+        .metadata()
+        .map_err(|e| Error::new(format!("{path}: {e}")))?;
+    if !meta.is_file() {
+        bail!("{path}: not a regular file");
+    }
+    Ok(f)
+}
+
 impl Weights {
     pub fn open(path: &str) -> Result<Self> {
-        let f = std::fs::File::open(path).map_err(|e| Error::new(format!("{path}: {e}")))?;
         // A directory or device cannot be mapped ("No such device"): say so.
-        if !f
-            .metadata()
-            .map_err(|e| Error::new(format!("{path}: {e}")))?
-            .is_file()
-        {
-            bail!("{path}: not a regular file");
-        }
+        let f = open_regular(path)?;
         // SAFETY: the file is opened read-only and only read through the map;
         // a concurrent truncation by another process would be a user error
         // (as with any mmap-based loader) and is outside this program's control.

@@ -21,17 +21,27 @@ use crate::rnn::RnnKind;
 /// The format tag written to (and required in) quantized model files.
 pub const FORMAT: &str = "rquant.quantized.v1";
 
+/// Open `path` for reading if it is a regular file: a directory is an error
+/// anyway, and a device such as /dev/zero would be read until memory runs out.
+pub(crate) fn open_regular(path: &std::path::Path) -> Result<std::fs::File> {
+    let shown = path.display().to_string();
+    let io = |source| NnError::Io {
+        path: shown.clone(),
+        source,
+    };
+    let f = std::fs::File::open(path).map_err(io)?;
+    if !f.metadata().map_err(io)?.is_file() {
+        return Err(NnError::file(&shown, "file", "not a regular file"));
+    }
+    Ok(f)
+}
+
 fn read(path: &str) -> Result<Vec<u8>> {
     let io = |source| NnError::Io {
         path: path.to_string(),
         source,
     };
-    let mut f = std::fs::File::open(path).map_err(io)?;
-    // A directory is an error anyway; a device such as /dev/zero would be
-    // read until memory runs out.
-    if !f.metadata().map_err(io)?.is_file() {
-        return Err(NnError::file(path, "file", "not a regular file"));
-    }
+    let mut f = open_regular(std::path::Path::new(path))?;
     let mut b = Vec::new();
     std::io::Read::read_to_end(&mut f, &mut b).map_err(io)?;
     Ok(b)

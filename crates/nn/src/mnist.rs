@@ -45,10 +45,7 @@ fn read_idx_capped(path: &Path, max_bytes: u64) -> Result<(Vec<usize>, Vec<u8>)>
         path: file.clone(),
         source,
     };
-    let f = std::fs::File::open(path).map_err(io)?;
-    if !f.metadata().map_err(io)?.is_file() {
-        return Err(NnError::file(&file, "file", "not a regular file"));
-    }
+    let f = crate::io::open_regular(path)?;
     let reader: Box<dyn std::io::Read> = if zipped {
         Box::new(flate2::read::GzDecoder::new(f))
     } else {
