@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     if let Ok(case) = xtask::conformance::case::Case::parse("fuzz", data) {
         for e in rquant_nn::engines::all_paths() {
-            let _ = xtask::conformance::ops::run(&case, e.as_ref());
+            let _ = xtask::conformance::ops::run(&case, &e);
         }
     }
 });

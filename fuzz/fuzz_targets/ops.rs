@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rquant_core::{Conv2dParams, QParams, QTensor, QuantEngine, Tensor};
+use rquant_core::{Conv2dParams, QParams, QTensor, Engine, Tensor};
 
 struct Bytes<'a>(&'a [u8]);
 impl Bytes<'_> {
@@ -26,7 +26,7 @@ impl Bytes<'_> {
 
 fn same<T: PartialEq + std::fmt::Debug>(
     what: &str,
-    e: &dyn QuantEngine,
+    e: &Engine,
     a: &rquant_core::Result<T>,
     b: &rquant_core::Result<T>,
 ) {
@@ -84,7 +84,7 @@ fuzz_target!(|data: &[u8]| {
             (Ok(rw), Ok(ew)) => {
                 same(
                     "linear",
-                    e.as_ref(),
+                    e,
                     &reference.linear(&xq, rw, out_scale, out_zp, relu),
                     &e.linear(&xq, ew, out_scale, out_zp, relu),
                 );
@@ -94,7 +94,7 @@ fuzz_target!(|data: &[u8]| {
                 let c = e
                     .linear_dynamic(&xf, ew, relu)
                     .map(|t| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>());
-                same("linear_dynamic", e.as_ref(), &a, &c);
+                same("linear_dynamic", e, &a, &c);
             }
             (Err(a), Err(c)) => assert_eq!(a.to_string(), c.to_string()),
             _ => panic!("pack_linear ok/err differs"),
@@ -134,7 +134,7 @@ fuzz_target!(|data: &[u8]| {
         if let (Ok(rc), Ok(ec)) = (&rc, &ec) {
             same(
                 "conv2d",
-                e.as_ref(),
+                e,
                 &reference.conv2d(&xi, rc, out_scale, out_zp, relu),
                 &e.conv2d(&xi, ec, out_scale, out_zp, relu),
             );

@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use rquant_core::{quantize_per_channel, quantize_per_tensor, Conv2dParams, QuantEngine, Tensor};
+use rquant_core::{quantize_per_channel, quantize_per_tensor, Conv2dParams, Engine, Tensor};
 use serde_json::json;
 
 /// One measured record.
@@ -123,7 +123,7 @@ fn record(
 /// Static and dynamic int8 Linear with full-range activations (the case where
 /// fbgemm's AVX2 kernels saturate).
 pub fn linear(
-    e: &dyn QuantEngine,
+    e: &Engine,
     (m, k, n): (usize, usize, usize),
     threads: usize,
     budget: Duration,
@@ -189,7 +189,7 @@ pub fn fp32_linear((m, k, n): (usize, usize, usize), threads: usize, budget: Dur
 }
 
 pub fn conv(
-    e: &dyn QuantEngine,
+    e: &Engine,
     (c, o, hw, k, groups): (usize, usize, usize, usize, usize),
     threads: usize,
     budget: Duration,
@@ -250,8 +250,7 @@ pub fn copy_gbs(len: usize, budget: Duration) -> f64 {
 
 /// quantize_per_tensor (f32 → quint8) and dequantize of `len` elements through
 /// the engine's kernels, into reused caller-provided buffers (no page faults).
-pub fn quantize(e: &dyn QuantEngine, len: usize, threads: usize, budget: Duration) -> Vec<Record> {
-    use rquant_core::engine::QuantizeInto;
+pub fn quantize(e: &Engine, len: usize, threads: usize, budget: Duration) -> Vec<Record> {
     let x = data(len, 6);
     let mut q = vec![0u8; len];
     let tq = median_time(budget, || {

@@ -238,7 +238,7 @@ fn bench(args: &[String]) -> ExitCode {
                 }
                 if wanted("linear_static") || wanted("linear_dynamic") {
                     for e in &engines {
-                        for r in bench::linear(e.as_ref(), s, nt, budget) {
+                        for r in bench::linear(e, s, nt, budget) {
                             if wanted(r.op) {
                                 emit(r);
                             }
@@ -255,7 +255,7 @@ fn bench(args: &[String]) -> ExitCode {
                         continue;
                     }
                     for e in &engines {
-                        emit(bench::conv(e.as_ref(), s, nt, budget));
+                        emit(bench::conv(e, s, nt, budget));
                     }
                 }
             }
@@ -270,7 +270,7 @@ fn bench(args: &[String]) -> ExitCode {
                     "streaming copy of {len} f32 ({nt} thr): {copy:.1} GB/s of source bytes (the % column of quantize/dequantize)"
                 );
                 for e in &engines {
-                    for mut r in bench::quantize(e.as_ref(), len, nt, budget) {
+                    for mut r in bench::quantize(e, len, nt, budget) {
                         r.copy_gbs = Some(copy);
                         if wanted(r.op) {
                             emit(r);

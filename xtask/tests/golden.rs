@@ -62,7 +62,7 @@ fn a_wrong_expected_value_fails() {
         v[0] = v[0].wrapping_add(1);
     }
     let e = rquant_nn::engines::available().pop().unwrap();
-    let got = xtask::conformance::ops::run(&case, e.as_ref()).unwrap();
+    let got = xtask::conformance::ops::run(&case, &e).unwrap();
     assert!(xtask::conformance::compare(&case, &got).is_err());
 }
 
@@ -106,7 +106,7 @@ fn dtype_mismatch_unknown_op_and_unknown_attr_are_errors() {
         ],
     );
     let c = Case::parse("t", &b).unwrap();
-    let err = ops::run(&c, e.as_ref()).unwrap_err();
+    let err = ops::run(&c, &e).unwrap_err();
     assert!(err.msg.contains("dtype"), "{}", err.msg);
     // The right dtype passes, so the check above can fail.
     let b = case_bytes(
@@ -117,7 +117,7 @@ fn dtype_mismatch_unknown_op_and_unknown_attr_are_errors() {
         ],
     );
     let c = Case::parse("t", &b).unwrap();
-    compare(&c, &ops::run(&c, e.as_ref()).unwrap()).unwrap();
+    compare(&c, &ops::run(&c, &e).unwrap()).unwrap();
     // Expected output of the wrong dtype.
     let b = case_bytes(
         relu,
@@ -127,7 +127,7 @@ fn dtype_mismatch_unknown_op_and_unknown_attr_are_errors() {
         ],
     );
     let c = Case::parse("t", &b).unwrap();
-    assert!(compare(&c, &ops::run(&c, e.as_ref()).unwrap()).is_err());
+    assert!(compare(&c, &ops::run(&c, &e).unwrap()).is_err());
     // Unknown op: reported by the runner, never skipped.
     let dir = std::env::temp_dir().join(format!("rquant-unknown-op-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

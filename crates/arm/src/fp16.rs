@@ -19,6 +19,15 @@ pub struct PackedF16 {
     pub bias: Option<Vec<f32>>,
 }
 
+impl rquant_core::engine::Panels for PackedF16 {
+    fn bytes(&self) -> usize {
+        self.data.len() * 4 + self.bias.as_ref().map_or(0, |b| b.len() * 4)
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
 impl PackedF16 {
     pub fn new(w: &[f32], n: usize, k: usize, bias: Option<&[f32]>) -> PackedF16 {
         let panels = n.div_ceil(NR);

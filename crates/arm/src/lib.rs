@@ -7,14 +7,15 @@
 //! The portable scalar path ([`ArmEngine::with_isa`]`(Isa::Scalar)`) runs on
 //! any architecture, which lets the packing and pipelines be tested natively.
 
-use std::sync::Arc;
-
-use rquant_core::engine::Payload;
-use rquant_core::ops::{BinaryOp, ConvGeometry, MaxPool2dParams, OutQ, PoolGeometry};
+use rquant_core::engine::{
+    Backend, Checked, ConvCall, DynamicCall, GemmBackend, Int8Panels, LinearCall, MemoryBackend,
+    Panels,
+};
+use rquant_core::ops::{BinaryOp, MaxPool2dParams, OutQ, PoolGeometry};
+use rquant_core::output::Requant;
 use rquant_core::registry::num_threads;
 use rquant_core::{
-    Conv2dParams, PackedConv2d, PackedLinear, PackedLinearFp16, QTensor, QuantEngine, QuantError,
-    Result, Tensor,
+    Conv2dParams, Engine, PackedLinear, PackedLinearFp16, QTensor, QuantError, Result, Tensor,
 };
 
 mod elementwise;
@@ -62,20 +63,20 @@ impl ArmEngine {
 }
 
 /// The ARM engine if this CPU and build support it (AArch64 only).
-pub fn engine() -> Option<Arc<dyn QuantEngine>> {
-    ArmEngine::new().map(|e| Arc::new(e) as Arc<dyn QuantEngine>)
+pub fn engine() -> Option<Engine> {
+    ArmEngine::new().map(Engine::new)
 }
 
 /// The engine once per ISA path this CPU has, scalar included (AArch64
 /// only; empty elsewhere).
-pub fn all_paths() -> Vec<Arc<dyn QuantEngine>> {
+pub fn all_paths() -> Vec<Engine> {
     if !cfg!(target_arch = "aarch64") {
         return Vec::new();
     }
     Isa::ALL
         .into_iter()
         .filter_map(ArmEngine::with_isa)
-        .map(|e| Arc::new(e) as Arc<dyn QuantEngine>)
+        .map(Engine::new)
         .collect()
 }
 
@@ -89,23 +90,29 @@ fn not_ours(op: &'static str) -> QuantError {
 }
 
 impl ArmEngine {
-    /// The packed linear weight for this path (repacked when another path of
-    /// this engine packed it).
-    fn linear_pack<'a>(
-        &self,
-        op: &'static str,
-        w: &'a PackedLinear,
-        tmp: &'a mut Option<LinearPack>,
-    ) -> Result<&'a LinearPack> {
-        let p = w.payload::<LinearPack>().ok_or_else(|| not_ours(op))?;
-        if p.b.isa == self.isa {
-            return Ok(p);
+    /// This path's packed form of `w`. The front end only lets weights packed
+    /// for this path through, so anything else is an internal error.
+    fn linear_pack<'a>(&self, op: &'static str, w: &'a PackedLinear) -> Result<&'a LinearPack> {
+        match w.panels::<LinearPack>() {
+            Some(p) if p.b.isa == self.isa => Ok(p),
+            _ => Err(not_ours(op)),
         }
-        Ok(tmp.insert(LinearPack::new(self.isa, w.weight())))
     }
 }
 
-impl QuantEngine for ArmEngine {
+/// The output stages here clamp at 255 and at either 0 or the output zero
+/// point (a fused ReLU; with a zero point of 0 the two are the same).
+fn relu_of(r: &Requant) -> Result<bool> {
+    if r.clamp.hi != 255 || (r.clamp.lo != 0 && r.clamp.lo as i32 != r.out_zp) {
+        return Err(QuantError::Unsupported {
+            op: "qnnpack output stage",
+            detail: format!("clamp {:?}", r.clamp),
+        });
+    }
+    Ok(r.clamp.lo != 0)
+}
+
+impl Backend for ArmEngine {
     fn name(&self) -> &'static str {
         "qnnpack"
     }
@@ -115,134 +122,124 @@ impl QuantEngine for ArmEngine {
     fn priority(&self) -> i32 {
         100
     }
+    /// PyTorch's dynamic Linear ignores `reduce_range` under qnnpack.
+    fn dynamic_reduce_range(&self) -> bool {
+        false
+    }
+}
 
-    fn pack_linear_impl(&self, w: &QTensor<i8>, _bias: Option<&[f32]>) -> Result<Payload> {
+impl GemmBackend for ArmEngine {
+    fn pack_linear(&self, w: &QTensor<i8>, _: Checked) -> Result<Box<dyn Int8Panels>> {
         Ok(Box::new(LinearPack::new(self.isa, w)))
     }
 
-    fn linear_impl(
-        &self,
-        x: &QTensor<u8>,
-        m: usize,
-        w: &PackedLinear,
-        out: OutQ,
-        relu: bool,
-    ) -> Result<Vec<u8>> {
-        let mut tmp = None;
-        let p = self.linear_pack("linear", w, &mut tmp)?;
+    fn linear(&self, c: &LinearCall<'_>) -> Result<Vec<u8>> {
+        let p = self.linear_pack("linear", c.w)?;
         Ok(linear::linear(
             p,
-            x.int_repr(),
-            m,
-            x_q(x),
-            w.bias(),
-            out,
-            relu,
+            c.x.int_repr(),
+            c.m,
+            x_q(c.x),
+            c.w.bias(),
+            c.out,
+            relu_of(c.requant)?,
             num_threads(),
         ))
     }
 
-    fn linear_dynamic_impl(
-        &self,
-        x: &[f32],
-        m: usize,
-        w: &PackedLinear,
-        reduce_range: bool,
-    ) -> Result<Vec<f32>> {
-        let mut tmp = None;
-        let p = self.linear_pack("linear_dynamic", w, &mut tmp)?;
+    fn linear_dynamic(&self, c: &DynamicCall<'_>) -> Result<Vec<f32>> {
+        let p = self.linear_pack("linear_dynamic", c.w)?;
         Ok(linear::linear_dynamic(
             p,
-            x,
-            m,
-            w.bias(),
-            reduce_range,
+            c.x,
+            c.m,
+            c.w.bias(),
+            c.code,
             num_threads(),
         ))
     }
 
-    fn pack_linear_fp16_impl(&self, w: &Tensor, bias: Option<&[f32]>) -> Result<Payload> {
+    fn pack_linear_fp16(
+        &self,
+        w: &Tensor,
+        bias: Option<&[f32]>,
+        _: Checked,
+    ) -> Result<Box<dyn Panels>> {
         let (n, k) = (w.shape()[0], w.shape()[1]);
         Ok(Box::new(fp16::PackedF16::new(w.data(), n, k, bias)))
     }
 
-    fn linear_dynamic_fp16_impl(
+    fn linear_dynamic_fp16(
         &self,
         x: &[f32],
         m: usize,
         w: &PackedLinearFp16,
+        _: Checked,
     ) -> Result<Vec<f32>> {
         let p = w
-            .payload::<fp16::PackedF16>()
+            .panels::<fp16::PackedF16>()
             .ok_or_else(|| not_ours("linear_dynamic_fp16"))?;
         Ok(p.run(self.isa, x, m, num_threads()))
     }
 
-    fn pack_conv2d_impl(
+    fn pack_conv2d(
         &self,
         w: &QTensor<i8>,
-        _bias: Option<&[f32]>,
         params: Conv2dParams,
-    ) -> Result<Payload> {
+        _: Checked,
+    ) -> Result<Box<dyn Int8Panels>> {
         Ok(Box::new(ConvPack::new(self.isa, w, params.groups)))
     }
 
-    fn conv2d_impl(
-        &self,
-        x: &QTensor<u8>,
-        g: &ConvGeometry,
-        w: &PackedConv2d,
-        out: OutQ,
-        relu: bool,
-    ) -> Result<Vec<u8>> {
-        let p = w.payload::<ConvPack>().ok_or_else(|| not_ours("conv2d"))?;
-        let repacked;
-        let p = if p.isa == self.isa {
-            p
-        } else {
-            repacked = ConvPack::new(self.isa, w.weight(), g.params.groups);
-            &repacked
+    fn conv2d(&self, c: &ConvCall<'_>) -> Result<Vec<u8>> {
+        let p = match c.w.panels::<ConvPack>() {
+            Some(p) if p.isa == self.isa => p,
+            _ => return Err(not_ours("conv2d")),
         };
         Ok(linear::conv2d(
             p,
-            x.int_repr(),
-            g,
-            x_q(x),
-            w.bias(),
-            out,
-            relu,
+            c.x.int_repr(),
+            c.g,
+            x_q(c.x),
+            c.w.bias(),
+            c.out,
+            relu_of(c.requant)?,
             num_threads(),
         ))
     }
+}
 
-    fn binary_impl(
+impl MemoryBackend for ArmEngine {
+    fn binary(
         &self,
         op: BinaryOp,
         a: &QTensor<u8>,
         b: &QTensor<u8>,
         out: OutQ,
+        _: Checked,
     ) -> Result<Vec<u8>> {
         elementwise::binary(self.isa, op, a, b, out)
     }
 
-    fn relu_impl(&self, x: &QTensor<u8>) -> Result<Vec<u8>> {
+    fn relu(&self, x: &QTensor<u8>, _: Checked) -> Result<Vec<u8>> {
         elementwise::relu(self.isa, x)
     }
 
-    fn max_pool2d_impl(
+    fn max_pool2d(
         &self,
         x: &QTensor<u8>,
         g: &PoolGeometry,
         p: &MaxPool2dParams,
+        _: Checked,
     ) -> Result<Vec<u8>> {
         elementwise::max_pool2d(self.isa, x, g, p)
     }
 
-    fn hardswish_impl(&self, x: &QTensor<u8>, out: OutQ) -> Result<Vec<u8>> {
+    fn hardswish(&self, x: &QTensor<u8>, out: OutQ, _: Checked) -> Result<Vec<u8>> {
         elementwise::hardswish(self.isa, x, out)
     }
 
-    fn sigmoid_impl(&self, x: &QTensor<u8>, out: OutQ) -> Result<Vec<u8>> {
+    fn sigmoid(&self, x: &QTensor<u8>, out: OutQ, _: Checked) -> Result<Vec<u8>> {
         elementwise::sigmoid(self.isa, x, out)
     }
 }

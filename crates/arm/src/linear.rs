@@ -1,6 +1,6 @@
 //! Quantized linear and conv2d on top of the GEMM driver.
 
-use rquant_core::numerics::{self, bias_term, inv_scale, quantize_val, RequantChannel};
+use rquant_core::numerics::{bias_term, quantize_val, RequantChannel};
 use rquant_core::ops::{ConvGeometry, OutQ};
 use rquant_core::QTensor;
 
@@ -22,6 +22,10 @@ pub struct LinearPack {
 #[derive(Debug)]
 pub struct ConvPack {
     pub isa: Isa,
+    /// `[O, I/groups, kH, kW]`.
+    pub shape: [usize; 4],
+    /// Weight zero point per output channel.
+    pub wz: Vec<i32>,
     pub groups: Vec<PackedB>,
     /// Depthwise only: `[O][kh*kw]` of `w - w_zp`.
     pub dw: Option<Vec<i16>>,
@@ -38,6 +42,58 @@ fn qparams_of(w: &QTensor<i8>) -> (Vec<f64>, Vec<i32>, bool) {
         z.push(zp as i32);
     }
     (s, z, w.qparams().is_per_channel())
+}
+
+impl rquant_core::engine::Panels for LinearPack {
+    fn bytes(&self) -> usize {
+        self.b.bytes() + self.scales.len() * 8
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl rquant_core::engine::Int8Panels for LinearPack {
+    fn unpack(&self) -> Vec<i8> {
+        self.b.unpack()
+    }
+}
+
+impl rquant_core::engine::Panels for ConvPack {
+    fn bytes(&self) -> usize {
+        self.groups.iter().map(PackedB::bytes).sum::<usize>()
+            + self.dw.as_ref().map_or(0, |d| d.len() * 2)
+            + self.scales.len() * 12
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl rquant_core::engine::Int8Panels for ConvPack {
+    /// `[O, cg, kh, kw]` back from the per-group `[O][kh·kw][cg]` panels (or
+    /// the depthwise taps, zero points added back).
+    fn unpack(&self) -> Vec<i8> {
+        let [o, cg, kh, kw] = self.shape;
+        let rest = cg * kh * kw;
+        if let Some(dw) = &self.dw {
+            return dw
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| (v as i32 + self.wz[i / rest]) as i8)
+                .collect();
+        }
+        let reordered: Vec<i8> = self.groups.iter().flat_map(PackedB::unpack).collect();
+        let mut w = vec![0i8; o * rest];
+        for oc in 0..o {
+            for ic in 0..cg {
+                for t in 0..kh * kw {
+                    w[oc * rest + ic * kh * kw + t] = reordered[oc * rest + t * cg + ic];
+                }
+            }
+        }
+        w
+    }
 }
 
 impl LinearPack {
@@ -77,6 +133,8 @@ impl ConvPack {
                 .collect();
             return ConvPack {
                 isa,
+                shape: [o, cg, kh, kw],
+                wz,
                 groups: Vec::new(),
                 dw: Some(dw),
                 scales,
@@ -97,6 +155,8 @@ impl ConvPack {
             .collect();
         ConvPack {
             isa,
+            shape: [o, cg, kh, kw],
+            wz,
             groups: packs,
             dw: None,
             scales,
@@ -156,17 +216,15 @@ pub fn linear_dynamic(
     x: &[f32],
     m: usize,
     bias: Option<&[f32]>,
-    reduce_range: bool,
+    code: rquant_core::portable::Code8,
     threads: usize,
 ) -> Vec<f32> {
-    let (lo, hi) = numerics::find_min_max(x);
-    let qp = numerics::choose_qparams(lo, hi, 0, 255, reduce_range);
-    let inv = inv_scale(qp.scale);
-    let xq = quantize_u8(p.b.isa, x, inv, qp.zero_point);
+    // The front end chose the activation's qparams (`code`) from its range.
+    let xq = quantize_u8(p.b.isa, x, code.inv, code.zp as i64);
     let len = p.b.panels * NR;
     let mut sp = vec![0f32; len];
     for (s, &ws) in sp.iter_mut().zip(&p.scales) {
-        *s = (qp.scale as f32) * (ws as f32);
+        *s = code.scale * (ws as f32);
     }
     let bias_p = bias.map(|b| {
         let mut v = b.to_vec();
@@ -177,14 +235,7 @@ pub fn linear_dynamic(
         sp: &sp,
         bias: bias_p.as_deref(),
     };
-    gemm::gemm::<f32>(
-        ASource::Dense(&xq),
-        m,
-        qp.zero_point as i32,
-        &p.b,
-        &pipe,
-        threads,
-    )
+    gemm::gemm::<f32>(ASource::Dense(&xq), m, code.zp, &p.b, &pipe, threads)
 }
 
 /// `quantize_val::<u8>(inv, zp, v)` for every v (NEON: 8 per step, `fmul`

@@ -148,6 +148,31 @@ impl PackedB {
         matches!(self.isa, Isa::Dotprod | Isa::I8mm)
     }
 
+    /// The raw `[n, k]` int8 weight, read back from the panels.
+    pub fn unpack(&self) -> Vec<i8> {
+        let (n, k, r) = (self.n, self.k, kr(self.isa));
+        let mut w = vec![0i8; n * k];
+        for j in 0..n {
+            let (p, c) = (j / NR, j % NR);
+            for kk in 0..k {
+                w[j * k + kk] = match &self.data {
+                    BData::I16(d) => (d[p * k * NR + kk * NR + c] as i32 + self.wz[j]) as i8,
+                    BData::I8(d) => d[p * self.kp * NR + ((kk / r) * NR + c) * r + kk % r],
+                };
+            }
+        }
+        w
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        let data = match &self.data {
+            BData::I16(d) => d.len() * 2,
+            BData::I8(d) => d.len(),
+        };
+        data + (self.colsum.len() + self.wz.len()) * 4
+    }
+
     /// Elements of one panel.
     pub fn panel_len(&self) -> usize {
         self.kp * NR

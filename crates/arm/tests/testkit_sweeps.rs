@@ -2,16 +2,14 @@
 //! ARM engine this CPU has (off AArch64: the portable scalar path only).
 //! Bit equality with the reference engine, tolerance zero.
 
-use std::sync::Arc;
-
 use rquant_arm::{ArmEngine, Isa};
-use rquant_core::QuantEngine;
+use rquant_core::Engine;
 
-fn paths() -> Vec<Arc<dyn QuantEngine>> {
+fn paths() -> Vec<Engine> {
     Isa::ALL
         .into_iter()
         .filter_map(|i| match ArmEngine::with_isa(i) {
-            Some(e) => Some(Arc::new(e) as Arc<dyn QuantEngine>),
+            Some(e) => Some(Engine::new(e)),
             None => {
                 eprintln!("ARM path {} not available on this CPU: skipped", i.name());
                 None

@@ -4,13 +4,9 @@
 //! random, full-range data, per-tensor and per-channel weights, bias, relu
 //! and thread counts.
 
-use std::sync::Arc;
-
 use rquant_arm::{ArmEngine, Isa};
 use rquant_core::ops::Conv2dParams;
-use rquant_core::{
-    AvgPool2dParams, BinaryOp, MaxPool2dParams, QParams, QTensor, QuantEngine, Tensor,
-};
+use rquant_core::{AvgPool2dParams, BinaryOp, Engine, MaxPool2dParams, QParams, QTensor, Tensor};
 
 struct Rng(u64);
 impl Rng {
@@ -37,14 +33,14 @@ impl Rng {
     }
 }
 
-fn paths() -> Vec<(Isa, Arc<dyn QuantEngine>)> {
+fn paths() -> Vec<(Isa, Engine)> {
     Isa::ALL
         .into_iter()
-        .filter_map(|i| ArmEngine::with_isa(i).map(|e| (i, Arc::new(e) as Arc<dyn QuantEngine>)))
+        .filter_map(|i| ArmEngine::with_isa(i).map(|e| (i, Engine::new(e))))
         .collect()
 }
 
-fn reference() -> Arc<dyn QuantEngine> {
+fn reference() -> Engine {
     rquant_reference::engine()
 }
 

@@ -3,7 +3,6 @@
 //! QAT), on every engine this CPU supports, against fp32.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -11,7 +10,7 @@ use rquant_core::qconfig::{
     default_weight_observer, get_default_qat_qconfig, get_default_qconfig, histogram_observer,
     QConfig, QSpec,
 };
-use rquant_core::{registry, QuantEngine};
+use rquant_core::{registry, Engine};
 use rquant_nn::mnist::{self, Dataset};
 use rquant_nn::numeric_suite;
 use rquant_nn::{
@@ -218,7 +217,7 @@ pub fn run(args: &[String]) -> Res {
     let qat_model = qat(&fused, &calib)?;
     observed.push(("qat", qat_model));
 
-    let engines: Vec<Arc<dyn QuantEngine>> = rquant_nn::engines::available();
+    let engines: Vec<Engine> = rquant_nn::engines::available();
     let mut first_logits: Vec<(&'static str, Vec<f32>)> = Vec::new();
     let mut identical = true;
     for e in &engines {

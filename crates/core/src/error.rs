@@ -67,11 +67,13 @@ pub enum QuantError {
     #[error("engine {name:?} is not available on this machine (available: {available})")]
     EngineUnavailable { name: String, available: String },
 
-    #[error("{op}: weights were packed by engine {packed_by:?}, not {engine:?}")]
+    #[error("{op}: weights were packed for {packed_for}, not {engine} (repack them for this engine: Engine::repack_linear / repack_conv2d)")]
     WrongEngine {
         op: &'static str,
-        packed_by: &'static str,
-        engine: &'static str,
+        /// Engine/ISA path the weights were packed for, e.g. `x86/avx2`.
+        packed_for: String,
+        /// Engine/ISA path of the call.
+        engine: String,
     },
 
     #[error("{file}: {field}: {detail}")]

@@ -2,7 +2,7 @@
 //!
 //! PyTorch's int8 quantization numerics, bit for bit: quantized tensors,
 //! quantize/dequantize, observers and qparam choice, fake quantization,
-//! qconfig presets, and the [`QuantEngine`] trait every engine implements.
+//! qconfig presets, and the [`Engine`] front end over every engine's backend.
 //! `docs/numerics.md` in the repository is the normative specification.
 //!
 //! ```
@@ -22,6 +22,7 @@ pub mod lsq;
 pub mod numerics;
 pub mod observer;
 pub mod ops;
+pub mod output;
 pub mod portable;
 pub mod qconfig;
 pub mod quant;
@@ -29,7 +30,7 @@ pub mod registry;
 pub mod tensor;
 
 pub use dtype::{QDType, QType};
-pub use engine::{PackedConv2d, PackedLinear, PackedLinearFp16, QuantEngine};
+pub use engine::{Engine, PackedConv2d, PackedLinear, PackedLinearFp16, PathId};
 pub use error::{QuantError, Result};
 pub use fake_quant::{fake_quantize_per_channel, fake_quantize_per_tensor, FakeQuantOutput};
 pub use ops::{AvgPool2dParams, BinaryOp, Conv2dParams, MaxPool2dParams, OutQ};

@@ -126,6 +126,24 @@ pub fn requantize_u8(acc: i32, bias_term: f32, multiplier: f32, out_zp: i32, rel
         .clamp(lo, 255) as u8
 }
 
+/// [`requantize_u8`] with an explicit clamp `[lo, hi]` in the quantized
+/// domain (a fused ReLU is `lo = out_zp`; a fused ReLU6 also lowers `hi`).
+/// Clamping to `[0, 255]` first and then to `[lo, hi]` is the same as this one
+/// clamp, so a fused activation gives the bits of the unfused pair.
+#[inline(always)]
+pub fn requantize_u8_clamped(
+    acc: i32,
+    bias_term: f32,
+    multiplier: f32,
+    out_zp: i32,
+    clamp: crate::output::Clamp,
+) -> u8 {
+    let v = rne(((acc as f32) + bias_term) * multiplier);
+    f32_to_i64_sat(v)
+        .saturating_add(out_zp as i64)
+        .clamp(clamp.lo as i64, clamp.hi as i64) as u8
+}
+
 /// Float output of dynamic linear for one accumulator (fbgemm `ReQuantizeForFloat`):
 /// `fma(f32(acc), f32(x_scale)·f32(w_scale), bias)`, one rounding; without a bias
 /// a plain product.

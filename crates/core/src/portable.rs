@@ -2,7 +2,7 @@
 //! pooling, cat, lookup tables). The reference engine is built from them, and
 //! every engine uses them for the ops it does not vectorise, so these ops give
 //! the same bits everywhere by construction. Inputs are validated by the
-//! `QuantEngine` provided methods before they get here.
+//! engine front end (`rquant_core::Engine`) before they get here.
 
 use crate::numerics::{self, dequantize_val, div_rne, inv_scale, quantize_val, rne};
 use crate::ops::{adaptive_window, AvgPool2dParams, BinaryOp, MaxPool2dParams, OutQ, PoolGeometry};
@@ -60,6 +60,41 @@ pub fn quantize8(src: &[f32], c: Code8, dst: &mut [u8]) -> bool {
 pub fn dequantize8(src: &[u8], c: Code8, dst: &mut [f32]) {
     for (d, &b) in dst.iter_mut().zip(src) {
         *d = ((b ^ c.flip) as i32 - c.zp) as f32 * c.scale;
+    }
+}
+
+/// Min, max and finiteness of `x` in one pass (dynamic linear's input scan):
+/// min and max as [`numerics::find_min_max`] for finite input. Sixteen
+/// independent lanes so the compiler vectorises it; `v·0` is NaN exactly for
+/// an infinite or NaN `v`, so one sum of them tells finiteness.
+pub fn min_max_finite(x: &[f32]) -> crate::engine::MinMax {
+    const L: usize = 16;
+    let Some(&first) = x.first() else {
+        return crate::engine::MinMax {
+            lo: 0.0,
+            hi: 0.0,
+            finite: true,
+        };
+    };
+    let (mut lo, mut hi, mut bad) = ([first; L], [first; L], [0f32; L]);
+    let mut chunks = x.chunks_exact(L);
+    for c in &mut chunks {
+        for j in 0..L {
+            lo[j] = if c[j] < lo[j] { c[j] } else { lo[j] };
+            hi[j] = if c[j] > hi[j] { c[j] } else { hi[j] };
+            bad[j] += c[j] * 0.0;
+        }
+    }
+    for &v in chunks.remainder() {
+        lo[0] = if v < lo[0] { v } else { lo[0] };
+        hi[0] = if v > hi[0] { v } else { hi[0] };
+        bad[0] += v * 0.0;
+    }
+    let finite = bad.iter().sum::<f32>() == 0.0;
+    crate::engine::MinMax {
+        lo: lo.iter().fold(lo[0], |a, &b| a.min(b)),
+        hi: hi.iter().fold(hi[0], |a, &b| a.max(b)),
+        finite,
     }
 }
 

@@ -7,14 +7,14 @@
 //! priority — the fastest one the CPU supports — unless `RQUANT_ENGINE` names
 //! another.
 
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 
-use crate::engine::QuantEngine;
+use crate::engine::Engine;
 use crate::error::{QuantError, Result};
 
 struct Registry {
-    engines: Vec<Arc<dyn QuantEngine>>,
-    current: Option<Arc<dyn QuantEngine>>,
+    engines: Vec<Engine>,
+    current: Option<Engine>,
 }
 
 static REGISTRY: RwLock<Registry> = RwLock::new(Registry {
@@ -29,12 +29,12 @@ fn write() -> std::sync::RwLockWriteGuard<'static, Registry> {
     REGISTRY.write().unwrap_or_else(|e| e.into_inner())
 }
 
-fn matches(e: &dyn QuantEngine, name: &str) -> bool {
+fn matches(e: &Engine, name: &str) -> bool {
     e.name() == name || e.aliases().contains(&name)
 }
 
 /// Register an engine (once per name; a second registration is ignored).
-pub fn register_engine(engine: Arc<dyn QuantEngine>) {
+pub fn register_engine(engine: Engine) {
     let mut r = write();
     if r.engines.iter().any(|e| e.name() == engine.name()) {
         return;
@@ -49,11 +49,11 @@ pub fn supported_engines() -> Vec<&'static str> {
 }
 
 /// The registered engine called `name` (or one of its aliases).
-pub fn engine_by_name(name: &str) -> Result<Arc<dyn QuantEngine>> {
+pub fn engine_by_name(name: &str) -> Result<Engine> {
     let r = read();
     r.engines
         .iter()
-        .find(|e| matches(e.as_ref(), name))
+        .find(|e| matches(e, name))
         .cloned()
         .ok_or_else(|| QuantError::EngineUnavailable {
             name: name.to_string(),
@@ -75,7 +75,7 @@ pub fn set_engine(name: &str) -> Result<()> {
 
 /// The current engine: the one set last, else `RQUANT_ENGINE`, else the
 /// highest-priority registered engine.
-pub fn engine() -> Result<Arc<dyn QuantEngine>> {
+pub fn engine() -> Result<Engine> {
     if let Some(e) = read().current.clone() {
         return Ok(e);
     }

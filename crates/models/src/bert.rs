@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 use rquant_core::qconfig::{default_dynamic_qconfig, per_channel_dynamic_qconfig};
-use rquant_core::{PackedLinear, QuantEngine, Tensor};
+use rquant_core::{Engine, PackedLinear, Tensor};
 use rquant_nn::gemm::{par_sgemm, sgemm, Mat};
 use rquant_nn::quantized::{DynWeight, QModule};
 use rquant_nn::{quantize_dynamic_with, DynamicDType, DynamicType, Linear, Module};
@@ -105,7 +105,7 @@ pub enum Lin {
         k: usize,
     },
     Int8 {
-        engine: Arc<dyn QuantEngine>,
+        engine: Engine,
         packed: Arc<PackedLinear>,
         reduce_range: bool,
     },
@@ -152,7 +152,7 @@ impl Lin {
     /// Replace an fp32 layer by its dynamic int8 form (the fp32 weight is dropped).
     pub fn quantize(
         &mut self,
-        engine: &Arc<dyn QuantEngine>,
+        engine: &Engine,
         per_channel: bool,
         reduce_range: bool,
     ) -> Result<()> {
@@ -339,7 +339,7 @@ impl Bert {
     /// Quantize every Linear (6 per layer) to dynamic int8 for `engine`.
     pub fn quantize_dynamic(
         &mut self,
-        engine: &Arc<dyn QuantEngine>,
+        engine: &Engine,
         per_channel: bool,
         reduce_range: bool,
     ) -> Result<()> {
@@ -511,11 +511,7 @@ impl SentenceEncoder {
     /// the weights are taken) and `tokenizer.json` from `dir`;
     /// `max_seq_length` from `sentence_bert_config.json` if present, else 256,
     /// capped at `max_position_embeddings`.
-    pub fn from_dir(
-        dir: &Path,
-        precision: Precision,
-        engine: Option<&Arc<dyn QuantEngine>>,
-    ) -> Result<Self> {
+    pub fn from_dir(dir: &Path, precision: Precision, engine: Option<&Engine>) -> Result<Self> {
         let file = |n: &str| dir.join(n).to_string_lossy().into_owned();
         let read = |n: &str| read_text_capped(&file(n), JSON_CAP);
         let config = BertConfig::from_json(&read("config.json")?, &file("config.json"))?;

@@ -5,11 +5,10 @@
 //! `quantize_dynamic_with`, i.e. `nnqd.LSTM` weights) and output Linear.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use rayon::prelude::*;
 use rquant_core::qconfig::{default_dynamic_qconfig, per_channel_dynamic_qconfig};
-use rquant_core::{QuantEngine, Tensor};
+use rquant_core::{Engine, Tensor};
 use rquant_nn::quantized::{DynWeight, QDynRnn, QModule};
 use rquant_nn::rnn::{Rnn, RnnKind, RnnLayer};
 use rquant_nn::{quantize_dynamic_with, DynamicDType, DynamicType, Module, Param};
@@ -50,7 +49,7 @@ impl Lstm {
             }
             Lstm::Int8(q) => {
                 let (ih, hhw) = &q.layers[0];
-                (if hh { hhw } else { ih }).apply(q.engine.as_ref(), x)?
+                (if hh { hhw } else { ih }).apply(&q.engine, x)?
             }
         })
     }
@@ -162,7 +161,7 @@ fn lstm(w: &Weights, p: &str, input: usize) -> Result<Rnn> {
 impl CharLstm {
     /// Load the converted weights; with `Precision::Int8` quantize both LSTMs
     /// and the output Linear for `engine`.
-    pub fn load(path: &str, precision: Precision, engine: &Arc<dyn QuantEngine>) -> Result<Self> {
+    pub fn load(path: &str, precision: Precision, engine: &Engine) -> Result<Self> {
         let w = Weights::open(path)?;
         let Some(&[classes, dim]) = w.shape("embedding.weight") else {
             bail!("{path}: tensor embedding.weight is missing or not 2-D");

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use rquant_core::{registry, Conv2dParams, QParams, QScheme, QTensor, QuantEngine, Tensor};
+use rquant_core::{registry, Conv2dParams, Engine, QParams, QScheme, QTensor, Tensor};
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 use serde_json::{json, Value as J};
@@ -228,7 +228,7 @@ fn dyn_json(out: &mut Out, p: &str, w: &DynWeight) -> J {
             packed,
             reduce_range,
         } => {
-            let qs = out.qweight(p, packed.weight());
+            let qs = out.qweight(p, &packed.weight());
             let has_bias = out.bias(p, packed.bias());
             json!({"dtype": "qint8", "qscheme": qs, "reduce_range": reduce_range, "bias": has_bias})
         }
@@ -330,7 +330,7 @@ fn node(m: &Module, p: &str, out: &mut Out) -> Result<J> {
             }
             QModule::DeQuantize => json!({"type": "DeQuantize"}),
             QModule::Linear(l) => {
-                let qs = out.qweight(p, l.packed.weight());
+                let qs = out.qweight(p, &l.packed.weight());
                 let b = out.bias(p, l.packed.bias());
                 {
                     out.qparams(p, l.scale, l.zero_point);
@@ -338,7 +338,7 @@ fn node(m: &Module, p: &str, out: &mut Out) -> Result<J> {
                 }
             }
             QModule::Conv2d(c) => {
-                let qs = out.qweight(p, c.packed.weight());
+                let qs = out.qweight(p, &c.packed.weight());
                 let b = out.bias(p, c.packed.bias());
                 {
                     out.qparams(p, c.scale, c.zero_point);
@@ -448,7 +448,7 @@ pub struct QuantizedMeta {
 struct In<'a> {
     st: SafeTensors<'a>,
     file: &'a str,
-    engine: Arc<dyn QuantEngine>,
+    engine: Engine,
 }
 
 impl In<'_> {
@@ -626,7 +626,7 @@ fn rnn_shapes(
 
 fn load_dyn(inp: &In, p: &str, j: &J) -> Result<DynWeight> {
     let f = inp.file;
-    let e = inp.engine.as_ref();
+    let e = &inp.engine;
     let has_bias = get_bool(f, p, j, "bias")?;
     Ok(match field(f, p, j, "dtype")?.as_str() {
         Some("qint8") => DynWeight::Int8 {
@@ -637,7 +637,7 @@ fn load_dyn(inp: &In, p: &str, j: &J) -> Result<DynWeight> {
                 )
                 .map_err(|x| NnError::file(f, p, x.to_string()))?,
             ),
-            reduce_range: get_bool(f, p, j, "reduce_range")? && e.name() != "qnnpack",
+            reduce_range: get_bool(f, p, j, "reduce_range")? && e.dynamic_reduce_range(),
         },
         Some("float16") => DynWeight::Fp16(Arc::new(
             e.pack_linear_fp16(inp.f32(&join(p, "weight"))?, inp.bias(p, has_bias)?)
@@ -655,7 +655,7 @@ fn load_dyn(inp: &In, p: &str, j: &J) -> Result<DynWeight> {
 
 fn build(inp: &In, p: &str, j: &J) -> Result<Module> {
     let f = inp.file;
-    let e = inp.engine.as_ref();
+    let e = &inp.engine;
     let ty = field(f, p, j, "type")?.as_str().unwrap_or("");
     let packerr = |x: rquant_core::QuantError| NnError::file(f, p, x.to_string());
     Ok(match ty {
@@ -896,7 +896,7 @@ fn build(inp: &In, p: &str, j: &J) -> Result<Module> {
                 let (ih, hh) = rnn_shapes(f, p, kind, input_size, hidden_size, l)?;
                 for (w, want, n) in [(a, ih, "ih"), (b, hh, "hh")] {
                     let got = match w {
-                        DynWeight::Int8 { packed, .. } => packed.weight().shape(),
+                        DynWeight::Int8 { packed, .. } => packed.weight_shape(),
                         DynWeight::Fp16(pk) => pk.weight().shape(),
                     };
                     if got != want {
@@ -942,7 +942,7 @@ fn build(inp: &In, p: &str, j: &J) -> Result<Module> {
 pub fn quantized_from_bytes(
     bytes: &[u8],
     file: &str,
-    engine: Option<Arc<dyn QuantEngine>>,
+    engine: Option<Engine>,
 ) -> Result<(Module, QuantizedMeta)> {
     let engine = match engine {
         Some(e) => e,
@@ -976,10 +976,7 @@ pub fn quantized_from_bytes(
     ))
 }
 
-pub fn load_quantized(
-    path: &str,
-    engine: Option<Arc<dyn QuantEngine>>,
-) -> Result<(Module, QuantizedMeta)> {
+pub fn load_quantized(path: &str, engine: Option<Engine>) -> Result<(Module, QuantizedMeta)> {
     let b = read(path)?;
     quantized_from_bytes(&b, path, engine)
 }

@@ -52,7 +52,6 @@
 //! assert_eq!(y.shape(), &[1, 2]);
 //! assert!((y.data()[0] - y_dyn.data()[0]).abs() < 0.02);
 //!
-//! use rquant_core::engine::QuantizeInto;
 //! let (xs, mut codes, mut back) = (vec![0.5f32; 1 << 20], vec![0u8; 1 << 20], vec![0f32; 1 << 20]);
 //! engine.quantize_per_tensor_into(&xs, 1.0 / 255.0, 0, &mut codes)?;
 //! let q = rquant_core::QTensor::from_int_repr(vec![1 << 20], codes, rquant_core::QParams::per_tensor(1.0 / 255.0, 0))?;

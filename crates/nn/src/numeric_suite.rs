@@ -45,10 +45,10 @@ fn float_weight(m: &Module) -> Option<&Tensor> {
 
 fn quant_weight(m: &Module) -> Option<Tensor> {
     match m {
-        Module::Quantized(QModule::Linear(l)) => Some(dequantize(l.packed.weight())),
-        Module::Quantized(QModule::Conv2d(c)) => Some(dequantize(c.packed.weight())),
+        Module::Quantized(QModule::Linear(l)) => Some(dequantize(&l.packed.weight())),
+        Module::Quantized(QModule::Conv2d(c)) => Some(dequantize(&c.packed.weight())),
         Module::Quantized(QModule::DynamicLinear(d)) => match &d.weight {
-            DynWeight::Int8 { packed, .. } => Some(dequantize(packed.weight())),
+            DynWeight::Int8 { packed, .. } => Some(dequantize(&packed.weight())),
             DynWeight::Fp16(p) => Some(
                 Tensor::new(
                     p.weight().shape().to_vec(),

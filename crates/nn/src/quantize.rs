@@ -7,8 +7,8 @@ use std::sync::Arc;
 use rquant_core::observer::Observer;
 use rquant_core::qconfig::{FakeQuantize, QConfig, QSpec};
 use rquant_core::{
-    quantize_per_channel, quantize_per_tensor, registry, Conv2dParams, QScheme, QTensor,
-    QuantEngine, Tensor,
+    quantize_per_channel, quantize_per_tensor, registry, Conv2dParams, Engine, QScheme, QTensor,
+    Tensor,
 };
 
 use crate::error::{bad, NnError, Result};
@@ -570,7 +570,7 @@ pub fn convert(model: &mut Module) -> Result<()> {
 }
 
 /// [`convert`] with an explicit engine.
-pub fn convert_with(model: &mut Module, engine: &Arc<dyn QuantEngine>) -> Result<()> {
+pub fn convert_with(model: &mut Module, engine: &Engine) -> Result<()> {
     model.visit_mut("", &mut |path, m| {
         let out = match m {
             Module::Observed(_) => {
@@ -596,14 +596,14 @@ pub fn convert_with(model: &mut Module, engine: &Arc<dyn QuantEngine>) -> Result
     })
 }
 
-fn convert_one(o: Observed, engine: &Arc<dyn QuantEngine>) -> Result<Module> {
+fn convert_one(o: Observed, engine: &Engine) -> Result<Module> {
     let Observed {
         module,
         post,
         qconfig,
     } = o;
     let (scale, zero_point) = post.qparams()?;
-    let e = engine.as_ref();
+    let e = engine;
     Ok(Module::Quantized(match module {
         Module::QuantStub => QModule::Quantize { scale, zero_point },
         Module::Linear(mut l) => {
@@ -702,9 +702,9 @@ pub fn quantize_dynamic_with(
     types: &[DynamicType],
     dtype: DynamicDType,
     qconfig: &QConfig,
-    engine: &Arc<dyn QuantEngine>,
+    engine: &Engine,
 ) -> Result<()> {
-    let reduce_range = engine.name() != "qnnpack";
+    let reduce_range = engine.dynamic_reduce_range();
     let dyn_weight = |w: &Tensor, b: Option<Vec<f32>>| -> Result<DynWeight> {
         Ok(match dtype {
             DynamicDType::QInt8 => DynWeight::Int8 {
@@ -767,7 +767,7 @@ pub fn quantize_dynamic_with(
 
 /// Repack every quantized module of a model for `engine` (a model converted
 /// once runs on any engine with identical outputs).
-pub fn to_engine(model: &mut Module, engine: &Arc<dyn QuantEngine>) -> Result<()> {
+pub fn to_engine(model: &mut Module, engine: &Engine) -> Result<()> {
     model.visit_mut("", &mut |path, m| {
         if let Module::Quantized(q) = m {
             *q = q.repack(engine).map_err(|e| e.within(path))?;

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use rquant_core::{
-    dequantize, quantize_per_tensor, PackedConv2d, PackedLinear, PackedLinearFp16, QTensor,
-    QuantEngine, Tensor,
+    dequantize, quantize_per_tensor, Engine, PackedConv2d, PackedLinear, PackedLinearFp16, QTensor,
+    Tensor,
 };
 
 use crate::error::{bad, Result};
@@ -17,7 +17,7 @@ use crate::value::Value;
 /// Static quantized Linear / LinearReLU.
 #[derive(Clone)]
 pub struct QLinear {
-    pub engine: Arc<dyn QuantEngine>,
+    pub engine: Engine,
     pub packed: Arc<PackedLinear>,
     pub scale: f64,
     pub zero_point: i64,
@@ -27,7 +27,7 @@ pub struct QLinear {
 /// Static quantized Conv2d / ConvReLU2d.
 #[derive(Clone)]
 pub struct QConv2d {
-    pub engine: Arc<dyn QuantEngine>,
+    pub engine: Engine,
     pub packed: Arc<PackedConv2d>,
     pub scale: f64,
     pub zero_point: i64,
@@ -45,7 +45,7 @@ pub enum DynWeight {
 }
 
 impl DynWeight {
-    pub fn apply(&self, engine: &dyn QuantEngine, x: &Tensor) -> Result<Tensor> {
+    pub fn apply(&self, engine: &Engine, x: &Tensor) -> Result<Tensor> {
         Ok(match self {
             DynWeight::Int8 {
                 packed,
@@ -65,7 +65,7 @@ impl DynWeight {
 /// `nnqd.Linear`: f32 in and out, int8 or fp16 weights.
 #[derive(Clone)]
 pub struct QDynLinear {
-    pub engine: Arc<dyn QuantEngine>,
+    pub engine: Engine,
     pub weight: DynWeight,
     pub relu: bool,
 }
@@ -73,7 +73,7 @@ pub struct QDynLinear {
 /// `nnqd.LSTM` / `nnqd.GRU`: every projection a dynamic linear.
 #[derive(Clone)]
 pub struct QDynRnn {
-    pub engine: Arc<dyn QuantEngine>,
+    pub engine: Engine,
     pub kind: RnnKind,
     pub input_size: usize,
     pub hidden_size: usize,
@@ -93,7 +93,7 @@ impl QDynRnn {
                 Proj::Ih => &self.layers[l].0,
                 Proj::Hh => &self.layers[l].1,
             };
-            w.apply(self.engine.as_ref(), v)
+            w.apply(&self.engine, v)
         };
         run_rnn(
             self.kind,
@@ -111,7 +111,7 @@ impl QDynRnn {
 /// `nnq.QFunctional`: add / add_relu / mul / cat with output qparams.
 #[derive(Clone)]
 pub struct QFunctional {
-    pub engine: Arc<dyn QuantEngine>,
+    pub engine: Engine,
     pub scale: f64,
     pub zero_point: i64,
 }
@@ -119,7 +119,7 @@ pub struct QFunctional {
 impl QFunctional {
     pub fn binary(&self, a: Value, b: Value, op: FfOp) -> Result<Value> {
         let (a, b) = (a.quant("QFunctional")?, b.quant("QFunctional")?);
-        let e = self.engine.as_ref();
+        let e = &self.engine;
         let y = match op {
             FfOp::Add => e.add(&a, &b, self.scale, self.zero_point)?,
             FfOp::AddRelu => e.add_relu(&a, &b, self.scale, self.zero_point)?,
@@ -156,7 +156,7 @@ pub enum QModule {
     DynamicRnn(QDynRnn),
     Functional(QFunctional),
     Hardswish {
-        engine: Arc<dyn QuantEngine>,
+        engine: Engine,
         scale: f64,
         zero_point: i64,
     },
@@ -234,7 +234,7 @@ impl QModule {
             }
             QModule::DynamicLinear(d) => {
                 let t = x.float("DynamicQuantizedLinear")?;
-                let mut y = d.weight.apply(d.engine.as_ref(), &t)?;
+                let mut y = d.weight.apply(&d.engine, &t)?;
                 if d.relu {
                     for v in y.data_mut() {
                         *v = v.max(0.0);
@@ -275,8 +275,8 @@ impl QModule {
     }
 
     /// The same module with weights repacked by `engine`.
-    pub fn repack(&self, engine: &Arc<dyn QuantEngine>) -> Result<QModule> {
-        let e = engine.as_ref();
+    pub fn repack(&self, engine: &Engine) -> Result<QModule> {
+        let e = engine;
         let dynw = |w: &DynWeight| -> Result<DynWeight> {
             Ok(match w {
                 DynWeight::Int8 {
@@ -287,7 +287,7 @@ impl QModule {
                         e.pack_linear(packed.weight().clone(), packed.bias().map(|b| b.to_vec()))?,
                     ),
                     // PyTorch's dynamic linear ignores reduce_range under qnnpack.
-                    reduce_range: *reduce_range && e.name() != "qnnpack",
+                    reduce_range: *reduce_range && e.dynamic_reduce_range(),
                 },
                 DynWeight::Fp16(p) => DynWeight::Fp16(Arc::new(
                     e.pack_linear_fp16(p.weight().clone(), p.bias().map(|b| b.to_vec()))?,

@@ -6,10 +6,8 @@
 //! The thread count is a process-wide setting, so everything runs in this
 //! one test function (and this file holds no other test).
 
-use std::sync::Arc;
-
 use rquant_core::qconfig::{default_dynamic_qconfig, get_default_qconfig};
-use rquant_core::{registry, QuantEngine};
+use rquant_core::{registry, Engine};
 use rquant_nn::mnist::{self, Dataset};
 use rquant_nn::{
     convert_with, fuse_modules, prepare, quantize_dynamic_with, DynamicDType, DynamicType, Module,
@@ -39,7 +37,7 @@ fn calibrated(fp32: &Module, calib: &Dataset, threads: usize) -> Module {
     m
 }
 
-fn convert(observed: &Module, variant: &str, fp32: &Module, e: &Arc<dyn QuantEngine>) -> Module {
+fn convert(observed: &Module, variant: &str, fp32: &Module, e: &Engine) -> Module {
     match variant {
         "static" => {
             let mut q = observed.clone();

@@ -11,7 +11,7 @@ use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 use serde_json::{json, Value as J};
 
-fn engine() -> std::sync::Arc<dyn rquant_core::QuantEngine> {
+fn engine() -> rquant_core::Engine {
     rquant_nn::engines::available().pop().unwrap()
 }
 

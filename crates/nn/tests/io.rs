@@ -35,7 +35,7 @@ fn input(n: usize) -> Tensor {
     Tensor::new([n, 2, 6, 6], (0..n * 72).map(|_| rng.sym(2.0)).collect()).unwrap()
 }
 
-fn converted(qc: QConfig, engine: &std::sync::Arc<dyn rquant_core::QuantEngine>) -> Module {
+fn converted(qc: QConfig, engine: &rquant_core::Engine) -> Module {
     let mut m = small_model();
     fuse_modules(&mut m, &[&["1", "2"]]).unwrap();
     prepare(&mut m, &QConfigMap::global(qc)).unwrap();

@@ -2,11 +2,10 @@
 //! never a panic and never a result.
 
 use rquant_core::{
-    AvgPool2dParams, Conv2dParams, MaxPool2dParams, QParams, QTensor, QuantEngine, QuantError,
-    Tensor,
+    AvgPool2dParams, Conv2dParams, Engine, MaxPool2dParams, QParams, QTensor, QuantError, Tensor,
 };
 
-fn engines() -> Vec<std::sync::Arc<dyn QuantEngine>> {
+fn engines() -> Vec<Engine> {
     rquant_nn::engines::all_paths()
 }
 

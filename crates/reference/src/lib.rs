@@ -4,33 +4,68 @@
 //! ops (element-wise, pooling, cat, lookup tables) are `rquant_core::portable`,
 //! shared with every engine that does not vectorise them.
 
-use std::sync::Arc;
+use std::any::Any;
 
-use rquant_core::engine::Payload;
+use rquant_core::engine::{
+    Backend, Checked, ConvCall, DynamicCall, GemmBackend, Int8Panels, LinearCall, MemoryBackend,
+    Panels,
+};
 use rquant_core::numerics::{
-    bias_term, dynamic_out, inv_scale, quantize_val, requantize_u8, RequantChannel,
+    bias_term, dynamic_out, quantize_val, requantize_u8_clamped, RequantChannel,
 };
-use rquant_core::ops::{ConvGeometry, OutQ};
-use rquant_core::{
-    numerics, Conv2dParams, PackedConv2d, PackedLinear, PackedLinearFp16, QTensor, QuantEngine,
-    QuantError, Result, Tensor,
-};
+use rquant_core::output::Clamp;
+use rquant_core::{Conv2dParams, Engine, PackedLinearFp16, QTensor, QuantError, Result, Tensor};
 
-/// The reference engine value.
+/// The reference backend.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ReferenceEngine;
 
 /// The reference engine, always available.
-pub fn engine() -> Arc<dyn QuantEngine> {
-    Arc::new(ReferenceEngine)
+pub fn engine() -> Engine {
+    Engine::new(ReferenceEngine)
 }
 
 /// A quantized weight unpacked to `w - w_zp` per output channel, with its scales.
+#[derive(Debug)]
 struct RefWeight {
     /// `[out, rest]` row-major, each entry `w - w_zp[out]`.
     w: Vec<i32>,
+    zps: Vec<i32>,
     scales: Vec<f64>,
     per_channel: bool,
+}
+
+impl Panels for RefWeight {
+    fn bytes(&self) -> usize {
+        self.w.len() * 4 + self.scales.len() * 12
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl Int8Panels for RefWeight {
+    fn unpack(&self) -> Vec<i8> {
+        let rest = self.w.len() / self.zps.len();
+        self.w
+            .chunks_exact(rest)
+            .zip(&self.zps)
+            .flat_map(|(row, &z)| row.iter().map(move |&v| (v + z) as i8))
+            .collect()
+    }
+}
+
+/// fp16-rounded weights.
+#[derive(Debug)]
+struct RefFp16(Vec<f32>);
+
+impl Panels for RefFp16 {
+    fn bytes(&self) -> usize {
+        self.0.len() * 4
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
 }
 
 impl RefWeight {
@@ -39,9 +74,11 @@ impl RefWeight {
         let rest = w.numel() / out;
         let mut v = Vec::with_capacity(w.numel());
         let mut scales = Vec::with_capacity(out);
+        let mut zps = Vec::with_capacity(out);
         for o in 0..out {
             let (s, z) = w.qparams().channel(o);
             scales.push(s);
+            zps.push(z as i32);
             v.extend(
                 w.int_repr()[o * rest..(o + 1) * rest]
                     .iter()
@@ -50,14 +87,11 @@ impl RefWeight {
         }
         RefWeight {
             w: v,
+            zps,
             scales,
             per_channel: w.qparams().is_per_channel(),
         }
     }
-}
-
-fn ref_weight<'a>(op: &'static str, p: Option<&'a RefWeight>) -> Result<&'a RefWeight> {
-    p.ok_or_else(|| QuantError::invalid(op, "weights were not packed by the reference engine"))
 }
 
 fn xq(x: &QTensor<u8>) -> (f64, i32) {
@@ -65,21 +99,27 @@ fn xq(x: &QTensor<u8>) -> (f64, i32) {
     (s, z as i32)
 }
 
-/// Requantize one output channel's accumulator as fbgemm's ReQuantizeOutput with a float bias.
-fn requant(
-    acc: i32,
-    x_scale: f64,
-    wt: &RefWeight,
-    c: usize,
-    bias: Option<&[f32]>,
-    out: OutQ,
-    relu: bool,
-) -> u8 {
+/// The output qparams and clamp of a static call, and the weight's bias.
+struct Out<'a> {
+    scale: f64,
+    zp: i32,
+    clamp: Clamp,
+    bias: Option<&'a [f32]>,
+}
+
+/// Requantize one output channel's accumulator as fbgemm's ReQuantizeOutput
+/// with a float bias, from the scales (not from the front end's precomputed
+/// output stage, so that description is checked too).
+fn requant(acc: i32, x_scale: f64, wt: &RefWeight, c: usize, out: &Out) -> u8 {
     let ch = RequantChannel::new(x_scale, wt.scales[c], out.scale);
-    let b = bias.map_or(0.0, |b| {
+    let b = out.bias.map_or(0.0, |b| {
         bias_term(b[c], ch.act_times_w_scale, wt.per_channel)
     });
-    requantize_u8(acc, b, ch.multiplier, out.zero_point as i32, relu)
+    requantize_u8_clamped(acc, b, ch.multiplier, out.zp, out.clamp)
+}
+
+fn ours<'a, P: 'static>(op: &'static str, p: Option<&'a P>) -> Result<&'a P> {
+    p.ok_or_else(|| QuantError::invalid(op, "weights were not packed by the reference engine"))
 }
 
 /// Exact dot product of `(x - x_zp)` with a weight row, in wrapping int32
@@ -90,7 +130,7 @@ fn dot(x: &[u8], x_zp: i32, w: &[i32]) -> i32 {
     })
 }
 
-impl QuantEngine for ReferenceEngine {
+impl Backend for ReferenceEngine {
     fn name(&self) -> &'static str {
         "reference"
     }
@@ -100,79 +140,78 @@ impl QuantEngine for ReferenceEngine {
     fn priority(&self) -> i32 {
         -100
     }
+}
 
-    fn pack_linear_impl(&self, w: &QTensor<i8>, _bias: Option<&[f32]>) -> Result<Payload> {
+// The memory-bound ops (element-wise, pooling, cat, tables) are the trait's
+// defaults: the portable scalar code of rquant-core.
+impl MemoryBackend for ReferenceEngine {}
+
+impl GemmBackend for ReferenceEngine {
+    fn pack_linear(&self, w: &QTensor<i8>, _: Checked) -> Result<Box<dyn Int8Panels>> {
         Ok(Box::new(RefWeight::new(w)))
     }
 
-    fn linear_impl(
-        &self,
-        x: &QTensor<u8>,
-        m: usize,
-        w: &PackedLinear,
-        out: OutQ,
-        relu: bool,
-    ) -> Result<Vec<u8>> {
-        let wt = ref_weight("linear", w.payload::<RefWeight>())?;
-        let (n, k) = (w.out_features(), w.in_features());
-        let (xs, xz) = xq(x);
-        let xd = x.int_repr();
+    fn linear(&self, c: &LinearCall<'_>) -> Result<Vec<u8>> {
+        let w = c.w;
+        let wt: &RefWeight = ours("linear", w.panels())?;
+        let (n, k, m) = (w.out_features(), w.in_features(), c.m);
+        let (xs, xz) = xq(c.x);
+        let out = Out {
+            scale: c.out.scale,
+            zp: c.out.zero_point as i32,
+            clamp: c.requant.clamp,
+            bias: w.bias(),
+        };
+        let xd = c.x.int_repr();
         let mut y = Vec::with_capacity(m * n);
         for i in 0..m {
             let row = &xd[i * k..(i + 1) * k];
             for j in 0..n {
                 let acc = dot(row, xz, &wt.w[j * k..(j + 1) * k]);
-                y.push(requant(acc, xs, wt, j, w.bias(), out, relu));
+                y.push(requant(acc, xs, wt, j, &out));
             }
         }
         Ok(y)
     }
 
-    fn linear_dynamic_impl(
-        &self,
-        x: &[f32],
-        m: usize,
-        w: &PackedLinear,
-        reduce_range: bool,
-    ) -> Result<Vec<f32>> {
-        let wt = ref_weight("linear_dynamic", w.payload::<RefWeight>())?;
-        let (n, k) = (w.out_features(), w.in_features());
-        let (lo, hi) = numerics::find_min_max(x);
-        let qp = numerics::choose_qparams(lo, hi, 0, 255, reduce_range);
-        let inv = inv_scale(qp.scale);
-        let xq: Vec<u8> = x
-            .iter()
-            .map(|&v| quantize_val::<u8>(inv, qp.zero_point, v))
-            .collect();
-        let xz = qp.zero_point as i32;
+    fn linear_dynamic(&self, c: &DynamicCall<'_>) -> Result<Vec<f32>> {
+        let w = c.w;
+        let wt: &RefWeight = ours("linear_dynamic", w.panels())?;
+        let (n, k, m) = (w.out_features(), w.in_features(), c.m);
+        let zp = c.code.zp as i64;
+        let xq: Vec<u8> =
+            c.x.iter()
+                .map(|&v| quantize_val::<u8>(c.code.inv, zp, v))
+                .collect();
         let mut y = Vec::with_capacity(m * n);
         for i in 0..m {
             let row = &xq[i * k..(i + 1) * k];
             for j in 0..n {
-                let acc = dot(row, xz, &wt.w[j * k..(j + 1) * k]);
-                let sp = (qp.scale as f32) * (wt.scales[j] as f32);
+                let acc = dot(row, zp as i32, &wt.w[j * k..(j + 1) * k]);
+                let sp = c.code.scale * (wt.scales[j] as f32);
                 y.push(dynamic_out(acc, sp, w.bias().map(|b| b[j])));
             }
         }
         Ok(y)
     }
 
-    fn pack_linear_fp16_impl(&self, w: &Tensor, _bias: Option<&[f32]>) -> Result<Payload> {
-        Ok(Box::new(fp16_round_weights(w.data())))
+    fn pack_linear_fp16(
+        &self,
+        w: &Tensor,
+        _bias: Option<&[f32]>,
+        _: Checked,
+    ) -> Result<Box<dyn Panels>> {
+        Ok(Box::new(RefFp16(fp16_round_weights(w.data()))))
     }
 
-    fn linear_dynamic_fp16_impl(
+    fn linear_dynamic_fp16(
         &self,
         x: &[f32],
         m: usize,
         w: &PackedLinearFp16,
+        _: Checked,
     ) -> Result<Vec<f32>> {
-        let w16 = w.payload::<Vec<f32>>().ok_or_else(|| {
-            QuantError::invalid(
-                "linear_dynamic_fp16",
-                "weights not packed by the reference engine",
-            )
-        })?;
+        let w16 = &ours::<RefFp16>("linear_dynamic_fp16", w.panels())?.0;
         let (n, k) = (w.out_features(), w.in_features());
         let mut y = Vec::with_capacity(m * n);
         for i in 0..m {
@@ -193,26 +232,26 @@ impl QuantEngine for ReferenceEngine {
         Ok(y)
     }
 
-    fn pack_conv2d_impl(
+    fn pack_conv2d(
         &self,
         w: &QTensor<i8>,
-        _bias: Option<&[f32]>,
         _p: Conv2dParams,
-    ) -> Result<Payload> {
+        _: Checked,
+    ) -> Result<Box<dyn Int8Panels>> {
         Ok(Box::new(RefWeight::new(w)))
     }
 
-    fn conv2d_impl(
-        &self,
-        x: &QTensor<u8>,
-        g: &ConvGeometry,
-        w: &PackedConv2d,
-        out: OutQ,
-        relu: bool,
-    ) -> Result<Vec<u8>> {
-        let wt = ref_weight("conv2d", w.payload::<RefWeight>())?;
-        let (xs, xz) = xq(x);
-        let xd = x.int_repr();
+    fn conv2d(&self, c: &ConvCall<'_>) -> Result<Vec<u8>> {
+        let (g, w) = (c.g, c.w);
+        let wt: &RefWeight = ours("conv2d", w.panels())?;
+        let (xs, xz) = xq(c.x);
+        let out = Out {
+            scale: c.out.scale,
+            zp: c.out.zero_point as i32,
+            clamp: c.requant.clamp,
+            bias: w.bias(),
+        };
+        let xd = c.x.int_repr();
         let p = g.params;
         let (cg, og) = (g.c_per_group(), g.o_per_group());
         let wsz = cg * g.kh * g.kw;
@@ -246,15 +285,13 @@ impl QuantEngine for ReferenceEngine {
                             }
                         }
                         y[((b * g.o + oc) * g.oh + oy) * g.ow + ox] =
-                            requant(acc, xs, wt, oc, w.bias(), out, relu);
+                            requant(acc, xs, wt, oc, &out);
                     }
                 }
             }
         }
         Ok(y)
     }
-    // The memory-bound ops (element-wise, pooling, cat, tables) are the
-    // trait's defaults: the portable scalar code of rquant-core.
 }
 
 /// fp16 weights as PyTorch packs them: clamp to ±65504, round to fp16 (RNE,

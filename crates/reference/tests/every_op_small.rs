@@ -3,7 +3,6 @@
 //! Miri (`cargo xtask miri`) it is how each op's code (the engine's own and
 //! `rquant_core::portable`'s) is checked for undefined behaviour directly.
 
-use rquant_core::engine::QuantizeInto;
 use rquant_core::numerics::{dequantize_val, inv_scale, quantize_val};
 use rquant_core::{AvgPool2dParams, Conv2dParams, MaxPool2dParams, QParams, QTensor, Tensor};
 

@@ -9,9 +9,7 @@
 //! (all −128 too), extreme output scales, relu clamps, per-tensor and
 //! per-channel weights, with and without bias.
 
-use std::sync::Arc;
-
-use rquant_core::{Conv2dParams, QParams, QTensor, QuantEngine, Tensor};
+use rquant_core::{Conv2dParams, Engine, QParams, QTensor, Tensor};
 
 /// A small deterministic generator (xorshift64*), so testers need no deps.
 #[derive(Debug, Clone)]
@@ -197,7 +195,7 @@ impl GemmTester {
     }
 
     /// Static linear: demands `engine.linear` == `reference.linear`.
-    pub fn test_linear(&self, engine: &dyn QuantEngine, reference: &dyn QuantEngine) {
+    pub fn test_linear(&self, engine: &Engine, reference: &Engine) {
         let mut rng = self.rng();
         let (m, n, k) = (self.m, self.n, self.k);
         let xs = rng.float(0.005, 0.05) as f64;
@@ -227,8 +225,8 @@ impl GemmTester {
     /// Dynamic linear on f32 input drawn from `[lo, hi)`; `reduce_range` as given.
     pub fn test_linear_dynamic(
         &self,
-        engine: &dyn QuantEngine,
-        reference: &dyn QuantEngine,
+        engine: &Engine,
+        reference: &Engine,
         lo: f32,
         hi: f32,
         reduce_range: bool,
@@ -255,12 +253,7 @@ impl GemmTester {
     }
 
     /// fp16-weight dynamic linear; weights span `±wmag` (beyond 65504 tests the clamp).
-    pub fn test_linear_fp16(
-        &self,
-        engine: &dyn QuantEngine,
-        reference: &dyn QuantEngine,
-        wmag: f32,
-    ) {
+    pub fn test_linear_fp16(&self, engine: &Engine, reference: &Engine, wmag: f32) {
         let mut rng = self.rng();
         let (m, n, k) = (self.m, self.n, self.k);
         let x = Tensor::new(
@@ -306,7 +299,7 @@ fn acc_range(x: &[u8], xz: i64, w: &QTensor<i8>, m: usize, n: usize, k: usize) -
 }
 
 fn assert_same<T: PartialEq + std::fmt::Debug>(
-    engine: &dyn QuantEngine,
+    engine: &Engine,
     op: &str,
     case: &dyn std::fmt::Debug,
     got: &[T],
@@ -334,7 +327,7 @@ fn assert_same<T: PartialEq + std::fmt::Debug>(
 }
 
 fn assert_same_f32(
-    engine: &dyn QuantEngine,
+    engine: &Engine,
     op: &str,
     case: &dyn std::fmt::Debug,
     got: &[f32],
@@ -385,7 +378,7 @@ impl ConvTester {
         self
     }
 
-    pub fn test(&self, engine: &dyn QuantEngine, reference: &dyn QuantEngine) {
+    pub fn test(&self, engine: &Engine, reference: &Engine) {
         let t = &self.gemm;
         let mut rng = Rng::new(t.seed ^ (self.c as u64 * 131 + self.o as u64));
         let [h, w] = self.hw;
@@ -429,7 +422,7 @@ impl ConvTester {
 }
 
 /// The reference engine.
-pub fn reference() -> Arc<dyn QuantEngine> {
+pub fn reference() -> Engine {
     rquant_reference::engine()
 }
 
@@ -441,9 +434,9 @@ pub const K_SWEEP: &[usize] = &[
 ];
 
 /// The standard static-linear sweep.
-pub fn sweep_linear(engine: &dyn QuantEngine) {
+pub fn sweep_linear(engine: &Engine) {
     let r = reference();
-    let r = r.as_ref();
+    let r = &r;
     for &k in K_SWEEP {
         for &(m, n) in &[(1, 1), (4, 8), (6, 16), (8, 32), (7, 33), (13, 17)] {
             GemmTester::new()
@@ -551,9 +544,9 @@ pub fn sweep_linear(engine: &dyn QuantEngine) {
 }
 
 /// The standard dynamic-linear sweep.
-pub fn sweep_linear_dynamic(engine: &dyn QuantEngine) {
+pub fn sweep_linear_dynamic(engine: &Engine) {
     let r = reference();
-    let r = r.as_ref();
+    let r = &r;
     let ranges: &[(f32, f32)] = &[
         (-1.0, 1.0),
         (0.0, 6.0),
@@ -602,9 +595,9 @@ pub fn sweep_linear_dynamic(engine: &dyn QuantEngine) {
 }
 
 /// The standard fp16 sweep.
-pub fn sweep_linear_fp16(engine: &dyn QuantEngine) {
+pub fn sweep_linear_fp16(engine: &Engine) {
     let r = reference();
-    let r = r.as_ref();
+    let r = &r;
     for &m in &[1, 2, 5, 6, 7, 13] {
         for &n in &[1, 8, 15, 16, 17, 33] {
             for &k in &[1, 2, 7, 64, 129] {
@@ -648,9 +641,9 @@ pub fn sweep_linear_fp16(engine: &dyn QuantEngine) {
 }
 
 /// The standard conv2d sweep.
-pub fn sweep_conv2d(engine: &dyn QuantEngine) {
+pub fn sweep_conv2d(engine: &Engine) {
     let r = reference();
-    let r = r.as_ref();
+    let r = &r;
     let p = |s: usize, pad: usize, d: usize, g: usize| Conv2dParams {
         stride: [s, s],
         padding: [pad, pad],
@@ -740,12 +733,11 @@ fn quantize_inputs(len: usize, scale: f32, seed: u64) -> Vec<f32> {
 /// 8-bit dtypes, zero points at both ends and the middle, every length up to
 /// two vector blocks past 64 and one long enough to be threaded; plus the
 /// NaN error (with the first NaN's index) and the length check.
-pub fn sweep_quantize(engine: &dyn QuantEngine) {
-    use rquant_core::engine::QuantizeInto;
+pub fn sweep_quantize(engine: &Engine) {
     use rquant_core::numerics::{dequantize_val, inv_scale, quantize_val};
     use rquant_core::QType;
 
-    fn one<T: QType>(engine: &dyn QuantEngine, x: &[f32], scale: f64, zp: i64) {
+    fn one<T: QType>(engine: &Engine, x: &[f32], scale: f64, zp: i64) {
         let who = format!("{}/{}", engine.name(), engine.isa());
         let mut q = vec![T::zeroed(); x.len()];
         engine
@@ -856,35 +848,35 @@ macro_rules! sweep_tests {
         #[test]
         fn linear_static_every_path() {
             for e in $paths() {
-                $crate::sweep_linear(e.as_ref());
+                $crate::sweep_linear(&e);
             }
         }
 
         #[test]
         fn linear_dynamic_every_path() {
             for e in $paths() {
-                $crate::sweep_linear_dynamic(e.as_ref());
+                $crate::sweep_linear_dynamic(&e);
             }
         }
 
         #[test]
         fn linear_fp16_every_path() {
             for e in $paths() {
-                $crate::sweep_linear_fp16(e.as_ref());
+                $crate::sweep_linear_fp16(&e);
             }
         }
 
         #[test]
         fn quantize_every_path() {
             for e in $paths() {
-                $crate::sweep_quantize(e.as_ref());
+                $crate::sweep_quantize(&e);
             }
         }
 
         #[test]
         fn conv2d_every_path() {
             for e in $paths() {
-                $crate::sweep_conv2d(e.as_ref());
+                $crate::sweep_conv2d(&e);
             }
         }
     };

@@ -1,5 +1,5 @@
 //! Fixed-count loop of one linear op for `perf stat` (page faults, cycles).
-//! `dyn_loop M K N OP REPS`, OP = static | dynamic | dynamic_impl.
+//! `dyn_loop M K N OP REPS`, OP = static | dynamic.
 use rquant_core::{quantize_per_channel, quantize_per_tensor, Tensor};
 
 fn main() {
@@ -33,9 +33,6 @@ fn main() {
     for _ in 0..reps {
         if a[4] == "static" {
             std::hint::black_box(e.linear(&xq, &p, 0.05, 128, false).unwrap());
-        } else if a[4] == "dynamic_impl" {
-            // The engine's part alone, without the trait's input validation.
-            std::hint::black_box(e.linear_dynamic_impl(x.data(), m, &p, false).unwrap());
         } else {
             std::hint::black_box(e.linear_dynamic(&x, &p, false).unwrap());
         }

@@ -28,6 +28,8 @@ use crate::threads::par_chunks1;
 #[derive(Debug, Clone)]
 pub struct PackedConv {
     pub(crate) isa: Isa,
+    /// `[O, I/groups, kH, kW]`.
+    shape: [usize; 4],
     pub(crate) groups: Vec<PackedB>,
     /// Depthwise (one input and one output channel per group): `w − zw` per
     /// channel and tap, used instead of the per-group GEMMs.
@@ -38,6 +40,7 @@ pub struct PackedConv {
 #[derive(Debug, Clone)]
 pub struct DwWeights {
     w: Vec<i32>,
+    zps: Vec<i32>,
     scales: Vec<f64>,
     per_channel: bool,
 }
@@ -53,9 +56,11 @@ impl PackedConv {
             let taps = kh * kw;
             let mut wd = Vec::with_capacity(o * taps);
             let mut scales = Vec::with_capacity(o);
+            let mut zps = Vec::with_capacity(o);
             for oc in 0..o {
                 let (s, z) = w.qparams().channel(oc);
                 scales.push(s);
+                zps.push(z as i32);
                 wd.extend(
                     raw[oc * taps..(oc + 1) * taps]
                         .iter()
@@ -64,9 +69,11 @@ impl PackedConv {
             }
             return PackedConv {
                 isa,
+                shape: [o, cg, kh, kw],
                 groups: Vec::new(),
                 dw: Some(DwWeights {
                     w: wd,
+                    zps,
                     scales,
                     per_channel,
                 }),
@@ -95,9 +102,61 @@ impl PackedConv {
             .collect();
         PackedConv {
             isa,
+            shape: [o, cg, kh, kw],
             groups,
             dw: None,
         }
+    }
+
+    /// The raw `[O, I/groups, kH, kW]` weight, read back from the panels.
+    fn unpack(&self) -> Vec<i8> {
+        let [o, cg, kh, kw] = self.shape;
+        if let Some(dw) = &self.dw {
+            let taps = kh * kw;
+            return dw
+                .w
+                .chunks_exact(taps)
+                .zip(&dw.zps)
+                .flat_map(|(t, &z)| t.iter().map(move |&v| (v + z) as i8))
+                .collect();
+        }
+        let og = o / self.groups.len();
+        let k = cg * kh * kw;
+        let mut raw = vec![0i8; o * k];
+        for (g, pb) in self.groups.iter().enumerate() {
+            let wr = pb.unpack();
+            for ol in 0..og {
+                let oc = g * og + ol;
+                for c in 0..cg {
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            raw[((oc * cg + c) * kh + ky) * kw + kx] =
+                                wr[ol * k + (ky * kw + kx) * cg + c];
+                        }
+                    }
+                }
+            }
+        }
+        raw
+    }
+}
+
+impl rquant_core::engine::Panels for PackedConv {
+    fn bytes(&self) -> usize {
+        self.groups.iter().map(PackedB::bytes).sum::<usize>()
+            + self
+                .dw
+                .as_ref()
+                .map_or(0, |d| d.w.len() * 4 + d.zps.len() * 12)
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl rquant_core::engine::Int8Panels for PackedConv {
+    fn unpack(&self) -> Vec<i8> {
+        PackedConv::unpack(self)
     }
 }
 

@@ -31,6 +31,15 @@ pub struct PackedFp16 {
     bias: Option<Vec<f32>>,
 }
 
+impl rquant_core::engine::Panels for PackedFp16 {
+    fn bytes(&self) -> usize {
+        self.w32.len() * 4 + self.panels.len() * 2 + self.bias.as_ref().map_or(0, |b| b.len() * 4)
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
 impl PackedFp16 {
     pub(crate) fn new(isa: Isa, w: &[f32], n: usize, k: usize, bias: Option<&[f32]>) -> Self {
         let h: Vec<half::f16> = w

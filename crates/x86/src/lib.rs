@@ -15,15 +15,14 @@
 #![cfg_attr(not(target_arch = "x86_64"), allow(unused, dead_code))]
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
-use rquant_core::engine::Payload;
-use rquant_core::numerics::{self, choose_qparams};
-use rquant_core::ops::{ConvGeometry, OutQ};
+use rquant_core::engine::{
+    Backend, Checked, ConvCall, DynamicCall, GemmBackend, Int8Panels, LinearCall, MemoryBackend,
+    MinMax, Panels,
+};
 use rquant_core::portable::{self, Code8};
 use rquant_core::{
-    Conv2dParams, PackedConv2d, PackedLinear, PackedLinearFp16, QDType, QTensor, QuantEngine,
-    Result, Tensor,
+    Conv2dParams, Engine, PackedLinear, PackedLinearFp16, QTensor, QuantError, Result, Tensor,
 };
 
 mod conv;
@@ -63,28 +62,45 @@ impl X86Engine {
         self.isa
     }
 
-    fn packed_b<'a>(&self, w: &'a PackedLinear) -> std::borrow::Cow<'a, PackedB> {
-        match w.payload::<PackedB>() {
-            Some(p) if p.isa == self.isa => std::borrow::Cow::Borrowed(p),
-            // Packed by this engine on another path (or not at all): repack.
-            _ => std::borrow::Cow::Owned(PackedB::from_linear(self.isa, w.weight())),
+    /// This engine's panels of `w`. The front end only lets weights packed
+    /// for this path through, so anything else is an internal error.
+    fn packed_b<'a>(&self, op: &'static str, w: &'a PackedLinear) -> Result<&'a PackedB> {
+        match w.panels::<PackedB>() {
+            Some(p) if p.isa == self.isa => Ok(p),
+            _ => Err(not_ours(op)),
         }
     }
 }
 
+/// The output stages here clamp at 255 and at either 0 or the output zero
+/// point (a fused ReLU; with a zero point of 0 the two are the same).
+fn relu_of(r: &rquant_core::output::Requant) -> Result<bool> {
+    if r.clamp.hi != 255 || (r.clamp.lo != 0 && r.clamp.lo as i32 != r.out_zp) {
+        return Err(QuantError::Unsupported {
+            op: "x86 output stage",
+            detail: format!("clamp {:?}", r.clamp),
+        });
+    }
+    Ok(r.clamp.lo != 0)
+}
+
+fn not_ours(op: &'static str) -> QuantError {
+    QuantError::invalid(op, "weights were not packed by this x86 path")
+}
+
 /// The x86 engine on the best path this CPU has (honouring `RQUANT_ISA`);
 /// None off x86_64 or without AVX2.
-pub fn engine() -> Option<Arc<dyn QuantEngine>> {
+pub fn engine() -> Option<Engine> {
     let e = X86Engine::resolved()?;
     if e.isa < Isa::Avx2 && rquant_core::registry::requested_isa().as_deref() != Some("scalar") {
         // Without AVX2 the engine has nothing over the reference.
         return None;
     }
-    Some(Arc::new(e))
+    Some(Engine::new(e))
 }
 
 /// The engine once per ISA path this CPU supports, the fastest first.
-pub fn all_paths() -> Vec<Arc<dyn QuantEngine>> {
+pub fn all_paths() -> Vec<Engine> {
     if !Isa::Avx2.detected() {
         return Vec::new();
     }
@@ -92,7 +108,7 @@ pub fn all_paths() -> Vec<Arc<dyn QuantEngine>> {
         .iter()
         .rev()
         .filter_map(|&i| X86Engine::new(i))
-        .map(|e| Arc::new(e) as Arc<dyn QuantEngine>)
+        .map(Engine::new)
         .collect()
 }
 
@@ -105,16 +121,6 @@ pub fn missing_paths() -> Vec<Isa> {
 fn max_u8(x: &[u8]) -> u8 {
     x.chunks(64)
         .fold(0u8, |m, c| m.max(c.iter().fold(0u8, |a, &b| a.max(b))))
-}
-
-fn min_max(isa: Isa, x: &[f32]) -> (f32, f32) {
-    #[cfg(target_arch = "x86_64")]
-    if isa >= Isa::Avx2 && !x.is_empty() {
-        // SAFETY: AVX2 detected (isa comes from an engine value); x non-empty.
-        return unsafe { kernels::output_avx2::min_max(x) };
-    }
-    let _ = isa;
-    numerics::find_min_max(x)
 }
 
 /// Quantize one row with the ISA's kernel; returns whether `src` holds a NaN.
@@ -158,7 +164,7 @@ const QUANTIZE_CHUNK: usize = 1 << 16;
 /// its output measured no clear gain.)
 const STREAM_BYTES: usize = 32 << 20;
 
-impl QuantEngine for X86Engine {
+impl Backend for X86Engine {
     fn name(&self) -> &'static str {
         "x86"
     }
@@ -171,86 +177,12 @@ impl QuantEngine for X86Engine {
     fn priority(&self) -> i32 {
         100
     }
+}
 
-    fn pack_linear_impl(&self, w: &QTensor<i8>, _bias: Option<&[f32]>) -> Result<Payload> {
-        Ok(Box::new(PackedB::from_linear(self.isa, w)))
-    }
-
-    fn linear_impl(
-        &self,
-        x: &QTensor<u8>,
-        m: usize,
-        w: &PackedLinear,
-        out: OutQ,
-        relu: bool,
-    ) -> Result<Vec<u8>> {
-        let pb = self.packed_b(w);
-        let (n, k) = (w.out_features(), w.in_features());
-        let (xs, xz) = x.q_per_tensor().expect("validated per-tensor");
-        let xd = x.int_repr();
-        let mut y = vec![0u8; m * n];
-        let layout = OutLayout {
-            base: 0,
-            ldm: n,
-            ldn: 1,
-        };
-        let epi = RequantOut::new(
-            self.isa,
-            &pb,
-            xs,
-            xz as i32,
-            w.bias(),
-            out.scale,
-            out.zero_point as i32,
-            relu,
-            &mut y,
-            layout,
-        );
-        let fill = |i: usize, dst: &mut [u8]| dst.copy_from_slice(&xd[i * k..(i + 1) * k]);
-        gemm::gemm(&pb, m, max_u8(xd), &fill, &epi);
-        Ok(y)
-    }
-
-    fn linear_dynamic_impl(
-        &self,
-        x: &[f32],
-        m: usize,
-        w: &PackedLinear,
-        reduce_range: bool,
-    ) -> Result<Vec<f32>> {
-        let pb = self.packed_b(w);
-        let (n, k) = (w.out_features(), w.in_features());
-        let (lo, hi) = min_max(self.isa, x);
-        let qp = choose_qparams(lo, hi, 0, 255, reduce_range);
-        let code = Code8::new(QDType::QUInt8, qp.scale, qp.zero_point).expect("8-bit");
-        let mut y = vec![0f32; m * n];
-        let layout = OutLayout {
-            base: 0,
-            ldm: n,
-            ldn: 1,
-        };
-        let epi = FloatOut::new(
-            self.isa,
-            &pb,
-            qp.scale,
-            qp.zero_point as i32,
-            w.bias(),
-            &mut y,
-            layout,
-        );
-        let isa = self.isa;
-        // The activation is quantized while it is packed.
-        // (No NaN here: linear_dynamic rejected it.)
-        let fill = |i: usize, dst: &mut [u8]| {
-            quantize8(isa, &x[i * k..(i + 1) * k], code, dst);
-        };
-        // Quantization is monotonic: the largest input gives the largest value.
-        let x_max = numerics::quantize_val::<u8>(code.inv, qp.zero_point, hi);
-        gemm::gemm(&pb, m, x_max, &fill, &epi);
-        Ok(y)
-    }
-
-    fn quantize8_impl(&self, src: &[f32], c: Code8, dst: &mut [u8]) -> bool {
+// Element-wise ops, pooling, cat and the lookup-table activations are the
+// trait's defaults (`rquant_core::portable`): memory-bound, plain loops.
+impl MemoryBackend for X86Engine {
+    fn quantize8(&self, src: &[f32], c: Code8, dst: &mut [u8], _: Checked) -> bool {
         let isa = self.isa;
         if src.len() < 4 * QUANTIZE_CHUNK {
             return quantize8(isa, src, c, dst);
@@ -270,7 +202,7 @@ impl QuantEngine for X86Engine {
         nan.into_inner()
     }
 
-    fn dequantize8_impl(&self, src: &[u8], c: Code8, dst: &mut [f32]) {
+    fn dequantize8(&self, src: &[u8], c: Code8, dst: &mut [f32], _: Checked) {
         let isa = self.isa;
         if src.len() < 4 * QUANTIZE_CHUNK {
             return dequantize8(isa, src, c, dst, false);
@@ -284,65 +216,131 @@ impl QuantEngine for X86Engine {
         );
     }
 
-    fn pack_linear_fp16_impl(&self, w: &Tensor, bias: Option<&[f32]>) -> Result<Payload> {
+    fn min_max(&self, x: &[f32], _: Checked) -> MinMax {
+        #[cfg(target_arch = "x86_64")]
+        if self.isa >= Isa::Avx2 && !x.is_empty() {
+            // SAFETY: AVX2 detected (isa comes from an engine value); x non-empty.
+            let (lo, hi, finite) = unsafe { kernels::output_avx2::min_max_finite(x) };
+            return MinMax { lo, hi, finite };
+        }
+        portable::min_max_finite(x)
+    }
+}
+
+impl GemmBackend for X86Engine {
+    fn pack_linear(&self, w: &QTensor<i8>, _: Checked) -> Result<Box<dyn Int8Panels>> {
+        Ok(Box::new(PackedB::from_linear(self.isa, w)))
+    }
+
+    fn linear(&self, c: &LinearCall<'_>) -> Result<Vec<u8>> {
+        let (x, m, w) = (c.x, c.m, c.w);
+        let pb = self.packed_b("linear", w)?;
+        let (n, k) = (w.out_features(), w.in_features());
+        let (xs, xz) = x.q_per_tensor().expect("validated per-tensor");
+        let xd = x.int_repr();
+        let mut y = vec![0u8; m * n];
+        let layout = OutLayout {
+            base: 0,
+            ldm: n,
+            ldn: 1,
+        };
+        let relu = relu_of(c.requant)?;
+        let epi = RequantOut::new(
+            self.isa,
+            pb,
+            xs,
+            xz as i32,
+            w.bias(),
+            c.out.scale,
+            c.out.zero_point as i32,
+            relu,
+            &mut y,
+            layout,
+        );
+        let fill = |i: usize, dst: &mut [u8]| dst.copy_from_slice(&xd[i * k..(i + 1) * k]);
+        gemm::gemm(pb, m, max_u8(xd), &fill, &epi);
+        Ok(y)
+    }
+
+    fn linear_dynamic(&self, c: &DynamicCall<'_>) -> Result<Vec<f32>> {
+        let (x, m, w) = (c.x, c.m, c.w);
+        let pb = self.packed_b("linear_dynamic", w)?;
+        let (n, k) = (w.out_features(), w.in_features());
+        let code = c.code;
+        let mut y = vec![0f32; m * n];
+        let layout = OutLayout {
+            base: 0,
+            ldm: n,
+            ldn: 1,
+        };
+        let epi = FloatOut::new(
+            self.isa,
+            pb,
+            code.scale as f64,
+            code.zp,
+            w.bias(),
+            &mut y,
+            layout,
+        );
+        let isa = self.isa;
+        // The activation is quantized while it is packed (no NaN here: the
+        // front end rejected it).
+        let fill = |i: usize, dst: &mut [u8]| {
+            quantize8(isa, &x[i * k..(i + 1) * k], code, dst);
+        };
+        gemm::gemm(pb, m, c.x_max, &fill, &epi);
+        Ok(y)
+    }
+
+    fn pack_linear_fp16(
+        &self,
+        w: &Tensor,
+        bias: Option<&[f32]>,
+        _: Checked,
+    ) -> Result<Box<dyn Panels>> {
         let (n, k) = (w.shape()[0], w.shape()[1]);
         Ok(Box::new(PackedFp16::new(self.isa, w.data(), n, k, bias)))
     }
 
-    fn linear_dynamic_fp16_impl(
+    fn linear_dynamic_fp16(
         &self,
         x: &[f32],
         m: usize,
         w: &PackedLinearFp16,
+        _: Checked,
     ) -> Result<Vec<f32>> {
-        let (n, k) = (w.out_features(), w.in_features());
-        let repacked;
-        let p = match w.payload::<PackedFp16>() {
+        let p = match w.panels::<PackedFp16>() {
             Some(p) if p.isa == self.isa => p,
-            _ => {
-                repacked = PackedFp16::new(self.isa, w.weight().data(), n, k, w.bias());
-                &repacked
-            }
+            _ => return Err(not_ours("linear_dynamic_fp16")),
         };
         Ok(fp16::linear_fp16(p, x, m, w.bias()))
     }
 
-    fn pack_conv2d_impl(
+    fn pack_conv2d(
         &self,
         w: &QTensor<i8>,
-        _bias: Option<&[f32]>,
         params: Conv2dParams,
-    ) -> Result<Payload> {
+        _: Checked,
+    ) -> Result<Box<dyn Int8Panels>> {
         Ok(Box::new(PackedConv::new(self.isa, w, params)))
     }
 
-    fn conv2d_impl(
-        &self,
-        x: &QTensor<u8>,
-        g: &ConvGeometry,
-        w: &PackedConv2d,
-        out: OutQ,
-        relu: bool,
-    ) -> Result<Vec<u8>> {
-        let repacked;
-        let p = match w.payload::<PackedConv>() {
+    fn conv2d(&self, c: &ConvCall<'_>) -> Result<Vec<u8>> {
+        let w = c.w;
+        let p = match w.panels::<PackedConv>() {
             Some(p) if p.isa == self.isa => p,
-            _ => {
-                repacked = PackedConv::new(self.isa, w.weight(), w.params());
-                &repacked
-            }
+            _ => return Err(not_ours("conv2d")),
         };
+        let relu = relu_of(c.requant)?;
         Ok(conv::conv2d(
             self.isa,
-            x,
-            g,
+            c.x,
+            c.g,
             p,
             w.bias(),
-            out.scale,
-            out.zero_point as i32,
+            c.out.scale,
+            c.out.zero_point as i32,
             relu,
         ))
     }
-    // Element-wise ops, pooling, cat and the lookup-table activations are the
-    // trait's defaults (`rquant_core::portable`): memory-bound, plain loops.
 }

@@ -245,6 +245,32 @@ impl PackedB {
         b
     }
 
+    /// The raw `[n, k]` int8 weight, read back from the panels.
+    pub(crate) fn unpack(&self) -> Vec<i8> {
+        let t = self.tile;
+        let pb = t.b_panel_bytes(self.k);
+        let mut w = vec![0i8; self.n * self.k];
+        for (col, row) in w.chunks_exact_mut(self.k.max(1)).enumerate() {
+            let panel = &self.data[(col / t.nr) * pb..][..pb];
+            let c = col % t.nr;
+            for (kk, v) in row.iter_mut().enumerate() {
+                let (u, j) = (kk / t.kr, kk % t.kr);
+                let unit = &panel[(u * t.nr + c) * 4..][..4];
+                *v = if t.kr == 4 {
+                    unit[j] as i8
+                } else {
+                    i16::from_le_bytes([unit[2 * j], unit[2 * j + 1]]) as i8
+                };
+            }
+        }
+        w
+    }
+
+    /// Bytes held by the panels and per-column data.
+    pub(crate) fn bytes(&self) -> usize {
+        self.data.len() + self.narrow.as_ref().map_or(0, |nw| nw.data.len()) + self.n * (4 + 4 + 8)
+    }
+
     /// Micro-panel `j` (columns `j*NR ..`).
     #[inline]
     pub(crate) fn panel(&self, j: usize) -> &[u8] {
@@ -314,6 +340,21 @@ fn row_sum_simd(x: &[u8]) -> (u64, usize) {
         let mut lanes = [0u64; 2];
         _mm_storeu_si128(lanes.as_mut_ptr() as *mut __m128i, acc);
         (lanes[0] + lanes[1], chunks * 16)
+    }
+}
+
+impl rquant_core::engine::Panels for PackedB {
+    fn bytes(&self) -> usize {
+        PackedB::bytes(self)
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl rquant_core::engine::Int8Panels for PackedB {
+    fn unpack(&self) -> Vec<i8> {
+        PackedB::unpack(self)
     }
 }
 

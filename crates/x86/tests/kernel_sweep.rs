@@ -1,12 +1,10 @@
 //! The shared GEMM tester on every ISA path this CPU has: bit equality with
 //! the reference engine. Paths the CPU lacks are reported, never skipped silently.
 
-use std::sync::Arc;
-
-use rquant_core::QuantEngine;
+use rquant_core::Engine;
 use rquant_testkit as tk;
 
-fn paths() -> Vec<Arc<dyn QuantEngine>> {
+fn paths() -> Vec<Engine> {
     for isa in rquant_x86::missing_paths() {
         eprintln!("x86 path {} not available on this CPU: skipped", isa.name());
     }
@@ -80,17 +78,17 @@ fn same_bits_for_every_thread_count() {
                 .n(300)
                 .k(301)
                 .per_channel(true)
-                .test_linear(e.as_ref(), r.as_ref());
+                .test_linear(&e, &r);
             tk::GemmTester::new()
                 .m(67)
                 .n(400)
                 .k(330)
-                .test_linear_dynamic(e.as_ref(), r.as_ref(), -1.0, 2.0, false);
+                .test_linear_dynamic(&e, &r, -1.0, 2.0, false);
             tk::GemmTester::new()
                 .m(20)
                 .n(70)
                 .k(50)
-                .test_linear_fp16(e.as_ref(), r.as_ref(), 1.0);
+                .test_linear_fp16(&e, &r, 1.0);
             let p = |g: usize| rquant_core::Conv2dParams {
                 stride: [1, 1],
                 padding: [1, 1],
@@ -99,8 +97,8 @@ fn same_bits_for_every_thread_count() {
             };
             tk::ConvTester::new(16, 40, [13, 11], [3, 3], p(1))
                 .batch(2)
-                .test(e.as_ref(), r.as_ref());
-            tk::ConvTester::new(24, 24, [17, 19], [3, 3], p(24)).test(e.as_ref(), r.as_ref());
+                .test(&e, &r);
+            tk::ConvTester::new(24, 24, [17, 19], [3, 3], p(24)).test(&e, &r);
         }
         rquant_core::registry::set_num_threads(0);
     }
@@ -111,7 +109,6 @@ fn weights_packed_on_one_path_run_on_another() {
     let r = tk::reference();
     let all = paths();
     if let (Some(a), Some(b)) = (all.first(), all.last()) {
-        // Pack with one path, run with the other: the engine repacks.
         let w = rquant_core::QTensor::<i8>::from_int_repr(
             vec![5, 9],
             (0..45).map(|i| (i * 37 % 256 - 128) as i8).collect(),
@@ -126,9 +123,70 @@ fn weights_packed_on_one_path_run_on_another() {
         .unwrap();
         let pa = a.pack_linear(w.clone(), None).unwrap();
         let pr = r.pack_linear(w, None).unwrap();
-        let yb = b.linear(&x, &pa, 0.5, 10, false).unwrap();
         let yr = r.linear(&x, &pr, 0.5, 10, false).unwrap();
+        if a != b {
+            // Another path's panels are refused, naming both paths, never
+            // silently repacked ...
+            let err = b.linear(&x, &pa, 0.5, 10, false).unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                matches!(err, rquant_core::QuantError::WrongEngine { .. }),
+                "{msg}"
+            );
+            assert!(
+                msg.contains(&a.path().to_string()) && msg.contains(&b.path().to_string()),
+                "{msg}"
+            );
+        }
+        // ... and moved visibly, with the same bits.
+        let pb = b.repack_linear(&pa).unwrap();
+        assert_eq!(pb.packed_for(), b.path());
+        let yb = b.linear(&x, &pb, 0.5, 10, false).unwrap();
         assert_eq!(yb.int_repr(), yr.int_repr());
+    }
+}
+
+/// Every path gives back the exact int8 weight from its own panels (no
+/// second copy is kept): linear, grouped and depthwise conv, K and N tails.
+#[test]
+fn weights_unpack_from_every_paths_panels() {
+    use rquant_core::{Conv2dParams, QParams, QTensor};
+    let mut engines = paths();
+    engines.push(tk::reference());
+    for e in engines {
+        for (n, k) in [(1, 1), (5, 9), (33, 70), (40, 3)] {
+            let w = QTensor::<i8>::from_int_repr(
+                vec![n, k],
+                (0..n * k).map(|i| (i * 37 % 256) as u8 as i8).collect(),
+                QParams::PerChannel {
+                    scales: vec![0.1; n],
+                    zero_points: (0..n as i64).map(|c| c % 5 - 2).collect(),
+                    axis: 0,
+                },
+            )
+            .unwrap();
+            let p = e.pack_linear(w.clone(), None).unwrap();
+            assert_eq!(p.weight(), w, "{e:?} linear {n}x{k}");
+        }
+        for (o, cg, groups, ks) in [(8, 3, 1, 3), (6, 2, 3, 3), (12, 1, 12, 5), (4, 5, 1, 1)] {
+            let len = o * cg * ks * ks;
+            let w = QTensor::<i8>::from_int_repr(
+                vec![o, cg, ks, ks],
+                (0..len).map(|i| (i * 53 % 256) as u8 as i8).collect(),
+                QParams::PerChannel {
+                    scales: vec![0.05; o],
+                    zero_points: (0..o as i64).map(|c| c % 3 - 1).collect(),
+                    axis: 0,
+                },
+            )
+            .unwrap();
+            let params = Conv2dParams {
+                groups,
+                ..Conv2dParams::default()
+            };
+            let p = e.pack_conv2d(w.clone(), None, params).unwrap();
+            assert_eq!(p.weight(), w, "{e:?} conv {o}x{cg}x{ks}x{ks} g{groups}");
+        }
     }
 }
 

@@ -21,7 +21,7 @@ fn every_path_small_cases() {
     let names: Vec<&str> = paths.iter().map(|e| e.isa()).collect();
     eprintln!("x86 paths checked: {names:?}");
     for e in paths {
-        let e = e.as_ref();
+        let e = &e;
         for &(m, k, n) in &[(1, 5, 3), (3, 37, 17), (7, 70, 33)] {
             let t = GemmTester::new()
                 .m(m)
@@ -29,11 +29,11 @@ fn every_path_small_cases() {
                 .n(n)
                 .per_channel(m % 2 == 1)
                 .x_zp(131);
-            t.test_linear(e, r.as_ref());
-            t.test_linear_dynamic(e, r.as_ref(), -3.0, 5.0, false);
+            t.test_linear(e, &r);
+            t.test_linear_dynamic(e, &r, -3.0, 5.0, false);
             // Miri does not implement the F16C conversions (vcvtps2ph).
             if !cfg!(miri) {
-                t.test_linear_fp16(e, r.as_ref(), 4.0);
+                t.test_linear_fp16(e, &r, 4.0);
             }
         }
         for groups in [1, 4] {
@@ -42,7 +42,7 @@ fn every_path_small_cases() {
                 groups,
                 ..Default::default()
             };
-            ConvTester::new(4, 8, [5, 6], [3, 3], p).test(e, r.as_ref());
+            ConvTester::new(4, 8, [5, 6], [3, 3], p).test(e, &r);
         }
         quantize_small(e);
     }
@@ -50,8 +50,7 @@ fn every_path_small_cases() {
 
 /// quantize / dequantize into buffers on lengths around the vector blocks,
 /// against the scalar definitions.
-fn quantize_small(e: &dyn rquant_core::QuantEngine) {
-    use rquant_core::engine::QuantizeInto;
+fn quantize_small(e: &rquant_core::Engine) {
     use rquant_core::numerics::{dequantize_val, inv_scale, quantize_val};
     use rquant_core::{QParams, QTensor};
     let (scale, zp) = (0.05, 3);

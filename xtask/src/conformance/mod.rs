@@ -7,9 +7,8 @@ pub mod ops;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use rquant_core::QuantEngine;
+use rquant_core::Engine;
 
 use case::{Case, Data, Tensor};
 
@@ -109,7 +108,7 @@ pub fn case_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// Engines to test: every one this machine supports, or the one named.
-pub fn select_engines(name: Option<&str>) -> Result<Vec<Arc<dyn QuantEngine>>, String> {
+pub fn select_engines(name: Option<&str>) -> Result<Vec<Engine>, String> {
     let all = rquant_nn::engines::all_paths();
     match name {
         None => Ok(all),
@@ -134,7 +133,7 @@ pub fn select_engines(name: Option<&str>) -> Result<Vec<Arc<dyn QuantEngine>>, S
     }
 }
 
-fn label(e: &dyn QuantEngine) -> String {
+fn label(e: &Engine) -> String {
     format!("{}/{}", e.name(), e.isa())
 }
 
@@ -238,7 +237,7 @@ fn compare_data(
     }
 }
 
-fn run_one(case: &Case, engine: &dyn QuantEngine) -> Result<(), String> {
+fn run_one(case: &Case, engine: &Engine) -> Result<(), String> {
     let got = ops::run(case, engine).map_err(|e| e.msg)?;
     let unused = case.unused_attrs();
     if !unused.is_empty() {
@@ -248,7 +247,7 @@ fn run_one(case: &Case, engine: &dyn QuantEngine) -> Result<(), String> {
 }
 
 /// Run every case under `dir` on `engines`.
-pub fn run_dir(dir: &Path, engines: &[Arc<dyn QuantEngine>]) -> Result<Report, String> {
+pub fn run_dir(dir: &Path, engines: &[Engine]) -> Result<Report, String> {
     let files =
         case_files(dir).map_err(|e| format!("{}: cannot list cases: {e}", dir.display()))?;
     if files.is_empty() {
@@ -274,12 +273,12 @@ pub fn run_dir(dir: &Path, engines: &[Arc<dyn QuantEngine>]) -> Result<Report, S
             continue;
         }
         if ops::CORE_OPS.contains(&case.op.as_str()) {
-            let r = run_one(&case, engines[0].as_ref());
+            let r = run_one(&case, &engines[0]);
             report.record(&case.op, "core", r, &file);
         } else {
             for e in engines {
-                let r = run_one(&case, e.as_ref());
-                report.record(&case.op, &label(e.as_ref()), r, &file);
+                let r = run_one(&case, e);
+                report.record(&case.op, &label(e), r, &file);
             }
         }
     }

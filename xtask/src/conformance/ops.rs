@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use rquant_core::numerics::{choose_qparams, find_min_max};
 use rquant_core::{
     dequantize, fake_quantize_per_channel, fake_quantize_per_tensor, quantize_per_channel,
-    quantize_per_tensor, AvgPool2dParams, Conv2dParams, MaxPool2dParams, QDType, QParams, QTensor,
-    QType, QuantEngine, Tensor as FTensor,
+    quantize_per_tensor, AvgPool2dParams, Conv2dParams, Engine, MaxPool2dParams, QDType, QParams,
+    QTensor, QType, Tensor as FTensor,
 };
 
 use super::case::{Case, CaseError, Data, Tensor};
@@ -163,7 +163,7 @@ fn u8_out(q: QTensor<u8>) -> Outputs {
 }
 
 /// Run `c` on `engine` (ignored for core ops) and return its outputs.
-pub fn run(c: &Case, engine: &dyn QuantEngine) -> Result<Outputs, CaseError> {
+pub fn run(c: &Case, engine: &Engine) -> Result<Outputs, CaseError> {
     let e = |r: rquant_core::QuantError| c.err(r.to_string());
     Ok(match c.op.as_str() {
         "quantize_per_tensor" => {

@@ -175,23 +175,30 @@ pub(crate) unsafe fn float_row(
     }
 }
 
-/// Min and max of a non-empty slice without NaN (may differ from a scalar
-/// scan only in the sign of a zero, which no qparam choice can see).
+/// Min, max and finiteness of a non-empty slice in one pass (dynamic
+/// linear's input scan). Min and max may differ from a scalar scan only in
+/// the sign of a zero, which no qparam choice can see, and are meaningful
+/// only when the slice is finite: `v·0` is NaN exactly for an infinite or NaN
+/// `v`, so one running sum of those tells finiteness (min/max alone can drop
+/// a NaN, depending on operand order).
 ///
 /// # Safety
 /// AVX must be available; `x` is non-empty.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-pub(crate) unsafe fn min_max(x: &[f32]) -> (f32, f32) {
+pub(crate) unsafe fn min_max_finite(x: &[f32]) -> (f32, f32, bool) {
     let n = x.len();
     let mut lo = [_mm256_set1_ps(x[0]); 4];
     let mut hi = lo;
+    let mut bad = [_mm256_setzero_ps(); 4];
+    let zero = _mm256_setzero_ps();
     let mut j = 0;
     while j + 32 <= n {
         for u in 0..4 {
             let v = _mm256_loadu_ps(x.as_ptr().add(j + 8 * u));
             lo[u] = _mm256_min_ps(lo[u], v);
             hi[u] = _mm256_max_ps(hi[u], v);
+            bad[u] = _mm256_add_ps(bad[u], _mm256_mul_ps(v, zero));
         }
         j += 32;
     }
@@ -199,21 +206,27 @@ pub(crate) unsafe fn min_max(x: &[f32]) -> (f32, f32) {
         let v = _mm256_loadu_ps(x.as_ptr().add(j));
         lo[0] = _mm256_min_ps(lo[0], v);
         hi[0] = _mm256_max_ps(hi[0], v);
+        bad[0] = _mm256_add_ps(bad[0], _mm256_mul_ps(v, zero));
         j += 8;
     }
     let lo = _mm256_min_ps(_mm256_min_ps(lo[0], lo[1]), _mm256_min_ps(lo[2], lo[3]));
     let hi = _mm256_max_ps(_mm256_max_ps(hi[0], hi[1]), _mm256_max_ps(hi[2], hi[3]));
+    let bad = _mm256_add_ps(_mm256_add_ps(bad[0], bad[1]), _mm256_add_ps(bad[2], bad[3]));
     let mut l = [0f32; 8];
     let mut h = [0f32; 8];
+    let mut b = [0f32; 8];
     _mm256_storeu_ps(l.as_mut_ptr(), lo);
     _mm256_storeu_ps(h.as_mut_ptr(), hi);
+    _mm256_storeu_ps(b.as_mut_ptr(), bad);
     let mut mn = l.iter().copied().fold(x[0], f32::min);
     let mut mx = h.iter().copied().fold(x[0], f32::max);
+    let mut sum = b.iter().sum::<f32>();
     for &v in &x[j..] {
         mn = mn.min(v);
         mx = mx.max(v);
+        sum += v * 0.0;
     }
-    (mn, mx)
+    (mn, mx, sum == 0.0)
 }
 
 /// [`requant_row`] over `mrows` rows of a tile (`acc` rows `nr` apart, output

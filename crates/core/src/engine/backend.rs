@@ -1,0 +1,215 @@
+//! The backend traits engines implement, split by op family. They are for
+//! engine crates, not for users: every method takes a [`Checked`] token or a
+//! call value carrying one, which only the front end ([`super::Engine`]) can
+//! make after validating, so a backend can assume its input is valid and no
+//! caller can skip the validation.
+//!
+//! - [`GemmBackend`]: pack and run linear, dynamic linear, fp16 linear, conv.
+//! - [`MemoryBackend`]: the memory-bound ops, each defaulting to the plain
+//!   loops of [`crate::portable`] (the oracle); an engine overrides what it
+//!   vectorises.
+//! - [`Backend`]: identity and capabilities.
+
+use crate::error::Result;
+use crate::ops::{AvgPool2dParams, BinaryOp, ConvGeometry, MaxPool2dParams, OutQ, PoolGeometry};
+use crate::output::{Dequant, Requant};
+use crate::portable::{self, Code8};
+use crate::tensor::{QTensor, Tensor};
+use crate::Conv2dParams;
+
+use super::packed::{Int8Panels, PackedConv2d, PackedLinear, PackedLinearFp16, Panels};
+
+/// Proof that the front end validated the call. Only `rquant_core` makes one.
+#[derive(Debug, Clone, Copy)]
+pub struct Checked(());
+
+impl Checked {
+    pub(crate) fn new() -> Self {
+        Checked(())
+    }
+}
+
+/// Static linear: `x` is `[m, K]` quint8 per-tensor (any leading shape,
+/// `m` rows); the result is `[m, N]` quint8, every element through `requant`.
+#[derive(Debug)]
+pub struct LinearCall<'a> {
+    pub x: &'a QTensor<u8>,
+    pub m: usize,
+    pub w: &'a PackedLinear,
+    /// The output qparams `requant` was computed for.
+    pub out: OutQ,
+    pub requant: &'a Requant,
+    pub checked: Checked,
+}
+
+/// Dynamic linear: `x` is `[m, K]` finite f32, quantized with `code` while
+/// it is packed (its largest code is `x_max`); the result is `[m, N]` f32
+/// through `dequant` and the weight's bias.
+#[derive(Debug)]
+pub struct DynamicCall<'a> {
+    pub x: &'a [f32],
+    pub m: usize,
+    pub w: &'a PackedLinear,
+    pub code: Code8,
+    pub x_max: u8,
+    pub dequant: &'a Dequant,
+    pub checked: Checked,
+}
+
+/// Static conv2d: `x` quint8 NCHW per-tensor with geometry `g`; the result
+/// is quint8 NCHW `[n, o, oh, ow]` through `requant`.
+#[derive(Debug)]
+pub struct ConvCall<'a> {
+    pub x: &'a QTensor<u8>,
+    pub g: &'a ConvGeometry,
+    pub w: &'a PackedConv2d,
+    /// The output qparams `requant` was computed for.
+    pub out: OutQ,
+    pub requant: &'a Requant,
+    pub checked: Checked,
+}
+
+/// Min, max and finiteness of a float slice, in one pass.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MinMax {
+    /// Smallest and largest values (0, 0 for an empty slice); meaningful
+    /// only when `finite`.
+    pub lo: f32,
+    pub hi: f32,
+    /// No NaN and no infinity.
+    pub finite: bool,
+}
+
+/// The GEMM-like ops: packing and running linear and conv.
+pub trait GemmBackend {
+    /// Pack a validated `[N, K]` qint8 weight (per-tensor or per-channel on axis 0).
+    fn pack_linear(&self, w: &QTensor<i8>, c: Checked) -> Result<Box<dyn Int8Panels>>;
+    fn linear(&self, call: &LinearCall<'_>) -> Result<Vec<u8>>;
+    fn linear_dynamic(&self, call: &DynamicCall<'_>) -> Result<Vec<f32>>;
+    /// Pack a validated f32 `[N, K]` weight as fp16 (clamped to ±65504, then
+    /// rounded), with its bias (which a backend may lay out with the panels).
+    fn pack_linear_fp16(
+        &self,
+        w: &Tensor,
+        bias: Option<&[f32]>,
+        c: Checked,
+    ) -> Result<Box<dyn Panels>>;
+    /// Dynamic linear with fp16 weights: `x` is `[m, K]` f32.
+    fn linear_dynamic_fp16(
+        &self,
+        x: &[f32],
+        m: usize,
+        w: &PackedLinearFp16,
+        c: Checked,
+    ) -> Result<Vec<f32>>;
+    /// Pack a validated `[O, I/groups, kH, kW]` conv weight.
+    fn pack_conv2d(
+        &self,
+        w: &QTensor<i8>,
+        params: Conv2dParams,
+        c: Checked,
+    ) -> Result<Box<dyn Int8Panels>>;
+    fn conv2d(&self, call: &ConvCall<'_>) -> Result<Vec<u8>>;
+}
+
+/// The memory-bound ops, on validated per-tensor quint8 tensors. Each
+/// default is the portable oracle.
+pub trait MemoryBackend {
+    /// `a` and `b` have the same shape.
+    fn binary(
+        &self,
+        op: BinaryOp,
+        a: &QTensor<u8>,
+        b: &QTensor<u8>,
+        out: OutQ,
+        _: Checked,
+    ) -> Result<Vec<u8>> {
+        portable::binary(op, a, b, out)
+    }
+    /// Concatenation of `[outer, d_i, inner]` blocks along the middle axis.
+    fn cat(
+        &self,
+        xs: &[&QTensor<u8>],
+        outer: usize,
+        inner: usize,
+        out: OutQ,
+        _: Checked,
+    ) -> Result<Vec<u8>> {
+        portable::cat(xs, outer, inner, out)
+    }
+    fn relu(&self, x: &QTensor<u8>, _: Checked) -> Result<Vec<u8>> {
+        portable::relu(x)
+    }
+    fn max_pool2d(
+        &self,
+        x: &QTensor<u8>,
+        g: &PoolGeometry,
+        p: &MaxPool2dParams,
+        _: Checked,
+    ) -> Result<Vec<u8>> {
+        portable::max_pool2d(x, g, p)
+    }
+    fn avg_pool2d(
+        &self,
+        x: &QTensor<u8>,
+        g: &PoolGeometry,
+        p: &AvgPool2dParams,
+        _: Checked,
+    ) -> Result<Vec<u8>> {
+        portable::avg_pool2d(x, g, p)
+    }
+    fn adaptive_avg_pool2d(
+        &self,
+        x: &QTensor<u8>,
+        g: &PoolGeometry,
+        _: Checked,
+    ) -> Result<Vec<u8>> {
+        portable::adaptive_avg_pool2d(x, g)
+    }
+    fn hardswish(&self, x: &QTensor<u8>, out: OutQ, _: Checked) -> Result<Vec<u8>> {
+        portable::hardswish(x, out)
+    }
+    fn sigmoid(&self, x: &QTensor<u8>, out: OutQ, _: Checked) -> Result<Vec<u8>> {
+        portable::sigmoid(x, out)
+    }
+    /// Quantize `src` into `dst` (equal lengths); returns whether `src` holds a NaN.
+    fn quantize8(&self, src: &[f32], c: Code8, dst: &mut [u8], _: Checked) -> bool {
+        portable::quantize8(src, c, dst)
+    }
+    /// Dequantize `src` into `dst` (equal lengths).
+    fn dequantize8(&self, src: &[u8], c: Code8, dst: &mut [f32], _: Checked) {
+        portable::dequantize8(src, c, dst)
+    }
+    /// Min, max and finiteness of `x` in one pass (dynamic linear's input scan).
+    fn min_max(&self, x: &[f32], _: Checked) -> MinMax {
+        portable::min_max_finite(x)
+    }
+}
+
+/// An engine backend: identity, capabilities and both op families.
+pub trait Backend: GemmBackend + MemoryBackend + Send + Sync + 'static {
+    /// The engine's name, as `torch.backends.quantized.engine` ("reference", "x86", "qnnpack").
+    fn name(&self) -> &'static str;
+    /// Other names accepted by `set_engine` (e.g. "fbgemm" for "x86").
+    fn aliases(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// The ISA path this backend resolved at construction (e.g. "avx2", "scalar").
+    fn isa(&self) -> &'static str;
+    /// Higher wins when the registry picks a default.
+    fn priority(&self) -> i32 {
+        0
+    }
+    /// Int8 products are accumulated in int32 without any intermediate
+    /// saturation, for every input (fbgemm's and ONNX Runtime's AVX2
+    /// `vpmaddubsw` paths are not). Every rquant backend says yes.
+    fn accumulates_exactly(&self) -> bool {
+        true
+    }
+    /// Whether PyTorch's dynamic quantized Linear/RNN modules halve the
+    /// activation range (`reduce_range`) under this engine: yes under
+    /// x86/fbgemm, no under qnnpack.
+    fn dynamic_reduce_range(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,651 @@
+//! The engine front end: [`Engine`], a cheap handle over one backend on one
+//! ISA path. Its methods are the public API of every int8 op. Each validates
+//! its arguments (so every engine rejects bad input with the same error),
+//! computes what docs/numerics.md derives from them (output geometry, the
+//! output stage, dynamic qparams), and only then calls the backend through
+//! the traits of [`backend`], whose calls carry a [`Checked`] token nobody
+//! else can make. Nothing here can be overridden by an engine.
+//!
+//! Packed weights record the path they were packed for; running them on
+//! another path is an error naming both, and [`Engine::repack_linear`] (and
+//! friends) moves them visibly.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::dtype::{QDType, QType};
+use crate::error::{QuantError, Result};
+use crate::numerics::{self, choose_qparams};
+use crate::ops::*;
+use crate::output::Clamp;
+use crate::portable::Code8;
+use crate::tensor::{check_scale, check_zero_point, QParams, QTensor, Tensor};
+
+pub mod backend;
+mod checks;
+mod packed;
+
+pub use backend::{
+    Backend, Checked, ConvCall, DynamicCall, GemmBackend, LinearCall, MemoryBackend, MinMax,
+};
+pub use packed::{Int8Panels, PackedConv2d, PackedLinear, PackedLinearFp16, Panels, PathId};
+
+use checks::*;
+use packed::Int8Meta;
+
+/// An int8 engine on one ISA path (`x86` on `avx512vnni`, `reference`, …).
+/// Clone it freely: it is a reference-counted handle.
+#[derive(Clone)]
+pub struct Engine {
+    b: Arc<dyn Backend>,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Engine({})", self.path())
+    }
+}
+
+impl PartialEq for Engine {
+    /// Two handles are equal when they run the same path.
+    fn eq(&self, other: &Self) -> bool {
+        self.path() == other.path()
+    }
+}
+
+fn ensure_packed_for(op: &'static str, packed_for: PathId, e: &Engine) -> Result<()> {
+    if packed_for != e.path() {
+        return Err(QuantError::WrongEngine {
+            op,
+            packed_for: packed_for.to_string(),
+            engine: e.path().to_string(),
+        });
+    }
+    Ok(())
+}
+
+fn out_q(op: &'static str, scale: f64, zero_point: i64) -> Result<OutQ> {
+    let out = OutQ { scale, zero_point };
+    check_out(op, out)?;
+    Ok(out)
+}
+
+impl Engine {
+    /// The handle of a backend (engine crates call this once per path).
+    pub fn new(backend: impl Backend) -> Engine {
+        Engine {
+            b: Arc::new(backend),
+        }
+    }
+
+    /// The engine's name, as `torch.backends.quantized.engine` ("reference", "x86", "qnnpack").
+    pub fn name(&self) -> &'static str {
+        self.b.name()
+    }
+    /// Other names `set_engine` accepts (e.g. "fbgemm" for "x86").
+    pub fn aliases(&self) -> &'static [&'static str] {
+        self.b.aliases()
+    }
+    /// The ISA path the engine resolved (e.g. "avx2", "scalar").
+    pub fn isa(&self) -> &'static str {
+        self.b.isa()
+    }
+    /// Engine and ISA path together.
+    pub fn path(&self) -> PathId {
+        PathId {
+            engine: self.b.name(),
+            isa: self.b.isa(),
+        }
+    }
+    /// Higher wins when the registry picks a default.
+    pub fn priority(&self) -> i32 {
+        self.b.priority()
+    }
+    /// Int8 products accumulate exactly in int32 for every input.
+    pub fn accumulates_exactly(&self) -> bool {
+        self.b.accumulates_exactly()
+    }
+    /// Whether dynamic quantized Linear/RNN modules use `reduce_range` under
+    /// this engine (PyTorch: yes under x86/fbgemm, no under qnnpack).
+    pub fn dynamic_reduce_range(&self) -> bool {
+        self.b.dynamic_reduce_range()
+    }
+
+    // ---- GEMM-like ops ----
+
+    /// Prepack a quantized linear weight `[N, K]` (qint8, per-tensor or
+    /// per-channel along axis 0) with an optional f32 bias `[N]`.
+    pub fn pack_linear(&self, w: QTensor<i8>, bias: Option<Vec<f32>>) -> Result<PackedLinear> {
+        const OP: &str = "pack_linear";
+        if w.ndim() != 2 {
+            return Err(QuantError::InvalidShape {
+                op: OP,
+                shape: w.shape().to_vec(),
+                detail: "linear weight must be [out_features, in_features]".into(),
+            });
+        }
+        check_nonempty(OP, w.shape())?;
+        check_weight_qparams(OP, &w)?;
+        check_bias(OP, bias.as_deref(), w.shape()[0])?;
+        let panels = self.b.pack_linear(&w, Checked::new())?;
+        Ok(PackedLinear {
+            meta: Int8Meta::new(&w, bias, self.path(), panels),
+        })
+    }
+
+    /// The same weights packed for this engine's path (unpacked from the
+    /// panels of whichever path packed them).
+    pub fn repack_linear(&self, w: &PackedLinear) -> Result<PackedLinear> {
+        self.pack_linear(w.weight(), w.bias().map(<[f32]>::to_vec))
+    }
+
+    /// Static quantized linear (`torch.ops.quantized.linear`): quint8 `[..., K]`
+    /// in, quint8 `[..., N]` out with the given output qparams; `relu` fuses
+    /// `LinearReLU`.
+    pub fn linear(
+        &self,
+        x: &QTensor<u8>,
+        w: &PackedLinear,
+        out_scale: f64,
+        out_zero_point: i64,
+        relu: bool,
+    ) -> Result<QTensor<u8>> {
+        const OP: &str = "linear";
+        ensure_packed_for(OP, w.packed_for(), self)?;
+        let xq = per_tensor_q(OP, x)?;
+        let out = out_q(OP, out_scale, out_zero_point)?;
+        let m = rows_for_k(OP, x.shape(), w.in_features())?;
+        check_nonempty(OP, x.shape())?;
+        let requant = w.meta.requant(
+            xq,
+            (out_scale, out_zero_point),
+            Clamp::relu(out_zero_point, relu),
+        );
+        let data = self.b.linear(&LinearCall {
+            x,
+            m,
+            w,
+            out,
+            requant: &requant,
+            checked: Checked::new(),
+        })?;
+        let mut shape = x.shape().to_vec();
+        *shape.last_mut().expect("validated") = w.out_features();
+        Ok(QTensor::new_per_tensor_unchecked(
+            shape,
+            data,
+            out_scale,
+            out_zero_point,
+        ))
+    }
+
+    /// Dynamic quantized linear (`torch.ops.quantized.linear_dynamic`): f32 in
+    /// and out; the activation is quantized per call with the qparams PyTorch's
+    /// C++ chooser picks (`reduce_range` halves the activation range).
+    pub fn linear_dynamic(
+        &self,
+        x: &Tensor,
+        w: &PackedLinear,
+        reduce_range: bool,
+    ) -> Result<Tensor> {
+        const OP: &str = "linear_dynamic";
+        ensure_packed_for(OP, w.packed_for(), self)?;
+        let m = rows_for_k(OP, x.shape(), w.in_features())?;
+        check_nonempty(OP, x.shape())?;
+        // One pass over the input: range and finiteness together; the
+        // offending index is searched for only on failure.
+        let mm = self.b.min_max(x.data(), Checked::new());
+        if !mm.finite {
+            if let Some(index) = x.data().iter().position(|v| v.is_nan()) {
+                return Err(QuantError::NaN { op: OP, index });
+            }
+            let i = x.data().iter().position(|v| v.is_infinite()).unwrap_or(0);
+            return Err(QuantError::invalid(
+                OP,
+                format!("input[{i}] is infinite: no finite qparams cover it"),
+            ));
+        }
+        let qp = choose_qparams(mm.lo, mm.hi, 0, 255, reduce_range);
+        let code = Code8::new(QDType::QUInt8, qp.scale, qp.zero_point).expect("8-bit");
+        // Quantization is monotonic: the largest input gives the largest code.
+        let x_max = numerics::quantize_val::<u8>(code.inv, qp.zero_point, mm.hi);
+        let dequant = w.meta.dequant(qp.scale, qp.zero_point);
+        let data = self.b.linear_dynamic(&DynamicCall {
+            x: x.data(),
+            m,
+            w,
+            code,
+            x_max,
+            dequant: &dequant,
+            checked: Checked::new(),
+        })?;
+        let mut shape = x.shape().to_vec();
+        *shape.last_mut().expect("validated") = w.out_features();
+        Tensor::new(shape, data)
+    }
+
+    /// Prepack an f32 weight `[N, K]` as fp16 (clamped to ±65504, then rounded).
+    pub fn pack_linear_fp16(&self, w: Tensor, bias: Option<Vec<f32>>) -> Result<PackedLinearFp16> {
+        const OP: &str = "pack_linear_fp16";
+        if w.ndim() != 2 {
+            return Err(QuantError::InvalidShape {
+                op: OP,
+                shape: w.shape().to_vec(),
+                detail: "linear weight must be [out_features, in_features]".into(),
+            });
+        }
+        check_nonempty(OP, w.shape())?;
+        if let Some(index) = w.data().iter().position(|v| v.is_nan()) {
+            return Err(QuantError::NaN { op: OP, index });
+        }
+        check_bias(OP, bias.as_deref(), w.shape()[0])?;
+        let panels = self
+            .b
+            .pack_linear_fp16(&w, bias.as_deref(), Checked::new())?;
+        Ok(PackedLinearFp16 {
+            weight: w,
+            bias,
+            packed_for: self.path(),
+            panels,
+        })
+    }
+
+    /// The same fp16 weights packed for this engine's path.
+    pub fn repack_linear_fp16(&self, w: &PackedLinearFp16) -> Result<PackedLinearFp16> {
+        self.pack_linear_fp16(w.weight().clone(), w.bias().map(<[f32]>::to_vec))
+    }
+
+    /// Dynamic linear with fp16 weights: f32 in and out.
+    pub fn linear_dynamic_fp16(&self, x: &Tensor, w: &PackedLinearFp16) -> Result<Tensor> {
+        const OP: &str = "linear_dynamic_fp16";
+        ensure_packed_for(OP, w.packed_for(), self)?;
+        let m = rows_for_k(OP, x.shape(), w.in_features())?;
+        check_nonempty(OP, x.shape())?;
+        let data = self.b.linear_dynamic_fp16(x.data(), m, w, Checked::new())?;
+        let mut shape = x.shape().to_vec();
+        *shape.last_mut().expect("validated") = w.out_features();
+        Tensor::new(shape, data)
+    }
+
+    /// Prepack a conv2d weight `[O, I/groups, kH, kW]` with optional bias `[O]`.
+    pub fn pack_conv2d(
+        &self,
+        w: QTensor<i8>,
+        bias: Option<Vec<f32>>,
+        params: Conv2dParams,
+    ) -> Result<PackedConv2d> {
+        const OP: &str = "pack_conv2d";
+        let [o, _, _, _] = check_4d(OP, w.shape())?;
+        check_nonempty(OP, w.shape())?;
+        check_weight_qparams(OP, &w)?;
+        nonzero(OP, "stride", &params.stride)?;
+        nonzero(OP, "dilation", &params.dilation)?;
+        if params.groups == 0 || o % params.groups != 0 {
+            return Err(QuantError::invalid(
+                OP,
+                format!(
+                    "groups {} must be positive and divide out_channels {o}",
+                    params.groups
+                ),
+            ));
+        }
+        check_bias(OP, bias.as_deref(), o)?;
+        let panels = self.b.pack_conv2d(&w, params, Checked::new())?;
+        Ok(PackedConv2d {
+            meta: Int8Meta::new(&w, bias, self.path(), panels),
+            params,
+        })
+    }
+
+    /// The same conv weights packed for this engine's path.
+    pub fn repack_conv2d(&self, w: &PackedConv2d) -> Result<PackedConv2d> {
+        self.pack_conv2d(w.weight(), w.bias().map(<[f32]>::to_vec), w.params())
+    }
+
+    /// Static quantized conv2d: quint8 NCHW in and out; `relu` fuses `ConvReLU2d`.
+    pub fn conv2d(
+        &self,
+        x: &QTensor<u8>,
+        w: &PackedConv2d,
+        out_scale: f64,
+        out_zero_point: i64,
+        relu: bool,
+    ) -> Result<QTensor<u8>> {
+        const OP: &str = "conv2d";
+        ensure_packed_for(OP, w.packed_for(), self)?;
+        let xq = per_tensor_q(OP, x)?;
+        let out = out_q(OP, out_scale, out_zero_point)?;
+        let [n, c, h, wd] = check_4d(OP, x.shape())?;
+        check_nonempty(OP, x.shape())?;
+        let [o, cg, kh, kw] = check_4d(OP, w.weight_shape())?;
+        let p = w.params();
+        if cg * p.groups != c {
+            return Err(QuantError::shape(
+                OP,
+                format!(
+                    "input has {c} channels but the weight {:?} with groups {} expects {}",
+                    w.weight_shape(),
+                    p.groups,
+                    cg * p.groups
+                ),
+            ));
+        }
+        let oh = conv_out_len(h, kh, p.stride[0], p.padding[0], p.dilation[0]);
+        let ow = conv_out_len(wd, kw, p.stride[1], p.padding[1], p.dilation[1]);
+        let (Some(oh), Some(ow)) = (oh, ow) else {
+            return Err(QuantError::shape(
+                OP,
+                format!("kernel {kh}x{kw} (dilation {:?}) does not fit input {h}x{wd} with padding {:?}", p.dilation, p.padding),
+            ));
+        };
+        let g = ConvGeometry {
+            n,
+            c,
+            h,
+            w: wd,
+            o,
+            kh,
+            kw,
+            oh,
+            ow,
+            params: p,
+        };
+        let requant = w.meta.requant(
+            xq,
+            (out_scale, out_zero_point),
+            Clamp::relu(out_zero_point, relu),
+        );
+        let data = self.b.conv2d(&ConvCall {
+            x,
+            g: &g,
+            w,
+            out,
+            requant: &requant,
+            checked: Checked::new(),
+        })?;
+        Ok(QTensor::new_per_tensor_unchecked(
+            g.out_shape(),
+            data,
+            out_scale,
+            out_zero_point,
+        ))
+    }
+
+    // ---- memory-bound ops ----
+
+    /// Quantized element-wise add / add_relu / mul of same-shape tensors
+    /// (`torch.ops.quantized.add` …).
+    pub fn binary(
+        &self,
+        op: BinaryOp,
+        a: &QTensor<u8>,
+        b: &QTensor<u8>,
+        out_scale: f64,
+        out_zero_point: i64,
+    ) -> Result<QTensor<u8>> {
+        let name = op.name();
+        per_tensor_q(name, a)?;
+        per_tensor_q(name, b)?;
+        let out = out_q(name, out_scale, out_zero_point)?;
+        if a.shape() != b.shape() {
+            return Err(QuantError::shape(
+                name,
+                format!("a {:?} vs b {:?}", a.shape(), b.shape()),
+            ));
+        }
+        check_nonempty(name, a.shape())?;
+        let data = self.b.binary(op, a, b, out, Checked::new())?;
+        Ok(QTensor::new_per_tensor_unchecked(
+            a.shape().to_vec(),
+            data,
+            out_scale,
+            out_zero_point,
+        ))
+    }
+    pub fn add(
+        &self,
+        a: &QTensor<u8>,
+        b: &QTensor<u8>,
+        out_scale: f64,
+        out_zero_point: i64,
+    ) -> Result<QTensor<u8>> {
+        self.binary(BinaryOp::Add, a, b, out_scale, out_zero_point)
+    }
+    pub fn add_relu(
+        &self,
+        a: &QTensor<u8>,
+        b: &QTensor<u8>,
+        out_scale: f64,
+        out_zero_point: i64,
+    ) -> Result<QTensor<u8>> {
+        self.binary(BinaryOp::AddRelu, a, b, out_scale, out_zero_point)
+    }
+    pub fn mul(
+        &self,
+        a: &QTensor<u8>,
+        b: &QTensor<u8>,
+        out_scale: f64,
+        out_zero_point: i64,
+    ) -> Result<QTensor<u8>> {
+        self.binary(BinaryOp::Mul, a, b, out_scale, out_zero_point)
+    }
+
+    /// Quantized concatenation along `dim` (negative counts from the end),
+    /// requantized to the output qparams.
+    pub fn cat(
+        &self,
+        xs: &[&QTensor<u8>],
+        dim: i64,
+        out_scale: f64,
+        out_zero_point: i64,
+    ) -> Result<QTensor<u8>> {
+        const OP: &str = "cat";
+        let first = xs
+            .first()
+            .ok_or_else(|| QuantError::invalid(OP, "no inputs"))?;
+        let out = out_q(OP, out_scale, out_zero_point)?;
+        let dim = crate::quant::normalize_axis(OP, dim, first.ndim())?;
+        let mut total = 0usize;
+        for (i, x) in xs.iter().enumerate() {
+            per_tensor_q(OP, x)?;
+            let same_rank = x.ndim() == first.ndim();
+            let same_other = same_rank
+                && x.shape()
+                    .iter()
+                    .zip(first.shape())
+                    .enumerate()
+                    .all(|(d, (a, b))| d == dim || a == b);
+            if !same_other {
+                return Err(QuantError::shape(
+                    OP,
+                    format!(
+                        "input {i} has shape {:?}, incompatible with {:?} along dim {dim}",
+                        x.shape(),
+                        first.shape()
+                    ),
+                ));
+            }
+            total += x.shape()[dim];
+        }
+        let mut shape = first.shape().to_vec();
+        shape[dim] = total;
+        check_nonempty(OP, &shape)?;
+        let outer = crate::tensor::numel(&shape[..dim]);
+        let inner = crate::tensor::numel(&shape[dim + 1..]);
+        let data = self.b.cat(xs, outer, inner, out, Checked::new())?;
+        Ok(QTensor::new_per_tensor_unchecked(
+            shape,
+            data,
+            out_scale,
+            out_zero_point,
+        ))
+    }
+
+    /// Quantized relu: `max(q, zero_point)`, qparams kept.
+    pub fn relu(&self, x: &QTensor<u8>) -> Result<QTensor<u8>> {
+        const OP: &str = "relu";
+        let (s, z) = per_tensor_q(OP, x)?;
+        check_nonempty(OP, x.shape())?;
+        let data = self.b.relu(x, Checked::new())?;
+        Ok(QTensor::new_per_tensor_unchecked(
+            x.shape().to_vec(),
+            data,
+            s,
+            z,
+        ))
+    }
+
+    /// Quantized max pooling (NCHW), qparams kept.
+    pub fn max_pool2d(&self, x: &QTensor<u8>, p: &MaxPool2dParams) -> Result<QTensor<u8>> {
+        const OP: &str = "max_pool2d";
+        let (s, z) = per_tensor_q(OP, x)?;
+        let g = pool_geometry(
+            OP,
+            x.shape(),
+            p.kernel,
+            p.stride,
+            p.padding,
+            p.dilation,
+            p.ceil_mode,
+        )?;
+        let data = self.b.max_pool2d(x, &g, p, Checked::new())?;
+        Ok(QTensor::new_per_tensor_unchecked(g.out_shape(), data, s, z))
+    }
+
+    /// Quantized average pooling (NCHW), qparams kept.
+    pub fn avg_pool2d(&self, x: &QTensor<u8>, p: &AvgPool2dParams) -> Result<QTensor<u8>> {
+        const OP: &str = "avg_pool2d";
+        let (s, z) = per_tensor_q(OP, x)?;
+        if p.divisor_override == Some(0) {
+            return Err(QuantError::invalid(OP, "divisor_override must be positive"));
+        }
+        let g = pool_geometry(
+            OP,
+            x.shape(),
+            p.kernel,
+            p.stride,
+            p.padding,
+            [1, 1],
+            p.ceil_mode,
+        )?;
+        let data = self.b.avg_pool2d(x, &g, p, Checked::new())?;
+        Ok(QTensor::new_per_tensor_unchecked(g.out_shape(), data, s, z))
+    }
+
+    /// Quantized adaptive average pooling to `output_size` (NCHW), qparams kept.
+    pub fn adaptive_avg_pool2d(
+        &self,
+        x: &QTensor<u8>,
+        output_size: [usize; 2],
+    ) -> Result<QTensor<u8>> {
+        const OP: &str = "adaptive_avg_pool2d";
+        let (s, z) = per_tensor_q(OP, x)?;
+        let [n, c, h, w] = check_4d(OP, x.shape())?;
+        check_nonempty(OP, x.shape())?;
+        nonzero(OP, "output_size", &output_size)?;
+        let g = PoolGeometry {
+            n,
+            c,
+            h,
+            w,
+            oh: output_size[0],
+            ow: output_size[1],
+        };
+        let data = self.b.adaptive_avg_pool2d(x, &g, Checked::new())?;
+        Ok(QTensor::new_per_tensor_unchecked(g.out_shape(), data, s, z))
+    }
+
+    /// Quantized hardswish to the given output qparams.
+    pub fn hardswish(
+        &self,
+        x: &QTensor<u8>,
+        out_scale: f64,
+        out_zero_point: i64,
+    ) -> Result<QTensor<u8>> {
+        const OP: &str = "hardswish";
+        per_tensor_q(OP, x)?;
+        let out = out_q(OP, out_scale, out_zero_point)?;
+        check_nonempty(OP, x.shape())?;
+        let data = self.b.hardswish(x, out, Checked::new())?;
+        Ok(QTensor::new_per_tensor_unchecked(
+            x.shape().to_vec(),
+            data,
+            out_scale,
+            out_zero_point,
+        ))
+    }
+
+    /// Quantized sigmoid to the given output qparams (PyTorch's module uses 1/256, 0).
+    pub fn sigmoid(
+        &self,
+        x: &QTensor<u8>,
+        out_scale: f64,
+        out_zero_point: i64,
+    ) -> Result<QTensor<u8>> {
+        const OP: &str = "sigmoid";
+        per_tensor_q(OP, x)?;
+        let out = out_q(OP, out_scale, out_zero_point)?;
+        check_nonempty(OP, x.shape())?;
+        let data = self.b.sigmoid(x, out, Checked::new())?;
+        Ok(QTensor::new_per_tensor_unchecked(
+            x.shape().to_vec(),
+            data,
+            out_scale,
+            out_zero_point,
+        ))
+    }
+
+    // ---- quantize / dequantize into caller buffers ----
+
+    /// `torch.quantize_per_tensor(x, scale, zero_point, dtype)` into `out`
+    /// (`T` = u8 for quint8, i8 for qint8), through the engine's vectorised,
+    /// threaded kernels, with no allocation (PyTorch allocates a fresh output
+    /// per call). The bits are those of [`crate::quantize_per_tensor`]. A NaN
+    /// in `x` is an error, and `out` is then unspecified.
+    pub fn quantize_per_tensor_into<T: QType>(
+        &self,
+        x: &[f32],
+        scale: f64,
+        zero_point: i64,
+        out: &mut [T],
+    ) -> Result<()> {
+        const OP: &str = "quantize_per_tensor_into";
+        check_scale(OP, scale)?;
+        check_zero_point(OP, zero_point, T::DTYPE)?;
+        crate::tensor::check_len(OP, "output buffer", x.len(), out.len())?;
+        let Some(code) = Code8::new(T::DTYPE, scale, zero_point) else {
+            return Err(QuantError::Unsupported {
+                op: OP,
+                detail: format!("{} (use rquant_core::quantize_per_tensor)", T::DTYPE),
+            });
+        };
+        if self
+            .b
+            .quantize8(x, code, bytemuck::cast_slice_mut(out), Checked::new())
+        {
+            let index = x.iter().position(|v| v.is_nan()).unwrap_or(0);
+            return Err(QuantError::NaN { op: OP, index });
+        }
+        Ok(())
+    }
+
+    /// `q.dequantize()` into `out` (any qscheme; per-tensor 8-bit is vectorised),
+    /// the bits of [`crate::dequantize`].
+    pub fn dequantize_into<T: QType>(&self, q: &QTensor<T>, out: &mut [f32]) -> Result<()> {
+        const OP: &str = "dequantize_into";
+        crate::tensor::check_len(OP, "output buffer", q.numel(), out.len())?;
+        if let QParams::PerTensor { scale, zero_point } = q.qparams() {
+            if let Some(code) = Code8::new(T::DTYPE, *scale, *zero_point) {
+                self.b.dequantize8(
+                    bytemuck::cast_slice(q.int_repr()),
+                    code,
+                    out,
+                    Checked::new(),
+                );
+                return Ok(());
+            }
+        }
+        crate::quant::dequantize_into(q, out);
+        Ok(())
+    }
+}
