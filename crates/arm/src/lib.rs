@@ -232,6 +232,10 @@ impl MemoryBackend for ArmEngine {
         p: &MaxPool2dParams,
         _: Checked,
     ) -> Result<Vec<u8>> {
+        // The NEON kernel walks NCHW planes; channels-last goes to the portable code.
+        if x.memory_format() != rquant_core::MemoryFormat::Contiguous {
+            return rquant_core::portable::max_pool2d(x, g, p);
+        }
         elementwise::max_pool2d(self.isa, x, g, p)
     }
 

@@ -36,4 +36,4 @@ pub use fake_quant::{fake_quantize_per_channel, fake_quantize_per_tensor, FakeQu
 pub use ops::{AvgPool2dParams, BinaryOp, Conv2dParams, MaxPool2dParams, OutQ};
 pub use quant::{dequantize, quantize_per_channel, quantize_per_tensor, requantize};
 pub use registry::{engine, set_engine, supported_engines};
-pub use tensor::{QParams, QScheme, QTensor, Tensor};
+pub use tensor::{MemoryFormat, QParams, QScheme, QTensor, Tensor};

@@ -6,7 +6,7 @@
 
 use crate::numerics::{self, dequantize_val, div_rne, inv_scale, quantize_val, rne};
 use crate::ops::{adaptive_window, AvgPool2dParams, BinaryOp, MaxPool2dParams, OutQ, PoolGeometry};
-use crate::{QTensor, Result};
+use crate::{MemoryFormat, QTensor, Result};
 
 /// An 8-bit per-tensor affine code in the unsigned domain, so that one
 /// quantize / dequantize kernel serves both 8-bit dtypes: quint8 as it is;
@@ -165,6 +165,98 @@ pub fn binary(op: BinaryOp, a: &QTensor<u8>, b: &QTensor<u8>, out: OutQ) -> Resu
     })
 }
 
+/// [`binary`] with `b` broadcast to `a`'s logical shape (PyTorch's rules,
+/// right-aligned; every dimension of `b` is 1 or `a`'s). The output has
+/// `a`'s shape and memory format; `b` may be stored in either format.
+/// Element by element the arithmetic is [`binary`]'s.
+pub fn binary_broadcast(
+    op: BinaryOp,
+    a: &QTensor<u8>,
+    b: &QTensor<u8>,
+    out: OutQ,
+) -> Result<Vec<u8>> {
+    let (sa, za) = a.q_per_tensor().expect("validated");
+    let (sb, zb) = b.q_per_tensor().expect("validated");
+    let strides = broadcast_strides(a, b);
+    let shape = a.storage_shape();
+    let inv = inv_scale(out.scale);
+    let mult = mul_multiplier(sa, sb, out.scale);
+    let f = |qa: u8, qb: u8| -> u8 {
+        match op {
+            BinaryOp::Add | BinaryOp::AddRelu => {
+                let mut c = dequantize_val(sa as f32, za, qa as i64)
+                    + dequantize_val(sb as f32, zb, qb as i64);
+                if op == BinaryOp::AddRelu {
+                    c = c.max(0.0);
+                }
+                quantize_val::<u8>(inv, out.zero_point, c)
+            }
+            BinaryOp::Mul => {
+                let c = (qa as i32 - za as i32) * (qb as i32 - zb as i32);
+                requantize_from_int(c, mult, out.zero_point)
+            }
+        }
+    };
+    let bd = b.int_repr();
+    let mut idx = vec![0usize; shape.len()];
+    let mut off = 0usize;
+    let mut y = Vec::with_capacity(a.numel());
+    for &qa in a.int_repr() {
+        y.push(f(qa, bd[off]));
+        // Odometer over a's storage shape, moving b's offset along.
+        for d in (0..shape.len()).rev() {
+            idx[d] += 1;
+            off += strides[d];
+            if idx[d] < shape[d] {
+                break;
+            }
+            off -= strides[d] * shape[d];
+            idx[d] = 0;
+        }
+    }
+    Ok(y)
+}
+
+/// For each storage dimension of `a`, the step of `b`'s offset (0 where `b`
+/// is broadcast). `b` is broadcastable to `a` (validated).
+fn broadcast_strides(a: &QTensor<u8>, b: &QTensor<u8>) -> Vec<usize> {
+    let nd = a.ndim();
+    // b's logical shape right-aligned to a's rank, and its logical strides
+    // in its own storage.
+    let mut bshape = vec![1usize; nd];
+    bshape[nd - b.ndim()..].copy_from_slice(b.shape());
+    let bst = b.storage_shape();
+    let mut storage_stride = vec![0usize; bst.len()];
+    let mut acc = 1;
+    for d in (0..bst.len()).rev() {
+        storage_stride[d] = acc;
+        acc *= bst[d];
+    }
+    let perm_b = storage_perm(b);
+    let mut logical_stride_b = vec![0usize; nd];
+    for (j, &l) in perm_b.iter().enumerate() {
+        logical_stride_b[nd - b.ndim() + l] = storage_stride[j];
+    }
+    storage_perm(a)
+        .iter()
+        .map(|&l| {
+            if bshape[l] == 1 {
+                0
+            } else {
+                logical_stride_b[l]
+            }
+        })
+        .collect()
+}
+
+/// Storage dimension j of `x` holds logical dimension `perm[j]`.
+pub fn storage_perm<T: crate::QType>(x: &QTensor<T>) -> Vec<usize> {
+    match x.memory_format() {
+        MemoryFormat::ChannelsLast => vec![0, 2, 3, 1],
+        MemoryFormat::Contiguous => (0..x.ndim()).collect(),
+    }
+}
+
 /// Concatenation of `[outer, d_i, inner]` blocks: each input dequantized, then quantized to `out`.
 pub fn cat(xs: &[&QTensor<u8>], outer: usize, inner: usize, out: OutQ) -> Result<Vec<u8>> {
     let inv = inv_scale(out.scale);
@@ -189,28 +281,50 @@ pub fn relu(x: &QTensor<u8>) -> Result<Vec<u8>> {
     Ok(x.int_repr().iter().map(|&q| q.max(z)).collect())
 }
 
-/// Maximum over each window's in-bounds positions.
+/// In-bounds window of max-pool output position `o` along `axis` (input
+/// length `len`): `[start, end)` over input indices, stepping by the
+/// dilation; `(0, 0)` when every tap falls in the padding.
+pub fn max_pool_window(p: &MaxPool2dParams, o: usize, axis: usize, len: usize) -> (usize, usize) {
+    let first = (o * p.stride[axis]) as isize - p.padding[axis] as isize;
+    let d = p.dilation[axis] as isize;
+    let lo = if first < 0 { (-first + d - 1) / d } else { 0 };
+    let hi_excl = (len as isize - first + d - 1) / d;
+    let k_lo = lo.min(p.kernel[axis] as isize);
+    let k_hi = hi_excl.clamp(k_lo, p.kernel[axis] as isize);
+    if k_hi <= k_lo {
+        return (0, 0);
+    }
+    // One past the last tap (not first + k_hi·d, which may pass the input's end).
+    (
+        (first + k_lo * d) as usize,
+        (first + (k_hi - 1) * d + 1) as usize,
+    )
+}
+
+/// In-bounds window of avg-pool output position `o` along `axis`: the
+/// clipped `[start, end)` and the unclipped window size PyTorch divides by
+/// with `count_include_pad` (clipped at the padded end only).
+pub fn avg_pool_window(
+    p: &AvgPool2dParams,
+    o: usize,
+    axis: usize,
+    len: usize,
+) -> (usize, usize, i64) {
+    let (len, pad) = (len as i64, p.padding[axis] as i64);
+    let start = o as i64 * p.stride[axis] as i64 - pad;
+    let end = (start + p.kernel[axis] as i64).min(len + pad);
+    let padded = end - start;
+    (start.max(0) as usize, end.min(len) as usize, padded)
+}
+
+/// Maximum over each window's in-bounds positions (NCHW or channels-last).
 pub fn max_pool2d(x: &QTensor<u8>, g: &PoolGeometry, p: &MaxPool2dParams) -> Result<Vec<u8>> {
+    if x.memory_format() == MemoryFormat::ChannelsLast {
+        return Ok(max_pool2d_nhwc(x.int_repr(), g, p));
+    }
     let xd = x.int_repr();
     let mut y = Vec::with_capacity(g.n * g.c * g.oh * g.ow);
-    // In-bounds window of output position o along one axis: [start, end) over
-    // input indices, stepping by the dilation.
-    let window = |o: usize, axis: usize, len: usize| -> (usize, usize) {
-        let first = (o * p.stride[axis]) as isize - p.padding[axis] as isize;
-        let d = p.dilation[axis] as isize;
-        let lo = if first < 0 { (-first + d - 1) / d } else { 0 };
-        let hi_excl = (len as isize - first + d - 1) / d;
-        let k_lo = lo.min(p.kernel[axis] as isize);
-        let k_hi = hi_excl.clamp(k_lo, p.kernel[axis] as isize);
-        if k_hi <= k_lo {
-            return (0, 0); // every tap in the padding: the window is empty
-        }
-        // One past the last tap (not first + k_hi·d, which may pass the input's end).
-        (
-            (first + k_lo * d) as usize,
-            (first + (k_hi - 1) * d + 1) as usize,
-        )
-    };
+    let window = |o: usize, axis: usize, len: usize| max_pool_window(p, o, axis, len);
     let cols: Vec<(usize, usize)> = (0..g.ow).map(|ox| window(ox, 1, g.w)).collect();
     let (dy, dx) = (p.dilation[0], p.dilation[1]);
     for plane in 0..g.n * g.c {
@@ -230,9 +344,112 @@ pub fn max_pool2d(x: &QTensor<u8>, g: &PoolGeometry, p: &MaxPool2dParams) -> Res
     Ok(y)
 }
 
+/// Max pooling on NHWC data: per output pixel, the channel vector's running
+/// maximum over the window's in-bounds taps (the same values as NCHW).
+pub fn max_pool2d_nhwc(xd: &[u8], g: &PoolGeometry, p: &MaxPool2dParams) -> Vec<u8> {
+    let c = g.c;
+    let mut y = vec![0u8; g.n * g.oh * g.ow * c];
+    let cols: Vec<(usize, usize)> = (0..g.ow).map(|ox| max_pool_window(p, ox, 1, g.w)).collect();
+    for (b, yimg) in y.chunks_exact_mut(g.oh * g.ow * c).enumerate() {
+        let img = &xd[b * g.h * g.w * c..][..g.h * g.w * c];
+        for oy in 0..g.oh {
+            let (y0, y1) = max_pool_window(p, oy, 0, g.h);
+            for (ox, &(x0, x1)) in cols.iter().enumerate() {
+                let m = &mut yimg[(oy * g.ow + ox) * c..][..c];
+                for iy in (y0..y1).step_by(p.dilation[0]) {
+                    for ix in (x0..x1).step_by(p.dilation[1]) {
+                        let px = &img[(iy * g.w + ix) * c..][..c];
+                        for (a, &v) in m.iter_mut().zip(px) {
+                            *a = (*a).max(v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    y
+}
+
+/// The divisor and zero-point term of one avg-pool window.
+fn avg_div(p: &AvgPool2dParams, size: i64, padded: i64) -> i64 {
+    match p.divisor_override {
+        Some(d) => d as i64,
+        None if p.count_include_pad => padded,
+        None => size,
+    }
+}
+
+/// Average pooling on NHWC data, the same values as the NCHW kernel.
+pub fn avg_pool2d_nhwc(xd: &[u8], z: i64, g: &PoolGeometry, p: &AvgPool2dParams) -> Vec<u8> {
+    let c = g.c;
+    let mut y = vec![0u8; g.n * g.oh * g.ow * c];
+    let mut sum = vec![0i64; c];
+    for (b, yimg) in y.chunks_exact_mut(g.oh * g.ow * c).enumerate() {
+        let img = &xd[b * g.h * g.w * c..][..g.h * g.w * c];
+        for oy in 0..g.oh {
+            let (hs, he, ph) = avg_pool_window(p, oy, 0, g.h);
+            for ox in 0..g.ow {
+                let (ws, we, pw) = avg_pool_window(p, ox, 1, g.w);
+                sum.fill(0);
+                for iy in hs..he {
+                    for ix in ws..we {
+                        let px = &img[(iy * g.w + ix) * c..][..c];
+                        for (a, &v) in sum.iter_mut().zip(px) {
+                            *a += v as i64;
+                        }
+                    }
+                }
+                // As the NCHW kernel: i64, so a window that misses the input is empty.
+                let size = (he as i64 - hs as i64) * (we as i64 - ws as i64);
+                let div = avg_div(p, size, ph * pw);
+                let out = &mut yimg[(oy * g.ow + ox) * c..][..c];
+                for (o, &sm) in out.iter_mut().zip(&sum) {
+                    *o = div_rne(sm - size * z + z * div, div).clamp(0, 255) as u8;
+                }
+            }
+        }
+    }
+    y
+}
+
+/// Adaptive average pooling on NHWC data, the same values as the NCHW kernel.
+pub fn adaptive_avg_pool2d_nhwc(xd: &[u8], g: &PoolGeometry) -> Vec<u8> {
+    let c = g.c;
+    let mut y = vec![0u8; g.n * g.oh * g.ow * c];
+    let mut sum = vec![0i64; c];
+    for (b, yimg) in y.chunks_exact_mut(g.oh * g.ow * c).enumerate() {
+        let img = &xd[b * g.h * g.w * c..][..g.h * g.w * c];
+        for oy in 0..g.oh {
+            let (hs, he) = adaptive_window(oy, g.h, g.oh);
+            for ox in 0..g.ow {
+                let (ws, we) = adaptive_window(ox, g.w, g.ow);
+                sum.fill(0);
+                for iy in hs..he {
+                    for ix in ws..we {
+                        let px = &img[(iy * g.w + ix) * c..][..c];
+                        for (a, &v) in sum.iter_mut().zip(px) {
+                            *a += v as i64;
+                        }
+                    }
+                }
+                let recip = 1.0f32 / ((he - hs) * (we - ws)) as f32;
+                let out = &mut yimg[(oy * g.ow + ox) * c..][..c];
+                for (o, &sm) in out.iter_mut().zip(&sum) {
+                    let v = numerics::f32_to_i64_sat(rne(sm as f32 * recip));
+                    *o = v.clamp(0, 255) as u8;
+                }
+            }
+        }
+    }
+    y
+}
+
 /// `rne((Σq − size·zp)/div + zp)`, exact (PyTorch's NCHW kernel).
 pub fn avg_pool2d(x: &QTensor<u8>, g: &PoolGeometry, p: &AvgPool2dParams) -> Result<Vec<u8>> {
     let z = x.q_per_tensor().expect("validated").1;
+    if x.memory_format() == MemoryFormat::ChannelsLast {
+        return Ok(avg_pool2d_nhwc(x.int_repr(), z, g, p));
+    }
     let xd = x.int_repr();
     let mut y = Vec::with_capacity(g.n * g.c * g.oh * g.ow);
     let (h, w) = (g.h as i64, g.w as i64);
@@ -270,6 +487,9 @@ pub fn avg_pool2d(x: &QTensor<u8>, g: &PoolGeometry, p: &AvgPool2dParams) -> Res
 
 /// `rne(f32(Σq) · f32(1/n))` per adaptive window (a reciprocal multiply, as PyTorch).
 pub fn adaptive_avg_pool2d(x: &QTensor<u8>, g: &PoolGeometry) -> Result<Vec<u8>> {
+    if x.memory_format() == MemoryFormat::ChannelsLast {
+        return Ok(adaptive_avg_pool2d_nhwc(x.int_repr(), g));
+    }
     let xd = x.int_repr();
     let mut y = Vec::with_capacity(g.n * g.c * g.oh * g.ow);
     for plane in 0..g.n * g.c {

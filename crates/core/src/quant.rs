@@ -162,14 +162,37 @@ pub fn quantize_per_channel_float_qparams<T: QType>(
 
 /// `q.dequantize()`. Per-tensor: `f32(q - zp) * f32(scale)`; per-channel:
 /// `f32(f32(q) - zp) * f64 scale` rounded to f32 (PyTorch's two kernels).
+/// A channels-last tensor comes back as a contiguous NCHW float tensor.
 pub fn dequantize<T: QType>(q: &QTensor<T>) -> Tensor {
     let mut data = vec![0.0f32; q.numel()];
     dequantize_into(q, &mut data);
     Tensor::new(q.shape().to_vec(), data).expect("shape preserved")
 }
 
-/// [`dequantize`] into `out`, which must hold `q.numel()` values.
+/// [`dequantize`] into `out` (logical, contiguous order), which must hold
+/// `q.numel()` values.
 pub(crate) fn dequantize_into<T: QType>(q: &QTensor<T>, out: &mut [f32]) {
+    if q.memory_format() == crate::MemoryFormat::ChannelsLast {
+        let mut nhwc = vec![0f32; q.numel()];
+        dequantize_storage(q, &mut nhwc);
+        let s = q.shape();
+        crate::tensor::nhwc_to_nchw(&nhwc, s[0], s[1], s[2] * s[3], out);
+        return;
+    }
+    dequantize_storage(q, out);
+}
+
+/// Dequantize in storage order (per-channel tensors must be contiguous).
+pub(crate) fn dequantize_storage<T: QType>(q: &QTensor<T>, out: &mut [f32]) {
+    if q.qparams().is_per_channel() && q.memory_format() != crate::MemoryFormat::Contiguous {
+        // Channel runs follow the logical layout: go through a contiguous copy.
+        let c = q.to_format(crate::MemoryFormat::Contiguous);
+        let mut tmp = vec![0f32; q.numel()];
+        dequantize_storage(&c, &mut tmp);
+        let s = q.shape();
+        crate::tensor::nchw_to_nhwc(&tmp, s[0], s[1], s[2] * s[3], out);
+        return;
+    }
     let src = q.int_repr();
     assert_eq!(out.len(), src.len(), "dequantize_into: output length");
     match q.qparams() {
@@ -246,14 +269,16 @@ pub fn requantize<T: QType, U: QType>(
         }
         let bytes: &[u8] = bytemuck::cast_slice(q.int_repr());
         let data = bytes.iter().map(|&b| table[b as usize]).collect();
-        return Ok(QTensor::from_parts_unchecked(
+        // Element-wise: the storage order (and so the memory format) is kept.
+        return Ok(QTensor::new_per_tensor_unchecked_in(
             q.shape().to_vec(),
             data,
-            QParams::PerTensor { scale, zero_point },
-            QScheme::PerTensorAffine,
+            scale,
+            zero_point,
+            q.memory_format(),
         ));
     }
-    quantize_per_tensor(&dequantize(q), scale, zero_point)
+    Ok(quantize_per_tensor(&dequantize(q), scale, zero_point)?.into_format(q.memory_format()))
 }
 
 /// `torch.dequantize` for a per-channel int representation given apart (used by readers).

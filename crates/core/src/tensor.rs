@@ -253,13 +253,67 @@ pub fn check_zero_point(op: &'static str, zero_point: i64, dtype: QDType) -> Res
     Ok(())
 }
 
+/// How a 4-D tensor's elements are laid out in memory, as PyTorch's
+/// `torch.memory_format`. The shape is always the logical NCHW one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum MemoryFormat {
+    /// Row-major in the logical shape (NCHW for 4-D).
+    #[default]
+    Contiguous,
+    /// `torch.channels_last`: a 4-D NCHW tensor stored as NHWC, so the
+    /// channels of one pixel are adjacent (what int8 convolutions want).
+    ChannelsLast,
+}
+
+impl MemoryFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            MemoryFormat::Contiguous => "contiguous",
+            MemoryFormat::ChannelsLast => "channels_last",
+        }
+    }
+}
+
+/// Permute one `[n][c][plane]` block of `T`s to `[n][plane][c]` (NCHW → NHWC).
+pub fn nchw_to_nhwc<T: Copy>(src: &[T], n: usize, c: usize, plane: usize, dst: &mut [T]) {
+    for b in 0..n {
+        let (s, d) = (
+            &src[b * c * plane..][..c * plane],
+            &mut dst[b * c * plane..][..c * plane],
+        );
+        for ch in 0..c {
+            for p in 0..plane {
+                d[p * c + ch] = s[ch * plane + p];
+            }
+        }
+    }
+}
+
+/// Permute `[n][plane][c]` back to `[n][c][plane]` (NHWC → NCHW).
+pub fn nhwc_to_nchw<T: Copy>(src: &[T], n: usize, c: usize, plane: usize, dst: &mut [T]) {
+    for b in 0..n {
+        let (s, d) = (
+            &src[b * c * plane..][..c * plane],
+            &mut dst[b * c * plane..][..c * plane],
+        );
+        for p in 0..plane {
+            for ch in 0..c {
+                d[ch * plane + p] = s[p * c + ch];
+            }
+        }
+    }
+}
+
 /// A quantized tensor: integer storage `T` (u8, i8 or i32) plus its qparams.
+/// A 4-D tensor may be stored channels-last ([`MemoryFormat`]); its shape is
+/// still the logical NCHW one, and [`QTensor::int_repr`] is the storage.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QTensor<T: QType> {
     shape: Vec<usize>,
     data: Vec<T>,
     qparams: QParams,
     qscheme: QScheme,
+    format: MemoryFormat,
 }
 
 impl<T: QType> QTensor<T> {
@@ -307,7 +361,28 @@ impl<T: QType> QTensor<T> {
             data,
             qparams,
             qscheme,
+            format: MemoryFormat::Contiguous,
         })
+    }
+
+    /// A 4-D tensor of logical shape NCHW from data stored NHWC
+    /// (channels-last); validates like [`QTensor::from_int_repr`].
+    pub fn from_int_repr_channels_last(
+        shape: impl Into<Vec<usize>>,
+        data: Vec<T>,
+        qparams: QParams,
+    ) -> Result<Self> {
+        let shape = shape.into();
+        if shape.len() != 4 {
+            return Err(QuantError::InvalidShape {
+                op: "QTensor::from_int_repr_channels_last",
+                shape,
+                detail: "channels-last needs 4 dimensions (NCHW)".into(),
+            });
+        }
+        let mut t = Self::from_int_repr(shape, data, qparams)?;
+        t.format = MemoryFormat::ChannelsLast;
+        Ok(t)
     }
 
     /// Internal constructor for already-validated parts.
@@ -323,6 +398,7 @@ impl<T: QType> QTensor<T> {
             data,
             qparams,
             qscheme,
+            format: MemoryFormat::Contiguous,
         }
     }
 
@@ -342,6 +418,22 @@ impl<T: QType> QTensor<T> {
         )
     }
 
+    /// A per-tensor tensor in `format` whose data (in that format's order)
+    /// and parameters were validated by the caller.
+    pub fn new_per_tensor_unchecked_in(
+        shape: Vec<usize>,
+        data: Vec<T>,
+        scale: f64,
+        zero_point: i64,
+        format: MemoryFormat,
+    ) -> Self {
+        debug_assert!(format == MemoryFormat::Contiguous || shape.len() == 4);
+        let mut t = Self::new_per_tensor_unchecked(shape, data, scale, zero_point);
+        t.format = format;
+        t
+    }
+
+    /// The logical shape (NCHW for 4-D tensors in either format).
     pub fn shape(&self) -> &[usize] {
         &self.shape
     }
@@ -351,7 +443,60 @@ impl<T: QType> QTensor<T> {
     pub fn numel(&self) -> usize {
         self.data.len()
     }
-    /// The integer representation (`int_repr()` without a copy).
+    /// How the storage is laid out.
+    pub fn memory_format(&self) -> MemoryFormat {
+        self.format
+    }
+    /// Shape in storage order: NHWC for a channels-last tensor.
+    pub fn storage_shape(&self) -> Vec<usize> {
+        match (self.format, self.shape.as_slice()) {
+            (MemoryFormat::ChannelsLast, &[n, c, h, w]) => vec![n, h, w, c],
+            _ => self.shape.clone(),
+        }
+    }
+    /// The same tensor stored in `format` (a copy when the format changes;
+    /// only 4-D tensors can be channels-last, others are returned as they are).
+    pub fn to_format(&self, format: MemoryFormat) -> Self {
+        let &[n, c, h, w] = self.shape.as_slice() else {
+            return self.clone();
+        };
+        if format == self.format {
+            return self.clone();
+        }
+        let mut data = self.data.clone();
+        match format {
+            MemoryFormat::ChannelsLast => nchw_to_nhwc(&self.data, n, c, h * w, &mut data),
+            MemoryFormat::Contiguous => nhwc_to_nchw(&self.data, n, c, h * w, &mut data),
+        }
+        QTensor {
+            data,
+            format,
+            ..self.clone_meta()
+        }
+    }
+    /// [`QTensor::to_format`] consuming `self` (no copy when the format is already right).
+    pub fn into_format(self, format: MemoryFormat) -> Self {
+        if format == self.format || self.shape.len() != 4 {
+            self
+        } else {
+            self.to_format(format)
+        }
+    }
+    /// The tensor stored row-major in its logical shape.
+    pub fn contiguous(self) -> Self {
+        self.into_format(MemoryFormat::Contiguous)
+    }
+    fn clone_meta(&self) -> Self {
+        QTensor {
+            shape: self.shape.clone(),
+            data: Vec::new(),
+            qparams: self.qparams.clone(),
+            qscheme: self.qscheme,
+            format: self.format,
+        }
+    }
+    /// The integer representation in storage order (NHWC for a
+    /// channels-last tensor), without a copy.
     pub fn int_repr(&self) -> &[T] {
         &self.data
     }
@@ -372,20 +517,22 @@ impl<T: QType> QTensor<T> {
         self.qparams.as_per_tensor()
     }
     /// Same data and qparams under another shape (per-tensor only, since a
-    /// reshape moves the channel axis of a per-channel tensor).
+    /// reshape moves the channel axis of a per-channel tensor). A channels-last
+    /// tensor is made contiguous first, so the logical order is kept.
     pub fn reshape(self, shape: impl Into<Vec<usize>>) -> Result<Self> {
         let shape = shape.into();
-        if numel(&shape) != self.data.len() || self.qparams.is_per_channel() {
+        let t = self.contiguous();
+        if numel(&shape) != t.data.len() || t.qparams.is_per_channel() {
             return Err(QuantError::InvalidShape {
                 op: "QTensor::reshape",
                 shape,
-                detail: format!(
-                    "cannot view {:?} ({}) this way",
-                    self.shape,
-                    self.qscheme.name()
-                ),
+                detail: format!("cannot view {:?} ({}) this way", t.shape, t.qscheme.name()),
             });
         }
-        Ok(QTensor { shape, ..self })
+        Ok(QTensor {
+            shape,
+            format: MemoryFormat::Contiguous,
+            ..t
+        })
     }
 }

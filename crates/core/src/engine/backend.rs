@@ -14,7 +14,7 @@ use crate::error::Result;
 use crate::ops::{AvgPool2dParams, BinaryOp, ConvGeometry, MaxPool2dParams, OutQ, PoolGeometry};
 use crate::output::{Dequant, Requant};
 use crate::portable::{self, Code8};
-use crate::tensor::{QTensor, Tensor};
+use crate::tensor::{MemoryFormat, QTensor, Tensor};
 use crate::Conv2dParams;
 
 use super::packed::{Int8Panels, PackedConv2d, PackedLinear, PackedLinearFp16, Panels};
@@ -109,7 +109,14 @@ pub trait GemmBackend {
         params: Conv2dParams,
         c: Checked,
     ) -> Result<Box<dyn Int8Panels>>;
+    /// Static conv2d. The input is in a memory format [`GemmBackend::conv2d_reads`]
+    /// accepts; the output must be in the same format.
     fn conv2d(&self, call: &ConvCall<'_>) -> Result<Vec<u8>>;
+    /// Whether [`GemmBackend::conv2d`] reads (and writes) `format` directly;
+    /// otherwise the front end hands it contiguous NCHW and converts.
+    fn conv2d_reads(&self, format: MemoryFormat) -> bool {
+        format == MemoryFormat::Contiguous
+    }
 }
 
 /// The memory-bound ops, on validated per-tensor quint8 tensors. Each
@@ -126,7 +133,20 @@ pub trait MemoryBackend {
     ) -> Result<Vec<u8>> {
         portable::binary(op, a, b, out)
     }
-    /// Concatenation of `[outer, d_i, inner]` blocks along the middle axis.
+    /// `b` broadcast to `a`'s logical shape (validated); the output in `a`'s
+    /// storage order.
+    fn binary_broadcast(
+        &self,
+        op: BinaryOp,
+        a: &QTensor<u8>,
+        b: &QTensor<u8>,
+        out: OutQ,
+        _: Checked,
+    ) -> Result<Vec<u8>> {
+        portable::binary_broadcast(op, a, b, out)
+    }
+    /// Concatenation of `[outer, d_i, inner]` blocks along the middle axis
+    /// (in storage order: the front end maps the logical dimension).
     fn cat(
         &self,
         xs: &[&QTensor<u8>],

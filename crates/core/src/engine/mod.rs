@@ -19,7 +19,7 @@ use crate::numerics::{self, choose_qparams};
 use crate::ops::*;
 use crate::output::Clamp;
 use crate::portable::Code8;
-use crate::tensor::{check_scale, check_zero_point, QParams, QTensor, Tensor};
+use crate::tensor::{check_scale, check_zero_point, MemoryFormat, QParams, QTensor, Tensor};
 
 pub mod backend;
 mod checks;
@@ -62,6 +62,16 @@ fn ensure_packed_for(op: &'static str, packed_for: PathId, e: &Engine) -> Result
         });
     }
     Ok(())
+}
+
+/// Whether shape `b` broadcasts to shape `a` (right-aligned, each of `b`'s
+/// dimensions 1 or equal to `a`'s).
+fn broadcasts_to(b: &[usize], a: &[usize]) -> bool {
+    b.len() <= a.len()
+        && b.iter()
+            .rev()
+            .zip(a.iter().rev())
+            .all(|(&x, &y)| x == 1 || x == y)
 }
 
 fn out_q(op: &'static str, scale: f64, zero_point: i64) -> Result<OutQ> {
@@ -153,6 +163,14 @@ impl Engine {
         const OP: &str = "linear";
         ensure_packed_for(OP, w.packed_for(), self)?;
         let xq = per_tensor_q(OP, x)?;
+        // Linear reads rows of the logical last dimension.
+        let xc;
+        let x = if x.memory_format() == MemoryFormat::Contiguous {
+            x
+        } else {
+            xc = x.to_format(MemoryFormat::Contiguous);
+            &xc
+        };
         let out = out_q(OP, out_scale, out_zero_point)?;
         let m = rows_for_k(OP, x.shape(), w.in_features())?;
         check_nonempty(OP, x.shape())?;
@@ -355,26 +373,40 @@ impl Engine {
             (out_scale, out_zero_point),
             Clamp::relu(out_zero_point, relu),
         );
+        // The output keeps the input's memory format (as PyTorch's). A
+        // backend that cannot read this format gets a contiguous copy.
+        let format = x.memory_format();
+        let xc;
+        let x_in = if self.b.conv2d_reads(format) {
+            x
+        } else {
+            xc = x.to_format(MemoryFormat::Contiguous);
+            &xc
+        };
         let data = self.b.conv2d(&ConvCall {
-            x,
+            x: x_in,
             g: &g,
             w,
             out,
             requant: &requant,
             checked: Checked::new(),
         })?;
-        Ok(QTensor::new_per_tensor_unchecked(
+        let y = QTensor::new_per_tensor_unchecked_in(
             g.out_shape(),
             data,
             out_scale,
             out_zero_point,
-        ))
+            x_in.memory_format(),
+        );
+        Ok(y.into_format(format))
     }
 
     // ---- memory-bound ops ----
 
-    /// Quantized element-wise add / add_relu / mul of same-shape tensors
-    /// (`torch.ops.quantized.add` …).
+    /// Quantized element-wise add / add_relu / mul (`torch.ops.quantized.add`
+    /// …), with PyTorch's broadcasting when one operand's shape broadcasts to
+    /// the other's (`[N,C,1,1]` against `[N,C,H,W]`, as squeeze-excitation
+    /// does). The output has the larger operand's shape and memory format.
     pub fn binary(
         &self,
         op: BinaryOp,
@@ -387,19 +419,43 @@ impl Engine {
         per_tensor_q(name, a)?;
         per_tensor_q(name, b)?;
         let out = out_q(name, out_scale, out_zero_point)?;
-        if a.shape() != b.shape() {
+        check_nonempty(name, a.shape())?;
+        check_nonempty(name, b.shape())?;
+        let data;
+        // Add and mul are symmetric bit for bit (an f32 sum, an exact
+        // product and a symmetric multiplier), so the larger operand goes first.
+        let (a, b) = if a.shape() != b.shape() && broadcasts_to(a.shape(), b.shape()) {
+            (b, a)
+        } else {
+            (a, b)
+        };
+        if a.shape() == b.shape() {
+            let bc;
+            let b = if b.memory_format() == a.memory_format() {
+                b
+            } else {
+                bc = b.to_format(a.memory_format());
+                &bc
+            };
+            data = self.b.binary(op, a, b, out, Checked::new())?;
+        } else if broadcasts_to(b.shape(), a.shape()) {
+            data = self.b.binary_broadcast(op, a, b, out, Checked::new())?;
+        } else {
             return Err(QuantError::shape(
                 name,
-                format!("a {:?} vs b {:?}", a.shape(), b.shape()),
+                format!(
+                    "a {:?} and b {:?} do not broadcast (one must broadcast to the other)",
+                    a.shape(),
+                    b.shape()
+                ),
             ));
         }
-        check_nonempty(name, a.shape())?;
-        let data = self.b.binary(op, a, b, out, Checked::new())?;
-        Ok(QTensor::new_per_tensor_unchecked(
+        Ok(QTensor::new_per_tensor_unchecked_in(
             a.shape().to_vec(),
             data,
             out_scale,
             out_zero_point,
+            a.memory_format(),
         ))
     }
     pub fn add(
@@ -470,14 +526,29 @@ impl Engine {
         let mut shape = first.shape().to_vec();
         shape[dim] = total;
         check_nonempty(OP, &shape)?;
-        let outer = crate::tensor::numel(&shape[..dim]);
-        let inner = crate::tensor::numel(&shape[dim + 1..]);
-        let data = self.b.cat(xs, outer, inner, out, Checked::new())?;
-        Ok(QTensor::new_per_tensor_unchecked(
+        // Every input in the first one's format; then the concatenation is
+        // along the storage dimension that holds `dim` (channels of a
+        // channels-last tensor are the innermost).
+        let format = first.memory_format();
+        let converted: Vec<QTensor<u8>>;
+        let xs: Vec<&QTensor<u8>> = if xs.iter().all(|x| x.memory_format() == format) {
+            xs.to_vec()
+        } else {
+            converted = xs.iter().map(|x| x.to_format(format)).collect();
+            converted.iter().collect()
+        };
+        let perm = crate::portable::storage_perm(first);
+        let sd = perm.iter().position(|&l| l == dim).expect("a permutation");
+        let storage: Vec<usize> = perm.iter().map(|&l| shape[l]).collect();
+        let outer = crate::tensor::numel(&storage[..sd]);
+        let inner = crate::tensor::numel(&storage[sd + 1..]);
+        let data = self.b.cat(&xs, outer, inner, out, Checked::new())?;
+        Ok(QTensor::new_per_tensor_unchecked_in(
             shape,
             data,
             out_scale,
             out_zero_point,
+            format,
         ))
     }
 
@@ -487,11 +558,12 @@ impl Engine {
         let (s, z) = per_tensor_q(OP, x)?;
         check_nonempty(OP, x.shape())?;
         let data = self.b.relu(x, Checked::new())?;
-        Ok(QTensor::new_per_tensor_unchecked(
+        Ok(QTensor::new_per_tensor_unchecked_in(
             x.shape().to_vec(),
             data,
             s,
             z,
+            x.memory_format(),
         ))
     }
 
@@ -509,7 +581,13 @@ impl Engine {
             p.ceil_mode,
         )?;
         let data = self.b.max_pool2d(x, &g, p, Checked::new())?;
-        Ok(QTensor::new_per_tensor_unchecked(g.out_shape(), data, s, z))
+        Ok(QTensor::new_per_tensor_unchecked_in(
+            g.out_shape(),
+            data,
+            s,
+            z,
+            x.memory_format(),
+        ))
     }
 
     /// Quantized average pooling (NCHW), qparams kept.
@@ -529,7 +607,13 @@ impl Engine {
             p.ceil_mode,
         )?;
         let data = self.b.avg_pool2d(x, &g, p, Checked::new())?;
-        Ok(QTensor::new_per_tensor_unchecked(g.out_shape(), data, s, z))
+        Ok(QTensor::new_per_tensor_unchecked_in(
+            g.out_shape(),
+            data,
+            s,
+            z,
+            x.memory_format(),
+        ))
     }
 
     /// Quantized adaptive average pooling to `output_size` (NCHW), qparams kept.
@@ -552,7 +636,13 @@ impl Engine {
             ow: output_size[1],
         };
         let data = self.b.adaptive_avg_pool2d(x, &g, Checked::new())?;
-        Ok(QTensor::new_per_tensor_unchecked(g.out_shape(), data, s, z))
+        Ok(QTensor::new_per_tensor_unchecked_in(
+            g.out_shape(),
+            data,
+            s,
+            z,
+            x.memory_format(),
+        ))
     }
 
     /// Quantized hardswish to the given output qparams.
@@ -567,11 +657,12 @@ impl Engine {
         let out = out_q(OP, out_scale, out_zero_point)?;
         check_nonempty(OP, x.shape())?;
         let data = self.b.hardswish(x, out, Checked::new())?;
-        Ok(QTensor::new_per_tensor_unchecked(
+        Ok(QTensor::new_per_tensor_unchecked_in(
             x.shape().to_vec(),
             data,
             out_scale,
             out_zero_point,
+            x.memory_format(),
         ))
     }
 
@@ -587,11 +678,12 @@ impl Engine {
         let out = out_q(OP, out_scale, out_zero_point)?;
         check_nonempty(OP, x.shape())?;
         let data = self.b.sigmoid(x, out, Checked::new())?;
-        Ok(QTensor::new_per_tensor_unchecked(
+        Ok(QTensor::new_per_tensor_unchecked_in(
             x.shape().to_vec(),
             data,
             out_scale,
             out_zero_point,
+            x.memory_format(),
         ))
     }
 
@@ -636,16 +728,63 @@ impl Engine {
         crate::tensor::check_len(OP, "output buffer", q.numel(), out.len())?;
         if let QParams::PerTensor { scale, zero_point } = q.qparams() {
             if let Some(code) = Code8::new(T::DTYPE, *scale, *zero_point) {
-                self.b.dequantize8(
-                    bytemuck::cast_slice(q.int_repr()),
-                    code,
-                    out,
-                    Checked::new(),
-                );
+                let src: &[u8] = bytemuck::cast_slice(q.int_repr());
+                if let (MemoryFormat::ChannelsLast, &[n, c, h, w]) = (q.memory_format(), q.shape())
+                {
+                    // Back to NCHW: a u8 transpose, then the vectorised pass.
+                    let mut nchw = vec![0u8; src.len()];
+                    crate::tensor::nhwc_to_nchw(src, n, c, h * w, &mut nchw);
+                    self.b.dequantize8(&nchw, code, out, Checked::new());
+                } else {
+                    self.b.dequantize8(src, code, out, Checked::new());
+                }
                 return Ok(());
             }
         }
         crate::quant::dequantize_into(q, out);
         Ok(())
+    }
+
+    /// `torch.quantize_per_tensor(x, scale, zero_point, torch.quint8)` of a
+    /// float tensor, stored in `format` (channels-last needs a 4-D NCHW
+    /// `x`): the float↔quant boundary of a channels-last network, where the
+    /// layout changes once. The bits are those of [`crate::quantize_per_tensor`].
+    pub fn quantize(
+        &self,
+        x: &Tensor,
+        scale: f64,
+        zero_point: i64,
+        format: MemoryFormat,
+    ) -> Result<QTensor<u8>> {
+        const OP: &str = "quantize_per_tensor";
+        check_nonempty(OP, x.shape())?;
+        let mut codes = vec![0u8; x.numel()];
+        self.quantize_per_tensor_into(x.data(), scale, zero_point, &mut codes)?;
+        let shape = x.shape().to_vec();
+        match (format, x.shape()) {
+            (MemoryFormat::Contiguous, _) => Ok(QTensor::new_per_tensor_unchecked(
+                shape, codes, scale, zero_point,
+            )),
+            (MemoryFormat::ChannelsLast, &[n, c, h, w]) => {
+                let mut nhwc = vec![0u8; codes.len()];
+                crate::tensor::nchw_to_nhwc(&codes, n, c, h * w, &mut nhwc);
+                Ok(QTensor::new_per_tensor_unchecked_in(
+                    shape, nhwc, scale, zero_point, format,
+                ))
+            }
+            (MemoryFormat::ChannelsLast, other) => Err(QuantError::InvalidShape {
+                op: OP,
+                shape: other.to_vec(),
+                detail: "channels-last needs a 4-D NCHW tensor".into(),
+            }),
+        }
+    }
+
+    /// `q.dequantize()` through the engine's kernels: a contiguous f32
+    /// tensor in the logical (NCHW) order, whatever `q`'s memory format.
+    pub fn dequantize<T: QType>(&self, q: &QTensor<T>) -> Result<Tensor> {
+        let mut out = vec![0f32; q.numel()];
+        self.dequantize_into(q, &mut out)?;
+        Tensor::new(q.shape().to_vec(), out)
     }
 }
