@@ -11,8 +11,58 @@ TORCH_SRC = None  # set by gen_golden.py: "torch 2.15.0 engine=x86 ..."
 OUT_ROOT = None
 COUNTS = {}
 
+# The ops this generator writes cases for. Each must be in the conformance
+# runner's op table: gen_golden.py checks them against
+# `cargo xtask conformance --list-ops` before writing anything, and
+# xtask/tests/op_table.rs checks this list against the table and tests/golden.
+OPS = (
+    "quantize_per_tensor",
+    "quantize_per_channel",
+    "dequantize_per_tensor",
+    "dequantize_per_channel",
+    "observer",
+    "choose_qparams_dynamic",
+    "fake_quantize_per_tensor",
+    "fake_quantize_per_channel",
+    "linear",
+    "linear_dynamic",
+    "linear_dynamic_fp16",
+    "conv2d",
+    "add",
+    "add_relu",
+    "mul",
+    "relu",
+    "max_pool2d",
+    "avg_pool2d",
+    "adaptive_avg_pool2d",
+    "hardswish",
+    "sigmoid",
+    "cat",
+)
+
+
+def parse_list_ops(text):
+    """{op: state} from `cargo xtask conformance --list-ops` (name, then
+    `implemented` or `pending`, then free text)."""
+    table = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2:
+            table[parts[0]] = parts[1]
+    return table
+
+
+def check_ops(table):
+    """Errors for generator ops the runner does not know (their cases would
+    fail as unknown ops), and the runner's implemented ops this generator
+    writes no case for (a note: the shared examples may be their only cases)."""
+    errors = ["op %r is not in the runner's op table" % op for op in OPS if op not in table]
+    missing = sorted(op for op, st in table.items() if st == "implemented" and op not in OPS)
+    return errors, missing
+
 
 def save_case(op, name, inputs, outputs, attrs, source, atol=None, rtol=None):
+    assert op in OPS, "op %r is not in common.OPS (the ops checked against the runner)" % op
     tensors = {}
     for k, v in inputs.items():
         tensors["in." + k] = np.ascontiguousarray(v)

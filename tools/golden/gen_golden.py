@@ -22,6 +22,7 @@ if any(os.environ.get(k) != v for k, v in _ENV.items()):
 
 import argparse
 import shutil
+import subprocess
 import warnings
 
 warnings.filterwarnings("ignore")
@@ -35,11 +36,26 @@ import ops_gemm  # noqa: E402
 import ops_elementwise  # noqa: E402
 
 
+def check_ops_against_runner(root):
+    """Refuse to write cases for ops the conformance runner does not know."""
+    cmd = ["cargo", "xtask", "conformance", "--list-ops"]
+    try:
+        out = subprocess.run(cmd, cwd=root, capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as e:
+        sys.exit("gen_golden: cannot run %s in %s: %s" % (" ".join(cmd), root, e))
+    errors, missing = common.check_ops(common.parse_list_ops(out))
+    if errors:
+        sys.exit("gen_golden: " + "; ".join(errors) + " (add it to xtask/src/conformance/ops.rs first)")
+    if missing:
+        print("note: the runner implements ops this generator writes no case for: " + ", ".join(missing))
+
+
 def main():
     ap = argparse.ArgumentParser()
     here = os.path.dirname(os.path.abspath(__file__))
     ap.add_argument("--out", default=os.path.normpath(os.path.join(here, "..", "..", "tests", "golden")))
     args = ap.parse_args()
+    check_ops_against_runner(os.path.normpath(os.path.join(here, "..", "..")))
     assert torch.__version__.split("+")[0] == "2.15.0", torch.__version__
     assert torch.backends.cpu.get_cpu_capability() == "AVX2", torch.backends.cpu.get_cpu_capability()
     torch.set_num_threads(1)

@@ -5,9 +5,10 @@ use std::process::ExitCode;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage:\n  cargo xtask conformance --cases DIR [--engine NAME] [--target aarch64-unknown-linux-gnu [--qemu-cpu cortex-a72|cortex-a76|max]]\n  cargo xtask bench [--filter SUBSTR] [--engine NAME] [--threads N] [--json PATH] [--quick]\n  cargo xtask fuzz [--seconds N] [TARGET ...]\n  cargo xtask miri\n\
+        "usage:\n  cargo xtask conformance --cases DIR [--engine NAME] [--target aarch64-unknown-linux-gnu [--qemu-cpu cortex-a72|cortex-a76|max]]\n  cargo xtask conformance --list-ops\n  cargo xtask bench [--filter SUBSTR] [--engine NAME] [--threads N] [--json PATH] [--quick]\n  cargo xtask fuzz [--seconds N] [TARGET ...]\n  cargo xtask miri\n\
          runs every golden case under DIR on every engine (or the one named);\n\
-         the last line is `N passed, M failed`; exits non-zero on any failure."
+         the last line is `N passed, M failed, P pending`; exits non-zero on any failure.\n\
+         --list-ops prints the runner's op table: name, implemented or pending (and the issue)."
     );
     ExitCode::from(2)
 }
@@ -90,6 +91,12 @@ fn conformance(args: &[String]) -> ExitCode {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
+            "--list-ops" if args.len() == 1 => {
+                for op in xtask::conformance::ops::OPS {
+                    println!("{}", op.describe());
+                }
+                return ExitCode::SUCCESS;
+            }
             "--cases" => cases = it.next().map(PathBuf::from),
             "--engine" => engine = it.next().cloned(),
             "--target" => target = it.next().cloned(),

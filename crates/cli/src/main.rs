@@ -44,31 +44,112 @@ mod embed;
 mod files;
 mod qat;
 
-const USAGE: &str = "usage: rquant <command>\n\
-\n\
-commands:\n  \
-demo      the pretrained MNIST CNN: fp32, dynamic, static PTQ, QAT on every engine [--mnist-dir DIR] [--json PATH]\n  \
-embed     --model-dir DIR [--int8|--fp32] [--per-channel] [FILE]: BERT sentence embeddings (--help)\n  \
-qat       --dataset fashion-mnist --data DIR: train from scratch, then PTQ, then QAT [--epochs N]\n  \
-engines   list the engines this CPU supports\n  \
-bits      VALUE [--scale S --zero-point Z --dtype qint8|quint8]: IEEE fields and the int8 code of VALUE\n";
+/// PyTorch's int8 quantization stack (eager mode), bit-exact with PyTorch
+/// 2.15, in Rust: demos and tools.
+///
+/// Exit codes: 0 success; 1 an error in the input or output files or while
+/// running; 2 a command-line usage error (unknown option, missing or malformed
+/// value: one `rquant: error:` line, like every error) or no command.
+#[derive(clap::Parser, Debug)]
+#[command(name = "rquant", version, arg_required_else_help = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("demo") => demo::run(&args[1..]),
-        Some("engines") => demo::engines(),
-        Some("qat") => qat::run(&args[1..]),
-        Some("embed") => embed::run(&args[1..]),
-        Some("bits") => bits::run(&args[1..]),
-        Some("-h" | "--help" | "help") => {
-            say_raw!("{USAGE}");
-            Ok(())
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// The pretrained MNIST CNN: fp32, dynamic, static PTQ, QAT on every engine
+    Demo(demo::Args),
+    /// BERT sentence embeddings, fp32 or dynamic int8
+    #[command(long_about = embed::LONG_ABOUT)]
+    Embed(embed::Args),
+    /// Train the MNIST CNN on Fashion-MNIST from scratch, then static PTQ, then QAT
+    Qat(qat::Args),
+    /// List the engines this CPU supports
+    Engines,
+    /// IEEE fields of VALUE in fp64, fp32, fp16 and bf16, and its int8 code
+    Bits(bits::Args),
+}
+
+/// A positive integer option value (threads, epochs, image counts).
+pub(crate) fn positive(s: &str) -> Result<usize, String> {
+    s.parse::<usize>()
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| "expected a positive integer".to_string())
+}
+
+/// One line from clap's multi-line error text: paragraphs joined by "; ",
+/// indented continuation lines joined to their paragraph by a space, the
+/// usage block and clap's "try '--help'" replaced by `(see '{help}')`.
+fn one_line(text: &str, help: &str) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut in_usage = false;
+    for line in text.lines() {
+        let t = line.trim();
+        if t.is_empty() {
+            in_usage = false;
+            continue;
+        }
+        in_usage |= t.starts_with("Usage:");
+        if in_usage || t.starts_with("For more information") {
+            continue;
+        }
+        let t = t.strip_prefix("error: ").unwrap_or(t);
+        match parts.last_mut() {
+            Some(last) if line.starts_with(char::is_whitespace) && !t.starts_with("tip:") => {
+                last.push(' ');
+                last.push_str(t);
+            }
+            _ => parts.push(t.to_string()),
+        }
+    }
+    format!("{} (see '{help}')", parts.join("; "))
+}
+
+/// clap's outcome when it does not parse: help and version go to stdout
+/// (exit 0); no command at all prints the help to stderr (exit 2); every
+/// other usage error is one `rquant: error:` line (exit 2).
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            say_raw!("{e}");
+            ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            eprint!("{e}");
+            ExitCode::from(2)
         }
         _ => {
-            eprint!("{USAGE}");
-            return ExitCode::from(2);
+            // The subcommand is the first argument that is not an option
+            // (rquant's own options are only -h and -V).
+            use clap::CommandFactory;
+            let help = match std::env::args().skip(1).find(|a| !a.starts_with('-')) {
+                Some(sub) if Cli::command().find_subcommand(&sub).is_some() => {
+                    format!("rquant {sub} --help")
+                }
+                _ => "rquant --help".to_string(),
+            };
+            eprintln!("rquant: error: {}", one_line(&e.to_string(), &help));
+            ExitCode::from(2)
         }
+    }
+}
+
+fn main() -> ExitCode {
+    use clap::Parser;
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => return usage_error(e),
+    };
+    let result = match cli.command {
+        Command::Demo(a) => demo::run(a),
+        Command::Engines => demo::engines(),
+        Command::Qat(a) => qat::run(a),
+        Command::Embed(a) => embed::run(a),
+        Command::Bits(a) => bits::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -83,5 +164,35 @@ fn main() -> ExitCode {
             eprintln!("rquant: error: {}", msg.join("; "));
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clap_definitions_are_valid() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn errors_become_one_line() {
+        let text = "error: unexpected argument '--bogus' found\n\n  \
+                    tip: to pass '--bogus' as a value, use '-- --bogus'\n\n\
+                    Usage: rquant demo [OPTIONS]\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            one_line(text, "rquant demo --help"),
+            "unexpected argument '--bogus' found; tip: to pass '--bogus' as a value, \
+             use '-- --bogus' (see 'rquant demo --help')"
+        );
+        let text = "error: the following required arguments were not provided:\n  \
+                    --model-dir <DIR>\n\nUsage: rquant embed --model-dir <DIR> [FILE]\n";
+        assert_eq!(
+            one_line(text, "rquant embed --help"),
+            "the following required arguments were not provided: --model-dir <DIR> \
+             (see 'rquant embed --help')"
+        );
     }
 }

@@ -42,37 +42,40 @@ fn accuracy(m: &mut Module, test: &Dataset) -> Result<f64, Box<dyn std::error::E
     Ok(mnist::accuracy(&pred, test))
 }
 
-/// The positive integer after option `opt`.
-fn count(opt: &str, v: Option<&String>) -> Result<usize, String> {
-    let v = v.ok_or_else(|| format!("qat: {opt} needs a number"))?;
-    v.parse::<usize>()
-        .ok()
-        .filter(|&n| n > 0)
-        .ok_or_else(|| format!("qat: {opt} {v:?}: expected a positive integer"))
+/// Options of `rquant qat`.
+#[derive(clap::Args, Debug)]
+#[command(allow_negative_numbers = true)]
+pub struct Args {
+    /// The dataset (only Fashion-MNIST)
+    #[arg(long, value_name = "NAME", default_value = "fashion-mnist",
+          value_parser = ["fashion-mnist"])]
+    dataset: String,
+    /// Directory of the IDX files (plain or .gz), e.g. from Debian's dataset-fashion-mnist
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/usr/share/datasets/fashion-mnist"
+    )]
+    data: PathBuf,
+    /// fp32 training epochs
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = crate::positive)]
+    epochs: usize,
+    /// Training images for the QAT fine-tune
+    #[arg(long, value_name = "N", default_value_t = 20_000, value_parser = crate::positive)]
+    qat_images: usize,
+    /// Use only the first N training images
+    #[arg(long, value_name = "N", value_parser = crate::positive)]
+    train_limit: Option<usize>,
 }
 
-pub fn run(args: &[String]) -> Res {
-    let mut data: Option<PathBuf> = None;
-    let mut epochs = 1usize;
-    let mut qat_images = 20_000usize;
-    let mut limit: Option<usize> = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--dataset" => {
-                let d = it.next().ok_or("qat: --dataset needs a name")?;
-                if d != "fashion-mnist" {
-                    return Err(format!("qat: unknown dataset {d:?} (only fashion-mnist)").into());
-                }
-            }
-            "--data" => data = Some(it.next().ok_or("qat: --data needs a directory")?.into()),
-            "--epochs" => epochs = count(a, it.next())?,
-            "--qat-images" => qat_images = count(a, it.next())?,
-            "--train-limit" => limit = Some(count(a, it.next())?),
-            other => return Err(format!("qat: unexpected argument {other:?}").into()),
-        }
-    }
-    let dir = data.unwrap_or_else(|| PathBuf::from("/usr/share/datasets/fashion-mnist"));
+pub fn run(args: Args) -> Res {
+    let Args {
+        data: dir,
+        epochs,
+        qat_images,
+        train_limit: limit,
+        ..
+    } = args;
     rquant_nn::engines::init();
     let engine = registry::engine()?;
     let train = load_28x28(&dir, "train", limit)?;

@@ -445,3 +445,90 @@ fn stdout_write_failures_are_not_panics() {
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(o.status.code(), Some(0), "{err}");
 }
+
+// ---------------------------------------------------------------- usage
+
+/// The subcommands `rquant --help` lists (without clap's `help`).
+fn subcommands() -> Vec<String> {
+    let o = rquant(&["--help"], None);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    o.stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn help_on_every_subcommand() {
+    let subs = subcommands();
+    for want in ["demo", "embed", "qat", "engines", "bits"] {
+        assert!(subs.iter().any(|s| s == want), "{want} not in {subs:?}");
+    }
+    for sub in &subs {
+        for args in [
+            vec![sub.as_str(), "--help"],
+            vec![sub.as_str(), "-h"],
+            vec!["help", sub.as_str()],
+        ] {
+            let o = rquant(&args, None);
+            assert_eq!(o.code, Some(0), "rquant {args:?}: {}", o.stderr);
+            assert!(o.stderr.is_empty(), "rquant {args:?}: {}", o.stderr);
+            assert!(
+                o.stdout.contains(&format!("Usage: rquant {sub}")),
+                "rquant {args:?}:\n{}",
+                o.stdout
+            );
+        }
+    }
+    // The embed help keeps its explanation of inputs and outputs.
+    let o = rquant(&["embed", "--help"], None);
+    assert!(o.stdout.contains("one per line"), "{}", o.stdout);
+}
+
+/// Command-line usage errors (clap's) are one `rquant: error:` line with
+/// exit code 2; errors in the files named are one line with exit code 1.
+#[test]
+fn usage_errors_exit_2_and_file_errors_exit_1() {
+    let code = |args: &[&str], want: i32| {
+        fails(args, &[]);
+        let o = rquant(args, None);
+        assert_eq!(o.code, Some(want), "rquant {args:?}: {}", o.stderr);
+    };
+    for args in [
+        &["frobnicate"][..],
+        &["demo", "--bogus"],
+        &["demo", "--mnist-dir"],
+        &["qat", "--epochs", "0"],
+        &["qat", "--dataset", "cifar"],
+        &["embed"],
+        &["embed", "--model-dir", "m", "--fp32", "--per-channel"],
+        &["embed", "--model-dir", "m", "--out", "x.txt"],
+        &["bits", "x"],
+        &["engines", "extra"],
+    ] {
+        code(args, 2);
+    }
+    // The error names what was wrong and where to read more.
+    let line = fails(
+        &["qat", "--epochs", "-1"],
+        &["--epochs", "-1", "rquant qat --help"],
+    );
+    assert!(!line.contains("Usage:"), "{line}");
+    let line = fails(&["embed"], &["--model-dir", "rquant embed --help"]);
+    assert!(!line.contains("Usage:"), "{line}");
+    // Files: a missing MNIST directory, a bad scale at run time.
+    let d = tmp("usage-missing").join("nope");
+    code(&["demo", "--mnist-dir", s(&d)], 1);
+    code(&["bits", "1", "--scale", "0"], 1);
+    cleanup("usage-");
+    // No command at all: the help on stderr, exit 2 (as before clap).
+    let o = rquant(&[], None);
+    assert_eq!(o.code, Some(2));
+    assert!(o.stdout.is_empty());
+    assert!(o.stderr.contains("Usage: rquant <COMMAND>"), "{}", o.stderr);
+}

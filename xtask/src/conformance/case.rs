@@ -14,6 +14,8 @@ pub enum Data {
     I8(Vec<i8>),
     I32(Vec<i32>),
     I64(Vec<i64>),
+    /// IEEE half floats (the scales and biases of 4-bit embedding bags).
+    F16(Vec<half::f16>),
     F32(Vec<f32>),
     F64(Vec<f64>),
 }
@@ -25,6 +27,7 @@ impl Data {
             Data::I8(_) => "I8",
             Data::I32(_) => "I32",
             Data::I64(_) => "I64",
+            Data::F16(_) => "F16",
             Data::F32(_) => "F32",
             Data::F64(_) => "F64",
         }
@@ -35,6 +38,7 @@ impl Data {
             Data::I8(v) => v.len(),
             Data::I32(v) => v.len(),
             Data::I64(v) => v.len(),
+            Data::F16(v) => v.len(),
             Data::F32(v) => v.len(),
             Data::F64(v) => v.len(),
         }
@@ -150,6 +154,7 @@ impl Case {
                 Dtype::I8 => Data::I8(raw.iter().map(|&b| b as i8).collect()),
                 Dtype::I32 => Data::I32(to_vec(raw, i32::from_le_bytes)),
                 Dtype::I64 => Data::I64(to_vec(raw, i64::from_le_bytes)),
+                Dtype::F16 => Data::F16(to_vec(raw, half::f16::from_le_bytes)),
                 Dtype::F32 => Data::F32(to_vec(raw, f32::from_le_bytes)),
                 Dtype::F64 => Data::F64(to_vec(raw, f64::from_le_bytes)),
                 d => return Err(err(format!("tensor {name:?}: unsupported dtype {d:?}"))),
@@ -331,5 +336,6 @@ typed_input!(in_u8, U8, u8);
 typed_input!(in_i8, I8, i8);
 typed_input!(in_i32, I32, i32);
 typed_input!(in_i64, I64, i64);
+typed_input!(in_f16, F16, half::f16);
 typed_input!(in_f32, F32, f32);
 typed_input!(in_f64, F64, f64);
