@@ -17,6 +17,7 @@ pub mod charlstm;
 pub mod error;
 pub mod math;
 pub mod npy;
+pub mod seeded;
 pub mod weights;
 
 pub use error::{Error, Result};
