@@ -62,23 +62,42 @@
 //! # Ok(()) }
 //! ```
 
+pub mod block;
+mod builtins;
 pub mod engines;
 pub mod error;
+pub mod format;
 pub mod functional;
 pub mod gemm;
 pub mod io;
 pub mod layers;
+pub mod mapping;
 pub mod mnist;
 pub mod module;
 pub mod numeric_suite;
+pub mod observed;
+pub mod param;
+pub mod post;
 pub mod quantize;
 pub mod quantized;
+pub mod registry;
 pub mod rnn;
 pub mod train;
 pub mod value;
 
+pub use block::Block;
 pub use error::{NnError, Result};
-pub use layers::{ActKind, BatchNorm2d, Conv2d, Linear, Param, Rng};
-pub use module::{CustomModule, Module, Sequential};
+pub use layers::{
+    ActKind, Activation, BatchNorm2d, Conv2d, DeQuantStub, FloatFunctional, Identity, Linear,
+    QuantStub,
+};
+pub use mapping::Mappings;
+pub use module::{Layer, Module, Sequential};
+pub use observed::Observed;
+pub use param::{Param, Rng};
 pub use quantize::*;
+pub use registry::{ModuleRegistry, Node};
+/// The JSON crate module attributes are written with (`save` returns a
+/// `serde_json::Value`).
+pub use serde_json;
 pub use value::Value;

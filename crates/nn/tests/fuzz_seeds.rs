@@ -34,13 +34,13 @@ fn small_model() -> Module {
         dilation: [1, 1],
         groups: 1,
     };
-    let mut m = Module::Sequential(Sequential::from_modules(vec![
-        Module::QuantStub,
-        Module::Conv2d(Conv2d::new(1, 2, [3, 3], p, true, &mut rng).unwrap()),
+    let mut m = Module::new(Sequential::from_modules(vec![
+        Module::quant_stub(),
+        Module::new(Conv2d::new(1, 2, [3, 3], p, true, &mut rng).unwrap()),
         Module::relu(),
         Module::flatten(),
-        Module::Linear(Linear::new(8, 3, true, &mut rng)),
-        Module::DeQuantStub,
+        Module::new(Linear::new(8, 3, true, &mut rng)),
+        Module::dequant_stub(),
     ]));
     fuse_modules(&mut m, &[&["1", "2"]]).unwrap();
     prepare(
@@ -50,13 +50,11 @@ fn small_model() -> Module {
     .unwrap();
     m.forward(Value::F(input())).unwrap();
     convert_with(&mut m, &e).unwrap();
-    let Module::Sequential(s) = &mut m else {
+    let Some(s) = m.downcast_mut::<Sequential>() else {
         unreachable!()
     };
-    s.children.push((
-        "6".into(),
-        Module::Linear(Linear::new(3, 2, true, &mut rng)),
-    ));
+    s.children
+        .push(("6".into(), Module::new(Linear::new(3, 2, true, &mut rng))));
     quantize_dynamic_with(
         &mut m,
         &[DynamicType::Linear],

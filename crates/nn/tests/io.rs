@@ -19,14 +19,14 @@ fn small_model() -> Module {
         dilation: [1, 1],
         groups: 1,
     };
-    Module::Sequential(Sequential::from_modules(vec![
-        Module::QuantStub,
-        Module::Conv2d(Conv2d::new(2, 4, [3, 3], p, true, &mut rng).unwrap()),
+    Module::new(Sequential::from_modules(vec![
+        Module::quant_stub(),
+        Module::new(Conv2d::new(2, 4, [3, 3], p, true, &mut rng).unwrap()),
         Module::relu(),
-        Module::MaxPool2d(MaxPool2d::new(2, 2)),
+        Module::new(MaxPool2d::new(2, 2)),
         Module::flatten(),
-        Module::Linear(Linear::new(4 * 3 * 3, 5, true, &mut rng)),
-        Module::DeQuantStub,
+        Module::new(Linear::new(4 * 3 * 3, 5, true, &mut rng)),
+        Module::dequant_stub(),
     ]))
 }
 
@@ -163,12 +163,12 @@ fn corrupt_and_mismatched_files_are_clear_errors() {
     load_float(&mut ok, p).unwrap();
     let mut sd = read_state_dict(p).unwrap();
     let mut other = small_model();
-    let Module::Sequential(s) = &mut other else {
+    let Some(s) = other.downcast_mut::<Sequential>() else {
         unreachable!()
     };
     s.children.push((
         "7".into(),
-        Module::Linear(Linear::new(5, 2, true, &mut Rng(1))),
+        Module::new(Linear::new(5, 2, true, &mut Rng(1))),
     ));
     let msg = other.load_state_dict(&sd, true, p).unwrap_err().to_string();
     assert!(msg.contains("7.weight") && msg.contains("missing"), "{msg}");
@@ -211,10 +211,10 @@ fn text_model_with_embedding_and_dynamic_lstm_round_trips_and_moves_engines() {
     rquant_nn::engines::init();
     let engines = rquant_nn::engines::available();
     let mut rng = Rng(3);
-    let mut m = Module::Sequential(Sequential::from_modules(vec![
-        Module::Embedding(Embedding::new(20, 6, &mut rng)),
-        Module::Rnn(Rnn::new(RnnKind::Lstm, 6, 8, 2, true, &mut rng)),
-        Module::Linear(Linear::new(8, 20, true, &mut rng)),
+    let mut m = Module::new(Sequential::from_modules(vec![
+        Module::new(Embedding::new(20, 6, &mut rng)),
+        Module::new(Rnn::new(RnnKind::Lstm, 6, 8, 2, true, &mut rng)),
+        Module::new(Linear::new(8, 20, true, &mut rng)),
     ]));
     quantize_dynamic_with(
         &mut m,
