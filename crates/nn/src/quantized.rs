@@ -821,6 +821,34 @@ impl Layer for QHardswish {
     }
 }
 
+/// `nnq.ReLU6`: `clamp(q, zero_point, quantize(6.0))`, the input's qparams
+/// kept (the observer `prepare` attaches is not used, as in PyTorch).
+#[derive(Debug, Clone)]
+pub struct QReLU6 {
+    pub engine: Engine,
+}
+
+impl Layer for QReLU6 {
+    fn type_name(&self) -> String {
+        "QuantizedReLU6".into()
+    }
+    fn forward(&mut self, x: Value) -> Result<Value> {
+        Ok(Value::Q(crate::layers::relu6_quantized(
+            &x.quant("QuantizedReLU6")?,
+        )?))
+    }
+    fn engine(&self) -> Option<&Engine> {
+        Some(&self.engine)
+    }
+    fn to_engine(&mut self, engine: &Engine) -> Result<()> {
+        self.engine = engine.clone();
+        Ok(())
+    }
+    fn save(&self, _: &mut Saver) -> Result<J> {
+        Ok(json!({}))
+    }
+}
+
 // ---------------------------------------------------------------- registration
 
 fn no_quantized_bn(_: Module, _: Option<Observation>, _: &Engine) -> Result<Module> {
@@ -854,6 +882,9 @@ pub(crate) fn register_mappings(m: &mut Mappings) {
     });
     m.set_static("FloatFunctional", true, QFunctional::from_float);
     m.set_static("Hardswish", true, QHardswish::from_float);
+    m.set_static("ReLU6", true, |_, _, e| {
+        Ok(QReLU6 { engine: e.clone() }.into())
+    });
     for t in ["BatchNorm2d", "BNReLU2d", "BatchNorm1d"] {
         m.set_static(t, true, no_quantized_bn);
     }
@@ -899,6 +930,12 @@ pub(crate) fn register_loaders(r: &mut ModuleRegistry) {
             engine: n.engine().clone(),
             scale,
             zero_point,
+        }
+        .into())
+    });
+    r.register("QuantizedReLU6", |n| {
+        Ok(QReLU6 {
+            engine: n.engine().clone(),
         }
         .into())
     });

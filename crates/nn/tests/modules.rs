@@ -535,6 +535,7 @@ fn per_module_qconfig_none_keeps_float_and_more_ops_convert() {
         convert_with(&mut q, &e).unwrap();
         assert_eq!(q.get("8").unwrap().type_name(), "Linear");
         assert_eq!(q.get("2").unwrap().type_name(), "QuantizedHardswish");
+        assert_eq!(q.get("4").unwrap().type_name(), "QuantizedReLU6");
         rquant_core::registry::set_engine(e.name()).unwrap();
         let y = q.forward(Value::F(x.clone())).unwrap().to_float();
         assert!(
@@ -652,4 +653,71 @@ fn dynamic_fp16_linear_is_close_to_float_and_engine_independent() {
         outs.push(y);
     }
     assert!(outs.windows(2).all(|w| w[0] == w[1]), "engines differ");
+}
+
+#[test]
+fn relu6_is_observed_converted_saved_and_matches_torch() {
+    use rquant_core::qconfig::get_default_qconfig;
+    use rquant_core::{QParams, QTensor};
+    use rquant_nn::io::{quantized_bytes, quantized_from_bytes};
+    use rquant_nn::{convert_with, prepare, QConfigMap};
+    // torch 2.15's quantized relu6 (fbgemm) on quint8 with scale 2, zero point 100.
+    let golden = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/relu6_torch215.safetensors"),
+    )
+    .unwrap();
+    let st = safetensors::SafeTensors::deserialize(&golden).unwrap();
+    let x = QTensor::from_int_repr(
+        vec![2, 3, 33],
+        st.tensor("in.x").unwrap().data().to_vec(),
+        QParams::per_tensor(2.0, 100),
+    )
+    .unwrap();
+    let y = st.tensor("out.y").unwrap().data().to_vec();
+
+    let mut rng = Rng(6);
+    let p = Conv2dParams {
+        padding: [1, 1],
+        ..Conv2dParams::default()
+    };
+    let mut m: Module = Sequential::from_modules(vec![
+        Module::quant_stub(),
+        Module::new(Conv2d::new(2, 4, [3, 3], p, true, &mut rng).unwrap()),
+        Module::relu6(),
+        Module::dequant_stub(),
+    ])
+    .into();
+    prepare(
+        &mut m,
+        &QConfigMap::global(get_default_qconfig("x86").unwrap()),
+    )
+    .unwrap();
+    assert!(m.get("2").unwrap().is::<rquant_nn::Observed>());
+    let input = Tensor::new([2, 2, 5, 5], (0..100).map(|_| rng.sym(4.0)).collect()).unwrap();
+    m.forward(Value::F(input.clone())).unwrap();
+    let mut want = None;
+    for e in rquant_nn::engines::all_paths() {
+        let mut q = m.clone();
+        convert_with(&mut q, &e).unwrap();
+        let r6 = q.get_mut("2").unwrap();
+        assert_eq!(r6.type_name(), "QuantizedReLU6");
+        assert_eq!(r6.engine().map(|h| h.path()), Some(e.path()));
+        let Value::Q(got) = r6.forward(Value::Q(x.clone())).unwrap() else {
+            panic!("quantized output expected")
+        };
+        assert_eq!(got.int_repr(), &y[..], "{}/{}", e.name(), e.isa());
+        assert_eq!(got.q_per_tensor(), Some((2.0, 100)));
+        let out = q.forward(Value::F(input.clone())).unwrap().to_float();
+        assert!(out.data().iter().all(|&v| (0.0..=6.0 + 1e-6).contains(&v)));
+        let bytes = quantized_bytes(&q, "x86").unwrap();
+        let (mut back, _) = quantized_from_bytes(&bytes, "relu6.st", Some(e.clone())).unwrap();
+        assert_eq!(back.get("2").unwrap().type_name(), "QuantizedReLU6");
+        let again = back.forward(Value::F(input.clone())).unwrap().to_float();
+        assert_eq!(again, out);
+        match &want {
+            None => want = Some(out),
+            Some(w) => assert_eq!(&out, w, "{}/{}", e.name(), e.isa()),
+        }
+    }
 }
