@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use rquant_core::qconfig::{default_dynamic_qconfig, per_channel_dynamic_qconfig};
 use rquant_core::{Engine, PackedLinear, Tensor};
 use rquant_nn::gemm::{par_sgemm, sgemm, Mat};
-use rquant_nn::quantized::{DynWeight, QModule};
+use rquant_nn::quantized::{DynWeight, QDynLinear};
 use rquant_nn::{quantize_dynamic_with, DynamicDType, DynamicType, Linear, Module};
 use serde_json::Value as J;
 use tokenizers::{Tokenizer, TruncationParams};
@@ -164,7 +164,7 @@ impl Lin {
             Tensor::new([n, k], std::mem::take(w))?,
             Some(Tensor::new([n], std::mem::take(b))?),
         )?;
-        let mut m = Module::Linear(lin);
+        let mut m = Module::new(lin);
         let q = if per_channel {
             per_channel_dynamic_qconfig()
         } else {
@@ -177,7 +177,7 @@ impl Lin {
             &q,
             engine,
         )?;
-        let Module::Quantized(QModule::DynamicLinear(d)) = m else {
+        let Ok(d) = m.into_inner::<QDynLinear>() else {
             bail!("quantize_dynamic did not produce a dynamic Linear");
         };
         let DynWeight::Int8 { packed, .. } = d.weight else {

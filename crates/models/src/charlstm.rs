@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use rayon::prelude::*;
 use rquant_core::qconfig::{default_dynamic_qconfig, per_channel_dynamic_qconfig};
 use rquant_core::{Engine, Tensor};
-use rquant_nn::quantized::{DynWeight, QDynRnn, QModule};
+use rquant_nn::quantized::{DynWeight, QDynRnn};
 use rquant_nn::rnn::{Rnn, RnnKind, RnnLayer};
 use rquant_nn::{quantize_dynamic_with, DynamicDType, DynamicType, Module, Param};
 
@@ -196,7 +196,7 @@ impl CharLstm {
             };
             for l in [&mut m.lstm1, &mut m.lstm2] {
                 let Lstm::F32(r) = l else { continue };
-                let mut module = Module::Rnn(r.clone());
+                let mut module = Module::new(r.clone());
                 quantize_dynamic_with(
                     &mut module,
                     &[DynamicType::Lstm],
@@ -204,7 +204,7 @@ impl CharLstm {
                     &q,
                     engine,
                 )?;
-                let Module::Quantized(QModule::DynamicRnn(mut d)) = module else {
+                let Ok(mut d) = module.into_inner::<QDynRnn>() else {
                     bail!("quantize_dynamic did not produce a dynamic LSTM");
                 };
                 for (a, b) in &mut d.layers {
@@ -380,7 +380,7 @@ mod tests {
         // Dynamic int8 through quantize_dynamic: the same projections as nnqd.LSTM.
         rquant_nn::engines::init();
         let engine = rquant_core::registry::engine_by_name("reference").unwrap();
-        let mut m = Module::Rnn(rnn);
+        let mut m = Module::new(rnn);
         quantize_dynamic_with(
             &mut m,
             &[DynamicType::Lstm],
@@ -389,7 +389,7 @@ mod tests {
             &engine,
         )
         .unwrap();
-        let Module::Quantized(QModule::DynamicRnn(q)) = m else {
+        let Ok(q) = m.into_inner::<QDynRnn>() else {
             panic!("not quantized")
         };
         let want = q.forward_full(&x, None).unwrap().0;

@@ -57,8 +57,12 @@ impl NnError {
                 module: format!("{name}.{module}"),
                 source,
             },
-            NnError::Module { module, detail } if !module.is_empty() => NnError::Module {
-                module: format!("{name}.{module}"),
+            NnError::Module { module, detail } => NnError::Module {
+                module: if module.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{name}.{module}")
+                },
                 detail,
             },
             e => NnError::In {

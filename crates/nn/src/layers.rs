@@ -2,58 +2,19 @@
 //! fused BatchNorm2d / ReLU and, after `prepare_qat`, a weight fake-quant),
 //! BatchNorm2d, activations, pooling, Flatten, Dropout.
 
-use rquant_core::qconfig::FakeQuantize;
-use rquant_core::{Conv2dParams, QTensor, Tensor};
+use rquant_core::qconfig::{FakeQuantize, QConfig};
+use rquant_core::{BinaryOp, Conv2dParams, Engine, QTensor, Tensor};
+use serde_json::{json, Value as J};
 
 use crate::error::{bad, NnError, Result};
+use crate::format::Saver;
 use crate::functional as F;
+use crate::mapping::Mappings;
+use crate::module::{Layer, Module};
+pub use crate::param::{Param, Rng};
+use crate::post::Observation;
+use crate::registry::{ModuleRegistry, Node};
 use crate::value::Value;
-
-/// A trainable tensor and its accumulated gradient.
-#[derive(Debug, Clone)]
-pub struct Param {
-    pub value: Tensor,
-    pub grad: Option<Tensor>,
-}
-
-impl Param {
-    pub fn new(value: Tensor) -> Self {
-        Param { value, grad: None }
-    }
-    /// Add `g` to the gradient.
-    pub fn accumulate(&mut self, g: Vec<f32>) -> Result<()> {
-        match &mut self.grad {
-            Some(t) => {
-                for (a, b) in t.data_mut().iter_mut().zip(g) {
-                    *a += b;
-                }
-            }
-            None => self.grad = Some(Tensor::new(self.value.shape().to_vec(), g)?),
-        }
-        Ok(())
-    }
-}
-
-/// Deterministic generator (SplitMix64) for initialisation and dropout.
-#[derive(Debug, Clone)]
-pub struct Rng(pub u64);
-impl Rng {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    pub fn uniform(&mut self) -> f32 {
-        ((self.next_u64() >> 40) as f32) / (1u64 << 24) as f32
-    }
-    /// Uniform in [-a, a) (PyTorch's kaiming-uniform style bound).
-    pub fn sym(&mut self, a: f32) -> f32 {
-        (self.uniform() * 2.0 - 1.0) * a
-    }
-}
 
 fn init_uniform(shape: Vec<usize>, bound: f32, rng: &mut Rng) -> Tensor {
     let n = shape.iter().product();
@@ -189,14 +150,6 @@ impl Linear {
             b.accumulate(db)?;
         }
         Ok(dx.expect("requested"))
-    }
-    pub fn type_name(&self) -> &'static str {
-        match (self.relu, self.weight_fake_quant.is_some()) {
-            (false, false) => "Linear",
-            (true, false) => "LinearReLU",
-            (false, true) => "QATLinear",
-            (true, true) => "QATLinearReLU",
-        }
     }
 }
 
@@ -375,13 +328,6 @@ impl BatchNorm2d {
         self.weight.accumulate(dgamma)?;
         self.bias.accumulate(dbeta)?;
         Ok(Tensor::new(g.shape().to_vec(), dx)?)
-    }
-    pub fn type_name(&self) -> &'static str {
-        match (self.one_d, self.relu) {
-            (true, _) => "BatchNorm1d",
-            (false, true) => "BNReLU2d",
-            (false, false) => "BatchNorm2d",
-        }
     }
 }
 
@@ -654,23 +600,6 @@ impl Conv2d {
         }
         Ok(dx.expect("requested"))
     }
-
-    pub fn type_name(&self) -> &'static str {
-        match (
-            self.bn.is_some(),
-            self.relu,
-            self.weight_fake_quant.is_some(),
-        ) {
-            (false, false, false) => "Conv2d",
-            (false, true, false) => "ConvReLU2d",
-            (true, false, false) => "ConvBn2d",
-            (true, true, false) => "ConvBnReLU2d",
-            (false, false, true) => "QATConv2d",
-            (false, true, true) => "QATConvReLU2d",
-            (true, false, true) => "QATConvBn2d",
-            (true, true, true) => "QATConvBnReLU2d",
-        }
-    }
 }
 
 /// Eval-mode batch norm that still records what the backward pass needs.
@@ -703,6 +632,31 @@ fn bn_eval_with_cache(bn: &mut BatchNorm2d, y0: Tensor) -> Result<Tensor> {
 
 // ---------------------------------------------------------------- element-wise
 
+/// Quantized ReLU6 (`torch.ops.quantized.relu6`): an integer clamp to
+/// `[zero_point, quantize(6.0)]` that keeps the input's qparams.
+pub fn relu6_quantized(x: &QTensor<u8>) -> Result<QTensor<u8>> {
+    let (scale, zp) = x
+        .q_per_tensor()
+        .ok_or_else(|| bad("relu6", "per-tensor input required"))?;
+    let six =
+        rquant_core::numerics::quantize_val::<u8>(rquant_core::numerics::inv_scale(scale), zp, 6.0);
+    let lo = zp as u8;
+    let hi = six.max(lo);
+    let data = x.int_repr().iter().map(|&q| q.clamp(lo, hi)).collect();
+    Ok(QTensor::from_int_repr(
+        x.shape().to_vec(),
+        data,
+        x.qparams().clone(),
+    )?)
+}
+
+fn no_engine(op: &str) -> NnError {
+    NnError::module(
+        "",
+        format!("{op} on a quantized input needs an engine: convert the model, load it with an engine, or call rquant_nn::to_engine"),
+    )
+}
+
 /// Element-wise activations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ActKind {
@@ -714,6 +668,9 @@ pub enum ActKind {
 #[derive(Debug, Clone)]
 pub struct Activation {
     pub kind: ActKind,
+    /// The engine quantized inputs run on (set by `convert`, `to_engine`
+    /// and loading; PyTorch keeps these float modules in quantized models).
+    pub engine: Option<Engine>,
     pub(crate) training: bool,
     cache_x: Option<Tensor>,
 }
@@ -722,6 +679,7 @@ impl Activation {
     pub fn new(kind: ActKind) -> Self {
         Activation {
             kind,
+            engine: None,
             training: false,
             cache_x: None,
         }
@@ -762,17 +720,8 @@ impl Activation {
     /// quantized relu / hardtanh); Hardswish needs output qparams (convert).
     pub fn forward_quant(&self, x: QTensor<u8>) -> Result<QTensor<u8>> {
         match self.kind {
-            ActKind::ReLU => Ok(rquant_core::engine()?.relu(&x)?),
-            ActKind::ReLU6 => {
-                let (scale, zp) = x.q_per_tensor().ok_or_else(|| bad("ReLU6", "per-tensor input required"))?;
-                let six = rquant_core::numerics::quantize_val::<u8>(
-                    rquant_core::numerics::inv_scale(scale),
-                    zp,
-                    6.0,
-                );
-                let data = x.int_repr().iter().map(|&q| q.clamp(zp as u8, six.max(zp as u8))).collect();
-                Ok(QTensor::from_int_repr(x.shape().to_vec(), data, x.qparams().clone())?)
-            }
+            ActKind::ReLU => Ok(self.engine.as_ref().ok_or_else(|| no_engine("ReLU"))?.relu(&x)?),
+            ActKind::ReLU6 => relu6_quantized(&x),
             ActKind::Hardswish => Err(bad(
                 "Hardswish",
                 "a float Hardswish cannot run on quantized input: convert it (it needs output qparams)",
@@ -789,13 +738,6 @@ impl Activation {
         }
         Ok(g)
     }
-    pub fn type_name(&self) -> &'static str {
-        match self.kind {
-            ActKind::ReLU => "ReLU",
-            ActKind::ReLU6 => "ReLU6",
-            ActKind::Hardswish => "Hardswish",
-        }
-    }
 }
 
 // ---------------------------------------------------------------- pooling
@@ -807,6 +749,9 @@ pub struct MaxPool2d {
     pub padding: [usize; 2],
     pub dilation: [usize; 2],
     pub ceil_mode: bool,
+    /// The engine quantized inputs run on (set by `convert`, `to_engine`
+    /// and loading; PyTorch keeps these float modules in quantized models).
+    pub engine: Option<Engine>,
     pub(crate) training: bool,
     cache: Option<(Vec<usize>, Vec<u32>)>,
 }
@@ -820,6 +765,7 @@ impl MaxPool2d {
             padding: [0; 2],
             dilation: [1; 2],
             ceil_mode: false,
+            engine: None,
             training: false,
             cache: None,
         }
@@ -847,7 +793,11 @@ impl MaxPool2d {
             dilation: self.dilation,
             ceil_mode: self.ceil_mode,
         };
-        Ok(rquant_core::engine()?.max_pool2d(&x, &p)?)
+        Ok(self
+            .engine
+            .as_ref()
+            .ok_or_else(|| no_engine("MaxPool2d"))?
+            .max_pool2d(&x, &p)?)
     }
     pub fn backward(&mut self, g: Tensor) -> Result<Tensor> {
         let (shape, idx) = self
@@ -866,6 +816,9 @@ pub struct AvgPool2d {
     pub ceil_mode: bool,
     pub count_include_pad: bool,
     pub divisor_override: Option<usize>,
+    /// The engine quantized inputs run on (set by `convert`, `to_engine`
+    /// and loading; PyTorch keeps these float modules in quantized models).
+    pub engine: Option<Engine>,
     pub(crate) training: bool,
     cache: Option<Vec<usize>>,
 }
@@ -879,6 +832,7 @@ impl AvgPool2d {
             ceil_mode: false,
             count_include_pad: true,
             divisor_override: None,
+            engine: None,
             training: false,
             cache: None,
         }
@@ -907,7 +861,11 @@ impl AvgPool2d {
             count_include_pad: self.count_include_pad,
             divisor_override: self.divisor_override,
         };
-        Ok(rquant_core::engine()?.avg_pool2d(&x, &p)?)
+        Ok(self
+            .engine
+            .as_ref()
+            .ok_or_else(|| no_engine("AvgPool2d"))?
+            .avg_pool2d(&x, &p)?)
     }
     pub fn backward(&mut self, g: Tensor) -> Result<Tensor> {
         let shape = self
@@ -929,6 +887,9 @@ impl AvgPool2d {
 #[derive(Debug, Clone)]
 pub struct AdaptiveAvgPool2d {
     pub output_size: [usize; 2],
+    /// The engine quantized inputs run on (set by `convert`, `to_engine`
+    /// and loading; PyTorch keeps these float modules in quantized models).
+    pub engine: Option<Engine>,
     pub(crate) training: bool,
     cache: Option<Vec<usize>>,
 }
@@ -937,6 +898,7 @@ impl AdaptiveAvgPool2d {
     pub fn new(output_size: [usize; 2]) -> Self {
         AdaptiveAvgPool2d {
             output_size,
+            engine: None,
             training: false,
             cache: None,
         }
@@ -949,7 +911,11 @@ impl AdaptiveAvgPool2d {
         Ok(y)
     }
     pub fn forward_quant(&self, x: QTensor<u8>) -> Result<QTensor<u8>> {
-        Ok(rquant_core::engine()?.adaptive_avg_pool2d(&x, self.output_size)?)
+        Ok(self
+            .engine
+            .as_ref()
+            .ok_or_else(|| no_engine("AdaptiveAvgPool2d"))?
+            .adaptive_avg_pool2d(&x, self.output_size)?)
     }
     pub fn backward(&mut self, g: Tensor) -> Result<Tensor> {
         let shape = self
@@ -1057,4 +1023,709 @@ impl Dropout {
         }
         Ok(g)
     }
+}
+
+// ---------------------------------------------------------------- batch-norm folding
+
+/// PyTorch's `fuse_conv_bn_weights`: `w' = w · (γ · rsqrt(var + eps))`,
+/// `b' = (b − mean) · rsqrt(var + eps) · γ + β`, in f32 in that order.
+pub fn fuse_conv_bn_weights(
+    w: &Tensor,
+    b: Option<&[f32]>,
+    bn: &BatchNorm2d,
+) -> Result<(Tensor, Vec<f32>)> {
+    fold_bn(w, b, bn, false)
+}
+
+/// PyTorch's `fuse_linear_bn_weights`: the same weight, but the bias
+/// associates differently: `b' = (b − mean) · (γ · rsqrt(var + eps)) + β`.
+pub fn fuse_linear_bn_weights(
+    w: &Tensor,
+    b: Option<&[f32]>,
+    bn: &BatchNorm2d,
+) -> Result<(Tensor, Vec<f32>)> {
+    fold_bn(w, b, bn, true)
+}
+
+fn fold_bn(
+    w: &Tensor,
+    b: Option<&[f32]>,
+    bn: &BatchNorm2d,
+    linear: bool,
+) -> Result<(Tensor, Vec<f32>)> {
+    let c = w.shape()[0];
+    if bn.num_features != c {
+        return Err(bad(
+            "fuse",
+            format!(
+                "batch norm has {} features, conv/linear {c} outputs",
+                bn.num_features
+            ),
+        ));
+    }
+    let rsqrt: Vec<f32> = bn
+        .running_var
+        .data()
+        .iter()
+        .map(|v| 1.0 / (v + bn.eps).sqrt())
+        .collect();
+    let gamma = bn.weight.value.data();
+    let k: Vec<f32> = (0..c).map(|i| gamma[i] * rsqrt[i]).collect();
+    let per = w.numel() / c;
+    let mut wf = w.clone();
+    for (i, v) in wf.data_mut().iter_mut().enumerate() {
+        *v *= k[i / per];
+    }
+    let bf = (0..c)
+        .map(|i| {
+            let b0 = b.map_or(0.0, |b| b[i]);
+            if linear {
+                (b0 - bn.running_mean.data()[i]) * k[i] + bn.bias.value.data()[i]
+            } else {
+                (b0 - bn.running_mean.data()[i]) * rsqrt[i] * gamma[i] + bn.bias.value.data()[i]
+            }
+        })
+        .collect();
+    Ok((wf, bf))
+}
+
+/// Concatenate float tensors along `dim`.
+pub fn cat_float(ts: &[Tensor], dim: usize) -> Result<Tensor> {
+    let first = ts.first().ok_or_else(|| bad("cat", "no inputs"))?;
+    if dim >= first.ndim() {
+        return Err(bad(
+            "cat",
+            format!("dim {dim} out of range for {:?}", first.shape()),
+        ));
+    }
+    let outer: usize = first.shape()[..dim].iter().product();
+    let inner: usize = first.shape()[dim + 1..].iter().product();
+    let mut total = 0;
+    for t in ts {
+        if t.ndim() != first.ndim()
+            || t.shape()[..dim] != first.shape()[..dim]
+            || t.shape()[dim + 1..] != first.shape()[dim + 1..]
+        {
+            return Err(bad(
+                "cat",
+                format!(
+                    "{:?} does not match {:?} off dim {dim}",
+                    t.shape(),
+                    first.shape()
+                ),
+            ));
+        }
+        total += t.shape()[dim];
+    }
+    let mut out = Vec::with_capacity(outer * total * inner);
+    for o in 0..outer {
+        for t in ts {
+            let d = t.shape()[dim];
+            out.extend_from_slice(&t.data()[o * d * inner..(o + 1) * d * inner]);
+        }
+    }
+    let mut shape = first.shape().to_vec();
+    shape[dim] = total;
+    Ok(Tensor::new(shape, out)?)
+}
+
+// ---------------------------------------------------------------- stubs and FloatFunctional
+
+/// `nn.Identity` (also what fusion leaves in place of the modules it folded).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Identity;
+
+/// `QuantStub`: identity in float; observed by `prepare`, it becomes
+/// [`crate::quantized::Quantize`] at convert.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QuantStub;
+
+/// `DeQuantStub`: identity in float; becomes
+/// [`crate::quantized::DeQuantize`] at convert.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DeQuantStub;
+
+/// `nn.quantized.FloatFunctional`: add, mul, cat, add_relu in float, with an
+/// output observer (fake quant under QAT) after prepare.
+#[derive(Debug, Clone, Default)]
+pub struct FloatFunctional {
+    pub post: Option<crate::post::ActPost>,
+    pub qconfig: Option<QConfig>,
+    pub(crate) training: bool,
+}
+
+impl FloatFunctional {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// `add` / `add_relu` / `mul` of same-shape float tensors.
+    pub fn binary(&mut self, a: Value, b: Value, op: BinaryOp) -> Result<Value> {
+        let (a, b) = (a.float("FloatFunctional")?, b.float("FloatFunctional")?);
+        if a.shape() != b.shape() {
+            return Err(bad(
+                "FloatFunctional",
+                format!("shapes {:?} and {:?} differ", a.shape(), b.shape()),
+            ));
+        }
+        let data = a
+            .data()
+            .iter()
+            .zip(b.data())
+            .map(|(&x, &y)| match op {
+                BinaryOp::Add => x + y,
+                BinaryOp::AddRelu => (x + y).max(0.0),
+                BinaryOp::Mul => x * y,
+            })
+            .collect();
+        let y = Tensor::new(a.shape().to_vec(), data)?;
+        Ok(Value::F(match &mut self.post {
+            Some(p) => p.apply(y)?,
+            None => y,
+        }))
+    }
+    pub fn cat(&mut self, xs: Vec<Value>, dim: usize) -> Result<Value> {
+        let ts = xs
+            .into_iter()
+            .map(|v| v.float("FloatFunctional.cat"))
+            .collect::<Result<Vec<_>>>()?;
+        let y = cat_float(&ts, dim)?;
+        Ok(Value::F(match &mut self.post {
+            Some(p) => p.apply(y)?,
+            None => y,
+        }))
+    }
+}
+
+impl Module {
+    /// `nn.Identity()`.
+    pub fn identity() -> Self {
+        Module::new(Identity)
+    }
+    /// `QuantStub()`.
+    pub fn quant_stub() -> Self {
+        Module::new(QuantStub)
+    }
+    /// `DeQuantStub()`.
+    pub fn dequant_stub() -> Self {
+        Module::new(DeQuantStub)
+    }
+    /// `FloatFunctional()`.
+    pub fn float_functional() -> Self {
+        Module::new(FloatFunctional::default())
+    }
+    pub fn relu() -> Self {
+        Module::new(Activation::new(ActKind::ReLU))
+    }
+    pub fn relu6() -> Self {
+        Module::new(Activation::new(ActKind::ReLU6))
+    }
+    pub fn hardswish() -> Self {
+        Module::new(Activation::new(ActKind::Hardswish))
+    }
+    /// `nn.BatchNorm1d(num_features)`.
+    pub fn batch_norm1d(num_features: usize) -> Self {
+        Module::new(BatchNorm2d::new_1d(num_features))
+    }
+    /// `nn.Flatten()` (start_dim 1).
+    pub fn flatten() -> Self {
+        Module::new(Flatten::default())
+    }
+}
+
+// ---------------------------------------------------------------- Layer impls
+
+fn empty() -> J {
+    J::Object(Default::default())
+}
+
+fn no_qat_save(t: &str) -> NnError {
+    NnError::module(
+        "",
+        format!("{t} (a QAT or observed module) cannot be saved in a model file: convert it first"),
+    )
+}
+
+impl Layer for Linear {
+    fn type_name(&self) -> String {
+        match (self.relu, self.weight_fake_quant.is_some()) {
+            (false, false) => "Linear",
+            (true, false) => "LinearReLU",
+            (false, true) => "QATLinear",
+            (true, true) => "QATLinearReLU",
+        }
+        .into()
+    }
+    fn forward(&mut self, x: Value) -> Result<Value> {
+        Ok(Value::F(Linear::forward(self, x.float("Linear")?)?))
+    }
+    fn backward(&mut self, g: Tensor) -> Result<Tensor> {
+        Linear::backward(self, g)
+    }
+    fn set_training(&mut self, on: bool) {
+        self.training = on;
+    }
+    fn params_mut(&mut self) -> Vec<(String, &mut Param)> {
+        let mut v = vec![("weight".to_string(), &mut self.weight)];
+        if let Some(b) = &mut self.bias {
+            v.push(("bias".to_string(), b));
+        }
+        v
+    }
+    fn fake_quants_mut(&mut self) -> Vec<&mut FakeQuantize> {
+        self.weight_fake_quant.iter_mut().collect()
+    }
+    fn weight(&self) -> Option<Tensor> {
+        Some(self.weight.value.clone())
+    }
+    fn save(&self, out: &mut Saver) -> Result<J> {
+        if self.weight_fake_quant.is_some() {
+            return Err(no_qat_save(&Layer::type_name(self)));
+        }
+        out.f32("weight", &self.weight.value);
+        let b = out.bias(self.bias.as_ref().map(|b| b.value.data()));
+        Ok(json!({ "bias": b }))
+    }
+}
+
+impl Layer for Conv2d {
+    fn type_name(&self) -> String {
+        match (
+            self.bn.is_some(),
+            self.relu,
+            self.weight_fake_quant.is_some(),
+        ) {
+            (false, false, false) => "Conv2d",
+            (false, true, false) => "ConvReLU2d",
+            (true, false, false) => "ConvBn2d",
+            (true, true, false) => "ConvBnReLU2d",
+            (false, false, true) => "QATConv2d",
+            (false, true, true) => "QATConvReLU2d",
+            (true, false, true) => "QATConvBn2d",
+            (true, true, true) => "QATConvBnReLU2d",
+        }
+        .into()
+    }
+    fn forward(&mut self, x: Value) -> Result<Value> {
+        Ok(Value::F(Conv2d::forward(self, x.float("Conv2d")?)?))
+    }
+    fn backward(&mut self, g: Tensor) -> Result<Tensor> {
+        Conv2d::backward(self, g)
+    }
+    fn set_training(&mut self, on: bool) {
+        self.training = on;
+        let frozen = self.freeze_bn;
+        if let Some(bn) = &mut self.bn {
+            bn.training = on && !frozen;
+        }
+    }
+    fn params_mut(&mut self) -> Vec<(String, &mut Param)> {
+        let mut v = vec![("weight".to_string(), &mut self.weight)];
+        if let Some(b) = &mut self.bias {
+            v.push(("bias".to_string(), b));
+        }
+        if let Some(bn) = &mut self.bn {
+            v.push(("bn.weight".to_string(), &mut bn.weight));
+            v.push(("bn.bias".to_string(), &mut bn.bias));
+        }
+        v
+    }
+    fn buffers_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        match &mut self.bn {
+            Some(bn) => vec![
+                ("bn.running_mean".to_string(), &mut bn.running_mean),
+                ("bn.running_var".to_string(), &mut bn.running_var),
+            ],
+            None => Vec::new(),
+        }
+    }
+    fn fake_quants_mut(&mut self) -> Vec<&mut FakeQuantize> {
+        self.weight_fake_quant.iter_mut().collect()
+    }
+    /// The conv weight (None with an unfolded batch norm: it is not the
+    /// weight a quantized conv holds).
+    fn weight(&self) -> Option<Tensor> {
+        self.bn.is_none().then(|| self.weight.value.clone())
+    }
+    fn save(&self, out: &mut Saver) -> Result<J> {
+        if self.weight_fake_quant.is_some() || self.bn.is_some() {
+            return Err(no_qat_save(&Layer::type_name(self)));
+        }
+        out.f32("weight", &self.weight.value);
+        let b = out.bias(self.bias.as_ref().map(|b| b.value.data()));
+        Ok(json!({ "bias": b, "params": conv_json(self.params) }))
+    }
+}
+
+pub(crate) fn conv_json(p: Conv2dParams) -> J {
+    json!({"stride": p.stride, "padding": p.padding, "dilation": p.dilation, "groups": p.groups})
+}
+
+impl Layer for BatchNorm2d {
+    fn type_name(&self) -> String {
+        match (self.one_d, self.relu) {
+            (true, _) => "BatchNorm1d",
+            (false, true) => "BNReLU2d",
+            (false, false) => "BatchNorm2d",
+        }
+        .into()
+    }
+    fn forward(&mut self, x: Value) -> Result<Value> {
+        Ok(Value::F(BatchNorm2d::forward(
+            self,
+            x.float("BatchNorm2d")?,
+        )?))
+    }
+    fn backward(&mut self, g: Tensor) -> Result<Tensor> {
+        BatchNorm2d::backward(self, g)
+    }
+    fn set_training(&mut self, on: bool) {
+        self.training = on;
+    }
+    fn params_mut(&mut self) -> Vec<(String, &mut Param)> {
+        vec![
+            ("weight".to_string(), &mut self.weight),
+            ("bias".to_string(), &mut self.bias),
+        ]
+    }
+    fn buffers_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        vec![
+            ("running_mean".to_string(), &mut self.running_mean),
+            ("running_var".to_string(), &mut self.running_var),
+        ]
+    }
+    fn save(&self, out: &mut Saver) -> Result<J> {
+        out.f32("weight", &self.weight.value);
+        out.f32("bias", &self.bias.value);
+        out.f32("running_mean", &self.running_mean);
+        out.f32("running_var", &self.running_var);
+        Ok(json!({ "eps": self.eps, "relu": self.relu }))
+    }
+}
+
+impl Layer for Activation {
+    fn type_name(&self) -> String {
+        match self.kind {
+            ActKind::ReLU => "ReLU",
+            ActKind::ReLU6 => "ReLU6",
+            ActKind::Hardswish => "Hardswish",
+        }
+        .into()
+    }
+    fn forward(&mut self, x: Value) -> Result<Value> {
+        match x {
+            Value::F(t) => Ok(Value::F(self.forward_float(t)?)),
+            Value::Q(q) => Ok(Value::Q(self.forward_quant(q)?)),
+        }
+    }
+    fn backward(&mut self, g: Tensor) -> Result<Tensor> {
+        Activation::backward(self, g)
+    }
+    fn set_training(&mut self, on: bool) {
+        self.training = on;
+    }
+    fn engine(&self) -> Option<&Engine> {
+        self.engine.as_ref()
+    }
+    fn to_engine(&mut self, engine: &Engine) -> Result<()> {
+        self.engine = Some(engine.clone());
+        Ok(())
+    }
+    fn save(&self, _: &mut Saver) -> Result<J> {
+        Ok(empty())
+    }
+}
+
+macro_rules! pool_layer {
+    ($t:ty, $name:literal, $save:expr) => {
+        impl Layer for $t {
+            fn type_name(&self) -> String {
+                $name.into()
+            }
+            fn forward(&mut self, x: Value) -> Result<Value> {
+                match x {
+                    Value::F(t) => Ok(Value::F(self.forward_float(t)?)),
+                    Value::Q(q) => Ok(Value::Q(self.forward_quant(q)?)),
+                }
+            }
+            fn backward(&mut self, g: Tensor) -> Result<Tensor> {
+                <$t>::backward(self, g)
+            }
+            fn set_training(&mut self, on: bool) {
+                self.training = on;
+            }
+            fn engine(&self) -> Option<&Engine> {
+                self.engine.as_ref()
+            }
+            fn to_engine(&mut self, engine: &Engine) -> Result<()> {
+                self.engine = Some(engine.clone());
+                Ok(())
+            }
+            fn save(&self, _: &mut Saver) -> Result<J> {
+                let f: fn(&$t) -> J = $save;
+                Ok(f(self))
+            }
+        }
+    };
+}
+
+pool_layer!(MaxPool2d, "MaxPool2d", |m| json!({
+    "kernel": m.kernel, "stride": m.stride, "padding": m.padding,
+    "dilation": m.dilation, "ceil_mode": m.ceil_mode
+}));
+pool_layer!(AvgPool2d, "AvgPool2d", |m| json!({
+    "kernel": m.kernel, "stride": m.stride, "padding": m.padding,
+    "ceil_mode": m.ceil_mode, "count_include_pad": m.count_include_pad,
+    "divisor_override": m.divisor_override
+}));
+pool_layer!(AdaptiveAvgPool2d, "AdaptiveAvgPool2d", |m| json!({
+    "output_size": m.output_size
+}));
+
+impl Layer for Flatten {
+    fn type_name(&self) -> String {
+        "Flatten".into()
+    }
+    fn forward(&mut self, x: Value) -> Result<Value> {
+        Flatten::forward(self, x)
+    }
+    fn backward(&mut self, g: Tensor) -> Result<Tensor> {
+        Flatten::backward(self, g)
+    }
+    fn set_training(&mut self, on: bool) {
+        self.training = on;
+    }
+    fn save(&self, _: &mut Saver) -> Result<J> {
+        Ok(json!({ "start_dim": self.start_dim }))
+    }
+}
+
+impl Layer for Dropout {
+    fn type_name(&self) -> String {
+        "Dropout".into()
+    }
+    fn forward(&mut self, x: Value) -> Result<Value> {
+        Dropout::forward(self, x)
+    }
+    fn backward(&mut self, g: Tensor) -> Result<Tensor> {
+        Dropout::backward(self, g)
+    }
+    fn set_training(&mut self, on: bool) {
+        self.training = on;
+    }
+    fn save(&self, _: &mut Saver) -> Result<J> {
+        Ok(json!({ "p": self.p }))
+    }
+}
+
+macro_rules! identity_layer {
+    ($t:ty, $name:literal) => {
+        impl Layer for $t {
+            fn type_name(&self) -> String {
+                $name.into()
+            }
+            fn forward(&mut self, x: Value) -> Result<Value> {
+                Ok(x)
+            }
+            fn backward(&mut self, g: Tensor) -> Result<Tensor> {
+                Ok(g)
+            }
+            fn save(&self, _: &mut Saver) -> Result<J> {
+                Ok(empty())
+            }
+        }
+    };
+}
+identity_layer!(Identity, "Identity");
+identity_layer!(QuantStub, "QuantStub");
+identity_layer!(DeQuantStub, "DeQuantStub");
+
+impl Layer for FloatFunctional {
+    fn type_name(&self) -> String {
+        "FloatFunctional".into()
+    }
+    fn forward(&mut self, _: Value) -> Result<Value> {
+        Err(bad(
+            "FloatFunctional",
+            "call add / mul / cat / add_relu instead of forward",
+        ))
+    }
+    fn set_training(&mut self, on: bool) {
+        self.training = on;
+    }
+    fn fake_quants_mut(&mut self) -> Vec<&mut FakeQuantize> {
+        self.post
+            .as_mut()
+            .and_then(|p| p.fake_quant_mut())
+            .into_iter()
+            .collect()
+    }
+    fn observe_output(&mut self, obs: Observation) -> Option<Observation> {
+        self.post = Some(obs.post);
+        self.qconfig = Some(obs.qconfig);
+        None
+    }
+    fn take_observation(&mut self) -> Option<Observation> {
+        match (self.post.take(), self.qconfig.take()) {
+            (Some(post), Some(qconfig)) => Some(Observation { post, qconfig }),
+            (post, qconfig) => {
+                self.post = post;
+                self.qconfig = qconfig;
+                None
+            }
+        }
+    }
+    fn binary(&mut self, op: BinaryOp, a: Value, b: Value) -> Result<Value> {
+        FloatFunctional::binary(self, a, b, op)
+    }
+    fn cat(&mut self, xs: Vec<Value>, dim: usize) -> Result<Value> {
+        FloatFunctional::cat(self, xs, dim)
+    }
+    fn functional_backward(&mut self, g: Tensor) -> Result<Tensor> {
+        match &mut self.post {
+            Some(p) => p.backward(g),
+            None => Ok(g),
+        }
+    }
+    fn save(&self, _: &mut Saver) -> Result<J> {
+        if self.post.is_some() {
+            return Err(no_qat_save("FloatFunctional"));
+        }
+        Ok(empty())
+    }
+}
+
+// ---------------------------------------------------------------- registration
+
+/// QAT forms (`DEFAULT_QAT_MODULE_MAPPINGS`): Linear and Conv2d, plain and
+/// fused, get a weight fake quant from the qconfig.
+pub(crate) fn register_mappings(m: &mut Mappings) {
+    fn qat(mut m: Module, qc: &QConfig) -> Result<Module> {
+        let fq = qc.weight.build_fake_quant()?;
+        if let Some(l) = m.downcast_mut::<Linear>() {
+            l.weight_fake_quant = Some(fq);
+        } else if let Some(c) = m.downcast_mut::<Conv2d>() {
+            c.weight_fake_quant = Some(fq);
+        } else {
+            return Err(NnError::module(
+                "",
+                format!("{} has no QAT form", m.type_name()),
+            ));
+        }
+        Ok(m)
+    }
+    for t in [
+        "Linear",
+        "LinearReLU",
+        "Conv2d",
+        "ConvReLU2d",
+        "ConvBn2d",
+        "ConvBnReLU2d",
+    ] {
+        m.qat.insert(t.to_string(), std::sync::Arc::new(qat));
+    }
+}
+
+/// Loaders of the float modules (a partly quantized model keeps some).
+pub(crate) fn register_loaders(r: &mut ModuleRegistry) {
+    fn relu_of(n: &Node) -> Result<bool> {
+        // Version-1 files wrote `relu` beside the plain tag.
+        Ok(n.type_name().ends_with("ReLU") || n.get_bool_opt("relu")?.unwrap_or(false))
+    }
+    fn linear(n: &mut Node) -> Result<Module> {
+        let b = n.bias(n.get_bool("bias")?)?;
+        let mut l = Linear::from_weights(
+            n.f32("weight")?,
+            b.map(|b| Tensor::new([b.len()], b)).transpose()?,
+        )
+        .map_err(|e| n.tensor_error("", e.to_string()))?;
+        l.relu = relu_of(n)?;
+        Ok(l.into())
+    }
+    fn conv(n: &mut Node) -> Result<Module> {
+        let b = n.bias(n.get_bool("bias")?)?;
+        let mut c = Conv2d::from_weights(
+            n.f32("weight")?,
+            b.map(|b| Tensor::new([b.len()], b)).transpose()?,
+            n.get_conv()?,
+        )
+        .map_err(|e| n.tensor_error("", e.to_string()))?;
+        c.relu = n.type_name() == "ConvReLU2d" || n.get_bool_opt("relu")?.unwrap_or(false);
+        Ok(c.into())
+    }
+    fn batch_norm(n: &mut Node) -> Result<Module> {
+        let w = n.f32("weight")?;
+        let mut b = BatchNorm2d::new(w.numel());
+        let check = |t: Tensor, name: &str| -> Result<Tensor> {
+            if t.numel() != w.numel() {
+                return Err(n.tensor_error(name, "length differs from the weight"));
+            }
+            Ok(t)
+        };
+        b.bias.value = check(n.f32("bias")?, "bias")?;
+        b.running_mean = check(n.f32("running_mean")?, "running_mean")?;
+        b.running_var = check(n.f32("running_var")?, "running_var")?;
+        b.weight.value = w;
+        b.eps = n.get_f64("eps")? as f32;
+        b.relu = n.type_name() == "BNReLU2d" || n.get_bool_opt("relu")?.unwrap_or(false);
+        b.one_d = n.type_name() == "BatchNorm1d";
+        Ok(b.into())
+    }
+    fn max_pool(n: &mut Node) -> Result<Module> {
+        let mut m = MaxPool2d::new(1, 1);
+        m.kernel = n.get_pair("kernel")?;
+        m.stride = n.get_pair("stride")?;
+        m.padding = n.get_pair("padding")?;
+        m.dilation = n.get_pair("dilation")?;
+        m.ceil_mode = n.get_bool("ceil_mode")?;
+        Ok(m.into())
+    }
+    fn avg_pool(n: &mut Node) -> Result<Module> {
+        let mut m = AvgPool2d::new(1, 1);
+        m.kernel = n.get_pair("kernel")?;
+        m.stride = n.get_pair("stride")?;
+        m.padding = n.get_pair("padding")?;
+        m.ceil_mode = n.get_bool("ceil_mode")?;
+        m.count_include_pad = n.get_bool("count_include_pad")?;
+        m.divisor_override = match n.attrs().get("divisor_override") {
+            None | Some(J::Null) => None,
+            Some(v) => Some(
+                v.as_u64()
+                    .and_then(|v| usize::try_from(v).ok())
+                    .filter(|&v| v > 0)
+                    .ok_or_else(|| {
+                        n.attr_error("divisor_override", "not null or a positive integer")
+                    })?,
+            ),
+        };
+        Ok(m.into())
+    }
+    r.register("Linear", linear);
+    r.register("LinearReLU", linear);
+    r.register("Conv2d", conv);
+    r.register("ConvReLU2d", conv);
+    r.register("BatchNorm2d", batch_norm);
+    r.register("BNReLU2d", batch_norm);
+    r.register("BatchNorm1d", batch_norm);
+    r.register("ReLU", |_| Ok(Module::relu()));
+    r.register("ReLU6", |_| Ok(Module::relu6()));
+    r.register("Hardswish", |_| Ok(Module::hardswish()));
+    r.register("MaxPool2d", max_pool);
+    r.register("AvgPool2d", avg_pool);
+    r.register("AdaptiveAvgPool2d", |n| {
+        Ok(AdaptiveAvgPool2d::new(n.get_pair("output_size")?).into())
+    });
+    r.register("Flatten", |n| {
+        Ok(Flatten {
+            start_dim: n.get_usize("start_dim")?,
+            ..Default::default()
+        }
+        .into())
+    });
+    r.register("Dropout", |n| {
+        Ok(Dropout::new(n.get_f64("p")? as f32, 0).into())
+    });
+    r.register("Identity", |_| Ok(Module::identity()));
+    r.register("QuantStub", |_| Ok(Module::quant_stub()));
+    r.register("DeQuantStub", |_| Ok(Module::dequant_stub()));
+    r.register("FloatFunctional", |_| Ok(Module::float_functional()));
 }

@@ -1,23 +1,38 @@
 //! rquant-nn: float modules with forward and backward, and PyTorch's
 //! eager-mode quantization workflows on top of them.
 //!
-//! * **Modules** ([`Module`]): Linear, Conv2d (stride, padding, dilation,
+//! * **An open module set** ([`module`]): every module — float, fused,
+//!   observed, QAT, quantized, rquant's or yours — is a type implementing
+//!   [`Layer`] (`type_name`, `forward`, and optionally backward, named
+//!   children, parameters and buffers, engine, `save`); a model is a tree of
+//!   [`Module`]s (boxed layers) whose dotted paths are PyTorch's state_dict
+//!   keys. [`Block`] writes a user block (a ResNet BasicBlock) as named
+//!   children plus a forward function. [`Mappings`] holds the float → QAT →
+//!   quantized tables (PyTorch's `DEFAULT_*_MODULE_MAPPINGS`) and
+//!   [`ModuleRegistry`] the file's type tag → loader table; extend both to
+//!   add a quantized module of your own without editing rquant
+//!   (`tests/custom_module.rs` does it in one file).
+//! * **rquant's modules**: Linear, Conv2d (stride, padding, dilation,
 //!   groups), BatchNorm2d, ReLU / ReLU6 / Hardswish, MaxPool2d, AvgPool2d,
-//!   AdaptiveAvgPool2d, Flatten, Dropout, Embedding, LSTM / GRU, Sequential
-//!   with named children (dotted paths are PyTorch's state_dict keys),
-//!   QuantStub / DeQuantStub, FloatFunctional, and [`CustomModule`] for
-//!   user-written forwards. Float math: im2col + packed SGEMM, batch-parallel.
+//!   AdaptiveAvgPool2d, Flatten, Dropout, Embedding, LSTM / GRU, Sequential,
+//!   QuantStub / DeQuantStub, FloatFunctional; quantized ([`quantized`]):
+//!   Quantize / DeQuantize, Linear(ReLU), Conv(ReLU)2d, Hardswish, ReLU6,
+//!   QFunctional, dynamic Linear / LSTM / GRU. Float math: im2col + packed
+//!   SGEMM, batch-parallel.
 //! * **Training**: layer-by-layer backward, [`train::cross_entropy`],
 //!   [`train::Sgd`] (momentum) and [`train::Adam`], PyTorch's update rules.
 //! * **Workflows**: [`fuse_modules`] / [`fuse_modules_qat`] (PyTorch's exact
 //!   folding arithmetic), [`prepare`] (observers from a [`QConfigMap`]; `None`
-//!   keeps a module float), calibration by running data, [`convert`]
-//!   (weights packed once by the current engine), [`quantize_dynamic`]
-//!   ({Linear, LSTM, GRU} × {qint8, float16}), [`prepare_qat`] with
-//!   [`disable_observer`] / [`freeze_bn_stats`], [`to_engine`].
-//! * **Files** ([`io`]): float weights from safetensors by PyTorch name;
-//!   quantized models saved with engine, qconfig and qparams, loadable on
-//!   any engine with identical outputs.
+//!   keeps a module float), calibration by running data, [`convert_with`]
+//!   (weights packed once by the given engine; every module of the converted
+//!   model, pooling and ReLU on quantized values included, runs on it),
+//!   [`quantize_dynamic`] ({Linear, LSTM, GRU} × {qint8, float16}),
+//!   [`prepare_qat`] with [`disable_observer`] / [`freeze_bn_stats`],
+//!   [`to_engine`] (moves a whole model); `*_mapped` forms take your tables.
+//! * **Files** ([`io`]): float weights from safetensors by PyTorch name
+//!   (PyTorch's int64 `num_batches_tracked` buffers are read and skipped);
+//!   quantized models saved with engine, qconfig, module tree and qparams,
+//!   loadable on any engine with identical outputs.
 //! * **Numeric suite** ([`numeric_suite`]): weight and per-layer output SQNR.
 //!
 //! ```no_run
@@ -62,23 +77,42 @@
 //! # Ok(()) }
 //! ```
 
+pub mod block;
+mod builtins;
 pub mod engines;
 pub mod error;
+pub mod format;
 pub mod functional;
 pub mod gemm;
 pub mod io;
 pub mod layers;
+pub mod mapping;
 pub mod mnist;
 pub mod module;
 pub mod numeric_suite;
+pub mod observed;
+pub mod param;
+pub mod post;
 pub mod quantize;
 pub mod quantized;
+pub mod registry;
 pub mod rnn;
 pub mod train;
 pub mod value;
 
+pub use block::Block;
 pub use error::{NnError, Result};
-pub use layers::{ActKind, BatchNorm2d, Conv2d, Linear, Param, Rng};
-pub use module::{CustomModule, Module, Sequential};
+pub use layers::{
+    ActKind, Activation, BatchNorm2d, Conv2d, DeQuantStub, FloatFunctional, Identity, Linear,
+    QuantStub,
+};
+pub use mapping::Mappings;
+pub use module::{Layer, Module, Sequential};
+pub use observed::Observed;
+pub use param::{Param, Rng};
 pub use quantize::*;
+pub use registry::{ModuleRegistry, Node};
+/// The JSON crate module attributes are written with (`save` returns a
+/// `serde_json::Value`).
+pub use serde_json;
 pub use value::Value;

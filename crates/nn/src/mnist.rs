@@ -200,33 +200,31 @@ pub const STD: f32 = 0.3081;
 pub fn model() -> Module {
     let mut rng = Rng(0x5EED);
     let p = conv_params(1, 1, 1, 1);
-    let conv = |i, o, rng: &mut Rng| {
-        Module::Conv2d(Conv2d::new(i, o, [3, 3], p, true, rng).expect("valid"))
-    };
+    let conv =
+        |i, o, rng: &mut Rng| Module::new(Conv2d::new(i, o, [3, 3], p, true, rng).expect("valid"));
     let convs = Sequential::from_modules(vec![
         conv(1, 32, &mut rng),
         Module::relu(),
-        Module::MaxPool2d(MaxPool2d::new(2, 2)),
+        Module::new(MaxPool2d::new(2, 2)),
         conv(32, 64, &mut rng),
         Module::relu(),
-        Module::MaxPool2d(MaxPool2d::new(2, 2)),
+        Module::new(MaxPool2d::new(2, 2)),
         conv(64, 128, &mut rng),
         Module::relu(),
-        Module::MaxPool2d(MaxPool2d::new(2, 2)),
+        Module::new(MaxPool2d::new(2, 2)),
     ]);
     let fcs = Sequential::from_modules(vec![
-        Module::Linear(Linear::new(128 * 3 * 3, 256, true, &mut rng)),
+        Module::new(Linear::new(128 * 3 * 3, 256, true, &mut rng)),
         Module::relu(),
-        Module::Linear(Linear::new(256, 10, true, &mut rng)),
+        Module::new(Linear::new(256, 10, true, &mut rng)),
     ]);
-    Module::Sequential(
-        Sequential::new()
-            .push("quant", Module::QuantStub)
-            .push("conv_layers", Module::Sequential(convs))
-            .push("flatten", Module::flatten())
-            .push("fc_layers", Module::Sequential(fcs))
-            .push("dequant", Module::DeQuantStub),
-    )
+    Sequential::new()
+        .push("quant", Module::quant_stub())
+        .push("conv_layers", convs)
+        .push("flatten", Module::flatten())
+        .push("fc_layers", fcs)
+        .push("dequant", Module::dequant_stub())
+        .into()
 }
 
 /// The pretrained model from a safetensors state_dict.

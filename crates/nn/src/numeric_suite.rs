@@ -1,11 +1,11 @@
 //! Numeric suite (`torch.ao.ns._numeric_suite`): weight and per-layer
 //! output SQNR between a float model and its quantized version.
 
-use rquant_core::{dequantize, Tensor};
+use rquant_core::Tensor;
 
 use crate::error::Result;
-use crate::module::{join, Module};
-use crate::quantized::{DynWeight, QModule};
+use crate::format::join;
+use crate::module::{Module, Sequential};
 use crate::value::Value;
 
 /// `compute_SQNR`: `20 · log10(‖x‖ / ‖x − y‖)` in dB (∞ when equal).
@@ -34,35 +34,14 @@ pub struct Comparison {
     pub sqnr_db: f64,
 }
 
-fn float_weight(m: &Module) -> Option<&Tensor> {
-    match m {
-        Module::Linear(l) => Some(&l.weight.value),
-        Module::Conv2d(c) if c.bn.is_none() => Some(&c.weight.value),
-        Module::Observed(o) => float_weight(&o.module),
-        _ => None,
-    }
+/// The float weight of an unconverted module.
+fn float_weight(m: &Module) -> Option<Tensor> {
+    m.engine().is_none().then(|| m.layer().weight()).flatten()
 }
 
+/// The (dequantized) weight of a quantized module.
 fn quant_weight(m: &Module) -> Option<Tensor> {
-    match m {
-        Module::Quantized(QModule::Linear(l)) => Some(dequantize(&l.packed.weight())),
-        Module::Quantized(QModule::Conv2d(c)) => Some(dequantize(&c.packed.weight())),
-        Module::Quantized(QModule::DynamicLinear(d)) => match &d.weight {
-            DynWeight::Int8 { packed, .. } => Some(dequantize(&packed.weight())),
-            DynWeight::Fp16(p) => Some(
-                Tensor::new(
-                    p.weight().shape().to_vec(),
-                    p.weight()
-                        .data()
-                        .iter()
-                        .map(|&v| half::f16::from_f32(v.clamp(-65504.0, 65504.0)).to_f32())
-                        .collect(),
-                )
-                .expect("shape"),
-            ),
-        },
-        _ => None,
-    }
+    m.engine().and(m.layer().weight())
 }
 
 /// `compare_weights`: SQNR of every quantized weight against the float
@@ -74,6 +53,7 @@ pub fn compare_weights(float: &Module, quant: &Module) -> Vec<Comparison> {
             continue;
         };
         if let Some(fw) = float_weight(fm) {
+            let fw = &fw;
             if fw.shape() == qw.shape() {
                 out.push(Comparison {
                     name: join(&path, "weight"),
@@ -96,7 +76,7 @@ pub fn forward_logged(
     path: &str,
     log: &mut Vec<(String, String, Tensor)>,
 ) -> Result<Value> {
-    if let Module::Sequential(s) = m {
+    if let Some(s) = m.downcast_mut::<Sequential>() {
         let mut x = x;
         for (n, c) in &mut s.children {
             let p = join(path, n);
@@ -105,7 +85,7 @@ pub fn forward_logged(
         return Ok(x);
     }
     let y = m.forward(x)?;
-    if !matches!(m, Module::Identity) {
+    if !m.is::<crate::layers::Identity>() {
         log.push((path.to_string(), m.type_name(), y.to_float()));
     }
     Ok(y)

@@ -1,171 +1,19 @@
 //! Eager-mode workflows, as `torch.ao.quantization`: `fuse_modules`
-//! (eval folding) and `fuse_modules_qat`, `prepare` / calibration / `convert`,
-//! `prepare_qat`, `quantize_dynamic`, and engine moves.
+//! (eval folding) and `fuse_modules_qat`, `prepare` / calibration /
+//! `convert`, `prepare_qat`, `quantize_dynamic`, and engine moves. Which
+//! modules are observed and what they become is read from
+//! [`Mappings`] (the `*_mapped` forms take your own tables).
 
-use std::sync::Arc;
+use rquant_core::qconfig::{FakeQuantize, QConfig};
+use rquant_core::{Conv2dParams, Engine, Tensor};
 
-use rquant_core::observer::Observer;
-use rquant_core::qconfig::{FakeQuantize, QConfig, QSpec};
-use rquant_core::{
-    quantize_per_channel, quantize_per_tensor, registry, Conv2dParams, Engine, QScheme, QTensor,
-    Tensor,
-};
-
-use crate::error::{bad, NnError, Result};
-use crate::layers::{ActKind, BatchNorm2d, Conv2d, Linear};
-use crate::module::{join, FloatFunctional, Module, Observed};
-use crate::quantized::*;
-use crate::value::Value;
-
-// ---------------------------------------------------------------- activation post-process
-
-/// What `prepare` attaches to a module's output: an observer (PTQ) or a
-/// fake quant (QAT, with the gradient mask of the last forward).
-#[derive(Debug, Clone)]
-pub enum ActPost {
-    Observer(Box<dyn Observer>),
-    FakeQuant {
-        fq: Box<FakeQuantize>,
-        mask: Option<Vec<bool>>,
-    },
-}
-
-impl ActPost {
-    pub fn observer(spec: &QSpec) -> Result<Self> {
-        Ok(ActPost::Observer(spec.build_observer()?))
-    }
-    pub fn fake_quant(spec: &QSpec) -> Result<Self> {
-        Ok(ActPost::FakeQuant {
-            fq: Box::new(spec.build_fake_quant()?),
-            mask: None,
-        })
-    }
-    /// Observe (and for fake quant, quantize-dequantize) a module's output.
-    pub fn apply(&mut self, y: Tensor) -> Result<Tensor> {
-        match self {
-            ActPost::Observer(o) => {
-                o.observe(&y)?;
-                Ok(y)
-            }
-            ActPost::FakeQuant { fq, mask } => {
-                let out = fq.forward(&y)?;
-                *mask = Some(out.mask);
-                Ok(out.y)
-            }
-        }
-    }
-    pub fn backward(&mut self, mut g: Tensor) -> Result<Tensor> {
-        if let ActPost::FakeQuant { mask: Some(m), .. } = self {
-            for (v, &k) in g.data_mut().iter_mut().zip(m.iter()) {
-                *v *= if k { 1.0 } else { 0.0 };
-            }
-        }
-        Ok(g)
-    }
-    /// Per-tensor output qparams (`calculate_qparams`).
-    pub fn qparams(&self) -> Result<(f64, i64)> {
-        let qp = match self {
-            ActPost::Observer(o) => o.calculate_qparams()?,
-            ActPost::FakeQuant { fq, .. } => fq.calculate_qparams()?,
-        };
-        let (s, z) = qp
-            .per_tensor()
-            .ok_or_else(|| bad("convert", "activation qparams must be per-tensor"))?;
-        Ok((s as f64, z))
-    }
-    pub fn fake_quant_mut(&mut self) -> Option<&mut FakeQuantize> {
-        match self {
-            ActPost::FakeQuant { fq, .. } => Some(fq),
-            _ => None,
-        }
-    }
-}
-
-/// FloatFunctional's ops.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FfOp {
-    Add,
-    AddRelu,
-    Mul,
-}
-
-impl FloatFunctional {
-    pub fn binary(&mut self, a: Value, b: Value, op: FfOp) -> Result<Value> {
-        let (a, b) = (a.float("FloatFunctional")?, b.float("FloatFunctional")?);
-        if a.shape() != b.shape() {
-            return Err(bad(
-                "FloatFunctional",
-                format!("shapes {:?} and {:?} differ", a.shape(), b.shape()),
-            ));
-        }
-        let data = a
-            .data()
-            .iter()
-            .zip(b.data())
-            .map(|(&x, &y)| match op {
-                FfOp::Add => x + y,
-                FfOp::AddRelu => (x + y).max(0.0),
-                FfOp::Mul => x * y,
-            })
-            .collect();
-        let y = Tensor::new(a.shape().to_vec(), data)?;
-        Ok(Value::F(match &mut self.post {
-            Some(p) => p.apply(y)?,
-            None => y,
-        }))
-    }
-    pub fn cat(&mut self, xs: Vec<Value>, dim: usize) -> Result<Value> {
-        let ts = xs
-            .into_iter()
-            .map(|v| v.float("FloatFunctional.cat"))
-            .collect::<Result<Vec<_>>>()?;
-        let y = cat_float(&ts, dim)?;
-        Ok(Value::F(match &mut self.post {
-            Some(p) => p.apply(y)?,
-            None => y,
-        }))
-    }
-}
-
-/// Concatenate float tensors along `dim`.
-pub fn cat_float(ts: &[Tensor], dim: usize) -> Result<Tensor> {
-    let first = ts.first().ok_or_else(|| bad("cat", "no inputs"))?;
-    if dim >= first.ndim() {
-        return Err(bad(
-            "cat",
-            format!("dim {dim} out of range for {:?}", first.shape()),
-        ));
-    }
-    let outer: usize = first.shape()[..dim].iter().product();
-    let inner: usize = first.shape()[dim + 1..].iter().product();
-    let mut total = 0;
-    for t in ts {
-        if t.ndim() != first.ndim()
-            || t.shape()[..dim] != first.shape()[..dim]
-            || t.shape()[dim + 1..] != first.shape()[dim + 1..]
-        {
-            return Err(bad(
-                "cat",
-                format!(
-                    "{:?} does not match {:?} off dim {dim}",
-                    t.shape(),
-                    first.shape()
-                ),
-            ));
-        }
-        total += t.shape()[dim];
-    }
-    let mut out = Vec::with_capacity(outer * total * inner);
-    for o in 0..outer {
-        for t in ts {
-            let d = t.shape()[dim];
-            out.extend_from_slice(&t.data()[o * d * inner..(o + 1) * d * inner]);
-        }
-    }
-    let mut shape = first.shape().to_vec();
-    shape[dim] = total;
-    Ok(Tensor::new(shape, out)?)
-}
+use crate::error::{NnError, Result};
+pub use crate::layers::{cat_float, fuse_conv_bn_weights, fuse_linear_bn_weights};
+use crate::layers::{ActKind, Activation, BatchNorm2d, Conv2d, Linear};
+pub use crate::mapping::{DynamicConfig, DynamicDType, Mappings};
+use crate::module::Module;
+use crate::observed::Observed;
+pub use crate::post::{ActPost, Observation};
 
 // ---------------------------------------------------------------- qconfig mapping
 
@@ -206,70 +54,8 @@ impl QConfigMap {
 
 // ---------------------------------------------------------------- fusion
 
-/// PyTorch's `fuse_conv_bn_weights`: `w' = w · (γ · rsqrt(var + eps))`,
-/// `b' = (b − mean) · rsqrt(var + eps) · γ + β`, in f32 in that order.
-pub fn fuse_conv_bn_weights(
-    w: &Tensor,
-    b: Option<&[f32]>,
-    bn: &BatchNorm2d,
-) -> Result<(Tensor, Vec<f32>)> {
-    fold_bn(w, b, bn, false)
-}
-
-/// PyTorch's `fuse_linear_bn_weights`: the same weight, but the bias
-/// associates differently: `b' = (b − mean) · (γ · rsqrt(var + eps)) + β`.
-pub fn fuse_linear_bn_weights(
-    w: &Tensor,
-    b: Option<&[f32]>,
-    bn: &BatchNorm2d,
-) -> Result<(Tensor, Vec<f32>)> {
-    fold_bn(w, b, bn, true)
-}
-
-fn fold_bn(
-    w: &Tensor,
-    b: Option<&[f32]>,
-    bn: &BatchNorm2d,
-    linear: bool,
-) -> Result<(Tensor, Vec<f32>)> {
-    let c = w.shape()[0];
-    if bn.num_features != c {
-        return Err(bad(
-            "fuse",
-            format!(
-                "batch norm has {} features, conv/linear {c} outputs",
-                bn.num_features
-            ),
-        ));
-    }
-    let rsqrt: Vec<f32> = bn
-        .running_var
-        .data()
-        .iter()
-        .map(|v| 1.0 / (v + bn.eps).sqrt())
-        .collect();
-    let gamma = bn.weight.value.data();
-    let k: Vec<f32> = (0..c).map(|i| gamma[i] * rsqrt[i]).collect();
-    let per = w.numel() / c;
-    let mut wf = w.clone();
-    for (i, v) in wf.data_mut().iter_mut().enumerate() {
-        *v *= k[i / per];
-    }
-    let bf = (0..c)
-        .map(|i| {
-            let b0 = b.map_or(0.0, |b| b[i]);
-            if linear {
-                (b0 - bn.running_mean.data()[i]) * k[i] + bn.bias.value.data()[i]
-            } else {
-                (b0 - bn.running_mean.data()[i]) * rsqrt[i] * gamma[i] + bn.bias.value.data()[i]
-            }
-        })
-        .collect();
-    Ok((wf, bf))
-}
-
 fn take(model: &mut Module, path: &str) -> Result<Module> {
-    Ok(std::mem::replace(model.at_mut(path)?, Module::Identity))
+    Ok(std::mem::replace(model.at_mut(path)?, Module::identity()))
 }
 
 /// `fuse_modules(model, [[conv, bn, relu], …])` for inference: conv+bn,
@@ -297,14 +83,13 @@ fn fuse(model: &mut Module, groups: &[&[&str]], qat: bool) -> Result<()> {
                     .ok_or_else(|| NnError::module(*p, "no such submodule"))
             })
             .collect::<Result<_>>()?;
-        let k: Vec<&str> = kinds.iter().map(String::as_str).collect();
         let mods = g
             .iter()
             .map(|p| take(model, p))
             .collect::<Result<Vec<_>>>()?;
         let fused = fuse_group(mods, qat).map_err(|e| match e {
             NnError::Module { detail, .. } => {
-                NnError::module(g.join(" + "), format!("{detail} (got {k:?})"))
+                NnError::module(g.join(" + "), format!("{detail} (got {kinds:?})"))
             }
             e => e.within(g[0]),
         })?;
@@ -313,56 +98,75 @@ fn fuse(model: &mut Module, groups: &[&[&str]], qat: bool) -> Result<()> {
     Ok(())
 }
 
+fn is_relu(m: &Module) -> bool {
+    m.downcast_ref::<Activation>()
+        .is_some_and(|a| a.kind == ActKind::ReLU)
+}
+
+const PATTERNS: &str = "unsupported fusion pattern: expected conv+bn, conv+bn+relu, conv+relu, linear+relu, linear+bn or bn+relu";
+
 fn fuse_group(mods: Vec<Module>, qat: bool) -> Result<Module> {
-    let is_relu = |m: &Module| matches!(m, Module::Act(a) if a.kind == ActKind::ReLU);
     let mut it = mods.into_iter();
     let first = it
         .next()
         .ok_or_else(|| NnError::module("", "empty fusion group"))?;
     let rest: Vec<Module> = it.collect();
-    match (first, rest.as_slice()) {
-        (Module::Conv2d(mut c), [Module::BatchNorm2d(bn)]) if c.bn.is_none() && !c.relu => {
-            fold_or_attach(&mut c, bn.clone(), qat)?;
-            Ok(Module::Conv2d(c))
-        }
-        (Module::Conv2d(mut c), [Module::BatchNorm2d(bn), r]) if is_relu(r) && c.bn.is_none() && !c.relu => {
-            fold_or_attach(&mut c, bn.clone(), qat)?;
-            c.relu = true;
-            Ok(Module::Conv2d(c))
-        }
-        (Module::Conv2d(mut c), [r]) if is_relu(r) && !c.relu => {
-            c.relu = true;
-            Ok(Module::Conv2d(c))
-        }
-        (Module::Linear(mut l), [r]) if is_relu(r) && !l.relu => {
-            l.relu = true;
-            Ok(Module::Linear(l))
-        }
-        (Module::Linear(l), [Module::BatchNorm2d(bn)]) if !l.relu => {
-            if qat {
-                return Err(NnError::module("", "linear+bn QAT fusion (LinearBn1d) is not supported"));
+    let bn_of = |m: &Module| m.downcast_ref::<BatchNorm2d>().cloned();
+    if first.is::<Conv2d>() {
+        let mut c: Conv2d = first.expect_type("fuse")?;
+        match rest.as_slice() {
+            [b] if c.bn.is_none() && !c.relu && bn_of(b).is_some() => {
+                fold_or_attach(&mut c, bn_of(b).expect("checked"), qat)?;
             }
-            if l.training || bn.training {
-                return Err(NnError::module(
-                    "",
-                    "fusing linear+bn for inference requires eval mode (call model.train(false))",
-                ));
+            [b, r] if c.bn.is_none() && !c.relu && bn_of(b).is_some() && is_relu(r) => {
+                fold_or_attach(&mut c, bn_of(b).expect("checked"), qat)?;
+                c.relu = true;
             }
-            let b = l.bias.as_ref().map(|b| b.value.data().to_vec());
-            let (w, b) = fuse_linear_bn_weights(&l.weight.value, b.as_deref(), bn)?;
-            let mut nl = Linear::from_weights(w, Some(Tensor::new([b.len()], b)?))?;
-            nl.training = l.training;
-            Ok(Module::Linear(nl))
+            [r] if is_relu(r) && !c.relu => c.relu = true,
+            _ => return Err(NnError::module("", PATTERNS)),
         }
-        (Module::BatchNorm2d(mut bn), [r]) if is_relu(r) && !bn.relu => {
-            bn.relu = true;
-            Ok(Module::BatchNorm2d(bn))
-        }
-        _ => Err(NnError::module(
-            "",
-            "unsupported fusion pattern: expected conv+bn, conv+bn+relu, conv+relu, linear+relu, linear+bn or bn+relu",
-        )),
+        return Ok(c.into());
     }
+    if first.is::<Linear>() {
+        let mut l: Linear = first.expect_type("fuse")?;
+        match rest.as_slice() {
+            [r] if is_relu(r) && !l.relu => {
+                l.relu = true;
+                return Ok(l.into());
+            }
+            [b] if !l.relu && bn_of(b).is_some() => {
+                let bn = bn_of(b).expect("checked");
+                if qat {
+                    return Err(NnError::module(
+                        "",
+                        "linear+bn QAT fusion (LinearBn1d) is not supported",
+                    ));
+                }
+                if l.training || bn.training {
+                    return Err(NnError::module(
+                        "",
+                        "fusing linear+bn for inference requires eval mode (call model.train(false))",
+                    ));
+                }
+                let b = l.bias.as_ref().map(|b| b.value.data().to_vec());
+                let (w, b) = fuse_linear_bn_weights(&l.weight.value, b.as_deref(), &bn)?;
+                let mut nl = Linear::from_weights(w, Some(Tensor::new([b.len()], b)?))?;
+                nl.training = l.training;
+                return Ok(nl.into());
+            }
+            _ => return Err(NnError::module("", PATTERNS)),
+        }
+    }
+    if first.is::<BatchNorm2d>() {
+        let mut bn: BatchNorm2d = first.expect_type("fuse")?;
+        if let [r] = rest.as_slice() {
+            if is_relu(r) && !bn.relu {
+                bn.relu = true;
+                return Ok(bn.into());
+            }
+        }
+    }
+    Err(NnError::module("", PATTERNS))
 }
 
 fn fold_or_attach(c: &mut Conv2d, bn: BatchNorm2d, qat: bool) -> Result<()> {
@@ -386,74 +190,71 @@ fn fold_or_attach(c: &mut Conv2d, bn: BatchNorm2d, qat: bool) -> Result<()> {
 
 // ---------------------------------------------------------------- prepare
 
-fn observable(m: &Module) -> bool {
-    matches!(m, Module::Linear(_) | Module::Conv2d(_) | Module::QuantStub)
-        || matches!(m, Module::Act(a) if a.kind == ActKind::Hardswish)
-        || matches!(m, Module::BatchNorm2d(_))
-}
-
 /// `prepare`: attach an observer (from each module's qconfig) to the output
-/// of every quantizable module; modules whose qconfig is None stay float.
+/// of every leaf module whose type the default static mapping observes;
+/// modules whose qconfig is None stay float.
 pub fn prepare(model: &mut Module, qconfig: &QConfigMap) -> Result<()> {
-    attach(model, qconfig, false)
+    prepare_mapped(model, qconfig, &Mappings::default())
 }
 
-/// `prepare_qat`: weight fake quants on Linear / Conv2d (incl. fused and
-/// ConvBn forms) and output fake quants; the model should be in training mode.
+/// [`prepare`] with your own mapping tables.
+pub fn prepare_mapped(model: &mut Module, qconfig: &QConfigMap, mappings: &Mappings) -> Result<()> {
+    attach(model, qconfig, mappings, false)
+}
+
+/// `prepare_qat`: swap modules for their QAT forms (weight fake quants on
+/// Linear / Conv2d, plain, fused and ConvBn) and attach output fake quants;
+/// the model should be in training mode.
 pub fn prepare_qat(model: &mut Module, qconfig: &QConfigMap) -> Result<()> {
-    attach(model, qconfig, true)
+    prepare_qat_mapped(model, qconfig, &Mappings::default())
 }
 
-fn attach(model: &mut Module, map: &QConfigMap, qat: bool) -> Result<()> {
+/// [`prepare_qat`] with your own mapping tables.
+pub fn prepare_qat_mapped(
+    model: &mut Module,
+    qconfig: &QConfigMap,
+    mappings: &Mappings,
+) -> Result<()> {
+    model.visit_mut("", &mut |path, m| {
+        let Some(qc) = qconfig.for_path(path) else {
+            return Ok(());
+        };
+        if let Some(to_qat) = mappings.qat.get(&m.type_name()) {
+            let float = std::mem::replace(m, Module::identity());
+            *m = to_qat(float, &qc).map_err(|e| within(path, e))?;
+        }
+        Ok(())
+    })?;
+    attach(model, qconfig, mappings, true)
+}
+
+fn within(path: &str, e: NnError) -> NnError {
+    if path.is_empty() {
+        e
+    } else {
+        e.within(path)
+    }
+}
+
+fn attach(model: &mut Module, map: &QConfigMap, mappings: &Mappings, qat: bool) -> Result<()> {
     model.visit_mut("", &mut |path, m| {
         let Some(qc) = map.for_path(path) else {
             return Ok(());
         };
-        let wrap = |e: NnError| if path.is_empty() { e } else { e.within(path) };
-        if let Module::FloatFunctional(f) = m {
-            f.post = Some(
-                if qat {
-                    ActPost::fake_quant(&qc.activation)
-                } else {
-                    ActPost::observer(&qc.activation)
-                }
-                .map_err(wrap)?,
-            );
-            f.qconfig = Some(qc);
+        let observe = m.children().is_empty()
+            && !m.is::<Observed>()
+            && mappings
+                .static_quant
+                .get(&m.type_name())
+                .is_some_and(|r| r.observe);
+        if !observe {
             return Ok(());
         }
-        if !observable(m) {
-            return Ok(());
+        let obs = Observation::new(qc, qat).map_err(|e| within(path, e))?;
+        if let Some(obs) = m.layer_mut().observe_output(obs) {
+            let inner = std::mem::replace(m, Module::identity());
+            *m = Observed::new(inner, obs).into();
         }
-        let mut inner = std::mem::replace(m, Module::Identity);
-        let post = if qat {
-            match &mut inner {
-                Module::Linear(l) => {
-                    l.weight_fake_quant =
-                        Some(qc.weight.build_fake_quant().map_err(|e| wrap(e.into()))?)
-                }
-                Module::Conv2d(c) => {
-                    c.weight_fake_quant =
-                        Some(qc.weight.build_fake_quant().map_err(|e| wrap(e.into()))?)
-                }
-                _ => {}
-            }
-            ActPost::fake_quant(&qc.activation)
-        } else {
-            ActPost::observer(&qc.activation)
-        };
-        let post = match post {
-            Ok(p) => p,
-            Err(e) => {
-                *m = inner;
-                return Err(wrap(e));
-            }
-        };
-        *m = Module::Observed(Box::new(Observed {
-            module: inner,
-            post,
-            qconfig: qc,
-        }));
         Ok(())
     })
 }
@@ -473,16 +274,14 @@ pub fn set_fake_quant_enabled(model: &mut Module, on: bool) {
 /// Freeze batch-norm statistics of QAT ConvBn modules (`freeze_bn_stats`).
 pub fn freeze_bn_stats(model: &mut Module) {
     let _ = model.visit_mut("", &mut |_, m| {
-        let m = match m {
-            Module::Observed(o) => &mut o.module,
-            m => m,
+        let m = match m.downcast_mut::<Observed>() {
+            Some(o) => &mut o.module,
+            None => m,
         };
-        if let Module::Conv2d(c) = m {
-            if c.bn.is_some() {
+        if let Some(c) = m.downcast_mut::<Conv2d>() {
+            if let Some(bn) = &mut c.bn {
+                bn.training = false;
                 c.freeze_bn = true;
-                if let Some(bn) = &mut c.bn {
-                    bn.training = false;
-                }
             }
         }
         Ok(())
@@ -491,29 +290,8 @@ pub fn freeze_bn_stats(model: &mut Module) {
 
 fn for_each_fake_quant(model: &mut Module, f: &mut dyn FnMut(&mut FakeQuantize)) {
     let _ = model.visit_mut("", &mut |_, m| {
-        match m {
-            Module::Observed(o) => {
-                if let Some(fq) = o.post.fake_quant_mut() {
-                    f(fq);
-                }
-                match &mut o.module {
-                    Module::Linear(Linear {
-                        weight_fake_quant: Some(fq),
-                        ..
-                    })
-                    | Module::Conv2d(Conv2d {
-                        weight_fake_quant: Some(fq),
-                        ..
-                    }) => f(fq),
-                    _ => {}
-                }
-            }
-            Module::FloatFunctional(FloatFunctional { post: Some(p), .. }) => {
-                if let Some(fq) = p.fake_quant_mut() {
-                    f(fq);
-                }
-            }
-            _ => {}
+        for fq in m.layer_mut().fake_quants_mut() {
+            f(fq);
         }
         Ok(())
     });
@@ -521,133 +299,50 @@ fn for_each_fake_quant(model: &mut Module, f: &mut dyn FnMut(&mut FakeQuantize))
 
 // ---------------------------------------------------------------- convert
 
-/// Quantize a float weight with the qparams an observer (or a QAT weight
-/// fake quant) chose, as PyTorch's `_quantize_weight`.
-fn quantize_weight(
-    w: &Tensor,
-    qp: &rquant_core::observer::ObserverQParams,
-    scheme: QScheme,
-) -> Result<QTensor<i8>> {
-    if scheme.is_per_channel() {
-        let scales: Vec<f64> = qp.scales.iter().map(|&s| s as f64).collect();
-        Ok(quantize_per_channel::<i8>(w, &scales, &qp.zero_points, 0)?)
-    } else {
-        let (s, z) = qp.per_tensor().ok_or_else(|| {
-            bad(
-                "convert",
-                "per-tensor weight observer returned several qparams",
-            )
-        })?;
-        Ok(quantize_per_tensor::<i8>(w, s as f64, z)?)
-    }
-}
-
-fn weight_qtensor(w: &Tensor, spec: &QSpec, wfq: Option<&mut FakeQuantize>) -> Result<QTensor<i8>> {
-    match wfq {
-        Some(fq) => {
-            if fq.observer_enabled {
-                fq.forward(w)?;
-            }
-            let qp = fq.calculate_qparams()?;
-            quantize_weight(w, &qp, fq.qscheme())
-        }
-        None => {
-            let mut o = spec.build_observer()?;
-            o.observe(w)?;
-            let qp = o.calculate_qparams()?;
-            quantize_weight(w, &qp, o.qscheme())
-        }
-    }
-}
-
 /// `convert`: replace every observed module by its quantized form, with
 /// weights quantized per the weight observer and packed once by the current
 /// engine (`rquant_core::registry::engine()`), outputs quantized with the
 /// observed qparams. QuantStub/DeQuantStub become Quantize/DeQuantize.
 pub fn convert(model: &mut Module) -> Result<()> {
-    let engine = registry::engine()?;
+    let engine = rquant_core::registry::engine()?;
     convert_with(model, &engine)
 }
 
-/// [`convert`] with an explicit engine.
+/// [`convert`] with an explicit engine: every module of the converted model
+/// (float pooling and ReLU on quantized values included) runs on it.
 pub fn convert_with(model: &mut Module, engine: &Engine) -> Result<()> {
-    model.visit_mut("", &mut |path, m| {
-        let out = match m {
-            Module::Observed(_) => {
-                let Module::Observed(o) = std::mem::replace(m, Module::Identity) else {
-                    unreachable!()
-                };
-                convert_one(*o, engine)
-                    .map_err(|e| if path.is_empty() { e } else { e.within(path) })?
-            }
-            Module::DeQuantStub => Module::Quantized(QModule::DeQuantize),
-            Module::FloatFunctional(FloatFunctional { post: Some(p), .. }) => {
-                let (scale, zero_point) = p.qparams()?;
-                Module::Quantized(QModule::Functional(QFunctional {
-                    engine: engine.clone(),
-                    scale,
-                    zero_point,
-                }))
-            }
-            _ => return Ok(()),
-        };
-        *m = out;
-        Ok(())
-    })
+    convert_mapped(model, engine, &Mappings::default())
 }
 
-fn convert_one(o: Observed, engine: &Engine) -> Result<Module> {
-    let Observed {
-        module,
-        post,
-        qconfig,
-    } = o;
-    let (scale, zero_point) = post.qparams()?;
-    let e = engine;
-    Ok(Module::Quantized(match module {
-        Module::QuantStub => QModule::Quantize { scale, zero_point },
-        Module::Linear(mut l) => {
-            let w = weight_qtensor(&l.weight.value, &qconfig.weight, l.weight_fake_quant.as_mut())?;
-            let b = l.bias.as_ref().map(|b| b.value.data().to_vec());
-            QModule::Linear(QLinear {
-                engine: engine.clone(),
-                packed: Arc::new(e.pack_linear(w, b)?),
-                scale,
-                zero_point,
-                relu: l.relu,
-            })
-        }
-        Module::Conv2d(mut c) => {
-            let (wf, bf) = match &c.bn {
-                Some(bn) => {
-                    let b = c.bias.as_ref().map(|b| b.value.data().to_vec());
-                    let (w, b) = fuse_conv_bn_weights(&c.weight.value, b.as_deref(), bn)?;
-                    (w, Some(b))
-                }
-                None => (c.weight.value.clone(), c.bias.as_ref().map(|b| b.value.data().to_vec())),
-            };
-            let w = weight_qtensor(&wf, &qconfig.weight, c.weight_fake_quant.as_mut())?;
-            QModule::Conv2d(QConv2d {
-                engine: engine.clone(),
-                packed: Arc::new(e.pack_conv2d(w, bf, c.params)?),
-                scale,
-                zero_point,
-                relu: c.relu,
-            })
-        }
-        Module::Act(a) if a.kind == ActKind::Hardswish => QModule::Hardswish {
-            engine: engine.clone(),
-            scale,
-            zero_point,
-        },
-        Module::BatchNorm2d(_) => {
-            return Err(NnError::module(
-                "",
-                "a standalone BatchNorm2d has no quantized kernel in rquant's engines: fuse it into the preceding conv",
-            ))
-        }
-        other => return Err(NnError::module("", format!("{} cannot be converted", other.type_name()))),
-    }))
+/// [`convert_with`] with your own mapping tables.
+pub fn convert_mapped(model: &mut Module, engine: &Engine, mappings: &Mappings) -> Result<()> {
+    model.visit_mut("", &mut |path, m| {
+        let (module, obs) = if m.is::<Observed>() {
+            let o: Observed = std::mem::replace(m, Module::identity()).expect_type("convert")?;
+            let (module, obs) = o.into_parts();
+            (module, Some(obs))
+        } else if let Some(obs) = m.layer_mut().take_observation() {
+            (std::mem::replace(m, Module::identity()), Some(obs))
+        } else if mappings
+            .static_quant
+            .get(&m.type_name())
+            .is_some_and(|r| !r.observe)
+        {
+            (std::mem::replace(m, Module::identity()), None)
+        } else {
+            return Ok(());
+        };
+        let ty = module.type_name();
+        let rule = mappings.static_quant.get(&ty).ok_or_else(|| {
+            within(
+                path,
+                NnError::module("", format!("no static quantization mapping for {ty}")),
+            )
+        })?;
+        *m = (rule.convert)(module, obs, engine).map_err(|e| within(path, e))?;
+        Ok(())
+    })?;
+    to_engine(model, engine)
 }
 
 /// `quantize(model, run_fn, qconfig)`: prepare, calibrate with `calib`, convert.
@@ -672,11 +367,15 @@ pub enum DynamicType {
     Gru,
 }
 
-/// Weight dtype of dynamic quantization.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DynamicDType {
-    QInt8,
-    Float16,
+impl DynamicType {
+    /// The type names this stands for in the dynamic mapping.
+    pub fn type_names(self) -> &'static [&'static str] {
+        match self {
+            DynamicType::Linear => &["Linear", "LinearReLU"],
+            DynamicType::Lstm => &["LSTM"],
+            DynamicType::Gru => &["GRU"],
+        }
+    }
 }
 
 /// `quantize_dynamic(model, {Linear, LSTM, GRU}, dtype)` with
@@ -692,7 +391,7 @@ pub fn quantize_dynamic(
         DynamicDType::QInt8 => rquant_core::qconfig::default_dynamic_qconfig(),
         DynamicDType::Float16 => rquant_core::qconfig::float16_dynamic_qconfig(),
     };
-    let engine = registry::engine()?;
+    let engine = rquant_core::registry::engine()?;
     quantize_dynamic_with(model, types, dtype, &q, &engine)
 }
 
@@ -704,75 +403,40 @@ pub fn quantize_dynamic_with(
     qconfig: &QConfig,
     engine: &Engine,
 ) -> Result<()> {
-    let reduce_range = engine.dynamic_reduce_range();
-    let dyn_weight = |w: &Tensor, b: Option<Vec<f32>>| -> Result<DynWeight> {
-        Ok(match dtype {
-            DynamicDType::QInt8 => DynWeight::Int8 {
-                packed: Arc::new(engine.pack_linear(weight_qtensor(w, &qconfig.weight, None)?, b)?),
-                reduce_range,
-            },
-            DynamicDType::Float16 => {
-                DynWeight::Fp16(Arc::new(engine.pack_linear_fp16(w.clone(), b)?))
-            }
-        })
+    let names: Vec<&str> = types.iter().flat_map(|t| t.type_names()).copied().collect();
+    let mappings = Mappings::default().dynamic_only(&names);
+    let cfg = DynamicConfig {
+        dtype,
+        qconfig: qconfig.clone(),
+        engine: engine.clone(),
     };
+    quantize_dynamic_mapped(model, &cfg, &mappings)
+}
+
+/// Replace every module whose type is in `mappings.dynamic` by its dynamic
+/// quantized form (PyTorch's `quantize_dynamic(…, mapping=…)`).
+pub fn quantize_dynamic_mapped(
+    model: &mut Module,
+    cfg: &DynamicConfig,
+    mappings: &Mappings,
+) -> Result<()> {
     model.visit_mut("", &mut |path, m| {
-        let ctx = |e: NnError| if path.is_empty() { e } else { e.within(path) };
-        let new = match m {
-            Module::Linear(l) if types.contains(&DynamicType::Linear) => {
-                let b = l.bias.as_ref().map(|b| b.value.data().to_vec());
-                Module::Quantized(QModule::DynamicLinear(QDynLinear {
-                    engine: engine.clone(),
-                    weight: dyn_weight(&l.weight.value, b).map_err(ctx)?,
-                    relu: l.relu,
-                }))
-            }
-            Module::Rnn(r)
-                if (r.kind == crate::rnn::RnnKind::Lstm && types.contains(&DynamicType::Lstm))
-                    || (r.kind == crate::rnn::RnnKind::Gru
-                        && types.contains(&DynamicType::Gru)) =>
-            {
-                let layers = r
-                    .layers
-                    .iter()
-                    .map(|l| {
-                        Ok((
-                            dyn_weight(
-                                &l.w_ih.value,
-                                l.b_ih.as_ref().map(|b| b.value.data().to_vec()),
-                            )?,
-                            dyn_weight(
-                                &l.w_hh.value,
-                                l.b_hh.as_ref().map(|b| b.value.data().to_vec()),
-                            )?,
-                        ))
-                    })
-                    .collect::<Result<Vec<_>>>()
-                    .map_err(ctx)?;
-                Module::Quantized(QModule::DynamicRnn(QDynRnn {
-                    engine: engine.clone(),
-                    kind: r.kind,
-                    input_size: r.input_size,
-                    hidden_size: r.hidden_size,
-                    batch_first: r.batch_first,
-                    layers,
-                }))
-            }
-            _ => return Ok(()),
+        let Some(f) = mappings.dynamic.get(&m.type_name()) else {
+            return Ok(());
         };
-        *m = new;
+        let float = std::mem::replace(m, Module::identity());
+        *m = f(float, cfg).map_err(|e| within(path, e))?;
         Ok(())
     })
 }
 
-/// Repack every quantized module of a model for `engine` (a model converted
-/// once runs on any engine with identical outputs).
+/// Move a whole model to `engine`: quantized modules repack their weights
+/// (a model converted once runs on any engine with identical outputs) and
+/// every module that runs int8 ops (pooling, ReLU, Quantize, …) runs them
+/// on `engine` from now on.
 pub fn to_engine(model: &mut Module, engine: &Engine) -> Result<()> {
     model.visit_mut("", &mut |path, m| {
-        if let Module::Quantized(q) = m {
-            *q = q.repack(engine).map_err(|e| e.within(path))?;
-        }
-        Ok(())
+        m.layer_mut().to_engine(engine).map_err(|e| within(path, e))
     })
 }
 
@@ -794,9 +458,4 @@ pub fn paths_of(model: &Module, type_name: &str) -> Vec<String> {
         .filter(|(_, m)| m.type_name() == type_name)
         .map(|(p, _)| p)
         .collect()
-}
-
-#[allow(dead_code)]
-fn _join(a: &str, b: &str) -> String {
-    join(a, b)
 }

@@ -1,20 +1,125 @@
 //! Quantized modules produced by `convert` / `quantize_dynamic`. Each holds
-//! its weights prepacked by one engine (shared, immutable) and the engine
-//! itself; `to_engine` repacks a model for another engine.
+//! the engine it runs every op on and, where it has weights, those weights
+//! prepacked by that engine (shared, immutable); `to_engine` repacks them
+//! for another. Each type also says how it is built from a float module
+//! (`from_float`, used by the default mapping tables), saved and loaded.
 
+use std::fmt;
 use std::sync::Arc;
 
 use rquant_core::{
-    dequantize, quantize_per_tensor, Engine, PackedConv2d, PackedLinear, PackedLinearFp16, QTensor,
+    dequantize, BinaryOp, Engine, PackedConv2d, PackedLinear, PackedLinearFp16, QParams, QTensor,
     Tensor,
 };
+use serde_json::{json, Value as J};
 
-use crate::error::{bad, Result};
-use crate::quantize::FfOp;
-use crate::rnn::{run_rnn, Proj, RnnKind};
+use crate::error::{bad, NnError, Result};
+use crate::format::Saver;
+use crate::layers::{fuse_conv_bn_weights, Conv2d, Linear};
+use crate::mapping::{DynamicConfig, DynamicDType, Mappings};
+use crate::module::{Layer, Module};
+use crate::post::{quantize_weight, Observation};
+use crate::registry::{ModuleRegistry, Node};
+use crate::rnn::{rnn_shapes, run_rnn, Proj, Rnn, RnnKind};
 use crate::value::Value;
 
-/// Static quantized Linear / LinearReLU.
+fn observed(obs: Option<Observation>, what: &str) -> Result<Observation> {
+    obs.ok_or_else(|| {
+        NnError::module(
+            "",
+            format!("{what} needs an observation of its output (prepare the model first)"),
+        )
+    })
+}
+
+// ---------------------------------------------------------------- Quantize / DeQuantize
+
+/// `nnq.Quantize` (from an observed QuantStub): float → quint8.
+#[derive(Debug, Clone)]
+pub struct Quantize {
+    pub engine: Engine,
+    pub scale: f64,
+    pub zero_point: i64,
+}
+
+impl Quantize {
+    pub fn from_float(_: Module, obs: Option<Observation>, engine: &Engine) -> Result<Module> {
+        let (scale, zero_point) = observed(obs, "QuantStub")?.qparams()?;
+        Ok(Quantize {
+            engine: engine.clone(),
+            scale,
+            zero_point,
+        }
+        .into())
+    }
+}
+
+impl Layer for Quantize {
+    fn type_name(&self) -> String {
+        "Quantize".into()
+    }
+    fn forward(&mut self, x: Value) -> Result<Value> {
+        let t = match x {
+            Value::F(t) => t,
+            q => return Ok(q),
+        };
+        let mut codes = vec![0u8; t.numel()];
+        self.engine
+            .quantize_per_tensor_into(t.data(), self.scale, self.zero_point, &mut codes)?;
+        Ok(Value::Q(QTensor::from_int_repr(
+            t.shape().to_vec(),
+            codes,
+            QParams::per_tensor(self.scale, self.zero_point),
+        )?))
+    }
+    fn engine(&self) -> Option<&Engine> {
+        Some(&self.engine)
+    }
+    fn to_engine(&mut self, engine: &Engine) -> Result<()> {
+        self.engine = engine.clone();
+        Ok(())
+    }
+    fn save(&self, out: &mut Saver) -> Result<J> {
+        out.qparams(self.scale, self.zero_point);
+        Ok(json!({}))
+    }
+}
+
+/// `nnq.DeQuantize` (from a DeQuantStub): quint8 → float.
+#[derive(Debug, Clone)]
+pub struct DeQuantize {
+    pub engine: Engine,
+}
+
+impl Layer for DeQuantize {
+    fn type_name(&self) -> String {
+        "DeQuantize".into()
+    }
+    fn forward(&mut self, x: Value) -> Result<Value> {
+        Ok(Value::F(match x {
+            Value::Q(q) => {
+                let mut out = vec![0f32; q.numel()];
+                self.engine.dequantize_into(&q, &mut out)?;
+                Tensor::new(q.shape().to_vec(), out)?
+            }
+            Value::F(t) => t,
+        }))
+    }
+    fn engine(&self) -> Option<&Engine> {
+        Some(&self.engine)
+    }
+    fn to_engine(&mut self, engine: &Engine) -> Result<()> {
+        self.engine = engine.clone();
+        Ok(())
+    }
+    fn save(&self, _: &mut Saver) -> Result<J> {
+        Ok(json!({}))
+    }
+}
+
+// ---------------------------------------------------------------- Linear / Conv2d
+
+/// Static quantized Linear / LinearReLU (`nnq.Linear`, `nniq.LinearReLU`).
 #[derive(Clone)]
 pub struct QLinear {
     pub engine: Engine,
@@ -24,7 +129,105 @@ pub struct QLinear {
     pub relu: bool,
 }
 
-/// Static quantized Conv2d / ConvReLU2d.
+impl fmt::Debug for QLinear {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}(in={}, out={}, scale={}, zero_point={}, {:?})",
+            self.type_name(),
+            self.packed.in_features(),
+            self.packed.out_features(),
+            self.scale,
+            self.zero_point,
+            self.engine
+        )
+    }
+}
+
+impl QLinear {
+    /// From an observed Linear / LinearReLU / QATLinear(ReLU).
+    pub fn from_float(m: Module, obs: Option<Observation>, engine: &Engine) -> Result<Module> {
+        let obs = observed(obs, "Linear")?;
+        let mut l: Linear = m.expect_type("QLinear::from_float")?;
+        let (scale, zero_point) = obs.qparams()?;
+        let w = quantize_weight(
+            &l.weight.value,
+            &obs.qconfig.weight,
+            l.weight_fake_quant.as_mut(),
+        )?;
+        let b = l.bias.as_ref().map(|b| b.value.data().to_vec());
+        Ok(QLinear {
+            engine: engine.clone(),
+            packed: Arc::new(engine.pack_linear(w, b)?),
+            scale,
+            zero_point,
+            relu: l.relu,
+        }
+        .into())
+    }
+    fn load(n: &mut Node) -> Result<Module> {
+        let w = n.qweight()?;
+        let b = n.bias(n.get_bool("bias")?)?;
+        let packed = n.engine().pack_linear(w, b).map_err(|e| n.quant_error(e))?;
+        Ok(QLinear {
+            engine: n.engine().clone(),
+            packed: Arc::new(packed),
+            scale: n.scale()?,
+            zero_point: n.zero_point()?,
+            relu: relu_of(n)?,
+        }
+        .into())
+    }
+}
+
+/// A ReLU-fused tag, or (version-1 files) a `relu` attribute beside the plain tag.
+fn relu_of(n: &Node) -> Result<bool> {
+    Ok(n.type_name().ends_with("ReLU")
+        || n.type_name().ends_with("ReLU2d")
+        || n.get_bool_opt("relu")?.unwrap_or(false))
+}
+
+impl Layer for QLinear {
+    fn type_name(&self) -> String {
+        if self.relu {
+            "QuantizedLinearReLU"
+        } else {
+            "QuantizedLinear"
+        }
+        .into()
+    }
+    fn forward(&mut self, x: Value) -> Result<Value> {
+        let q = x.quant("QuantizedLinear")?;
+        Ok(Value::Q(self.engine.linear(
+            &q,
+            &self.packed,
+            self.scale,
+            self.zero_point,
+            self.relu,
+        )?))
+    }
+    fn weight(&self) -> Option<Tensor> {
+        Some(dequantize(&self.packed.weight()))
+    }
+    fn engine(&self) -> Option<&Engine> {
+        Some(&self.engine)
+    }
+    fn to_engine(&mut self, engine: &Engine) -> Result<()> {
+        if self.packed.packed_for() != engine.path() {
+            self.packed = Arc::new(engine.repack_linear(&self.packed)?);
+        }
+        self.engine = engine.clone();
+        Ok(())
+    }
+    fn save(&self, out: &mut Saver) -> Result<J> {
+        let qs = out.qweight(&self.packed.weight())?;
+        let b = out.bias(self.packed.bias());
+        out.qparams(self.scale, self.zero_point);
+        Ok(json!({"qscheme": qs, "bias": b}))
+    }
+}
+
+/// Static quantized Conv2d / ConvReLU2d (`nnq.Conv2d`, `nniq.ConvReLU2d`).
 #[derive(Clone)]
 pub struct QConv2d {
     pub engine: Engine,
@@ -34,8 +237,113 @@ pub struct QConv2d {
     pub relu: bool,
 }
 
+impl fmt::Debug for QConv2d {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}(weight={:?}, {:?}, scale={}, zero_point={}, {:?})",
+            self.type_name(),
+            self.packed.weight_shape(),
+            self.packed.params(),
+            self.scale,
+            self.zero_point,
+            self.engine
+        )
+    }
+}
+
+impl QConv2d {
+    /// From an observed Conv2d / ConvReLU2d / ConvBn(ReLU)2d and their QAT
+    /// forms (a live batch norm is folded first, as `nniqat.ConvBn2d.to_float`).
+    pub fn from_float(m: Module, obs: Option<Observation>, engine: &Engine) -> Result<Module> {
+        let obs = observed(obs, "Conv2d")?;
+        let mut c: Conv2d = m.expect_type("QConv2d::from_float")?;
+        let (scale, zero_point) = obs.qparams()?;
+        let (wf, bf) = match &c.bn {
+            Some(bn) => {
+                let b = c.bias.as_ref().map(|b| b.value.data().to_vec());
+                let (w, b) = fuse_conv_bn_weights(&c.weight.value, b.as_deref(), bn)?;
+                (w, Some(b))
+            }
+            None => (
+                c.weight.value.clone(),
+                c.bias.as_ref().map(|b| b.value.data().to_vec()),
+            ),
+        };
+        let w = quantize_weight(&wf, &obs.qconfig.weight, c.weight_fake_quant.as_mut())?;
+        Ok(QConv2d {
+            engine: engine.clone(),
+            packed: Arc::new(engine.pack_conv2d(w, bf, c.params)?),
+            scale,
+            zero_point,
+            relu: c.relu,
+        }
+        .into())
+    }
+    fn load(n: &mut Node) -> Result<Module> {
+        let w = n.qweight()?;
+        let b = n.bias(n.get_bool("bias")?)?;
+        let packed = n
+            .engine()
+            .pack_conv2d(w, b, n.get_conv()?)
+            .map_err(|e| n.quant_error(e))?;
+        Ok(QConv2d {
+            engine: n.engine().clone(),
+            packed: Arc::new(packed),
+            scale: n.scale()?,
+            zero_point: n.zero_point()?,
+            relu: relu_of(n)?,
+        }
+        .into())
+    }
+}
+
+impl Layer for QConv2d {
+    fn type_name(&self) -> String {
+        if self.relu {
+            "QuantizedConvReLU2d"
+        } else {
+            "QuantizedConv2d"
+        }
+        .into()
+    }
+    fn forward(&mut self, x: Value) -> Result<Value> {
+        let q = x.quant("QuantizedConv2d")?;
+        Ok(Value::Q(self.engine.conv2d(
+            &q,
+            &self.packed,
+            self.scale,
+            self.zero_point,
+            self.relu,
+        )?))
+    }
+    fn weight(&self) -> Option<Tensor> {
+        Some(dequantize(&self.packed.weight()))
+    }
+    fn engine(&self) -> Option<&Engine> {
+        Some(&self.engine)
+    }
+    fn to_engine(&mut self, engine: &Engine) -> Result<()> {
+        if self.packed.packed_for() != engine.path() {
+            self.packed = Arc::new(engine.repack_conv2d(&self.packed)?);
+        }
+        self.engine = engine.clone();
+        Ok(())
+    }
+    fn save(&self, out: &mut Saver) -> Result<J> {
+        let qs = out.qweight(&self.packed.weight())?;
+        let b = out.bias(self.packed.bias());
+        out.qparams(self.scale, self.zero_point);
+        Ok(
+            json!({"qscheme": qs, "bias": b, "params": crate::layers::conv_json(self.packed.params())}),
+        )
+    }
+}
+
+// ---------------------------------------------------------------- dynamic
+
 /// Dynamic weights: int8 (activation quantized per call) or fp16.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub enum DynWeight {
     Int8 {
         packed: Arc<PackedLinear>,
@@ -45,6 +353,22 @@ pub enum DynWeight {
 }
 
 impl DynWeight {
+    /// A float weight `[out, in]` quantized as `cfg` says (int8 with the
+    /// qconfig's weight observer, or fp16) and packed by its engine.
+    pub fn from_float(w: &Tensor, bias: Option<Vec<f32>>, cfg: &DynamicConfig) -> Result<Self> {
+        let e = &cfg.engine;
+        Ok(match cfg.dtype {
+            DynamicDType::QInt8 => DynWeight::Int8 {
+                packed: Arc::new(
+                    e.pack_linear(quantize_weight(w, &cfg.qconfig.weight, None)?, bias)?,
+                ),
+                reduce_range: e.dynamic_reduce_range(),
+            },
+            DynamicDType::Float16 => {
+                DynWeight::Fp16(Arc::new(e.pack_linear_fp16(w.clone(), bias)?))
+            }
+        })
+    }
     pub fn apply(&self, engine: &Engine, x: &Tensor) -> Result<Tensor> {
         Ok(match self {
             DynWeight::Int8 {
@@ -60,18 +384,176 @@ impl DynWeight {
             DynWeight::Fp16(p) => p.out_features(),
         }
     }
+    /// The weight shape `[out, in]`.
+    pub fn weight_shape(&self) -> &[usize] {
+        match self {
+            DynWeight::Int8 { packed, .. } => packed.weight_shape(),
+            DynWeight::Fp16(p) => p.weight().shape(),
+        }
+    }
+    /// The weight as float (int8 dequantized; fp16 rounded as the kernel sees it).
+    pub fn float_weight(&self) -> Tensor {
+        match self {
+            DynWeight::Int8 { packed, .. } => dequantize(&packed.weight()),
+            DynWeight::Fp16(p) => Tensor::new(
+                p.weight().shape().to_vec(),
+                p.weight()
+                    .data()
+                    .iter()
+                    .map(|&v| half::f16::from_f32(v.clamp(-65504.0, 65504.0)).to_f32())
+                    .collect(),
+            )
+            .expect("same shape"),
+        }
+    }
+    /// The same weights packed for `engine` (a no-op when they already are).
+    pub fn to_engine(&mut self, engine: &Engine) -> Result<()> {
+        match self {
+            DynWeight::Int8 {
+                packed,
+                reduce_range,
+            } => {
+                if packed.packed_for() != engine.path() {
+                    *packed = Arc::new(engine.repack_linear(packed)?);
+                }
+                // PyTorch's dynamic linear ignores reduce_range under qnnpack.
+                *reduce_range = *reduce_range && engine.dynamic_reduce_range();
+            }
+            DynWeight::Fp16(p) => {
+                if p.packed_for() != engine.path() {
+                    *p = Arc::new(engine.repack_linear_fp16(p)?);
+                }
+            }
+        }
+        Ok(())
+    }
+    fn save(&self, out: &mut Saver) -> Result<J> {
+        Ok(match self {
+            DynWeight::Int8 {
+                packed,
+                reduce_range,
+            } => {
+                let qs = out.qweight(&packed.weight())?;
+                let has_bias = out.bias(packed.bias());
+                json!({"dtype": "qint8", "qscheme": qs, "reduce_range": reduce_range, "bias": has_bias})
+            }
+            DynWeight::Fp16(pk) => {
+                out.f32("weight", pk.weight());
+                let has_bias = out.bias(pk.bias());
+                json!({"dtype": "float16", "bias": has_bias})
+            }
+        })
+    }
+    /// The weight of `{path}.{sub}` described by the JSON `j`.
+    fn load(n: &Node, sub: &str, j: &J, field: &str) -> Result<Self> {
+        let e = n.engine();
+        let get = |k: &str| {
+            j.get(k)
+                .ok_or_else(|| n.attr_error(field, format!("missing field {k:?}")))
+        };
+        let has_bias = get("bias")?
+            .as_bool()
+            .ok_or_else(|| n.attr_error(field, "bias is not a boolean"))?;
+        Ok(match get("dtype")?.as_str() {
+            Some("qint8") => {
+                let reduce_range = get("reduce_range")?
+                    .as_bool()
+                    .ok_or_else(|| n.attr_error(field, "reduce_range is not a boolean"))?;
+                DynWeight::Int8 {
+                    packed: Arc::new(
+                        e.pack_linear(
+                            n.qweight_at(sub, get("qscheme")?)?,
+                            n.bias_at(sub, has_bias)?,
+                        )
+                        .map_err(|x| n.quant_error(x))?,
+                    ),
+                    reduce_range: reduce_range && e.dynamic_reduce_range(),
+                }
+            }
+            Some("float16") => DynWeight::Fp16(Arc::new(
+                e.pack_linear_fp16(
+                    n.f32(&crate::format::join(sub, "weight"))?,
+                    n.bias_at(sub, has_bias)?,
+                )
+                .map_err(|x| n.quant_error(x))?,
+            )),
+            _ => {
+                return Err(n.attr_error(
+                    &format!("{field}.dtype"),
+                    "expected \"qint8\" or \"float16\"",
+                ))
+            }
+        })
+    }
 }
 
-/// `nnqd.Linear`: f32 in and out, int8 or fp16 weights.
-#[derive(Clone)]
+/// `nnqd.Linear` / `nniqd.LinearReLU`: f32 in and out, int8 or fp16 weights.
+#[derive(Debug, Clone)]
 pub struct QDynLinear {
     pub engine: Engine,
     pub weight: DynWeight,
     pub relu: bool,
 }
 
+impl QDynLinear {
+    /// From a float Linear / LinearReLU.
+    pub fn from_float(m: Module, cfg: &DynamicConfig) -> Result<Module> {
+        let l: Linear = m.expect_type("QDynLinear::from_float")?;
+        let b = l.bias.as_ref().map(|b| b.value.data().to_vec());
+        Ok(QDynLinear {
+            engine: cfg.engine.clone(),
+            weight: DynWeight::from_float(&l.weight.value, b, cfg)?,
+            relu: l.relu,
+        }
+        .into())
+    }
+    fn load(n: &mut Node) -> Result<Module> {
+        Ok(QDynLinear {
+            engine: n.engine().clone(),
+            weight: DynWeight::load(n, "", n.field("weight")?, "weight")?,
+            relu: relu_of(n)?,
+        }
+        .into())
+    }
+}
+
+impl Layer for QDynLinear {
+    fn type_name(&self) -> String {
+        if self.relu {
+            "DynamicQuantizedLinearReLU"
+        } else {
+            "DynamicQuantizedLinear"
+        }
+        .into()
+    }
+    fn forward(&mut self, x: Value) -> Result<Value> {
+        let t = x.float("DynamicQuantizedLinear")?;
+        let mut y = self.weight.apply(&self.engine, &t)?;
+        if self.relu {
+            for v in y.data_mut() {
+                *v = v.max(0.0);
+            }
+        }
+        Ok(Value::F(y))
+    }
+    fn weight(&self) -> Option<Tensor> {
+        Some(self.weight.float_weight())
+    }
+    fn engine(&self) -> Option<&Engine> {
+        Some(&self.engine)
+    }
+    fn to_engine(&mut self, engine: &Engine) -> Result<()> {
+        self.weight.to_engine(engine)?;
+        self.engine = engine.clone();
+        Ok(())
+    }
+    fn save(&self, out: &mut Saver) -> Result<J> {
+        Ok(json!({ "weight": self.weight.save(out)? }))
+    }
+}
+
 /// `nnqd.LSTM` / `nnqd.GRU`: every projection a dynamic linear.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct QDynRnn {
     pub engine: Engine,
     pub kind: RnnKind,
@@ -83,6 +565,28 @@ pub struct QDynRnn {
 }
 
 impl QDynRnn {
+    /// From a float LSTM / GRU.
+    pub fn from_float(m: Module, cfg: &DynamicConfig) -> Result<Module> {
+        let r: Rnn = m.expect_type("QDynRnn::from_float")?;
+        let dw = |p: &crate::param::Param, b: &Option<crate::param::Param>| {
+            DynWeight::from_float(&p.value, b.as_ref().map(|b| b.value.data().to_vec()), cfg)
+        };
+        let layers = r
+            .layers
+            .iter()
+            .map(|l| Ok((dw(&l.w_ih, &l.b_ih)?, dw(&l.w_hh, &l.b_hh)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(QDynRnn {
+            engine: cfg.engine.clone(),
+            kind: r.kind,
+            input_size: r.input_size,
+            hidden_size: r.hidden_size,
+            batch_first: r.batch_first,
+            layers,
+        }
+        .into())
+    }
+    /// Output sequence and (h_n, c_n), from optional initial states.
     pub fn forward_full(
         &self,
         x: &Tensor,
@@ -106,10 +610,101 @@ impl QDynRnn {
             &proj,
         )
     }
+    fn load(n: &mut Node) -> Result<Module> {
+        let kind = match n.type_name() {
+            "DynamicQuantizedLSTM" => RnnKind::Lstm,
+            "DynamicQuantizedGRU" => RnnKind::Gru,
+            // Version-1 files: one tag and a `kind` attribute.
+            _ => match n.field("kind")?.as_str() {
+                Some("LSTM") => RnnKind::Lstm,
+                Some("GRU") => RnnKind::Gru,
+                _ => return Err(n.attr_error("kind", "expected LSTM or GRU")),
+            },
+        };
+        let layers = n
+            .field("layers")?
+            .as_array()
+            .ok_or_else(|| n.attr_error("layers", "not an array"))?
+            .iter()
+            .enumerate()
+            .map(|(l, v)| {
+                let (Some(a), Some(b)) = (v.get(0), v.get(1)) else {
+                    return Err(n.attr_error("layers", "entries must be [ih, hh]"));
+                };
+                Ok((
+                    DynWeight::load(n, &format!("ih_l{l}"), a, "layers")?,
+                    DynWeight::load(n, &format!("hh_l{l}"), b, "layers")?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (input_size, hidden_size) = (n.get_usize("input_size")?, n.get_usize("hidden_size")?);
+        for (l, (a, b)) in layers.iter().enumerate() {
+            let (ih, hh) = rnn_shapes(n, kind, input_size, hidden_size, l)?;
+            for (w, want, name) in [(a, ih, "ih"), (b, hh, "hh")] {
+                let got = w.weight_shape();
+                if got != want {
+                    return Err(n.tensor_error(
+                        &format!("{name}_l{l}.weight"),
+                        format!("shape {got:?}, expected {want:?}"),
+                    ));
+                }
+            }
+        }
+        Ok(QDynRnn {
+            engine: n.engine().clone(),
+            kind,
+            input_size,
+            hidden_size,
+            batch_first: n.get_bool("batch_first")?,
+            layers,
+        }
+        .into())
+    }
 }
 
+impl Layer for QDynRnn {
+    fn type_name(&self) -> String {
+        format!("DynamicQuantized{}", self.kind.name())
+    }
+    fn forward(&mut self, x: Value) -> Result<Value> {
+        Ok(Value::F(
+            self.forward_full(&x.float("DynamicQuantizedRNN")?, None)?.0,
+        ))
+    }
+    fn engine(&self) -> Option<&Engine> {
+        Some(&self.engine)
+    }
+    fn to_engine(&mut self, engine: &Engine) -> Result<()> {
+        for (a, b) in &mut self.layers {
+            a.to_engine(engine)?;
+            b.to_engine(engine)?;
+        }
+        self.engine = engine.clone();
+        Ok(())
+    }
+    fn save(&self, out: &mut Saver) -> Result<J> {
+        let layers = self
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(l, (a, b))| {
+                Ok(json!([
+                    out.within(&format!("ih_l{l}"), |o| a.save(o))?,
+                    out.within(&format!("hh_l{l}"), |o| b.save(o))?
+                ]))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(
+            json!({"input_size": self.input_size, "hidden_size": self.hidden_size,
+                  "batch_first": self.batch_first, "layers": layers}),
+        )
+    }
+}
+
+// ---------------------------------------------------------------- element-wise
+
 /// `nnq.QFunctional`: add / add_relu / mul / cat with output qparams.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct QFunctional {
     pub engine: Engine,
     pub scale: f64,
@@ -117,15 +712,25 @@ pub struct QFunctional {
 }
 
 impl QFunctional {
-    pub fn binary(&self, a: Value, b: Value, op: FfOp) -> Result<Value> {
+    /// From an observed FloatFunctional.
+    pub fn from_float(_: Module, obs: Option<Observation>, engine: &Engine) -> Result<Module> {
+        let (scale, zero_point) = observed(obs, "FloatFunctional")?.qparams()?;
+        Ok(QFunctional {
+            engine: engine.clone(),
+            scale,
+            zero_point,
+        }
+        .into())
+    }
+    pub fn binary(&self, a: Value, b: Value, op: BinaryOp) -> Result<Value> {
         let (a, b) = (a.quant("QFunctional")?, b.quant("QFunctional")?);
-        let e = &self.engine;
-        let y = match op {
-            FfOp::Add => e.add(&a, &b, self.scale, self.zero_point)?,
-            FfOp::AddRelu => e.add_relu(&a, &b, self.scale, self.zero_point)?,
-            FfOp::Mul => e.mul(&a, &b, self.scale, self.zero_point)?,
-        };
-        Ok(Value::Q(y))
+        Ok(Value::Q(self.engine.binary(
+            op,
+            &a,
+            &b,
+            self.scale,
+            self.zero_point,
+        )?))
     }
     pub fn cat(&self, xs: Vec<Value>, dim: usize) -> Result<Value> {
         let qs = xs
@@ -142,202 +747,205 @@ impl QFunctional {
     }
 }
 
-/// A quantized module.
-#[derive(Clone)]
-pub enum QModule {
-    Quantize {
-        scale: f64,
-        zero_point: i64,
-    },
-    DeQuantize,
-    Linear(QLinear),
-    Conv2d(QConv2d),
-    DynamicLinear(QDynLinear),
-    DynamicRnn(QDynRnn),
-    Functional(QFunctional),
-    Hardswish {
-        engine: Engine,
-        scale: f64,
-        zero_point: i64,
-    },
-}
-
-impl std::fmt::Debug for QModule {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.type_name())
+impl Layer for QFunctional {
+    fn type_name(&self) -> String {
+        "QFunctional".into()
+    }
+    fn forward(&mut self, _: Value) -> Result<Value> {
+        Err(bad(
+            "QFunctional",
+            "call add / mul / cat / add_relu instead of forward",
+        ))
+    }
+    fn binary(&mut self, op: BinaryOp, a: Value, b: Value) -> Result<Value> {
+        QFunctional::binary(self, a, b, op)
+    }
+    fn cat(&mut self, xs: Vec<Value>, dim: usize) -> Result<Value> {
+        QFunctional::cat(self, xs, dim)
+    }
+    fn engine(&self) -> Option<&Engine> {
+        Some(&self.engine)
+    }
+    fn to_engine(&mut self, engine: &Engine) -> Result<()> {
+        self.engine = engine.clone();
+        Ok(())
+    }
+    fn save(&self, out: &mut Saver) -> Result<J> {
+        out.qparams(self.scale, self.zero_point);
+        Ok(json!({}))
     }
 }
 
-impl QModule {
-    pub fn type_name(&self) -> String {
-        match self {
-            QModule::Quantize { .. } => "Quantize".into(),
-            QModule::DeQuantize => "DeQuantize".into(),
-            QModule::Linear(l) => if l.relu {
-                "QuantizedLinearReLU"
-            } else {
-                "QuantizedLinear"
-            }
-            .into(),
-            QModule::Conv2d(c) => if c.relu {
-                "QuantizedConvReLU2d"
-            } else {
-                "QuantizedConv2d"
-            }
-            .into(),
-            QModule::DynamicLinear(d) => match d.weight {
-                DynWeight::Int8 { .. } => "DynamicQuantizedLinear(qint8)".into(),
-                DynWeight::Fp16(_) => "DynamicQuantizedLinear(float16)".into(),
-            },
-            QModule::DynamicRnn(r) => match r.kind {
-                RnnKind::Lstm => "DynamicQuantizedLSTM".into(),
-                RnnKind::Gru => "DynamicQuantizedGRU".into(),
-            },
-            QModule::Functional(_) => "QFunctional".into(),
-            QModule::Hardswish { .. } => "QuantizedHardswish".into(),
-        }
-    }
+/// `nnq.Hardswish`: output qparams from the observer.
+#[derive(Debug, Clone)]
+pub struct QHardswish {
+    pub engine: Engine,
+    pub scale: f64,
+    pub zero_point: i64,
+}
 
-    pub fn forward(&self, x: Value) -> Result<Value> {
-        match self {
-            QModule::Quantize { scale, zero_point } => match x {
-                Value::F(t) => Ok(Value::Q(quantize_per_tensor::<u8>(
-                    &t,
-                    *scale,
-                    *zero_point,
-                )?)),
-                q => Ok(q),
-            },
-            QModule::DeQuantize => Ok(Value::F(match x {
-                Value::Q(q) => dequantize(&q),
-                Value::F(t) => t,
-            })),
-            QModule::Linear(l) => {
-                let q = x.quant("QuantizedLinear")?;
-                Ok(Value::Q(l.engine.linear(
-                    &q,
-                    &l.packed,
-                    l.scale,
-                    l.zero_point,
-                    l.relu,
-                )?))
-            }
-            QModule::Conv2d(c) => {
-                let q = x.quant("QuantizedConv2d")?;
-                Ok(Value::Q(c.engine.conv2d(
-                    &q,
-                    &c.packed,
-                    c.scale,
-                    c.zero_point,
-                    c.relu,
-                )?))
-            }
-            QModule::DynamicLinear(d) => {
-                let t = x.float("DynamicQuantizedLinear")?;
-                let mut y = d.weight.apply(&d.engine, &t)?;
-                if d.relu {
-                    for v in y.data_mut() {
-                        *v = v.max(0.0);
-                    }
-                }
-                Ok(Value::F(y))
-            }
-            QModule::DynamicRnn(r) => Ok(Value::F(
-                r.forward_full(&x.float("DynamicQuantizedRNN")?, None)?.0,
-            )),
-            QModule::Functional(_) => Err(bad(
-                "QFunctional",
-                "call add / mul / cat / add_relu instead of forward",
-            )),
-            QModule::Hardswish {
-                engine,
-                scale,
-                zero_point,
-            } => Ok(Value::Q(engine.hardswish(
-                &x.quant("QuantizedHardswish")?,
-                *scale,
-                *zero_point,
-            )?)),
+impl QHardswish {
+    /// From an observed Hardswish.
+    pub fn from_float(_: Module, obs: Option<Observation>, engine: &Engine) -> Result<Module> {
+        let (scale, zero_point) = observed(obs, "Hardswish")?.qparams()?;
+        Ok(QHardswish {
+            engine: engine.clone(),
+            scale,
+            zero_point,
         }
+        .into())
     }
+}
 
-    /// The engine that packed this module's weights, if any.
-    pub fn engine_name(&self) -> Option<&'static str> {
-        match self {
-            QModule::Linear(l) => Some(l.engine.name()),
-            QModule::Conv2d(c) => Some(c.engine.name()),
-            QModule::DynamicLinear(d) => Some(d.engine.name()),
-            QModule::DynamicRnn(r) => Some(r.engine.name()),
-            QModule::Functional(f) => Some(f.engine.name()),
-            QModule::Hardswish { engine, .. } => Some(engine.name()),
-            _ => None,
+impl Layer for QHardswish {
+    fn type_name(&self) -> String {
+        "QuantizedHardswish".into()
+    }
+    fn forward(&mut self, x: Value) -> Result<Value> {
+        Ok(Value::Q(self.engine.hardswish(
+            &x.quant("QuantizedHardswish")?,
+            self.scale,
+            self.zero_point,
+        )?))
+    }
+    fn engine(&self) -> Option<&Engine> {
+        Some(&self.engine)
+    }
+    fn to_engine(&mut self, engine: &Engine) -> Result<()> {
+        self.engine = engine.clone();
+        Ok(())
+    }
+    fn save(&self, out: &mut Saver) -> Result<J> {
+        out.qparams(self.scale, self.zero_point);
+        Ok(json!({}))
+    }
+}
+
+/// `nnq.ReLU6`: `clamp(q, zero_point, quantize(6.0))`, the input's qparams
+/// kept (the observer `prepare` attaches is not used, as in PyTorch).
+#[derive(Debug, Clone)]
+pub struct QReLU6 {
+    pub engine: Engine,
+}
+
+impl Layer for QReLU6 {
+    fn type_name(&self) -> String {
+        "QuantizedReLU6".into()
+    }
+    fn forward(&mut self, x: Value) -> Result<Value> {
+        Ok(Value::Q(crate::layers::relu6_quantized(
+            &x.quant("QuantizedReLU6")?,
+        )?))
+    }
+    fn engine(&self) -> Option<&Engine> {
+        Some(&self.engine)
+    }
+    fn to_engine(&mut self, engine: &Engine) -> Result<()> {
+        self.engine = engine.clone();
+        Ok(())
+    }
+    fn save(&self, _: &mut Saver) -> Result<J> {
+        Ok(json!({}))
+    }
+}
+
+// ---------------------------------------------------------------- registration
+
+fn no_quantized_bn(_: Module, _: Option<Observation>, _: &Engine) -> Result<Module> {
+    Err(NnError::module(
+        "",
+        "a standalone BatchNorm2d has no quantized kernel in rquant's engines: fuse it into the preceding conv",
+    ))
+}
+
+/// `DEFAULT_STATIC_QUANT_MODULE_MAPPINGS` and
+/// `DEFAULT_DYNAMIC_QUANT_MODULE_MAPPINGS` for rquant's modules.
+pub(crate) fn register_mappings(m: &mut Mappings) {
+    for t in ["Linear", "LinearReLU", "QATLinear", "QATLinearReLU"] {
+        m.set_static(t, true, QLinear::from_float);
+    }
+    for t in [
+        "Conv2d",
+        "ConvReLU2d",
+        "ConvBn2d",
+        "ConvBnReLU2d",
+        "QATConv2d",
+        "QATConvReLU2d",
+        "QATConvBn2d",
+        "QATConvBnReLU2d",
+    ] {
+        m.set_static(t, true, QConv2d::from_float);
+    }
+    m.set_static("QuantStub", true, Quantize::from_float);
+    m.set_static("DeQuantStub", false, |_, _, e| {
+        Ok(DeQuantize { engine: e.clone() }.into())
+    });
+    m.set_static("FloatFunctional", true, QFunctional::from_float);
+    m.set_static("Hardswish", true, QHardswish::from_float);
+    m.set_static("ReLU6", true, |_, _, e| {
+        Ok(QReLU6 { engine: e.clone() }.into())
+    });
+    for t in ["BatchNorm2d", "BNReLU2d", "BatchNorm1d"] {
+        m.set_static(t, true, no_quantized_bn);
+    }
+    m.dynamic
+        .insert("Linear".into(), Arc::new(QDynLinear::from_float));
+    m.dynamic
+        .insert("LinearReLU".into(), Arc::new(QDynLinear::from_float));
+    m.dynamic
+        .insert("LSTM".into(), Arc::new(QDynRnn::from_float));
+    m.dynamic
+        .insert("GRU".into(), Arc::new(QDynRnn::from_float));
+}
+
+/// Loaders of the quantized modules (and the version-1 tags they replaced).
+pub(crate) fn register_loaders(r: &mut ModuleRegistry) {
+    r.register("Quantize", |n| {
+        let (scale, zero_point) = n.qparams()?;
+        Ok(Quantize {
+            engine: n.engine().clone(),
+            scale,
+            zero_point,
         }
-    }
-
-    /// The same module with weights repacked by `engine`.
-    pub fn repack(&self, engine: &Engine) -> Result<QModule> {
-        let e = engine;
-        let dynw = |w: &DynWeight| -> Result<DynWeight> {
-            Ok(match w {
-                DynWeight::Int8 {
-                    packed,
-                    reduce_range,
-                } => DynWeight::Int8 {
-                    packed: Arc::new(
-                        e.pack_linear(packed.weight().clone(), packed.bias().map(|b| b.to_vec()))?,
-                    ),
-                    // PyTorch's dynamic linear ignores reduce_range under qnnpack.
-                    reduce_range: *reduce_range && e.dynamic_reduce_range(),
-                },
-                DynWeight::Fp16(p) => DynWeight::Fp16(Arc::new(
-                    e.pack_linear_fp16(p.weight().clone(), p.bias().map(|b| b.to_vec()))?,
-                )),
-            })
-        };
-        Ok(match self {
-            QModule::Linear(l) => QModule::Linear(QLinear {
-                engine: engine.clone(),
-                packed: Arc::new(e.pack_linear(
-                    l.packed.weight().clone(),
-                    l.packed.bias().map(|b| b.to_vec()),
-                )?),
-                ..l.clone()
-            }),
-            QModule::Conv2d(c) => QModule::Conv2d(QConv2d {
-                engine: engine.clone(),
-                packed: Arc::new(e.pack_conv2d(
-                    c.packed.weight().clone(),
-                    c.packed.bias().map(|b| b.to_vec()),
-                    c.packed.params(),
-                )?),
-                ..c.clone()
-            }),
-            QModule::DynamicLinear(d) => QModule::DynamicLinear(QDynLinear {
-                engine: engine.clone(),
-                weight: dynw(&d.weight)?,
-                relu: d.relu,
-            }),
-            QModule::DynamicRnn(r) => QModule::DynamicRnn(QDynRnn {
-                engine: engine.clone(),
-                layers: r
-                    .layers
-                    .iter()
-                    .map(|(a, b)| Ok((dynw(a)?, dynw(b)?)))
-                    .collect::<Result<Vec<_>>>()?,
-                ..r.clone()
-            }),
-            QModule::Functional(f) => QModule::Functional(QFunctional {
-                engine: engine.clone(),
-                ..f.clone()
-            }),
-            QModule::Hardswish {
-                scale, zero_point, ..
-            } => QModule::Hardswish {
-                engine: engine.clone(),
-                scale: *scale,
-                zero_point: *zero_point,
-            },
-            other => other.clone(),
-        })
-    }
+        .into())
+    });
+    r.register("DeQuantize", |n| {
+        Ok(DeQuantize {
+            engine: n.engine().clone(),
+        }
+        .into())
+    });
+    r.register("QuantizedLinear", QLinear::load);
+    r.register("QuantizedLinearReLU", QLinear::load);
+    r.register("QuantizedConv2d", QConv2d::load);
+    r.register("QuantizedConvReLU2d", QConv2d::load);
+    r.register("DynamicQuantizedLinear", QDynLinear::load);
+    r.register("DynamicQuantizedLinearReLU", QDynLinear::load);
+    r.register("DynamicQuantizedLSTM", QDynRnn::load);
+    r.register("DynamicQuantizedGRU", QDynRnn::load);
+    r.register("DynamicQuantizedRNN", QDynRnn::load);
+    r.register("QFunctional", |n| {
+        let (scale, zero_point) = n.qparams()?;
+        Ok(QFunctional {
+            engine: n.engine().clone(),
+            scale,
+            zero_point,
+        }
+        .into())
+    });
+    r.register("QuantizedReLU6", |n| {
+        Ok(QReLU6 {
+            engine: n.engine().clone(),
+        }
+        .into())
+    });
+    r.register("QuantizedHardswish", |n| {
+        let (scale, zero_point) = n.qparams()?;
+        Ok(QHardswish {
+            engine: n.engine().clone(),
+            scale,
+            zero_point,
+        }
+        .into())
+    });
 }

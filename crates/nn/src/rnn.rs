@@ -4,9 +4,14 @@
 
 use rquant_core::Tensor;
 
+use serde_json::{json, Value as J};
+
 use crate::error::{bad, Result};
+use crate::format::Saver;
 use crate::functional as F;
-use crate::layers::{Param, Rng};
+use crate::module::{Layer, Module};
+use crate::param::{Param, Rng};
+use crate::registry::{ModuleRegistry, Node};
 use crate::value::Value;
 
 /// `nn.Embedding`: input holds integer ids (as f32 values).
@@ -71,6 +76,13 @@ pub enum RnnKind {
 }
 
 impl RnnKind {
+    /// "LSTM" or "GRU".
+    pub fn name(self) -> &'static str {
+        match self {
+            RnnKind::Lstm => "LSTM",
+            RnnKind::Gru => "GRU",
+        }
+    }
     pub fn gates(self) -> usize {
         match self {
             RnnKind::Lstm => 4,
@@ -141,12 +153,6 @@ impl Rnn {
             hidden_size,
             batch_first,
             layers,
-        }
-    }
-    pub fn type_name(&self) -> &'static str {
-        match self.kind {
-            RnnKind::Lstm => "LSTM",
-            RnnKind::Gru => "GRU",
         }
     }
     pub fn params_mut(&mut self) -> Vec<(String, &mut Param)> {
@@ -322,4 +328,117 @@ pub fn run_rnn(
             Tensor::new(cshape, cn)?,
         ),
     ))
+}
+
+impl Layer for Embedding {
+    fn type_name(&self) -> String {
+        "Embedding".into()
+    }
+    fn forward(&mut self, x: Value) -> Result<Value> {
+        Embedding::forward(self, x)
+    }
+    fn params_mut(&mut self) -> Vec<(String, &mut Param)> {
+        vec![("weight".to_string(), &mut self.weight)]
+    }
+    fn weight(&self) -> Option<Tensor> {
+        Some(self.weight.value.clone())
+    }
+    fn save(&self, out: &mut Saver) -> Result<J> {
+        out.f32("weight", &self.weight.value);
+        Ok(json!({}))
+    }
+}
+
+impl Layer for Rnn {
+    fn type_name(&self) -> String {
+        self.kind.name().into()
+    }
+    /// The output sequence (use [`Rnn::forward`] for initial and final states).
+    fn forward(&mut self, x: Value) -> Result<Value> {
+        Ok(Value::F(Rnn::forward(self, &x.float("LSTM/GRU")?, None)?.0))
+    }
+    fn params_mut(&mut self) -> Vec<(String, &mut Param)> {
+        Rnn::params_mut(self)
+    }
+    fn save(&self, out: &mut Saver) -> Result<J> {
+        let bias = self.layers.first().is_some_and(|l| l.b_ih.is_some());
+        let mut r = self.clone();
+        for (n, p) in r.params_mut() {
+            out.f32(&n, &p.value);
+        }
+        Ok(
+            json!({"input_size": self.input_size, "hidden_size": self.hidden_size,
+                  "num_layers": self.layers.len(), "batch_first": self.batch_first, "bias": bias}),
+        )
+    }
+}
+
+/// The weight shapes of RNN layer `l`: `[gates·hidden, in]` and `[gates·hidden, hidden]`.
+pub(crate) fn rnn_shapes(
+    n: &Node,
+    kind: RnnKind,
+    input_size: usize,
+    hidden_size: usize,
+    l: usize,
+) -> Result<([usize; 2], [usize; 2])> {
+    let g = kind
+        .gates()
+        .checked_mul(hidden_size)
+        .ok_or_else(|| n.attr_error("hidden_size", "too large"))?;
+    let inp = if l == 0 { input_size } else { hidden_size };
+    Ok(([g, inp], [g, hidden_size]))
+}
+
+pub(crate) fn register_loaders(r: &mut ModuleRegistry) {
+    fn rnn(n: &mut Node) -> Result<Module> {
+        let kind = if n.type_name() == "LSTM" {
+            RnnKind::Lstm
+        } else {
+            RnnKind::Gru
+        };
+        let (input_size, hidden_size, num_layers) = (
+            n.get_usize("input_size")?,
+            n.get_usize("hidden_size")?,
+            n.get_usize("num_layers")?,
+        );
+        // The sizes are the file's claim: check them against the weights
+        // it holds before `Rnn::new` allocates what they declare.
+        for l in 0..num_layers {
+            let (ih, hh) = rnn_shapes(n, kind, input_size, hidden_size, l)?;
+            n.expect_shape(&format!("weight_ih_l{l}"), &ih)?;
+            n.expect_shape(&format!("weight_hh_l{l}"), &hh)?;
+        }
+        let mut r = Rnn::new(
+            kind,
+            input_size,
+            hidden_size,
+            num_layers,
+            n.get_bool("batch_first")?,
+            &mut Rng(0),
+        );
+        if !n.get_bool("bias")? {
+            for l in &mut r.layers {
+                l.b_ih = None;
+                l.b_hh = None;
+            }
+        }
+        for (name, prm) in r.params_mut() {
+            let t = n.f32(&name)?;
+            if t.shape() != prm.value.shape() {
+                return Err(n.tensor_error(
+                    &name,
+                    format!("shape {:?}, expected {:?}", t.shape(), prm.value.shape()),
+                ));
+            }
+            prm.value = t;
+        }
+        Ok(r.into())
+    }
+    r.register("LSTM", rnn);
+    r.register("GRU", rnn);
+    r.register("Embedding", |n| {
+        Ok(Embedding::from_weight(n.f32("weight")?)
+            .map_err(|e| n.tensor_error("", e.to_string()))?
+            .into())
+    });
 }

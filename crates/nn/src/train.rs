@@ -85,32 +85,34 @@ impl Sgd {
 
 impl Optimizer for Sgd {
     fn step(&mut self, model: &mut Module) -> Result<()> {
-        for (name, p) in model.named_parameters_mut() {
-            let Some(g) = &p.grad else { continue };
+        let bufs = &mut self.bufs;
+        let (lr, momentum, weight_decay) = (self.lr, self.momentum, self.weight_decay);
+        model.for_each_param_mut(&mut |name, p| {
+            let Some(g) = &p.grad else { return Ok(()) };
             let mut d: Vec<f32> = g.data().to_vec();
-            if self.weight_decay != 0.0 {
+            if weight_decay != 0.0 {
                 for (dv, &w) in d.iter_mut().zip(p.value.data()) {
-                    *dv += self.weight_decay * w;
+                    *dv += weight_decay * w;
                 }
             }
-            if self.momentum != 0.0 {
-                match self.bufs.get_mut(&name) {
+            if momentum != 0.0 {
+                match bufs.get_mut(name) {
                     Some(buf) => {
                         for (b, dv) in buf.iter_mut().zip(d.iter_mut()) {
-                            *b = self.momentum * *b + *dv;
+                            *b = momentum * *b + *dv;
                             *dv = *b;
                         }
                     }
                     None => {
-                        self.bufs.insert(name, d.clone());
+                        bufs.insert(name.to_string(), d.clone());
                     }
                 }
             }
             for (w, dv) in p.value.data_mut().iter_mut().zip(&d) {
-                *w -= self.lr * dv;
+                *w -= lr * dv;
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 }
 
@@ -140,30 +142,38 @@ impl Adam {
 
 impl Optimizer for Adam {
     fn step(&mut self, model: &mut Module) -> Result<()> {
-        for (name, p) in model.named_parameters_mut() {
-            let Some(g) = &p.grad else { continue };
+        let Adam {
+            lr,
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+            step,
+        } = self;
+        let (lr, beta1, beta2, eps, weight_decay) = (*lr, *beta1, *beta2, *eps, *weight_decay);
+        model.for_each_param_mut(&mut |name, p| {
+            let Some(g) = &p.grad else { return Ok(()) };
             let n = g.numel();
-            let st = self
-                .step
-                .entry(name)
+            let st = step
+                .entry(name.to_string())
                 .or_insert_with(|| (0, vec![0.0; n], vec![0.0; n]));
             st.0 += 1;
             let t = st.0;
-            let bc1 = 1.0 - self.beta1.powi(t);
-            let bc2 = 1.0 - self.beta2.powi(t);
-            let step_size = self.lr / bc1;
+            let bc1 = 1.0 - beta1.powi(t);
+            let bc2 = 1.0 - beta2.powi(t);
+            let step_size = lr / bc1;
             let bc2_sqrt = bc2.sqrt();
             for i in 0..n {
                 let mut gi = g.data()[i];
-                if self.weight_decay != 0.0 {
-                    gi += self.weight_decay * p.value.data()[i];
+                if weight_decay != 0.0 {
+                    gi += weight_decay * p.value.data()[i];
                 }
-                st.1[i] = self.beta1 * st.1[i] + (1.0 - self.beta1) * gi;
-                st.2[i] = self.beta2 * st.2[i] + (1.0 - self.beta2) * gi * gi;
-                let denom = st.2[i].sqrt() / bc2_sqrt + self.eps;
+                st.1[i] = beta1 * st.1[i] + (1.0 - beta1) * gi;
+                st.2[i] = beta2 * st.2[i] + (1.0 - beta2) * gi * gi;
+                let denom = st.2[i].sqrt() / bc2_sqrt + eps;
                 p.value.data_mut()[i] -= step_size * st.1[i] / denom;
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 }

@@ -96,10 +96,10 @@ fn float_rnn_sizes_are_checked_before_allocating() {
 
 fn dynamic_lstm_file() -> Vec<u8> {
     let mut rng = Rng(3);
-    let mut m = Module::Sequential(Sequential::from_modules(vec![
-        Module::Embedding(Embedding::new(20, 6, &mut rng)),
-        Module::Rnn(Rnn::new(RnnKind::Lstm, 6, 8, 2, true, &mut rng)),
-        Module::Linear(Linear::new(8, 20, true, &mut rng)),
+    let mut m = Module::new(Sequential::from_modules(vec![
+        Module::new(Embedding::new(20, 6, &mut rng)),
+        Module::new(Rnn::new(RnnKind::Lstm, 6, 8, 2, true, &mut rng)),
+        Module::new(Linear::new(8, 20, true, &mut rng)),
     ]));
     quantize_dynamic_with(
         &mut m,

@@ -2,7 +2,9 @@
 //! (`fuzz/seeds/model_load/quantized_small.safetensors`): a static
 //! per-channel Conv2d+ReLU and Linear and a dynamic qint8 Linear. It must
 //! keep loading (the fuzzer starts from it); regenerate it with
-//! `cargo test -p rquant-nn --test fuzz_seeds -- --ignored`.
+//! `cargo test -p rquant-nn --test fuzz_seeds -- --ignored`. The same model
+//! in the previous file format (`tests/data/quantized_small_v1.safetensors`,
+//! the seed as committed before format v2) must load with the same outputs.
 
 use std::path::PathBuf;
 
@@ -34,13 +36,13 @@ fn small_model() -> Module {
         dilation: [1, 1],
         groups: 1,
     };
-    let mut m = Module::Sequential(Sequential::from_modules(vec![
-        Module::QuantStub,
-        Module::Conv2d(Conv2d::new(1, 2, [3, 3], p, true, &mut rng).unwrap()),
+    let mut m = Module::new(Sequential::from_modules(vec![
+        Module::quant_stub(),
+        Module::new(Conv2d::new(1, 2, [3, 3], p, true, &mut rng).unwrap()),
         Module::relu(),
         Module::flatten(),
-        Module::Linear(Linear::new(8, 3, true, &mut rng)),
-        Module::DeQuantStub,
+        Module::new(Linear::new(8, 3, true, &mut rng)),
+        Module::dequant_stub(),
     ]));
     fuse_modules(&mut m, &[&["1", "2"]]).unwrap();
     prepare(
@@ -50,13 +52,11 @@ fn small_model() -> Module {
     .unwrap();
     m.forward(Value::F(input())).unwrap();
     convert_with(&mut m, &e).unwrap();
-    let Module::Sequential(s) = &mut m else {
+    let Some(s) = m.downcast_mut::<Sequential>() else {
         unreachable!()
     };
-    s.children.push((
-        "6".into(),
-        Module::Linear(Linear::new(3, 2, true, &mut rng)),
-    ));
+    s.children
+        .push(("6".into(), Module::new(Linear::new(3, 2, true, &mut rng))));
     quantize_dynamic_with(
         &mut m,
         &[DynamicType::Linear],
@@ -77,7 +77,20 @@ fn regenerate_quantized_seed() {
 
 #[test]
 fn committed_seed_loads_on_every_engine_with_the_model_outputs() {
-    let bytes = std::fs::read(seed_path()).unwrap();
+    loads_with_the_model_outputs(&seed_path(), rquant_nn::io::FORMAT);
+}
+
+#[test]
+fn version_1_files_still_load() {
+    let v1 =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/quantized_small_v1.safetensors");
+    loads_with_the_model_outputs(&v1, rquant_nn::io::FORMAT_V1);
+}
+
+fn loads_with_the_model_outputs(path: &std::path::Path, format: &str) {
+    let bytes = std::fs::read(path).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    assert_eq!(meta.metadata().as_ref().unwrap()["format"], format);
     let mut want = small_model();
     let want = want.forward(Value::F(input())).unwrap().to_float();
     let types: Vec<String> = {

@@ -19,14 +19,14 @@ fn small_model() -> Module {
         dilation: [1, 1],
         groups: 1,
     };
-    Module::Sequential(Sequential::from_modules(vec![
-        Module::QuantStub,
-        Module::Conv2d(Conv2d::new(2, 4, [3, 3], p, true, &mut rng).unwrap()),
+    Module::new(Sequential::from_modules(vec![
+        Module::quant_stub(),
+        Module::new(Conv2d::new(2, 4, [3, 3], p, true, &mut rng).unwrap()),
         Module::relu(),
-        Module::MaxPool2d(MaxPool2d::new(2, 2)),
+        Module::new(MaxPool2d::new(2, 2)),
         Module::flatten(),
-        Module::Linear(Linear::new(4 * 3 * 3, 5, true, &mut rng)),
-        Module::DeQuantStub,
+        Module::new(Linear::new(4 * 3 * 3, 5, true, &mut rng)),
+        Module::dequant_stub(),
     ]))
 }
 
@@ -163,12 +163,12 @@ fn corrupt_and_mismatched_files_are_clear_errors() {
     load_float(&mut ok, p).unwrap();
     let mut sd = read_state_dict(p).unwrap();
     let mut other = small_model();
-    let Module::Sequential(s) = &mut other else {
+    let Some(s) = other.downcast_mut::<Sequential>() else {
         unreachable!()
     };
     s.children.push((
         "7".into(),
-        Module::Linear(Linear::new(5, 2, true, &mut Rng(1))),
+        Module::new(Linear::new(5, 2, true, &mut Rng(1))),
     ));
     let msg = other.load_state_dict(&sd, true, p).unwrap_err().to_string();
     assert!(msg.contains("7.weight") && msg.contains("missing"), "{msg}");
@@ -211,10 +211,10 @@ fn text_model_with_embedding_and_dynamic_lstm_round_trips_and_moves_engines() {
     rquant_nn::engines::init();
     let engines = rquant_nn::engines::available();
     let mut rng = Rng(3);
-    let mut m = Module::Sequential(Sequential::from_modules(vec![
-        Module::Embedding(Embedding::new(20, 6, &mut rng)),
-        Module::Rnn(Rnn::new(RnnKind::Lstm, 6, 8, 2, true, &mut rng)),
-        Module::Linear(Linear::new(8, 20, true, &mut rng)),
+    let mut m = Module::new(Sequential::from_modules(vec![
+        Module::new(Embedding::new(20, 6, &mut rng)),
+        Module::new(Rnn::new(RnnKind::Lstm, 6, 8, 2, true, &mut rng)),
+        Module::new(Linear::new(8, 20, true, &mut rng)),
     ]));
     quantize_dynamic_with(
         &mut m,
@@ -243,4 +243,125 @@ fn text_model_with_embedding_and_dynamic_lstm_round_trips_and_moves_engines() {
     let bad = Tensor::new([1, 1], vec![20.0]).unwrap();
     let msg = m.forward(Value::F(bad)).unwrap_err().to_string();
     assert!(msg.starts_with("0: ") && msg.contains("id 20"), "{msg}");
+}
+
+#[test]
+fn pytorch_state_dicts_with_int64_buffers_load() {
+    use rquant_nn::BatchNorm2d;
+    use safetensors::tensor::{Dtype, TensorView};
+    // A conv + batch norm, as PyTorch saves it: the batch norm's
+    // `num_batches_tracked` is an int64 scalar.
+    let mut rng = Rng(12);
+    let model = || -> Module {
+        Sequential::new()
+            .push(
+                "conv",
+                Conv2d::new(2, 3, [1, 1], Conv2dParams::default(), true, &mut Rng(1)).unwrap(),
+            )
+            .push("bn", BatchNorm2d::new(3))
+            .into()
+    };
+    let mut src = model();
+    let mut sd = src.state_dict();
+    for (_, t) in &mut sd {
+        for v in t.data_mut() {
+            *v = rng.uniform() + 0.25;
+        }
+    }
+    let file = |extra: Vec<(&str, Dtype, Vec<usize>, Vec<u8>)>| {
+        let mut t: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = sd
+            .iter()
+            .map(|(n, t)| {
+                (
+                    n.clone(),
+                    Dtype::F32,
+                    t.shape().to_vec(),
+                    t.data().iter().flat_map(|v| v.to_le_bytes()).collect(),
+                )
+            })
+            .collect();
+        t.extend(
+            extra
+                .into_iter()
+                .map(|(n, d, s, b)| (n.to_string(), d, s, b)),
+        );
+        let views: Vec<(String, TensorView)> = t
+            .iter()
+            .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+            .collect();
+        safetensors::serialize(views, &None).unwrap()
+    };
+    let dir = std::env::temp_dir().join(format!("rquant-io-int64-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("pt.safetensors");
+    let p = path.to_str().unwrap();
+    let nbt = 7i64.to_le_bytes().to_vec();
+    std::fs::write(
+        &path,
+        file(vec![(
+            "bn.num_batches_tracked",
+            Dtype::I64,
+            vec![],
+            nbt.clone(),
+        )]),
+    )
+    .unwrap();
+    let mut m = model();
+    load_float(&mut m, p).unwrap();
+    assert_eq!(m.state_dict(), sd);
+    // A num_batches_tracked that is not one count is an error naming it.
+    std::fs::write(
+        &path,
+        file(vec![(
+            "bn.num_batches_tracked",
+            Dtype::I64,
+            vec![2],
+            [nbt.clone(), nbt].concat(),
+        )]),
+    )
+    .unwrap();
+    let msg = load_float(&mut model(), p).unwrap_err().to_string();
+    assert!(
+        msg.contains("bn.num_batches_tracked") && msg.contains("one count"),
+        "{msg}"
+    );
+    // Half-precision weights are not silently widened: an error naming the tensor.
+    std::fs::write(
+        &path,
+        file(vec![("extra.half", Dtype::F16, vec![1], vec![0, 0x3c])]),
+    )
+    .unwrap();
+    let msg = load_float(&mut model(), p).unwrap_err().to_string();
+    assert!(msg.contains("extra.half") && msg.contains("F16"), "{msg}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn converted_models_run_on_their_own_engine() {
+    rquant_nn::engines::init();
+    let engines = rquant_nn::engines::all_paths();
+    let (a, b) = (&engines[0], engines.last().unwrap());
+    // The process default is engine `b`; the model converted with `a` runs
+    // every op (pooling, ReLU, quantize, dequantize included) on `a`.
+    registry::set_engine(b.name()).unwrap();
+    let q = converted(get_default_qconfig("x86").unwrap(), a);
+    let held: Vec<(String, rquant_core::PathId)> = q
+        .named_modules()
+        .into_iter()
+        .filter_map(|(p, m)| m.engine().map(|e| (p, e.path())))
+        .collect();
+    for p in ["0", "1", "3", "5", "6"] {
+        assert!(
+            held.iter().any(|(h, _)| h == p),
+            "{p} holds no engine: {held:?}"
+        );
+    }
+    assert!(held.iter().all(|(_, e)| *e == a.path()), "{held:?}");
+    let mut moved = q.clone();
+    rquant_nn::to_engine(&mut moved, b).unwrap();
+    assert!(moved
+        .named_modules()
+        .iter()
+        .filter_map(|(_, m)| m.engine())
+        .all(|e| e.path() == b.path()));
 }

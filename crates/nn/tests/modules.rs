@@ -58,13 +58,13 @@ fn conv2d_forward_backward_match_torch() {
     };
     let mut conv = Conv2d::from_weights(t(&c["w"]), Some(t(&c["b"])), p).unwrap();
     conv.weight.grad = None;
-    let mut m = Module::Conv2d(conv);
+    let mut m = Module::new(conv);
     m.train(true);
     let y = m.forward(Value::F(t(&c["x"]))).unwrap().to_float();
     close(&y, &t(&c["y"]), 1e-5);
     let dx = m.backward(t(&c["r"])).unwrap();
     close(&dx, &t(&c["dx"]), 1e-5);
-    let Module::Conv2d(conv) = &m else {
+    let Some(conv) = m.downcast_ref::<Conv2d>() else {
         unreachable!()
     };
     close(conv.weight.grad.as_ref().unwrap(), &t(&c["dw"]), 1e-5);
@@ -78,12 +78,12 @@ fn conv2d_forward_backward_match_torch() {
 #[test]
 fn linear_forward_backward_match_torch() {
     let c = &cases()["linear"];
-    let mut m = Module::Linear(Linear::from_weights(t(&c["w"]), Some(t(&c["b"]))).unwrap());
+    let mut m = Module::new(Linear::from_weights(t(&c["w"]), Some(t(&c["b"]))).unwrap());
     m.train(true);
     let y = m.forward(Value::F(t(&c["x"]))).unwrap().to_float();
     close(&y, &t(&c["y"]), 1e-5);
     close(&m.backward(t(&c["r"])).unwrap(), &t(&c["dx"]), 1e-5);
-    let Module::Linear(l) = &m else {
+    let Some(l) = m.downcast_ref::<Linear>() else {
         unreachable!()
     };
     close(l.weight.grad.as_ref().unwrap(), &t(&c["dw"]), 1e-5);
@@ -100,13 +100,13 @@ fn batchnorm_train_and_eval_match_torch() {
     let mut bn = BatchNorm2d::new(4);
     bn.weight.value = t(&c["gamma"]);
     bn.bias.value = t(&c["beta"]);
-    let mut m = Module::BatchNorm2d(bn);
+    let mut m = Module::new(bn);
     m.train(true);
     let y = m.forward(Value::F(t(&c["x"]))).unwrap().to_float();
     close(&y, &t(&c["y"]), 1e-5);
     close(&m.backward(t(&c["r"])).unwrap(), &t(&c["dx"]), 1e-4);
     m.train(false);
-    let Module::BatchNorm2d(bn) = &m else {
+    let Some(bn) = m.downcast_ref::<BatchNorm2d>() else {
         unreachable!()
     };
     close(bn.weight.grad.as_ref().unwrap(), &t(&c["dgamma"]), 1e-5);
@@ -128,10 +128,10 @@ fn pooling_forward_backward_match_torch() {
     ap.ceil_mode = true;
     ap.count_include_pad = false;
     for (mut m, y, r, d) in [
-        (Module::MaxPool2d(mp), "max", "rm", "dmax"),
-        (Module::AvgPool2d(ap), "avg", "ra", "davg"),
+        (Module::new(mp), "max", "rm", "dmax"),
+        (Module::new(ap), "avg", "ra", "davg"),
         (
-            Module::AdaptiveAvgPool2d(AdaptiveAvgPool2d::new([4, 3])),
+            Module::new(AdaptiveAvgPool2d::new([4, 3])),
             "adaptive",
             "rd",
             "dadaptive",
@@ -151,7 +151,7 @@ fn pooling_forward_backward_match_torch() {
 fn activations_match_torch() {
     let c = cases();
     for (name, kind) in [("hardswish", ActKind::Hardswish), ("relu6", ActKind::ReLU6)] {
-        let mut m = Module::Act(Activation::new(kind));
+        let mut m = Module::new(Activation::new(kind));
         m.train(true);
         let x = t(&c[name]["x"]);
         close(
@@ -178,25 +178,25 @@ fn conv_bn_and_linear_bn_folding_is_bit_exact_with_torch() {
     let all = cases();
     let c = &all["fuse_conv_bn"];
     let conv = Conv2d::from_weights(t(&c["w"]), Some(t(&c["b"])), Conv2dParams::default()).unwrap();
-    let mut m = Module::Sequential(Sequential::from_modules(vec![
-        Module::Conv2d(conv),
-        Module::BatchNorm2d(bn_from(c, 5)),
+    let mut m = Module::new(Sequential::from_modules(vec![
+        Module::new(conv),
+        Module::new(bn_from(c, 5)),
     ]));
     fuse_modules(&mut m, &[&["0", "1"]]).unwrap();
-    let Some(Module::Conv2d(f)) = m.get("0") else {
+    let Some(f) = m.get("0").and_then(|m| m.downcast_ref::<Conv2d>()) else {
         panic!("fused conv expected")
     };
     assert_eq!(f.weight.value.data(), t(&c["fw"]).data());
     assert_eq!(f.bias.as_ref().unwrap().value.data(), t(&c["fb"]).data());
-    assert!(matches!(m.get("1"), Some(Module::Identity)));
+    assert!(m.get("1").unwrap().is::<rquant_nn::Identity>());
 
     let c = &all["fuse_linear_bn"];
     let lin = Linear::from_weights(t(&c["w"]), Some(t(&c["b"]))).unwrap();
     let mut bn1 = bn_from(c, 4);
     bn1.one_d = true;
-    let mut m = Module::Sequential(Sequential::from_modules(vec![
-        Module::Linear(lin),
-        Module::BatchNorm2d(bn1),
+    let mut m = Module::new(Sequential::from_modules(vec![
+        Module::new(lin),
+        Module::new(bn1),
     ]));
     // Unfused Linear + BatchNorm1d runs on [N, C] and agrees with the folded Linear.
     let xin = Tensor::new([3, 6], (0..18).map(|i| i as f32 * 0.1 - 0.9).collect()).unwrap();
@@ -204,7 +204,7 @@ fn conv_bn_and_linear_bn_folding_is_bit_exact_with_torch() {
     fuse_modules(&mut m, &[&["0", "1"]]).unwrap();
     let after = m.forward(Value::F(xin)).unwrap().to_float();
     close(&after, &before, 1e-5);
-    let Some(Module::Linear(f)) = m.get("0") else {
+    let Some(f) = m.get("0").and_then(|m| m.downcast_ref::<Linear>()) else {
         panic!("fused linear expected")
     };
     assert_eq!(f.weight.value.data(), t(&c["fw"]).data());
@@ -218,8 +218,8 @@ fn conv_bn_and_linear_bn_folding_is_bit_exact_with_torch() {
 #[test]
 fn fusion_rejects_bad_patterns_with_the_module_names() {
     let mut rng = Rng(1);
-    let mut m = Module::Sequential(Sequential::from_modules(vec![
-        Module::Linear(Linear::new(3, 3, true, &mut rng)),
+    let mut m = Module::new(Sequential::from_modules(vec![
+        Module::new(Linear::new(3, 3, true, &mut rng)),
         Module::hardswish(),
     ]));
     let e = fuse_modules(&mut m, &[&["0", "1"]])
@@ -251,21 +251,20 @@ fn cross_entropy_and_optimizers_match_torch() {
 
     let c = &all["optim"];
     for name in ["sgd", "adam"] {
-        let mut m = Module::Linear(
-            Linear::from_weights(t(&c["p0"]).reshape([1, 6]).unwrap(), None).unwrap(),
-        );
+        let mut m =
+            Module::new(Linear::from_weights(t(&c["p0"]).reshape([1, 6]).unwrap(), None).unwrap());
         let mut opt: Box<dyn Optimizer> = match name {
             "sgd" => Box::new(Sgd::new(0.1, 0.9, 0.0)),
             _ => Box::new(Adam::new(0.01)),
         };
         for g in c["grads"].as_array().unwrap() {
-            let Module::Linear(l) = &mut m else {
+            let Some(l) = m.downcast_mut::<Linear>() else {
                 unreachable!()
             };
             l.weight.grad = Some(t(g).reshape([1, 6]).unwrap());
             opt.step(&mut m).unwrap();
         }
-        let Module::Linear(l) = &m else {
+        let Some(l) = m.downcast_ref::<Linear>() else {
             unreachable!()
         };
         close(
@@ -331,22 +330,20 @@ fn backward_passes_agree_with_finite_differences() {
         groups: 2,
     };
     finite_diff(
-        Module::Conv2d(Conv2d::new(4, 6, [3, 2], p, true, &mut rng).unwrap()),
+        Module::new(Conv2d::new(4, 6, [3, 2], p, true, &mut rng).unwrap()),
         x4.clone(),
     );
     let mut cr = Conv2d::new(4, 4, [1, 1], Conv2dParams::default(), false, &mut rng).unwrap();
     cr.relu = true;
-    finite_diff(Module::Conv2d(cr), x4.clone());
+    finite_diff(Module::new(cr), x4.clone());
     let mut seq = Sequential::from_modules(vec![
-        Module::AvgPool2d(AvgPool2d::new(2, 2)),
+        Module::new(AvgPool2d::new(2, 2)),
         Module::hardswish(),
         Module::flatten(),
     ]);
-    seq.children.push((
-        "3".into(),
-        Module::Linear(Linear::new(36, 5, true, &mut rng)),
-    ));
-    finite_diff(Module::Sequential(seq), x4);
+    seq.children
+        .push(("3".into(), Module::new(Linear::new(36, 5, true, &mut rng))));
+    finite_diff(Module::new(seq), x4);
 }
 
 #[test]
@@ -365,9 +362,9 @@ fn qat_conv_bn_relu_training_step_matches_torch() {
     bn.bias.value = t(&c["beta"]);
     bn.running_mean = t(&c["mean"]);
     bn.running_var = t(&c["var"]);
-    let mut m = Module::Sequential(Sequential::from_modules(vec![
-        Module::Conv2d(conv),
-        Module::BatchNorm2d(bn),
+    let mut m = Module::new(Sequential::from_modules(vec![
+        Module::new(conv),
+        Module::new(bn),
         Module::relu(),
     ]));
     m.train(true);
@@ -394,10 +391,13 @@ fn qat_conv_bn_relu_training_step_matches_torch() {
     );
     let dx = m.backward(t(&c["r"])).unwrap();
     close(&dx, &t(&c["dx"]), 2e-3);
-    let Some(Module::Observed(o)) = m.get("0") else {
+    let Some(o) = m
+        .get("0")
+        .and_then(|m| m.downcast_ref::<rquant_nn::Observed>())
+    else {
         panic!("observed conv expected")
     };
-    let Module::Conv2d(conv) = &o.module else {
+    let Some(conv) = o.module.downcast_ref::<Conv2d>() else {
         panic!()
     };
     close(conv.weight.grad.as_ref().unwrap(), &t(&c["dw"]), 2e-3);
@@ -426,7 +426,7 @@ fn dynamic_lstm_and_gru_match_torch() {
         }
         let mut outs = Vec::new();
         for e in rquant_nn::engines::available() {
-            let mut m = Module::Rnn(r.clone());
+            let mut m = Module::new(r.clone());
             quantize_dynamic_with(
                 &mut m,
                 &[DynamicType::Lstm, DynamicType::Gru],
@@ -444,30 +444,10 @@ fn dynamic_lstm_and_gru_match_torch() {
 }
 
 /// A residual block with a FloatFunctional skip connection, written as a
-/// custom module: prepare/convert reach its children.
-#[derive(Debug, Clone)]
-struct Residual {
-    conv: Module,
-    skip: Module,
-}
-
-impl rquant_nn::CustomModule for Residual {
-    fn type_name(&self) -> &str {
-        "Residual"
-    }
-    fn forward(&mut self, x: Value) -> rquant_nn::Result<Value> {
-        let y = self.conv.forward(x.clone())?;
-        self.skip.add_relu(y, x)
-    }
-    fn children(&self) -> Vec<(&str, &Module)> {
-        vec![("conv", &self.conv), ("skip", &self.skip)]
-    }
-    fn children_mut(&mut self) -> Vec<(&str, &mut Module)> {
-        vec![("conv", &mut self.conv), ("skip", &mut self.skip)]
-    }
-    fn box_clone(&self) -> Box<dyn rquant_nn::CustomModule> {
-        Box::new(self.clone())
-    }
+/// [`rquant_nn::Block`]: prepare/convert reach its children.
+fn residual(b: &mut rquant_nn::Block, x: Value) -> rquant_nn::Result<Value> {
+    let y = b.run("conv", x.clone())?;
+    b.child("skip")?.add_relu(y, x)
 }
 
 #[test]
@@ -481,15 +461,17 @@ fn skip_connections_quantize_through_float_functional() {
         padding: [1, 1],
         ..Conv2dParams::default()
     };
-    let block = Residual {
-        conv: Module::Conv2d(Conv2d::new(3, 3, [3, 3], p, true, &mut rng).unwrap()),
-        skip: Module::FloatFunctional(Default::default()),
-    };
-    let float = Module::Sequential(
+    let block = rquant_nn::Block::new("Residual", residual)
+        .with(
+            "conv",
+            Conv2d::new(3, 3, [3, 3], p, true, &mut rng).unwrap(),
+        )
+        .with("skip", Module::float_functional());
+    let float = Module::new(
         Sequential::new()
-            .push("quant", Module::QuantStub)
-            .push("block", Module::Custom(Box::new(block)))
-            .push("dequant", Module::DeQuantStub),
+            .push("quant", Module::quant_stub())
+            .push("block", block)
+            .push("dequant", Module::dequant_stub()),
     );
     let x = Tensor::new([2, 3, 5, 5], (0..150).map(|_| rng.sym(1.0)).collect()).unwrap();
     let mut f = float.clone();
@@ -526,16 +508,16 @@ fn per_module_qconfig_none_keeps_float_and_more_ops_convert() {
         padding: [1, 1],
         ..Conv2dParams::default()
     };
-    let float = Module::Sequential(Sequential::from_modules(vec![
-        Module::QuantStub,
-        Module::Conv2d(Conv2d::new(3, 8, [3, 3], p, true, &mut rng).unwrap()),
+    let float = Module::new(Sequential::from_modules(vec![
+        Module::quant_stub(),
+        Module::new(Conv2d::new(3, 8, [3, 3], p, true, &mut rng).unwrap()),
         Module::hardswish(),
-        Module::AvgPool2d(AvgPool2d::new(2, 2)),
+        Module::new(AvgPool2d::new(2, 2)),
         Module::relu6(),
-        Module::AdaptiveAvgPool2d(AdaptiveAvgPool2d::new([2, 2])),
+        Module::new(AdaptiveAvgPool2d::new([2, 2])),
         Module::flatten(),
-        Module::DeQuantStub,
-        Module::Linear(Linear::new(32, 4, true, &mut rng)),
+        Module::dequant_stub(),
+        Module::new(Linear::new(32, 4, true, &mut rng)),
     ]));
     let x = Tensor::new([4, 3, 8, 8], (0..768).map(|_| rng.sym(2.0)).collect()).unwrap();
     let want = float
@@ -553,6 +535,7 @@ fn per_module_qconfig_none_keeps_float_and_more_ops_convert() {
         convert_with(&mut q, &e).unwrap();
         assert_eq!(q.get("8").unwrap().type_name(), "Linear");
         assert_eq!(q.get("2").unwrap().type_name(), "QuantizedHardswish");
+        assert_eq!(q.get("4").unwrap().type_name(), "QuantizedReLU6");
         rquant_core::registry::set_engine(e.name()).unwrap();
         let y = q.forward(Value::F(x.clone())).unwrap().to_float();
         assert!(
@@ -570,9 +553,9 @@ fn freeze_bn_stats_and_disable_observer_hold_their_state() {
     use rquant_core::qconfig::get_default_qat_qconfig;
     use rquant_nn::{disable_observer, freeze_bn_stats, fuse_modules_qat, prepare_qat, QConfigMap};
     let mut rng = Rng(4);
-    let mut m = Module::Sequential(Sequential::from_modules(vec![
-        Module::Conv2d(Conv2d::new(2, 3, [3, 3], Conv2dParams::default(), true, &mut rng).unwrap()),
-        Module::BatchNorm2d(BatchNorm2d::new(3)),
+    let mut m = Module::new(Sequential::from_modules(vec![
+        Module::new(Conv2d::new(2, 3, [3, 3], Conv2dParams::default(), true, &mut rng).unwrap()),
+        Module::new(BatchNorm2d::new(3)),
     ]));
     m.train(true);
     fuse_modules_qat(&mut m, &[&["0", "1"]]).unwrap();
@@ -586,10 +569,13 @@ fn freeze_bn_stats_and_disable_observer_hold_their_state() {
     freeze_bn_stats(&mut m);
     disable_observer(&mut m);
     let state = |m: &Module| {
-        let Some(Module::Observed(o)) = m.get("0") else {
+        let Some(o) = m
+            .get("0")
+            .and_then(|m| m.downcast_ref::<rquant_nn::Observed>())
+        else {
             panic!()
         };
-        let Module::Conv2d(c) = &o.module else {
+        let Some(c) = o.module.downcast_ref::<Conv2d>() else {
             panic!()
         };
         let bn = c.bn.as_ref().unwrap();
@@ -615,10 +601,10 @@ fn dynamic_fp16_linear_is_close_to_float_and_engine_independent() {
     use rquant_nn::{quantize_dynamic_with, DynamicDType, DynamicType};
     rquant_nn::engines::init();
     let mut rng = Rng(8);
-    let float = Module::Sequential(Sequential::from_modules(vec![
-        Module::Linear(Linear::new(40, 16, true, &mut rng)),
+    let float = Module::new(Sequential::from_modules(vec![
+        Module::new(Linear::new(40, 16, true, &mut rng)),
         Module::relu(),
-        Module::Linear(Linear::new(16, 3, false, &mut rng)),
+        Module::new(Linear::new(16, 3, false, &mut rng)),
     ]));
     let x = Tensor::new([5, 40], (0..200).map(|_| rng.sym(1.0)).collect()).unwrap();
     let want = float
@@ -654,13 +640,84 @@ fn dynamic_fp16_linear_is_close_to_float_and_engine_independent() {
             &e,
         )
         .unwrap();
-        assert_eq!(
-            m.get("0").unwrap().type_name(),
-            "DynamicQuantizedLinear(float16)"
-        );
+        let d = m.get("0").unwrap();
+        assert_eq!(d.type_name(), "DynamicQuantizedLinear");
+        assert!(matches!(
+            d.downcast_ref::<rquant_nn::quantized::QDynLinear>()
+                .unwrap()
+                .weight,
+            rquant_nn::quantized::DynWeight::Fp16(_)
+        ));
         let y = m.forward(Value::F(x.clone())).unwrap().to_float();
         assert!(sqnr(want.data(), y.data()) > 50.0);
         outs.push(y);
     }
     assert!(outs.windows(2).all(|w| w[0] == w[1]), "engines differ");
+}
+
+#[test]
+fn relu6_is_observed_converted_saved_and_matches_torch() {
+    use rquant_core::qconfig::get_default_qconfig;
+    use rquant_core::{QParams, QTensor};
+    use rquant_nn::io::{quantized_bytes, quantized_from_bytes};
+    use rquant_nn::{convert_with, prepare, QConfigMap};
+    // torch 2.15's quantized relu6 (fbgemm) on quint8 with scale 2, zero point 100.
+    let golden = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/relu6_torch215.safetensors"),
+    )
+    .unwrap();
+    let st = safetensors::SafeTensors::deserialize(&golden).unwrap();
+    let x = QTensor::from_int_repr(
+        vec![2, 3, 33],
+        st.tensor("in.x").unwrap().data().to_vec(),
+        QParams::per_tensor(2.0, 100),
+    )
+    .unwrap();
+    let y = st.tensor("out.y").unwrap().data().to_vec();
+
+    let mut rng = Rng(6);
+    let p = Conv2dParams {
+        padding: [1, 1],
+        ..Conv2dParams::default()
+    };
+    let mut m: Module = Sequential::from_modules(vec![
+        Module::quant_stub(),
+        Module::new(Conv2d::new(2, 4, [3, 3], p, true, &mut rng).unwrap()),
+        Module::relu6(),
+        Module::dequant_stub(),
+    ])
+    .into();
+    prepare(
+        &mut m,
+        &QConfigMap::global(get_default_qconfig("x86").unwrap()),
+    )
+    .unwrap();
+    assert!(m.get("2").unwrap().is::<rquant_nn::Observed>());
+    let input = Tensor::new([2, 2, 5, 5], (0..100).map(|_| rng.sym(4.0)).collect()).unwrap();
+    m.forward(Value::F(input.clone())).unwrap();
+    let mut want = None;
+    for e in rquant_nn::engines::all_paths() {
+        let mut q = m.clone();
+        convert_with(&mut q, &e).unwrap();
+        let r6 = q.get_mut("2").unwrap();
+        assert_eq!(r6.type_name(), "QuantizedReLU6");
+        assert_eq!(r6.engine().map(|h| h.path()), Some(e.path()));
+        let Value::Q(got) = r6.forward(Value::Q(x.clone())).unwrap() else {
+            panic!("quantized output expected")
+        };
+        assert_eq!(got.int_repr(), &y[..], "{}/{}", e.name(), e.isa());
+        assert_eq!(got.q_per_tensor(), Some((2.0, 100)));
+        let out = q.forward(Value::F(input.clone())).unwrap().to_float();
+        assert!(out.data().iter().all(|&v| (0.0..=6.0 + 1e-6).contains(&v)));
+        let bytes = quantized_bytes(&q, "x86").unwrap();
+        let (mut back, _) = quantized_from_bytes(&bytes, "relu6.st", Some(e.clone())).unwrap();
+        assert_eq!(back.get("2").unwrap().type_name(), "QuantizedReLU6");
+        let again = back.forward(Value::F(input.clone())).unwrap().to_float();
+        assert_eq!(again, out);
+        match &want {
+            None => want = Some(out),
+            Some(w) => assert_eq!(&out, w, "{}/{}", e.name(), e.isa()),
+        }
+    }
 }

@@ -1,0 +1,140 @@
+//! Module mapping tables, as PyTorch's `DEFAULT_STATIC_QUANT_MODULE_MAPPINGS`,
+//! `DEFAULT_QAT_MODULE_MAPPINGS` and `DEFAULT_DYNAMIC_QUANT_MODULE_MAPPINGS`:
+//! from a float module's type name to the function that builds its QAT,
+//! static quantized or dynamic quantized replacement. `Mappings::default()`
+//! holds rquant's modules; add or replace entries for your own and pass the
+//! tables to [`crate::prepare_mapped`], [`crate::prepare_qat_mapped`],
+//! [`crate::convert_mapped`] and [`crate::quantize_dynamic_mapped`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use rquant_core::qconfig::QConfig;
+use rquant_core::Engine;
+
+use crate::error::Result;
+use crate::module::Module;
+use crate::post::Observation;
+
+/// float (observed) → static quantized: the module, what `prepare` observed
+/// at its output (None for rules with `observe == false`), and the engine
+/// that packs its weights and runs it (`from_float`).
+pub type FromFloat =
+    Arc<dyn Fn(Module, Option<Observation>, &Engine) -> Result<Module> + Send + Sync>;
+
+/// float → QAT: the module and its qconfig (PyTorch's `qat_cls.from_float`).
+pub type ToQat = Arc<dyn Fn(Module, &QConfig) -> Result<Module> + Send + Sync>;
+
+/// float → dynamic quantized.
+pub type FromFloatDynamic = Arc<dyn Fn(Module, &DynamicConfig) -> Result<Module> + Send + Sync>;
+
+/// One entry of the static table.
+#[derive(Clone)]
+pub struct StaticRule {
+    /// `prepare` attaches an output observer (fake quant under QAT) to
+    /// leaf modules of this type; `convert` converts those it observed.
+    /// When false, `convert` converts every module of this type with no
+    /// observation (DeQuantStub → DeQuantize).
+    pub observe: bool,
+    pub convert: FromFloat,
+}
+
+/// Weight dtype of dynamic quantization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DynamicDType {
+    QInt8,
+    Float16,
+}
+
+/// What a dynamic conversion needs: the weight dtype, the qconfig whose
+/// weight observer picks the int8 qparams, and the engine.
+#[derive(Debug, Clone)]
+pub struct DynamicConfig {
+    pub dtype: DynamicDType,
+    pub qconfig: QConfig,
+    pub engine: Engine,
+}
+
+/// The three mapping tables, keyed by [`crate::module::Layer::type_name`].
+#[derive(Clone)]
+pub struct Mappings {
+    pub static_quant: HashMap<String, StaticRule>,
+    pub qat: HashMap<String, ToQat>,
+    pub dynamic: HashMap<String, FromFloatDynamic>,
+}
+
+impl fmt::Debug for Mappings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fn keys<V>(m: &HashMap<String, V>) -> Vec<&String> {
+            let mut v: Vec<&String> = m.keys().collect();
+            v.sort();
+            v
+        }
+        f.debug_struct("Mappings")
+            .field("static_quant", &keys(&self.static_quant))
+            .field("qat", &keys(&self.qat))
+            .field("dynamic", &keys(&self.dynamic))
+            .finish()
+    }
+}
+
+impl Mappings {
+    /// Empty tables (`Mappings::default()` has rquant's modules).
+    pub fn empty() -> Self {
+        Mappings {
+            static_quant: HashMap::new(),
+            qat: HashMap::new(),
+            dynamic: HashMap::new(),
+        }
+    }
+    /// Map float type `from` to a static quantized module built by `f`;
+    /// `prepare` observes `from`'s outputs.
+    pub fn with_static(
+        mut self,
+        from: &str,
+        f: impl Fn(Module, Option<Observation>, &Engine) -> Result<Module> + Send + Sync + 'static,
+    ) -> Self {
+        self.set_static(from, true, f);
+        self
+    }
+    /// Insert or replace one static entry.
+    pub fn set_static(
+        &mut self,
+        from: &str,
+        observe: bool,
+        f: impl Fn(Module, Option<Observation>, &Engine) -> Result<Module> + Send + Sync + 'static,
+    ) {
+        self.static_quant.insert(
+            from.to_string(),
+            StaticRule {
+                observe,
+                convert: Arc::new(f),
+            },
+        );
+    }
+    /// Map float type `from` to its QAT form built by `f`.
+    pub fn with_qat(
+        mut self,
+        from: &str,
+        f: impl Fn(Module, &QConfig) -> Result<Module> + Send + Sync + 'static,
+    ) -> Self {
+        self.qat.insert(from.to_string(), Arc::new(f));
+        self
+    }
+    /// Map float type `from` to a dynamic quantized module built by `f`.
+    pub fn with_dynamic(
+        mut self,
+        from: &str,
+        f: impl Fn(Module, &DynamicConfig) -> Result<Module> + Send + Sync + 'static,
+    ) -> Self {
+        self.dynamic.insert(from.to_string(), Arc::new(f));
+        self
+    }
+    /// Keep only the dynamic entries for these type names (PyTorch's
+    /// `qconfig_spec={nn.Linear, …}`).
+    pub fn dynamic_only(mut self, types: &[&str]) -> Self {
+        self.dynamic.retain(|k, _| types.contains(&k.as_str()));
+        self
+    }
+}
