@@ -460,8 +460,13 @@ impl<T: QType> QTensor<T> {
         let &[n, c, h, w] = self.shape.as_slice() else {
             return self.clone();
         };
-        if format == self.format {
-            return self.clone();
+        if format == self.format || h * w == 1 || c == 1 {
+            // The same bytes in either order: only the label changes.
+            return QTensor {
+                data: self.data.clone(),
+                format,
+                ..self.clone_meta()
+            };
         }
         let mut data = self.data.clone();
         match format {
@@ -475,11 +480,17 @@ impl<T: QType> QTensor<T> {
         }
     }
     /// [`QTensor::to_format`] consuming `self` (no copy when the format is already right).
-    pub fn into_format(self, format: MemoryFormat) -> Self {
-        if format == self.format || self.shape.len() != 4 {
-            self
-        } else {
-            self.to_format(format)
+    pub fn into_format(mut self, format: MemoryFormat) -> Self {
+        match self.shape.as_slice() {
+            &[_, c, h, w] if format != self.format => {
+                if c == 1 || h * w == 1 {
+                    self.format = format; // the same bytes in either order
+                    self
+                } else {
+                    self.to_format(format)
+                }
+            }
+            _ => self,
         }
     }
     /// The tensor stored row-major in its logical shape.

@@ -19,6 +19,7 @@ impl Default for ModuleRegistry {
         crate::layers::register_loaders(&mut r);
         crate::rnn::register_loaders(&mut r);
         crate::quantized::register_loaders(&mut r);
+        crate::channels_last::register_loaders(&mut r);
         r
     }
 }

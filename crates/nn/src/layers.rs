@@ -643,11 +643,14 @@ pub fn relu6_quantized(x: &QTensor<u8>) -> Result<QTensor<u8>> {
     let lo = zp as u8;
     let hi = six.max(lo);
     let data = x.int_repr().iter().map(|&q| q.clamp(lo, hi)).collect();
-    Ok(QTensor::from_int_repr(
+    // Element-wise on the storage: the memory format is kept.
+    Ok(QTensor::new_per_tensor_unchecked_in(
         x.shape().to_vec(),
         data,
-        x.qparams().clone(),
-    )?)
+        scale,
+        zp,
+        x.memory_format(),
+    ))
 }
 
 fn no_engine(op: &str) -> NnError {
@@ -932,6 +935,9 @@ pub struct Flatten {
     pub start_dim: usize,
     pub(crate) training: bool,
     cache: Option<Vec<usize>>,
+    /// The last 4-D input's shape: convert uses it to fold a channels-last
+    /// flatten into the following Linear (`channels_last`).
+    seen: Option<[usize; 4]>,
 }
 
 impl Default for Flatten {
@@ -940,6 +946,7 @@ impl Default for Flatten {
             start_dim: 1,
             training: false,
             cache: None,
+            seen: None,
         }
     }
 }
@@ -956,10 +963,17 @@ impl Flatten {
         o.push(s[self.start_dim..].iter().product());
         Ok(o)
     }
+    /// The shape of the last 4-D input seen (`[N, C, H, W]`).
+    pub fn seen_input(&self) -> Option<[usize; 4]> {
+        self.seen
+    }
     pub fn forward(&mut self, x: Value) -> Result<Value> {
         let shape = self.out_shape(x.shape())?;
         if self.training {
             self.cache = Some(x.shape().to_vec());
+        }
+        if let &[n, c, h, w] = x.shape() {
+            self.seen = Some([n, c, h, w]);
         }
         Ok(match x {
             Value::F(t) => Value::F(t.reshape(shape)?),

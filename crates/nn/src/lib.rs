@@ -79,6 +79,7 @@
 
 pub mod block;
 mod builtins;
+pub mod channels_last;
 pub mod engines;
 pub mod error;
 pub mod format;

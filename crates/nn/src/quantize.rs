@@ -342,6 +342,7 @@ pub fn convert_mapped(model: &mut Module, engine: &Engine, mappings: &Mappings) 
         *m = (rule.convert)(module, obs, engine).map_err(|e| within(path, e))?;
         Ok(())
     })?;
+    crate::channels_last::fold_flatten_into_linear(model)?;
     to_engine(model, engine)
 }
 

@@ -8,8 +8,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use rquant_core::{
-    dequantize, BinaryOp, Engine, PackedConv2d, PackedLinear, PackedLinearFp16, QParams, QTensor,
-    Tensor,
+    dequantize, BinaryOp, Engine, MemoryFormat, PackedConv2d, PackedLinear, PackedLinearFp16,
+    QTensor, Tensor,
 };
 use serde_json::{json, Value as J};
 
@@ -63,13 +63,18 @@ impl Layer for Quantize {
             Value::F(t) => t,
             q => return Ok(q),
         };
-        let mut codes = vec![0u8; t.numel()];
-        self.engine
-            .quantize_per_tensor_into(t.data(), self.scale, self.zero_point, &mut codes)?;
-        Ok(Value::Q(QTensor::from_int_repr(
-            t.shape().to_vec(),
-            codes,
-            QParams::per_tensor(self.scale, self.zero_point),
+        // A 4-D activation becomes channels-last here, once: every quantized
+        // CNN layer after it reads and writes NHWC (`crate::channels_last`).
+        let format = if t.ndim() == 4 {
+            MemoryFormat::ChannelsLast
+        } else {
+            MemoryFormat::Contiguous
+        };
+        Ok(Value::Q(self.engine.quantize(
+            &t,
+            self.scale,
+            self.zero_point,
+            format,
         )?))
     }
     fn engine(&self) -> Option<&Engine> {

@@ -120,3 +120,45 @@ fn quantized_accuracy_guards_on_the_committed_subset() {
     let qat_acc = mnist::accuracy(&mnist::predict(&mut qat, &test, 250).unwrap(), &test);
     assert!(qat_acc >= ptq_acc, "QAT {qat_acc} < static PTQ {ptq_acc}");
 }
+
+/// The converted CNN runs channels-last: the quant stub makes the activation
+/// NHWC once, the conv stack keeps it NHWC, and the flatten before the fc
+/// layer (128×3×3 features) is folded into that layer by permuting its
+/// weight columns at convert time, not by transposing activations. The bits
+/// are those of PyTorch's converted model (the test above) and survive a
+/// save and load.
+#[test]
+fn channels_last_pipeline_folds_flatten_into_the_fc_layer() {
+    use rquant_core::MemoryFormat;
+    use rquant_nn::channels_last::FlattenChannelsLast;
+    rquant_nn::engines::init();
+    let test = Dataset::load(&mnist::committed_dir(), "t10k", None).unwrap();
+    let observed = calibrated(get_default_qconfig("x86").unwrap());
+    for e in rquant_nn::engines::available() {
+        let mut q = observed.clone();
+        convert_with(&mut q, &e).unwrap();
+        let f = q.get("flatten").unwrap();
+        assert_eq!(
+            f.downcast_ref::<FlattenChannelsLast>(),
+            Some(&FlattenChannelsLast { c: 128, h: 3, w: 3 }),
+            "{e:?}"
+        );
+        let x = test.batch(0, 8, mnist::MEAN, mnist::STD);
+        let v = q.get_mut("quant").unwrap().forward(Value::F(x)).unwrap();
+        let Value::Q(qx) = &v else { panic!() };
+        assert_eq!(qx.memory_format(), MemoryFormat::ChannelsLast);
+        let v = q.get_mut("conv_layers").unwrap().forward(v).unwrap();
+        let Value::Q(qc) = &v else { panic!() };
+        assert_eq!(qc.memory_format(), MemoryFormat::ChannelsLast);
+        assert_eq!(qc.shape(), &[8, 128, 3, 3]);
+        let before = int_outputs(&mut q, &test);
+        let dir = std::env::temp_dir().join(format!("rquant-mnist-cl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("q.safetensors").display().to_string();
+        rquant_nn::io::save_quantized(&q, &path, "x86").unwrap();
+        let (mut loaded, _) = rquant_nn::io::load_quantized(&path, Some(e.clone())).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(loaded.get("flatten").unwrap().is::<FlattenChannelsLast>());
+        assert_eq!(int_outputs(&mut loaded, &test), before, "{e:?} after load");
+    }
+}
