@@ -183,6 +183,16 @@ def seeded_tensors(shapes, seed, conv_gain=1.0):
     return out
 
 
+def state_dict_digest(arrays):
+    """Order-independent digest of a state dict: the sum mod 2^64, over its tensors, of
+    fnv1a64(UTF-8 key, one 0x00 byte, the tensor's little-endian bytes in row-major order)."""
+    total = 0
+    for k, v in arrays.items():
+        total = (total + fnv1a64(k.encode("utf-8") + b"\0" + np.ascontiguousarray(v).astype(v.dtype.newbyteorder("<"))
+                                 .tobytes())) & MASK
+    return f"{total:#018x}"
+
+
 def seeded_input(seed, batch, size, channels=3):
     """The seeded input batch: name "input", shape [B,3,H,W], range [-2, 2)."""
     h, w = (size, size) if isinstance(size, int) else size
@@ -288,6 +298,7 @@ def check_file(path, seed, model=None, conv_gain=None):
             print(f"{k}: {diff.size} of {a.size} elements differ; first at {i}: "
                   f"file {a.reshape(-1)[i]!r} formula {r.reshape(-1)[i]!r}")
             bad += 1
+    print(f"{path}: state_dict_digest {state_dict_digest(arrays)}")
     print(f"{path}: {len(keys)} tensors, seed {seed}, conv gain {conv_gain}: {'OK, bit-identical' if bad == 0 else f'{bad} problems'}")
     return bad
 
@@ -333,6 +344,9 @@ def main():
     ap.add_argument("--conv-gain", type=float, default=None,
                     help="conv gain g for --check without --model (default 1); --model implies its own")
     ap.add_argument("--selftest", action="store_true")
+    ap.add_argument("--shapes", metavar="MODEL", choices=list(MODELS),
+                    help="print MODEL's state_dict keys and shapes, one 'key dim dim ...' line each "
+                         "(input of seeded_check.rs)")
     a = ap.parse_args()
     if not 0 <= a.seed < 2**64:
         sys.exit("--seed must be in [0, 2^64)")
@@ -347,10 +361,13 @@ def main():
         write_safetensors(arrays, a.out, {"model": a.model, "seed": str(a.seed), "conv_gain": repr(gain),
                                           "formula": "rquant tools/vision/README.md seeded weights v1"})
         print(f"{a.out}: {a.model}, seed {a.seed}, conv gain {gain}, {len(arrays)} tensors, "
-              f"{sum(v.size for v in arrays.values())} values")
+              f"{sum(v.size for v in arrays.values())} values, state_dict_digest {state_dict_digest(arrays)}")
+    if a.shapes:
+        for k, shape in model_shapes(build_fp32(a.shapes)).items():
+            print(k, *shape)
     if a.check:
         sys.exit(1 if check_file(a.check, a.seed, a.model, a.conv_gain) else 0)
-    if not (a.selftest or a.out or a.check):
+    if not (a.selftest or a.out or a.check or a.shapes):
         ap.print_help()
 
 

@@ -208,7 +208,7 @@ def weight_table(qmodel, prepared):
 
 
 def calibrated(model_name, size, weights_file, seed):
-    """fp32 model with weights, its fp32 logits, and the prepared + calibrated model."""
+    """(prepared + calibrated model, eval input, fp32 logits, fp32 state dict as numpy)."""
     m = seeded.build_fp32(model_name)
     if weights_file:
         if weights_file.endswith(".safetensors"):
@@ -220,6 +220,7 @@ def calibrated(model_name, size, weights_file, seed):
     else:
         seeded.load_seeded(m, seed, seeded.MODELS[model_name][3])
     m.eval()
+    sd = {k: v.detach().numpy().copy() for k, v in m.state_dict().items()}
     x = torch.from_numpy(seeded.seeded_input(EVAL_SEED, EVAL_BATCH, size))
     with torch.no_grad():
         fp32 = m(x)
@@ -229,7 +230,7 @@ def calibrated(model_name, size, weights_file, seed):
     with torch.no_grad():
         for s in CALIB_SEEDS:
             m(torch.from_numpy(seeded.seeded_input(s, CALIB_BATCH, size)))
-    return m, x, fp32
+    return m, x, fp32, sd
 
 
 def convert_under(prepared, engine):
@@ -249,7 +250,7 @@ def run_recorded(qmodel, x, engine):
 
 def expected(model_name, size, weights_file=None, seed=0):
     torch.set_num_threads(1)
-    prepared, x, fp32 = calibrated(model_name, size, weights_file, seed)
+    prepared, x, fp32, fp32_sd = calibrated(model_name, size, weights_file, seed)
     q = convert_under(prepared, "fbgemm")
     logits, rec = run_recorded(q, x, "fbgemm")
     ref = logits.int_repr().numpy()
@@ -296,6 +297,9 @@ def expected(model_name, size, weights_file=None, seed=0):
                  "sha256": hashlib.sha256(open(weights_file, "rb").read()).hexdigest()}
     else:
         wspec = {"formula": "tools/vision/README.md, seeded weights v1", "seed": seed, "conv_gain": gain}
+    wspec["state_dict_tensors"] = len(fp32_sd)
+    wspec["state_dict_values"] = int(sum(v.size for v in fp32_sd.values()))
+    wspec["state_dict_digest"] = seeded.state_dict_digest(fp32_sd)
     ci = cpu_info()
     res = {
         "format": "rquant torchvision expected outputs v1 (tools/vision/torch_expected.py)",
@@ -316,8 +320,9 @@ def expected(model_name, size, weights_file=None, seed=0):
         "weights": wspec,
         "input": {
             "name": seeded.INPUT_NAME, "range": list(seeded.INPUT_RANGE), "size": size,
-            "eval": {"seed": EVAL_SEED, "shape": [EVAL_BATCH, 3, size, size]},
-            "calibration": [{"seed": s, "shape": [CALIB_BATCH, 3, size, size]} for s in CALIB_SEEDS],
+            "eval": {"seed": EVAL_SEED, "shape": [EVAL_BATCH, 3, size, size], "f32_fnv1a64": h64(x.numpy())},
+            "calibration": [{"seed": s, "shape": [CALIB_BATCH, 3, size, size],
+                             "f32_fnv1a64": h64(seeded.seeded_input(s, CALIB_BATCH, size))} for s in CALIB_SEEDS],
             "calibration_note": "one forward pass of the prepared model per batch, in this order",
         },
         "output": {
