@@ -10,7 +10,7 @@
 //! (docs/numerics.md §15).
 
 use super::checks::*;
-use super::{ensure_packed_for, Engine, PackedConv2d, PathId};
+use super::{ensure_packed_for, out_q, Engine, PackedConv2d, PathId};
 use crate::error::{QuantError, Result};
 use crate::ops::{conv_out_len, nonzero, Conv2dParams};
 use crate::params::{Conv1dParams, Conv3dParams, ConvTranspose2dParams};
@@ -133,6 +133,8 @@ impl Engine {
             });
         };
         check_nonempty(OP, w.shape())?;
+        check_weight_qparams(OP, &w)?;
+        check_bias(OP, bias.as_deref(), o)?;
         nonzero(OP, "stride", &[params.stride])?;
         nonzero(OP, "dilation", &[params.dilation])?;
         groups_ok(OP, params.groups, o)?;
@@ -160,6 +162,7 @@ impl Engine {
         const OP: &str = "conv1d";
         ensure_packed_for(OP, w.packed_for(), self)?;
         per_tensor_q(OP, x)?;
+        out_q(OP, out_scale, out_zero_point)?;
         let &[n, c, l] = x.shape() else {
             return Err(QuantError::InvalidShape {
                 op: OP,
@@ -216,6 +219,8 @@ impl Engine {
             });
         };
         check_nonempty(OP, w.shape())?;
+        check_weight_qparams(OP, &w)?;
+        check_bias(OP, bias.as_deref(), o)?;
         nonzero(OP, "stride", &params.stride)?;
         nonzero(OP, "dilation", &params.dilation)?;
         groups_ok(OP, params.groups, o)?;
@@ -245,6 +250,7 @@ impl Engine {
         const OP: &str = "conv3d";
         ensure_packed_for(OP, w.packed_for(), self)?;
         let (_, xz) = per_tensor_q(OP, x)?;
+        out_q(OP, out_scale, out_zero_point)?;
         let &[n, c, d, h, wd] = x.shape() else {
             return Err(QuantError::InvalidShape {
                 op: OP,
@@ -367,6 +373,7 @@ impl Engine {
         }
         let cg = c / g;
         let o = og * g;
+        check_bias(OP, bias.as_deref(), o)?;
         // w2[gi·og + oo][cc][kh][kw] = w[gi·cg + cc][oo][kH−1−kh][kW−1−kw].
         let wd = w.int_repr();
         let mut w2 = Vec::with_capacity(wd.len());
@@ -420,6 +427,7 @@ impl Engine {
         const OP: &str = "conv_transpose2d";
         ensure_packed_for(OP, w.packed_for(), self)?;
         let (s, xz) = per_tensor_q(OP, x)?;
+        out_q(OP, out_scale, out_zero_point)?;
         let [n, c, h, wd] = check_4d(OP, x.shape())?;
         check_nonempty(OP, x.shape())?;
         let ws = w.weight.shape();
