@@ -34,12 +34,19 @@ def bn_coefficients(w, b, m, v, eps, xs, os_):
     return alpha, beta
 
 
-def bn_model(x, xz, alpha, beta, oz, relu):
+def fma_or_not(a, b, c, fused):
+    """a*b + c with one rounding (fused) or two (ATen's scalar build)."""
+    if fused:
+        return fma_f32(a, b, c)
+    return ((np.asarray(a, f32) * np.asarray(b, f32)).astype(f32) + np.asarray(c, f32)).astype(f32)
+
+
+def bn_model(x, xz, alpha, beta, oz, relu, fused=True):
     C = x.shape[1]
     d = (x.astype(np.int64) - xz).astype(f32)
     A = np.broadcast_to(alpha.reshape(1, C, 1, 1), x.shape)
     B = np.broadcast_to(beta.reshape(1, C, 1, 1), x.shape)
-    y = np.rint(fma_f32(A, d, B)).astype(np.float64) + oz
+    y = np.rint(fma_or_not(A, d, B, fused)).astype(np.float64) + oz
     return np.clip(y, oz if relu else 0, 255).astype(np.uint8)
 
 
@@ -75,40 +82,40 @@ def gen_batch_norm():
 
 
 # ------------------------------------------------------------------ layer / group / instance norm
-def stats(xg, xs, xz, eps):
+def stats(xg, xs, xz, eps, fused=True):
     """Per row of xg (groups x elements): (mean - zp, scale/std) as rquant's norm_stats."""
     n = xg.shape[-1]
     s = xg.astype(np.int64).sum(-1)
     s2 = (xg.astype(np.int64) ** 2).sum(-1)
     m = (s.astype(f32) / f32(n)).astype(f32)
     a = (s2.astype(f32) / f32(n)).astype(f32)
-    var = np.maximum(fma_f32(-m, m, a), f32(0))
+    var = np.maximum(fma_or_not(-m, m, a, fused), f32(0))
     t = ((var * f32(xs)).astype(f32) * f32(xs)).astype(f32).astype(np.float64) + eps
     rstd = (np.float64(f32(xs)) / np.sqrt(t)).astype(f32)
     return (m - f32(xz)).astype(f32), rstd
 
 
-def layer_norm_model(x, ns, xs, xz, w, b, eps, so, zo):
+def layer_norm_model(x, ns, xs, xz, w, b, eps, so, zo, fused=(True, True)):
     n = int(np.prod(ns))
     xg = x.reshape(-1, n)
-    mean, rstd = stats(xg, xs, xz, eps)
+    mean, rstd = stats(xg, xs, xz, eps, fused[0])
     d = (xg.astype(np.int64) - xz).astype(f32)
     t = ((d - mean[:, None]).astype(f32) * rstd[:, None]).astype(f32)
     W = np.broadcast_to(np.ones(n, f32) if w is None else w.reshape(-1), t.shape)
     B = np.broadcast_to(np.zeros(n, f32) if b is None else b.reshape(-1), t.shape)
-    return quant(fma_f32(t, W, B), so, zo).reshape(x.shape)
+    return quant(fma_or_not(t, W, B, fused[1]), so, zo).reshape(x.shape)
 
 
-def group_norm_model(x, G, xs, xz, w, b, eps, so, zo):
+def group_norm_model(x, G, xs, xz, w, b, eps, so, zo, fused=(True, True)):
     N, C = x.shape[:2]
     cpg = C // G
-    mean, rstd = stats(x.reshape(N * G, -1), xs, xz, eps)
+    mean, rstd = stats(x.reshape(N * G, -1), xs, xz, eps, fused[0])
     d = (x.reshape(N, G, cpg, -1).astype(np.int64) - xz).astype(f32)
     w = np.ones(C, f32) if w is None else w
     b = np.zeros(C, f32) if b is None else b
     gp = (rstd.reshape(N, G, 1, 1) * w.reshape(1, G, cpg, 1)).astype(f32)
     t = (d - mean.reshape(N, G, 1, 1)).astype(f32)
-    y = fma_f32(t, np.broadcast_to(gp, t.shape), np.broadcast_to(b.reshape(1, G, cpg, 1), t.shape))
+    y = fma_or_not(t, np.broadcast_to(gp, t.shape), np.broadcast_to(b.reshape(1, G, cpg, 1), t.shape), fused[1])
     return quant(y, so, zo).reshape(x.shape)
 
 
@@ -201,3 +208,90 @@ def generate():
     gen_layer_norm()
     gen_group_norm()
     gen_instance_norm()
+    gen_pinning()
+
+
+# ------------------------------------------------------------------ cases that pin the fused arithmetic
+PIN_SRC = ("; input found by search where ATen's scalar build (no fused multiply-add) gives another output: "
+           "pins the fused arithmetic of the AVX2/AVX-512 builds")
+
+
+def differs(model, variants):
+    """Whether some unfused variant of a model gives another output."""
+    base = model((True, True))
+    return any((model(v) != base).any() for v in variants)
+
+
+def gen_pinning():
+    rng = np.random.default_rng(610)
+    found = {}
+    # layer norm: the variance (fused -m*m + Q/n) and the affine step
+    for trial in range(6000):
+        if found.get("layer_norm_var") and found.get("layer_norm_el"):
+            break
+        shape, ns = [((4, 37), [37]), ((2, 64), [64]), ((3, 5, 8), [8])][trial % 3]
+        xs, xz, so, zo, eps, w, b = norm_inputs(rng, 0, ns[0])
+        so = float(f32(rng.uniform(0.001, 0.01)))
+        x = rng.integers(0, 256, shape).astype(np.uint8)
+        mk = lambda fz: layer_norm_model(x, ns, xs, xz, w, b, eps, so, zo, fz)  # noqa: E731
+        base = mk((True, True))
+        for key, var in (("layer_norm_var", (False, True)), ("layer_norm_el", (True, False))):
+            if not found.get(key) and (mk(var) != base).any():
+                found[key] = True
+                y = torch.ops.quantized.layer_norm(tq(x, xs, xz), ns, opt(w), opt(b), eps, so, zo).int_repr().numpy()
+                assert (y == base).all(), key
+                attrs = norm_attrs(xs, xz, so, zo, eps, 1)
+                attrs["normalized_shape"] = ns
+                save_case("layer_norm", "pin_%s_%s" % (key.split("_")[-1], shape_name(shape)), affine_ins(x, w, b), {"y": y}, attrs,
+                          common.TORCH_SRC + PIN_SRC)
+    # group / instance norm
+    for op in ("group_norm", "instance_norm"):
+        for trial in range(6000):
+            if found.get(op):
+                break
+            shape, G = [((2, 6, 3, 5), 3), ((1, 4, 7, 7), 2), ((3, 8, 2, 9), 8)][trial % 3]
+            if op == "instance_norm":
+                G = shape[1]
+            xs, xz, so, zo, eps, w, b = norm_inputs(rng, 0, shape[1])
+            so = float(f32(rng.uniform(0.001, 0.01)))
+            x = rng.integers(0, 256, shape).astype(np.uint8)
+            mk = lambda fz: group_norm_model(x, G, xs, xz, w, b, eps, so, zo, fz)  # noqa: E731
+            if differs(mk, [(False, False), (False, True), (True, False)]):
+                found[op] = True
+                if op == "group_norm":
+                    y = torch.ops.quantized.group_norm(tq(x, xs, xz), G, opt(w), opt(b), eps, so, zo)
+                else:
+                    y = torch.ops.quantized.instance_norm(tq(x, xs, xz), opt(w), opt(b), eps, so, zo)
+                y = y.int_repr().numpy()
+                assert (y == mk((True, True))).all(), op
+                attrs = norm_attrs(xs, xz, so, zo, eps, 1)
+                if op == "group_norm":
+                    attrs["num_groups"] = G
+                save_case(op, "pin_%s" % shape_name(shape), affine_ins(x, w, b), {"y": y}, attrs, common.TORCH_SRC + PIN_SRC)
+    # batch norm: one fma per element
+    for op in ("batch_norm2d", "batch_norm2d_relu"):
+        relu = op.endswith("relu")
+        for trial in range(20000):
+            if found.get(op):
+                break
+            shape = (1, 40, 2, 3)
+            C = shape[1]
+            xs = float(f32(rng.uniform(0.01, 0.2)))
+            xz = int(rng.integers(0, 256))
+            os_ = float(f32(rng.uniform(0.01, 0.2)))
+            oz = int(rng.integers(0, 256))
+            w, b, m = (rng.normal(size=C).astype(f32) for _ in range(3))
+            v = rng.uniform(0.5, 2, size=C).astype(f32)
+            alpha, beta = bn_coefficients(w, b, m, v, 1e-5, xs, os_)
+            x = rng.integers(0, 256, shape).astype(np.uint8)
+            base = bn_model(x, xz, alpha, beta, oz, relu)
+            if (bn_model(x, xz, alpha, beta, oz, relu, fused=False) != base).any():
+                found[op] = True
+                f = torch.ops.quantized.batch_norm2d_relu if relu else torch.ops.quantized.batch_norm2d
+                y = f(tq(x, xs, xz), torch.from_numpy(w), torch.from_numpy(b), torch.from_numpy(m), torch.from_numpy(v), 1e-5, os_,
+                      oz).int_repr().numpy()
+                assert (y == base).all(), op
+                save_case(op, "pin_%s" % shape_name(shape), {"x": x, "weight": w, "bias": b, "mean": m, "var": v}, {"y": y},
+                          {"scale": xs, "zero_point": xz, "out_scale": os_, "out_zero_point": oz}, common.TORCH_SRC + PIN_SRC)
+    for key in ("layer_norm_var", "layer_norm_el", "group_norm", "instance_norm", "batch_norm2d", "batch_norm2d_relu"):
+        assert found.get(key), "no pinning input found for " + key

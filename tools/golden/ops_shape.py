@@ -90,7 +90,7 @@ def nearest_model(x, oh, ow, sc):
     return x[:, :, rows][:, :, :, cols]
 
 
-def bilinear_taps(inp, out, align, scale):
+def bilinear_taps(inp, out, align, scale, fused=False):
     if align:
         step = f32(f32(inp - 1) / f32(out - 1)) if out > 1 else f32(0)
     else:
@@ -100,7 +100,10 @@ def bilinear_taps(inp, out, align, scale):
         if align:
             src = f32(step * f32(o))
         else:
-            src = f32(f32(step * f32(f32(o) + f32(0.5))) - f32(0.5))
+            if fused:
+                src = common.fma_f32(step, f32(f32(o) + f32(0.5)), f32(-0.5))[()]
+            else:
+                src = f32(f32(step * f32(f32(o) + f32(0.5))) - f32(0.5))
             src = f32(0) if src < 0 else src
         i0 = int(src)
         l1 = f32(src - f32(i0))
@@ -108,20 +111,30 @@ def bilinear_taps(inp, out, align, scale):
     return res
 
 
-def bilinear_model(x, oh, ow, align, sc, zp):
-    """PyTorch's NCHW quantized kernel: f32, left to right, no fused multiply-add."""
+def bilinear_model(x, oh, ow, align, sc, zp, fused=(False, False)):
+    """PyTorch's NCHW quantized kernel: f32, left to right, no fused multiply-add
+    (`fused` gives the variants a contracting compiler would make: index, value)."""
     N, C, H, W = x.shape
     if H == oh and W == ow:
         return x.copy()
-    ty = bilinear_taps(H, oh, align, sc[0] if sc else None)
-    tx = bilinear_taps(W, ow, align, sc[1] if sc else None)
+    ty = bilinear_taps(H, oh, align, sc[0] if sc else None, fused[0])
+    tx = bilinear_taps(W, ow, align, sc[1] if sc else None, fused[0])
     y = np.zeros((N, C, oh, ow), np.uint8)
     xf = x.astype(f32)
+    fma = common.fma_f32
     for i, (h0, hp, hl0, hl1) in enumerate(ty):
         for j, (w0, wp, wl0, wl1) in enumerate(tx):
-            a = ((wl0 * xf[:, :, h0, w0]).astype(f32) + (wl1 * xf[:, :, h0, w0 + wp]).astype(f32)).astype(f32)
-            b = ((wl0 * xf[:, :, h0 + hp, w0]).astype(f32) + (wl1 * xf[:, :, h0 + hp, w0 + wp]).astype(f32)).astype(f32)
-            r = (((hl0 * a).astype(f32) + (hl1 * b).astype(f32)).astype(f32) - f32(zp)).astype(f32)
+            p00, p01 = xf[:, :, h0, w0], xf[:, :, h0, w0 + wp]
+            p10, p11 = xf[:, :, h0 + hp, w0], xf[:, :, h0 + hp, w0 + wp]
+            if fused[1]:
+                a = fma(wl1, p01, (wl0 * p00).astype(f32))
+                b = fma(wl1, p11, (wl0 * p10).astype(f32))
+                r = fma(hl1, b, (hl0 * a).astype(f32))
+            else:
+                a = ((wl0 * p00).astype(f32) + (wl1 * p01).astype(f32)).astype(f32)
+                b = ((wl0 * p10).astype(f32) + (wl1 * p11).astype(f32)).astype(f32)
+                r = ((hl0 * a).astype(f32) + (hl1 * b).astype(f32)).astype(f32)
+            r = (r - f32(zp)).astype(f32)
             y[:, :, i, j] = np.clip(np.rint(r) + zp, 0, 255)
     return y
 
@@ -167,6 +180,32 @@ def gen_upsample():
             how = "to%dx%d" % osz if osz else "sf%gx%g" % sf
             save_case("upsample_bilinear2d", "case%02d_%s_%s_ac%d" % (i, shape_name(shape), how, align), {"x": x}, {"y": y}, attrs,
                       common.TORCH_SRC + NCHW_SRC)
+
+
+def gen_bilinear_pinning():
+    """Inputs where a compiler's fused multiply-adds (in the source index or in
+    the interpolation) would give another output: they pin PyTorch's unfused
+    NCHW kernel."""
+    rng = np.random.default_rng(505)
+    saved = 0
+    for trial in range(3000):
+        N, C, H, W = 1, 2, int(rng.integers(2, 9)), int(rng.integers(2, 9))
+        align = bool(trial % 2)
+        oh, ow = int(rng.integers(1, 20)), int(rng.integers(1, 20))
+        x = rng.integers(0, 256, (N, C, H, W)).astype(np.uint8)
+        zp = int(rng.integers(0, 256))
+        base = bilinear_model(x, oh, ow, align, None, zp)
+        if all((bilinear_model(x, oh, ow, align, None, zp, f) == base).all() for f in ((True, False), (False, True))):
+            continue
+        y = torch._C._nn.upsample_bilinear2d(tq(x, 0.1, zp), [oh, ow], align, None).int_repr().numpy()
+        assert (y == base).all(), "upsample_bilinear2d pinning"
+        save_case("upsample_bilinear2d", "pin%d_1x2x%dx%d_to%dx%d_ac%d" % (saved, H, W, oh, ow, align), {"x": x}, {"y": y},
+                  {"scale": 0.1, "zero_point": zp, "output_size": [oh, ow], "align_corners": align},
+                  common.TORCH_SRC + NCHW_SRC + "; an input where fused multiply-adds would give another output")
+        saved += 1
+        if saved == 3:
+            return
+    raise RuntimeError("no pinning input for upsample_bilinear2d")
 
 
 # ------------------------------------------------------------------ mean
@@ -215,4 +254,5 @@ def generate():
     gen_constant_pad2d()
     gen_channel_shuffle()
     gen_upsample()
+    gen_bilinear_pinning()
     gen_mean()
