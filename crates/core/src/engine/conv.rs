@@ -28,7 +28,7 @@ fn reshape_weight(w: &QTensor<i8>, shape: Vec<usize>) -> Result<QTensor<i8>> {
 }
 
 fn groups_ok(op: &'static str, groups: usize, out: usize) -> Result<()> {
-    if groups == 0 || out % groups != 0 {
+    if groups == 0 || !out.is_multiple_of(groups) {
         return Err(QuantError::invalid(
             op,
             format!("groups {groups} must be positive and divide out_channels {out}"),
@@ -354,7 +354,7 @@ impl Engine {
         nonzero(OP, "stride", &params.stride)?;
         nonzero(OP, "dilation", &params.dilation)?;
         let g = params.groups;
-        if g == 0 || c % g != 0 {
+        if g == 0 || !c.is_multiple_of(g) {
             return Err(QuantError::invalid(
                 OP,
                 format!("groups {g} must be positive and divide in_channels {c}"),

@@ -70,7 +70,9 @@ impl Engine {
         check_vec(op, "mean", p.mean, c)?;
         check_vec(op, "var", p.var, c)?;
         check_eps(op, p.eps)?;
-        if let Some(ch) = p.var.iter().position(|&v| !(v + p.eps as f32 > 0.0)) {
+        let positive =
+            |v: f32| (v + p.eps as f32).partial_cmp(&0.0) == Some(std::cmp::Ordering::Greater);
+        if let Some(ch) = p.var.iter().position(|&v| !positive(v)) {
             return Err(QuantError::invalid(
                 op,
                 format!(
@@ -193,7 +195,7 @@ impl Engine {
         }
         check_nonempty(op, x.shape())?;
         let c = x.shape()[1];
-        if groups == 0 || c % groups != 0 {
+        if groups == 0 || !c.is_multiple_of(groups) {
             return Err(QuantError::invalid(
                 op,
                 format!("num_groups {groups} must be positive and divide the {c} channels"),

@@ -73,7 +73,7 @@ impl Engine {
         let (s, z) = per_tensor_q(OP, x)?;
         let [_, c, _, _] = check_4d(OP, x.shape())?;
         check_nonempty(OP, x.shape())?;
-        if groups == 0 || c % groups != 0 {
+        if groups == 0 || !c.is_multiple_of(groups) {
             return Err(QuantError::invalid(
                 OP,
                 format!("groups {groups} must be positive and divide the {c} channels"),

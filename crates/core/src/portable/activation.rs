@@ -150,19 +150,19 @@ mod tests {
             zero_point: 77,
         };
         let t = leaky_relu_lut(s, z, -0.5, out);
-        for q in 0..256usize {
+        for (q, &got) in t.iter().enumerate() {
             let v = ((q as i64 - z) as f32) * (s as f32);
             let y = if v > 0.0 { v } else { v * -0.5 };
             let want =
                 (((y * (1.0f32 / 0.031f64 as f32)).round_ties_even() as i64) + 77).clamp(0, 255);
-            assert_eq!(t[q] as i64, want, "q {q}");
+            assert_eq!(got as i64, want, "q {q}");
         }
         let t = hardsigmoid_lut(s, z);
-        for q in 0..256usize {
+        for (q, &got) in t.iter().enumerate() {
             let v = dequantize_val(s as f32, z, q as i64);
             let y = (v + 3.0).clamp(0.0, 6.0) / 6.0;
             assert_eq!(
-                t[q] as f32,
+                got as f32,
                 (y * 256.0).round_ties_even().min(255.0),
                 "q {q}"
             );

@@ -109,7 +109,7 @@ impl EmbeddingBagTable {
         biases: &[half::f16],
     ) -> Result<Self> {
         const OP: &str = "embedding_bag_4bit";
-        if dim % 2 != 0 {
+        if !dim.is_multiple_of(2) {
             return Err(table_error(
                 OP,
                 format!("dim {dim} must be even (two codes per byte)"),
