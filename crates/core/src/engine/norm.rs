@@ -95,10 +95,16 @@ impl Engine {
                 ),
             ));
         }
-        let x = x.to_format(MemoryFormat::ChannelsLast);
+        let xc;
+        let x = if x.memory_format() == MemoryFormat::ChannelsLast {
+            x
+        } else {
+            xc = x.to_format(MemoryFormat::ChannelsLast);
+            &xc
+        };
         let data = self
             .b
-            .batch_norm(&x, &alpha, &beta, out_zero_point, relu, Checked::new())?;
+            .batch_norm(x, &alpha, &beta, out_zero_point, relu, Checked::new())?;
         Ok(QTensor::new_per_tensor_unchecked_in(
             x.shape().to_vec(),
             data,
@@ -138,8 +144,14 @@ impl Engine {
         }
         let n: usize = normalized_shape.iter().product();
         check_affine(OP, p, n)?;
-        let x = x.to_format(MemoryFormat::Contiguous);
-        let data = self.b.layer_norm(&x, n, p, out, Checked::new())?;
+        let xc;
+        let x = if x.memory_format() == MemoryFormat::Contiguous {
+            x
+        } else {
+            xc = x.to_format(MemoryFormat::Contiguous);
+            &xc
+        };
+        let data = self.b.layer_norm(x, n, p, out, Checked::new())?;
         Ok(QTensor::new_per_tensor_unchecked(
             x.shape().to_vec(),
             data,
@@ -202,8 +214,14 @@ impl Engine {
             ));
         }
         check_affine(op, p, c)?;
-        let xc = x.to_format(MemoryFormat::Contiguous);
-        let data = self.b.group_norm(&xc, groups, p, out, Checked::new())?;
+        let xc;
+        let xin = if x.memory_format() == MemoryFormat::Contiguous {
+            x
+        } else {
+            xc = x.to_format(MemoryFormat::Contiguous);
+            &xc
+        };
+        let data = self.b.group_norm(xin, groups, p, out, Checked::new())?;
         let y =
             QTensor::new_per_tensor_unchecked(x.shape().to_vec(), data, out_scale, out_zero_point);
         Ok(y.into_format(x.memory_format()))

@@ -150,8 +150,14 @@ impl Engine {
         let out = out_q(OP, out_scale, out_zero_point)?;
         check_nonempty(OP, x.shape())?;
         let dim = normalize_axis(OP, dim, x.ndim())?;
-        let xc = x.to_format(MemoryFormat::Contiguous);
-        let data = self.b.softmax(&xc, dim, out, Checked::new())?;
+        let xc;
+        let xin = if x.memory_format() == MemoryFormat::Contiguous {
+            x
+        } else {
+            xc = x.to_format(MemoryFormat::Contiguous);
+            &xc
+        };
+        let data = self.b.softmax(xin, dim, out, Checked::new())?;
         let y =
             QTensor::new_per_tensor_unchecked(x.shape().to_vec(), data, out_scale, out_zero_point);
         Ok(y.into_format(x.memory_format()))
