@@ -8,9 +8,8 @@ use rquant_core::{
 };
 
 fn engines() -> Vec<Engine> {
-    let mut v = rquant_x86::all_paths();
-    v.push(rquant_reference::engine());
-    v
+    // Every engine and ISA path this machine has, the reference included.
+    rquant_nn::engines::all_paths()
 }
 
 fn xq(shape: &[usize], scale: f64, zp: i64) -> QTensor<u8> {

@@ -17,9 +17,8 @@ use rquant_core::{
 const CL: MemoryFormat = MemoryFormat::ChannelsLast;
 
 fn engines() -> Vec<Engine> {
-    let mut v = rquant_x86::all_paths();
-    v.push(rquant_reference::engine());
-    v
+    // Every engine and ISA path this machine has, the reference included.
+    rquant_nn::engines::all_paths()
 }
 
 struct Rng(u64);
