@@ -110,6 +110,11 @@ pub trait GemmBackend {
         c: Checked,
     ) -> Result<Box<dyn Int8Panels>>;
     fn conv2d(&self, call: &ConvCall<'_>) -> Result<Vec<u8>>;
+    /// The int8 GEMM microkernels of this path ([`crate::gemm`]), preferred
+    /// first; empty for a backend without kernel tables (the reference).
+    fn gemm_kernels(&self) -> &'static [crate::gemm::Kernel] {
+        &[]
+    }
 }
 
 /// The memory-bound ops, on validated per-tensor quint8 tensors. Each
