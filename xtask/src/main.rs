@@ -181,18 +181,24 @@ fn bench(args: &[String]) -> ExitCode {
     };
     let wanted = |label: &str| filter.as_deref().is_none_or(|f| label.contains(f));
     let mut records = Vec::new();
-    // One core's register-only peaks: the denominators of the % column.
-    let peaks: Vec<(&str, Option<f64>)> = rquant_x86::isa::Isa::ALL
-        .into_iter()
-        .rev()
-        .map(|i| (i.name(), rquant_x86::peak::int8_peak_gops(i)))
-        .collect();
-    let fp32_peak = rquant_x86::peak::fp32_peak_gflops();
-    for (isa, p) in &peaks {
-        if let Some(p) = p {
-            println!("int8 peak ({isa}, 1 core, register-only loop): {p:.1} GOP/s");
+    // One core's register-only peak of every GEMM kernel of the paths
+    // benched (each kernel-table entry's own loop): the denominators of the
+    // % column, for the kernel that ran in each record.
+    let mut peaks: Vec<(&'static str, f64)> = Vec::new();
+    for e in &engines {
+        for k in e.gemm_kernels() {
+            if let (Some(p), false) = (k.peak, peaks.iter().any(|(n, _)| *n == k.name)) {
+                let v = p();
+                println!(
+                    "int8 peak ({}, {}, 1 core, register-only loop): {v:.1} GOP/s",
+                    k.name,
+                    e.isa()
+                );
+                peaks.push((k.name, v));
+            }
         }
     }
+    let fp32_peak = rquant_x86::peak::fp32_peak_gflops();
     if let Some(p) = fp32_peak {
         println!("fp32 FMA peak (1 core, register-only loop): {p:.1} GFLOP/s");
     }
@@ -203,20 +209,17 @@ fn bench(args: &[String]) -> ExitCode {
         }
         let peak = if r.op == "fp32_linear" {
             fp32_peak
-        } else if r.op.starts_with("linear") || r.op == "conv2d" {
-            peaks
-                .iter()
-                .find(|(i, _)| *i == r.isa)
-                .and_then(|(_, p)| *p)
         } else {
-            None
+            r.kernel
+                .and_then(|k| peaks.iter().find(|(n, _)| *n == k))
+                .map(|&(_, p)| p)
         };
         peak.map_or(String::from("-"), |p| {
             format!("{:.0}%", 100.0 * r.gops / (p * r.threads as f64))
         })
     };
     println!(
-        "{:<15} {:<34} {:<22} {:>3} {:>12} {:>9} {:>6}",
+        "{:<15} {:<34} {:<22} {:>3} {:>12} {:>9} {:>6}  kernel",
         "op", "shape", "engine/isa", "thr", "median", "GOP/s", "%peak"
     );
     for &nt in &thread_counts {
@@ -228,14 +231,15 @@ fn bench(args: &[String]) -> ExitCode {
         pool.install(|| {
             let mut emit = |r: bench::Record| {
                 println!(
-                    "{:<15} {:<34} {:<22} {:>3} {:>10.1}us {:>9.1} {:>6}",
+                    "{:<15} {:<34} {:<22} {:>3} {:>10.1}us {:>9.1} {:>6}  {}",
                     r.op,
                     r.shape_text(),
                     format!("{}/{}", r.engine, r.isa),
                     r.threads,
                     r.median_s * 1e6,
                     r.gops,
-                    pct(&r)
+                    pct(&r),
+                    r.kernel.unwrap_or("-")
                 );
                 records.push(r);
             };
@@ -362,14 +366,32 @@ fn fuzz(args: &[String]) -> ExitCode {
 }
 
 /// `cargo xtask miri`: Miri (nightly) on the core and reference crates' unit
-/// tests and on the x86 packing and kernels (small cases, with AVX2 and
-/// AVX-512 target features so every x86 path runs under Miri's SIMD emulation).
+/// tests and on the x86 packing and kernels (small cases, with the target
+/// features of every kernel in the x86 kernel tables, so every path and
+/// kernel runs under Miri's SIMD emulation).
 fn miri(args: &[String]) -> ExitCode {
     use std::process::Command;
     if !args.is_empty() {
         return usage();
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    // Every x86 path at once: the kernel tables' target features make Miri's
+    // emulated CPU report every path, so all_paths() holds all five. Under
+    // Miri the VNNI tile's asm loop is replaced by its intrinsics twin (Miri
+    // cannot run asm!), and fp16 linear is skipped (no F16C in Miri).
+    let features = rquant_x86::table::miri_target_features();
+    let x86_flags = format!(
+        "-C target-feature={}",
+        features
+            .iter()
+            .map(|f| format!("+{f}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let x86_what = format!(
+        "x86 packing + kernels, every path and kernel of the tables ({})",
+        features.join(",")
+    );
     let runs: [(&str, &[&str], &str); 3] = [
         // Property tests with few cases (PROPTEST_CASES below): Miri is slow.
         (
@@ -382,12 +404,8 @@ fn miri(args: &[String]) -> ExitCode {
             &["-p", "rquant-reference", "--tests"],
             "",
         ),
-        // Every x86 path at once: the target features make Miri's emulated CPU
-        // report AVX2, AVX-512 and VNNI, so all_paths() holds all five. Under
-        // Miri the VNNI tile's asm loop is replaced by its intrinsics twin
-        // (Miri cannot run asm!), and fp16 linear is skipped (no F16C in Miri).
         (
-            "x86 packing + kernels, every path (scalar, avx2, avxvnni, avx512, avx512vnni)",
+            &x86_what,
             &[
                 "-p",
                 "rquant-x86",
@@ -396,7 +414,7 @@ fn miri(args: &[String]) -> ExitCode {
                 "--",
                 "--nocapture",
             ],
-            "-C target-feature=+avx2,+fma,+f16c,+avx512f,+avx512bw,+avx512vl,+avx512vnni",
+            &x86_flags,
         ),
     ];
     for (what, pkg, rustflags) in runs {
