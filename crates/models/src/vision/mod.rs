@@ -205,6 +205,37 @@ impl VisionModel {
         Ok(digest)
     }
 
+    /// The seeded state_dict as a safetensors file in torchvision's names
+    /// (float32 tensors, int64 `num_batches_tracked`), as
+    /// `tools/vision/seeded.py --out` writes it (`seeded.py --check` accepts it).
+    pub fn seeded_safetensors(&mut self, seed: u64) -> Result<Vec<u8>> {
+        use safetensors::tensor::{Dtype, TensorView};
+        let specs = self.specs();
+        let sd = self.seeded_state_dict(seed)?;
+        let bufs: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = sd
+            .into_iter()
+            .zip(specs)
+            .map(|((n, v), s)| match v {
+                Seeded::F32(d) => (
+                    n,
+                    Dtype::F32,
+                    s.shape,
+                    d.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                ),
+                Seeded::I64(x) => (n, Dtype::I64, s.shape, x.to_le_bytes().to_vec()),
+            })
+            .collect();
+        let views = bufs
+            .iter()
+            .map(|(n, dt, shape, b)| {
+                TensorView::new(*dt, shape.clone(), b)
+                    .map(|v| (n.clone(), v))
+                    .map_err(|e| crate::Error::new(format!("{n}: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        safetensors::serialize(views, &None).map_err(|e| crate::Error::new(e.to_string()))
+    }
+
     /// Load fp32 weights from a safetensors state_dict in torchvision's names
     /// (strict; PyTorch's int64 `num_batches_tracked` buffers accepted).
     pub fn load_float(&mut self, path: &str) -> Result<()> {
