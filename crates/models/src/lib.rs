@@ -10,7 +10,7 @@
 //! - [`math`]: the float pieces the encoder needs that `rquant-nn` does not
 //!   have: an accurate `erf`/GELU, LayerNorm, masked softmax.
 //! - [`vision`]: torchvision's quantizable vision models (ResNet, ResNeXt,
-//!   MobileNetV2) with their state_dict names and `fuse_model` recipes, fp32
+//!   MobileNetV2, GoogLeNet, Inception-v3) with their state_dict names and `fuse_model` recipes, fp32
 //!   weights from safetensors or the seeded formula ([`seeded`]).
 //! - [`weights`]: a memory-mapped safetensors reader that validates every
 //!   tensor's dtype and shape and names the file and tensor in its errors.

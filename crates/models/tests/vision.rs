@@ -326,6 +326,15 @@ fn mobilenet_v2_64_bit_exact_on_every_path() {
 }
 
 #[test]
+fn googlenet_64_bit_exact_on_every_path() {
+    every_path("googlenet_64");
+}
+#[test]
+fn inception_v3_75_bit_exact_on_every_path() {
+    every_path("inception_v3_75");
+}
+
+#[test]
 fn resnet18_224_bit_exact() {
     fastest_path("resnet18");
 }
@@ -347,6 +356,14 @@ fn resnext101_64x4d_224_bit_exact() {
 #[test]
 fn mobilenet_v2_224_bit_exact() {
     fastest_path("mobilenet_v2");
+}
+#[test]
+fn googlenet_224_bit_exact() {
+    fastest_path("googlenet");
+}
+#[test]
+fn inception_v3_299_bit_exact() {
+    fastest_path("inception_v3");
 }
 
 // ---------------------------------------------------------------- PyTorch's vectorised add
@@ -701,4 +718,41 @@ fn converted_model_saves_and_loads() {
             &format!("loaded on {}/{}", e.name(), e.isa()),
         );
     }
+}
+
+#[test]
+fn own_calibration_googlenet_64() {
+    own_calibration("googlenet_64");
+}
+#[test]
+fn own_calibration_inception_v3_75() {
+    own_calibration("inception_v3_75");
+}
+
+/// GoogLeNet's and Inception-v3's `transform_input`: only those two take it,
+/// it runs in float before the QuantStub, and adds no state_dict key.
+#[test]
+fn transform_input_option() {
+    assert!(vision::build("resnet18", 1000)
+        .unwrap()
+        .with_transform_input()
+        .is_err());
+    let mut plain = vision::build("googlenet", 10).unwrap();
+    let mut m = vision::build("googlenet", 10)
+        .unwrap()
+        .with_transform_input()
+        .unwrap();
+    assert_eq!(m.specs(), plain.specs());
+    let mut t = m.module.get("transform_input").unwrap().clone();
+    let x = Tensor::new([1, 3, 1, 2], vec![1.0, 0.0, 1.0, 0.0, 1.0, 0.0]).unwrap();
+    let y = t.forward(Value::F(x)).unwrap().to_float();
+    let want = [
+        0.458f32 + -0.03,
+        -0.03,
+        0.448f32 + -0.088,
+        -0.088,
+        0.45f32 + -0.188,
+        -0.188,
+    ];
+    assert_eq!(y.data(), want);
 }

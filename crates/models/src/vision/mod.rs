@@ -5,14 +5,19 @@
 //! of MobileNetV2 becomes a ReLU), QuantStub / DeQuantStub, and each model's
 //! `fuse_model(is_qat)` recipe. Blocks are user-style [`Block`]s
 //! (`QuantizableBasicBlock`, `QuantizableBottleneck`,
-//! `QuantizableInvertedResidual`, `Conv2dNormActivation`, and the models
-//! themselves): [`registry`] loads them back from a saved quantized model.
+//! `QuantizableInvertedResidual`, `Conv2dNormActivation`,
+//! `QuantizableBasicConv2d`, `QuantizableInception`, `QuantizableInceptionA`
+//! … `E`, and the models themselves): [`registry`] loads them back from a
+//! saved quantized model.
 //!
 //! The functional pieces of torchvision's forwards are parameter-free
 //! children that PyTorch's module tree does not have (so they add no
 //! state_dict key): `flatten` (`torch.flatten(x, 1)`) in every model and
 //! MobileNetV2's `adaptive_avg_pool2d` (`nn.functional.adaptive_avg_pool2d(x,
-//! (1, 1))`).
+//! (1, 1))`), Inception-v3's `avg_pool2d` / `max_pool2d`. GoogLeNet and
+//! Inception-v3 are built with `aux_logits=False` (the auxiliary heads run
+//! only in training) and `transform_input=False`, as torchvision builds them
+//! with `weights=None` ([`VisionModel::with_transform_input`] adds it).
 //!
 //! Weights: a safetensors state_dict in torchvision's names
 //! ([`VisionModel::load_float`]; int64 `num_batches_tracked` accepted), or
@@ -29,6 +34,8 @@
 //! # let _ = digest; Ok(()) }
 //! ```
 
+pub mod googlenet;
+pub mod inception;
 pub mod mobilenet_v2;
 pub mod resnet;
 
@@ -46,6 +53,8 @@ pub const MODELS: &[&str] = &[
     "resnext101_32x8d",
     "resnext101_64x4d",
     "mobilenet_v2",
+    "googlenet",
+    "inception_v3",
 ];
 
 /// A built model: the module tree (PyTorch's state_dict names), and what the
@@ -103,6 +112,18 @@ pub fn build(name: &str, num_classes: usize) -> Result<VisionModel> {
                 1.5,
                 mobilenet_v2::fuse_groups,
             ),
+            "googlenet" => (
+                googlenet::googlenet(num_classes)?,
+                224,
+                2.0,
+                basic_conv_groups,
+            ),
+            "inception_v3" => (
+                inception::inception_v3(num_classes)?,
+                299,
+                2.0,
+                basic_conv_groups,
+            ),
             _ => bail!(
                 "vision::build: unknown model {name:?} (known: {})",
                 MODELS.join(", ")
@@ -126,6 +147,10 @@ pub fn registry() -> ModuleRegistry {
     let mut r = ModuleRegistry::default();
     resnet::register(&mut r);
     mobilenet_v2::register(&mut r);
+    googlenet::register(&mut r);
+    inception::register(&mut r);
+    r.register_block("QuantizableBasicConv2d", sequential_forward);
+    r.register("TransformInput", |_| Ok(TransformInput.into()));
     r.register_block("Conv2dNormActivation", sequential_forward);
     r
 }
@@ -236,6 +261,21 @@ impl VisionModel {
         safetensors::serialize(views, &None).map_err(|e| crate::Error::new(e.to_string()))
     }
 
+    /// GoogLeNet's and Inception-v3's `transform_input=True` (what
+    /// torchvision sets when it loads its pretrained weights): the float
+    /// input is re-normalised per channel before the QuantStub. An error for
+    /// the other models, which have no such option.
+    pub fn with_transform_input(mut self) -> Result<Self> {
+        if !matches!(self.name.as_str(), "googlenet" | "inception_v3") {
+            bail!("{}: no transform_input option", self.name);
+        }
+        let Some(b) = self.module.downcast_mut::<Block>() else {
+            bail!("{}: the model is not a Block", self.name);
+        };
+        *b = b.clone().with("transform_input", TransformInput);
+        Ok(self)
+    }
+
     /// Load fp32 weights from a safetensors state_dict in torchvision's names
     /// (strict; PyTorch's int64 `num_batches_tracked` buffers accepted).
     pub fn load_float(&mut self, path: &str) -> Result<()> {
@@ -324,6 +364,73 @@ pub(crate) fn conv_norm_act(
         b = b.with("2", a);
     }
     Ok(b.into())
+}
+
+/// torchvision's `BasicConv2d` (GoogLeNet, Inception-v3) as its quantizable
+/// subclass: conv (no bias), BatchNorm2d with eps 0.001, ReLU.
+pub(crate) fn basic_conv2d(
+    i: usize,
+    o: usize,
+    k: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+) -> Result<Module> {
+    let mut norm = BatchNorm2d::new(o);
+    norm.eps = 0.001;
+    Ok(Block::new("QuantizableBasicConv2d", sequential_forward)
+        .with("conv", conv_rect(i, o, k, stride, padding, 1, false)?)
+        .with("bn", norm)
+        .with("relu", Module::relu())
+        .into())
+}
+
+/// `fuse_model` of GoogLeNet and Inception-v3: every
+/// QuantizableBasicConv2d's `["conv", "bn", "relu"]`.
+fn basic_conv_groups(m: &Module) -> Vec<Vec<String>> {
+    m.named_modules()
+        .into_iter()
+        .filter(|(_, b)| b.type_name() == "QuantizableBasicConv2d")
+        .map(|(p, _)| group(&p, &["conv", "bn", "relu"]))
+        .collect()
+}
+
+/// `_transform_input` of GoogLeNet and Inception-v3 (float, before the
+/// QuantStub): channel c becomes `x_c · f32(std_c / 0.5) + f32((mean_c −
+/// 0.5) / 0.5)`, a float32 multiply then add, with ImageNet's mean and std.
+/// (Not pinned by an expected file: torchvision leaves it off with
+/// `weights=None`.)
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TransformInput;
+
+impl rquant_nn::Layer for TransformInput {
+    fn type_name(&self) -> String {
+        "TransformInput".into()
+    }
+    fn forward(&mut self, x: Value) -> rquant_nn::Result<Value> {
+        const MEAN: [f64; 3] = [0.485, 0.456, 0.406];
+        const STD: [f64; 3] = [0.229, 0.224, 0.225];
+        let mut t = x.float("TransformInput")?;
+        let s = t.shape().to_vec();
+        if s.len() != 4 || s[1] != 3 {
+            return Err(rquant_nn::NnError::module(
+                "",
+                format!("TransformInput: expected [N, 3, H, W], got {s:?}"),
+            ));
+        }
+        let plane = s[2] * s[3];
+        for (i, v) in t.data_mut().iter_mut().enumerate() {
+            let c = i / plane % 3;
+            let (mul, add) = ((STD[c] / 0.5) as f32, ((MEAN[c] - 0.5) / 0.5) as f32);
+            *v = *v * mul + add;
+        }
+        Ok(Value::F(t))
+    }
+    fn save(
+        &self,
+        _: &mut rquant_nn::format::Saver,
+    ) -> rquant_nn::Result<rquant_nn::serde_json::Value> {
+        Ok(rquant_nn::serde_json::json!({}))
+    }
 }
 
 /// `torch.flatten(x, 1)` as a module.
