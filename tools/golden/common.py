@@ -38,6 +38,31 @@ OPS = (
     "hardswish",
     "sigmoid",
     "cat",
+    "mul_relu",
+    "relu6",
+    "hardtanh",
+    "leaky_relu",
+    "elu",
+    "hardsigmoid",
+    "tanh",
+    "gelu",
+    "layer_norm",
+    "group_norm",
+    "instance_norm",
+    "batch_norm2d",
+    "batch_norm2d_relu",
+    "conv1d",
+    "conv3d",
+    "conv_transpose2d",
+    "upsample_nearest2d",
+    "upsample_bilinear2d",
+    "constant_pad2d",
+    "channel_shuffle",
+    "mean",
+    "embedding_bag_byte",
+    "embedding_bag_4bit",
+    "matmul",
+    "softmax",
 )
 
 
@@ -64,10 +89,11 @@ def check_ops(table):
 def save_case(op, name, inputs, outputs, attrs, source, atol=None, rtol=None):
     assert op in OPS, "op %r is not in common.OPS (the ops checked against the runner)" % op
     tensors = {}
+    # np.require keeps 0-d arrays 0-d (np.ascontiguousarray makes them 1-d).
     for k, v in inputs.items():
-        tensors["in." + k] = np.ascontiguousarray(v)
+        tensors["in." + k] = np.require(v, requirements="C")
     for k, v in outputs.items():
-        tensors["out." + k] = np.ascontiguousarray(v)
+        tensors["out." + k] = np.require(v, requirements="C")
     case = {"op": op, "attrs": attrs, "source": source}
     if atol is not None:
         case["atol"] = float(atol)
@@ -171,3 +197,10 @@ def choose_qparams(xmin, xmax, qmin, qmax, reduce_range):
     else:
         z = int(np.rint(iz))
     return scale, z
+
+
+def bits_equal_elementwise(a, b):
+    """Elementwise bitwise equality of two float32 arrays."""
+    a = np.asarray(a, dtype=np.float32)
+    b = np.asarray(b, dtype=np.float32)
+    return a.view(np.uint32) == b.view(np.uint32)

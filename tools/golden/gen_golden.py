@@ -34,6 +34,10 @@ import common  # noqa: E402
 import ops_basic  # noqa: E402
 import ops_gemm  # noqa: E402
 import ops_elementwise  # noqa: E402
+import ops_act  # noqa: E402
+import ops_shape  # noqa: E402
+import ops_norm  # noqa: E402
+import ops_conv  # noqa: E402
 
 
 def check_ops_against_runner(root):
@@ -71,6 +75,10 @@ def main():
     ops_basic.generate()
     ops_gemm.generate()
     ops_elementwise.generate()
+    ops_act.generate()
+    ops_shape.generate()
+    ops_norm.generate()
+    ops_conv.generate()
     total = 0
     for op in sorted(common.COUNTS):
         print("%-28s %4d" % (op, common.COUNTS[op]))

@@ -297,16 +297,20 @@ fn pending_cases_are_reported_never_passed_and_stale_entries_fail() {
     use safetensors::Dtype;
     use xtask::conformance::ops::{self, OpSpec, Pending};
     let engines = xtask::conformance::select_engines(None).unwrap();
-    // An op with no runner code yet (CONFORMANCE.md's conv1d): pending.
-    let conv1d = case_bytes(
-        r#"{"op":"conv1d","attrs":{}}"#,
+    // An op with no runner code yet (a table entry `OpSpec::pending`): pending.
+    let future = case_bytes(
+        r#"{"op":"future_op","attrs":{}}"#,
         &[("out.y", Dtype::U8, vec![1], vec![0])],
     );
-    let t = TempCases::new("pending", &[("c.safetensors", conv1d)]);
-    let r = xtask::conformance::run_dir(&t.0, &engines).unwrap();
+    let t = TempCases::new("pending", &[("c.safetensors", future)]);
+    let table = [OpSpec::pending("future_op", 14, "an op of a later release")];
+    let r = xtask::conformance::run_dir_with(&t.0, &engines, &table).unwrap();
     assert_eq!((r.passed, r.failed, r.pending.len()), (0, 0, 1));
-    assert_eq!(r.pending[0].op, "conv1d");
+    assert_eq!(r.pending[0].op, "future_op");
     assert_eq!(r.pending[0].issue, 14);
+    // The real table knows no such op: a failure, never a skip.
+    let r = xtask::conformance::run_dir(&t.0, &engines).unwrap();
+    assert_eq!((r.passed, r.failed, r.pending.len()), (0, 1, 0));
 
     // relu marked pending although its cases pass: a stale entry, a failure.
     let t = TempCases::new("stale", &[("r.safetensors", relu_case())]);

@@ -23,17 +23,27 @@ pub mod numerics;
 pub mod observer;
 pub mod ops;
 pub mod output;
+pub mod params;
 pub mod portable;
 pub mod qconfig;
 pub mod quant;
 pub mod registry;
+pub mod special;
 pub mod tensor;
 
 pub use dtype::{QDType, QType};
-pub use engine::{Engine, PackedConv2d, PackedLinear, PackedLinearFp16, PathId};
+pub use engine::{
+    Engine, PackedConv1d, PackedConv2d, PackedConv3d, PackedConvTranspose2d, PackedLinear,
+    PackedLinearFp16, PathId,
+};
 pub use error::{QuantError, Result};
 pub use fake_quant::{fake_quantize_per_channel, fake_quantize_per_tensor, FakeQuantOutput};
 pub use ops::{AvgPool2dParams, BinaryOp, Conv2dParams, MaxPool2dParams, OutQ};
+pub use params::{
+    BatchNormParams, Conv1dParams, Conv3dParams, ConvTranspose2dParams, EmbeddingBagMode,
+    GeluApproximate, NormParams, UpsampleSize,
+};
+pub use portable::EmbeddingBagTable;
 pub use quant::{dequantize, quantize_per_channel, quantize_per_tensor, requantize};
 pub use registry::{engine, set_engine, supported_engines};
 pub use tensor::{MemoryFormat, QParams, QScheme, QTensor, Tensor};

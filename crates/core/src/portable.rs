@@ -4,6 +4,24 @@
 //! the same bits everywhere by construction. Inputs are validated by the
 //! engine front end (`rquant_core::Engine`) before they get here.
 
+pub mod activation;
+pub mod embedding;
+pub mod matmul;
+pub mod norm;
+pub mod reduce;
+pub mod shape;
+
+pub use activation::{clamp, hardsigmoid, tanh};
+pub use embedding::{embedding_bag, Bags, EmbeddingBagTable};
+pub use matmul::{matmul, MatmulGeometry};
+pub use norm::{
+    batch_norm, batch_norm_coefficients, group_norm, layer_norm, norm_stats, NormStats,
+};
+pub use reduce::{mean, softmax};
+pub use shape::{
+    channel_shuffle, constant_pad2d, upsample_bilinear2d, upsample_nearest2d, UpsampleGeometry,
+};
+
 use crate::numerics::{self, dequantize_val, div_rne, inv_scale, quantize_val, rne};
 use crate::ops::{adaptive_window, AvgPool2dParams, BinaryOp, MaxPool2dParams, OutQ, PoolGeometry};
 use crate::{MemoryFormat, QTensor, Result};

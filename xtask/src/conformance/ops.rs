@@ -14,6 +14,7 @@ use rquant_core::{
 };
 
 use super::case::{Case, CaseError, Data, Tensor};
+use super::next;
 
 pub type Outputs = BTreeMap<String, Tensor>;
 
@@ -54,7 +55,8 @@ pub struct OpSpec {
     pub pending: Option<Pending>,
 }
 
-fn every_case(_: &Case) -> bool {
+/// `Pending::applies` for an op pending as a whole.
+pub fn every_case(_: &Case) -> bool {
     true
 }
 
@@ -76,7 +78,7 @@ impl OpSpec {
         }
     }
     /// An op the runner has no code for yet: every case is pending.
-    const fn pending(name: &'static str, issue: u32, what: &'static str) -> OpSpec {
+    pub const fn pending(name: &'static str, issue: u32, what: &'static str) -> OpSpec {
         OpSpec {
             name,
             runs: Runs::OnEveryEngine,
@@ -120,9 +122,6 @@ impl OpSpec {
     }
 }
 
-const ACTIVATION: &str = "quantized activation";
-const NORM: &str = "quantized normalization";
-
 /// Every op the runner knows, in CONFORMANCE.md's order.
 pub static OPS: &[OpSpec] = &[
     OpSpec::once("quantize_per_tensor", quantize_per_tensor_op),
@@ -149,30 +148,30 @@ pub static OPS: &[OpSpec] = &[
     OpSpec::per_engine("sigmoid", sigmoid_op),
     OpSpec::per_engine("cat", cat_op),
     // Ops added for the next releases (CONFORMANCE.md, second table).
-    OpSpec::once("relu6", relu6_op),
-    OpSpec::pending("hardtanh", 14, ACTIVATION),
-    OpSpec::pending("leaky_relu", 14, ACTIVATION),
-    OpSpec::pending("elu", 14, ACTIVATION),
-    OpSpec::pending("hardsigmoid", 13, ACTIVATION),
-    OpSpec::pending("tanh", 14, ACTIVATION),
-    OpSpec::pending("gelu", 14, ACTIVATION),
-    OpSpec::pending("layer_norm", 14, NORM),
-    OpSpec::pending("group_norm", 14, NORM),
-    OpSpec::pending("instance_norm", 14, NORM),
-    OpSpec::pending("batch_norm2d", 14, NORM),
-    OpSpec::pending("batch_norm2d_relu", 14, NORM),
-    OpSpec::pending("conv1d", 14, "quantized conv1d"),
-    OpSpec::pending("conv3d", 14, "quantized conv3d"),
-    OpSpec::pending("conv_transpose2d", 14, "quantized transposed conv2d"),
-    OpSpec::pending("upsample_nearest2d", 14, "quantized upsampling"),
-    OpSpec::pending("upsample_bilinear2d", 14, "quantized upsampling"),
-    OpSpec::pending("constant_pad2d", 13, "quantized constant padding"),
-    OpSpec::pending("channel_shuffle", 13, "quantized channel shuffle"),
-    OpSpec::pending("mean", 14, "quantized mean"),
-    OpSpec::pending("embedding_bag_byte", 14, "quantized embedding bags"),
-    OpSpec::pending("embedding_bag_4bit", 14, "quantized embedding bags"),
-    OpSpec::pending("matmul", 14, "quantized matmul"),
-    OpSpec::pending("softmax", 14, "quantized softmax"),
+    OpSpec::per_engine("relu6", next::relu6_op),
+    OpSpec::per_engine("hardtanh", next::hardtanh_op),
+    OpSpec::per_engine("leaky_relu", next::leaky_relu_op),
+    OpSpec::per_engine("elu", next::elu_op),
+    OpSpec::per_engine("hardsigmoid", next::hardsigmoid_op),
+    OpSpec::per_engine("tanh", next::tanh_op),
+    OpSpec::per_engine("gelu", next::gelu_op),
+    OpSpec::per_engine("layer_norm", next::layer_norm_op),
+    OpSpec::per_engine("group_norm", next::group_norm_op),
+    OpSpec::per_engine("instance_norm", next::instance_norm_op),
+    OpSpec::per_engine("batch_norm2d", next::batch_norm2d_op),
+    OpSpec::per_engine("batch_norm2d_relu", next::batch_norm2d_relu_op),
+    OpSpec::per_engine("conv1d", next::conv1d_op),
+    OpSpec::per_engine("conv3d", next::conv3d_op),
+    OpSpec::per_engine("conv_transpose2d", next::conv_transpose2d_op),
+    OpSpec::per_engine("upsample_nearest2d", next::upsample_nearest2d_op),
+    OpSpec::per_engine("upsample_bilinear2d", next::upsample_bilinear2d_op),
+    OpSpec::per_engine("constant_pad2d", next::constant_pad2d_op),
+    OpSpec::per_engine("channel_shuffle", next::channel_shuffle_op),
+    OpSpec::per_engine("mean", next::mean_op),
+    OpSpec::per_engine("embedding_bag_byte", next::embedding_bag_byte_op),
+    OpSpec::per_engine("embedding_bag_4bit", next::embedding_bag_4bit_op),
+    OpSpec::per_engine("matmul", next::matmul_op),
+    OpSpec::per_engine("softmax", next::softmax_op),
 ];
 
 /// The table entry of op `name`.
@@ -198,7 +197,7 @@ fn qe(c: &Case) -> impl Fn(QuantError) -> CaseError + '_ {
     move |r| c.err(r.to_string())
 }
 
-fn one(name: &str, shape: Vec<usize>, data: Data) -> Outputs {
+pub(super) fn one(name: &str, shape: Vec<usize>, data: Data) -> Outputs {
     let mut m = Outputs::new();
     m.insert(name.to_string(), Tensor { shape, data });
     m
@@ -265,14 +264,19 @@ fn deq(
     })
 }
 
-fn quint8(c: &Case, name: &str, scale: &str, zp: &str) -> Result<QTensor<u8>, CaseError> {
+pub(super) fn quint8(
+    c: &Case,
+    name: &str,
+    scale: &str,
+    zp: &str,
+) -> Result<QTensor<u8>, CaseError> {
     let (shape, v) = c.in_u8(name)?;
     let qp = QParams::per_tensor(c.f64(scale)?, c.i64(zp)?);
     QTensor::from_int_repr(shape, v, qp).map_err(|e| c.err(e.to_string()))
 }
 
 /// The weight of linear / conv from `w`, `w_scales`, `w_zero_points` and `w_qscheme`.
-fn weight(c: &Case) -> Result<QTensor<i8>, CaseError> {
+pub(super) fn weight(c: &Case) -> Result<QTensor<i8>, CaseError> {
     let (shape, w) = c.in_i8("w")?;
     let (_, scales) = c.in_f64("w_scales")?;
     let (_, zps) = c.in_i64("w_zero_points")?;
@@ -297,7 +301,7 @@ fn weight(c: &Case) -> Result<QTensor<i8>, CaseError> {
     QTensor::from_int_repr(shape, w, qp).map_err(|e| c.err(e.to_string()))
 }
 
-fn bias(c: &Case) -> Result<Option<Vec<f32>>, CaseError> {
+pub(super) fn bias(c: &Case) -> Result<Option<Vec<f32>>, CaseError> {
     if c.has_input("bias") {
         Ok(Some(c.in_f32("bias")?.1))
     } else {
@@ -305,7 +309,7 @@ fn bias(c: &Case) -> Result<Option<Vec<f32>>, CaseError> {
     }
 }
 
-fn u8_out(q: QTensor<u8>) -> Outputs {
+pub(super) fn u8_out(q: QTensor<u8>) -> Outputs {
     one("y", q.shape().to_vec(), Data::U8(q.into_int_repr()))
 }
 
@@ -505,17 +509,6 @@ fn mul_relu_op(c: &Case, engine: &Engine) -> Result<Outputs, CaseError> {
 fn relu_op(c: &Case, engine: &Engine) -> Result<Outputs, CaseError> {
     let x = quint8(c, "x", "scale", "zero_point")?;
     Ok(u8_out(engine.relu(&x).map_err(qe(c))?))
-}
-
-/// Quantized relu6 is an integer clamp to [zero_point, quantize(6)] with the
-/// input's qparams, engine-independent: rquant_nn's quantized ReLU6 module.
-fn relu6_op(c: &Case, _: &Engine) -> Result<Outputs, CaseError> {
-    use rquant_nn::layers::Activation;
-    let x = quint8(c, "x", "scale", "zero_point")?;
-    let y = Activation::new(rquant_nn::ActKind::ReLU6)
-        .forward_quant(x)
-        .map_err(|r| c.err(r.to_string()))?;
-    Ok(u8_out(y))
 }
 
 fn max_pool2d_op(c: &Case, engine: &Engine) -> Result<Outputs, CaseError> {

@@ -13,7 +13,9 @@
 use crate::error::Result;
 use crate::ops::{AvgPool2dParams, BinaryOp, ConvGeometry, MaxPool2dParams, OutQ, PoolGeometry};
 use crate::output::{Dequant, Requant};
+use crate::params::{EmbeddingBagMode, NormParams};
 use crate::portable::{self, Code8};
+use crate::portable::{Bags, EmbeddingBagTable, MatmulGeometry, UpsampleGeometry};
 use crate::tensor::{MemoryFormat, QTensor, Tensor};
 use crate::Conv2dParams;
 
@@ -117,6 +119,28 @@ pub trait GemmBackend {
     fn conv2d_reads(&self, format: MemoryFormat) -> bool {
         format == MemoryFormat::Contiguous
     }
+    /// Quantized matmul of contiguous quint8 operands (geometry validated).
+    fn matmul_u8(
+        &self,
+        a: &QTensor<u8>,
+        b: &QTensor<u8>,
+        g: &MatmulGeometry,
+        out: OutQ,
+        _: Checked,
+    ) -> Result<Vec<u8>> {
+        portable::matmul(a, b, g, out)
+    }
+    /// Quantized matmul of contiguous qint8 operands (geometry validated).
+    fn matmul_i8(
+        &self,
+        a: &QTensor<i8>,
+        b: &QTensor<i8>,
+        g: &MatmulGeometry,
+        out: OutQ,
+        _: Checked,
+    ) -> Result<Vec<i8>> {
+        portable::matmul(a, b, g, out)
+    }
 }
 
 /// The memory-bound ops, on validated per-tensor quint8 tensors. Each
@@ -203,6 +227,104 @@ pub trait MemoryBackend {
     /// Min, max and finiteness of `x` in one pass (dynamic linear's input scan).
     fn min_max(&self, x: &[f32], _: Checked) -> MinMax {
         portable::min_max_finite(x)
+    }
+
+    // Ops added for the next releases; `x` in either memory format unless
+    // said, the output in `x`'s storage order.
+
+    /// `min(max(q, lo), hi)` (hardtanh, relu6).
+    fn clamp(&self, x: &QTensor<u8>, lo: u8, hi: u8, _: Checked) -> Result<Vec<u8>> {
+        portable::clamp(x, lo, hi)
+    }
+    /// `table[q]` for every element: every activation that is a function of
+    /// one code (hardsigmoid, leaky_relu, elu, tanh, gelu).
+    fn lut(&self, x: &QTensor<u8>, table: &[u8; 256], _: Checked) -> Result<Vec<u8>> {
+        Ok(portable::apply_lut(table, x.int_repr()))
+    }
+    /// Channel shuffle of a 4-D tensor (`groups` divides C).
+    fn channel_shuffle(&self, x: &QTensor<u8>, groups: usize, _: Checked) -> Result<Vec<u8>> {
+        portable::channel_shuffle(x, groups)
+    }
+    /// Constant padding of the last two dimensions (`[left, right, top,
+    /// bottom]`, negative crops; the output shape is validated).
+    fn constant_pad2d(
+        &self,
+        x: &QTensor<u8>,
+        pad: [i64; 4],
+        fill: u8,
+        _: Checked,
+    ) -> Result<Vec<u8>> {
+        portable::constant_pad2d(x, pad, fill)
+    }
+    fn upsample_nearest2d(
+        &self,
+        x: &QTensor<u8>,
+        g: &UpsampleGeometry,
+        _: Checked,
+    ) -> Result<Vec<u8>> {
+        portable::upsample_nearest2d(x, g)
+    }
+    fn upsample_bilinear2d(
+        &self,
+        x: &QTensor<u8>,
+        g: &UpsampleGeometry,
+        align_corners: bool,
+        _: Checked,
+    ) -> Result<Vec<u8>> {
+        portable::upsample_bilinear2d(x, g, align_corners)
+    }
+    /// Mean over the flagged dimensions of a contiguous tensor.
+    fn mean(&self, x: &QTensor<u8>, reduce: &[bool], _: Checked) -> Result<Vec<u8>> {
+        portable::mean(x, reduce)
+    }
+    /// Softmax along `dim` of a contiguous tensor.
+    fn softmax(&self, x: &QTensor<u8>, dim: usize, out: OutQ, _: Checked) -> Result<Vec<u8>> {
+        portable::softmax(x, dim, out)
+    }
+    /// Batch norm of a 4-D tensor with fused per-channel coefficients.
+    fn batch_norm(
+        &self,
+        x: &QTensor<u8>,
+        alpha: &[f32],
+        beta: &[f32],
+        out_zero_point: i64,
+        relu: bool,
+        _: Checked,
+    ) -> Result<Vec<u8>> {
+        portable::batch_norm(x, alpha, beta, out_zero_point, relu)
+    }
+    /// Layer norm of a contiguous tensor over groups of `n` trailing elements.
+    fn layer_norm(
+        &self,
+        x: &QTensor<u8>,
+        n: usize,
+        p: &NormParams<'_>,
+        out: OutQ,
+        _: Checked,
+    ) -> Result<Vec<u8>> {
+        portable::layer_norm(x, n, p.weight, p.bias, p.eps, out)
+    }
+    /// Group norm of a contiguous `[N, C, *]` tensor.
+    fn group_norm(
+        &self,
+        x: &QTensor<u8>,
+        groups: usize,
+        p: &NormParams<'_>,
+        out: OutQ,
+        _: Checked,
+    ) -> Result<Vec<u8>> {
+        portable::group_norm(x, groups, p.weight, p.bias, p.eps, out)
+    }
+    /// Row-wise quantized embedding bags; `[bags, dim]` f32.
+    fn embedding_bag(
+        &self,
+        table: &EmbeddingBagTable,
+        bags: &Bags<'_>,
+        per_sample_weights: Option<&[f32]>,
+        mode: EmbeddingBagMode,
+        _: Checked,
+    ) -> Result<Vec<f32>> {
+        portable::embedding_bag(table, bags, per_sample_weights, mode)
     }
 }
 

@@ -21,13 +21,20 @@ use crate::output::Clamp;
 use crate::portable::Code8;
 use crate::tensor::{check_scale, check_zero_point, MemoryFormat, QParams, QTensor, Tensor};
 
+mod activation;
 pub mod backend;
 mod checks;
+mod conv;
+mod embedding;
+mod norm;
 mod packed;
+mod reduce;
+mod shape;
 
 pub use backend::{
     Backend, Checked, ConvCall, DynamicCall, GemmBackend, LinearCall, MemoryBackend, MinMax,
 };
+pub use conv::{PackedConv1d, PackedConv3d, PackedConvTranspose2d};
 pub use packed::{Int8Panels, PackedConv2d, PackedLinear, PackedLinearFp16, Panels, PathId};
 
 use checks::*;

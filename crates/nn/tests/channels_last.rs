@@ -39,8 +39,9 @@ fn same(y: QTensor<u8>, want: &QTensor<u8>, f: MemoryFormat, what: &str) {
     assert_eq!(y.int_repr(), want.int_repr(), "{what}");
 }
 
+/// Every engine and ISA path this machine has, the reference included.
 fn engines() -> Vec<Engine> {
-    vec![rquant_reference::engine()]
+    rquant_nn::engines::all_paths()
 }
 
 #[test]
@@ -173,103 +174,105 @@ fn expand(b: &QTensor<u8>, shape: &[usize]) -> QTensor<u8> {
 #[test]
 fn broadcasting_add_and_mul_match_the_expanded_operand() {
     let mut r = Rng(77);
-    let e = rquant_reference::engine();
-    for _ in 0..30 {
-        let (n, c, h, w) = (1 + r.upto(3), 1 + r.upto(17), 1 + r.upto(6), 1 + r.upto(6));
-        let a = {
-            let zp = r.upto(256) as i64;
-            rand_q(&mut r, &[n, c, h, w], 0.04, zp)
-        };
-        for bshape in [
-            vec![n, c, 1, 1],
-            vec![1, c, 1, 1],
-            vec![c, 1, 1],
-            vec![w],
-            vec![1, 1, h, w],
-            vec![n, 1, h, 1],
-        ] {
-            let b = {
+    for e in engines() {
+        for _ in 0..30 {
+            let (n, c, h, w) = (1 + r.upto(3), 1 + r.upto(17), 1 + r.upto(6), 1 + r.upto(6));
+            let a = {
                 let zp = r.upto(256) as i64;
-                rand_q(&mut r, &bshape, 0.09, zp)
+                rand_q(&mut r, &[n, c, h, w], 0.04, zp)
             };
-            let full = expand(&b, &[n, c, h, w]);
-            for op in [BinaryOp::Add, BinaryOp::AddRelu, BinaryOp::Mul] {
-                let want = e.binary(op, &a, &full, 0.2, 90).unwrap();
-                for (fa, fb) in [
-                    (MemoryFormat::Contiguous, MemoryFormat::Contiguous),
-                    (CL, MemoryFormat::Contiguous),
-                    (CL, CL),
-                ] {
-                    let (aa, bb) = (a.to_format(fa), b.to_format(fb));
-                    let what = format!("{op:?} {:?} x {bshape:?} {fa:?}/{fb:?}", a.shape());
-                    same(e.binary(op, &aa, &bb, 0.2, 90).unwrap(), &want, fa, &what);
-                    // The small operand first: the same bits (squeeze-excitation's
-                    // scale * x); equal shapes keep the first operand's format.
-                    let f = if bb.shape() == aa.shape() { fb } else { fa };
-                    same(e.binary(op, &bb, &aa, 0.2, 90).unwrap(), &want, f, &what);
+            for bshape in [
+                vec![n, c, 1, 1],
+                vec![1, c, 1, 1],
+                vec![c, 1, 1],
+                vec![w],
+                vec![1, 1, h, w],
+                vec![n, 1, h, 1],
+            ] {
+                let b = {
+                    let zp = r.upto(256) as i64;
+                    rand_q(&mut r, &bshape, 0.09, zp)
+                };
+                let full = expand(&b, &[n, c, h, w]);
+                for op in [BinaryOp::Add, BinaryOp::AddRelu, BinaryOp::Mul] {
+                    let want = e.binary(op, &a, &full, 0.2, 90).unwrap();
+                    for (fa, fb) in [
+                        (MemoryFormat::Contiguous, MemoryFormat::Contiguous),
+                        (CL, MemoryFormat::Contiguous),
+                        (CL, CL),
+                    ] {
+                        let (aa, bb) = (a.to_format(fa), b.to_format(fb));
+                        let what = format!("{op:?} {:?} x {bshape:?} {fa:?}/{fb:?}", a.shape());
+                        same(e.binary(op, &aa, &bb, 0.2, 90).unwrap(), &want, fa, &what);
+                        // The small operand first: the same bits (squeeze-excitation's
+                        // scale * x); equal shapes keep the first operand's format.
+                        let f = if bb.shape() == aa.shape() { fb } else { fa };
+                        same(e.binary(op, &bb, &aa, 0.2, 90).unwrap(), &want, f, &what);
+                    }
                 }
             }
         }
+        // Shapes that broadcast neither way are an error naming both.
+        let a = rand_q(&mut r, &[1, 3, 2, 2], 0.1, 0);
+        let b = rand_q(&mut r, &[1, 2, 2, 2], 0.1, 0);
+        let err = e.add(&a, &b, 0.1, 0).unwrap_err().to_string();
+        assert!(
+            err.contains("[1, 3, 2, 2]") && err.contains("[1, 2, 2, 2]"),
+            "{err}"
+        );
     }
-    // Shapes that broadcast neither way are an error naming both.
-    let a = rand_q(&mut r, &[1, 3, 2, 2], 0.1, 0);
-    let b = rand_q(&mut r, &[1, 2, 2, 2], 0.1, 0);
-    let err = e.add(&a, &b, 0.1, 0).unwrap_err().to_string();
-    assert!(
-        err.contains("[1, 3, 2, 2]") && err.contains("[1, 2, 2, 2]"),
-        "{err}"
-    );
 }
 
 #[test]
 fn conv_quantize_and_dequantize_keep_the_format() {
-    let mut r = Rng(5);
-    let e = rquant_reference::engine();
-    let x = Tensor::new(
-        [2, 5, 6, 7],
-        (0..2 * 5 * 42)
-            .map(|i| ((i * 37) % 101) as f32 / 25.0 - 2.0)
-            .collect(),
-    )
-    .unwrap();
-    let q = e.quantize(&x, 0.02, 100, MemoryFormat::Contiguous).unwrap();
-    let ql = e.quantize(&x, 0.02, 100, CL).unwrap();
-    assert_eq!(ql.memory_format(), CL);
-    same(ql.clone(), &q, CL, "quantize");
-    assert_eq!(e.dequantize(&ql).unwrap(), e.dequantize(&q).unwrap());
-    assert_eq!(rquant_core::dequantize(&ql), rquant_core::dequantize(&q));
-    let w = QTensor::<i8>::from_int_repr(
-        vec![4, 5, 3, 3],
-        (0..180).map(|_| r.next() as u8 as i8).collect(),
-        QParams::per_tensor(0.01, 0),
-    )
-    .unwrap();
-    let p = Conv2dParams {
-        padding: [1, 1],
-        ..Conv2dParams::default()
-    };
-    let pw = e
-        .pack_conv2d(w, Some(vec![0.5, -0.5, 0.0, 1.0]), p)
+    for e in engines() {
+        let mut r = Rng(5);
+        let x = Tensor::new(
+            [2, 5, 6, 7],
+            (0..2 * 5 * 42)
+                .map(|i| ((i * 37) % 101) as f32 / 25.0 - 2.0)
+                .collect(),
+        )
         .unwrap();
-    let want = e.conv2d(&q, &pw, 0.3, 60, true).unwrap();
-    same(
-        e.conv2d(&ql, &pw, 0.3, 60, true).unwrap(),
-        &want,
-        CL,
-        "conv2d",
-    );
-    // requantize keeps the storage order.
-    let rq = rquant_core::requantize::<u8, u8>(&ql, 0.05, 10).unwrap();
-    same(
-        rq,
-        &rquant_core::requantize::<u8, u8>(&q, 0.05, 10).unwrap(),
-        CL,
-        "requantize",
-    );
-    // reshape goes through the logical order.
-    let flat = ql.clone().reshape(vec![2, 5 * 42]).unwrap();
-    assert_eq!(
-        flat.int_repr(),
-        q.clone().reshape(vec![2, 5 * 42]).unwrap().int_repr()
-    );
+        let q = e.quantize(&x, 0.02, 100, MemoryFormat::Contiguous).unwrap();
+        let ql = e.quantize(&x, 0.02, 100, CL).unwrap();
+        assert_eq!(ql.memory_format(), CL);
+        same(ql.clone(), &q, CL, "quantize");
+        assert_eq!(e.dequantize(&ql).unwrap(), e.dequantize(&q).unwrap());
+        assert_eq!(rquant_core::dequantize(&ql), rquant_core::dequantize(&q));
+        let w = QTensor::<i8>::from_int_repr(
+            vec![4, 5, 3, 3],
+            (0..180).map(|_| r.next() as u8 as i8).collect(),
+            QParams::per_tensor(0.01, 0),
+        )
+        .unwrap();
+        let p = Conv2dParams {
+            padding: [1, 1],
+            ..Conv2dParams::default()
+        };
+        let pw = e
+            .pack_conv2d(w, Some(vec![0.5, -0.5, 0.0, 1.0]), p)
+            .unwrap();
+        let want = e.conv2d(&q, &pw, 0.3, 60, true).unwrap();
+        same(
+            e.conv2d(&ql, &pw, 0.3, 60, true).unwrap(),
+            &want,
+            CL,
+            "conv2d",
+        );
+        // requantize keeps the storage order.
+        let rq = rquant_core::requantize::<u8, u8>(&ql, 0.05, 10).unwrap();
+        same(
+            rq,
+            &rquant_core::requantize::<u8, u8>(&q, 0.05, 10).unwrap(),
+            CL,
+            "requantize",
+        );
+        // reshape goes through the logical order.
+        let flat = ql.clone().reshape(vec![2, 5 * 42]).unwrap();
+        assert_eq!(
+            flat.int_repr(),
+            q.clone().reshape(vec![2, 5 * 42]).unwrap().int_repr()
+        );
+    }
 }
