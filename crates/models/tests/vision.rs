@@ -326,6 +326,41 @@ fn mobilenet_v2_64_bit_exact_on_every_path() {
 }
 
 #[test]
+#[ignore = "needs PyTorch's channels-last global pool in core (docs/numerics.md §9 uses the NCHW kernel): \
+            78 ties in features.12.block.2.avgpool (input zero point 3) differ and cascade; \
+            mobilenet_v3_large*_with_pytorchs_channels_last_forms shows the rest is exact"]
+fn mobilenet_v3_large_64_bit_exact_on_every_path() {
+    every_path("mobilenet_v3_large_64");
+}
+#[test]
+#[ignore = "needs PyTorch's channels-last quantized mean in core (docs/numerics.md §13 uses the \
+            contiguous kernel): ties in the 2x2 global mean differ (52 of 2048 for x1.0); \
+            shufflenet_v2_64_bit_exact_with_pytorchs_channels_last_forms shows the rest is exact"]
+fn shufflenet_v2_x0_5_64_bit_exact_on_every_path() {
+    every_path("shufflenet_v2_x0_5_64");
+}
+#[test]
+#[ignore = "needs PyTorch's channels-last quantized mean in core (docs/numerics.md §13 uses the \
+            contiguous kernel): ties in the 2x2 global mean differ (52 of 2048 for x1.0); \
+            shufflenet_v2_64_bit_exact_with_pytorchs_channels_last_forms shows the rest is exact"]
+fn shufflenet_v2_x1_0_64_bit_exact_on_every_path() {
+    every_path("shufflenet_v2_x1_0_64");
+}
+#[test]
+#[ignore = "needs PyTorch's channels-last quantized mean in core (docs/numerics.md §13 uses the \
+            contiguous kernel): ties in the 2x2 global mean differ (52 of 2048 for x1.0); \
+            shufflenet_v2_64_bit_exact_with_pytorchs_channels_last_forms shows the rest is exact"]
+fn shufflenet_v2_x1_5_64_bit_exact_on_every_path() {
+    every_path("shufflenet_v2_x1_5_64");
+}
+#[test]
+#[ignore = "needs PyTorch's channels-last quantized mean in core (docs/numerics.md §13 uses the \
+            contiguous kernel): ties in the 2x2 global mean differ (52 of 2048 for x1.0); \
+            shufflenet_v2_64_bit_exact_with_pytorchs_channels_last_forms shows the rest is exact"]
+fn shufflenet_v2_x2_0_64_bit_exact_on_every_path() {
+    every_path("shufflenet_v2_x2_0_64");
+}
+#[test]
 fn googlenet_64_bit_exact_on_every_path() {
     every_path("googlenet_64");
 }
@@ -358,6 +393,29 @@ fn mobilenet_v2_224_bit_exact() {
     fastest_path("mobilenet_v2");
 }
 #[test]
+#[ignore = "needs PyTorch's channels-last global pool in core (docs/numerics.md §9 uses the NCHW kernel): \
+            5 ties in features.11.block.2.avgpool (input zero point 1) differ and cascade; \
+            mobilenet_v3_large*_with_pytorchs_channels_last_forms shows the rest is exact"]
+fn mobilenet_v3_large_224_bit_exact() {
+    fastest_path("mobilenet_v3_large");
+}
+#[test]
+fn shufflenet_v2_x0_5_224_bit_exact() {
+    fastest_path("shufflenet_v2_x0_5");
+}
+#[test]
+fn shufflenet_v2_x1_0_224_bit_exact() {
+    fastest_path("shufflenet_v2_x1_0");
+}
+#[test]
+fn shufflenet_v2_x1_5_224_bit_exact() {
+    fastest_path("shufflenet_v2_x1_5");
+}
+#[test]
+fn shufflenet_v2_x2_0_224_bit_exact() {
+    fastest_path("shufflenet_v2_x2_0");
+}
+#[test]
 fn googlenet_224_bit_exact() {
     fastest_path("googlenet");
 }
@@ -379,6 +437,8 @@ fn inception_v3_299_bit_exact() {
 struct TorchVecAdd {
     scale: f64,
     zero_point: i64,
+    /// Runs `mul` (PyTorch's integer-product kernel, as rquant's).
+    engine: Engine,
 }
 
 impl rquant_nn::Layer for TorchVecAdd {
@@ -388,6 +448,14 @@ impl rquant_nn::Layer for TorchVecAdd {
     fn forward(&mut self, _: Value) -> rquant_nn::Result<Value> {
         unreachable!("QFunctional has no forward")
     }
+    fn cat(&mut self, xs: Vec<Value>, dim: usize) -> rquant_nn::Result<Value> {
+        rquant_nn::quantized::QFunctional {
+            engine: self.engine.clone(),
+            scale: self.scale,
+            zero_point: self.zero_point,
+        }
+        .cat(xs, dim)
+    }
     fn binary(
         &mut self,
         op: rquant_core::BinaryOp,
@@ -395,8 +463,16 @@ impl rquant_nn::Layer for TorchVecAdd {
         b: Value,
     ) -> rquant_nn::Result<Value> {
         use rquant_core::BinaryOp;
+        if op == BinaryOp::Mul {
+            return rquant_nn::quantized::QFunctional {
+                engine: self.engine.clone(),
+                scale: self.scale,
+                zero_point: self.zero_point,
+            }
+            .binary(a, b, op);
+        }
         let (a, b) = (a.quant("add")?, b.quant("add")?);
-        assert_eq!(a.shape(), b.shape(), "no broadcasting in these models");
+        assert_eq!(a.shape(), b.shape(), "no broadcasting adds in these models");
         let b = b.into_format(a.memory_format());
         let deq = |q: &QTensor<u8>| {
             let (s, z) = q.q_per_tensor().unwrap();
@@ -426,7 +502,7 @@ impl rquant_nn::Layer for TorchVecAdd {
                 match op {
                     BinaryOp::Add => {}
                     BinaryOp::AddRelu => c = c.max(0.0),
-                    BinaryOp::Mul => unreachable!("no mul in these models"),
+                    BinaryOp::Mul => unreachable!("handled above"),
                 }
                 ((c * inv).round_ties_even() as i64 + self.zero_point).clamp(0, 255) as u8
             })
@@ -457,9 +533,14 @@ fn resnext101_32x8d_224_bit_exact_with_pytorchs_vectorised_add() {
     let mut m = fused_model(&d);
     prepare(&mut m.module, &x86_qconfig()).unwrap();
     set_activation_qparams(&mut m.module, &activation_qparams(&d)).unwrap();
-    let maps = rquant_nn::Mappings::default().with_static("FloatFunctional", |_, obs, _| {
+    let maps = rquant_nn::Mappings::default().with_static("FloatFunctional", |_, obs, e| {
         let (scale, zero_point) = obs.expect("observed").qparams()?;
-        Ok(TorchVecAdd { scale, zero_point }.into())
+        Ok(TorchVecAdd {
+            scale,
+            zero_point,
+            engine: e.clone(),
+        }
+        .into())
     });
     let e = rquant_core::registry::engine().unwrap();
     rquant_nn::convert_mapped(&mut m.module, &e, &maps).unwrap();
@@ -524,6 +605,8 @@ fn own_calibration(file: &str) {
         } else if let Some(f) = m.downcast_ref::<rquant_nn::quantized::QFunctional>() {
             (f.scale, f.zero_point)
         } else if let Some(f) = m.downcast_ref::<rquant_nn::quantized::Quantize>() {
+            (f.scale, f.zero_point)
+        } else if let Some(f) = m.downcast_ref::<rquant_nn::quantized::QHardswish>() {
             (f.scale, f.zero_point)
         } else {
             panic!("{file}: {p} is {}", m.type_name())
@@ -755,4 +838,230 @@ fn transform_input_option() {
         -0.188,
     ];
     assert_eq!(y.data(), want);
+}
+
+/// PyTorch's quantized global average pool on a channels-last input
+/// (`qadaptive_avg_pool2d_nhwc_kernel`, output 1×1): `rne(f32(Σq − n·zp) ·
+/// f32(1/n)) + zp` — the zero point added after rounding. rquant's engines
+/// compute PyTorch's NCHW kernel, `rne(f32(Σq) · f32(1/n))` (docs/numerics.md
+/// §9), whatever the layout; the two differ on ties when zp is odd.
+#[derive(Debug, Clone)]
+struct TorchNhwcGlobalPool;
+
+impl rquant_nn::Layer for TorchNhwcGlobalPool {
+    fn type_name(&self) -> String {
+        "TorchNhwcGlobalPool".into()
+    }
+    fn forward(&mut self, x: Value) -> rquant_nn::Result<Value> {
+        let q = x.quant("pool")?.contiguous();
+        let (s, z) = q.q_per_tensor().unwrap();
+        let &[n, c, h, w] = q.shape() else { panic!() };
+        let hw = h * w;
+        let mult = 1.0f32 / hw as f32;
+        let data = q
+            .int_repr()
+            .chunks(hw)
+            .map(|p| {
+                let acc = p.iter().map(|&v| v as i64).sum::<i64>() - hw as i64 * z;
+                ((acc as f32 * mult).round_ties_even() as i64 + z).clamp(0, 255) as u8
+            })
+            .collect();
+        Ok(Value::Q(QTensor::new_per_tensor_unchecked(
+            vec![n, c, 1, 1],
+            data,
+            s,
+            z,
+        )))
+    }
+}
+
+/// PyTorch's quantized `x.mean([2, 3])` on a channels-last input: the tensor
+/// dequantized with its vectorised FMA form, averaged in float (summed in
+/// order here), quantized back with the input's qparams. rquant's engines
+/// compute PyTorch's contiguous-input kernel, `rne(f32(Σq) / f32(n))`
+/// (docs/numerics.md §13), which differs on ties.
+#[derive(Debug, Clone)]
+struct TorchNhwcMean;
+
+impl rquant_nn::Layer for TorchNhwcMean {
+    fn type_name(&self) -> String {
+        "TorchNhwcMean".into()
+    }
+    fn forward(&mut self, x: Value) -> rquant_nn::Result<Value> {
+        let q = x.quant("mean")?.contiguous();
+        let (s, z) = q.q_per_tensor().unwrap();
+        let &[n, c, h, w] = q.shape() else { panic!() };
+        assert_eq!((n * c * h * w) % 64, 0, "the FMA form covers every element");
+        let (sf, premul) = (s as f32, s as f32 * -(z as f32));
+        let inv = 1.0f32 / sf;
+        let data = q
+            .int_repr()
+            .chunks(h * w)
+            .map(|p| {
+                let sum = p
+                    .iter()
+                    .fold(0f32, |acc, &v| acc + (v as f32).mul_add(sf, premul));
+                let m = sum / (h * w) as f32;
+                ((m * inv).round_ties_even() as i64 + z).clamp(0, 255) as u8
+            })
+            .collect();
+        Ok(Value::Q(QTensor::new_per_tensor_unchecked(
+            vec![n, c],
+            data,
+            s,
+            z,
+        )))
+    }
+}
+
+/// Swap, in a converted model, every add for [`TorchVecAdd`], every global
+/// average pool for [`TorchNhwcGlobalPool`] and every mean for
+/// [`TorchNhwcMean`]: PyTorch's arithmetic for the channels-last tensors its
+/// quantized CNNs carry.
+fn torch_channels_last_forms(q: &mut Module) {
+    let paths: Vec<(String, String)> = q
+        .named_modules()
+        .into_iter()
+        .map(|(p, m)| (p, m.type_name()))
+        .collect();
+    for (p, t) in paths {
+        let m = q.get_mut(&p).unwrap();
+        match t.as_str() {
+            "QFunctional" => {
+                let f = m
+                    .downcast_ref::<rquant_nn::quantized::QFunctional>()
+                    .unwrap();
+                *m = TorchVecAdd {
+                    scale: f.scale,
+                    zero_point: f.zero_point,
+                    engine: f.engine.clone(),
+                }
+                .into();
+            }
+            "AdaptiveAvgPool2d" => *m = TorchNhwcGlobalPool.into(),
+            "Mean" => *m = TorchNhwcMean.into(),
+            _ => {}
+        }
+    }
+}
+
+/// MobileNetV3-Large and ShuffleNetV2 with PyTorch's channels-last
+/// arithmetic for add, global pooling and mean (the only ops whose rquant
+/// numerics differ from PyTorch's on those tensors): every conv, linear,
+/// hardswish, hardsigmoid, broadcasting mul, cat, chunk and channel shuffle
+/// on rquant's engine, logits bit for bit.
+fn bit_exact_with_torch_forms(file: &str, engines: &[Engine]) {
+    rquant_nn::engines::init();
+    let d = expected(file);
+    let x = input_of(&d["input"]["eval"]);
+    let mut m = fused_model(&d);
+    prepare(&mut m.module, &x86_qconfig()).unwrap();
+    set_activation_qparams(&mut m.module, &activation_qparams(&d)).unwrap();
+    for e in engines {
+        let what = format!(
+            "{file} on {}/{} with PyTorch's channels-last add/pool/mean",
+            e.name(),
+            e.isa()
+        );
+        let mut q = m.module.clone();
+        convert_with(&mut q, e).unwrap();
+        check_weights(&q, &d, &what);
+        torch_channels_last_forms(&mut q);
+        check_logits(&int8_logits(&q, &x), &d, &what);
+    }
+}
+
+#[test]
+fn mobilenet_v3_large_64_bit_exact_with_pytorchs_channels_last_forms() {
+    bit_exact_with_torch_forms("mobilenet_v3_large_64", &rquant_nn::engines::all_paths());
+}
+#[test]
+fn mobilenet_v3_large_224_bit_exact_with_pytorchs_channels_last_forms() {
+    rquant_nn::engines::init();
+    bit_exact_with_torch_forms(
+        "mobilenet_v3_large",
+        &[rquant_core::registry::engine().unwrap()],
+    );
+}
+#[test]
+fn shufflenet_v2_64_bit_exact_with_pytorchs_channels_last_forms() {
+    for f in [
+        "shufflenet_v2_x0_5_64",
+        "shufflenet_v2_x1_0_64",
+        "shufflenet_v2_x1_5_64",
+        "shufflenet_v2_x2_0_64",
+    ] {
+        bit_exact_with_torch_forms(f, &rquant_nn::engines::all_paths());
+    }
+}
+
+/// Every model's converted module tree against PyTorch's: each op module
+/// PyTorch ran (`calls`) or holds unused (`uncalled_modules`) exists at the
+/// same path with the corresponding rquant type.
+#[test]
+fn converted_module_types_match_pytorchs() {
+    rquant_nn::engines::init();
+    let e = rquant_core::registry::engine().unwrap();
+    for file in [
+        "resnet18_64",
+        "resnet50_64",
+        "resnext101_32x8d_64",
+        "mobilenet_v2_64",
+        "mobilenet_v3_large_64",
+        "shufflenet_v2_x0_5_64",
+        "googlenet_64",
+        "inception_v3_75",
+    ] {
+        let d = expected(file);
+        let mut m = vision::build(d["model"].as_str().unwrap(), 1000).unwrap();
+        m.module.train(false);
+        m.fuse_model(false).unwrap();
+        prepare(&mut m.module, &x86_qconfig()).unwrap();
+        set_activation_qparams(&mut m.module, &activation_qparams(&d)).unwrap();
+        convert_with(&mut m.module, &e).unwrap();
+        let mut seen = 0;
+        for c in d["calls"].as_array().unwrap() {
+            let (p, t) = (c["path"].as_str().unwrap(), c["type"].as_str().unwrap());
+            let want = match t {
+                "Conv2d" => "QuantizedConv2d",
+                "ConvReLU2d" => "QuantizedConvReLU2d",
+                "Linear" => "QuantizedLinear",
+                "Hardswish" => "QuantizedHardswish",
+                other => other,
+            };
+            let got = m
+                .module
+                .get(p)
+                .unwrap_or_else(|| panic!("{file}: no module at {p}"))
+                .type_name();
+            assert_eq!(got, want, "{file}: {p}");
+            seen += 1;
+        }
+        for p in d["uncalled_modules"].as_array().unwrap() {
+            let p = p.as_str().unwrap();
+            assert!(m.module.get(p).is_some(), "{file}: no module at {p}");
+        }
+        assert!(seen > 10, "{file}");
+    }
+}
+
+#[test]
+fn own_calibration_mobilenet_v3_large_224() {
+    own_calibration("mobilenet_v3_large");
+}
+/// Below target at 64²: image 1's cosine is 0.9898. The qparams rquant's
+/// calibration picks all equal PyTorch's within 1.04e-6 (relative, scale;
+/// zero points equal), and with PyTorch's channels-last add/pool the first
+/// image is identical, but this reduced model's logits span ~15 steps
+/// (PyTorch's own int8-vs-fp32 cosine here is 0.9891), so ulp-level scale
+/// differences move it by that much; PyTorch's 1- vs 2-thread calibrations
+/// agree exactly on this file, so there is no spread to compare with.
+#[test]
+#[ignore = "below issue 13's target at 64x64: image 1 cosine 0.9898 < 0.99 (224x224 passes)"]
+fn own_calibration_mobilenet_v3_large_64() {
+    own_calibration("mobilenet_v3_large_64");
+}
+#[test]
+fn own_calibration_shufflenet_v2_x1_0_64() {
+    own_calibration("shufflenet_v2_x1_0_64");
 }

@@ -666,6 +666,9 @@ pub enum ActKind {
     ReLU,
     ReLU6,
     Hardswish,
+    /// `relu6(x + 3) / 6`; on quantized input PyTorch's fixed output qparams
+    /// (1/256, 0), so it needs no observer.
+    Hardsigmoid,
 }
 
 #[derive(Debug, Clone)]
@@ -692,12 +695,20 @@ impl Activation {
             ActKind::ReLU => v.max(0.0),
             ActKind::ReLU6 => v.clamp(0.0, 6.0),
             ActKind::Hardswish => rquant_core::numerics::hardswish_f32(v),
+            ActKind::Hardsigmoid => (v + 3.0).clamp(0.0, 6.0) / 6.0,
         }
     }
     fn df(kind: ActKind, v: f32) -> f32 {
         match kind {
             ActKind::ReLU => (v > 0.0) as i32 as f32,
             ActKind::ReLU6 => (v > 0.0 && v < 6.0) as i32 as f32,
+            ActKind::Hardsigmoid => {
+                if v > -3.0 && v < 3.0 {
+                    1.0 / 6.0
+                } else {
+                    0.0
+                }
+            }
             ActKind::Hardswish => {
                 if v < -3.0 {
                     0.0
@@ -720,11 +731,17 @@ impl Activation {
         Ok(y)
     }
     /// On quantized input: ReLU and ReLU6 keep the input qparams (as PyTorch's
-    /// quantized relu / hardtanh); Hardswish needs output qparams (convert).
+    /// quantized relu / hardtanh), Hardsigmoid has PyTorch's fixed output
+    /// qparams (1/256, 0); Hardswish needs output qparams (convert).
     pub fn forward_quant(&self, x: QTensor<u8>) -> Result<QTensor<u8>> {
         match self.kind {
             ActKind::ReLU => Ok(self.engine.as_ref().ok_or_else(|| no_engine("ReLU"))?.relu(&x)?),
             ActKind::ReLU6 => relu6_quantized(&x),
+            ActKind::Hardsigmoid => Ok(self
+                .engine
+                .as_ref()
+                .ok_or_else(|| no_engine("Hardsigmoid"))?
+                .hardsigmoid(&x)?),
             ActKind::Hardswish => Err(bad(
                 "Hardswish",
                 "a float Hardswish cannot run on quantized input: convert it (it needs output qparams)",
@@ -1172,26 +1189,27 @@ impl FloatFunctional {
     pub fn new() -> Self {
         Self::default()
     }
-    /// `add` / `add_relu` / `mul` of same-shape float tensors.
+    /// `add` / `add_relu` / `mul` of float tensors, broadcasting as PyTorch
+    /// (trailing dimensions aligned; size-1 dimensions stretched), e.g. a
+    /// squeeze-excitation scale `[N, C, 1, 1]` times `[N, C, H, W]`.
     pub fn binary(&mut self, a: Value, b: Value, op: BinaryOp) -> Result<Value> {
         let (a, b) = (a.float("FloatFunctional")?, b.float("FloatFunctional")?);
-        if a.shape() != b.shape() {
-            return Err(bad(
-                "FloatFunctional",
-                format!("shapes {:?} and {:?} differ", a.shape(), b.shape()),
-            ));
-        }
-        let data = a
-            .data()
-            .iter()
-            .zip(b.data())
-            .map(|(&x, &y)| match op {
-                BinaryOp::Add => x + y,
-                BinaryOp::AddRelu => (x + y).max(0.0),
-                BinaryOp::Mul => x * y,
-            })
-            .collect();
-        let y = Tensor::new(a.shape().to_vec(), data)?;
+        let f = |x: f32, y: f32| match op {
+            BinaryOp::Add => x + y,
+            BinaryOp::AddRelu => (x + y).max(0.0),
+            BinaryOp::Mul => x * y,
+        };
+        let y = if a.shape() == b.shape() {
+            let data = a
+                .data()
+                .iter()
+                .zip(b.data())
+                .map(|(&x, &y)| f(x, y))
+                .collect();
+            Tensor::new(a.shape().to_vec(), data)?
+        } else {
+            broadcast_binary(&a, &b, f)?
+        };
         Ok(Value::F(match &mut self.post {
             Some(p) => p.apply(y)?,
             None => y,
@@ -1208,6 +1226,65 @@ impl FloatFunctional {
             None => y,
         }))
     }
+}
+
+/// `f(a, b)` element-wise with NumPy / PyTorch broadcasting.
+fn broadcast_binary(a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32) -> Result<Tensor> {
+    let nd = a.ndim().max(b.ndim());
+    let pad = |s: &[usize]| -> Vec<usize> {
+        let mut v = vec![1; nd - s.len()];
+        v.extend_from_slice(s);
+        v
+    };
+    let (sa, sb) = (pad(a.shape()), pad(b.shape()));
+    let mut out = Vec::with_capacity(nd);
+    for d in 0..nd {
+        out.push(match (sa[d], sb[d]) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            _ => {
+                return Err(bad(
+                    "FloatFunctional",
+                    format!(
+                        "shapes {:?} and {:?} do not broadcast",
+                        a.shape(),
+                        b.shape()
+                    ),
+                ))
+            }
+        });
+    }
+    // Row-major strides, 0 along broadcast dimensions.
+    let strides = |s: &[usize]| -> Vec<usize> {
+        let mut st = vec![0; nd];
+        let mut acc = 1;
+        for d in (0..nd).rev() {
+            st[d] = if s[d] == 1 { 0 } else { acc };
+            acc *= s[d];
+        }
+        st
+    };
+    let (ta, tb) = (strides(&sa), strides(&sb));
+    let n: usize = out.iter().product();
+    let mut data = Vec::with_capacity(n);
+    let mut idx = vec![0usize; nd];
+    let (mut ia, mut ib) = (0usize, 0usize);
+    for _ in 0..n {
+        data.push(f(a.data()[ia], b.data()[ib]));
+        for d in (0..nd).rev() {
+            idx[d] += 1;
+            ia += ta[d];
+            ib += tb[d];
+            if idx[d] < out[d] {
+                break;
+            }
+            ia -= ta[d] * out[d];
+            ib -= tb[d] * out[d];
+            idx[d] = 0;
+        }
+    }
+    Ok(Tensor::new(out, data)?)
 }
 
 impl Module {
@@ -1235,6 +1312,10 @@ impl Module {
     }
     pub fn hardswish() -> Self {
         Module::new(Activation::new(ActKind::Hardswish))
+    }
+    /// `nn.Hardsigmoid()`.
+    pub fn hardsigmoid() -> Self {
+        Module::new(Activation::new(ActKind::Hardsigmoid))
     }
     /// `nn.BatchNorm1d(num_features)`.
     pub fn batch_norm1d(num_features: usize) -> Self {
@@ -1422,6 +1503,7 @@ impl Layer for Activation {
             ActKind::ReLU => "ReLU",
             ActKind::ReLU6 => "ReLU6",
             ActKind::Hardswish => "Hardswish",
+            ActKind::Hardsigmoid => "Hardsigmoid",
         }
         .into()
     }
@@ -1723,6 +1805,7 @@ pub(crate) fn register_loaders(r: &mut ModuleRegistry) {
     r.register("ReLU", |_| Ok(Module::relu()));
     r.register("ReLU6", |_| Ok(Module::relu6()));
     r.register("Hardswish", |_| Ok(Module::hardswish()));
+    r.register("Hardsigmoid", |_| Ok(Module::hardsigmoid()));
     r.register("MaxPool2d", max_pool);
     r.register("AvgPool2d", avg_pool);
     r.register("AdaptiveAvgPool2d", |n| {

@@ -93,6 +93,7 @@ pub mod layers;
 pub mod mapping;
 pub mod mnist;
 pub mod module;
+pub mod movement;
 pub mod numeric_suite;
 pub mod observed;
 pub mod param;
@@ -112,6 +113,7 @@ pub use layers::{
 };
 pub use mapping::Mappings;
 pub use module::{Layer, Module, Sequential};
+pub use movement::{chunk, ChannelShuffle, Mean};
 pub use observed::Observed;
 pub use param::{Param, Rng};
 pub use quantize::*;

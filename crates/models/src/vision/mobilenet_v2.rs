@@ -19,14 +19,21 @@ pub fn make_divisible(v: f64, divisor: usize) -> usize {
     }
 }
 
-/// `QuantizableInvertedResidual.forward`: `skip_add.add(x, conv(x))` when
-/// the block keeps its input's shape. torchvision's condition is `stride == 1
-/// and inp == oup`; in MobileNetV2 every stride-2 block changes the channel
-/// count, so the two agree, and the block needs no attribute beside its
-/// children (a loaded model runs the same forward).
+/// `QuantizableInvertedResidual.forward` of MobileNetV2 (child `conv`) and
+/// MobileNetV3 (child `block`): `skip_add.add(x, conv(x))` when the block
+/// keeps its input's shape. torchvision's condition is `stride == 1 and inp
+/// == oup`; in both models every stride-2 block changes the channel count,
+/// so the two agree, and the block needs no attribute beside its children (a
+/// loaded model runs the same forward). ShuffleNetV2's block of the same
+/// class name (children `branch1`, `branch2`, `cat`) is dispatched to
+/// [`super::shufflenet_v2::inverted_residual_forward`].
 pub fn inverted_residual_forward(b: &mut Block, x: Value) -> NnResult<Value> {
+    if b.has("branch2") {
+        return super::shufflenet_v2::inverted_residual_forward(b, x);
+    }
+    let body = if b.has("block") { "block" } else { "conv" };
     let shape = x.shape().to_vec();
-    let y = b.run("conv", x.clone())?;
+    let y = b.run(body, x.clone())?;
     if y.shape() == shape.as_slice() {
         b.child("skip_add")?.add(x, y)
     } else {

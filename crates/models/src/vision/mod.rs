@@ -37,7 +37,9 @@
 pub mod googlenet;
 pub mod inception;
 pub mod mobilenet_v2;
+pub mod mobilenet_v3;
 pub mod resnet;
+pub mod shufflenet_v2;
 
 use rquant_core::{Conv2dParams, Tensor};
 use rquant_nn::layers::BatchNorm2d;
@@ -53,6 +55,11 @@ pub const MODELS: &[&str] = &[
     "resnext101_32x8d",
     "resnext101_64x4d",
     "mobilenet_v2",
+    "mobilenet_v3_large",
+    "shufflenet_v2_x0_5",
+    "shufflenet_v2_x1_0",
+    "shufflenet_v2_x1_5",
+    "shufflenet_v2_x2_0",
     "googlenet",
     "inception_v3",
 ];
@@ -112,6 +119,19 @@ pub fn build(name: &str, num_classes: usize) -> Result<VisionModel> {
                 1.5,
                 mobilenet_v2::fuse_groups,
             ),
+            "mobilenet_v3_large" => (
+                mobilenet_v3::mobilenet_v3_large(num_classes)?,
+                224,
+                1.75,
+                mobilenet_v3::fuse_groups,
+            ),
+            "shufflenet_v2_x0_5" | "shufflenet_v2_x1_0" | "shufflenet_v2_x1_5"
+            | "shufflenet_v2_x2_0" => (
+                shufflenet_v2::shufflenet_v2(name, num_classes)?,
+                224,
+                1.5,
+                shufflenet_v2::fuse_groups,
+            ),
             "googlenet" => (
                 googlenet::googlenet(num_classes)?,
                 224,
@@ -147,6 +167,8 @@ pub fn registry() -> ModuleRegistry {
     let mut r = ModuleRegistry::default();
     resnet::register(&mut r);
     mobilenet_v2::register(&mut r);
+    mobilenet_v3::register(&mut r);
+    shufflenet_v2::register(&mut r);
     googlenet::register(&mut r);
     inception::register(&mut r);
     r.register_block("QuantizableBasicConv2d", sequential_forward);
@@ -348,7 +370,7 @@ pub fn sequential_forward(b: &mut Block, x: Value) -> rquant_nn::Result<Value> {
 
 /// torchvision's `Conv2dNormActivation(i, o, k, stride, groups=groups,
 /// activation_layer=act)` (padding (k − 1) / 2, no conv bias): children "0"
-/// conv, "1" BatchNorm2d, "2" the activation if any.
+/// conv, "1" BatchNorm2d (eps 1e-5), "2" the activation if any.
 pub(crate) fn conv_norm_act(
     i: usize,
     o: usize,
@@ -357,9 +379,24 @@ pub(crate) fn conv_norm_act(
     groups: usize,
     act: Option<Module>,
 ) -> Result<Module> {
+    conv_norm_act_eps(i, o, k, stride, groups, act, 1e-5)
+}
+
+/// [`conv_norm_act`] with the batch norm's eps.
+pub(crate) fn conv_norm_act_eps(
+    i: usize,
+    o: usize,
+    k: usize,
+    stride: usize,
+    groups: usize,
+    act: Option<Module>,
+    eps: f32,
+) -> Result<Module> {
+    let mut norm = BatchNorm2d::new(o);
+    norm.eps = eps;
     let mut b = Block::new("Conv2dNormActivation", sequential_forward)
         .with("0", conv(i, o, k, stride, (k - 1) / 2, groups, false)?)
-        .with("1", bn(o));
+        .with("1", norm);
     if let Some(a) = act {
         b = b.with("2", a);
     }
