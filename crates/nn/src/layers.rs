@@ -347,6 +347,10 @@ pub struct Conv2d {
     pub bias: Option<Param>,
     pub bn: Option<BatchNorm2d>,
     pub relu: bool,
+    /// A fused clamp `[min, max]` after the (batch norm and) conv: ReLU6
+    /// (`[0, 6]`) or `Hardtanh(min, max)` fused by `fuse_modules` — beyond
+    /// PyTorch, whose eager fusion has no conv + ReLU6. Exclusive with `relu`.
+    pub clamp: Option<(f32, f32)>,
     pub weight_fake_quant: Option<FakeQuantize>,
     /// QAT: BN statistics frozen (`freeze_bn_stats`).
     pub freeze_bn: bool,
@@ -423,6 +427,7 @@ impl Conv2d {
             bias: bias.map(Param::new),
             bn: None,
             relu: false,
+            clamp: None,
             weight_fake_quant: None,
             freeze_bn: false,
             training: false,
@@ -452,14 +457,38 @@ impl Conv2d {
             bn.training = self.training;
             y = bn.forward(y)?;
         }
-        if self.relu {
-            relu_inplace(&mut y);
-        }
+        self.activate(&mut y);
         if self.training {
             self.cache_x = Some(x);
-            self.cache_y = self.relu.then(|| y.clone());
+            self.cache_y = (self.relu || self.clamp.is_some()).then(|| y.clone());
         }
         Ok(y)
+    }
+
+    /// The fused activation: ReLU or the clamp.
+    fn activate(&self, y: &mut Tensor) {
+        if self.relu {
+            relu_inplace(y);
+        }
+        if let Some((lo, hi)) = self.clamp {
+            for v in y.data_mut() {
+                *v = v.clamp(lo, hi);
+            }
+        }
+    }
+
+    /// The fused activation's gradient mask, from its output `y`.
+    fn activation_mask(&self, g: &mut Tensor, y: &Tensor) {
+        match self.clamp {
+            Some((lo, hi)) => {
+                for (gv, &yv) in g.data_mut().iter_mut().zip(y.data()) {
+                    if yv <= lo || yv >= hi {
+                        *gv = 0.0;
+                    }
+                }
+            }
+            None => relu_mask(g, y),
+        }
     }
 
     /// `nniqat.ConvBn2d._forward_approximate`: fold gamma / running_std into
@@ -500,12 +529,10 @@ impl Conv2d {
             bn.training = self.training;
             bn.forward(y0)?
         };
-        if self.relu {
-            relu_inplace(&mut y);
-        }
+        self.activate(&mut y);
         if self.training {
             self.cache_x = Some(x);
-            self.cache_y = self.relu.then(|| y.clone());
+            self.cache_y = (self.relu || self.clamp.is_some()).then(|| y.clone());
             self.cache_fq = Some(FqCache {
                 w: fqo.w,
                 mask: fqo.mask,
@@ -525,7 +552,7 @@ impl Conv2d {
             .take()
             .ok_or_else(|| NnError::module("", "backward without a training forward"))?;
         if let Some(y) = self.cache_y.take() {
-            relu_mask(&mut g, &y);
+            self.activation_mask(&mut g, &y);
         }
         let fq = self.cache_fq.take().expect("cached with x");
         let qc = self.cache_qat.take().expect("cached with x");
@@ -581,7 +608,7 @@ impl Conv2d {
             .take()
             .ok_or_else(|| NnError::module("", "backward without a training forward"))?;
         if let Some(y) = self.cache_y.take() {
-            relu_mask(&mut g, &y);
+            self.activation_mask(&mut g, &y);
         }
         if let Some(bn) = &mut self.bn {
             g = bn.backward(g)?;
@@ -1384,6 +1411,15 @@ impl Layer for Linear {
 
 impl Layer for Conv2d {
     fn type_name(&self) -> String {
+        if self.clamp.is_some() {
+            return match (self.bn.is_some(), self.weight_fake_quant.is_some()) {
+                (false, false) => "ConvHardtanh2d",
+                (true, false) => "ConvBnHardtanh2d",
+                (false, true) => "QATConvHardtanh2d",
+                (true, true) => "QATConvBnHardtanh2d",
+            }
+            .into();
+        }
         match (
             self.bn.is_some(),
             self.relu,
@@ -1447,7 +1483,11 @@ impl Layer for Conv2d {
         }
         out.f32("weight", &self.weight.value);
         let b = out.bias(self.bias.as_ref().map(|b| b.value.data()));
-        Ok(json!({ "bias": b, "params": conv_json(self.params) }))
+        let mut a = json!({ "bias": b, "params": conv_json(self.params) });
+        if let Some((lo, hi)) = self.clamp {
+            a["clamp"] = json!([lo, hi]);
+        }
+        Ok(a)
     }
 }
 
@@ -1716,8 +1756,28 @@ pub(crate) fn register_mappings(m: &mut Mappings) {
         "ConvReLU2d",
         "ConvBn2d",
         "ConvBnReLU2d",
+        "ConvHardtanh2d",
+        "ConvBnHardtanh2d",
     ] {
         m.qat.insert(t.to_string(), std::sync::Arc::new(qat));
+    }
+}
+
+/// The `clamp` attribute of a fused conv: `[min, max]`, finite, min <= max.
+pub(crate) fn clamp_attr(n: &Node) -> Result<Option<(f32, f32)>> {
+    match n.attrs().get("clamp") {
+        None | Some(J::Null) => Ok(None),
+        Some(J::Array(a)) if a.len() == 2 => {
+            let lo = a[0].as_f64().map(|v| v as f32);
+            let hi = a[1].as_f64().map(|v| v as f32);
+            match (lo, hi) {
+                (Some(lo), Some(hi)) if lo.is_finite() && hi.is_finite() && lo <= hi => {
+                    Ok(Some((lo, hi)))
+                }
+                _ => Err(n.attr_error("clamp", "not finite [min, max] with min <= max")),
+            }
+        }
+        Some(_) => Err(n.attr_error("clamp", "not a [min, max] pair")),
     }
 }
 
@@ -1746,6 +1806,7 @@ pub(crate) fn register_loaders(r: &mut ModuleRegistry) {
         )
         .map_err(|e| n.tensor_error("", e.to_string()))?;
         c.relu = n.type_name() == "ConvReLU2d" || n.get_bool_opt("relu")?.unwrap_or(false);
+        c.clamp = clamp_attr(n)?;
         Ok(c.into())
     }
     fn batch_norm(n: &mut Node) -> Result<Module> {
@@ -1799,6 +1860,7 @@ pub(crate) fn register_loaders(r: &mut ModuleRegistry) {
     r.register("LinearReLU", linear);
     r.register("Conv2d", conv);
     r.register("ConvReLU2d", conv);
+    r.register("ConvHardtanh2d", conv);
     r.register("BatchNorm2d", batch_norm);
     r.register("BNReLU2d", batch_norm);
     r.register("BatchNorm1d", batch_norm);

@@ -113,7 +113,7 @@ pub use layers::{
 };
 pub use mapping::Mappings;
 pub use module::{Layer, Module, Sequential};
-pub use movement::{chunk, ChannelShuffle, Mean};
+pub use movement::{chunk, ChannelShuffle, Hardtanh, Mean};
 pub use observed::Observed;
 pub use param::{Param, Rng};
 pub use quantize::*;

@@ -61,9 +61,11 @@ fn take(model: &mut Module, path: &str) -> Result<Module> {
 }
 
 /// `fuse_modules(model, [[conv, bn, relu], …])` for inference: conv+bn,
-/// conv+bn+relu, conv+relu, linear+relu, linear+bn, bn+relu. The first
-/// module becomes the fused one, the others Identity. Batch norms are folded
-/// with PyTorch's exact arithmetic, so the model must be in eval mode.
+/// conv+bn+relu, conv+relu, linear+relu, linear+bn, bn+relu, and beyond
+/// PyTorch conv(+bn)+ReLU6 and conv(+bn)+Hardtanh (a clamp the converted
+/// conv applies to its int8 output). The first module becomes the fused
+/// one, the others Identity. Batch norms are folded with PyTorch's exact
+/// arithmetic, so the model must be in eval mode.
 pub fn fuse_modules(model: &mut Module, groups: &[&[&str]]) -> Result<()> {
     fuse(model, groups, false)
 }
@@ -105,7 +107,18 @@ fn is_relu(m: &Module) -> bool {
         .is_some_and(|a| a.kind == ActKind::ReLU)
 }
 
-const PATTERNS: &str = "unsupported fusion pattern: expected conv+bn, conv+bn+relu, conv+relu, linear+relu, linear+bn or bn+relu";
+/// ReLU6 and Hardtanh as the clamp a conv fuses.
+fn clamp_of(m: &Module) -> Option<(f32, f32)> {
+    if m.downcast_ref::<Activation>()
+        .is_some_and(|a| a.kind == ActKind::ReLU6)
+    {
+        return Some((0.0, 6.0));
+    }
+    m.downcast_ref::<crate::movement::Hardtanh>()
+        .map(|h| (h.min_val, h.max_val))
+}
+
+const PATTERNS: &str = "unsupported fusion pattern: expected conv+bn, conv+bn+relu, conv+relu, conv+bn+relu6, conv+relu6, conv+bn+hardtanh, conv+hardtanh, linear+relu, linear+bn or bn+relu";
 
 fn fuse_group(mods: Vec<Module>, qat: bool) -> Result<Module> {
     let mut it = mods.into_iter();
@@ -117,14 +130,31 @@ fn fuse_group(mods: Vec<Module>, qat: bool) -> Result<Module> {
     if first.is::<Conv2d>() {
         let mut c: Conv2d = first.expect_type("fuse")?;
         match rest.as_slice() {
-            [b] if c.bn.is_none() && !c.relu && bn_of(b).is_some() => {
+            [b] if c.bn.is_none() && !c.relu && c.clamp.is_none() && bn_of(b).is_some() => {
                 fold_or_attach(&mut c, bn_of(b).expect("checked"), qat)?;
             }
-            [b, r] if c.bn.is_none() && !c.relu && bn_of(b).is_some() && is_relu(r) => {
+            [b, r]
+                if c.bn.is_none()
+                    && !c.relu
+                    && c.clamp.is_none()
+                    && bn_of(b).is_some()
+                    && is_relu(r) =>
+            {
                 fold_or_attach(&mut c, bn_of(b).expect("checked"), qat)?;
                 c.relu = true;
             }
-            [r] if is_relu(r) && !c.relu => c.relu = true,
+            [r] if is_relu(r) && !c.relu && c.clamp.is_none() => c.relu = true,
+            [b, a]
+                if c.bn.is_none()
+                    && !c.relu
+                    && c.clamp.is_none()
+                    && bn_of(b).is_some()
+                    && clamp_of(a).is_some() =>
+            {
+                fold_or_attach(&mut c, bn_of(b).expect("checked"), qat)?;
+                c.clamp = clamp_of(a);
+            }
+            [a] if !c.relu && c.clamp.is_none() && clamp_of(a).is_some() => c.clamp = clamp_of(a),
             _ => return Err(NnError::module("", PATTERNS)),
         }
         return Ok(c.into());
@@ -184,9 +214,10 @@ fn fold_or_attach(c: &mut Conv2d, bn: BatchNorm2d, qat: bool) -> Result<()> {
     }
     let b = c.bias.as_ref().map(|b| b.value.data().to_vec());
     let (w, b) = fuse_conv_bn_weights(&c.weight.value, b.as_deref(), &bn)?;
-    let relu = c.relu;
+    let (relu, clamp) = (c.relu, c.clamp);
     *c = Conv2d::from_weights(w, Some(Tensor::new([b.len()], b)?), c.params)?;
     c.relu = relu;
+    c.clamp = clamp;
     Ok(())
 }
 
