@@ -213,12 +213,9 @@ fn bench(args: &[String]) -> ExitCode {
         "op", "shape", "engine/isa", "thr", "median", "GOP/s", "%peak"
     );
     for &nt in &thread_counts {
+        // Every parallel region (engines and the fp32 baseline) uses nt threads.
         rquant_core::registry::set_num_threads(nt);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(nt)
-            .build()
-            .expect("thread pool");
-        pool.install(|| {
+        {
             let mut emit = |r: bench::Record| {
                 println!(
                     "{:<15} {:<34} {:<22} {:>3} {:>10.1}us {:>9.1} {:>6}",
@@ -278,7 +275,7 @@ fn bench(args: &[String]) -> ExitCode {
                     }
                 }
             }
-        });
+        }
     }
     rquant_core::registry::set_num_threads(0);
     if let Some(p) = json {

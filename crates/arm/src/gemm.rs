@@ -1,12 +1,8 @@
 //! The GEMM driver: `C[m][n] = pipeline(A[m][k] (u8) · B[n][k]ᵀ (packed s8))`,
-//! split into tasks of 8-row tiles × 8-column panels run on a rayon pool of
-//! `registry::num_threads()` threads. Every output element is computed by the
-//! same instructions whatever the split, so results never depend on the
-//! thread count.
-
-use std::sync::{Arc, Mutex};
-
-use rayon::prelude::*;
+//! split into tasks of 8-row tiles × 8-column panels run on rquant's one
+//! thread pool (`rquant_core::threads`, `registry::num_threads()` threads at
+//! most). Every output element is computed by the same instructions whatever
+//! the split, so results never depend on the thread count.
 
 use crate::epilogue::{self, Columns, Dst, Output};
 use crate::isa::{self, Isa};
@@ -69,24 +65,8 @@ impl OutElem for f32 {
     }
 }
 
-/// A rayon pool per requested thread count (built once each).
-pub fn pool(threads: usize) -> Arc<rayon::ThreadPool> {
-    static POOLS: Mutex<Vec<(usize, Arc<rayon::ThreadPool>)>> = Mutex::new(Vec::new());
-    let mut pools = POOLS.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, p)) = pools.iter().find(|(n, _)| *n == threads) {
-        return p.clone();
-    }
-    let p = Arc::new(
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .expect("building a rayon thread pool"),
-    );
-    pools.push((threads, p.clone()));
-    p
-}
-
-/// Run `f` over `tasks` on `threads` threads (in order when 1), collecting in order.
+/// Run `f` over `tasks` on rquant's pool (in order on this thread when
+/// `threads` is 1), collecting in order.
 pub fn run_tasks<T: Send, R: Send>(
     threads: usize,
     tasks: Vec<T>,
@@ -95,7 +75,7 @@ pub fn run_tasks<T: Send, R: Send>(
     if threads <= 1 || tasks.len() <= 1 {
         tasks.into_iter().map(f).collect()
     } else {
-        pool(threads).install(|| tasks.into_par_iter().map(f).collect())
+        rquant_core::threads::par_map_vec(tasks, f)
     }
 }
 

@@ -28,6 +28,7 @@ pub mod qconfig;
 pub mod quant;
 pub mod registry;
 pub mod tensor;
+pub mod threads;
 
 pub use dtype::{QDType, QType};
 pub use engine::{Engine, PackedConv2d, PackedLinear, PackedLinearFp16, PathId};
