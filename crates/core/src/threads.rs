@@ -651,47 +651,56 @@ mod tests {
 
     #[test]
     fn a_stalled_thread_does_not_hold_the_region() {
-        // The first worker to take a task stalls in it (as if descheduled);
-        // the caller and the other worker run everything else meanwhile.
+        // The first worker to run a task stalls in it (as if descheduled)
+        // until the caller and the other worker have run every task but the
+        // ones of its own claim; with a static split they never could.
         with_threads(3, || {
             let caller = thread::current().id();
+            let per = grain(TASKS, 3);
             let stalled = Mutex::new(None);
-            let done_by = Mutex::new(Vec::new());
-            let stall = Duration::from_millis(if cfg!(miri) { 20 } else { 100 });
-            let t0 = Instant::now();
+            let done = AtomicUsize::new(0);
+            let others_finished = AtomicBool::new(false);
+            let by_stalled = AtomicUsize::new(0);
             par_for(
                 TASKS,
                 || (),
-                |_, i| {
+                |_, _| {
                     let me = thread::current().id();
                     let first = me != caller && {
                         let mut s = lock(&stalled);
                         s.is_none() && s.insert(me) == &me
                     };
-                    thread::sleep(if first {
-                        stall
+                    if first {
+                        let t0 = Instant::now();
+                        while t0.elapsed() < Duration::from_secs(60) {
+                            if done.load(Ordering::SeqCst) == TASKS - per {
+                                others_finished.store(true, Ordering::SeqCst);
+                                break;
+                            }
+                            thread::sleep(Duration::from_micros(100));
+                        }
                     } else {
-                        Duration::from_micros(20)
-                    });
-                    lock(&done_by).push((i, me));
+                        thread::sleep(Duration::from_micros(20));
+                    }
+                    if Some(me) == *lock(&stalled) {
+                        by_stalled.fetch_add(1, Ordering::SeqCst);
+                    }
+                    done.fetch_add(1, Ordering::SeqCst);
                 },
             );
-            let elapsed = t0.elapsed();
-            let done_by = lock(&done_by);
-            assert_eq!(done_by.len(), TASKS);
-            let Some(s) = *lock(&stalled) else {
+            assert_eq!(done.into_inner(), TASKS);
+            if lock(&stalled).is_none() {
                 // (Miri's scheduler may let the caller run every task.)
                 if cfg!(miri) {
                     return;
                 }
                 panic!("no worker ran a task");
-            };
-            let by_stalled = done_by.iter().filter(|&&(_, t)| t == s).count();
+            }
             assert!(
-                by_stalled < TASKS / 4,
-                "the stalled worker ran {by_stalled} of {TASKS} tasks"
+                others_finished.into_inner(),
+                "the other threads did not take the stalled worker's tasks"
             );
-            assert!(elapsed >= stall);
+            assert_eq!(by_stalled.into_inner(), per);
         });
     }
 
