@@ -21,6 +21,12 @@ where
     pool::par_for(count, init, f)
 }
 
+/// Bytes of `a` per thread below which [`par_chunks2`] (activation packing)
+/// stays on the calling thread: packing one image of a small conv (a few
+/// tens of KiB, a few µs) costs less than handing half of it to another
+/// thread.
+const PACK_BYTES_PER_THREAD: usize = 64 << 10;
+
 /// Run `f(state, i, chunk_a, chunk_b)` over matching chunks of two buffers.
 pub(crate) fn par_chunks2<A, B, S, I, F>(
     a: &mut [A],
@@ -35,6 +41,13 @@ pub(crate) fn par_chunks2<A, B, S, I, F>(
     I: Fn() -> S + Sync + Send,
     F: Fn(&mut S, usize, &mut [A], &mut [B]) + Sync + Send,
 {
+    if std::mem::size_of_val(a) < 2 * PACK_BYTES_PER_THREAD {
+        let mut s = None;
+        for (i, (x, y)) in a.chunks_mut(ca).zip(b.chunks_mut(cb)).enumerate() {
+            f(s.get_or_insert_with(&init), i, x, y);
+        }
+        return;
+    }
     pool::par_chunks2_mut(a, ca, b, cb, init, f)
 }
 
