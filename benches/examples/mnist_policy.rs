@@ -1,7 +1,13 @@
 //! The int8 MNIST CNN (as in `mnist_threads`) at batch 100 and 1, with the
 //! thread pool's wait policies interleaved pass by pass in one process, so
 //! load from other processes hits every configuration alike. Median ms/img.
-//! For choosing the defaults of `rquant_core::threads`.
+//! For choosing the defaults of `rquant_core::threads` (worker poll µs /
+//! caller poll µs, with or without `sched_yield` between polls); also prints
+//! the share of wall time the caller and the workers spent on a CPU and
+//! waiting on a run queue (`/proc/self/task/*/schedstat`), which shows
+//! when the kernel put a worker on its caller's CPU.
+//!
+//! `cargo run --release -p rquant-benches --example mnist_policy [-- REPS]`
 
 use std::time::Instant;
 
@@ -35,12 +41,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         yield_between_polls: y,
     };
     let configs: Vec<(String, usize, WaitPolicy)> = vec![
-        ("1 thread".into(), 1, p(20, 50, false)),
-        ("spin 20 / caller 50".into(), 2, p(20, 50, false)),
-        ("yield-poll 50 / 50".into(), 2, p(50, 50, true)),
-        ("yield-poll 50 / 10".into(), 2, p(50, 10, true)),
-        ("yield-poll 20 / 10".into(), 2, p(20, 10, true)),
-        ("yield-poll 100 / 20".into(), 2, p(100, 20, true)),
+        ("1 thread".into(), 1, p(50, 50, true)),
+        ("default: yield-poll 50/50".into(), 2, p(50, 50, true)),
+        ("yield-poll 20/10".into(), 2, p(20, 10, true)),
+        ("yield-poll 100/20".into(), 2, p(100, 20, true)),
+        ("spin 20/50, no yield".into(), 2, p(20, 50, false)),
+        ("sleep at once 0/0".into(), 2, p(0, 0, false)),
     ];
     let mut t = vec![(Vec::new(), Vec::new()); configs.len()];
     // Per thread: (ns on CPU, ns waiting on a run queue), summed per config.
@@ -101,7 +107,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (((name, _, _), (a, b)), st) in configs.iter().zip(t.iter_mut()).zip(&sched) {
         let pc = |ns: u64| 100.0 * ns as f64 / 1e9 / st.4;
         println!(
-            "{name:<22} batch 100: {:.4} ms/img   batch 1: {:.4} ms/img   (% of wall: caller on CPU {:.0} waiting {:.0}, workers on CPU {:.0} waiting {:.0})",
+            "{name:<26} batch 100: {:.4} ms/img   batch 1: {:.4} ms/img   (% of wall: caller on CPU {:.0} waiting {:.0}, workers on CPU {:.0} waiting {:.0})",
             med(a),
             med(b),
             pc(st.0),
