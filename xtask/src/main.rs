@@ -226,12 +226,9 @@ fn bench(args: &[String]) -> ExitCode {
         "op", "shape", "engine/isa", "thr", "median", "GOP/s", "%peak"
     );
     for &nt in &thread_counts {
+        // Every parallel region (engines and the fp32 baseline) uses nt threads.
         rquant_core::registry::set_num_threads(nt);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(nt)
-            .build()
-            .expect("thread pool");
-        pool.install(|| {
+        {
             let mut emit = |r: bench::Record| {
                 println!(
                     "{:<15} {:<34} {:<22} {:>3} {:>10.1}us {:>9.1} {:>6}  {}",
@@ -292,7 +289,7 @@ fn bench(args: &[String]) -> ExitCode {
                     }
                 }
             }
-        });
+        }
     }
     rquant_core::registry::set_num_threads(0);
     if let Some(p) = json {
@@ -407,66 +404,70 @@ fn bench_models(args: &[String]) -> ExitCode {
     let mut records = Vec::new();
     for &nt in &thread_counts {
         rquant_core::registry::set_num_threads(nt);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(nt)
-            .build()
-            .expect("thread pool");
+        // Every parallel region (engines and the float path) runs on
+        // rquant's one pool, bounded by the count just set.
         println!("threads {nt}: load average before {}", loadavg());
-        pool.install(|| {
-            for c in cases.iter_mut() {
-                for r in bm::time_case(c, &engine, nt, budget, 3) {
-                    let b = r["shape"]["batch"].as_u64().unwrap_or(1) as f64;
-                    let t = r["median_s"].as_f64().unwrap_or(0.0);
+        for c in cases.iter_mut() {
+            for r in bm::time_case(c, &engine, nt, budget, 3) {
+                let b = r["shape"]["batch"].as_u64().unwrap_or(1) as f64;
+                let t = r["median_s"].as_f64().unwrap_or(0.0);
+                println!(
+                    "model {:<18} b={:<4} {:<5} {:<20} thr={nt} {:>10.3} ms/batch {:>9.3} ms/img",
+                    c.name,
+                    b,
+                    r["variant"].as_str().unwrap_or(""),
+                    format!(
+                        "{}/{}",
+                        r["engine"].as_str().unwrap_or(""),
+                        r["isa"].as_str().unwrap_or("")
+                    ),
+                    t * 1e3,
+                    t * 1e3 / b
+                );
+                records.push(r);
+            }
+        }
+        if per_layer {
+            for c in cases
+                .iter()
+                .filter(|c| bm::LAYER_MODELS.contains(&c.name.as_str()))
+            {
+                for r in bm::conv_layers(c, 8, &engine, nt, layer_budget) {
+                    let s = &r["shape"];
                     println!(
-                        "model {:<18} b={:<4} {:<5} {:<20} thr={nt} {:>10.3} ms/batch {:>9.3} ms/img",
+                        "conv_layer {:<12} {:<24} {:>4}->{:<4} k{} s{} g{:<4} {:>3}x{:<3} {:>9.3} ms {:>7.1} GOP/s",
                         c.name,
-                        b,
-                        r["variant"].as_str().unwrap_or(""),
-                        format!("{}/{}", r["engine"].as_str().unwrap_or(""), r["isa"].as_str().unwrap_or("")),
-                        t * 1e3,
-                        t * 1e3 / b
+                        s["layer"].as_str().unwrap_or(""),
+                        s["C_in"], s["C_out"], s["k"], s["stride"], s["groups"], s["H"], s["W"],
+                        r["median_s"].as_f64().unwrap_or(0.0) * 1e3,
+                        r["gops"].as_f64().unwrap_or(0.0)
                     );
                     records.push(r);
                 }
             }
-            if per_layer {
-                for c in cases.iter().filter(|c| bm::LAYER_MODELS.contains(&c.name.as_str())) {
-                    for r in bm::conv_layers(c, 8, &engine, nt, layer_budget) {
-                        let s = &r["shape"];
+        }
+        if profile {
+            for c in cases.iter().filter(|c| c.name != "mnist_cnn") {
+                for &b in &c.batches {
+                    let (rows, total) = bm::profile(c, b, 5);
+                    println!(
+                        "profile {} int8 batch {b}, {nt} thread(s): {:.3} ms per forward",
+                        c.name,
+                        total * 1e3
+                    );
+                    for (kind, s, n) in rows {
                         println!(
-                            "conv_layer {:<12} {:<24} {:>4}->{:<4} k{} s{} g{:<4} {:>3}x{:<3} {:>9.3} ms {:>7.1} GOP/s",
-                            c.name,
-                            s["layer"].as_str().unwrap_or(""),
-                            s["C_in"], s["C_out"], s["k"], s["stride"], s["groups"], s["H"], s["W"],
-                            r["median_s"].as_f64().unwrap_or(0.0) * 1e3,
-                            r["gops"].as_f64().unwrap_or(0.0)
+                            "  {:<28} {:>4} calls {:>9.3} ms {:>5.1}%",
+                            kind,
+                            n,
+                            s * 1e3,
+                            100.0 * s / total
                         );
-                        records.push(r);
                     }
                 }
             }
-            if profile {
-                for c in cases.iter().filter(|c| c.name != "mnist_cnn") {
-                    for &b in &c.batches {
-                        let (rows, total) = bm::profile(c, b, 5);
-                        println!(
-                            "profile {} int8 batch {b}, {nt} thread(s): {:.3} ms per forward",
-                            c.name,
-                            total * 1e3
-                        );
-                        for (kind, s, n) in rows {
-                            println!(
-                                "  {:<28} {:>4} calls {:>9.3} ms {:>5.1}%",
-                                kind,
-                                n,
-                                s * 1e3,
-                                100.0 * s / total
-                            );
-                        }
-                    }
-                }
-            }
-        });
+        }
+
         println!("threads {nt}: load average after {}", loadavg());
     }
     rquant_core::registry::set_num_threads(0);
