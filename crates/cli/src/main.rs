@@ -39,10 +39,13 @@ pub(crate) fn stdout_line(args: std::fmt::Arguments, newline: bool) {
 }
 
 mod bits;
+mod classify;
 mod demo;
 mod embed;
 mod files;
+mod imagenet;
 mod qat;
+mod quantize;
 
 /// PyTorch's int8 quantization stack (eager mode), bit-exact with PyTorch
 /// 2.15, in Rust: demos and tools.
@@ -66,6 +69,12 @@ enum Command {
     Embed(embed::Args),
     /// Train the MNIST CNN on Fashion-MNIST from scratch, then static PTQ, then QAT
     Qat(qat::Args),
+    /// Top-5 ImageNet classes of images with a torchvision model, fp32 or int8
+    #[command(long_about = classify::LONG_ABOUT)]
+    Classify(classify::Args),
+    /// Static PTQ of a torchvision model calibrated on real images
+    #[command(long_about = quantize::LONG_ABOUT)]
+    Quantize(quantize::Args),
     /// List the engines this CPU supports
     Engines,
     /// IEEE fields of VALUE in fp64, fp32, fp16 and bf16, and its int8 code
@@ -150,6 +159,8 @@ fn main() -> ExitCode {
         Command::Qat(a) => qat::run(a),
         Command::Embed(a) => embed::run(a),
         Command::Bits(a) => bits::run(a),
+        Command::Classify(a) => classify::run(a),
+        Command::Quantize(a) => quantize::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
