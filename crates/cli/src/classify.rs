@@ -62,6 +62,9 @@ pub struct Args {
     /// Write the preprocessed input batch (float32 [N, 3, H, W], tensor "input") to this safetensors file
     #[arg(long, value_name = "FILE")]
     save_input: Option<PathBuf>,
+    /// GoogLeNet / Inception-v3: leave transform_input off (torchvision turns it on with its pretrained weights)
+    #[arg(long)]
+    no_transform_input: bool,
     /// JPEG or PNG images
     #[arg(value_name = "IMAGE", required_unless_present = "input_tensors")]
     images: Vec<PathBuf>,
@@ -72,7 +75,10 @@ pub(crate) fn model_name(s: &str) -> Result<String, String> {
     if vision::MODELS.contains(&s) {
         Ok(s.to_string())
     } else {
-        Err(format!("unknown model (known: {})", vision::MODELS.join(", ")))
+        Err(format!(
+            "unknown model (known: {})",
+            vision::MODELS.join(", ")
+        ))
     }
 }
 
@@ -105,7 +111,15 @@ pub(crate) const MODEL_KEY: &str = "model";
 /// Load `--weights` for `--model`: a quantized rquant file (its metadata
 /// has `format`) or a float state_dict in torchvision's names (strict:
 /// every missing, unexpected or mis-shaped tensor is an error naming it).
-pub(crate) fn load_weights(name: &str, path: &Path, engine: &Engine) -> Result<Loaded, String> {
+/// `transform_input`: GoogLeNet's and Inception-v3's float re-normalisation
+/// before the QuantStub, which torchvision switches on whenever it loads its
+/// pretrained weights (a quantized file carries its own choice).
+pub(crate) fn load_weights(
+    name: &str,
+    path: &Path,
+    engine: &Engine,
+    transform_input: bool,
+) -> Result<Loaded, String> {
     let shown = path.display().to_string();
     let bytes = read_file(path, MAX_WEIGHTS_BYTES)?;
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
@@ -162,6 +176,9 @@ pub(crate) fn load_weights(name: &str, path: &Path, engine: &Engine) -> Result<L
     m.module
         .load_state_dict(&sd, true, &shown)
         .map_err(|e| e.to_string())?;
+    if transform_input && matches!(name, "googlenet" | "inception_v3") {
+        m = m.with_transform_input().map_err(|e| e.to_string())?;
+    }
     m.module.train(false);
     Ok(Loaded::Float(m))
 }
@@ -258,7 +275,9 @@ pub(crate) fn calibration_images(dir: &Path) -> Result<Vec<PathBuf>, String> {
         }
     }
     if v.is_empty() {
-        return Err(format!("{shown}: no .jpg, .jpeg or .png images to calibrate on"));
+        return Err(format!(
+            "{shown}: no .jpg, .jpeg or .png images to calibrate on"
+        ));
     }
     v.sort();
     Ok(v)
@@ -367,7 +386,7 @@ pub fn run(o: Args) -> Res {
     for p in [&o.json, &o.save_input].into_iter().flatten() {
         check_output(p)?;
     }
-    let loaded = load_weights(&o.model, &o.weights, &engine)?;
+    let loaded = load_weights(&o.model, &o.weights, &engine, !o.no_transform_input)?;
     let input_size = match &loaded {
         Loaded::Float(m) => m.input_size,
         Loaded::Quantized(..) => vision::build(&o.model, 1)?.input_size,
@@ -443,11 +462,7 @@ pub fn run(o: Args) -> Res {
         let mut top = Vec::new();
         for (rank, i) in top_k(logits, 5).into_iter().enumerate() {
             let label = imagenet::class_name(i);
-            say!(
-                "  {}. {:6.2}%  {label} ({i})",
-                rank + 1,
-                100.0 * p[i]
-            );
+            say!("  {}. {:6.2}%  {label} ({i})", rank + 1, 100.0 * p[i]);
             top.push(json!({"class": i, "label": label, "probability": p[i]}));
         }
         json_rows.push(json!({"input": name, "top5": top, "logits": logits}));

@@ -130,8 +130,8 @@ fn aa_taps(in_size: usize, out_size: usize) -> Vec<(usize, Vec<f32>)> {
             let xsize = (xmax - xmin).clamp(0, max_taps as i64) as usize;
             let mut w: Vec<f32> = (0..xsize)
                 .map(|j| {
-                    let x = ((((j as i64 + xmin) as f32 - center) as f64 + 0.5)
-                        * invscale as f64) as f32;
+                    let x = ((((j as i64 + xmin) as f32 - center) as f64 + 0.5) * invscale as f64)
+                        as f32;
                     let x = x.abs();
                     if x < 1.0 {
                         1.0 - x

@@ -47,6 +47,9 @@ pub struct Args {
     /// Threads (default: RQUANT_NUM_THREADS or all cores)
     #[arg(long, value_name = "N", value_parser = crate::positive)]
     threads: Option<usize>,
+    /// GoogLeNet / Inception-v3: leave transform_input off (torchvision turns it on with its pretrained weights)
+    #[arg(long)]
+    no_transform_input: bool,
     /// Output quantized model (.safetensors)
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
@@ -55,7 +58,7 @@ pub struct Args {
 pub fn run(o: Args) -> Res {
     let engine = setup(o.engine.as_deref(), o.threads)?;
     check_output(&o.out)?;
-    let m = match load_weights(&o.model, &o.weights, &engine)? {
+    let m = match load_weights(&o.model, &o.weights, &engine, !o.no_transform_input)? {
         Loaded::Float(m) => m,
         Loaded::Quantized(..) => {
             return Err(format!(

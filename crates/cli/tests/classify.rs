@@ -85,8 +85,10 @@ fn s(p: &Path) -> &str {
 /// A deterministic RGB PNG (gradients plus a hashed texture), `w` × `h`.
 fn png(path: &Path, w: u32, h: u32, seed: u32) {
     let img = image::RgbImage::from_fn(w, h, |x, y| {
-        let n = (x.wrapping_mul(73_856_093) ^ y.wrapping_mul(19_349_663) ^ seed.wrapping_mul(83_492_791))
-            .wrapping_mul(2_654_435_761)
+        let n = (x.wrapping_mul(73_856_093)
+            ^ y.wrapping_mul(19_349_663)
+            ^ seed.wrapping_mul(83_492_791))
+        .wrapping_mul(2_654_435_761)
             >> 24;
         image::Rgb([
             ((x * 255 / w) as u8).wrapping_add(n as u8 / 4),
@@ -161,7 +163,12 @@ fn classify_fp32_int8_and_quantize_roundtrip() {
     let calib = d.join("calib");
     std::fs::create_dir(&calib).unwrap();
     for i in 0..3 {
-        png(&calib.join(format!("c{i}.png")), 300 + 17 * i, 240 + 31 * i, 10 + i);
+        png(
+            &calib.join(format!("c{i}.png")),
+            300 + 17 * i,
+            240 + 31 * i,
+            10 + i,
+        );
     }
     // Not an image extension: skipped by --calibrate.
     std::fs::write(calib.join("notes.txt"), "not an image").unwrap();
@@ -172,9 +179,21 @@ fn classify_fp32_int8_and_quantize_roundtrip() {
     // fp32: five ranked lines per image with class names, and the logits.
     let j32 = d.join("fp32.json");
     let out = ok(&[
-        "classify", "--model", MODEL, "--weights", s(&w), "--json", s(&j32), s(&a), s(&b),
+        "classify",
+        "--model",
+        MODEL,
+        "--weights",
+        s(&w),
+        "--json",
+        s(&j32),
+        s(&a),
+        s(&b),
     ]);
-    assert_eq!(out.lines().filter(|l| l.starts_with("  ")).count(), 10, "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("  ")).count(),
+        10,
+        "{out}"
+    );
     assert!(out.contains("fp32"), "{out}");
     let j = json(&j32);
     assert_eq!(j["model"], MODEL);
@@ -197,30 +216,68 @@ fn classify_fp32_int8_and_quantize_roundtrip() {
     // quantize, then classify with its output, on two engines: same logits.
     let q = d.join("q.safetensors");
     let out = ok(&[
-        "quantize", "--model", MODEL, "--weights", s(&w), "--calibrate", s(&calib), "--out",
+        "quantize",
+        "--model",
+        MODEL,
+        "--weights",
+        s(&w),
+        "--calibrate",
+        s(&calib),
+        "--out",
         s(&q),
     ]);
     assert!(out.contains("calibrated on 3 image(s)"), "{out}");
     let jq = d.join("q.json");
     let out = ok(&[
-        "classify", "--model", MODEL, "--weights", s(&q), "--json", s(&jq), s(&a), s(&b),
+        "classify",
+        "--model",
+        MODEL,
+        "--weights",
+        s(&q),
+        "--json",
+        s(&jq),
+        s(&a),
+        s(&b),
     ]);
     assert!(out.contains("int8"), "{out}");
     let lq = logits(&json(&jq));
     let jr = d.join("qref.json");
     ok(&[
-        "classify", "--model", MODEL, "--weights", s(&q), "--engine", "reference", "--json",
-        s(&jr), s(&a), s(&b),
+        "classify",
+        "--model",
+        MODEL,
+        "--weights",
+        s(&q),
+        "--engine",
+        "reference",
+        "--json",
+        s(&jr),
+        s(&a),
+        s(&b),
     ]);
     assert_eq!(lq, logits(&json(&jr)), "reference engine differs");
 
     // In-memory --int8 --calibrate is the same quantization as the file.
     let jm = d.join("mem.json");
     ok(&[
-        "classify", "--model", MODEL, "--weights", s(&w), "--int8", "--calibrate", s(&calib),
-        "--json", s(&jm), s(&a), s(&b),
+        "classify",
+        "--model",
+        MODEL,
+        "--weights",
+        s(&w),
+        "--int8",
+        "--calibrate",
+        s(&calib),
+        "--json",
+        s(&jm),
+        s(&a),
+        s(&b),
     ]);
-    assert_eq!(lq, logits(&json(&jm)), "in-memory PTQ differs from quantize's file");
+    assert_eq!(
+        lq,
+        logits(&json(&jm)),
+        "in-memory PTQ differs from quantize's file"
+    );
 
     // int8 tracks fp32 (seeded weights: a loose, non-degenerate check).
     for (x, y) in l32.iter().zip(&lq) {
@@ -234,10 +291,25 @@ fn classify_fp32_int8_and_quantize_roundtrip() {
     let si = d.join("input.safetensors");
     let jt = d.join("t.json");
     ok(&[
-        "classify", "--model", MODEL, "--weights", s(&q), "--save-input", s(&si), s(&a), s(&b),
+        "classify",
+        "--model",
+        MODEL,
+        "--weights",
+        s(&q),
+        "--save-input",
+        s(&si),
+        s(&a),
+        s(&b),
     ]);
     ok(&[
-        "classify", "--model", MODEL, "--weights", s(&q), "--input-tensors", s(&si), "--json",
+        "classify",
+        "--model",
+        MODEL,
+        "--weights",
+        s(&q),
+        "--input-tensors",
+        s(&si),
+        "--json",
         s(&jt),
     ]);
     assert_eq!(lq, logits(&json(&jt)));
@@ -248,16 +320,37 @@ fn classify_fp32_int8_and_quantize_roundtrip() {
     let x: Vec<f32> = (0..2 * 3 * 64 * 64)
         .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
         .collect();
-    tensors_file(&small, &[("0", Dtype::F32, vec![2, 3, 64, 64], f32_bytes(&x))]);
+    tensors_file(
+        &small,
+        &[("0", Dtype::F32, vec![2, 3, 64, 64], f32_bytes(&x))],
+    );
     let qt = d.join("qt.safetensors");
     ok(&[
-        "quantize", "--model", MODEL, "--weights", s(&w), "--input-tensors", s(&small),
-        "--per-tensor", "--out", s(&qt),
+        "quantize",
+        "--model",
+        MODEL,
+        "--weights",
+        s(&w),
+        "--input-tensors",
+        s(&small),
+        "--per-tensor",
+        "--out",
+        s(&qt),
     ]);
     let out = ok(&[
-        "classify", "--model", MODEL, "--weights", s(&qt), "--input-tensors", s(&small),
+        "classify",
+        "--model",
+        MODEL,
+        "--weights",
+        s(&qt),
+        "--input-tensors",
+        s(&small),
     ]);
-    assert_eq!(out.lines().filter(|l| l.starts_with("  ")).count(), 10, "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("  ")).count(),
+        10,
+        "{out}"
+    );
     let _ = std::fs::remove_dir_all(&d);
 }
 
@@ -269,7 +362,16 @@ fn hostile_weights() {
     let run = |w: &Path, names: &[&str]| {
         let j = d.join("out.json");
         fails(
-            &["classify", "--model", MODEL, "--weights", s(w), "--json", s(&j), s(&img)],
+            &[
+                "classify",
+                "--model",
+                MODEL,
+                "--weights",
+                s(w),
+                "--json",
+                s(&j),
+                s(&img),
+            ],
             names,
         );
         assert!(!j.exists(), "--json written on failure");
@@ -278,17 +380,26 @@ fn hostile_weights() {
     let w = weights(&d, "missing.safetensors", |v| {
         v.retain(|t| t.0 != "stage2.0.branch1.0.weight")
     });
-    run(&w, &["missing.safetensors", "stage2.0.branch1.0.weight", "missing"]);
+    run(
+        &w,
+        &[
+            "missing.safetensors",
+            "stage2.0.branch1.0.weight",
+            "missing",
+        ],
+    );
     let w = weights(&d, "extra.safetensors", |v| {
         v.push(("head.weight".into(), Dtype::F32, vec![2], vec![0; 8]))
     });
     run(&w, &["extra.safetensors", "head.weight"]);
     let w = weights(&d, "shape.safetensors", |v| {
         let t = v.iter_mut().find(|t| t.0 == "conv1.0.weight").unwrap();
-        t.2 = vec![24, 3, 9, 3];
-        t.3.truncate(24 * 3 * 9 * 3 * 4);
+        t.2 = vec![24, 3, 1, 9]; // the same 648 values, mis-shaped
     });
-    run(&w, &["shape.safetensors", "conv1.0.weight", "[24, 3, 9, 3]"]);
+    run(
+        &w,
+        &["shape.safetensors", "conv1.0.weight", "[24, 3, 1, 9]"],
+    );
     let w = weights(&d, "dtype.safetensors", |v| {
         let t = v.iter_mut().find(|t| t.0 == "fc.bias").unwrap();
         t.1 = Dtype::F64;
@@ -327,7 +438,10 @@ fn hostile_weights() {
     std::fs::write(&p, b"").unwrap();
     run(&p, &["empty.safetensors"]);
     run(&d, &[s(&d), "not a regular file"]);
-    run(&d.join("nope.safetensors"), &["nope.safetensors", "No such file"]);
+    run(
+        &d.join("nope.safetensors"),
+        &["nope.safetensors", "No such file"],
+    );
 
     // A quantized file: of another model (metadata), with a tensor dropped,
     // with a forged module tree.
@@ -336,29 +450,56 @@ fn hostile_weights() {
     png(&calib.join("c.png"), 240, 260, 4);
     let q = d.join("q.safetensors");
     ok(&[
-        "quantize", "--model", MODEL, "--weights", s(&d.join("good.safetensors")), "--calibrate",
-        s(&calib), "--out", s(&q),
+        "quantize",
+        "--model",
+        MODEL,
+        "--weights",
+        s(&d.join("good.safetensors")),
+        "--calibrate",
+        s(&calib),
+        "--out",
+        s(&q),
     ]);
     fails(
-        &["classify", "--model", "shufflenet_v2_x1_0", "--weights", s(&q), s(&img)],
+        &[
+            "classify",
+            "--model",
+            "shufflenet_v2_x1_0",
+            "--weights",
+            s(&q),
+            s(&img),
+        ],
         &["q.safetensors", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0"],
     );
     fails(
-        &["quantize", "--model", MODEL, "--weights", s(&q), "--calibrate", s(&calib), "--out",
-          s(&d.join("qq.safetensors"))],
+        &[
+            "quantize",
+            "--model",
+            MODEL,
+            "--weights",
+            s(&q),
+            "--calibrate",
+            s(&calib),
+            "--out",
+            s(&d.join("qq.safetensors")),
+        ],
         &["q.safetensors", "already"],
     );
     let qb = std::fs::read(&q).unwrap();
     let st = safetensors::SafeTensors::deserialize(&qb).unwrap();
     let (_, meta) = safetensors::SafeTensors::read_metadata(&qb).unwrap();
     let md = meta.metadata().clone().unwrap();
-    let rewrite = |file: &str, drop: Option<&str>, md: std::collections::HashMap<String, String>| {
-        let views: Vec<(String, TensorView)> =
-            st.tensors().into_iter().filter(|(n, _)| Some(n.as_str()) != drop).collect();
-        let p = d.join(file);
-        std::fs::write(&p, safetensors::serialize(views, &Some(md)).unwrap()).unwrap();
-        p
-    };
+    let rewrite =
+        |file: &str, drop: Option<&str>, md: std::collections::HashMap<String, String>| {
+            let views: Vec<(String, TensorView)> = st
+                .tensors()
+                .into_iter()
+                .filter(|(n, _)| Some(n.as_str()) != drop)
+                .collect();
+            let p = d.join(file);
+            std::fs::write(&p, safetensors::serialize(views, &Some(md)).unwrap()).unwrap();
+            p
+        };
     let dropped = st
         .names()
         .into_iter()
@@ -368,7 +509,10 @@ fn hostile_weights() {
     let p = rewrite("qmissing.safetensors", Some(&dropped), md.clone());
     run(&p, &["qmissing.safetensors", &dropped]);
     let mut forged = md.clone();
-    forged.insert("modules".into(), "{\"type\": \"QuantizableShuffleNetV2\", \"children\": 3}".into());
+    forged.insert(
+        "modules".into(),
+        "{\"type\": \"QuantizableShuffleNetV2\", \"children\": 3}".into(),
+    );
     let p = rewrite("qtree.safetensors", None, forged);
     run(&p, &["qtree.safetensors", "children"]);
     let mut forged = md.clone();
@@ -386,7 +530,15 @@ fn hostile_images_and_tensors() {
     png(&good, 256, 300, 5);
     let run = |img: &Path, names: &[&str]| {
         fails(
-            &["classify", "--model", MODEL, "--weights", s(&w), s(&good), s(img)],
+            &[
+                "classify",
+                "--model",
+                MODEL,
+                "--weights",
+                s(&w),
+                s(&good),
+                s(img),
+            ],
             names,
         );
     };
@@ -398,7 +550,13 @@ fn hostile_images_and_tensors() {
     std::fs::write(&p, &b[..b.len() / 2]).unwrap();
     run(&p, &["trunc.png", "decode"]);
     let p = d.join("fake.jpg");
-    std::fs::write(&p, [0xFF, 0xD8, 0xFF, 0xE0, 0, 16, b'J', b'F', b'I', b'F', 0, 1, 2, 3]).unwrap();
+    std::fs::write(
+        &p,
+        [
+            0xFF, 0xD8, 0xFF, 0xE0, 0, 16, b'J', b'F', b'I', b'F', 0, 1, 2, 3,
+        ],
+    )
+    .unwrap();
     run(&p, &["fake.jpg", "decode"]);
     // A PNG header claiming a 100000 × 100000 image.
     let p = d.join("huge.png");
@@ -415,8 +573,17 @@ fn hostile_images_and_tensors() {
     std::fs::create_dir(&empty).unwrap();
     let out = d.join("q.safetensors");
     fails(
-        &["quantize", "--model", MODEL, "--weights", s(&w), "--calibrate", s(&empty), "--out",
-          s(&out)],
+        &[
+            "quantize",
+            "--model",
+            MODEL,
+            "--weights",
+            s(&w),
+            "--calibrate",
+            s(&empty),
+            "--out",
+            s(&out),
+        ],
         &["empty", "no .jpg"],
     );
     let bad = d.join("bad");
@@ -424,13 +591,31 @@ fn hostile_images_and_tensors() {
     png(&bad.join("a.png"), 230, 230, 6);
     std::fs::write(bad.join("b.JPG"), "no jpeg here").unwrap();
     fails(
-        &["quantize", "--model", MODEL, "--weights", s(&w), "--calibrate", s(&bad), "--out",
-          s(&out)],
+        &[
+            "quantize",
+            "--model",
+            MODEL,
+            "--weights",
+            s(&w),
+            "--calibrate",
+            s(&bad),
+            "--out",
+            s(&out),
+        ],
         &["b.JPG", "not a JPEG or PNG"],
     );
     fails(
-        &["classify", "--model", MODEL, "--weights", s(&w), "--int8", "--calibrate", s(&bad),
-          s(&good)],
+        &[
+            "classify",
+            "--model",
+            MODEL,
+            "--weights",
+            s(&w),
+            "--int8",
+            "--calibrate",
+            s(&bad),
+            s(&good),
+        ],
         &["b.JPG"],
     );
     assert!(!out.exists());
@@ -448,36 +633,103 @@ fn hostile_images_and_tensors() {
         let bytes = vec![0u8; n * dtype.size()];
         tensors_file(&p, &[(name, dtype, shape, bytes)]);
         fails(
-            &["classify", "--model", MODEL, "--weights", s(&w), "--input-tensors", s(&p)],
+            &[
+                "classify",
+                "--model",
+                MODEL,
+                "--weights",
+                s(&w),
+                "--input-tensors",
+                s(&p),
+            ],
             &[&[file, name][..], names].concat(),
         );
     };
-    t("i64.safetensors", "batch0", Dtype::I64, vec![1, 3, 8, 8], &["I64"]);
-    t("rank.safetensors", "x", Dtype::F32, vec![3, 64, 64], &["[3, 64, 64]"]);
-    t("chan.safetensors", "x", Dtype::F32, vec![1, 1, 64, 64], &["[1, 1, 64, 64]"]);
-    t("zero.safetensors", "x", Dtype::F32, vec![0, 3, 64, 64], &["[0, 3, 64, 64]"]);
+    t(
+        "i64.safetensors",
+        "batch0",
+        Dtype::I64,
+        vec![1, 3, 8, 8],
+        &["I64"],
+    );
+    t(
+        "rank.safetensors",
+        "x",
+        Dtype::F32,
+        vec![3, 64, 64],
+        &["[3, 64, 64]"],
+    );
+    t(
+        "chan.safetensors",
+        "x",
+        Dtype::F32,
+        vec![1, 1, 64, 64],
+        &["[1, 1, 64, 64]"],
+    );
+    t(
+        "zero.safetensors",
+        "x",
+        Dtype::F32,
+        vec![0, 3, 64, 64],
+        &["[0, 3, 64, 64]"],
+    );
     let p = d.join("nan.safetensors");
     let mut x = vec![0f32; 3 * 32 * 32];
     x[7] = f32::NAN;
     tensors_file(&p, &[("x", Dtype::F32, vec![1, 3, 32, 32], f32_bytes(&x))]);
     fails(
-        &["classify", "--model", MODEL, "--weights", s(&w), "--input-tensors", s(&p)],
+        &[
+            "classify",
+            "--model",
+            MODEL,
+            "--weights",
+            s(&w),
+            "--input-tensors",
+            s(&p),
+        ],
         &["nan.safetensors", "x", "NaN"],
     );
     let p = d.join("none.safetensors");
     tensors_file(&p, &[]);
     fails(
-        &["classify", "--model", MODEL, "--weights", s(&w), "--input-tensors", s(&p)],
+        &[
+            "classify",
+            "--model",
+            MODEL,
+            "--weights",
+            s(&w),
+            "--input-tensors",
+            s(&p),
+        ],
         &["none.safetensors", "no tensors"],
     );
     // Too small for the network: an error naming the tensor, not a panic.
     let p = d.join("tiny.safetensors");
-    tensors_file(&p, &[("x", Dtype::F32, vec![1, 3, 1, 1], f32_bytes(&[0.0; 3]))]);
-    let o = rquant(&["classify", "--model", MODEL, "--weights", s(&w), "--input-tensors", s(&p)]);
+    tensors_file(
+        &p,
+        &[("x", Dtype::F32, vec![1, 3, 1, 1], f32_bytes(&[0.0; 3]))],
+    );
+    let o = rquant(&[
+        "classify",
+        "--model",
+        MODEL,
+        "--weights",
+        s(&w),
+        "--input-tensors",
+        s(&p),
+    ]);
     assert!(!o.stderr.contains("panicked"), "{}", o.stderr);
     if o.code != Some(0) {
         fails(
-            &["classify", "--model", MODEL, "--weights", s(&w), "--input-tensors", s(&p)],
+            &[
+                "classify",
+                "--model",
+                MODEL,
+                "--weights",
+                s(&w),
+                "--input-tensors",
+                s(&p),
+            ],
             &["tiny.safetensors", "x"],
         );
     }
@@ -489,23 +741,70 @@ fn usage_errors_exit_2() {
     let d = tmp("usage");
     let w = d.join("w.safetensors");
     let img = d.join("a.png");
-    fails_with(2, &["classify", "--model", "vgg16", "--weights", s(&w), s(&img)], &["vgg16", "resnet18"]);
-    fails_with(2, &["classify", "--model", MODEL, "--weights", s(&w)], &["IMAGE"]);
     fails_with(
         2,
-        &["classify", "--model", MODEL, "--weights", s(&w), "--calibrate", s(&d), s(&img)],
+        &["classify", "--model", "vgg16", "--weights", s(&w), s(&img)],
+        &["vgg16", "resnet18"],
+    );
+    fails_with(
+        2,
+        &["classify", "--model", MODEL, "--weights", s(&w)],
+        &["IMAGE"],
+    );
+    fails_with(
+        2,
+        &[
+            "classify",
+            "--model",
+            MODEL,
+            "--weights",
+            s(&w),
+            "--calibrate",
+            s(&d),
+            s(&img),
+        ],
         &["--int8"],
     );
     fails_with(
         2,
-        &["quantize", "--model", MODEL, "--weights", s(&w), "--out", s(&d.join("q"))],
+        &[
+            "quantize",
+            "--model",
+            MODEL,
+            "--weights",
+            s(&w),
+            "--out",
+            s(&d.join("q")),
+        ],
         &["--calibrate"],
     );
-    fails_with(2, &["classify", "--model", MODEL, "--weights", s(&w), "--threads", "0", s(&img)], &["--threads"]);
+    fails_with(
+        2,
+        &[
+            "classify",
+            "--model",
+            MODEL,
+            "--weights",
+            s(&w),
+            "--threads",
+            "0",
+            s(&img),
+        ],
+        &["--threads"],
+    );
     // Output paths are checked before any work.
     png(&img, 64, 64, 0);
     fails(
-        &["classify", "--model", MODEL, "--weights", s(&w), "--json", s(&d.join("no/dir/x.json")), s(&img)],
+        &[
+            "classify",
+            "--model",
+            MODEL,
+            "--weights",
+            s(&w),
+            "--json",
+            s(&d.join("no/dir/x.json")),
+            s(&img),
+        ],
         &["no/dir"],
     );
     let _ = std::fs::remove_dir_all(&d);
