@@ -8,6 +8,8 @@ feed to) `rquant classify`.
     $P tools/vision/preprocess_check.py --model resnet18 --compare /tmp/r.safetensors a.png b.jpg
     # torchvision's batch, for `--input-tensors` (bit-exact comparisons with PyTorch):
     $P tools/vision/preprocess_check.py --model resnet18 --out /tmp/t.safetensors a.png b.jpg
+    # the hashes pinned by crates/cli/src/imagenet.rs's torchvision_pins test:
+    $P tools/vision/preprocess_check.py --pins
 
 The path is torchvision's documented one for tensors: `torchvision.io.decode_image(path,
 ImageReadMode.RGB)` (uint8 tensor) then the weights' `ImageClassification` preset
@@ -30,7 +32,32 @@ def batch(model, paths):
     return torch.stack([t(decode_image(p, mode=ImageReadMode.RGB)) for p in paths])
 
 
+# Synthetic images for `--pins`: (height, width, preset) with a pattern that has
+# sharp edges, so the resampling's last-place arithmetic reaches the uint8 rounding.
+PINS = [(375, 500, "resnet18"), (600, 341, "resnet18"), (200, 180, "resnet18"), (257, 1000, "inception_v3")]
+
+
+def pattern(h, w):
+    """uint8 [3, h, w]: (7x + 13y + 101c + 9·((x·y) mod 17)) mod 256."""
+    y, x = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    return torch.stack([(7 * x + 13 * y + 101 * c + 9 * ((x * y) % 17)) % 256 for c in range(3)]).to(torch.uint8)
+
+
+def pins():
+    """FNV-1a 64 of the preprocessed float32 batch of each synthetic image, as the
+    Rust unit test `imagenet::tests::torchvision_pins` expects them."""
+    sys.path.insert(0, __import__("os").path.dirname(__import__("os").path.abspath(__file__)))
+    import seeded
+
+    for h, w, model in PINS:
+        crop, resize = (299, 342) if model == "inception_v3" else (224, 256)
+        x = ImageClassification(crop_size=crop, resize_size=resize)(pattern(h, w)).contiguous()
+        print(f"({h}, {w}, {resize}, {crop}, 0x{seeded.fnv1a64(x.numpy().astype('<f4').tobytes()):016x}),")
+
+
 def main():
+    if sys.argv[1:] == ["--pins"]:
+        return pins()
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="resnet18")
     ap.add_argument("--compare", help="rquant's --save-input file")

@@ -283,6 +283,44 @@ mod tests {
         assert_eq!(resize_aa(&src, 4, 5, 4, 5), src);
     }
 
+    /// torchvision 0.29's `ImageClassification` on synthetic uint8 images
+    /// (tools/vision/preprocess_check.py --pins): the FNV-1a 64 of the
+    /// float32 output, which must be rquant's bit for bit (224 and 299
+    /// presets, landscape, portrait, up-scaling). Plain multiply-adds instead
+    /// of the FMA in `pass` fail the first one.
+    #[test]
+    fn torchvision_pins() {
+        let pins: [(usize, usize, usize, usize, u64); 4] = [
+            (375, 500, 256, 224, 0xffdab469ca6cae01),
+            (600, 341, 256, 224, 0x73c99cc2574c8deb),
+            (200, 180, 256, 224, 0x75cc744f9c250538),
+            (257, 1000, 342, 299, 0x3bec40b834267105),
+        ];
+        for (h, w, resize, crop, want) in pins {
+            let mut data = Vec::with_capacity(h * w * 3);
+            for y in 0..h {
+                for x in 0..w {
+                    for c in 0..3 {
+                        data.push(((7 * x + 13 * y + 101 * c + 9 * ((x * y) % 17)) % 256) as u8);
+                    }
+                }
+            }
+            let img = Rgb {
+                height: h,
+                width: w,
+                data,
+            };
+            let out = preprocess(&img, resize, crop);
+            assert_eq!(out.len(), 3 * crop * crop);
+            let got = out.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, v| {
+                v.to_le_bytes().iter().fold(h, |h, &b| {
+                    (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+                })
+            });
+            assert_eq!(got, want, "{h}x{w} -> {resize}/{crop}");
+        }
+    }
+
     #[test]
     fn python_round_of_halves() {
         assert_eq!(round_half_even(117), 58); // round(58.5) == 58
