@@ -517,7 +517,7 @@ fn fuzz(args: &[String]) -> ExitCode {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let fuzz_dir = root.join("fuzz");
     if targets.is_empty() {
-        targets = ["case_reader", "ops", "model_load", "idx"]
+        targets = ["case_reader", "ops", "model_load", "idx", "classify"]
             .iter()
             .map(|s| s.to_string())
             .collect();

@@ -83,12 +83,16 @@ pub fn read_file(path: &Path, cap: u64) -> Result<Vec<u8>, String> {
 /// (torchvision's `ImageReadMode.RGB`), 16-bit PNGs scaled to 8 bits.
 pub fn decode(path: &Path) -> Result<Rgb, String> {
     let bytes = read_file(path, MAX_FILE_BYTES)?;
-    let shown = path.display();
-    let format = image::guess_format(&bytes)
+    decode_bytes(&bytes, &path.display().to_string())
+}
+
+/// [`decode`] of bytes in memory (`shown` names them in errors).
+pub fn decode_bytes(bytes: &[u8], shown: &str) -> Result<Rgb, String> {
+    let format = image::guess_format(bytes)
         .ok()
         .filter(|f| matches!(f, image::ImageFormat::Jpeg | image::ImageFormat::Png))
         .ok_or_else(|| format!("{shown}: not a JPEG or PNG image"))?;
-    let mut reader = image::ImageReader::with_format(std::io::Cursor::new(&bytes), format);
+    let mut reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);

@@ -43,9 +43,10 @@ mod classify;
 mod demo;
 mod embed;
 mod files;
-mod imagenet;
 mod qat;
 mod quantize;
+
+use rquant_cli::imagenet;
 
 /// PyTorch's int8 quantization stack (eager mode), bit-exact with PyTorch
 /// 2.15, in Rust: demos and tools.

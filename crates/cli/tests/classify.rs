@@ -809,3 +809,58 @@ fn usage_errors_exit_2() {
     );
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// A deterministic stand-in for the `classify` fuzz target (which needs
+/// nightly and cargo-fuzz): PNG and JPEG bytes with bytes overwritten or cut
+/// off must decode to an error or to an image whose preprocessing is a
+/// finite batch of the right size.
+#[test]
+fn mutated_images_are_errors_or_images() {
+    use rquant_cli::imagenet;
+    let d = tmp("mutate");
+    let (p, j) = (d.join("m.png"), d.join("m.jpg"));
+    png(&p, 61, 47, 9);
+    image::open(&p)
+        .unwrap()
+        .save_with_format(&j, image::ImageFormat::Jpeg)
+        .unwrap();
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let (mut ok, mut err) = (0, 0);
+    for file in [&p, &j] {
+        let orig = std::fs::read(file).unwrap();
+        for round in 0..400 {
+            let mut b = orig.clone();
+            for _ in 0..1 + round % 4 {
+                let i = next() as usize % b.len();
+                b[i] = next() as u8;
+            }
+            if round % 5 == 0 {
+                b.truncate(next() as usize % b.len());
+            }
+            match imagenet::decode_bytes(&b, "mutated") {
+                Ok(img) => {
+                    ok += 1;
+                    assert_eq!(img.data.len(), img.height * img.width * 3);
+                    if img.height * img.width <= 1 << 22 {
+                        let x = imagenet::preprocess(&img, 256, 224);
+                        assert_eq!(x.len(), 3 * 224 * 224);
+                        assert!(x.iter().all(|v| v.is_finite()));
+                    }
+                }
+                Err(e) => {
+                    err += 1;
+                    assert!(e.starts_with("mutated: "), "{e}");
+                }
+            }
+        }
+    }
+    eprintln!("mutated images: {ok} decoded, {err} errors");
+    assert!(ok > 0 && err > 0);
+    let _ = std::fs::remove_dir_all(&d);
+}
