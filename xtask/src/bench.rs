@@ -269,30 +269,12 @@ pub fn linear_weights(weights: &Weights, n: usize, k: usize) -> Matrix {
 /// Every Linear weight of a BERT-family checkpoint (`DIR/model.safetensors`:
 /// 2-D `*.weight` tensors outside the embeddings), per channel.
 pub fn minilm_matrices(dir: &Path) -> Result<Vec<Matrix>, String> {
-    use safetensors::{Dtype, SafeTensors};
     let path = dir.join("model.safetensors");
-    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut names: Vec<String> = st
-        .names()
-        .into_iter()
-        .filter(|n| n.ends_with(".weight") && !n.contains("embeddings"))
-        .cloned()
-        .collect();
-    names.sort_by_key(|n| natural_key(n));
     let mut out = Vec::new();
-    for name in names {
-        let t = st.tensor(&name).map_err(|e| format!("{name}: {e}"))?;
-        if t.shape().len() != 2 || t.dtype() != Dtype::F32 {
+    for (name, w) in float_weights(&path)? {
+        if w.shape().len() != 2 || !name.ends_with(".weight") || name.contains("embeddings") {
             continue;
         }
-        let (n, k) = (t.shape()[0], t.shape()[1]);
-        let w: Vec<f32> = t
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        let w = Tensor::new([n, k], w).map_err(|e| format!("{name}: {e}"))?;
         out.push(Matrix {
             label: format!("minilm:{}", name.trim_end_matches(".weight")),
             w: per_channel_symmetric(&w),
@@ -300,6 +282,66 @@ pub fn minilm_matrices(dir: &Path) -> Result<Vec<Matrix>, String> {
     }
     if out.is_empty() {
         return Err(format!("{}: no Linear weights", path.display()));
+    }
+    Ok(out)
+}
+
+/// Every f32 tensor of a safetensors file with at least 2 dimensions and
+/// `weight` in its name, in layer order.
+pub fn float_weights(path: &Path) -> Result<Vec<(String, Tensor)>, String> {
+    use safetensors::{Dtype, SafeTensors};
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut names: Vec<String> = st
+        .names()
+        .into_iter()
+        .filter(|n| n.contains("weight"))
+        .cloned()
+        .collect();
+    names.sort_by_key(|n| natural_key(n));
+    let mut out = Vec::new();
+    for name in names {
+        let t = st.tensor(&name).map_err(|e| format!("{name}: {e}"))?;
+        if t.shape().len() < 2 || t.dtype() != Dtype::F32 {
+            continue;
+        }
+        let w: Vec<f32> = t
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let w = Tensor::new(t.shape().to_vec(), w).map_err(|e| format!("{name}: {e}"))?;
+        out.push((name, w));
+    }
+    Ok(out)
+}
+
+/// The remainder density of every GEMM weight of a safetensors file
+/// (`cargo xtask density`): 2-D weights (Linear, LSTM gates) as `[n, k]`,
+/// 4-D ones as the x86 engine packs an ungrouped conv, each quantized per
+/// channel and per tensor (both symmetric: the per-channel observer of
+/// PyTorch's fbgemm qconfigs and the per-tensor one of its default dynamic
+/// qconfig). Embedding tables are skipped (no GEMM).
+pub fn file_densities(path: &Path) -> Result<Vec<(String, Vec<usize>, Density, Density)>, String> {
+    let mut out = Vec::new();
+    for (name, w) in float_weights(path)? {
+        if name.contains("embedding") {
+            continue;
+        }
+        let shape = w.shape().to_vec();
+        let max = w.data().iter().fold(0f32, |m, v| m.max(v.abs())) as f64 / 127.5;
+        let pt = quantize_per_tensor::<i8>(&w, if max > 0.0 { max } else { 1.0 }, 0)
+            .map_err(|e| format!("{name}: {e}"))?;
+        let pc = per_channel_symmetric(&w);
+        let d = |q: &QTensor<i8>| -> Density {
+            if shape.len() == 4 {
+                conv_density(q, 1)
+            } else {
+                let n = shape[0];
+                Density::of(q.int_repr(), n, q.int_repr().len() / n.max(1))
+            }
+        };
+        out.push((name, shape.clone(), d(&pc), d(&pt)));
     }
     Ok(out)
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage:\n  cargo xtask conformance --cases DIR [--engine NAME] [--target aarch64-unknown-linux-gnu [--qemu-cpu cortex-a72|cortex-a76|max]]\n  cargo xtask conformance --list-ops\n  cargo xtask bench [--filter SUBSTR] [--engine NAME] [--threads N] [--json PATH] [--quick] [--weights gaussian|uniform|minilm:DIR]\n  cargo xtask fuzz [--seconds N] [TARGET ...]\n  cargo xtask miri\n\
+        "usage:\n  cargo xtask conformance --cases DIR [--engine NAME] [--target aarch64-unknown-linux-gnu [--qemu-cpu cortex-a72|cortex-a76|max]]\n  cargo xtask conformance --list-ops\n  cargo xtask bench [--filter SUBSTR] [--engine NAME] [--threads N] [--json PATH] [--quick] [--weights gaussian|uniform|minilm:DIR]\n  cargo xtask density FILE.safetensors [FILE ...]\n  cargo xtask fuzz [--seconds N] [TARGET ...]\n  cargo xtask miri\n\
          runs every golden case under DIR on every engine (or the one named);\n\
          the last line is `N passed, M failed, P pending`; exits non-zero on any failure.\n\
          --list-ops prints the runner's op table: name, implemented or pending (and the issue)."
@@ -386,6 +386,45 @@ fn bench(args: &[String]) -> ExitCode {
 }
 
 /// `cargo xtask fuzz [--seconds N] [TARGET ...]`: every fuzz target for a bounded time.
+/// `cargo xtask density FILE.safetensors...`: each GEMM weight's remainder
+/// density under the x86 two-pass split, per channel and per tensor.
+fn density(args: &[String]) -> ExitCode {
+    if args.is_empty() {
+        eprintln!("usage: cargo xtask density FILE.safetensors [FILE ...]");
+        return ExitCode::from(2);
+    }
+    let mut all = (0usize, 0usize, 0usize, 0usize);
+    for f in args {
+        match xtask::bench::file_densities(std::path::Path::new(f)) {
+            Ok(v) => {
+                println!("{f}:");
+                for (name, shape, pc, pt) in v {
+                    println!(
+                        "  {name} {shape:?}\n    per channel: {}\n    per tensor:  {}",
+                        pc.text(),
+                        pt.text()
+                    );
+                    all.0 += pc.over;
+                    all.1 += pc.pairs;
+                    all.2 += pt.over;
+                    all.3 += pt.pairs;
+                }
+            }
+            Err(msg) => {
+                eprintln!("error: {msg}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let pct = |a: usize, b: usize| 100.0 * a as f64 / b.max(1) as f64;
+    println!(
+        "all: {:.2}% of pairs per channel, {:.2}% per tensor",
+        pct(all.0, all.1),
+        pct(all.2, all.3)
+    );
+    ExitCode::SUCCESS
+}
+
 fn fuzz(args: &[String]) -> ExitCode {
     use std::process::Command;
     let mut seconds = 60u64;
@@ -528,6 +567,7 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("conformance") => conformance(&args[1..]),
         Some("bench") => bench(&args[1..]),
+        Some("density") => density(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
         Some("miri") => miri(&args[1..]),
         _ => usage(),
