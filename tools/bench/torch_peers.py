@@ -5,6 +5,7 @@ as JSON records in the same format: {"op", "shape", "engine", "isa", "threads",
 
 Usage: MALLOC_MMAP_MAX_=0 python torch_peers.py OUT.json [--threads 1,2] [--budget 0.6]
           [--isa avx2|avx512] [--weights gaussian|uniform|minilm:DIR] [--ops linear,conv,quantize]
+          [--cpu-time]
 (MALLOC_MMAP_MAX_=0 lets torch reuse its freed outputs: without it each 64 MiB
 dequantize output is a fresh mmap and the timing measures page faults.)
 
@@ -22,7 +23,11 @@ gaussian (N(0, 0.05²), per-channel symmetric, the default), uniform ([-1, 1)
 at scale 1/127, the old worst case) or minilm:DIR (DIR/model.safetensors: the
 first Linear matrix of each distinct shape, at 1, 8 and 128 rows).
 fbgemm's time does not depend on the weight values; rquant's two-pass AVX2
-and AVX-512 kernels do (their remainder)."""
+and AVX-512 kernels do (their remainder).
+
+--cpu-time (with --threads 1) times with the thread's CPU clock, so that
+preemption on a loaded machine does not count (torch.set_num_threads(1) runs
+the int8 ops on the calling thread)."""
 import argparse, json, os, sys, time, warnings
 import numpy as np
 warnings.simplefilter("ignore")
@@ -45,12 +50,14 @@ CONV = [(64, 64, 56, 3, 1), (128, 128, 28, 3, 1), (256, 256, 14, 3, 1),
         (256, 1024, 14, 1, 1), (144, 144, 56, 3, 144)]
 QLEN = 16 << 20
 
+CLOCK = time.perf_counter
+
 def median_time(fn, budget):
     for _ in range(3):
         fn()
     ts, end = [], time.perf_counter() + budget
     while time.perf_counter() < end or len(ts) < 7:
-        t = time.perf_counter(); fn(); ts.append(time.perf_counter() - t)
+        t = CLOCK(); fn(); ts.append(CLOCK() - t)
     return float(np.median(ts))
 
 def rec(op, shape, engine, threads, t, ops, isa=""):
@@ -131,7 +138,14 @@ def main():
     ap.add_argument("--isa", choices=sorted(ISA_ENV), default=None)
     ap.add_argument("--weights", default="gaussian")
     ap.add_argument("--ops", default="linear,conv,quantize")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="time with the thread's CPU clock (1 thread only), as `cargo xtask bench --cpu-time`")
     a = ap.parse_args()
+    if a.cpu_time:
+        if a.threads != "1":
+            ap.error("--cpu-time needs --threads 1")
+        global CLOCK
+        CLOCK = time.thread_time
     ops_wanted = set(a.ops.split(","))
     isa = a.isa or ""
     if a.isa:

@@ -16,6 +16,7 @@
 //! (`rquant_x86::pack::split_pairs`).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rquant_core::{
@@ -68,15 +69,42 @@ impl Record {
     }
 }
 
-/// Median wall time of `f` over enough runs to fill `budget` (at least 5 runs).
+static CPU_CLOCK: AtomicBool = AtomicBool::new(false);
+
+/// Time with the calling thread's CPU clock instead of the wall clock
+/// (`--cpu-time`, 1 thread only): on a shared machine a run that the
+/// scheduler preempts then costs only what it ran. Milliseconds-long runs
+/// are preempted on nearly every call under load, sub-millisecond ones
+/// rarely, which skews wall-clock medians by shape. tools/bench/torch_peers.py
+/// has the same option.
+pub fn use_cpu_clock(on: bool) {
+    CPU_CLOCK.store(on, Ordering::Relaxed);
+}
+
+/// Seconds on the clock [`median_time`] uses.
+fn clock() -> f64 {
+    if CPU_CLOCK.load(Ordering::Relaxed) {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+        t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+    } else {
+        thread_local! {
+            static EPOCH: Instant = Instant::now();
+        }
+        EPOCH.with(|e| e.elapsed().as_secs_f64())
+    }
+}
+
+/// Median time of `f` (wall, or the thread's CPU time under
+/// [`use_cpu_clock`]) over enough runs to fill `budget` of wall time (at
+/// least 5 runs).
 pub fn median_time(budget: Duration, mut f: impl FnMut()) -> f64 {
     f(); // warm-up: page faults, lazy packing, thread pool start
     let mut times = Vec::new();
     let start = Instant::now();
     while times.len() < 5 || (start.elapsed() < budget && times.len() < 1000) {
-        let t = Instant::now();
+        let t = clock();
         f();
-        times.push(t.elapsed().as_secs_f64());
+        times.push(clock() - t);
     }
     times.sort_by(f64::total_cmp);
     times[times.len() / 2]

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage:\n  cargo xtask conformance --cases DIR [--engine NAME] [--target aarch64-unknown-linux-gnu [--qemu-cpu cortex-a72|cortex-a76|max]]\n  cargo xtask conformance --list-ops\n  cargo xtask bench [--filter SUBSTR] [--engine NAME] [--threads N] [--json PATH] [--quick] [--weights gaussian|uniform|minilm:DIR]\n  cargo xtask density FILE.safetensors [FILE ...]\n  cargo xtask fuzz [--seconds N] [TARGET ...]\n  cargo xtask miri\n\
+        "usage:\n  cargo xtask conformance --cases DIR [--engine NAME] [--target aarch64-unknown-linux-gnu [--qemu-cpu cortex-a72|cortex-a76|max]]\n  cargo xtask conformance --list-ops\n  cargo xtask bench [--filter SUBSTR] [--engine NAME] [--threads N] [--json PATH] [--quick] [--weights gaussian|uniform|minilm:DIR] [--cpu-time]\n  cargo xtask density FILE.safetensors [FILE ...]\n  cargo xtask fuzz [--seconds N] [TARGET ...]\n  cargo xtask miri\n\
          runs every golden case under DIR on every engine (or the one named);\n\
          the last line is `N passed, M failed, P pending`; exits non-zero on any failure.\n\
          --list-ops prints the runner's op table: name, implemented or pending (and the issue)."
@@ -138,9 +138,10 @@ fn conformance(args: &[String]) -> ExitCode {
 fn bench(args: &[String]) -> ExitCode {
     use std::time::Duration;
     use xtask::bench;
-    let usage = "usage: cargo xtask bench [--filter SUBSTR] [--engine NAME] [--threads N] [--json PATH] [--quick] [--weights gaussian|uniform|minilm:DIR]";
+    let usage = "usage: cargo xtask bench [--filter SUBSTR] [--engine NAME] [--threads N] [--json PATH] [--quick] [--weights gaussian|uniform|minilm:DIR] [--cpu-time]";
     let mut json: Option<PathBuf> = None;
     let mut weights = bench::Weights::Gaussian;
+    let mut cpu_time = false;
     let mut threads: Option<usize> = None;
     let mut budget = Duration::from_millis(400);
     let mut engine: Option<String> = None;
@@ -164,6 +165,7 @@ fn bench(args: &[String]) -> ExitCode {
                     return ExitCode::from(2);
                 }
             },
+            "--cpu-time" => cpu_time = true,
             "--quick" => {
                 quick = true;
                 budget = Duration::from_millis(50);
@@ -249,6 +251,15 @@ fn bench(args: &[String]) -> ExitCode {
         }
     }
     let all = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpu_time {
+        // One thread's CPU clock measures all the work only on one thread.
+        if threads != Some(1) {
+            eprintln!("error: --cpu-time needs --threads 1");
+            return ExitCode::from(2);
+        }
+        bench::use_cpu_clock(true);
+        println!("clock: the benchmarking thread's CPU time");
+    }
     let thread_counts: Vec<usize> = match threads {
         Some(n) => vec![n],
         None if all > 1 => vec![1, all],
