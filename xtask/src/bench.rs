@@ -344,13 +344,22 @@ pub fn float_weights(path: &Path) -> Result<Vec<(String, Tensor)>, String> {
     Ok(out)
 }
 
+/// One weight's remainder densities ([`file_densities`]).
+#[derive(Debug, Clone)]
+pub struct WeightDensity {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub per_channel: Density,
+    pub per_tensor: Density,
+}
+
 /// The remainder density of every GEMM weight of a safetensors file
 /// (`cargo xtask density`): 2-D weights (Linear, LSTM gates) as `[n, k]`,
 /// 4-D ones as the x86 engine packs an ungrouped conv, each quantized per
 /// channel and per tensor (both symmetric: the per-channel observer of
 /// PyTorch's fbgemm qconfigs and the per-tensor one of its default dynamic
 /// qconfig). Embedding tables are skipped (no GEMM).
-pub fn file_densities(path: &Path) -> Result<Vec<(String, Vec<usize>, Density, Density)>, String> {
+pub fn file_densities(path: &Path) -> Result<Vec<WeightDensity>, String> {
     let mut out = Vec::new();
     for (name, w) in float_weights(path)? {
         if name.contains("embedding") {
@@ -369,7 +378,12 @@ pub fn file_densities(path: &Path) -> Result<Vec<(String, Vec<usize>, Density, D
                 Density::of(q.int_repr(), n, q.int_repr().len() / n.max(1))
             }
         };
-        out.push((name, shape.clone(), d(&pc), d(&pt)));
+        out.push(WeightDensity {
+            per_channel: d(&pc),
+            per_tensor: d(&pt),
+            name,
+            shape,
+        });
     }
     Ok(out)
 }
@@ -602,18 +616,21 @@ pub fn conv(
     }
 }
 
-/// Streaming copy of `len` f32 (`copy_from_slice`, split over the current
-/// rayon pool's threads): the memory-bandwidth yardstick of quantize and
-/// dequantize. Returns GB/s of source bytes.
+/// Streaming copy of `len` f32 (`copy_from_slice`, split over rquant's
+/// threads): the memory-bandwidth yardstick of quantize and dequantize.
+/// Returns GB/s of source bytes.
 pub fn copy_gbs(len: usize, budget: Duration) -> f64 {
-    use rayon::prelude::*;
+    use rquant_core::threads;
     let src = data(len, 5);
     let mut dst = vec![0f32; len];
-    let chunk = len.div_ceil(rayon::current_num_threads()).max(1);
+    let chunk = len.div_ceil(threads::num_threads()).max(1);
     let t = median_time(budget, || {
-        dst.par_chunks_mut(chunk)
-            .zip(src.par_chunks(chunk))
-            .for_each(|(d, s)| d.copy_from_slice(s));
+        threads::par_chunks_mut(
+            &mut dst,
+            chunk,
+            || (),
+            |_, i, d| d.copy_from_slice(&src[i * chunk..][..d.len()]),
+        );
         std::hint::black_box(&mut dst);
     });
     (len * 4) as f64 / t / 1e9
