@@ -42,6 +42,8 @@ pub fn check(t: &PairMicro<'_>, nr: usize) {
         "activations too short"
     );
     assert!(t.c.len() >= t.panels * ROWS * nr, "tiles too short");
+    // The one-row form reads the pairs from the panel's first row.
+    assert!(t.a_off >= 2 * t.rem.q_end(), "first row too short");
     let n = t.rem.entries().len() as u32;
     for g in t.rem.groups() {
         assert!((g.col as usize) < nr && g.start <= g.end && g.end <= n);
@@ -67,8 +69,12 @@ pub unsafe fn run(t: PairMicro<'_>) {
 #[target_feature(enable = "avx2")]
 #[inline]
 pub(crate) unsafe fn body<const NR: usize>(t: PairMicro<'_>) {
-    let a = t.a.as_ptr().add(t.a_off);
     let c = t.c.as_mut_ptr();
+    if t.panels == 1 && t.last_rows == 1 {
+        // SAFETY: the panel's first row holds 2·q_end bytes (`check`).
+        return one_row(t.a.as_ptr(), &t.rem, c);
+    }
+    let a = t.a.as_ptr().add(t.a_off);
     let mut p = 0;
     while p < t.panels {
         let g = (t.panels - p).min(8);
@@ -87,6 +93,36 @@ pub(crate) unsafe fn body<const NR: usize>(t: PairMicro<'_>) {
             _ => block::<8, NR>(ap, pa, rem, cp, last),
         }
         p += g;
+    }
+}
+
+/// One activation row (M = 1: decoding, one token): the pairs come straight
+/// from the packed row `x` (`x[2q], x[2q+1]`, broadcast to every 16-bit lane
+/// by `vpbroadcastw`), so the panel's second operand — 16 lanes for one row,
+/// 64 KiB at K = 4096, out of L1 beside the streaming weights — is not read;
+/// each group's sum (lane 0, exact as in [`block`]) is widened onto row 0 of
+/// the tile.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn one_row(x: *const u8, rem: &rquant_core::gemm::PairPanel<'_>, c: *mut i32) {
+    let entries = rem.entries();
+    for grp in rem.groups() {
+        let mut acc = _mm_setzero_si128();
+        // SAFETY (loop): start <= end <= entries.len() and 2q + 1 < 2·q_end
+        // bytes of the row (check).
+        for e in entries.get_unchecked(grp.start as usize..grp.end as usize) {
+            let rv = _mm_set1_epi32(i32::from_ne_bytes([
+                e.r[0] as u8,
+                e.r[1] as u8,
+                e.r[2] as u8,
+                e.r[3] as u8,
+            ]));
+            let xv = _mm_set1_epi16((x.add(2 * e.q as usize) as *const i16).read_unaligned());
+            acc = _mm_add_epi16(acc, _mm_maddubs_epi16(xv, rv));
+        }
+        let p = c.add(grp.col as usize);
+        *p = (*p).wrapping_add(_mm_extract_epi16::<0>(acc) as i16 as i32);
     }
 }
 
