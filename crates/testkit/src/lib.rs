@@ -10,7 +10,16 @@
 //! 0/128/255, full-range activations 0..255, weights −128..127 (all −128
 //! too), extreme output scales, relu and `[lo, hi]` clamps, per-tensor and
 //! per-channel weights, with and without bias. [`sweep_kernels_ran`] proves
-//! that every kernel of the path really ran.
+//! that every kernel of the path really ran. [`memory`] holds the testers
+//! of the memory-bound ops (pooling, add / mul, clamps, tables, cat,
+//! requantize), compared with the reference engine (`rquant_core::portable`).
+
+pub mod memory;
+
+pub use memory::{
+    sweep_activations, sweep_binary, sweep_cat, sweep_memory, sweep_memory_small,
+    sweep_memory_threaded, sweep_pooling, sweep_requantize,
+};
 
 use rquant_core::gemm::{Blocking, Kernel};
 use rquant_core::output::Clamp;
@@ -1083,6 +1092,41 @@ macro_rules! sweep_tests {
         fn conv2d_every_path() {
             for e in $paths() {
                 $crate::sweep_conv2d(&e);
+            }
+        }
+
+        #[test]
+        fn pooling_every_path() {
+            for e in $paths() {
+                $crate::sweep_pooling(&e);
+            }
+        }
+
+        #[test]
+        fn binary_every_path() {
+            for e in $paths() {
+                $crate::sweep_binary(&e);
+            }
+        }
+
+        #[test]
+        fn activations_every_path() {
+            for e in $paths() {
+                $crate::sweep_activations(&e);
+            }
+        }
+
+        #[test]
+        fn cat_every_path() {
+            for e in $paths() {
+                $crate::sweep_cat(&e);
+            }
+        }
+
+        #[test]
+        fn requantize_every_path() {
+            for e in $paths() {
+                $crate::sweep_requantize(&e);
             }
         }
     };
