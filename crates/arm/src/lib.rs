@@ -236,7 +236,9 @@ impl MemoryBackend for ArmEngine {
     ) -> Result<Vec<u8>> {
         let len = xs.iter().map(|x| x.numel()).sum();
         let par = self.par();
-        Ok(membound::filled(len, |y| mb::cat(self.mem, &par, xs, outer, out, y)))
+        Ok(membound::filled(len, |y| {
+            mb::cat(self.mem, &par, xs, outer, out, y)
+        }))
     }
 
     fn relu(&self, x: &QTensor<u8>, c: Checked) -> Result<Vec<u8>> {

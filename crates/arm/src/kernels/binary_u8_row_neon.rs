@@ -106,7 +106,10 @@ unsafe fn segment<const OP: u8>(k: &Consts, pa: *const u8, b: B, pd: *mut u8, le
         let mut r = [vdupq_n_s32(0); 4];
         for q in 0..4 {
             let y = match OP {
-                0 => vmulq_f32(vaddq_f32(vmulq_f32(fa[q], k.sa), vmulq_f32(fb[q], k.sb)), k.inv),
+                0 => vmulq_f32(
+                    vaddq_f32(vmulq_f32(fa[q], k.sa), vmulq_f32(fb[q], k.sb)),
+                    k.inv,
+                ),
                 1 => vmulq_f32(
                     vmaxq_f32(
                         vaddq_f32(vmulq_f32(fa[q], k.sa), vmulq_f32(fb[q], k.sb)),
