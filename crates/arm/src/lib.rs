@@ -202,8 +202,7 @@ impl MemoryBackend for ArmEngine {
         out: OutQ,
         _: Checked,
     ) -> Result<Vec<u8>> {
-        let par = self.par();
-        let f = |y: &mut [mb::Out]| mb::binary(self.mem, &par, op, a, b, out, y);
+        let f = |y: &mut [mb::Out]| mb::binary(self.mem, &mb::Pool, op, a, b, out, y);
         match membound::try_filled(a.numel(), f) {
             Some(y) => Ok(y),
             None => portable::binary(op, a, b, out),
@@ -218,8 +217,7 @@ impl MemoryBackend for ArmEngine {
         out: OutQ,
         _: Checked,
     ) -> Result<Vec<u8>> {
-        let par = self.par();
-        let f = |y: &mut [mb::Out]| mb::binary_broadcast(self.mem, &par, op, a, b, out, y);
+        let f = |y: &mut [mb::Out]| mb::binary_broadcast(self.mem, &mb::Pool, op, a, b, out, y);
         match membound::try_filled(a.numel(), f) {
             Some(y) => Ok(y),
             None => portable::binary_broadcast(op, a, b, out),
@@ -235,9 +233,8 @@ impl MemoryBackend for ArmEngine {
         _: Checked,
     ) -> Result<Vec<u8>> {
         let len = xs.iter().map(|x| x.numel()).sum();
-        let par = self.par();
         Ok(membound::filled(len, |y| {
-            mb::cat(self.mem, &par, xs, outer, out, y)
+            mb::cat(self.mem, &mb::Pool, xs, outer, out, y)
         }))
     }
 
@@ -247,9 +244,8 @@ impl MemoryBackend for ArmEngine {
     }
 
     fn clamp(&self, x: &QTensor<u8>, lo: u8, hi: u8, _: Checked) -> Result<Vec<u8>> {
-        let par = self.par();
         Ok(membound::filled(x.numel(), |y| {
-            mb::clamp(self.mem, &par, x.int_repr(), lo, hi, y)
+            mb::clamp(self.mem, &mb::Pool, x.int_repr(), lo, hi, y)
         }))
     }
 
@@ -260,9 +256,8 @@ impl MemoryBackend for ArmEngine {
         p: &MaxPool2dParams,
         _: Checked,
     ) -> Result<Vec<u8>> {
-        let par = self.par();
         Ok(membound::filled(g.n * g.c * g.oh * g.ow, |y| {
-            mb::max_pool2d(self.mem, &par, x, g, p, y)
+            mb::max_pool2d(self.mem, &mb::Pool, x, g, p, y)
         }))
     }
 
@@ -276,9 +271,8 @@ impl MemoryBackend for ArmEngine {
         if x.memory_format() != MemoryFormat::ChannelsLast {
             return portable::avg_pool2d(x, g, p);
         }
-        let par = self.par();
         Ok(membound::filled(g.n * g.c * g.oh * g.ow, |y| {
-            mb::avg_pool2d(self.mem, &par, x, g, p, y)
+            mb::avg_pool2d(self.mem, &mb::Pool, x, g, p, y)
         }))
     }
 
@@ -291,9 +285,8 @@ impl MemoryBackend for ArmEngine {
         if x.memory_format() != MemoryFormat::ChannelsLast {
             return portable::adaptive_avg_pool2d(x, g);
         }
-        let par = self.par();
         Ok(membound::filled(g.n * g.c * g.oh * g.ow, |y| {
-            mb::adaptive_avg_pool2d(self.mem, &par, x, g, y)
+            mb::adaptive_avg_pool2d(self.mem, &mb::Pool, x, g, y)
         }))
     }
 
@@ -312,17 +305,7 @@ impl MemoryBackend for ArmEngine {
     }
 
     fn lut_bytes(&self, src: &[u8], table: &[u8; 256], _: Checked) -> Vec<u8> {
-        let par = self.par();
-        membound::filled(src.len(), |y| mb::lut(self.mem, &par, src, table, y))
-    }
-}
-
-impl ArmEngine {
-    /// The engine's threads for the memory-bound drivers.
-    fn par(&self) -> membound::ArmPar {
-        membound::ArmPar {
-            threads: num_threads(),
-        }
+        membound::filled(src.len(), |y| mb::lut(self.mem, &mb::Pool, src, table, y))
     }
 }
 

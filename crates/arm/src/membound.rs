@@ -1,7 +1,7 @@
 //! The ARM engine's memory-bound ops: each path's row-kernel table for the
 //! shared drivers of `rquant_core::membound` (max / average / adaptive
 //! pooling, add / add_relu / mul with broadcasting, clamps, tables, cat,
-//! requantize), run on the engine's threads (`crate::gemm::run_tasks`).
+//! requantize), run on rquant's one pool (`rquant_core::membound::Pool`).
 //!
 //! | path | max (NHWC) | max (NCHW) | avg, adaptive | binary | clamp | lookup |
 //! |---|---|---|---|---|---|---|
@@ -10,7 +10,7 @@
 
 use std::mem::MaybeUninit;
 
-use rquant_core::membound::{self as mb, Kernels, Out, Par};
+use rquant_core::membound::{self as mb, Kernels, Out};
 
 use crate::isa::Isa;
 
@@ -24,21 +24,6 @@ pub fn kernels(isa: Isa) -> Option<&'static Kernels> {
         return Some(&neon::NEON);
     }
     Some(&mb::SCALAR)
-}
-
-/// The engine's threads, for the drivers.
-pub(crate) struct ArmPar {
-    pub threads: usize,
-}
-
-impl Par for ArmPar {
-    fn threads(&self) -> usize {
-        self.threads
-    }
-    fn chunks(&self, y: &mut [Out], chunk: usize, f: &(dyn Fn(usize, &mut [Out]) + Sync)) {
-        let tasks: Vec<(usize, &mut [Out])> = y.chunks_mut(chunk.max(1)).enumerate().collect();
-        crate::gemm::run_tasks(self.threads, tasks, |(i, c)| f(i, c));
-    }
 }
 
 /// A fresh `len`-byte output that `f` fills, or None (and nothing kept)

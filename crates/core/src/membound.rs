@@ -10,7 +10,7 @@
 //! geometry (NHWC pixels, NCHW rows, broadcast segments, cat's interleaved
 //! channel runs), padding and ceil-mode borders, the exactness guards that
 //! send unusual parameters to the scalar code, and the split into tasks on
-//! the engine's threads ([`Par`]). [`SCALAR`] is the table of plain-loop
+//! the engine's threads ([`Par`]; engines pass [`Pool`], rquant's one pool). [`SCALAR`] is the table of plain-loop
 //! kernels (the scalar paths' table, and the tails of vector kernels).
 //!
 //! Every output element is computed by the same operations whatever the
@@ -348,6 +348,24 @@ impl Par for Serial {
         for (i, c) in y.chunks_mut(chunk.max(1)).enumerate() {
             f(i, c);
         }
+    }
+}
+
+/// rquant's one thread pool ([`crate::threads`]): up to
+/// `registry::num_threads()` threads, the caller among them; inside another
+/// parallel region, the calling thread alone.
+#[derive(Debug, Clone, Copy)]
+pub struct Pool;
+
+impl Par for Pool {
+    fn threads(&self) -> usize {
+        crate::threads::threads_for(usize::MAX)
+    }
+    fn chunks(&self, y: &mut [Out], chunk: usize, f: &(dyn Fn(usize, &mut [Out]) + Sync)) {
+        if self.threads() <= 1 || y.len() <= chunk {
+            return Serial.chunks(y, chunk, f);
+        }
+        crate::threads::par_chunks_mut(y, chunk.max(1), || (), |_, i, c| f(i, c));
     }
 }
 

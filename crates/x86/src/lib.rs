@@ -53,7 +53,6 @@ use conv::PackedConv;
 use fp16::PackedFp16;
 use gemm::X86Workers;
 use kernels::output::{FloatStage, RawOut, RequantStage};
-use membound::X86Par;
 
 /// The x86 engine on one ISA path: the path, what its code may use, and its
 /// GEMM kernel table (all proved by detection when the value was made).
@@ -240,7 +239,7 @@ impl MemoryBackend for X86Engine {
         _: Checked,
     ) -> Result<Vec<u8>> {
         match membound::try_filled(a.numel(), |y| {
-            mb::binary(self.mem, &X86Par, op, a, b, out, y)
+            mb::binary(self.mem, &mb::Pool, op, a, b, out, y)
         }) {
             Some(y) => Ok(y),
             None => portable::binary(op, a, b, out),
@@ -255,7 +254,7 @@ impl MemoryBackend for X86Engine {
         out: OutQ,
         _: Checked,
     ) -> Result<Vec<u8>> {
-        let f = |y: &mut [mb::Out]| mb::binary_broadcast(self.mem, &X86Par, op, a, b, out, y);
+        let f = |y: &mut [mb::Out]| mb::binary_broadcast(self.mem, &mb::Pool, op, a, b, out, y);
         match membound::try_filled(a.numel(), f) {
             Some(y) => Ok(y),
             None => portable::binary_broadcast(op, a, b, out),
@@ -272,7 +271,7 @@ impl MemoryBackend for X86Engine {
     ) -> Result<Vec<u8>> {
         let len = xs.iter().map(|x| x.numel()).sum();
         Ok(membound::filled(len, |y| {
-            mb::cat(self.mem, &X86Par, xs, outer, out, y)
+            mb::cat(self.mem, &mb::Pool, xs, outer, out, y)
         }))
     }
 
@@ -283,7 +282,7 @@ impl MemoryBackend for X86Engine {
 
     fn clamp(&self, x: &QTensor<u8>, lo: u8, hi: u8, _: Checked) -> Result<Vec<u8>> {
         Ok(membound::filled(x.numel(), |y| {
-            mb::clamp(self.mem, &X86Par, x.int_repr(), lo, hi, y)
+            mb::clamp(self.mem, &mb::Pool, x.int_repr(), lo, hi, y)
         }))
     }
 
@@ -295,7 +294,7 @@ impl MemoryBackend for X86Engine {
         _: Checked,
     ) -> Result<Vec<u8>> {
         Ok(membound::filled(g.n * g.c * g.oh * g.ow, |y| {
-            mb::max_pool2d(self.mem, &X86Par, x, g, p, y)
+            mb::max_pool2d(self.mem, &mb::Pool, x, g, p, y)
         }))
     }
 
@@ -310,7 +309,7 @@ impl MemoryBackend for X86Engine {
             return portable::avg_pool2d(x, g, p);
         }
         Ok(membound::filled(g.n * g.c * g.oh * g.ow, |y| {
-            mb::avg_pool2d(self.mem, &X86Par, x, g, p, y)
+            mb::avg_pool2d(self.mem, &mb::Pool, x, g, p, y)
         }))
     }
 
@@ -324,7 +323,7 @@ impl MemoryBackend for X86Engine {
             return portable::adaptive_avg_pool2d(x, g);
         }
         Ok(membound::filled(g.n * g.c * g.oh * g.ow, |y| {
-            mb::adaptive_avg_pool2d(self.mem, &X86Par, x, g, y)
+            mb::adaptive_avg_pool2d(self.mem, &mb::Pool, x, g, y)
         }))
     }
 
@@ -343,7 +342,7 @@ impl MemoryBackend for X86Engine {
     }
 
     fn lut_bytes(&self, src: &[u8], table: &[u8; 256], _: Checked) -> Vec<u8> {
-        membound::filled(src.len(), |y| mb::lut(self.mem, &X86Par, src, table, y))
+        membound::filled(src.len(), |y| mb::lut(self.mem, &mb::Pool, src, table, y))
     }
 
     fn quantize8(&self, src: &[f32], c: Code8, dst: &mut [u8], _: Checked) -> bool {

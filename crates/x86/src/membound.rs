@@ -1,7 +1,7 @@
 //! The x86 engine's memory-bound ops: each path's row-kernel table for the
 //! shared drivers of `rquant_core::membound` (max / average / adaptive
 //! pooling, add / add_relu / mul with broadcasting, clamps, tables, cat,
-//! requantize), run on the engine's threads (`crate::threads`).
+//! requantize), run on rquant's one pool (`rquant_core::membound::Pool`).
 //!
 //! | path | max (NHWC) | max (NCHW) | avg, adaptive | binary | clamp | lookup |
 //! |---|---|---|---|---|---|---|
@@ -17,10 +17,9 @@
 
 use std::mem::MaybeUninit;
 
-use rquant_core::membound::{self as mb, Kernels, Out, Par};
+use rquant_core::membound::{self as mb, Kernels, Out};
 
 use crate::isa::Isa;
-use crate::threads;
 
 /// Target features of the memory-bound kernels beyond the GEMM tables'
 /// (`cargo xtask miri` adds them to Miri's emulated CPU).
@@ -56,18 +55,6 @@ pub fn kernels(isa: Isa) -> Option<&'static Kernels> {
         }
     }
     Some(&mb::SCALAR)
-}
-
-/// The engine's threads, for the drivers.
-pub(crate) struct X86Par;
-
-impl Par for X86Par {
-    fn threads(&self) -> usize {
-        threads::threads_for(usize::MAX)
-    }
-    fn chunks(&self, y: &mut [Out], chunk: usize, f: &(dyn Fn(usize, &mut [Out]) + Sync)) {
-        threads::par_chunks1(y, chunk.max(1), || (), |_, i, c| f(i, c));
-    }
 }
 
 /// A fresh `len`-byte output that `f` fills, or None (and nothing kept)
