@@ -705,7 +705,11 @@ fn miri(args: &[String]) -> ExitCode {
     // emulated CPU report every path, so all_paths() holds all five. Under
     // Miri the VNNI tile's asm loop is replaced by its intrinsics twin (Miri
     // cannot run asm!), and fp16 linear is skipped (no F16C in Miri).
-    let features = rquant_x86::table::miri_target_features();
+    // Plus the memory-bound kernels' extras (AVX512-VBMI's lookup).
+    let mut features = rquant_x86::table::miri_target_features();
+    features.extend(rquant_x86::membound::MIRI_FEATURES);
+    features.sort_unstable();
+    features.dedup();
     let x86_flags = format!(
         "-C target-feature={}",
         features

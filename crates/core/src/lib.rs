@@ -20,6 +20,7 @@ pub mod exp;
 pub mod fake_quant;
 pub mod gemm;
 pub mod lsq;
+pub mod membound;
 pub mod numerics;
 pub mod observer;
 pub mod ops;

@@ -389,7 +389,7 @@ pub fn max_pool2d_nhwc(xd: &[u8], g: &PoolGeometry, p: &MaxPool2dParams) -> Vec<
 }
 
 /// The divisor and zero-point term of one avg-pool window.
-fn avg_div(p: &AvgPool2dParams, size: i64, padded: i64) -> i64 {
+pub fn avg_div(p: &AvgPool2dParams, size: i64, padded: i64) -> i64 {
     match p.divisor_override {
         Some(d) => d as i64,
         None if p.count_include_pad => padded,

@@ -281,6 +281,36 @@ pub fn requantize<T: QType, U: QType>(
     Ok(quantize_per_tensor(&dequantize(q), scale, zero_point)?.into_format(q.memory_format()))
 }
 
+/// The 256-entry table of [`requantize`] between 8-bit per-tensor codes:
+/// entry `b` is the byte of the `U` code that the `T` code with byte `b`
+/// (u8 as is, i8 through its two's complement) requantizes to — the same
+/// composition `requantize` applies, so a lookup gives its bits. `T` and
+/// `U` must be 8-bit (quint8 or qint8).
+pub fn requantize_lut<T: QType, U: QType>(
+    in_scale: f64,
+    in_zero_point: i64,
+    scale: f64,
+    zero_point: i64,
+) -> [u8; 256] {
+    debug_assert!(T::DTYPE != crate::QDType::QInt32 && U::DTYPE != crate::QDType::QInt32);
+    let inv = inv_scale(scale);
+    let mut table = [0u8; 256];
+    for (b, t) in table.iter_mut().enumerate() {
+        let v = if T::DTYPE == crate::QDType::QInt8 {
+            b as u8 as i8 as i64
+        } else {
+            b as i64
+        };
+        let u: U = quantize_val::<U>(
+            inv,
+            zero_point,
+            dequantize_val(in_scale as f32, in_zero_point, v),
+        );
+        *t = bytemuck::bytes_of(&u)[0];
+    }
+    table
+}
+
 /// `torch.dequantize` for a per-channel int representation given apart (used by readers).
 pub fn check_per_channel_lengths(
     op: &'static str,

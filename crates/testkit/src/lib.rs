@@ -13,7 +13,16 @@
 //! the `vpmaddubsw` pair bound (every pair at it, every pair over it, none,
 //! sparse, Gaussian: [`sweep_pair_bound`]), also with every two-pass split
 //! accepted. [`sweep_kernels_ran`] proves that every kernel of the path
-//! really ran.
+//! really ran. [`memory`] holds the testers of the memory-bound ops
+//! (pooling, add / mul, clamps, tables, cat, requantize), compared with the
+//! reference engine (`rquant_core::portable`).
+
+pub mod memory;
+
+pub use memory::{
+    sweep_activations, sweep_binary, sweep_cat, sweep_memory, sweep_memory_small,
+    sweep_memory_threaded, sweep_pooling, sweep_requantize,
+};
 
 use rquant_core::gemm::{Blocking, Kernel};
 use rquant_core::output::Clamp;
@@ -1304,6 +1313,41 @@ macro_rules! sweep_tests {
         fn conv2d_every_path() {
             for e in $paths() {
                 $crate::sweep_conv2d(&e);
+            }
+        }
+
+        #[test]
+        fn pooling_every_path() {
+            for e in $paths() {
+                $crate::sweep_pooling(&e);
+            }
+        }
+
+        #[test]
+        fn binary_every_path() {
+            for e in $paths() {
+                $crate::sweep_binary(&e);
+            }
+        }
+
+        #[test]
+        fn activations_every_path() {
+            for e in $paths() {
+                $crate::sweep_activations(&e);
+            }
+        }
+
+        #[test]
+        fn cat_every_path() {
+            for e in $paths() {
+                $crate::sweep_cat(&e);
+            }
+        }
+
+        #[test]
+        fn requantize_every_path() {
+            for e in $paths() {
+                $crate::sweep_requantize(&e);
             }
         }
     };

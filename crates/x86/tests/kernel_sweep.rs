@@ -385,3 +385,39 @@ fn empty_clamp_is_an_error() {
         assert_eq!(y.int_repr(), &[9, 9]);
     }
 }
+
+/// Every memory-bound row kernel of every path's table runs in the sweeps
+/// (its call counter moves), so the bit-equality above covers it.
+#[test]
+fn memory_kernels_of_every_path_ran() {
+    use rquant_core::membound::Kind;
+    for e in paths() {
+        let isa = rquant_x86::Isa::ALL
+            .into_iter()
+            .find(|i| i.name() == e.isa())
+            .expect("a known path");
+        let k = rquant_x86::membound::kernels(isa).expect("detected");
+        let before: Vec<usize> = Kind::ALL.iter().map(|&kd| k.calls(kd)).collect();
+        tk::sweep_memory_small(&e);
+        for (kd, b) in Kind::ALL.iter().zip(before) {
+            assert!(
+                k.calls(*kd) > b,
+                "{}: the {kd:?} kernel of table {} did not run",
+                e.isa(),
+                k.path
+            );
+        }
+        eprintln!("{}: memory-bound kernels of table {} ran", e.isa(), k.path);
+    }
+}
+
+#[test]
+fn memory_ops_same_bits_for_every_thread_count() {
+    for e in paths() {
+        for threads in [1, 2, 3, 5] {
+            rquant_core::registry::set_num_threads(threads);
+            tk::sweep_memory_threaded(&e);
+        }
+        rquant_core::registry::set_num_threads(0);
+    }
+}

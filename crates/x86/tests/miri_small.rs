@@ -109,3 +109,14 @@ fn quantize_small(e: &rquant_core::Engine) {
         }
     }
 }
+
+/// The memory-bound ops' row kernels of every path (pooling NHWC and NCHW,
+/// add / mul with broadcasting, clamps, tables, cat, requantize) on small
+/// shapes that reach each kernel's vector body and tails, bit for bit
+/// against the reference engine.
+#[test]
+fn every_path_memory_ops_small() {
+    for e in rquant_x86::all_paths() {
+        rquant_testkit::sweep_memory_small(&e);
+    }
+}

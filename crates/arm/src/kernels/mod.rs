@@ -3,12 +3,19 @@
 //! (rows 0..1 / 0..4 for the 1x8 / 4x8 ones) of raw int32 accumulators from
 //! packed panels (see `crate::pack`) and exposes the shared signature
 //! `run(Micro)` (as the x86 kernels do); `crate::table` lists them per path;
-//! the output stage lives in `crate::output`.
+//! the output stage lives in `crate::output`. The memory-bound row kernels
+//! (`maxpool_u8_window_neon.rs`, …) are listed in `crate::membound`.
 
 pub mod dwconv_u8i8_kxk_scalar;
 pub mod gemm_u8i8_8x8c1_scalar;
 pub mod gemm_u8i8_8x8ck_scalar;
 
+#[cfg(target_arch = "aarch64")]
+pub mod avgpool_u8_window_neon;
+#[cfg(target_arch = "aarch64")]
+pub mod binary_u8_row_neon;
+#[cfg(target_arch = "aarch64")]
+pub mod clamp_u8_row_neon;
 #[cfg(target_arch = "aarch64")]
 pub mod dwconv_u8i8_kxk_neon;
 #[cfg(target_arch = "aarch64")]
@@ -29,6 +36,12 @@ pub mod gemm_u8i8_8x8c1_neon;
 pub mod gemm_u8i8_8x8c4_dotprod;
 #[cfg(target_arch = "aarch64")]
 pub mod gemm_u8i8_8x8c8_i8mm;
+#[cfg(target_arch = "aarch64")]
+pub mod lut_u8_rows_neon;
+#[cfg(target_arch = "aarch64")]
+pub mod maxpool_u8_nchw_neon;
+#[cfg(target_arch = "aarch64")]
+pub mod maxpool_u8_window_neon;
 
 use rquant_core::gemm::Micro;
 

@@ -246,6 +246,11 @@ pub trait MemoryBackend {
     fn lut(&self, x: &QTensor<u8>, table: &[u8; 256], _: Checked) -> Result<Vec<u8>> {
         Ok(portable::apply_lut(table, x.int_repr()))
     }
+    /// `table[b]` for every byte of `src`, whatever the 8-bit dtype the
+    /// bytes encode: requantize between quint8 / qint8 per-tensor codes.
+    fn lut_bytes(&self, src: &[u8], table: &[u8; 256], _: Checked) -> Vec<u8> {
+        portable::apply_lut(table, src)
+    }
     /// Channel shuffle of a 4-D tensor (`groups` divides C).
     fn channel_shuffle(&self, x: &QTensor<u8>, groups: usize, _: Checked) -> Result<Vec<u8>> {
         portable::channel_shuffle(x, groups)

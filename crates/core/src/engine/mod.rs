@@ -731,6 +731,45 @@ impl Engine {
         ))
     }
 
+    /// Requantize to new per-tensor qparams and dtype (`torch`'s
+    /// dequantize-then-quantize, [`crate::requantize`]'s bits): between
+    /// 8-bit per-tensor dtypes a 256-entry table through the engine's lookup
+    /// kernels, in the input's memory format; otherwise
+    /// [`crate::requantize`] itself.
+    pub fn requantize<T: QType, U: QType>(
+        &self,
+        q: &QTensor<T>,
+        scale: f64,
+        zero_point: i64,
+    ) -> Result<QTensor<U>> {
+        const OP: &str = "requantize";
+        check_scale(OP, scale)?;
+        check_zero_point(OP, zero_point, U::DTYPE)?;
+        let eight_bit = |d: QDType| d != QDType::QInt32;
+        let (
+            true,
+            true,
+            QParams::PerTensor {
+                scale: s,
+                zero_point: z,
+            },
+        ) = (eight_bit(T::DTYPE), eight_bit(U::DTYPE), q.qparams())
+        else {
+            return crate::quant::requantize(q, scale, zero_point);
+        };
+        let table = crate::quant::requantize_lut::<T, U>(*s, *z, scale, zero_point);
+        let bytes = self
+            .b
+            .lut_bytes(bytemuck::cast_slice(q.int_repr()), &table, Checked::new());
+        Ok(QTensor::new_per_tensor_unchecked_in(
+            q.shape().to_vec(),
+            bytemuck::allocation::cast_vec::<u8, U>(bytes),
+            scale,
+            zero_point,
+            q.memory_format(),
+        ))
+    }
+
     // ---- quantize / dequantize into caller buffers ----
 
     /// `torch.quantize_per_tensor(x, scale, zero_point, dtype)` into `out`

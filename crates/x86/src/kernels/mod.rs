@@ -1,4 +1,6 @@
-//! Microkernels, one file per (op, types, tile, ISA): `<op>_<types>_<MR>x<NR>c<KR>_<isa>.rs`.
+//! Microkernels, one file per (op, types, tile, ISA): `<op>_<types>_<MR>x<NR>c<KR>_<isa>.rs`;
+//! the memory-bound row kernels likewise (`maxpool_u8_window_avx2.rs`, …,
+//! listed in `crate::membound`).
 //!
 //! Every int8 GEMM microkernel has one signature, `run(Micro)`
 //! (`rquant_core::gemm::Micro`: activation panel, weight panel, tile, k-units,
@@ -12,6 +14,12 @@
 //! kernels of each path are listed in `crate::table`. Zero points, bias and
 //! requantization are the output stage's job (`output*.rs`).
 
+pub mod avgpool_u8_window_avx2;
+pub mod avgpool_u8_window_avx512;
+pub mod binary_u8_row_avx2;
+pub mod binary_u8_row_avx512;
+pub mod clamp_u8_row_avx2;
+pub mod clamp_u8_row_avx512;
 pub mod dequantize_u8f32_row_avx2;
 pub mod dequantize_u8f32_row_avx512;
 pub mod dwconv_f32_row_avx2;
@@ -26,6 +34,13 @@ pub mod gemm_u8i8_6x16c4_avxvnni;
 pub mod gemm_u8i8_8x32c2_avx512;
 pub mod gemm_u8i8_8x32c4_avx512;
 pub mod gemm_u8i8_8x32c4_avx512vnni;
+pub mod lut_u8_rows_avx2;
+pub mod lut_u8_rows_avx512;
+pub mod lut_u8_rows_avx512vbmi;
+pub mod maxpool_u8_nchw_avx2;
+pub mod maxpool_u8_nchw_avx512;
+pub mod maxpool_u8_window_avx2;
+pub mod maxpool_u8_window_avx512;
 pub(crate) mod output;
 pub(crate) mod output_avx2;
 pub(crate) mod output_avx512;
