@@ -293,7 +293,8 @@ impl Layout {
     pub fn full_range_exact(&self) -> bool {
         self.exact_up_to == 255
     }
-    fn panel(&self, j: usize) -> &[u8] {
+    /// Weight micro-panel `j` (columns `j·nr ..`), `[ku][nr][kr]`.
+    pub fn panel(&self, j: usize) -> &[u8] {
         &self.data.bytes()[j * self.panel_bytes..(j + 1) * self.panel_bytes]
     }
 }
