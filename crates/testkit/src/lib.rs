@@ -1041,6 +1041,93 @@ pub fn sweep_conv2d_nhwc(engine: &Engine) {
     }
 }
 
+/// Depthwise conv on channels-last (NHWC) inputs: 3×3 and 5×5 (the NHWC
+/// kernels) with channel counts around the vector widths (tails of 1..15
+/// lanes), strides 1, 2 and 3, padding 0..2, odd and tiny spatial sizes,
+/// batches; then 7×7, dilation 2 and 1×1 (other routes); zero points
+/// 0/128/255, weight zero points, full-range and all-255 activations,
+/// clamps and extreme output scales (the scalar formula).
+pub fn sweep_dwconv_nhwc(engine: &Engine) {
+    let r = reference();
+    let r = &r;
+    let cl = MemoryFormat::ChannelsLast;
+    let dw = |c: usize, hw: [usize; 2], k: usize, s: usize, pad: usize| {
+        ConvTester::new(
+            c,
+            c,
+            hw,
+            [k, k],
+            Conv2dParams {
+                stride: [s, s],
+                padding: [pad, pad],
+                dilation: [1, 1],
+                groups: c,
+            },
+        )
+    };
+    let mut i = 0u64;
+    for &c in &[1, 3, 8, 15, 16, 17, 31, 32, 33, 48, 69] {
+        for &(k, s, pad) in &[(3, 1, 1), (3, 2, 1), (5, 1, 2), (5, 2, 2), (3, 1, 0), (3, 3, 2), (5, 2, 0)] {
+            for &hw in &[[7, 9], [5, 5], [12, 11]] {
+                if hw[0] + 2 * pad < k || hw[1] + 2 * pad < k {
+                    continue;
+                }
+                i += 1;
+                let x_zp = [0, 128, 255][(i % 3) as usize];
+                let g = GemmTester::new()
+                    .x_zp(x_zp)
+                    .per_channel(i % 2 == 0)
+                    .w_zp(if i % 5 == 0 { 3 } else { 0 })
+                    .relu(i % 4 == 0)
+                    .bias(i % 7 != 0)
+                    .act(if i % 9 == 0 { Act::AllMax } else { Act::Full })
+                    .wt(if i % 11 == 0 { Wt::AllMin } else { Wt::Full })
+                    .seed(i);
+                dw(c, hw, k, s, pad)
+                    .batch(1 + (i % 2) as usize)
+                    .format(cl)
+                    .gemm(g)
+                    .test(engine, r);
+            }
+        }
+    }
+    // Other kernels and dilation (other routes), clamps, extreme scales.
+    let other = [
+        dw(20, [9, 9], 7, 1, 3),
+        ConvTester::new(
+            18,
+            18,
+            [9, 10],
+            [3, 3],
+            Conv2dParams {
+                stride: [1, 1],
+                padding: [2, 2],
+                dilation: [2, 2],
+                groups: 18,
+            },
+        ),
+        dw(24, [6, 6], 1, 1, 0),
+        dw(17, [8, 7], 3, 1, 1),
+    ];
+    for (j, c) in other.iter().enumerate() {
+        for (lo, hi) in [(0u8, 255u8), (40, 160)] {
+            let g = GemmTester::new()
+                .clamp(lo, hi)
+                .out_zp(100)
+                .per_channel(j % 2 == 0)
+                .seed(j as u64);
+            c.clone().format(cl).gemm(g).test(engine, r);
+        }
+    }
+    for &f in &[1e-30, 1e-9, 1e9, 1e30] {
+        let g = GemmTester::new()
+            .out_scale_factor(f)
+            .out_zp(0)
+            .per_channel(true);
+        dw(19, [7, 8], 3, 1, 1).format(cl).gemm(g).test(engine, r);
+    }
+}
+
 /// Inputs for the quantize sweep: every rounding tie near the code range,
 /// values far outside it, ±inf, ±0, subnormals and random values.
 fn quantize_inputs(len: usize, scale: f32, seed: u64) -> Vec<f32> {
@@ -1237,6 +1324,13 @@ macro_rules! sweep_tests {
         fn conv2d_channels_last_and_residual_every_path() {
             for e in $paths() {
                 $crate::sweep_conv2d_nhwc(&e);
+            }
+        }
+
+        #[test]
+        fn depthwise_channels_last_every_path() {
+            for e in $paths() {
+                $crate::sweep_dwconv_nhwc(&e);
             }
         }
     };

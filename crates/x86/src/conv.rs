@@ -15,15 +15,8 @@ use rquant_core::{Conv2dParams, MemoryFormat, QTensor};
 
 use crate::igemm::{IMicro, Seg, SegList, Segs, MR_MAX};
 use crate::isa::{Caps, Isa};
-#[cfg(target_arch = "x86_64")]
-use crate::kernels::dwconv_f32_row_avx2::dw_row as dw_row_f32;
-use crate::kernels::dwconv_f32_row_avx2::{MAX_TAPS, SLACK};
-use crate::kernels::dwconv_i16_row_avx2::row as dw_scalar;
-#[cfg(target_arch = "x86_64")]
-use crate::kernels::dwconv_u8i8_plane_avx512 as dw512;
-use crate::kernels::output::{
-    requant_run, residual_add_slice, Channel, RawOut, RequantStage, Residual,
-};
+use crate::dwconv::{self, DwWeights};
+use crate::kernels::output::{residual_add_slice, RawOut, RequantStage, Residual};
 use crate::threads::{par_chunks1, par_for, threads_for};
 
 /// Prepacked conv weights: one GEMM weight matrix per group.
@@ -36,13 +29,6 @@ pub struct PackedConv {
     /// Depthwise (one input and one output channel per group): `w − zw` per
     /// channel and tap, used instead of the per-group GEMMs.
     pub(crate) dw: Option<DwWeights>,
-}
-
-/// Depthwise weights, zero points subtracted.
-#[derive(Debug, Clone)]
-pub struct DwWeights {
-    w: Vec<i32>,
-    zps: Vec<i32>,
 }
 
 impl PackedConv {
@@ -68,7 +54,7 @@ impl PackedConv {
                 isa,
                 shape: [o, cg, kh, kw],
                 groups: Vec::new(),
-                dw: Some(DwWeights { w: wd, zps }),
+                dw: Some(DwWeights::new(wd, zps, kh, kw)),
             };
         }
         let groups = (0..p.groups)
@@ -102,7 +88,7 @@ impl PackedConv {
         if let Some(dw) = &self.dw {
             let taps = kh * kw;
             return dw
-                .w
+                .taps
                 .chunks_exact(taps)
                 .zip(&dw.zps)
                 .flat_map(|(t, &z)| t.iter().map(move |&v| (v + z) as i8))
@@ -132,10 +118,7 @@ impl PackedConv {
 impl rquant_core::engine::Panels for PackedConv {
     fn bytes(&self) -> usize {
         self.groups.iter().map(PackedB::bytes).sum::<usize>()
-            + self
-                .dw
-                .as_ref()
-                .map_or(0, |d| d.w.len() * 4 + d.zps.len() * 12)
+            + self.dw.as_ref().map_or(0, DwWeights::bytes)
     }
     fn as_any(&self) -> &dyn std::any::Any {
         self
@@ -161,15 +144,9 @@ pub(crate) fn conv2d(
     let nhwc = c.x.memory_format() == MemoryFormat::ChannelsLast;
     if let Some(dw) = &pw.dw {
         let mut y = if nhwc {
-            // Until the NHWC depthwise kernels: through NCHW planes.
-            let xc = c.x.to_format(MemoryFormat::Contiguous);
-            let y = depthwise(caps, &ConvCall { x: &xc, ..*c }, dw);
-            let g = c.g;
-            let mut t = vec![0u8; y.len()];
-            rquant_core::tensor::nchw_to_nhwc(&y, g.n, g.o, g.oh * g.ow, &mut t);
-            t
+            dwconv::depthwise_nhwc(caps, pw.isa == Isa::Avx512Vnni, c, dw)
         } else {
-            depthwise(caps, c, dw)
+            dwconv::depthwise_planes(caps, c, dw)
         };
         if let Some(r) = res {
             residual_add_slice(caps, &mut y, r.data, r.add);
@@ -238,6 +215,7 @@ struct Geo {
     o: usize,
     kh: usize,
     kw: usize,
+    oh: usize,
     ow: usize,
     stride: [usize; 2],
     pad: [usize; 2],
@@ -324,6 +302,7 @@ fn gemm_conv(
         o: g0.o,
         kh: g0.kh,
         kw: g0.kw,
+        oh: g0.oh,
         ow: g0.ow,
         stride: p.stride,
         pad: p.padding,
@@ -555,21 +534,35 @@ impl Task<'_> {
     ) {
         let geo = self.geo;
         let alen = self.src.len();
-        let ch0 = self.gi * geo.cg;
-        let mut px = [(0usize, 0usize); MR_MAX];
-        for (r, v) in px.iter_mut().enumerate().take(mrows) {
-            *v = self.rows.pixel(self.sp, m0 + r);
+        // Each row's image and the input position of its (0, 0) tap, one
+        // pixel after the other (no division per row).
+        let (mut b, pix) = self.rows.pixel(self.sp, m0);
+        let (mut oy, mut ox) = (pix / geo.ow, pix % geo.ow);
+        let mut iy0 = [0isize; MR_MAX];
+        let mut ix0 = [0isize; MR_MAX];
+        let mut base = [0isize; MR_MAX];
+        let (h, w, c) = (geo.h as isize, geo.w as isize, geo.c as isize);
+        for r in 0..mrows {
+            iy0[r] = (oy * geo.stride[0]) as isize - geo.pad[0] as isize;
+            ix0[r] = (ox * geo.stride[1]) as isize - geo.pad[1] as isize;
+            base[r] = ((b as isize * h + iy0[r]) * w + ix0[r]) * c + (self.gi * geo.cg) as isize;
+            ox += 1;
+            if ox == geo.ow {
+                ox = 0;
+                oy += 1;
+                if oy == geo.oh {
+                    oy = 0;
+                    b += 1;
+                }
+            }
         }
-        let px = &px[..mrows];
+        let kw_span = ((geo.kw - 1) * geo.dil[1] + 1) as isize;
         // A whole kernel row is one contiguous run when it lies inside the
         // image for every row of the tile (one group, unit dilation
         // across); otherwise one segment per tap.
         let whole_rows = geo.groups == 1
             && geo.dil[1] == 1
-            && px.iter().all(|&(_, pix)| {
-                let (_, ix0) = geo.tap(pix, 0, 0);
-                ix0 >= 0 && ix0 as usize + geo.kw <= geo.w
-            });
+            && (0..mrows).all(|r| ix0[r] >= 0 && ix0[r] + kw_span <= w);
         let mut cur = Cursor {
             start: list.len(),
             list,
@@ -579,11 +572,12 @@ impl Task<'_> {
         };
         let mut off = [0usize; MR_MAX];
         for ky in 0..geo.kh {
+            let dy = (ky * geo.dil[0]) as isize;
             if whole_rows {
-                for (o, &(b, pix)) in off.iter_mut().zip(px) {
-                    let (iy, ix) = geo.tap(pix, ky, 0);
-                    *o = if iy >= 0 && (iy as usize) < geo.h {
-                        geo.at(b, iy, ix, 0)
+                for r in 0..mrows {
+                    let iy = iy0[r] + dy;
+                    off[r] = if iy >= 0 && iy < h {
+                        (base[r] + dy * w * c) as usize
                     } else {
                         alen
                     };
@@ -591,10 +585,11 @@ impl Task<'_> {
                 cur.push(&mut off, mrows, geo.kw * geo.c / 4);
             } else {
                 for kx in 0..geo.kw {
-                    for (o, &(b, pix)) in off.iter_mut().zip(px) {
-                        let (iy, ix) = geo.tap(pix, ky, kx);
-                        *o = if geo.inside(iy, ix) {
-                            geo.at(b, iy, ix, ch0)
+                    let dx = (kx * geo.dil[1]) as isize;
+                    for r in 0..mrows {
+                        let (iy, ix) = (iy0[r] + dy, ix0[r] + dx);
+                        off[r] = if iy >= 0 && iy < h && ix >= 0 && ix < w {
+                            (base[r] + (dy * w + dx) * c) as usize
                         } else {
                             alen
                         };
@@ -790,143 +785,6 @@ fn row_sum(segs: &Segs<'_>, r: usize, unit: usize) -> i32 {
 /// `Σ` of the bytes, wrapped into int32 like the accumulator.
 fn byte_sum(x: &[u8]) -> i32 {
     x.iter().map(|&v| v as u64).sum::<u64>() as u32 as i32
-}
-
-/// Depthwise conv (channel multiplier 1): per (image, channel) plane, a
-/// zero-padded copy of `x − zx`, then each output row is the sum of the
-/// taps' shifted rows, requantized with the channel's column of the call's
-/// `Requant`.
-fn depthwise(caps: Caps, c: &ConvCall<'_>, dw: &DwWeights) -> Vec<u8> {
-    let (x, g, r) = (c.x, c.g, c.requant);
-    let (_, xz) = x.q_per_tensor().expect("validated per-tensor");
-    let p = g.params;
-    let (hp, wp) = (g.h + 2 * p.padding[0], g.w + 2 * p.padding[1]);
-    let (oh, ow) = (g.oh, g.ow);
-    let ntaps = g.kh * g.kw;
-    let xd = x.int_repr();
-    let mut y = vec![0u8; g.n * g.o * oh * ow];
-    let fast = cfg!(target_arch = "x86_64") && caps.avx2 && ntaps <= MAX_TAPS;
-    let wide = caps.avx512 && fast;
-    // The vector of the last output of a row may read up to 16 lanes further.
-    let slack = 2 * SLACK * p.stride[1] + 2 * SLACK;
-    par_chunks1(
-        &mut y,
-        oh * ow,
-        || DwScratch {
-            xpad: vec![0i16; if fast { 0 } else { hp * wp }],
-            xf: vec![0f32; if fast { hp * wp + slack } else { 0 }],
-            acc: vec![0i32; ow],
-            bt: vec![0f32; ow],
-            mult: vec![0f32; ow],
-            zeros: vec![0i32; ow],
-            taps: Vec::with_capacity(ntaps),
-            tapsf: Vec::with_capacity(ntaps),
-        },
-        |st, plane, out| {
-            let c = plane % g.c;
-            let src = &xd[plane * g.h * g.w..(plane + 1) * g.h * g.w];
-            #[cfg(target_arch = "x86_64")]
-            if wide {
-                let at = dw512::FillAt {
-                    h: g.h,
-                    w: g.w,
-                    xz: xz as i32,
-                    wp,
-                    top: p.padding[0],
-                    left: p.padding[1],
-                };
-                // SAFETY: AVX-512F detected (caps come from an engine value);
-                // the plane fits the padded buffer (hp·wp + slack elements).
-                unsafe { dw512::fill_plane(src, &at, &mut st.xf) };
-            }
-            for (iy, row) in src.chunks_exact(g.w).enumerate() {
-                if wide {
-                    break;
-                }
-                let at = (iy + p.padding[0]) * wp + p.padding[1];
-                if fast {
-                    for (dv, &v) in st.xf[at..at + g.w].iter_mut().zip(row) {
-                        *dv = (v as i32 - xz as i32) as f32;
-                    }
-                } else {
-                    for (dv, &v) in st.xpad[at..at + g.w].iter_mut().zip(row) {
-                        *dv = (v as i32 - xz as i32) as i16;
-                    }
-                }
-            }
-            st.taps.clear();
-            st.tapsf.clear();
-            for ky in 0..g.kh {
-                for kx in 0..g.kw {
-                    let off = ky * p.dilation[0] * wp + kx * p.dilation[1];
-                    let wv = dw.w[c * ntaps + ky * g.kw + kx];
-                    st.taps.push((off, wv));
-                    st.tapsf.push((off, wv as f32));
-                }
-            }
-            let (bt, mult) = (r.bias_term[c], r.mult[c]);
-            #[cfg(target_arch = "x86_64")]
-            if wide && r.tame {
-                let pl = dw512::Plane {
-                    xf: &st.xf,
-                    wp,
-                    taps: &st.tapsf,
-                    oh,
-                    ow,
-                    stride: p.stride,
-                };
-                let ch = dw512::ChannelOut {
-                    bt,
-                    mult,
-                    zp: r.out_zp,
-                    lo: r.clamp.lo,
-                    hi: r.clamp.hi,
-                };
-                // SAFETY: AVX-512F/BW detected; ntaps <= MAX_TAPS; reads stay
-                // inside the padded plane plus `slack`; `tame` is the range
-                // condition.
-                unsafe { dw512::plane(&pl, &ch, out) };
-                return;
-            }
-            st.bt.fill(bt);
-            st.mult.fill(mult);
-            let ch = Channel {
-                bt: &st.bt,
-                mult: &st.mult,
-                zeros: &st.zeros,
-                out_zp: r.out_zp,
-                clamp: r.clamp,
-            };
-            for oy in 0..oh {
-                let base = oy * p.stride[0] * wp;
-                if fast {
-                    #[cfg(target_arch = "x86_64")]
-                    // SAFETY: AVX2+FMA detected (caps come from an engine
-                    // value); ntaps <= MAX_TAPS; the last vector reads at most
-                    // 8·stride past a row inside the padded plane, and the
-                    // buffer has `slack` extra elements.
-                    unsafe {
-                        dw_row_f32(&st.xf, base, &st.tapsf, p.stride[1], &mut st.acc)
-                    };
-                } else {
-                    dw_scalar(&st.xpad, base, &st.taps, p.stride[1], &mut st.acc);
-                }
-                requant_run(caps, &st.acc, &ch, &mut out[oy * ow..(oy + 1) * ow]);
-            }
-        },
-    );
-    y
-}
-
-struct DwScratch {
-    xpad: Vec<i16>,
-    xf: Vec<f32>,
-    tapsf: Vec<(usize, f32)>,
-    acc: Vec<i32>,
-    bt: Vec<f32>,
-    mult: Vec<f32>,
-    zeros: Vec<i32>,
-    taps: Vec<(usize, i32)>,
 }
 
 /// Transpose one image `[c][plane]` to `[plane][c]`.

@@ -33,6 +33,7 @@ use rquant_core::{
 };
 
 mod conv;
+mod dwconv;
 mod fp16;
 mod gemm;
 pub mod igemm;
