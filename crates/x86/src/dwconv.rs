@@ -10,6 +10,7 @@
 //! Every path computes the exact `Σ (x − zx)(w − zw)` of each output and
 //! requantizes it with the call's `Requant`.
 
+use std::mem::MaybeUninit;
 use std::sync::Mutex;
 
 use rquant_core::engine::ConvCall;
@@ -35,6 +36,8 @@ pub struct DwWeights {
     /// `[c][kh·kw]`.
     pub(crate) taps: Vec<i32>,
     pub(crate) zps: Vec<i32>,
+    /// `Σ_taps (w − zw)` per channel.
+    sums: Vec<i32>,
     /// `[⌈c/16⌉][kh][⌈kw/2⌉][16]`: lane `l` of pair `p` is
     /// `(w[2p] − zw, w[2p+1] − zw)` of channel `16·cb + l` (0 past the
     /// kernel's last column and the last channel).
@@ -60,10 +63,16 @@ impl DwWeights {
                 }
             }
         }
-        DwWeights { taps, zps, pairs }
+        let sums = taps.chunks_exact(nt).map(|t| t.iter().sum()).collect();
+        DwWeights {
+            taps,
+            zps,
+            sums,
+            pairs,
+        }
     }
     pub(crate) fn bytes(&self) -> usize {
-        self.taps.len() * 4 + self.zps.len() * 12 + self.pairs.len() * 4
+        self.taps.len() * 4 + self.zps.len() * 16 + self.pairs.len() * 4
     }
 }
 
@@ -75,16 +84,11 @@ fn pack_pair(lo: i32, hi: i32) -> i32 {
 /// The pair row `t` (the definition of the `dwpack_u8i16_pairs_*` kernels).
 pub(crate) fn fill_pairs_scalar(t: &mut PairRow<'_>) {
     t.assert_fits();
-    let lanes = t.cblocks * t.pairs * 16;
-    let Some(x) = t.x else {
-        t.out[..lanes].fill(0);
-        return;
-    };
     let v = |col: isize, ch: usize| -> i32 {
-        if col < 0 || col >= t.w as isize || ch >= t.c {
-            0
-        } else {
-            x[col as usize * t.c + ch] as i32 - t.xz
+        match t.x {
+            _ if ch >= t.c => 0,
+            Some(x) if col >= 0 && col < t.w as isize => x[col as usize * t.c + ch] as i32,
+            _ => t.xz as i32,
         }
     };
     for j in 0..t.pairs {
@@ -114,30 +118,51 @@ fn fill_pairs(caps: Caps, t: &mut PairRow<'_>) {
     fill_pairs_scalar(t)
 }
 
-/// Run a band through the path's `kh × kw` kernel (3×3 or 5×5).
-fn run_band(caps: Caps, vnni: bool, kh: usize, kw: usize, t: &mut DwBand<'_>) {
-    t.assert_fits(kh, kw);
+/// Run a band through the path's kernel for `kh × kw` (3×3 or 5×5),
+/// horizontal stride `sx` (1 or 2).
+fn run_band(caps: Caps, vnni: bool, kh: usize, kw: usize, sx: usize, t: &mut DwBand<'_>) {
+    let (so, sp) = pair_steps(sx).1;
+    t.assert_fits(kh, kw, so, sp);
     #[cfg(target_arch = "x86_64")]
     {
         use crate::kernels::dwconv_u8i8_kxk_nhwc_avx2 as k2;
         use crate::kernels::dwconv_u8i8_kxk_nhwc_avx512 as k512;
         // SAFETY (each arm): the features come from the detected path
-        // (`vnni`: the path's GEMM table uses AVX512-VNNI); the band fits
-        // (asserted); the caller checked that the requantization is tame.
+        // (`vnni`: the path's GEMM kernels use AVX512-VNNI); the band fits
+        // the kernel's shape and steps (asserted); the caller checked that
+        // the requantization is tame.
         unsafe {
-            match (kh, kw, caps.avx512, vnni) {
-                (3, 3, true, true) => k512::run_vnni::<3, 3, 2>(t),
-                (5, 5, true, true) => k512::run_vnni::<5, 5, 3>(t),
-                (3, 3, true, false) => k512::run::<3, 3, 2>(t),
-                (5, 5, true, false) => k512::run::<5, 5, 3>(t),
-                (3, 3, false, _) if caps.avx2 => k2::run::<3, 3, 2>(t),
-                (5, 5, false, _) if caps.avx2 => k2::run::<5, 5, 3>(t),
-                _ => unreachable!("no NHWC depthwise kernel for {kh}x{kw} on {caps:?}"),
+            match (kh, kw, sx, caps.avx512, vnni) {
+                (3, 3, 1, true, true) => k512::run_vnni::<3, 2, 1, 2>(t),
+                (3, 3, 2, true, true) => k512::run_vnni::<3, 2, 1, 1>(t),
+                (5, 5, 1, true, true) => k512::run_vnni::<5, 3, 1, 2>(t),
+                (5, 5, 2, true, true) => k512::run_vnni::<5, 3, 1, 1>(t),
+                (3, 3, 1, true, false) => k512::run::<3, 2, 1, 2>(t),
+                (3, 3, 2, true, false) => k512::run::<3, 2, 1, 1>(t),
+                (5, 5, 1, true, false) => k512::run::<5, 3, 1, 2>(t),
+                (5, 5, 2, true, false) => k512::run::<5, 3, 1, 1>(t),
+                (3, 3, 1, false, _) if caps.avx2 => k2::run::<3, 2, 1, 2>(t),
+                (3, 3, 2, false, _) if caps.avx2 => k2::run::<3, 2, 1, 1>(t),
+                (5, 5, 1, false, _) if caps.avx2 => k2::run::<5, 3, 1, 2>(t),
+                (5, 5, 2, false, _) if caps.avx2 => k2::run::<5, 3, 1, 1>(t),
+                _ => unreachable!("no NHWC depthwise kernel for {kh}x{kw} stride {sx} on {caps:?}"),
             }
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("no NHWC depthwise kernel off x86_64: {caps:?} {vnni} {kh}x{kw} {t:?}");
+    unreachable!("no NHWC depthwise kernel off x86_64: {caps:?} {vnni} {kh}x{kw} {sx} {t:?}");
+}
+
+/// For horizontal stride `sx`: the padded column step between stored pairs,
+/// and the pair index steps (per output column, per tap pair): pairs start
+/// at padded columns `ox·sx + 2p`, every column for an odd stride, the even
+/// ones for an even stride.
+fn pair_steps(sx: usize) -> (usize, (usize, usize)) {
+    if sx % 2 == 0 {
+        (2, (sx / 2, 1))
+    } else {
+        (1, (sx, 2))
+    }
 }
 
 /// Per-thread buffers of the NHWC depthwise tasks.
@@ -154,6 +179,7 @@ pub(crate) fn depthwise_nhwc(caps: Caps, vnni: bool, c: &ConvCall<'_>, dw: &DwWe
         && caps.avx2
         && r.tame
         && matches!((g.kh, g.kw), (3, 3) | (5, 5))
+        && matches!(p.stride[1], 1 | 2)
         && p.dilation == [1, 1];
     if !fast && caps.avx2 {
         // Other kernels: through NCHW planes.
@@ -168,18 +194,13 @@ pub(crate) fn depthwise_nhwc(caps: Caps, vnni: bool, c: &ConvCall<'_>, dw: &DwWe
     let (ch, oh, ow) = (g.c, g.oh, g.ow);
     let img_in = g.h * g.w * ch;
     let img_out = oh * ow * ch;
-    let mut y = vec![0u8; g.n * img_out];
+    let len = g.n * img_out;
+    let mut y: Vec<u8> = Vec::with_capacity(len);
     // Bands of output rows: a band's pair rows stay within an L2-sized
     // budget, and every thread gets a few bands.
     let (sy, sx) = (p.stride[0], p.stride[1]);
     let np = g.kw.div_ceil(2);
-    // Pairs start on padded columns ox·sx + 2p: all columns for an odd
-    // stride, the even ones for an even stride.
-    let (step, step_ox, step_p) = if sx % 2 == 0 {
-        (2, sx / 2, 1)
-    } else {
-        (1, sx, 2)
-    };
+    let (step, (step_ox, step_p)) = pair_steps(sx);
     let pairs = (ow - 1) * step_ox + (np - 1) * step_p + 1;
     let cblocks = ch.div_ceil(16);
     let row_len = cblocks * pairs * 16;
@@ -192,16 +213,21 @@ pub(crate) fn depthwise_nhwc(caps: Caps, vnni: bool, c: &ConvCall<'_>, dw: &DwWe
     }
     let nbands = oh.div_ceil(band);
     // Each task's outputs: rows oy0 .. of image b, a disjoint slice.
-    let slices: Vec<Mutex<&mut [u8]>> = y
+    let slices: Vec<Mutex<&mut [MaybeUninit<u8>]>> = y.spare_capacity_mut()[..len]
         .chunks_mut(img_out)
         .flat_map(|img| img.chunks_mut(band * ow * ch))
         .map(Mutex::new)
         .collect();
     let mut bt = vec![0f32; cblocks * 16];
     let mut mult = vec![0f32; cblocks * 16];
+    let mut init = vec![0i32; cblocks * 16];
     bt[..ch].copy_from_slice(&r.bias_term[..ch]);
     mult[..ch].copy_from_slice(&r.mult[..ch]);
-    let (bt, mult, slices) = (&bt[..], &mult[..], &slices[..]);
+    // The accumulators start at −zx·Σ(w − zw): the pair rows hold x itself.
+    for (i, &s) in init.iter_mut().zip(&dw.sums) {
+        *i = s.wrapping_mul(-(xz as i32));
+    }
+    let (bt, mult, init, slices) = (&bt[..], &mult[..], &init[..], &slices[..]);
     par_for(g.n * nbands, BandScratch::default, |st, task| {
         let (b, bi) = (task / nbands, task % nbands);
         let oy0 = bi * band;
@@ -242,7 +268,7 @@ pub(crate) fn depthwise_nhwc(caps: Caps, vnni: bool, c: &ConvCall<'_>, dw: &DwWe
                     w: g.w,
                     c: ch,
                     cblocks,
-                    xz: xz as i32,
+                    xz: xz as u8,
                     left: p.padding[1],
                     pairs,
                     step,
@@ -255,6 +281,7 @@ pub(crate) fn depthwise_nhwc(caps: Caps, vnni: bool, c: &ConvCall<'_>, dw: &DwWe
             vnni,
             g.kh,
             g.kw,
+            sx,
             &mut DwBand {
                 r: &st.rows,
                 row_len,
@@ -264,9 +291,8 @@ pub(crate) fn depthwise_nhwc(caps: Caps, vnni: bool, c: &ConvCall<'_>, dw: &DwWe
                 rows,
                 ow,
                 sy,
-                step_ox,
-                step_p,
                 w: &dw.pairs,
+                init,
                 bt,
                 mult,
                 out_zp: r.out_zp,
@@ -276,6 +302,9 @@ pub(crate) fn depthwise_nhwc(caps: Caps, vnni: bool, c: &ConvCall<'_>, dw: &DwWe
             },
         );
     });
+    // SAFETY: the bands cover every output row of every image, and each
+    // band's kernel (or the scalar twin) writes every byte of its rows.
+    unsafe { y.set_len(len) };
     y
 }
 

@@ -1,8 +1,8 @@
 //! Depthwise conv on NHWC activations with AVX2: the `KH × KW`
-//! microkernel of `dwconv_u8i8_kxk_nhwc_avx512.rs` (same pair rows, same
-//! weight pairs, same exact int32 sums) with 8 int32 lanes: each 16-channel
-//! block in two halves, `vpmaddwd` + `vpaddd` per tap pair, the weight
-//! pairs read from L1.
+//! microkernel of `dwconv_u8i8_kxk_nhwc_avx512.rs` (same pair rows, weight
+//! pairs and accumulator start, same exact int32 sums) with 8 int32 lanes:
+//! each 16-channel block in two halves, `vpmaddwd` + `vpaddd` per tap pair,
+//! the weight pairs read from L1.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -12,21 +12,24 @@ pub use super::dwconv_u8i8_kxk_nhwc_avx512::DwBand;
 /// Output pixels computed together (independent accumulator chains).
 const PX: usize = 4;
 
-/// The band through a `KH × KW` kernel.
+/// The band through a `KH × KW` kernel (`NP = ⌈KW/2⌉`; pair `p` of column
+/// `ox` at `ox·SO + p·SP`).
 ///
 /// # Safety
-/// AVX2 must be available; `t` fits ([`DwBand::assert_fits`]); the
-/// requantization constants are tame.
+/// AVX2 must be available; `t` fits ([`DwBand::assert_fits`] with
+/// `KH, KW, SO, SP`); the requantization constants are tame.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-pub unsafe fn run<const KH: usize, const KW: usize, const NP: usize>(t: &mut DwBand<'_>) {
+pub unsafe fn run<const KH: usize, const NP: usize, const SO: usize, const SP: usize>(
+    t: &mut DwBand<'_>,
+) {
     let (c, ow) = (t.c, t.ow);
     let ylo = _mm256_set1_ps((t.lo as i32 - t.out_zp) as f32);
     let yhi = _mm256_set1_ps((t.hi as i32 - t.out_zp) as f32);
     let magic = _mm256_set1_ps(12_582_912.0);
     let bias = _mm256_set1_epi32(12_582_912.0f32.to_bits() as i32 - t.out_zp);
     let r = t.r.as_ptr();
-    let out = t.out.as_mut_ptr();
+    let out = t.out.as_mut_ptr() as *mut u8;
     for h in 0..t.cblocks * 2 {
         let (cb, half) = (h / 2, (h % 2) * 8);
         let ch0 = cb * 16 + half;
@@ -38,6 +41,7 @@ pub unsafe fn run<const KH: usize, const KW: usize, const NP: usize>(t: &mut DwB
         // (DwBand::assert_fits); outputs past the last channel are not
         // written (`valid` lanes only).
         let wb = t.w.as_ptr().add(cb * KH * NP * 16 + half);
+        let a0 = _mm256_loadu_si256(t.init.as_ptr().add(ch0) as *const __m256i);
         let btv = _mm256_loadu_ps(t.bt.as_ptr().add(ch0));
         let mv = _mm256_loadu_ps(t.mult.as_ptr().add(ch0));
         let store = |dst: *mut u8, acc: __m256i| {
@@ -60,37 +64,42 @@ pub unsafe fn run<const KH: usize, const KW: usize, const NP: usize>(t: &mut DwB
             for (ky, row) in rows.iter_mut().enumerate() {
                 *row = r.add((oy * t.sy + ky) * t.row_len + cb * t.pairs * 16 + half);
             }
-            let o_row = out.add(oy * ow * c + ch0);
-            let mut ox = 0;
-            while ox + PX <= ow {
-                let mut acc = [_mm256_setzero_si256(); PX];
+            let mut o = out.add(oy * ow * c + ch0);
+            let mut left = ow;
+            while left >= PX {
+                let mut acc = [a0; PX];
                 for (ky, row) in rows.iter().enumerate() {
                     for p in 0..NP {
                         let w = _mm256_loadu_si256(wb.add((ky * NP + p) * 16) as *const __m256i);
                         for (u, a) in acc.iter_mut().enumerate() {
-                            let j = (ox + u) * t.step_ox + p * t.step_p;
-                            let x = _mm256_loadu_si256(row.add(j * 16) as *const __m256i);
+                            let x = _mm256_loadu_si256(row.add((u * SO + p * SP) * 16) as *const __m256i);
                             *a = _mm256_add_epi32(*a, _mm256_madd_epi16(x, w));
                         }
                     }
                 }
                 for (u, &a) in acc.iter().enumerate() {
-                    store(o_row.add((ox + u) * c), a);
+                    store(o.add(u * c), a);
                 }
-                ox += PX;
+                for row in rows.iter_mut() {
+                    *row = row.add(PX * SO * 16);
+                }
+                o = o.add(PX * c);
+                left -= PX;
             }
-            while ox < ow {
-                let mut a = _mm256_setzero_si256();
+            for _ in 0..left {
+                let mut a = a0;
                 for (ky, row) in rows.iter().enumerate() {
                     for p in 0..NP {
                         let w = _mm256_loadu_si256(wb.add((ky * NP + p) * 16) as *const __m256i);
-                        let j = ox * t.step_ox + p * t.step_p;
-                        let x = _mm256_loadu_si256(row.add(j * 16) as *const __m256i);
+                        let x = _mm256_loadu_si256(row.add(p * SP * 16) as *const __m256i);
                         a = _mm256_add_epi32(a, _mm256_madd_epi16(x, w));
                     }
                 }
-                store(o_row.add(ox * c), a);
-                ox += 1;
+                store(o, a);
+                for row in rows.iter_mut() {
+                    *row = row.add(SO * 16);
+                }
+                o = o.add(c);
             }
         }
     }

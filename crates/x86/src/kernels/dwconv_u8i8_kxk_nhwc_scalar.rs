@@ -4,6 +4,8 @@
 //! `Σ (x − zx)(w − zw)` per channel (padding contributes 0), requantized by
 //! core's `Requant` (tame or not).
 
+use std::mem::MaybeUninit;
+
 use rquant_core::output::Requant;
 
 /// Output rows `oy0 .. oy0 + rows` of one image.
@@ -26,8 +28,8 @@ pub struct DwPlain<'a> {
     pub requant: &'a Requant,
     pub oy0: usize,
     pub rows: usize,
-    /// The rows' outputs, NHWC (`rows × ow × c`).
-    pub out: &'a mut [u8],
+    /// The rows' outputs, NHWC (`rows × ow × c`; every byte is written).
+    pub out: &'a mut [MaybeUninit<u8>],
 }
 
 /// Fill `t.out`.
@@ -59,7 +61,7 @@ pub fn run(t: &mut DwPlain<'_>) {
             }
             let o = &mut t.out[(r * t.ow + ox) * c..][..c];
             for (ch, (dst, &a)) in o.iter_mut().zip(&acc).enumerate() {
-                *dst = t.requant.requantize(ch, a);
+                dst.write(t.requant.requantize(ch, a));
             }
         }
     }
