@@ -303,6 +303,55 @@ impl QConv2d {
     }
 }
 
+impl QConv2d {
+    /// This conv followed by `add`'s quantized add (`relu`: add_relu) of
+    /// `residual` — the tail of torchvision's ResNet blocks, `conv2` (with
+    /// `bn2` folded) then `FloatFunctional.add_relu(out, identity)` — in one
+    /// op: [`Engine::conv2d_add`] fuses the add into the conv's output
+    /// stage and keeps both roundings (the conv's requantization to its own
+    /// output qparams, then the add's), so the result has the bits of
+    /// `add.binary(self.forward(x), residual, AddRelu)`. A conv with a fused
+    /// ReLU, or an `add` on another engine, runs the two ops one after the
+    /// other.
+    ///
+    /// In a [`crate::Block`]'s forward, after conversion:
+    /// ```ignore
+    /// let add = b.child("add_relu")?.downcast_ref::<QFunctional>().cloned();
+    /// if let (Some(add), Some(conv)) = (add, b.child("conv2")?.downcast_ref::<QConv2d>()) {
+    ///     return conv.forward_add(y, identity, &add, true);
+    /// }
+    /// ```
+    pub fn forward_add(
+        &self,
+        x: Value,
+        residual: Value,
+        add: &QFunctional,
+        relu: bool,
+    ) -> Result<Value> {
+        let op = if relu {
+            BinaryOp::AddRelu
+        } else {
+            BinaryOp::Add
+        };
+        let q = x.quant("QuantizedConv2d")?;
+        if self.relu || add.engine.path() != self.engine.path() {
+            let y = self
+                .engine
+                .conv2d(&q, &self.packed, self.scale, self.zero_point, self.relu)?;
+            return add.binary(Value::Q(y), residual, op);
+        }
+        let r = residual.quant("QFunctional")?;
+        Ok(Value::Q(self.engine.conv2d_add(
+            &q,
+            &self.packed,
+            (self.scale, self.zero_point),
+            &r,
+            (add.scale, add.zero_point),
+            relu,
+        )?))
+    }
+}
+
 impl Layer for QConv2d {
     fn type_name(&self) -> String {
         if self.relu {

@@ -9,6 +9,7 @@ use rquant_core::qconfig::get_default_qconfig;
 use rquant_core::{Engine, Tensor};
 use rquant_nn::io::{quantized_bytes, quantized_from_bytes_with};
 use rquant_nn::layers::{AdaptiveAvgPool2d, MaxPool2d};
+use rquant_nn::quantized::{QConv2d, QFunctional};
 use rquant_nn::{
     conv_params, convert_with, fuse_modules, prepare, to_engine, BatchNorm2d, Block, Conv2d,
     Linear, Module, ModuleRegistry, QConfigMap, Result, Rng, Sequential, Value,
@@ -22,6 +23,30 @@ fn basic_block_forward(b: &mut Block, x: Value) -> Result<Value> {
         x.clone()
     };
     let y = b.seq(&["conv1", "bn1", "relu", "conv2", "bn2"], x)?;
+    b.child("add_relu")?.add_relu(y, identity)
+}
+
+// The same block with the conv2 + add_relu tail fused once converted
+// (`QConv2d::forward_add`, one op with both roundings); in float and
+// observed form it runs as above.
+static FUSED_RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn basic_block_fused_forward(b: &mut Block, x: Value) -> Result<Value> {
+    let identity = if b.has("downsample") {
+        b.run("downsample", x.clone())?
+    } else {
+        x.clone()
+    };
+    let y = b.seq(&["conv1", "bn1", "relu"], x)?;
+    let add = b.child("add_relu")?.downcast_ref::<QFunctional>().cloned();
+    let bn_folded = b.child("bn2")?.is::<rquant_nn::Identity>();
+    if let (Some(add), true) = (add, bn_folded) {
+        if let Some(conv) = b.child("conv2")?.downcast_ref::<QConv2d>() {
+            FUSED_RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return conv.forward_add(y, identity, &add, true);
+        }
+    }
+    let y = b.seq(&["conv2", "bn2"], y)?;
     b.child("add_relu")?.add_relu(y, identity)
 }
 
@@ -217,6 +242,14 @@ fn resnet_blocks_fuse_quantize_save_and_load_on_every_engine() {
             "{name}"
         );
         assert_eq!(bits(&mut back, &x), want, "loaded on {name}");
+        // The blocks' conv2 + add_relu as one op (QConv2d::forward_add):
+        // the same bits.
+        let fused_reg =
+            ModuleRegistry::default().with_block("BasicBlock", basic_block_fused_forward);
+        let (mut fz, _) =
+            quantized_from_bytes_with(&bytes, "resnet.st", Some(e.clone()), &fused_reg).unwrap();
+        assert_eq!(bits(&mut fz, &x), want, "conv2 + add_relu fused on {name}");
+        assert!(FUSED_RUNS.load(std::sync::atomic::Ordering::Relaxed) > 0);
         // Converted afresh on this engine, and moved here from the first one.
         let mut c = observed.clone();
         convert_with(&mut c, e).unwrap();
