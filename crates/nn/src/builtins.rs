@@ -20,6 +20,7 @@ impl Default for ModuleRegistry {
         crate::rnn::register_loaders(&mut r);
         crate::quantized::register_loaders(&mut r);
         crate::channels_last::register_loaders(&mut r);
+        crate::movement::register_loaders(&mut r);
         r
     }
 }

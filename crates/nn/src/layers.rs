@@ -347,6 +347,10 @@ pub struct Conv2d {
     pub bias: Option<Param>,
     pub bn: Option<BatchNorm2d>,
     pub relu: bool,
+    /// A fused clamp `[min, max]` after the (batch norm and) conv: ReLU6
+    /// (`[0, 6]`) or `Hardtanh(min, max)` fused by `fuse_modules` — beyond
+    /// PyTorch, whose eager fusion has no conv + ReLU6. Exclusive with `relu`.
+    pub clamp: Option<(f32, f32)>,
     pub weight_fake_quant: Option<FakeQuantize>,
     /// QAT: BN statistics frozen (`freeze_bn_stats`).
     pub freeze_bn: bool,
@@ -423,6 +427,7 @@ impl Conv2d {
             bias: bias.map(Param::new),
             bn: None,
             relu: false,
+            clamp: None,
             weight_fake_quant: None,
             freeze_bn: false,
             training: false,
@@ -452,14 +457,38 @@ impl Conv2d {
             bn.training = self.training;
             y = bn.forward(y)?;
         }
-        if self.relu {
-            relu_inplace(&mut y);
-        }
+        self.activate(&mut y);
         if self.training {
             self.cache_x = Some(x);
-            self.cache_y = self.relu.then(|| y.clone());
+            self.cache_y = (self.relu || self.clamp.is_some()).then(|| y.clone());
         }
         Ok(y)
+    }
+
+    /// The fused activation: ReLU or the clamp.
+    fn activate(&self, y: &mut Tensor) {
+        if self.relu {
+            relu_inplace(y);
+        }
+        if let Some((lo, hi)) = self.clamp {
+            for v in y.data_mut() {
+                *v = v.clamp(lo, hi);
+            }
+        }
+    }
+
+    /// The fused activation's gradient mask, from its output `y`.
+    fn activation_mask(&self, g: &mut Tensor, y: &Tensor) {
+        match self.clamp {
+            Some((lo, hi)) => {
+                for (gv, &yv) in g.data_mut().iter_mut().zip(y.data()) {
+                    if yv <= lo || yv >= hi {
+                        *gv = 0.0;
+                    }
+                }
+            }
+            None => relu_mask(g, y),
+        }
     }
 
     /// `nniqat.ConvBn2d._forward_approximate`: fold gamma / running_std into
@@ -500,12 +529,10 @@ impl Conv2d {
             bn.training = self.training;
             bn.forward(y0)?
         };
-        if self.relu {
-            relu_inplace(&mut y);
-        }
+        self.activate(&mut y);
         if self.training {
             self.cache_x = Some(x);
-            self.cache_y = self.relu.then(|| y.clone());
+            self.cache_y = (self.relu || self.clamp.is_some()).then(|| y.clone());
             self.cache_fq = Some(FqCache {
                 w: fqo.w,
                 mask: fqo.mask,
@@ -525,7 +552,7 @@ impl Conv2d {
             .take()
             .ok_or_else(|| NnError::module("", "backward without a training forward"))?;
         if let Some(y) = self.cache_y.take() {
-            relu_mask(&mut g, &y);
+            self.activation_mask(&mut g, &y);
         }
         let fq = self.cache_fq.take().expect("cached with x");
         let qc = self.cache_qat.take().expect("cached with x");
@@ -581,7 +608,7 @@ impl Conv2d {
             .take()
             .ok_or_else(|| NnError::module("", "backward without a training forward"))?;
         if let Some(y) = self.cache_y.take() {
-            relu_mask(&mut g, &y);
+            self.activation_mask(&mut g, &y);
         }
         if let Some(bn) = &mut self.bn {
             g = bn.backward(g)?;
@@ -666,6 +693,9 @@ pub enum ActKind {
     ReLU,
     ReLU6,
     Hardswish,
+    /// `relu6(x + 3) / 6`; on quantized input PyTorch's fixed output qparams
+    /// (1/256, 0), so it needs no observer.
+    Hardsigmoid,
 }
 
 #[derive(Debug, Clone)]
@@ -692,12 +722,20 @@ impl Activation {
             ActKind::ReLU => v.max(0.0),
             ActKind::ReLU6 => v.clamp(0.0, 6.0),
             ActKind::Hardswish => rquant_core::numerics::hardswish_f32(v),
+            ActKind::Hardsigmoid => (v + 3.0).clamp(0.0, 6.0) / 6.0,
         }
     }
     fn df(kind: ActKind, v: f32) -> f32 {
         match kind {
             ActKind::ReLU => (v > 0.0) as i32 as f32,
             ActKind::ReLU6 => (v > 0.0 && v < 6.0) as i32 as f32,
+            ActKind::Hardsigmoid => {
+                if v > -3.0 && v < 3.0 {
+                    1.0 / 6.0
+                } else {
+                    0.0
+                }
+            }
             ActKind::Hardswish => {
                 if v < -3.0 {
                     0.0
@@ -720,11 +758,17 @@ impl Activation {
         Ok(y)
     }
     /// On quantized input: ReLU and ReLU6 keep the input qparams (as PyTorch's
-    /// quantized relu / hardtanh); Hardswish needs output qparams (convert).
+    /// quantized relu / hardtanh), Hardsigmoid has PyTorch's fixed output
+    /// qparams (1/256, 0); Hardswish needs output qparams (convert).
     pub fn forward_quant(&self, x: QTensor<u8>) -> Result<QTensor<u8>> {
         match self.kind {
             ActKind::ReLU => Ok(self.engine.as_ref().ok_or_else(|| no_engine("ReLU"))?.relu(&x)?),
             ActKind::ReLU6 => relu6_quantized(&x),
+            ActKind::Hardsigmoid => Ok(self
+                .engine
+                .as_ref()
+                .ok_or_else(|| no_engine("Hardsigmoid"))?
+                .hardsigmoid(&x)?),
             ActKind::Hardswish => Err(bad(
                 "Hardswish",
                 "a float Hardswish cannot run on quantized input: convert it (it needs output qparams)",
@@ -1172,26 +1216,27 @@ impl FloatFunctional {
     pub fn new() -> Self {
         Self::default()
     }
-    /// `add` / `add_relu` / `mul` of same-shape float tensors.
+    /// `add` / `add_relu` / `mul` of float tensors, broadcasting as PyTorch
+    /// (trailing dimensions aligned; size-1 dimensions stretched), e.g. a
+    /// squeeze-excitation scale `[N, C, 1, 1]` times `[N, C, H, W]`.
     pub fn binary(&mut self, a: Value, b: Value, op: BinaryOp) -> Result<Value> {
         let (a, b) = (a.float("FloatFunctional")?, b.float("FloatFunctional")?);
-        if a.shape() != b.shape() {
-            return Err(bad(
-                "FloatFunctional",
-                format!("shapes {:?} and {:?} differ", a.shape(), b.shape()),
-            ));
-        }
-        let data = a
-            .data()
-            .iter()
-            .zip(b.data())
-            .map(|(&x, &y)| match op {
-                BinaryOp::Add => x + y,
-                BinaryOp::AddRelu => (x + y).max(0.0),
-                BinaryOp::Mul => x * y,
-            })
-            .collect();
-        let y = Tensor::new(a.shape().to_vec(), data)?;
+        let f = |x: f32, y: f32| match op {
+            BinaryOp::Add => x + y,
+            BinaryOp::AddRelu => (x + y).max(0.0),
+            BinaryOp::Mul => x * y,
+        };
+        let y = if a.shape() == b.shape() {
+            let data = a
+                .data()
+                .iter()
+                .zip(b.data())
+                .map(|(&x, &y)| f(x, y))
+                .collect();
+            Tensor::new(a.shape().to_vec(), data)?
+        } else {
+            broadcast_binary(&a, &b, f)?
+        };
         Ok(Value::F(match &mut self.post {
             Some(p) => p.apply(y)?,
             None => y,
@@ -1208,6 +1253,65 @@ impl FloatFunctional {
             None => y,
         }))
     }
+}
+
+/// `f(a, b)` element-wise with NumPy / PyTorch broadcasting.
+fn broadcast_binary(a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32) -> Result<Tensor> {
+    let nd = a.ndim().max(b.ndim());
+    let pad = |s: &[usize]| -> Vec<usize> {
+        let mut v = vec![1; nd - s.len()];
+        v.extend_from_slice(s);
+        v
+    };
+    let (sa, sb) = (pad(a.shape()), pad(b.shape()));
+    let mut out = Vec::with_capacity(nd);
+    for d in 0..nd {
+        out.push(match (sa[d], sb[d]) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            _ => {
+                return Err(bad(
+                    "FloatFunctional",
+                    format!(
+                        "shapes {:?} and {:?} do not broadcast",
+                        a.shape(),
+                        b.shape()
+                    ),
+                ))
+            }
+        });
+    }
+    // Row-major strides, 0 along broadcast dimensions.
+    let strides = |s: &[usize]| -> Vec<usize> {
+        let mut st = vec![0; nd];
+        let mut acc = 1;
+        for d in (0..nd).rev() {
+            st[d] = if s[d] == 1 { 0 } else { acc };
+            acc *= s[d];
+        }
+        st
+    };
+    let (ta, tb) = (strides(&sa), strides(&sb));
+    let n: usize = out.iter().product();
+    let mut data = Vec::with_capacity(n);
+    let mut idx = vec![0usize; nd];
+    let (mut ia, mut ib) = (0usize, 0usize);
+    for _ in 0..n {
+        data.push(f(a.data()[ia], b.data()[ib]));
+        for d in (0..nd).rev() {
+            idx[d] += 1;
+            ia += ta[d];
+            ib += tb[d];
+            if idx[d] < out[d] {
+                break;
+            }
+            ia -= ta[d] * out[d];
+            ib -= tb[d] * out[d];
+            idx[d] = 0;
+        }
+    }
+    Ok(Tensor::new(out, data)?)
 }
 
 impl Module {
@@ -1235,6 +1339,10 @@ impl Module {
     }
     pub fn hardswish() -> Self {
         Module::new(Activation::new(ActKind::Hardswish))
+    }
+    /// `nn.Hardsigmoid()`.
+    pub fn hardsigmoid() -> Self {
+        Module::new(Activation::new(ActKind::Hardsigmoid))
     }
     /// `nn.BatchNorm1d(num_features)`.
     pub fn batch_norm1d(num_features: usize) -> Self {
@@ -1303,6 +1411,15 @@ impl Layer for Linear {
 
 impl Layer for Conv2d {
     fn type_name(&self) -> String {
+        if self.clamp.is_some() {
+            return match (self.bn.is_some(), self.weight_fake_quant.is_some()) {
+                (false, false) => "ConvHardtanh2d",
+                (true, false) => "ConvBnHardtanh2d",
+                (false, true) => "QATConvHardtanh2d",
+                (true, true) => "QATConvBnHardtanh2d",
+            }
+            .into();
+        }
         match (
             self.bn.is_some(),
             self.relu,
@@ -1366,7 +1483,11 @@ impl Layer for Conv2d {
         }
         out.f32("weight", &self.weight.value);
         let b = out.bias(self.bias.as_ref().map(|b| b.value.data()));
-        Ok(json!({ "bias": b, "params": conv_json(self.params) }))
+        let mut a = json!({ "bias": b, "params": conv_json(self.params) });
+        if let Some((lo, hi)) = self.clamp {
+            a["clamp"] = json!([lo, hi]);
+        }
+        Ok(a)
     }
 }
 
@@ -1422,6 +1543,7 @@ impl Layer for Activation {
             ActKind::ReLU => "ReLU",
             ActKind::ReLU6 => "ReLU6",
             ActKind::Hardswish => "Hardswish",
+            ActKind::Hardsigmoid => "Hardsigmoid",
         }
         .into()
     }
@@ -1634,8 +1756,28 @@ pub(crate) fn register_mappings(m: &mut Mappings) {
         "ConvReLU2d",
         "ConvBn2d",
         "ConvBnReLU2d",
+        "ConvHardtanh2d",
+        "ConvBnHardtanh2d",
     ] {
         m.qat.insert(t.to_string(), std::sync::Arc::new(qat));
+    }
+}
+
+/// The `clamp` attribute of a fused conv: `[min, max]`, finite, min <= max.
+pub(crate) fn clamp_attr(n: &Node) -> Result<Option<(f32, f32)>> {
+    match n.attrs().get("clamp") {
+        None | Some(J::Null) => Ok(None),
+        Some(J::Array(a)) if a.len() == 2 => {
+            let lo = a[0].as_f64().map(|v| v as f32);
+            let hi = a[1].as_f64().map(|v| v as f32);
+            match (lo, hi) {
+                (Some(lo), Some(hi)) if lo.is_finite() && hi.is_finite() && lo <= hi => {
+                    Ok(Some((lo, hi)))
+                }
+                _ => Err(n.attr_error("clamp", "not finite [min, max] with min <= max")),
+            }
+        }
+        Some(_) => Err(n.attr_error("clamp", "not a [min, max] pair")),
     }
 }
 
@@ -1664,6 +1806,7 @@ pub(crate) fn register_loaders(r: &mut ModuleRegistry) {
         )
         .map_err(|e| n.tensor_error("", e.to_string()))?;
         c.relu = n.type_name() == "ConvReLU2d" || n.get_bool_opt("relu")?.unwrap_or(false);
+        c.clamp = clamp_attr(n)?;
         Ok(c.into())
     }
     fn batch_norm(n: &mut Node) -> Result<Module> {
@@ -1717,12 +1860,14 @@ pub(crate) fn register_loaders(r: &mut ModuleRegistry) {
     r.register("LinearReLU", linear);
     r.register("Conv2d", conv);
     r.register("ConvReLU2d", conv);
+    r.register("ConvHardtanh2d", conv);
     r.register("BatchNorm2d", batch_norm);
     r.register("BNReLU2d", batch_norm);
     r.register("BatchNorm1d", batch_norm);
     r.register("ReLU", |_| Ok(Module::relu()));
     r.register("ReLU6", |_| Ok(Module::relu6()));
     r.register("Hardswish", |_| Ok(Module::hardswish()));
+    r.register("Hardsigmoid", |_| Ok(Module::hardsigmoid()));
     r.register("MaxPool2d", max_pool);
     r.register("AvgPool2d", avg_pool);
     r.register("AdaptiveAvgPool2d", |n| {

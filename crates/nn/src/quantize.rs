@@ -4,6 +4,8 @@
 //! modules are observed and what they become is read from
 //! [`Mappings`] (the `*_mapped` forms take your own tables).
 
+use std::collections::BTreeMap;
+
 use rquant_core::qconfig::{FakeQuantize, QConfig};
 use rquant_core::{Conv2dParams, Engine, Tensor};
 
@@ -59,9 +61,11 @@ fn take(model: &mut Module, path: &str) -> Result<Module> {
 }
 
 /// `fuse_modules(model, [[conv, bn, relu], …])` for inference: conv+bn,
-/// conv+bn+relu, conv+relu, linear+relu, linear+bn, bn+relu. The first
-/// module becomes the fused one, the others Identity. Batch norms are folded
-/// with PyTorch's exact arithmetic, so the model must be in eval mode.
+/// conv+bn+relu, conv+relu, linear+relu, linear+bn, bn+relu, and beyond
+/// PyTorch conv(+bn)+ReLU6 and conv(+bn)+Hardtanh (a clamp the converted
+/// conv applies to its int8 output). The first module becomes the fused
+/// one, the others Identity. Batch norms are folded with PyTorch's exact
+/// arithmetic, so the model must be in eval mode.
 pub fn fuse_modules(model: &mut Module, groups: &[&[&str]]) -> Result<()> {
     fuse(model, groups, false)
 }
@@ -103,7 +107,18 @@ fn is_relu(m: &Module) -> bool {
         .is_some_and(|a| a.kind == ActKind::ReLU)
 }
 
-const PATTERNS: &str = "unsupported fusion pattern: expected conv+bn, conv+bn+relu, conv+relu, linear+relu, linear+bn or bn+relu";
+/// ReLU6 and Hardtanh as the clamp a conv fuses.
+fn clamp_of(m: &Module) -> Option<(f32, f32)> {
+    if m.downcast_ref::<Activation>()
+        .is_some_and(|a| a.kind == ActKind::ReLU6)
+    {
+        return Some((0.0, 6.0));
+    }
+    m.downcast_ref::<crate::movement::Hardtanh>()
+        .map(|h| (h.min_val, h.max_val))
+}
+
+const PATTERNS: &str = "unsupported fusion pattern: expected conv+bn, conv+bn+relu, conv+relu, conv+bn+relu6, conv+relu6, conv+bn+hardtanh, conv+hardtanh, linear+relu, linear+bn or bn+relu";
 
 fn fuse_group(mods: Vec<Module>, qat: bool) -> Result<Module> {
     let mut it = mods.into_iter();
@@ -115,14 +130,31 @@ fn fuse_group(mods: Vec<Module>, qat: bool) -> Result<Module> {
     if first.is::<Conv2d>() {
         let mut c: Conv2d = first.expect_type("fuse")?;
         match rest.as_slice() {
-            [b] if c.bn.is_none() && !c.relu && bn_of(b).is_some() => {
+            [b] if c.bn.is_none() && !c.relu && c.clamp.is_none() && bn_of(b).is_some() => {
                 fold_or_attach(&mut c, bn_of(b).expect("checked"), qat)?;
             }
-            [b, r] if c.bn.is_none() && !c.relu && bn_of(b).is_some() && is_relu(r) => {
+            [b, r]
+                if c.bn.is_none()
+                    && !c.relu
+                    && c.clamp.is_none()
+                    && bn_of(b).is_some()
+                    && is_relu(r) =>
+            {
                 fold_or_attach(&mut c, bn_of(b).expect("checked"), qat)?;
                 c.relu = true;
             }
-            [r] if is_relu(r) && !c.relu => c.relu = true,
+            [r] if is_relu(r) && !c.relu && c.clamp.is_none() => c.relu = true,
+            [b, a]
+                if c.bn.is_none()
+                    && !c.relu
+                    && c.clamp.is_none()
+                    && bn_of(b).is_some()
+                    && clamp_of(a).is_some() =>
+            {
+                fold_or_attach(&mut c, bn_of(b).expect("checked"), qat)?;
+                c.clamp = clamp_of(a);
+            }
+            [a] if !c.relu && c.clamp.is_none() && clamp_of(a).is_some() => c.clamp = clamp_of(a),
             _ => return Err(NnError::module("", PATTERNS)),
         }
         return Ok(c.into());
@@ -182,9 +214,10 @@ fn fold_or_attach(c: &mut Conv2d, bn: BatchNorm2d, qat: bool) -> Result<()> {
     }
     let b = c.bias.as_ref().map(|b| b.value.data().to_vec());
     let (w, b) = fuse_conv_bn_weights(&c.weight.value, b.as_deref(), &bn)?;
-    let relu = c.relu;
+    let (relu, clamp) = (c.relu, c.clamp);
     *c = Conv2d::from_weights(w, Some(Tensor::new([b.len()], b)?), c.params)?;
     c.relu = relu;
+    c.clamp = clamp;
     Ok(())
 }
 
@@ -257,6 +290,112 @@ fn attach(model: &mut Module, map: &QConfigMap, mappings: &Mappings, qat: bool) 
         }
         Ok(())
     })
+}
+
+/// Give the observed modules of a prepared model fixed output qparams
+/// instead of calibrating them: `qparams` maps each module path (the keys of
+/// PyTorch's converted model: `quant`, `conv1`, `layer1.0.add_relu`, …) to a
+/// (scale, zero point). Each observer is replaced by [`ActPost::Fixed`]:
+/// later forwards pass values through unobserved, and `convert` quantizes
+/// the outputs with exactly these qparams (weights are still quantized by
+/// the qconfig's weight observer).
+///
+/// Use it to reproduce another tool's converted model (PyTorch's exported
+/// scales and zero points) without re-running its calibration: histogram
+/// observers are sensitive to last-ulp float differences in the activations
+/// they see, as PyTorch's own 1- vs 2-thread calibrations show.
+///
+/// Strict both ways: a path that is not an observed module, and an observed
+/// module with no entry, are errors naming the path. Scales must be finite
+/// and positive. Models prepared for QAT (fake quants) are refused.
+pub fn set_activation_qparams(
+    model: &mut Module,
+    qparams: &BTreeMap<String, (f32, i64)>,
+) -> Result<()> {
+    for (p, &(s, _)) in qparams {
+        if !(s.is_finite() && s > 0.0) {
+            return Err(NnError::module(
+                p.as_str(),
+                format!("activation scale {s} must be finite and positive"),
+            ));
+        }
+    }
+    let mut seen = Vec::new();
+    let mut missing = Vec::new();
+    model.visit_mut("", &mut |path, m| {
+        let fixed = |path: &str, post: &ActPost, missing: &mut Vec<String>| -> Result<Option<ActPost>> {
+            if let ActPost::FakeQuant { .. } = post {
+                return Err(NnError::module(
+                    path,
+                    "set_activation_qparams: the model was prepared for QAT (fake quants); use it after prepare",
+                ));
+            }
+            Ok(match qparams.get(path) {
+                Some(&(scale, zero_point)) => Some(ActPost::Fixed { scale, zero_point }),
+                None => {
+                    missing.push(path.to_string());
+                    None
+                }
+            })
+        };
+        if let Some(o) = m.downcast_mut::<Observed>() {
+            if let Some(p) = fixed(path, &o.post, &mut missing)? {
+                o.post = p;
+                seen.push(path.to_string());
+            }
+        } else if let Some(mut obs) = m.layer_mut().take_observation() {
+            let p = fixed(path, &obs.post, &mut missing);
+            if let Ok(Some(p)) = &p {
+                obs.post = p.clone();
+                seen.push(path.to_string());
+            }
+            // Hand the observation back (changed or not) before any error.
+            if m.layer_mut().observe_output(obs).is_some() {
+                return Err(NnError::module(
+                    path,
+                    format!(
+                        "{} did not take its observation back in observe_output",
+                        m.type_name()
+                    ),
+                ));
+            }
+            p?;
+        }
+        Ok(())
+    })?;
+    if let Some(p) = qparams.keys().find(|p| !seen.contains(p)) {
+        return Err(NnError::module(
+            p.as_str(),
+            "set_activation_qparams: no observed module at this path (prepare the model first)",
+        ));
+    }
+    if !missing.is_empty() {
+        return Err(NnError::module(
+            missing[0].as_str(),
+            format!(
+                "set_activation_qparams: no qparams given for {} observed module(s): {}",
+                missing.len(),
+                missing.join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The paths of every observed module of a prepared model (the keys
+/// [`set_activation_qparams`] needs), in post-order.
+pub fn observed_paths(model: &mut Module) -> Vec<String> {
+    let mut out = Vec::new();
+    let _ = model.visit_mut("", &mut |path, m| {
+        if m.is::<Observed>() {
+            out.push(path.to_string());
+        } else if let Some(obs) = m.layer_mut().take_observation() {
+            out.push(path.to_string());
+            let _ = m.layer_mut().observe_output(obs);
+        }
+        Ok(())
+    });
+    out
 }
 
 /// Stop updating fake-quant observers (`disable_observer`).

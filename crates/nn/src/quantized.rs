@@ -232,7 +232,10 @@ impl Layer for QLinear {
     }
 }
 
-/// Static quantized Conv2d / ConvReLU2d (`nnq.Conv2d`, `nniq.ConvReLU2d`).
+/// Static quantized Conv2d / ConvReLU2d (`nnq.Conv2d`, `nniq.ConvReLU2d`),
+/// and rquant's ConvHardtanh2d (a fused ReLU6 / Hardtanh: the int8 output
+/// clamped to `[quantize(min), quantize(max)]` under the output qparams,
+/// the same values as a separate quantized hardtanh after the conv).
 #[derive(Clone)]
 pub struct QConv2d {
     pub engine: Engine,
@@ -240,6 +243,7 @@ pub struct QConv2d {
     pub scale: f64,
     pub zero_point: i64,
     pub relu: bool,
+    pub clamp: Option<(f32, f32)>,
 }
 
 impl fmt::Debug for QConv2d {
@@ -282,6 +286,7 @@ impl QConv2d {
             scale,
             zero_point,
             relu: c.relu,
+            clamp: c.clamp,
         }
         .into())
     }
@@ -298,6 +303,7 @@ impl QConv2d {
             scale: n.scale()?,
             zero_point: n.zero_point()?,
             relu: relu_of(n)?,
+            clamp: crate::layers::clamp_attr(n)?,
         }
         .into())
     }
@@ -354,7 +360,9 @@ impl QConv2d {
 
 impl Layer for QConv2d {
     fn type_name(&self) -> String {
-        if self.relu {
+        if self.clamp.is_some() {
+            "QuantizedConvHardtanh2d"
+        } else if self.relu {
             "QuantizedConvReLU2d"
         } else {
             "QuantizedConv2d"
@@ -363,13 +371,15 @@ impl Layer for QConv2d {
     }
     fn forward(&mut self, x: Value) -> Result<Value> {
         let q = x.quant("QuantizedConv2d")?;
-        Ok(Value::Q(self.engine.conv2d(
-            &q,
-            &self.packed,
-            self.scale,
-            self.zero_point,
-            self.relu,
-        )?))
+        let y = self
+            .engine
+            .conv2d(&q, &self.packed, self.scale, self.zero_point, self.relu)?;
+        // The clamp as a second pass: the engine's conv2d takes only a ReLU
+        // flag (its output stage could apply any [lo, hi] in the epilogue).
+        Ok(Value::Q(match self.clamp {
+            Some((lo, hi)) => self.engine.hardtanh(&y, lo, hi)?,
+            None => y,
+        }))
     }
     fn weight(&self) -> Option<Tensor> {
         Some(dequantize(&self.packed.weight()))
@@ -388,9 +398,11 @@ impl Layer for QConv2d {
         let qs = out.qweight(&self.packed.weight())?;
         let b = out.bias(self.packed.bias());
         out.qparams(self.scale, self.zero_point);
-        Ok(
-            json!({"qscheme": qs, "bias": b, "params": crate::layers::conv_json(self.packed.params())}),
-        )
+        let mut a = json!({"qscheme": qs, "bias": b, "params": crate::layers::conv_json(self.packed.params())});
+        if let Some((lo, hi)) = self.clamp {
+            a["clamp"] = json!([lo, hi]);
+        }
+        Ok(a)
     }
 }
 
@@ -927,6 +939,10 @@ pub(crate) fn register_mappings(m: &mut Mappings) {
         "QATConvReLU2d",
         "QATConvBn2d",
         "QATConvBnReLU2d",
+        "ConvHardtanh2d",
+        "ConvBnHardtanh2d",
+        "QATConvHardtanh2d",
+        "QATConvBnHardtanh2d",
     ] {
         m.set_static(t, true, QConv2d::from_float);
     }
@@ -973,6 +989,7 @@ pub(crate) fn register_loaders(r: &mut ModuleRegistry) {
     r.register("QuantizedLinearReLU", QLinear::load);
     r.register("QuantizedConv2d", QConv2d::load);
     r.register("QuantizedConvReLU2d", QConv2d::load);
+    r.register("QuantizedConvHardtanh2d", QConv2d::load);
     r.register("DynamicQuantizedLinear", QDynLinear::load);
     r.register("DynamicQuantizedLinearReLU", QDynLinear::load);
     r.register("DynamicQuantizedLSTM", QDynRnn::load);
