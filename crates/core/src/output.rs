@@ -338,11 +338,31 @@ mod tests {
         ] {
             for relu in [false, true] {
                 let r = ResidualAdd::new((sa, za), (sb, zb), (so, zo), relu);
-                let op = if relu { BinaryOp::AddRelu } else { BinaryOp::Add };
+                let op = if relu {
+                    BinaryOp::AddRelu
+                } else {
+                    BinaryOp::Add
+                };
                 for qb in [0u8, 1, 77, 128, 254, 255] {
-                    let a = QTensor::from_int_repr(vec![256], all.clone(), QParams::per_tensor(sa, za)).unwrap();
-                    let b = QTensor::from_int_repr(vec![256], vec![qb; 256], QParams::per_tensor(sb, zb)).unwrap();
-                    let want = crate::portable::binary(op, &a, &b, OutQ { scale: so, zero_point: zo }).unwrap();
+                    let a =
+                        QTensor::from_int_repr(vec![256], all.clone(), QParams::per_tensor(sa, za))
+                            .unwrap();
+                    let b = QTensor::from_int_repr(
+                        vec![256],
+                        vec![qb; 256],
+                        QParams::per_tensor(sb, zb),
+                    )
+                    .unwrap();
+                    let want = crate::portable::binary(
+                        op,
+                        &a,
+                        &b,
+                        OutQ {
+                            scale: so,
+                            zero_point: zo,
+                        },
+                    )
+                    .unwrap();
                     let mut got = all.clone();
                     r.apply_in_place(&mut got, &[qb; 256]);
                     assert_eq!(got, want, "{sa} {za} {sb} {zb} {so} {zo} {relu} qb {qb}");

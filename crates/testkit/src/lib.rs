@@ -473,13 +473,24 @@ impl ConvTester {
                 }
                 .expect("reference add");
                 let ye = engine
-                    .conv2d_add(&xe, &pe, (os, oz), &other.to_format(self.format), (asc, az), relu)
+                    .conv2d_add(
+                        &xe,
+                        &pe,
+                        (os, oz),
+                        &other.to_format(self.format),
+                        (asc, az),
+                        relu,
+                    )
                     .expect("engine conv2d_add");
                 (ye, want)
             }
         };
         assert_eq!(ye.shape(), yr.shape());
-        assert_eq!(ye.memory_format(), self.format, "conv output keeps the input's format");
+        assert_eq!(
+            ye.memory_format(),
+            self.format,
+            "conv output keeps the input's format"
+        );
         let ye = ye.contiguous();
         assert_same(
             engine,
@@ -1000,14 +1011,26 @@ pub fn sweep_conv2d_nhwc(engine: &Engine) {
                 .relu(i % 3 == 0)
                 .bias(x_zp != 255)
                 .w_zp(if i % 4 == 1 { 3 } else { 0 })
-                .act(if x_zp == 255 && i % 2 == 0 { Act::AllMax } else { Act::Full })
+                .act(if x_zp == 255 && i % 2 == 0 {
+                    Act::AllMax
+                } else {
+                    Act::Full
+                })
                 .seed(100 + i as u64);
-            c.clone().batch(1 + i % 3).format(cl).gemm(g).test(engine, r);
+            c.clone()
+                .batch(1 + i % 3)
+                .format(cl)
+                .gemm(g)
+                .test(engine, r);
         }
     }
     // Clamps on channels-last.
     for (i, &(lo, hi)) in [(0u8, 200u8), (40, 160), (128, 128)].iter().enumerate() {
-        let g = GemmTester::new().clamp(lo, hi).out_zp(100).per_channel(i % 2 == 0).seed(i as u64);
+        let g = GemmTester::new()
+            .clamp(lo, hi)
+            .out_zp(100)
+            .per_channel(i % 2 == 0)
+            .seed(i as u64);
         ConvTester::new(8, 12, [8, 8], [3, 3], p(1, 1, 1, 1))
             .format(cl)
             .gemm(g)
@@ -1067,7 +1090,15 @@ pub fn sweep_dwconv_nhwc(engine: &Engine) {
     };
     let mut i = 0u64;
     for &c in &[1, 3, 8, 15, 16, 17, 31, 32, 33, 48, 69] {
-        for &(k, s, pad) in &[(3, 1, 1), (3, 2, 1), (5, 1, 2), (5, 2, 2), (3, 1, 0), (3, 3, 2), (5, 2, 0)] {
+        for &(k, s, pad) in &[
+            (3, 1, 1),
+            (3, 2, 1),
+            (5, 1, 2),
+            (5, 2, 2),
+            (3, 1, 0),
+            (3, 3, 2),
+            (5, 2, 0),
+        ] {
             for &hw in &[[7, 9], [5, 5], [12, 11]] {
                 if hw[0] + 2 * pad < k || hw[1] + 2 * pad < k {
                     continue;

@@ -21,7 +21,9 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use rquant_core::{quantize_per_channel, Conv2dParams, Engine, MemoryFormat, QParams, QTensor, Tensor};
+use rquant_core::{
+    quantize_per_channel, Conv2dParams, Engine, MemoryFormat, QParams, QTensor, Tensor,
+};
 
 /// (layer, C, O, H=W input, k, stride, groups)
 type Layer = (&'static str, usize, usize, usize, usize, usize, usize);

@@ -13,9 +13,9 @@ use rquant_core::gemm::{
 };
 use rquant_core::{Conv2dParams, MemoryFormat, QTensor};
 
+use crate::dwconv::{self, DwWeights};
 use crate::igemm::{IMicro, Seg, SegList, Segs, MR_MAX};
 use crate::isa::{Caps, Isa};
-use crate::dwconv::{self, DwWeights};
 use crate::kernels::output::{residual_add_slice, RawOut, RequantStage, Residual};
 use crate::threads::{par_chunks1, par_for, threads_for};
 
@@ -162,9 +162,12 @@ pub(crate) fn conv2d(
         // NCHW input: one NHWC copy of every image (the GEMM reads pixels).
         let plane = g.h * g.w;
         let mut t = vec![0u8; xd.len()];
-        par_chunks1(&mut t, g.c * plane, || (), |_, b, img| {
-            nchw_to_nhwc(&xd[b * g.c * plane..(b + 1) * g.c * plane], g.c, plane, img)
-        });
+        par_chunks1(
+            &mut t,
+            g.c * plane,
+            || (),
+            |_, b, img| nchw_to_nhwc(&xd[b * g.c * plane..(b + 1) * g.c * plane], g.c, plane, img),
+        );
         tmp = t;
         &tmp
     };
@@ -320,11 +323,8 @@ fn gemm_conv(
     let x_max = OnceCell::new();
     let x_max = || *x_max.get_or_init(|| src.iter().fold(xz8, |a, &b| a.max(b)));
     let layouts: Vec<&Layout> = pw.groups.iter().map(|pb| pb.select(x_max)).collect();
-    let direct_ok = geo.kh == 1
-        && geo.kw == 1
-        && geo.stride == [1, 1]
-        && geo.pad == [0, 0]
-        && geo.groups == 1;
+    let direct_ok =
+        geo.kh == 1 && geo.kw == 1 && geo.stride == [1, 1] && geo.pad == [0, 0] && geo.groups == 1;
     let modes: Vec<Mode> = layouts
         .iter()
         .map(|l| {
@@ -353,17 +353,18 @@ fn gemm_conv(
     let blk = Blocking::DEFAULT;
     let s0 = layouts[0].kernel.shape;
     let (mr, nr) = (s0.mr, s0.nr);
-    let small = (spaces * m)
-        .saturating_mul(geo.k)
-        .saturating_mul(geo.o)
-        < blk.serial_macs;
+    let small = (spaces * m).saturating_mul(geo.k).saturating_mul(geo.o) < blk.serial_macs;
     let nc = if small { geo.og } else { blk.nc }.div_ceil(nr) * nr;
     let nblocks = geo.og.div_ceil(nc);
     let mpanels = m.div_ceil(mr);
     let pa = s0.a_panel_bytes(geo.k);
     let mut per_block = (blk.a_block_bytes / pa).clamp(1, mpanels);
     let threads = threads_for(usize::MAX);
-    let want = if threads > 1 && !small { 4 * threads } else { 1 };
+    let want = if threads > 1 && !small {
+        4 * threads
+    } else {
+        1
+    };
     while spaces * geo.groups * nblocks * mpanels.div_ceil(per_block) < want && per_block > 1 {
         per_block = per_block.div_ceil(2);
     }
@@ -393,8 +394,7 @@ fn gemm_conv(
                 ld: ohw,
             }
         };
-        let stage =
-            RequantStage::new(caps, r, gi * geo.og, out.share(), store).with_residual(res);
+        let stage = RequantStage::new(caps, r, gi * geo.og, out.share(), store).with_residual(res);
         let lay = layouts[gi];
         let t = Task {
             geo,
@@ -744,7 +744,10 @@ impl Cursor<'_, '_> {
             for v in o.iter_mut() {
                 *v += done * 4;
             }
-            self.list.push(Seg { units: take, off: o });
+            self.list.push(Seg {
+                units: take,
+                off: o,
+            });
             done += take;
             self.u += take;
             if self.u == block_end {

@@ -444,4 +444,3 @@ struct DwScratch {
     zeros: Vec<i32>,
     taps: Vec<(usize, i32)>,
 }
-

@@ -64,7 +64,10 @@ impl<'a> SegList<'a> {
             } else {
                 o - alen + len <= self.z.len()
             };
-            assert!(ok, "segment row at {o} (+{len}) outside the input and the zero row");
+            assert!(
+                ok,
+                "segment row at {o} (+{len}) outside the input and the zero row"
+            );
         }
         self.segs.push(s);
     }

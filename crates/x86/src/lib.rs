@@ -22,8 +22,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rquant_core::engine::{
-    Backend, Checked, ConvAddCall, ConvCall, DynamicCall, GemmBackend, Int8Panels, LinearCall, MemoryBackend,
-    MinMax, Panels,
+    Backend, Checked, ConvAddCall, ConvCall, DynamicCall, GemmBackend, Int8Panels, LinearCall,
+    MemoryBackend, MinMax, Panels,
 };
 use rquant_core::gemm::{self as cgemm, Blocking, Gemm, Kernel, PackedB, Store, Table};
 use rquant_core::portable::{self, Code8};
@@ -393,7 +393,10 @@ impl GemmBackend for X86Engine {
     /// NCHW and NHWC (channels-last) both: the conv reads NHWC pixels (an
     /// NCHW input is transposed once per call) and writes the input's format.
     fn conv2d_reads(&self, format: MemoryFormat) -> bool {
-        matches!(format, MemoryFormat::Contiguous | MemoryFormat::ChannelsLast)
+        matches!(
+            format,
+            MemoryFormat::Contiguous | MemoryFormat::ChannelsLast
+        )
     }
 
     /// The residual add in the conv's output stage, on each tile while it

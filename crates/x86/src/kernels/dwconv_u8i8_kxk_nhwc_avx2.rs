@@ -72,7 +72,9 @@ pub unsafe fn run<const KH: usize, const NP: usize, const SO: usize, const SP: u
                     for p in 0..NP {
                         let w = _mm256_loadu_si256(wb.add((ky * NP + p) * 16) as *const __m256i);
                         for (u, a) in acc.iter_mut().enumerate() {
-                            let x = _mm256_loadu_si256(row.add((u * SO + p * SP) * 16) as *const __m256i);
+                            let x = _mm256_loadu_si256(
+                                row.add((u * SO + p * SP) * 16) as *const __m256i
+                            );
                             *a = _mm256_add_epi32(*a, _mm256_madd_epi16(x, w));
                         }
                     }

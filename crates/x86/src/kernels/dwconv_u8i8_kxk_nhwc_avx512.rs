@@ -119,7 +119,13 @@ const PX: usize = 4;
 
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn band<const KH: usize, const NP: usize, const SO: usize, const SP: usize, const VNNI: bool>(
+unsafe fn band<
+    const KH: usize,
+    const NP: usize,
+    const SO: usize,
+    const SP: usize,
+    const VNNI: bool,
+>(
     t: &mut DwBand<'_>,
 ) {
     let (c, ow) = (t.c, t.ow);
@@ -164,7 +170,9 @@ unsafe fn band<const KH: usize, const NP: usize, const SO: usize, const SP: usiz
                 for (ky, row) in rows.iter().enumerate() {
                     for (p, &w) in wv[ky].iter().enumerate() {
                         for (u, a) in acc.iter_mut().enumerate() {
-                            let x = _mm512_loadu_si512(row.add((u * SO + p * SP) * 16) as *const __m512i);
+                            let x = _mm512_loadu_si512(
+                                row.add((u * SO + p * SP) * 16) as *const __m512i
+                            );
                             *a = madd::<VNNI>(*a, x, w);
                         }
                     }

@@ -333,7 +333,9 @@ impl Stage for RequantStage<'_> {
                 // SAFETY: the run i..i + len holds this tile's outputs (in
                 // bounds: store_tile checked the tile's last index), which
                 // only this task writes; the residual is as long as the output.
-                unsafe { residual_add_run(self.caps, self.out.at(i), &res.data[i..i + len], res.add) };
+                unsafe {
+                    residual_add_run(self.caps, self.out.at(i), &res.data[i..i + len], res.add)
+                };
             }
         }
     }
