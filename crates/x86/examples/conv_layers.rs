@@ -11,8 +11,8 @@
 //!     [--torch tools/bench/results/torch_layers_b8_t1.json] [--model resnet18|mobilenet_v2|all]
 //!     [--threads N] [--batch B] [--budget SECONDS] [--rounds R] [--fused] [--filter SUBSTR]
 //! ```
-//! One thread is timed by the thread's CPU time (`--wall` for wall time):
-//! on a shared machine it is the time the run really had a core.
+//! Times are wall-clock medians (examples hold no `unsafe`, so no
+//! thread-CPU clock; this machine's /proc schedstat reads zero).
 //! `--fused` also times `conv2d_add` (the conv with torchvision's residual
 //! `add_relu` fused) on the layers whose output feeds it. Layers are timed
 //! round-robin in `--rounds` rounds so that a change of the shared machine's
@@ -96,23 +96,6 @@ fn data(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// This thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), seconds: on a
-/// shared machine the time a 1-thread run was actually on a core.
-fn cpu_time() -> f64 {
-    #[repr(C)]
-    struct Timespec {
-        s: i64,
-        ns: i64,
-    }
-    extern "C" {
-        fn clock_gettime(clock: i32, t: *mut Timespec) -> i32;
-    }
-    let mut t = Timespec { s: 0, ns: 0 };
-    // SAFETY: a valid out-pointer; 3 is CLOCK_THREAD_CPUTIME_ID on Linux.
-    unsafe { clock_gettime(3, &mut t) };
-    t.s as f64 + t.ns as f64 * 1e-9
-}
-
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -126,7 +109,6 @@ struct Case {
     run: Box<dyn Fn()>,
     macs: f64,
     samples: Vec<f64>,
-    cpu: Vec<f64>,
 }
 
 fn case(e: &Engine, model: &'static str, l: Layer, batch: usize, fused: bool) -> Case {
@@ -172,7 +154,6 @@ fn case(e: &Engine, model: &'static str, l: Layer, batch: usize, fused: bool) ->
         run,
         macs,
         samples: Vec::new(),
-        cpu: Vec::new(),
     }
 }
 
@@ -254,32 +235,21 @@ fn main() {
             let end = Instant::now() + std::time::Duration::from_secs_f64(budget / rounds as f64);
             let mut n = 0;
             while Instant::now() < end || n < 3 {
-                let (t, t0) = (Instant::now(), cpu_time());
+                let t = Instant::now();
                 (c.run)();
                 c.samples.push(t.elapsed().as_secs_f64());
-                c.cpu.push(cpu_time() - t0);
                 n += 1;
             }
         }
     }
-    // One thread: the median CPU time (what the run cost when it was on a
-    // core); more threads: the median wall time.
-    let cpu = threads == 1 && !args.iter().any(|a| a == "--wall");
-    println!(
-        "rquant times: median {} per batch",
-        if cpu { "thread CPU time" } else { "wall time" }
-    );
+    println!("rquant times: median wall time per batch");
     println!(
         "| model | layer | C→O | k | s | g | H | rquant ms | GOP/s | % peak | PyTorch x86 ms | ratio | fbgemm ms | ratio |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for c in &mut cases {
         let (name, ci, o, hw, k, s, g) = c.layer;
-        let t = if cpu {
-            median(&mut c.cpu)
-        } else {
-            median(&mut c.samples)
-        };
+        let t = median(&mut c.samples);
         let gops = 2.0 * c.macs / t / 1e9;
         let (tx, tf) = torch
             .as_ref()
