@@ -1004,7 +1004,7 @@ pub fn sweep_conv2d_nhwc(engine: &Engine) {
     ];
     for (i, c) in cases.iter().enumerate() {
         for &x_zp in &[0, 128, 255] {
-            let per_channel = (i + x_zp as usize) % 2 == 0;
+            let per_channel = (i + x_zp as usize).is_multiple_of(2);
             let g = GemmTester::new()
                 .x_zp(x_zp)
                 .per_channel(per_channel)
@@ -1107,12 +1107,20 @@ pub fn sweep_dwconv_nhwc(engine: &Engine) {
                 let x_zp = [0, 128, 255][(i % 3) as usize];
                 let g = GemmTester::new()
                     .x_zp(x_zp)
-                    .per_channel(i % 2 == 0)
-                    .w_zp(if i % 5 == 0 { 3 } else { 0 })
-                    .relu(i % 4 == 0)
-                    .bias(i % 7 != 0)
-                    .act(if i % 9 == 0 { Act::AllMax } else { Act::Full })
-                    .wt(if i % 11 == 0 { Wt::AllMin } else { Wt::Full })
+                    .per_channel(i.is_multiple_of(2))
+                    .w_zp(if i.is_multiple_of(5) { 3 } else { 0 })
+                    .relu(i.is_multiple_of(4))
+                    .bias(!i.is_multiple_of(7))
+                    .act(if i.is_multiple_of(9) {
+                        Act::AllMax
+                    } else {
+                        Act::Full
+                    })
+                    .wt(if i.is_multiple_of(11) {
+                        Wt::AllMin
+                    } else {
+                        Wt::Full
+                    })
                     .seed(i);
                 dw(c, hw, k, s, pad)
                     .batch(1 + (i % 2) as usize)

@@ -331,8 +331,8 @@ fn gemm_conv(
             let s = l.kernel.shape;
             let rows_u8 = s.elem == Elem::I8 && s.a == ALayout::Rows;
             match indirect_of(l.kernel) {
-                _ if direct_ok && rows_u8 && geo.c % s.kr == 0 => Mode::Direct,
-                Some(f) if geo.cg % 4 == 0 && s.kr == 4 => Mode::Indirect(f),
+                _ if direct_ok && rows_u8 && geo.c.is_multiple_of(s.kr) => Mode::Direct,
+                Some(f) if geo.cg.is_multiple_of(4) && s.kr == 4 => Mode::Indirect(f),
                 _ => Mode::Gather,
             }
         })

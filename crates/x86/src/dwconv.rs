@@ -158,7 +158,7 @@ fn run_band(caps: Caps, vnni: bool, kh: usize, kw: usize, sx: usize, t: &mut DwB
 /// at padded columns `ox·sx + 2p`, every column for an odd stride, the even
 /// ones for an even stride.
 fn pair_steps(sx: usize) -> (usize, (usize, usize)) {
-    if sx % 2 == 0 {
+    if sx.is_multiple_of(2) {
         (2, (sx / 2, 1))
     } else {
         (1, (sx, 2))
