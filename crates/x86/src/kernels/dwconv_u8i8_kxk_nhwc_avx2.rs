@@ -65,6 +65,8 @@ pub unsafe fn run<const KH: usize, const NP: usize, const SO: usize, const SP: u
                 *row = r.add((oy * t.sy + ky) * t.row_len + cb * t.pairs * 16 + half);
             }
             let mut o = out.add(oy * ow * c + ch0);
+            // The steps wrap: past the band's last pixel (a later channel
+            // block's offset) the pointers leave the operands, unread.
             let mut left = ow;
             while left >= PX {
                 let mut acc = [a0; PX];
@@ -83,9 +85,9 @@ pub unsafe fn run<const KH: usize, const NP: usize, const SO: usize, const SP: u
                     store(o.add(u * c), a);
                 }
                 for row in rows.iter_mut() {
-                    *row = row.add(PX * SO * 16);
+                    *row = row.wrapping_add(PX * SO * 16);
                 }
-                o = o.add(PX * c);
+                o = o.wrapping_add(PX * c);
                 left -= PX;
             }
             for _ in 0..left {
@@ -99,9 +101,9 @@ pub unsafe fn run<const KH: usize, const NP: usize, const SO: usize, const SP: u
                 }
                 store(o, a);
                 for row in rows.iter_mut() {
-                    *row = row.add(SO * 16);
+                    *row = row.wrapping_add(SO * 16);
                 }
-                o = o.add(c);
+                o = o.wrapping_add(c);
             }
         }
     }

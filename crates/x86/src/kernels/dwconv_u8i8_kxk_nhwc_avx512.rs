@@ -107,7 +107,9 @@ pub unsafe fn run<const KH: usize, const NP: usize, const SO: usize, const SP: u
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn madd<const VNNI: bool>(acc: __m512i, x: __m512i, w: __m512i) -> __m512i {
-    if VNNI {
+    // Miri has no vpdpwssd; vpmaddwd + vpaddd is its exact twin (vpdpwssd
+    // does not saturate), so the rest of the VNNI kernel still runs there.
+    if VNNI && !cfg!(miri) {
         _mm512_dpwssd_epi32(acc, x, w)
     } else {
         _mm512_add_epi32(acc, _mm512_madd_epi16(x, w))
@@ -164,6 +166,8 @@ unsafe fn band<
                 *row = r.add((oy * t.sy + ky) * t.row_len + cb * t.pairs * 16);
             }
             let mut o = out.add(oy * ow * c + cb * 16);
+            // The steps wrap: past the band's last pixel (a later channel
+            // block's offset) the pointers leave the operands, unread.
             let mut left = ow;
             while left >= PX {
                 let mut acc = [a0; PX];
@@ -181,9 +185,9 @@ unsafe fn band<
                     store(o.add(u * c), a);
                 }
                 for row in rows.iter_mut() {
-                    *row = row.add(PX * SO * 16);
+                    *row = row.wrapping_add(PX * SO * 16);
                 }
-                o = o.add(PX * c);
+                o = o.wrapping_add(PX * c);
                 left -= PX;
             }
             for _ in 0..left {
@@ -196,9 +200,9 @@ unsafe fn band<
                 }
                 store(o, a);
                 for row in rows.iter_mut() {
-                    *row = row.add(SO * 16);
+                    *row = row.wrapping_add(SO * 16);
                 }
-                o = o.add(c);
+                o = o.wrapping_add(c);
             }
         }
     }
