@@ -267,18 +267,21 @@ pub fn conv(
     }
 }
 
-/// Streaming copy of `len` f32 (`copy_from_slice`, split over the current
-/// rayon pool's threads): the memory-bandwidth yardstick of quantize and
-/// dequantize. Returns GB/s of source bytes.
+/// Streaming copy of `len` f32 (`copy_from_slice`, split over rquant's
+/// threads): the memory-bandwidth yardstick of quantize and dequantize.
+/// Returns GB/s of source bytes.
 pub fn copy_gbs(len: usize, budget: Duration) -> f64 {
-    use rayon::prelude::*;
+    use rquant_core::threads;
     let src = data(len, 5);
     let mut dst = vec![0f32; len];
-    let chunk = len.div_ceil(rayon::current_num_threads()).max(1);
+    let chunk = len.div_ceil(threads::num_threads()).max(1);
     let t = median_time(budget, || {
-        dst.par_chunks_mut(chunk)
-            .zip(src.par_chunks(chunk))
-            .for_each(|(d, s)| d.copy_from_slice(s));
+        threads::par_chunks_mut(
+            &mut dst,
+            chunk,
+            || (),
+            |_, i, d| d.copy_from_slice(&src[i * chunk..][..d.len()]),
+        );
         std::hint::black_box(&mut dst);
     });
     (len * 4) as f64 / t / 1e9

@@ -226,12 +226,9 @@ fn bench(args: &[String]) -> ExitCode {
         "op", "shape", "engine/isa", "thr", "median", "GOP/s", "%peak"
     );
     for &nt in &thread_counts {
+        // Every parallel region (engines and the fp32 baseline) uses nt threads.
         rquant_core::registry::set_num_threads(nt);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(nt)
-            .build()
-            .expect("thread pool");
-        pool.install(|| {
+        {
             let mut emit = |r: bench::Record| {
                 println!(
                     "{:<15} {:<34} {:<22} {:>3} {:>10.1}us {:>9.1} {:>6}  {}",
@@ -292,7 +289,7 @@ fn bench(args: &[String]) -> ExitCode {
                     }
                 }
             }
-        });
+        }
     }
     rquant_core::registry::set_num_threads(0);
     if let Some(p) = json {
@@ -313,13 +310,14 @@ fn bench(args: &[String]) -> ExitCode {
 fn bench_models(args: &[String]) -> ExitCode {
     use std::time::Duration;
     use xtask::bench_models as bm;
-    let usage = "usage: cargo xtask bench --models [--zoo | --only a,b] [--engine NAME] [--threads N] [--json PATH] [--quick] [--per-layer] [--profile]";
+    let usage = "usage: cargo xtask bench --models [--zoo | --only a,b] [--engine NAME] [--threads N] [--json PATH] [--quick] [--per-layer] [--profile] [--rounds R]";
     let mut json: Option<PathBuf> = None;
     let mut threads: Option<usize> = None;
     let mut engine: Option<String> = None;
     let (mut budget, mut layer_budget) = (Duration::from_secs(2), Duration::from_millis(500));
     let (mut zoo, mut per_layer, mut profile) = (false, false, false);
     let mut only: Option<Vec<String>> = None;
+    let mut rounds = 1usize;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -337,6 +335,13 @@ fn bench_models(args: &[String]) -> ExitCode {
             "--only" => only = it.next().map(|s| s.split(',').map(String::from).collect()),
             "--per-layer" => per_layer = true,
             "--profile" => profile = true,
+            "--rounds" => match it.next().and_then(|s| s.parse().ok()).filter(|&n| n > 0) {
+                Some(n) => rounds = n,
+                None => {
+                    eprintln!("{usage}");
+                    return ExitCode::from(2);
+                }
+            },
             "--quick" => {
                 budget = Duration::from_millis(300);
                 layer_budget = Duration::from_millis(60);
@@ -405,42 +410,51 @@ fn bench_models(args: &[String]) -> ExitCode {
         }
     }
     let mut records = Vec::new();
-    for &nt in &thread_counts {
-        rquant_core::registry::set_num_threads(nt);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(nt)
-            .build()
-            .expect("thread pool");
-        println!("threads {nt}: load average before {}", loadavg());
-        pool.install(|| {
+    // Rounds alternate the thread counts (1, N, 1, N, …) so a change in the
+    // shared machine's load hits both alike; the summary takes medians.
+    for round in 0..rounds {
+        for &nt in &thread_counts {
+            rquant_core::registry::set_num_threads(nt);
+            // Every parallel region (engines and the float path) runs on
+            // rquant's one pool, bounded by the count just set.
+            println!("threads {nt}: load average before {}", loadavg());
             for c in cases.iter_mut() {
                 for r in bm::time_case(c, &engine, nt, budget, 3) {
                     let b = r["shape"]["batch"].as_u64().unwrap_or(1) as f64;
                     let t = r["median_s"].as_f64().unwrap_or(0.0);
                     println!(
-                        "model {:<18} b={:<4} {:<5} {:<20} thr={nt} {:>10.3} ms/batch {:>9.3} ms/img",
-                        c.name,
-                        b,
-                        r["variant"].as_str().unwrap_or(""),
-                        format!("{}/{}", r["engine"].as_str().unwrap_or(""), r["isa"].as_str().unwrap_or("")),
-                        t * 1e3,
-                        t * 1e3 / b
-                    );
+                    "model {:<18} b={:<4} {:<5} {:<20} thr={nt} {:>10.3} ms/batch {:>9.3} ms/img",
+                    c.name,
+                    b,
+                    r["variant"].as_str().unwrap_or(""),
+                    format!(
+                        "{}/{}",
+                        r["engine"].as_str().unwrap_or(""),
+                        r["isa"].as_str().unwrap_or("")
+                    ),
+                    t * 1e3,
+                    t * 1e3 / b
+                );
+                    let mut r = r;
+                    r["round"] = serde_json::json!(round);
                     records.push(r);
                 }
             }
             if per_layer {
-                for c in cases.iter().filter(|c| bm::LAYER_MODELS.contains(&c.name.as_str())) {
+                for c in cases
+                    .iter()
+                    .filter(|c| bm::LAYER_MODELS.contains(&c.name.as_str()))
+                {
                     for r in bm::conv_layers(c, 8, &engine, nt, layer_budget) {
                         let s = &r["shape"];
                         println!(
-                            "conv_layer {:<12} {:<24} {:>4}->{:<4} k{} s{} g{:<4} {:>3}x{:<3} {:>9.3} ms {:>7.1} GOP/s",
-                            c.name,
-                            s["layer"].as_str().unwrap_or(""),
-                            s["C_in"], s["C_out"], s["k"], s["stride"], s["groups"], s["H"], s["W"],
-                            r["median_s"].as_f64().unwrap_or(0.0) * 1e3,
-                            r["gops"].as_f64().unwrap_or(0.0)
-                        );
+                        "conv_layer {:<12} {:<24} {:>4}->{:<4} k{} s{} g{:<4} {:>3}x{:<3} {:>9.3} ms {:>7.1} GOP/s",
+                        c.name,
+                        s["layer"].as_str().unwrap_or(""),
+                        s["C_in"], s["C_out"], s["k"], s["stride"], s["groups"], s["H"], s["W"],
+                        r["median_s"].as_f64().unwrap_or(0.0) * 1e3,
+                        r["gops"].as_f64().unwrap_or(0.0)
+                    );
                         records.push(r);
                     }
                 }
@@ -466,8 +480,12 @@ fn bench_models(args: &[String]) -> ExitCode {
                     }
                 }
             }
-        });
-        println!("threads {nt}: load average after {}", loadavg());
+
+            println!("threads {nt}: load average after {}", loadavg());
+        }
+    }
+    if rounds > 1 && thread_counts.len() > 1 {
+        bm::print_thread_scaling(&records, &thread_counts);
     }
     rquant_core::registry::set_num_threads(0);
     if let Some(p) = json {
