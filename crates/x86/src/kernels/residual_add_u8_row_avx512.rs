@@ -16,7 +16,7 @@ use std::arch::x86_64::*;
 use rquant_core::output::ResidualAdd;
 
 #[cfg(target_arch = "x86_64")]
-use super::output_avx512::{clamp_ps, lanes};
+use super::output_avx512::{clamp_ps, lanes, relu_ps};
 
 /// `a[i] = add.apply(a[i], b[i])` for `i < n`.
 ///
@@ -35,7 +35,6 @@ pub(crate) unsafe fn add_row(a: *mut u8, b: *const u8, n: usize, add: &ResidualA
     let hi = _mm512_set1_ps((255 - add.out_zp) as f32);
     let magic = _mm512_set1_ps(12_582_912.0);
     let bias = _mm512_set1_epi32(12_582_912.0f32.to_bits() as i32 - add.out_zp);
-    let zero = _mm512_setzero_ps();
     let mut j = 0;
     while j < n {
         let m = lanes(n - j);
@@ -46,7 +45,7 @@ pub(crate) unsafe fn add_row(a: *mut u8, b: *const u8, n: usize, add: &ResidualA
         let fb = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(qb, zb)), sb);
         let mut c = _mm512_add_ps(fa, fb);
         if add.relu {
-            c = _mm512_max_ps(c, zero);
+            c = relu_ps(c);
         }
         let y = _mm512_add_ps(clamp_ps(_mm512_mul_ps(c, inv), lo, hi), magic);
         let q = _mm512_sub_epi32(_mm512_castps_si512(y), bias);
