@@ -9,7 +9,8 @@ use std::cell::OnceCell;
 
 use rquant_core::engine::ConvCall;
 use rquant_core::gemm::{
-    ALayout, APanel, AccTile, Blocking, Elem, Kernel, Layout, Micro, PackedB, Stage, Store, Table,
+    ALayout, APanel, AccTile, Blocking, Elem, Kernel, Layout, Micro, PackedB, PairA, PairMicro,
+    PairPass, Remainder, Stage, Store, Table,
 };
 use rquant_core::{Conv2dParams, MemoryFormat, QTensor};
 
@@ -331,6 +332,9 @@ fn gemm_conv(
             let s = l.kernel.shape;
             let rows_u8 = s.elem == Elem::I8 && s.a == ALayout::Rows;
             match indirect_of(l.kernel) {
+                // A two-pass kernel's second operand is packed from its
+                // gathered panels (the shared driver's order).
+                _ if pair_pass(l).is_some() => Mode::Gather,
                 _ if direct_ok && rows_u8 && geo.c.is_multiple_of(s.kr) => Mode::Direct,
                 Some(f) if geo.cg.is_multiple_of(4) && s.kr == 4 => Mode::Indirect(f),
                 _ => Mode::Gather,
@@ -422,6 +426,15 @@ fn gemm_conv(
     // the stage stores every element of each tile.
     unsafe { y.set_len(len) };
     y
+}
+
+/// The second pass of `l`'s two-pass kernel and its remainder, when the
+/// weights have one.
+fn pair_pass(l: &Layout) -> Option<(&'static PairPass, &Remainder)> {
+    match (l.kernel.pair, l.remainder()) {
+        (Some(p), Some(r)) if r.pairs() > 0 => Some((p, r)),
+        _ => None,
+    }
 }
 
 /// One task of [`gemm_conv`]: rows `m_lo..m_hi` of row space `sp`, columns
@@ -612,7 +625,11 @@ impl Task<'_> {
         let (mr, nr) = (s.mr, s.nr);
         let ku = s.units(geo.k);
         let unit = s.unit_bytes();
-        let pa = s.a_panel_bytes(geo.k);
+        let pass = pair_pass(self.lay);
+        debug_assert!(!(direct && pass.is_some()), "two-pass kernels gather");
+        // A two-pass kernel's panels carry its second operand after the rows.
+        let pa_main = s.a_panel_bytes(geo.k);
+        let pa = pa_main + pass.map_or(0, |(p, _)| (p.a_bytes)(geo.k));
         let npanels = (self.m_hi - self.m_lo).div_ceil(mr);
         st.sums.clear();
         st.sums.resize(npanels * mr, 0);
@@ -633,16 +650,27 @@ impl Task<'_> {
                 .enumerate()
             {
                 let row0 = self.m_lo + p * mr;
+                let nrows = mr.min(self.m_hi - row0);
+                let (main, second) = dst.split_at_mut(pa_main);
                 (kern.pack_a)(&mut APanel {
                     k: geo.k,
                     row0,
-                    nrows: mr.min(self.m_hi - row0),
+                    nrows,
                     fill: &fill,
-                    dst,
+                    dst: main,
                     sums,
                     need_sums: self.row_sums,
                     scratch: &mut st.pack,
                 });
+                if let Some((pp, _)) = pass {
+                    (pp.pack_a)(PairA {
+                        rows: main,
+                        lda: ku * unit,
+                        nrows,
+                        k: geo.k,
+                        dst: second,
+                    });
+                }
             }
         }
         let tile = mr * nr;
@@ -657,7 +685,10 @@ impl Task<'_> {
                         let gp = self.global_row(m0);
                         (&self.src[gp * geo.c + kb * a_step..], geo.c)
                     } else {
-                        (&st.panels[i * pa + kb * a_step..(i + 1) * pa], ku * unit)
+                        (
+                            &st.panels[i * pa + kb * a_step..i * pa + pa_main],
+                            ku * unit,
+                        )
                     };
                     (kern.run)(Micro {
                         a,
@@ -667,6 +698,20 @@ impl Task<'_> {
                         ku: kn,
                         mrows: self.tile_rows(m0),
                         init: kb == 0,
+                    });
+                }
+            }
+            if let Some((pp, rem)) = pass {
+                let panel = rem.panel(n0 / nr);
+                if !panel.is_empty() {
+                    (pp.run)(PairMicro {
+                        a: &st.panels[..npanels * pa],
+                        pa,
+                        a_off: pa_main,
+                        panels: npanels,
+                        last_rows: self.m_hi - self.m_lo - (npanels - 1) * mr,
+                        rem: panel,
+                        c: &mut cbuf[..npanels * tile],
                     });
                 }
             }
