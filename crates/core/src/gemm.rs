@@ -600,7 +600,8 @@ impl Layout {
     pub fn remainder(&self) -> Option<&Remainder> {
         self.remainder.as_ref()
     }
-    fn panel(&self, j: usize) -> &[u8] {
+    /// Weight micro-panel `j` (columns `j·nr ..`), `[ku][nr][kr]`.
+    pub fn panel(&self, j: usize) -> &[u8] {
         &self.data.bytes()[j * self.panel_bytes..(j + 1) * self.panel_bytes]
     }
 }

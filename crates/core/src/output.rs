@@ -14,8 +14,16 @@
 //! them, per tile, and store the results in whatever layout their op needs.
 //! [`Requant::apply`] and [`Dequant::apply`] are the scalar definitions that
 //! every vectorised stage must match bit for bit.
+//!
+//! A conv may be followed, in the same output stage, by a residual add
+//! ([`ResidualAdd`]): the conv's codes (requantized to its own qparams, as
+//! above) are added to another quint8 tensor with the add's qparams, so the
+//! fused op keeps both roundings and gives the unfused pair's bits.
 
-use crate::numerics::{self, dynamic_out, requantize_u8_clamped, RequantChannel};
+use crate::numerics::{
+    self, dequantize_val, dynamic_out, inv_scale, quantize_val, requantize_u8_clamped,
+    RequantChannel,
+};
 
 /// The zero-point correction of one (weight, activation zero point) pair.
 #[derive(Debug, Clone, PartialEq)]
@@ -211,6 +219,65 @@ impl Dequant {
     }
 }
 
+/// A quantized add (`torch.ops.quantized.add` / `add_relu`, what
+/// `FloatFunctional.add` / `add_relu` become) applied to the output codes of
+/// an op: `a` is that op's output (scale and zero point of its own output
+/// qparams), `b` the other operand, the result is quantized to the add's
+/// output qparams. [`ResidualAdd::apply`] is the arithmetic of
+/// `portable::binary` for `Add` / `AddRelu`, element for element:
+/// dequantize both (`f32(q − zp)·f32(scale)`), add in f32, `max(·, 0)` for
+/// add_relu, quantize (`quantize_val`). A fused conv + add therefore rounds
+/// twice, exactly like the two ops run one after the other.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ResidualAdd {
+    /// `f32` of the first operand's scale, and its zero point.
+    pub a_scale: f32,
+    pub a_zp: i32,
+    /// `f32` of the second operand's scale, and its zero point.
+    pub b_scale: f32,
+    pub b_zp: i32,
+    /// `1 / f32(out_scale)` (`numerics::inv_scale`), and the output zero point.
+    pub inv_out: f32,
+    pub out_zp: i32,
+    /// add_relu.
+    pub relu: bool,
+}
+
+impl ResidualAdd {
+    /// From the (scale, zero point) pairs of the two operands and of the output.
+    pub fn new(a: (f64, i64), b: (f64, i64), out: (f64, i64), relu: bool) -> ResidualAdd {
+        ResidualAdd {
+            a_scale: a.0 as f32,
+            a_zp: a.1 as i32,
+            b_scale: b.0 as f32,
+            b_zp: b.1 as i32,
+            inv_out: inv_scale(out.0),
+            out_zp: out.1 as i32,
+            relu,
+        }
+    }
+
+    /// The output code for operand codes `qa` and `qb`: the definition
+    /// every vectorised add stage matches.
+    #[inline]
+    pub fn apply(&self, qa: u8, qb: u8) -> u8 {
+        let mut c = dequantize_val(self.a_scale, self.a_zp as i64, qa as i64)
+            + dequantize_val(self.b_scale, self.b_zp as i64, qb as i64);
+        if self.relu {
+            c = c.max(0.0);
+        }
+        quantize_val::<u8>(self.inv_out, self.out_zp as i64, c)
+    }
+
+    /// `a[i] = apply(a[i], b[i])` over two equally long runs.
+    pub fn apply_in_place(&self, a: &mut [u8], b: &[u8]) {
+        assert_eq!(a.len(), b.len());
+        for (x, &y) in a.iter_mut().zip(b) {
+            *x = self.apply(*x, y);
+        }
+    }
+}
+
 /// `Σ_k w[n,k]` of each row of a row-major `[n, k]` int8 matrix.
 pub fn col_sums(w: &[i8], k: usize) -> Vec<i32> {
     if k == 0 {
@@ -254,6 +321,51 @@ mod tests {
                         let want = requantize_u8(corrected, bt, ch.multiplier, 100, relu);
                         assert_eq!(r.apply(n, acc, rs), want, "acc {acc} rs {rs} n {n}");
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn residual_add_is_portable_binary_add() {
+        use crate::ops::{BinaryOp, OutQ};
+        use crate::{QParams, QTensor};
+        let all: Vec<u8> = (0..=255u8).collect();
+        for (sa, za, sb, zb, so, zo) in [
+            (0.05, 128, 0.031, 3, 0.07, 100),
+            (1e-3, 0, 2.5, 255, 0.9, 0),
+            (0.2, 255, 0.2, 255, 1e-4, 255),
+        ] {
+            for relu in [false, true] {
+                let r = ResidualAdd::new((sa, za), (sb, zb), (so, zo), relu);
+                let op = if relu {
+                    BinaryOp::AddRelu
+                } else {
+                    BinaryOp::Add
+                };
+                for qb in [0u8, 1, 77, 128, 254, 255] {
+                    let a =
+                        QTensor::from_int_repr(vec![256], all.clone(), QParams::per_tensor(sa, za))
+                            .unwrap();
+                    let b = QTensor::from_int_repr(
+                        vec![256],
+                        vec![qb; 256],
+                        QParams::per_tensor(sb, zb),
+                    )
+                    .unwrap();
+                    let want = crate::portable::binary(
+                        op,
+                        &a,
+                        &b,
+                        OutQ {
+                            scale: so,
+                            zero_point: zo,
+                        },
+                    )
+                    .unwrap();
+                    let mut got = all.clone();
+                    r.apply_in_place(&mut got, &[qb; 256]);
+                    assert_eq!(got, want, "{sa} {za} {sb} {zb} {so} {zo} {relu} qb {qb}");
                 }
             }
         }

@@ -1065,3 +1065,111 @@ fn own_calibration_mobilenet_v3_large_64() {
 fn own_calibration_shufflenet_v2_x1_0_64() {
     own_calibration("shufflenet_v2_x1_0_64");
 }
+
+// ---------------------------------------------------------------- conv + residual add fused
+
+/// A transparent wrapper: runs the wrapped module (forward or a
+/// FloatFunctional op) and keeps what it returns.
+#[derive(Debug, Clone)]
+struct Tap {
+    inner: Module,
+    out: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+}
+
+impl rquant_nn::Layer for Tap {
+    fn type_name(&self) -> String {
+        self.inner.type_name()
+    }
+    fn forward(&mut self, x: Value) -> rquant_nn::Result<Value> {
+        let y = self.inner.forward(x)?;
+        self.out.lock().unwrap().push(y.clone());
+        Ok(y)
+    }
+    fn binary(
+        &mut self,
+        op: rquant_core::BinaryOp,
+        a: Value,
+        b: Value,
+    ) -> rquant_nn::Result<Value> {
+        let y = self.inner.layer_mut().binary(op, a, b)?;
+        self.out.lock().unwrap().push(y.clone());
+        Ok(y)
+    }
+}
+
+/// Wrap the modules at `paths` in [`Tap`]s sharing one output list.
+fn tap(m: &mut Module, paths: &[String]) -> std::sync::Arc<std::sync::Mutex<Vec<Value>>> {
+    let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    for p in paths {
+        let slot = m.get_mut(p).unwrap();
+        let inner = std::mem::replace(slot, Module::identity());
+        *slot = Tap {
+            inner,
+            out: out.clone(),
+        }
+        .into();
+    }
+    out
+}
+
+/// ResNet blocks run their conv + residual add_relu tail as one op
+/// (`Block::conv_add` → `Engine::conv2d_add`) on every engine and ISA path:
+/// every block's output, and the logits, have the bits of the same model
+/// whose adds run as separate ops (each add behind a wrapper, which
+/// `conv_add` does not fuse through).
+fn conv_add_equals_unfused(file: &str, tail: &[&str], add: &str) {
+    rquant_nn::engines::init();
+    let d = expected(file);
+    let x = input_of(&d["input"]["eval"]);
+    let mut m = fused_model(&d);
+    prepare(&mut m.module, &x86_qconfig()).unwrap();
+    set_activation_qparams(&mut m.module, &activation_qparams(&d)).unwrap();
+    let blocks: Vec<String> = m
+        .module
+        .named_modules()
+        .into_iter()
+        .filter(|(_, b)| b.get(add).is_some())
+        .map(|(p, _)| p)
+        .collect();
+    assert!(blocks.len() >= 8, "{file}: {blocks:?}");
+    let adds: Vec<String> = blocks.iter().map(|b| format!("{b}.{add}")).collect();
+    for e in rquant_nn::engines::all_paths() {
+        let what = format!("{file} on {}/{}", e.name(), e.isa());
+        let mut fused = m.module.clone();
+        convert_with(&mut fused, &e).unwrap();
+        for b in &blocks {
+            let blk = fused.get(b).unwrap().downcast_ref::<rquant_nn::Block>();
+            assert!(blk.unwrap().conv_add_fuses(tail, add), "{what}: {b}");
+        }
+        let mut unfused = fused.clone();
+        tap(&mut unfused, &adds);
+        for b in &blocks {
+            let blk = unfused.get(b).unwrap().downcast_ref::<rquant_nn::Block>();
+            assert!(!blk.unwrap().conv_add_fuses(tail, add), "{what}: {b}");
+        }
+        let (got_f, got_u) = (tap(&mut fused, &blocks), tap(&mut unfused, &blocks));
+        let (lf, lu) = (int8_logits(&fused, &x), int8_logits(&unfused, &x));
+        let (got_f, got_u) = (got_f.lock().unwrap(), got_u.lock().unwrap());
+        assert_eq!(got_f.len(), blocks.len(), "{what}");
+        for ((b, f), u) in blocks.iter().zip(got_f.iter()).zip(got_u.iter()) {
+            let (Value::Q(f), Value::Q(u)) = (f, u) else {
+                panic!("{what}: {b}: quantized outputs expected")
+            };
+            assert_eq!(f.q_per_tensor().unwrap(), u.q_per_tensor().unwrap());
+            assert_eq!(f.memory_format(), u.memory_format(), "{what}: {b}");
+            assert!(f.int_repr() == u.int_repr(), "{what}: {b} differs");
+        }
+        assert_eq!(lf.int_repr(), lu.int_repr(), "{what}: logits");
+        check_logits(&lf, &d, &what);
+    }
+}
+
+#[test]
+fn resnet18_64_conv_add_fused_equals_unfused_on_every_path() {
+    conv_add_equals_unfused("resnet18_64", &["conv2", "bn2"], "add_relu");
+}
+
+#[test]
+fn resnet50_64_conv_add_fused_equals_unfused_on_every_path() {
+    conv_add_equals_unfused("resnet50_64", &["conv3", "bn3"], "skip_add_relu");
+}

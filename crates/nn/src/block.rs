@@ -7,8 +7,9 @@
 //!
 //! fn basic_block_forward(b: &mut Block, x: Value) -> Result<Value> {
 //!     let identity = if b.has("downsample") { b.run("downsample", x.clone())? } else { x.clone() };
-//!     let y = b.seq(&["conv1", "bn1", "relu", "conv2", "bn2"], x)?;
-//!     b.child("add_relu")?.add_relu(y, identity)
+//!     let y = b.seq(&["conv1", "bn1", "relu"], x)?;
+//!     // conv2, bn2, then add_relu(out, identity): one fused op once converted.
+//!     b.conv_add(&["conv2", "bn2"], y, "add_relu", identity, true)
 //! }
 //!
 //! fn basic_block(c: usize, rng: &mut Rng) -> Result<Module> {
@@ -33,7 +34,9 @@ use serde_json::Value as J;
 
 use crate::error::{NnError, Result};
 use crate::format::Saver;
+use crate::layers::Identity;
 use crate::module::{Layer, Module};
+use crate::quantized::{QConv2d, QFunctional};
 use crate::registry::ModuleRegistry;
 use crate::value::Value;
 
@@ -112,6 +115,54 @@ impl Block {
     /// Forward `x` through the children `names`, in order.
     pub fn seq(&mut self, names: &[&str], x: Value) -> Result<Value> {
         names.iter().try_fold(x, |x, n| self.run(n, x))
+    }
+    /// `self.child(add)?.add(self.seq(names, x)?, identity)` (`relu`:
+    /// `add_relu`): a conv, the modules fused into it, then the residual
+    /// add, the tail of torchvision's ResNet blocks (`conv2`, `bn2`, then
+    /// `add_relu(out, identity)`). Once converted, when `names` are a
+    /// quantized conv followed only by Identities (its folded batch norm)
+    /// and `add` is a QFunctional, the conv and the add run as one op,
+    /// [`QConv2d::forward_add`], with the bits of the two ops; in float,
+    /// observed or QAT form (or with any other child, such as a hook) the
+    /// children run as written.
+    pub fn conv_add(
+        &mut self,
+        names: &[&str],
+        x: Value,
+        add: &str,
+        identity: Value,
+        relu: bool,
+    ) -> Result<Value> {
+        if let Some((conv, q_add)) = self.conv_add_pair(names, add) {
+            return conv
+                .forward_add(x, identity, q_add, relu)
+                .map_err(|e| e.within(names[0]));
+        }
+        let y = self.seq(names, x)?;
+        let a = self.child(add)?;
+        if relu {
+            a.add_relu(y, identity)
+        } else {
+            a.add(y, identity)
+        }
+        .map_err(|e| e.within(add))
+    }
+    /// Whether [`conv_add`](Block::conv_add) with these children runs as
+    /// one op (a quantized conv, Identities, a QFunctional:
+    /// [`QConv2d::fuses_add`]; the residual then needs the conv output's
+    /// shape, as a ResNet block's has).
+    pub fn conv_add_fuses(&self, names: &[&str], add: &str) -> bool {
+        self.conv_add_pair(names, add)
+            .is_some_and(|(c, a)| c.fuses_add(a))
+    }
+    fn conv_add_pair(&self, names: &[&str], add: &str) -> Option<(&QConv2d, &QFunctional)> {
+        let get = |n: &str| self.children.iter().find(|(c, _)| c == n).map(|(_, m)| m);
+        let conv = get(names.first()?)?.downcast_ref::<QConv2d>()?;
+        let folded = names[1..]
+            .iter()
+            .all(|n| get(n).is_some_and(|m| m.is::<Identity>()));
+        let q_add = get(add)?.downcast_ref::<QFunctional>()?;
+        folded.then_some((conv, q_add))
     }
     /// Backward `g` through child `name`.
     pub fn run_backward(&mut self, name: &str, g: Tensor) -> Result<Tensor> {

@@ -7,6 +7,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use rquant_core::ops::conv_out_len;
 use rquant_core::{
     dequantize, BinaryOp, Engine, MemoryFormat, PackedConv2d, PackedLinear, PackedLinearFp16,
     QTensor, Tensor,
@@ -309,6 +310,82 @@ impl QConv2d {
     }
 }
 
+impl QConv2d {
+    /// This conv's forward on a quantized input: the engine's conv (with
+    /// its fused ReLU), then the Hardtanh clamp if any.
+    fn run(&self, q: &QTensor<u8>) -> Result<QTensor<u8>> {
+        let y = self
+            .engine
+            .conv2d(q, &self.packed, self.scale, self.zero_point, self.relu)?;
+        // The clamp as a second pass: the engine's conv2d takes only a ReLU
+        // flag (its output stage could apply any [lo, hi] in the epilogue).
+        Ok(match self.clamp {
+            Some((lo, hi)) => self.engine.hardtanh(&y, lo, hi)?,
+            None => y,
+        })
+    }
+
+    /// The conv's output shape for an input of shape `x` (None when the
+    /// kernel does not fit; the conv itself then reports the error).
+    fn out_shape(&self, x: &[usize]) -> Option<[usize; 4]> {
+        let (&[n, _, h, w], &[o, _, kh, kw]) = (x, self.packed.weight_shape()) else {
+            return None;
+        };
+        let p = self.packed.params();
+        let oh = conv_out_len(h, kh, p.stride[0], p.padding[0], p.dilation[0])?;
+        let ow = conv_out_len(w, kw, p.stride[1], p.padding[1], p.dilation[1])?;
+        Some([n, o, oh, ow])
+    }
+
+    /// Whether [`forward_add`](QConv2d::forward_add) with `add` runs as one
+    /// op (given a residual of the conv output's shape): a conv without a
+    /// fused ReLU or clamp, and `add` on the same engine path.
+    pub fn fuses_add(&self, add: &QFunctional) -> bool {
+        !self.relu && self.clamp.is_none() && add.engine.path() == self.engine.path()
+    }
+
+    /// This conv followed by `add`'s quantized add (`relu`: add_relu) of
+    /// `residual`, the tail of torchvision's ResNet blocks (`conv2` with
+    /// `bn2` folded, then `FloatFunctional.add_relu(out, identity)`), as
+    /// one op when it can be: [`Engine::conv2d_add`] fuses the add into
+    /// the conv's output stage and keeps both roundings (the conv's
+    /// requantization to its own output qparams, then the add's), so the
+    /// result has the bits of `add.binary(conv(x), residual, op)`. A conv
+    /// with a fused ReLU or clamp, an `add` on another engine path, or a
+    /// residual that only broadcasts to the conv's output runs the two ops
+    /// one after the other. [`crate::Block::conv_add`] calls it from a
+    /// block's forward.
+    pub fn forward_add(
+        &self,
+        x: Value,
+        residual: Value,
+        add: &QFunctional,
+        relu: bool,
+    ) -> Result<Value> {
+        let op = if relu {
+            BinaryOp::AddRelu
+        } else {
+            BinaryOp::Add
+        };
+        let q = x.quant("QuantizedConv2d")?;
+        let r = residual.quant("QFunctional")?;
+        let fusable =
+            self.fuses_add(add) && self.out_shape(q.shape()).is_some_and(|s| r.shape() == s);
+        if !fusable {
+            let y = self.run(&q)?;
+            return add.binary(Value::Q(y), Value::Q(r), op);
+        }
+        Ok(Value::Q(self.engine.conv2d_add(
+            &q,
+            &self.packed,
+            (self.scale, self.zero_point),
+            &r,
+            (add.scale, add.zero_point),
+            relu,
+        )?))
+    }
+}
+
 impl Layer for QConv2d {
     fn type_name(&self) -> String {
         if self.clamp.is_some() {
@@ -322,15 +399,7 @@ impl Layer for QConv2d {
     }
     fn forward(&mut self, x: Value) -> Result<Value> {
         let q = x.quant("QuantizedConv2d")?;
-        let y = self
-            .engine
-            .conv2d(&q, &self.packed, self.scale, self.zero_point, self.relu)?;
-        // The clamp as a second pass: the engine's conv2d takes only a ReLU
-        // flag (its output stage could apply any [lo, hi] in the epilogue).
-        Ok(Value::Q(match self.clamp {
-            Some((lo, hi)) => self.engine.hardtanh(&y, lo, hi)?,
-            None => y,
-        }))
+        Ok(Value::Q(self.run(&q)?))
     }
     fn weight(&self) -> Option<Tensor> {
         Some(dequantize(&self.packed.weight()))

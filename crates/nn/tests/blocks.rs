@@ -25,6 +25,19 @@ fn basic_block_forward(b: &mut Block, x: Value) -> Result<Value> {
     b.child("add_relu")?.add_relu(y, identity)
 }
 
+// The same block with the conv2 + add_relu tail through `Block::conv_add`:
+// one op (the conv's output stage adds the residual, both roundings kept)
+// once converted, the children one by one before.
+fn basic_block_fused_forward(b: &mut Block, x: Value) -> Result<Value> {
+    let identity = if b.has("downsample") {
+        b.run("downsample", x.clone())?
+    } else {
+        x.clone()
+    };
+    let y = b.seq(&["conv1", "bn1", "relu"], x)?;
+    b.conv_add(&["conv2", "bn2"], y, "add_relu", identity, true)
+}
+
 fn bn(c: usize, rng: &mut Rng) -> BatchNorm2d {
     // Random statistics, so that folding them into the convs matters.
     let mut b = BatchNorm2d::new(c);
@@ -42,11 +55,13 @@ fn bn(c: usize, rng: &mut Rng) -> BatchNorm2d {
     b
 }
 
-fn basic_block(inp: usize, out: usize, stride: usize, rng: &mut Rng) -> Module {
+type Forward = fn(&mut Block, Value) -> Result<Value>;
+
+fn basic_block(inp: usize, out: usize, stride: usize, fwd: Forward, rng: &mut Rng) -> Module {
     let conv = |i, o, k, s, p, rng: &mut Rng| {
         Conv2d::new(i, o, [k, k], conv_params(s, p, 1, 1), false, rng).unwrap()
     };
-    let mut b = Block::new("BasicBlock", basic_block_forward)
+    let mut b = Block::new("BasicBlock", fwd)
         .with("conv1", conv(inp, out, 3, stride, 1, rng))
         .with("bn1", bn(out, rng))
         .with("relu", Module::relu())
@@ -63,11 +78,15 @@ fn basic_block(inp: usize, out: usize, stride: usize, rng: &mut Rng) -> Module {
 }
 
 fn resnet() -> Module {
+    resnet_with(basic_block_forward)
+}
+
+fn resnet_with(fwd: Forward) -> Module {
     let mut rng = Rng(2024);
     let stem = Conv2d::new(3, 8, [3, 3], conv_params(1, 1, 1, 1), false, &mut rng).unwrap();
     let layer1 = Sequential::new()
-        .push("0", basic_block(8, 8, 1, &mut rng))
-        .push("1", basic_block(8, 16, 2, &mut rng));
+        .push("0", basic_block(8, 8, 1, fwd, &mut rng))
+        .push("1", basic_block(8, 16, 2, fwd, &mut rng));
     let mut m: Module = Sequential::new()
         .push("quant", Module::quant_stub())
         .push("conv1", stem)
@@ -217,6 +236,17 @@ fn resnet_blocks_fuse_quantize_save_and_load_on_every_engine() {
             "{name}"
         );
         assert_eq!(bits(&mut back, &x), want, "loaded on {name}");
+        // The blocks' conv2 + add_relu as one op (Block::conv_add): the
+        // same bits, with and without a downsample.
+        let fused_reg =
+            ModuleRegistry::default().with_block("BasicBlock", basic_block_fused_forward);
+        let (mut fz, _) =
+            quantized_from_bytes_with(&bytes, "resnet.st", Some(e.clone()), &fused_reg).unwrap();
+        for p in ["layer1.0", "layer1.1"] {
+            let blk = fz.get(p).unwrap().downcast_ref::<Block>().unwrap();
+            assert!(blk.conv_add_fuses(&["conv2", "bn2"], "add_relu"), "{p}");
+        }
+        assert_eq!(bits(&mut fz, &x), want, "conv2 + add_relu fused on {name}");
         // Converted afresh on this engine, and moved here from the first one.
         let mut c = observed.clone();
         convert_with(&mut c, e).unwrap();
@@ -231,6 +261,106 @@ fn resnet_blocks_fuse_quantize_save_and_load_on_every_engine() {
         // Saved again from the loaded model: the same tensors and module tree.
         let again = quantized_bytes(&back, "x86 per-channel").unwrap();
         assert_eq!(tensors_and_tree(&again), tensors_and_tree(&bytes), "{name}");
+    }
+}
+
+#[test]
+fn conv_add_blocks_give_the_unfused_bits_in_every_form() {
+    // The same seeded model with either forward: float, observed and
+    // converted forms agree bit for bit; only the converted blocks fuse.
+    let engines = rquant_nn::engines::all_paths();
+    let (plain, fused) = (resnet(), resnet_with(basic_block_fused_forward));
+    let x = input(9, 2);
+    let fuses = |m: &Module| {
+        ["layer1.0", "layer1.1"].map(|p| {
+            let b = m.get(p).unwrap().downcast_ref::<Block>().unwrap();
+            b.conv_add_fuses(&["conv2", "bn2"], "add_relu")
+        })
+    };
+    let (mut a, mut b) = (plain.clone(), fused.clone());
+    assert_eq!(bits(&mut a, &x), bits(&mut b, &x), "float");
+    fuse_model(&mut a);
+    fuse_model(&mut b);
+    assert_eq!(bits(&mut a, &x), bits(&mut b, &x), "fused float");
+    let qc = QConfigMap::global(get_default_qconfig("x86").unwrap());
+    prepare(&mut a, &qc).unwrap();
+    prepare(&mut b, &qc).unwrap();
+    for s in 0..3 {
+        assert_eq!(
+            bits(&mut a, &input(200 + s, 2)),
+            bits(&mut b, &input(200 + s, 2)),
+            "observed"
+        );
+    }
+    assert_eq!(fuses(&b), [false, false]);
+    for e in &engines {
+        let name = format!("{}/{}", e.name(), e.isa());
+        let (mut qa, mut qb) = (a.clone(), b.clone());
+        convert_with(&mut qa, e).unwrap();
+        convert_with(&mut qb, e).unwrap();
+        assert_eq!(fuses(&qb), [true, true], "{name}");
+        assert_eq!(bits(&mut qa, &x), bits(&mut qb, &x), "{name}");
+    }
+}
+
+#[test]
+fn conv_add_runs_unfused_when_it_cannot_fuse() {
+    // A conv with a fused ReLU, and an add on another engine path: the two
+    // ops one after the other, the same bits as written out.
+    let engines = rquant_nn::engines::all_paths();
+    let mut rng = Rng(5);
+    let conv = Conv2d::new(4, 4, [3, 3], conv_params(1, 1, 1, 1), false, &mut rng).unwrap();
+    let fwd = |b: &mut Block, x: Value| {
+        let id = x.clone();
+        b.conv_add(&["conv", "relu"], x, "add", id, false)
+    };
+    let mut m: Module = Sequential::new()
+        .push("quant", Module::quant_stub())
+        .push(
+            "blk",
+            Block::new("B", fwd)
+                .with("conv", conv)
+                .with("relu", Module::relu())
+                .with("add", Module::float_functional()),
+        )
+        .push("dequant", Module::dequant_stub())
+        .into();
+    m.train(false);
+    fuse_modules(&mut m, &[&["blk.conv", "blk.relu"]]).unwrap();
+    prepare(
+        &mut m,
+        &QConfigMap::global(get_default_qconfig("x86").unwrap()),
+    )
+    .unwrap();
+    let mut rng = Rng(6);
+    let x = Tensor::new([2, 4, 5, 5], (0..200).map(|_| rng.sym(1.0)).collect()).unwrap();
+    m.forward(Value::F(x.clone())).unwrap();
+    for e in &engines {
+        let mut q = m.clone();
+        convert_with(&mut q, e).unwrap();
+        let fuses = |q: &Module| {
+            let b = q.get("blk").unwrap().downcast_ref::<Block>().unwrap();
+            b.conv_add_fuses(&["conv", "relu"], "add")
+        };
+        assert!(!fuses(&q));
+        let want = {
+            let mut s = q.get("quant").unwrap().clone();
+            let xq = s.forward(Value::F(x.clone())).unwrap();
+            let c = q.get_mut("blk.conv").unwrap().forward(xq.clone()).unwrap();
+            let y = q.get_mut("blk.add").unwrap().add(c, xq).unwrap();
+            y.to_float()
+                .data()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(bits(&mut q, &x), want);
+        // The add moved to another path: not fused either.
+        if let Some(other) = engines.iter().find(|o| o.path() != e.path()) {
+            to_engine(q.get_mut("blk.add").unwrap(), other).unwrap();
+            assert!(!fuses(&q));
+            assert_eq!(bits(&mut q, &x), want);
+        }
     }
 }
 

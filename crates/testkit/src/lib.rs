@@ -26,7 +26,7 @@ pub use memory::{
 
 use rquant_core::gemm::{Blocking, Kernel};
 use rquant_core::output::Clamp;
-use rquant_core::{Conv2dParams, Engine, QParams, QTensor, Tensor};
+use rquant_core::{Conv2dParams, Engine, MemoryFormat, QParams, QTensor, Tensor};
 
 /// A small deterministic generator (xorshift64*), so testers need no deps.
 #[derive(Debug, Clone)]
@@ -469,7 +469,11 @@ fn assert_same_f32(
     assert_same(engine, op, case, &g, &w, n);
 }
 
-/// One conv2d test case (NCHW input `[batch, c, h, w]`, weight `[o, c/groups, kh, kw]`).
+/// One conv2d test case (input `[batch, c, h, w]` stored in `format`,
+/// weight `[o, c/groups, kh, kw]`). With `residual`, the case is
+/// `conv2d_add` (the conv unclamped, then `add` / `add_relu` with the
+/// residual's and the add's own qparams) against the reference engine's
+/// unfused conv2d followed by add.
 #[derive(Debug, Clone)]
 pub struct ConvTester {
     pub batch: usize,
@@ -478,6 +482,9 @@ pub struct ConvTester {
     pub hw: [usize; 2],
     pub kernel: [usize; 2],
     pub params: Conv2dParams,
+    pub format: MemoryFormat,
+    /// `Some(relu)`: test the fused conv + residual add (add_relu).
+    pub residual: Option<bool>,
     pub gemm: GemmTester,
 }
 
@@ -496,6 +503,8 @@ impl ConvTester {
             hw,
             kernel,
             params,
+            format: MemoryFormat::Contiguous,
+            residual: None,
             gemm: GemmTester::default(),
         }
     }
@@ -505,6 +514,16 @@ impl ConvTester {
     }
     pub fn gemm(mut self, g: GemmTester) -> Self {
         self.gemm = g;
+        self
+    }
+    /// The input's memory format (the output keeps it).
+    pub fn format(mut self, f: MemoryFormat) -> Self {
+        self.format = f;
+        self
+    }
+    /// Test `conv2d_add` with a residual (`relu`: add_relu).
+    pub fn residual(mut self, relu: bool) -> Self {
+        self.residual = Some(relu);
         self
     }
 
@@ -533,17 +552,66 @@ impl ConvTester {
         let pr = reference
             .pack_conv2d(wq, bias, self.params)
             .expect("reference packs conv");
-        let clamp = t.out_clamp(oz);
-        let ye = engine
-            .conv2d_clamped(&x, &pe, os, oz, clamp)
-            .expect("engine conv2d");
-        let yr = reference
-            .conv2d_clamped(&x, &pr, os, oz, clamp)
-            .expect("reference conv2d");
+        let xe = x.to_format(self.format);
+        let (ye, yr) = match self.residual {
+            None => {
+                let clamp = t.out_clamp(oz);
+                let ye = engine
+                    .conv2d_clamped(&xe, &pe, os, oz, clamp)
+                    .expect("engine conv2d");
+                let yr = reference
+                    .conv2d_clamped(&x, &pr, os, oz, clamp)
+                    .expect("reference conv2d");
+                (ye, yr)
+            }
+            Some(relu) => {
+                let yr = reference
+                    .conv2d(&x, &pr, os, oz, false)
+                    .expect("reference conv2d");
+                // The residual: its own qparams; the add's output spans
+                // about both operands.
+                let rs = os * rng.float(0.3, 3.0) as f64;
+                let rz = rng.int(0, 255);
+                let other = QTensor::from_int_repr(
+                    yr.shape().to_vec(),
+                    t.activations(&mut rng, yr.numel()),
+                    QParams::per_tensor(rs, rz),
+                )
+                .expect("valid residual");
+                let (asc, az) = (os.max(rs) * 1.7, rng.int(0, 255));
+                let want = if relu {
+                    reference.add_relu(&yr, &other, asc, az)
+                } else {
+                    reference.add(&yr, &other, asc, az)
+                }
+                .expect("reference add");
+                let ye = engine
+                    .conv2d_add(
+                        &xe,
+                        &pe,
+                        (os, oz),
+                        &other.to_format(self.format),
+                        (asc, az),
+                        relu,
+                    )
+                    .expect("engine conv2d_add");
+                (ye, want)
+            }
+        };
         assert_eq!(ye.shape(), yr.shape());
+        assert_eq!(
+            ye.memory_format(),
+            self.format,
+            "conv output keeps the input's format"
+        );
+        let ye = ye.contiguous();
         assert_same(
             engine,
-            "conv2d",
+            if self.residual.is_some() {
+                "conv2d_add"
+            } else {
+                "conv2d"
+            },
             self,
             ye.int_repr(),
             yr.int_repr(),
@@ -785,6 +853,14 @@ pub fn sweep_pair_bound(engine: &Engine) {
                     .per_channel(true)
                     .seed(wi as u64 + 5);
                 let t = ConvTester::new(c, o, [hw, hw + 1], [ks, ks], p(ks / 2, groups)).gemm(g);
+                run(&|| t.test(engine, r));
+                // Channels-last (a 1×1 stride-1 conv would read the pixels
+                // in place; a two-pass kernel gathers them for its second
+                // operand), two images, and the fused residual add.
+                let t = t
+                    .batch(2)
+                    .format(MemoryFormat::ChannelsLast)
+                    .residual(wi % 2 == 0);
                 run(&|| t.test(engine, r));
             }
         }
@@ -1117,6 +1193,211 @@ pub fn sweep_conv2d(engine: &Engine) {
     }
 }
 
+/// Conv2d on channels-last (NHWC) inputs, and the fused conv + residual
+/// add on both formats: 1×1 stride 1 (the pixels as GEMM rows), strided
+/// 1×1, k×k with and without padding, dilation, groups (per-tap reads,
+/// `C/groups` a multiple of 4 or not), C not a multiple of 4 (gathered
+/// rows), batches whose rows cross image boundaries, K past the driver's
+/// k-block inside one kernel row and inside one tap, weight zero points
+/// (row sums), zero points 0/128/255, full-range and all-255 activations,
+/// clamps.
+pub fn sweep_conv2d_nhwc(engine: &Engine) {
+    let r = reference();
+    let r = &r;
+    let p = |s: usize, pad: usize, d: usize, g: usize| Conv2dParams {
+        stride: [s, s],
+        padding: [pad, pad],
+        dilation: [d, d],
+        groups: g,
+    };
+    let cl = MemoryFormat::ChannelsLast;
+    let cases = [
+        ConvTester::new(16, 40, [7, 9], [1, 1], p(1, 0, 1, 1)),
+        ConvTester::new(12, 33, [9, 8], [1, 1], p(2, 0, 1, 1)),
+        ConvTester::new(8, 36, [11, 10], [3, 3], p(1, 1, 1, 1)),
+        ConvTester::new(8, 20, [9, 9], [3, 3], p(2, 1, 1, 1)),
+        ConvTester::new(4, 8, [6, 7], [3, 3], p(1, 0, 1, 1)),
+        ConvTester::new(20, 17, [8, 8], [5, 5], p(1, 2, 1, 1)),
+        ConvTester::new(3, 10, [13, 11], [7, 7], p(2, 3, 1, 1)),
+        ConvTester::new(5, 7, [10, 9], [3, 3], p(1, 1, 1, 1)),
+        ConvTester::new(12, 12, [9, 9], [3, 3], p(1, 2, 2, 1)),
+        ConvTester::new(16, 24, [8, 9], [3, 3], p(1, 1, 1, 2)),
+        ConvTester::new(24, 12, [7, 7], [3, 3], p(2, 1, 1, 4)),
+        ConvTester::new(12, 12, [6, 6], [3, 3], p(1, 1, 1, 3)),
+        // K = 9·96 = 864: the k-block ends inside a kernel row.
+        ConvTester::new(96, 34, [5, 6], [3, 3], p(1, 1, 1, 1)),
+        // K = 1000 in one tap of a 1×1 stride-2 conv: split inside a segment.
+        ConvTester::new(1000, 9, [3, 4], [1, 1], p(2, 0, 1, 1)),
+        // 1×1 stride 1 with K past the k-block.
+        ConvTester::new(900, 33, [3, 3], [1, 1], p(1, 0, 1, 1)),
+        // 7×7 output: rows cross images in the merged NHWC row space.
+        ConvTester::new(32, 64, [7, 7], [3, 3], p(1, 1, 1, 1)),
+    ];
+    for (i, c) in cases.iter().enumerate() {
+        for &x_zp in &[0, 128, 255] {
+            let per_channel = (i + x_zp as usize).is_multiple_of(2);
+            let g = GemmTester::new()
+                .x_zp(x_zp)
+                .per_channel(per_channel)
+                .relu(i % 3 == 0)
+                .bias(x_zp != 255)
+                .w_zp(if i % 4 == 1 { 3 } else { 0 })
+                .act(if x_zp == 255 && i % 2 == 0 {
+                    Act::AllMax
+                } else {
+                    Act::Full
+                })
+                .seed(100 + i as u64);
+            c.clone()
+                .batch(1 + i % 3)
+                .format(cl)
+                .gemm(g)
+                .test(engine, r);
+        }
+    }
+    // Clamps on channels-last.
+    for (i, &(lo, hi)) in [(0u8, 200u8), (40, 160), (128, 128)].iter().enumerate() {
+        let g = GemmTester::new()
+            .clamp(lo, hi)
+            .out_zp(100)
+            .per_channel(i % 2 == 0)
+            .seed(i as u64);
+        ConvTester::new(8, 12, [8, 8], [3, 3], p(1, 1, 1, 1))
+            .format(cl)
+            .gemm(g)
+            .test(engine, r);
+    }
+    // Conv + residual add (and add_relu), both formats.
+    let res_cases = [
+        ConvTester::new(16, 16, [8, 8], [3, 3], p(1, 1, 1, 1)),
+        ConvTester::new(24, 40, [5, 7], [1, 1], p(1, 0, 1, 1)),
+        ConvTester::new(8, 32, [9, 9], [1, 1], p(2, 0, 1, 1)),
+        ConvTester::new(5, 6, [7, 7], [3, 3], p(1, 1, 1, 1)),
+        ConvTester::new(6, 6, [9, 10], [3, 3], p(1, 1, 1, 6)),
+        ConvTester::new(16, 24, [8, 9], [3, 3], p(1, 1, 1, 2)),
+    ];
+    for (i, c) in res_cases.iter().enumerate() {
+        for format in [cl, MemoryFormat::Contiguous] {
+            for relu in [false, true] {
+                let g = GemmTester::new()
+                    .x_zp([0, 128, 255][i % 3])
+                    .per_channel(i % 2 == 0)
+                    .w_zp(if i == 3 { 2 } else { 0 })
+                    .seed(7 + i as u64);
+                c.clone()
+                    .batch(1 + i % 2)
+                    .format(format)
+                    .residual(relu)
+                    .gemm(g)
+                    .test(engine, r);
+            }
+        }
+    }
+}
+
+/// Depthwise conv on channels-last (NHWC) inputs: 3×3 and 5×5 (the NHWC
+/// kernels) with channel counts around the vector widths (tails of 1..15
+/// lanes), strides 1, 2 and 3, padding 0..2, odd and tiny spatial sizes,
+/// batches; then 7×7, dilation 2 and 1×1 (other routes); zero points
+/// 0/128/255, weight zero points, full-range and all-255 activations,
+/// clamps and extreme output scales (the scalar formula).
+pub fn sweep_dwconv_nhwc(engine: &Engine) {
+    let r = reference();
+    let r = &r;
+    let cl = MemoryFormat::ChannelsLast;
+    let dw = |c: usize, hw: [usize; 2], k: usize, s: usize, pad: usize| {
+        ConvTester::new(
+            c,
+            c,
+            hw,
+            [k, k],
+            Conv2dParams {
+                stride: [s, s],
+                padding: [pad, pad],
+                dilation: [1, 1],
+                groups: c,
+            },
+        )
+    };
+    let mut i = 0u64;
+    for &c in &[1, 3, 8, 15, 16, 17, 31, 32, 33, 48, 69] {
+        for &(k, s, pad) in &[
+            (3, 1, 1),
+            (3, 2, 1),
+            (5, 1, 2),
+            (5, 2, 2),
+            (3, 1, 0),
+            (3, 3, 2),
+            (5, 2, 0),
+        ] {
+            for &hw in &[[7, 9], [5, 5], [12, 11]] {
+                if hw[0] + 2 * pad < k || hw[1] + 2 * pad < k {
+                    continue;
+                }
+                i += 1;
+                let x_zp = [0, 128, 255][(i % 3) as usize];
+                let g = GemmTester::new()
+                    .x_zp(x_zp)
+                    .per_channel(i.is_multiple_of(2))
+                    .w_zp(if i.is_multiple_of(5) { 3 } else { 0 })
+                    .relu(i.is_multiple_of(4))
+                    .bias(!i.is_multiple_of(7))
+                    .act(if i.is_multiple_of(9) {
+                        Act::AllMax
+                    } else {
+                        Act::Full
+                    })
+                    .wt(if i.is_multiple_of(11) {
+                        Wt::AllMin
+                    } else {
+                        Wt::Full
+                    })
+                    .seed(i);
+                dw(c, hw, k, s, pad)
+                    .batch(1 + (i % 2) as usize)
+                    .format(cl)
+                    .gemm(g)
+                    .test(engine, r);
+            }
+        }
+    }
+    // Other kernels and dilation (other routes), clamps, extreme scales.
+    let other = [
+        dw(20, [9, 9], 7, 1, 3),
+        ConvTester::new(
+            18,
+            18,
+            [9, 10],
+            [3, 3],
+            Conv2dParams {
+                stride: [1, 1],
+                padding: [2, 2],
+                dilation: [2, 2],
+                groups: 18,
+            },
+        ),
+        dw(24, [6, 6], 1, 1, 0),
+        dw(17, [8, 7], 3, 1, 1),
+    ];
+    for (j, c) in other.iter().enumerate() {
+        for (lo, hi) in [(0u8, 255u8), (40, 160)] {
+            let g = GemmTester::new()
+                .clamp(lo, hi)
+                .out_zp(100)
+                .per_channel(j % 2 == 0)
+                .seed(j as u64);
+            c.clone().format(cl).gemm(g).test(engine, r);
+        }
+    }
+    for &f in &[1e-30, 1e-9, 1e9, 1e30] {
+        let g = GemmTester::new()
+            .out_scale_factor(f)
+            .out_zp(0)
+            .per_channel(true);
+        dw(19, [7, 8], 3, 1, 1).format(cl).gemm(g).test(engine, r);
+    }
+}
+
 /// Inputs for the quantize sweep: every rounding tie near the code range,
 /// values far outside it, ±inf, ±0, subnormals and random values.
 fn quantize_inputs(len: usize, scale: f32, seed: u64) -> Vec<f32> {
@@ -1324,6 +1605,13 @@ macro_rules! sweep_tests {
         }
 
         #[test]
+        fn conv2d_channels_last_and_residual_every_path() {
+            for e in $paths() {
+                $crate::sweep_conv2d_nhwc(&e);
+            }
+        }
+
+        #[test]
         fn binary_every_path() {
             for e in $paths() {
                 $crate::sweep_binary(&e);
@@ -1348,6 +1636,13 @@ macro_rules! sweep_tests {
         fn requantize_every_path() {
             for e in $paths() {
                 $crate::sweep_requantize(&e);
+            }
+        }
+
+        #[test]
+        fn depthwise_channels_last_every_path() {
+            for e in $paths() {
+                $crate::sweep_dwconv_nhwc(&e);
             }
         }
     };

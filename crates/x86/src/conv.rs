@@ -5,22 +5,20 @@
 //! prepacked per group in the matching (ky, kx, c) order. A 1×1 stride-1
 //! convolution is a plain GEMM over the NHWC pixels.
 
-use std::cell::{OnceCell, RefCell};
+use std::cell::OnceCell;
 
 use rquant_core::engine::ConvCall;
-use rquant_core::gemm::{Gemm, PackedB, Store, Table};
-use rquant_core::{Conv2dParams, QTensor};
+use rquant_core::gemm::{
+    ALayout, APanel, AccTile, Blocking, Elem, Kernel, Layout, Micro, PackedB, PairA, PairMicro,
+    PairPass, Remainder, Stage, Store, Table,
+};
+use rquant_core::{Conv2dParams, MemoryFormat, QTensor};
 
-use crate::gemm::{give_back, take_buffer};
+use crate::dwconv::{self, DwWeights};
+use crate::igemm::{IMicro, Seg, SegList, Segs, MR_MAX};
 use crate::isa::{Caps, Isa};
-#[cfg(target_arch = "x86_64")]
-use crate::kernels::dwconv_f32_row_avx2::dw_row as dw_row_f32;
-use crate::kernels::dwconv_f32_row_avx2::{MAX_TAPS, SLACK};
-use crate::kernels::dwconv_i16_row_avx2::row as dw_scalar;
-#[cfg(target_arch = "x86_64")]
-use crate::kernels::dwconv_u8i8_plane_avx512 as dw512;
-use crate::kernels::output::{requant_run, Channel, RawOut, RequantStage};
-use crate::threads::par_chunks1;
+use crate::kernels::output::{residual_add_slice, RawOut, RequantStage, Residual};
+use crate::threads::{par_chunks1, par_for, threads_for};
 
 /// Prepacked conv weights: one GEMM weight matrix per group.
 #[derive(Debug)]
@@ -32,13 +30,6 @@ pub struct PackedConv {
     /// Depthwise (one input and one output channel per group): `w − zw` per
     /// channel and tap, used instead of the per-group GEMMs.
     pub(crate) dw: Option<DwWeights>,
-}
-
-/// Depthwise weights, zero points subtracted.
-#[derive(Debug, Clone)]
-pub struct DwWeights {
-    w: Vec<i32>,
-    zps: Vec<i32>,
 }
 
 impl PackedConv {
@@ -64,7 +55,7 @@ impl PackedConv {
                 isa,
                 shape: [o, cg, kh, kw],
                 groups: Vec::new(),
-                dw: Some(DwWeights { w: wd, zps }),
+                dw: Some(DwWeights::new(wd, zps, kh, kw)),
             };
         }
         let groups = (0..p.groups)
@@ -98,7 +89,7 @@ impl PackedConv {
         if let Some(dw) = &self.dw {
             let taps = kh * kw;
             return dw
-                .w
+                .taps
                 .chunks_exact(taps)
                 .zip(&dw.zps)
                 .flat_map(|(t, &z)| t.iter().map(move |&v| (v + z) as i8))
@@ -128,10 +119,7 @@ impl PackedConv {
 impl rquant_core::engine::Panels for PackedConv {
     fn bytes(&self) -> usize {
         self.groups.iter().map(PackedB::bytes).sum::<usize>()
-            + self
-                .dw
-                .as_ref()
-                .map_or(0, |d| d.w.len() * 4 + d.zps.len() * 12)
+            + self.dw.as_ref().map_or(0, DwWeights::bytes)
     }
     fn as_any(&self) -> &dyn std::any::Any {
         self
@@ -144,234 +132,707 @@ impl rquant_core::engine::Int8Panels for PackedConv {
     }
 }
 
-/// Conv2d through the GEMM (or the depthwise kernels), NCHW in and out,
-/// requantized by the call's `Requant`.
-pub(crate) fn conv2d(caps: Caps, c: &ConvCall<'_>, pw: &PackedConv) -> Vec<u8> {
+/// Conv2d through the GEMM (or the depthwise kernels), in the input's
+/// memory format (NHWC for channels-last, NCHW for contiguous), requantized
+/// by the call's `Requant`, with the residual add `res` fused into the
+/// output stage when given.
+pub(crate) fn conv2d(
+    caps: Caps,
+    c: &ConvCall<'_>,
+    pw: &PackedConv,
+    res: Option<Residual<'_>>,
+) -> Vec<u8> {
+    let nhwc = c.x.memory_format() == MemoryFormat::ChannelsLast;
     if let Some(dw) = &pw.dw {
-        return depthwise(caps, c, dw);
+        let mut y = if nhwc {
+            dwconv::depthwise_nhwc(caps, pw.isa == Isa::Avx512Vnni, c, dw)
+        } else {
+            dwconv::depthwise_planes(caps, c, dw)
+        };
+        if let Some(r) = res {
+            residual_add_slice(caps, &mut y, r.data, r.add);
+        }
+        return y;
     }
-    let (x, g, r) = (c.x, c.g, c.requant);
-    let (_, xz) = x.q_per_tensor().expect("validated per-tensor");
+    let g = c.g;
+    let xd = c.x.int_repr();
+    let tmp;
+    let src: &[u8] = if nhwc {
+        xd
+    } else {
+        // NCHW input: one NHWC copy of every image (the GEMM reads pixels).
+        let plane = g.h * g.w;
+        let mut t = vec![0u8; xd.len()];
+        par_chunks1(
+            &mut t,
+            g.c * plane,
+            || (),
+            |_, b, img| nchw_to_nhwc(&xd[b * g.c * plane..(b + 1) * g.c * plane], g.c, plane, img),
+        );
+        tmp = t;
+        &tmp
+    };
+    gemm_conv(caps, c, pw, src, nhwc, res)
+}
+
+/// How the rows of one group's GEMM are read.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// 1×1, stride 1, no padding: the NHWC pixels are the activation rows
+    /// (`lda = C`), read by the GEMM microkernel in place.
+    Direct,
+    /// The path's indirect microkernel reads each row as segments of the
+    /// NHWC input ([`crate::igemm`]): no copy.
+    Indirect(fn(IMicro<'_>)),
+    /// Rows gathered (im2col of one row block) into the kernel's packed
+    /// panel, for kernels without an indirect twin or `C/groups` not a
+    /// multiple of 4.
+    Gather,
+}
+
+/// The indirect twin of a GEMM kernel (same tile and weight layout).
+fn indirect_of(k: &Kernel) -> Option<fn(IMicro<'_>)> {
+    match k.name {
+        #[cfg(target_arch = "x86_64")]
+        "gemm_u8i8_8x32c4_avx512vnni" => Some(run_igemm_vnni512),
+        "gemm_u8i8_4x8c4_scalar" => Some(crate::kernels::igemm_u8i8_4x8c4_scalar::run),
+        _ => None,
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn run_igemm_vnni512(t: IMicro<'_>) {
+    use crate::kernels::igemm_u8i8_8x32c4_avx512vnni as k;
+    t.assert_fits(&k::SHAPE);
+    // SAFETY: this twin is chosen only for the GEMM kernel
+    // `gemm_u8i8_8x32c4_avx512vnni`, whose table is handed out only to a
+    // path that detected AVX-512F/BW and AVX512-VNNI; the operands fit
+    // (asserted; the segments were checked when built).
+    unsafe { k::run(t) }
+}
+
+/// The conv's shape, in the terms of the GEMM.
+struct Geo {
+    c: usize,
+    h: usize,
+    w: usize,
+    o: usize,
+    kh: usize,
+    kw: usize,
+    oh: usize,
+    ow: usize,
+    stride: [usize; 2],
+    pad: [usize; 2],
+    dil: [usize; 2],
+    groups: usize,
+    cg: usize,
+    og: usize,
+    /// Reduction length per group: `cg·kh·kw`, in (ky, kx, c) order.
+    k: usize,
+}
+
+impl Geo {
+    /// Input row `iy` and column `ix` of output pixel `pix`'s tap (ky, kx),
+    /// signed (negative or past the edge: padding).
+    #[inline]
+    fn tap(&self, pix: usize, ky: usize, kx: usize) -> (isize, isize) {
+        let (oy, ox) = (pix / self.ow, pix % self.ow);
+        (
+            (oy * self.stride[0] + ky * self.dil[0]) as isize - self.pad[0] as isize,
+            (ox * self.stride[1] + kx * self.dil[1]) as isize - self.pad[1] as isize,
+        )
+    }
+    fn inside(&self, iy: isize, ix: isize) -> bool {
+        iy >= 0 && ix >= 0 && (iy as usize) < self.h && (ix as usize) < self.w
+    }
+    /// Byte of channel `ch` of input pixel (iy, ix) of image `b` in NHWC.
+    #[inline]
+    fn at(&self, b: usize, iy: isize, ix: isize, ch: usize) -> usize {
+        ((b * self.h + iy as usize) * self.w + ix as usize) * self.c + ch
+    }
+}
+
+/// Where a task's rows live: the merged NHWC rows of every image (one row
+/// space, rows are `b·oh·ow + pixel`), or one image per space (NCHW output,
+/// whose transposed store needs the image's planes).
+struct Rows {
+    merged: bool,
+    ohw: usize,
+}
+
+impl Rows {
+    /// (image, pixel) of row `m` of space `s`.
+    #[inline]
+    fn pixel(&self, s: usize, m: usize) -> (usize, usize) {
+        if self.merged {
+            (m / self.ohw, m % self.ohw)
+        } else {
+            (s, m)
+        }
+    }
+}
+
+/// Per-thread buffers of the conv tasks, reused from task to task.
+#[derive(Default)]
+struct Scratch {
+    acc: Vec<i32>,
+    segs: Vec<Seg>,
+    /// Segment ranges, `[tile][k-block]`.
+    ranges: Vec<(usize, usize)>,
+    panels: Vec<u8>,
+    sums: Vec<i32>,
+    pack: Vec<u8>,
+}
+
+/// The GEMM conv on NHWC pixels `src`: one parallel region over (row space,
+/// row block, group, column block) tasks; each task reads its rows in place
+/// (or gathers one row block), runs every column panel over them with K in
+/// L1-sized blocks, and hands each tile to the output stage, which writes
+/// NHWC rows (`nhwc_out`) or NCHW planes (a transposed store).
+fn gemm_conv(
+    caps: Caps,
+    c: &ConvCall<'_>,
+    pw: &PackedConv,
+    src: &[u8],
+    nhwc_out: bool,
+    res: Option<Residual<'_>>,
+) -> Vec<u8> {
+    let (g0, r) = (c.g, c.requant);
+    let p = g0.params;
+    let geo = Geo {
+        c: g0.c,
+        h: g0.h,
+        w: g0.w,
+        o: g0.o,
+        kh: g0.kh,
+        kw: g0.kw,
+        oh: g0.oh,
+        ow: g0.ow,
+        stride: p.stride,
+        pad: p.padding,
+        dil: p.dilation,
+        groups: p.groups,
+        cg: g0.c_per_group(),
+        og: g0.o_per_group(),
+        k: g0.c_per_group() * g0.kh * g0.kw,
+    };
+    let geo = &geo;
+    let (_, xz) = c.x.q_per_tensor().expect("validated per-tensor");
     let xz8 = xz as u8;
-    let p = g.params;
-    let (cg, og) = (g.c_per_group(), g.o_per_group());
-    let ohw = g.oh * g.ow;
-    let xd = x.int_repr();
-    let len = g.n * g.o * ohw;
-    let mut y: Vec<u8> = Vec::with_capacity(len);
     // Padded taps hold the zero point: it bounds the activations too.
     // (Only a kernel with a bounded exactness asks for it.)
     let x_max = OnceCell::new();
-    let x_max = || *x_max.get_or_init(|| xd.iter().fold(xz8, |a, &b| a.max(b)));
-    let mut nhwc = take_buffer(&NHWC_IN, g.h * g.w * g.c);
-    let mut ynhwc = take_buffer(&NHWC_OUT, ohw * g.o);
-    let plane = g.h * g.w;
-    for b in 0..g.n {
-        let img = &xd[b * g.c * plane..(b + 1) * g.c * plane];
-        nchw_to_nhwc(img, g.c, plane, &mut nhwc);
-        let nhwc = &nhwc;
-        for (gi, pb) in pw.groups.iter().enumerate() {
-            // With one group and unit dilation the kw taps of a kernel row are
-            // one contiguous NHWC run: one copy per kernel row when inside.
-            let runs = p.groups == 1 && p.dilation[1] == 1;
-            let fill = |pix: usize, dst: &mut [u8]| {
-                let (oy, ox) = (pix / g.ow, pix % g.ow);
-                let ix0 = (ox * p.stride[1]) as isize - p.padding[1] as isize;
-                for ky in 0..g.kh {
-                    let iy =
-                        (oy * p.stride[0] + ky * p.dilation[0]) as isize - p.padding[0] as isize;
-                    let row_in = iy >= 0 && iy < g.h as isize;
-                    if runs && row_in && ix0 >= 0 && ix0 as usize + g.kw <= g.w {
-                        let s = (iy as usize * g.w + ix0 as usize) * g.c;
-                        dst[ky * g.kw * cg..(ky + 1) * g.kw * cg]
-                            .copy_from_slice(&nhwc[s..s + g.kw * cg]);
-                        continue;
-                    }
-                    for kx in 0..g.kw {
-                        let ix = ix0 + (kx * p.dilation[1]) as isize;
-                        let d = &mut dst[(ky * g.kw + kx) * cg..][..cg];
-                        if !row_in || ix < 0 || ix >= g.w as isize {
-                            d.fill(xz8);
-                        } else {
-                            let s = (iy as usize * g.w + ix as usize) * g.c + gi * cg;
-                            d.copy_from_slice(&nhwc[s..s + cg]);
-                        }
-                    }
-                }
-            };
-            // Pixel-major (NHWC) output with contiguous channel runs (the
-            // group's columns of the requantization); one blocked transpose
-            // to NCHW per image afterwards.
-            let stage = RequantStage::new(
-                caps,
-                r,
-                gi * og,
-                RawOut::new(&mut ynhwc),
-                Store::Rows {
-                    base: gi * og,
-                    ld: g.o,
-                },
-            );
-            crate::run_gemm(&Gemm {
-                b: pb,
-                layout: pb.select(x_max),
-                m: ohw,
-                fill: &fill,
-                row_sums: !r.zp.zw_all_zero,
-                stage: &stage,
-            });
-        }
-        let img_out = &mut y.spare_capacity_mut()[b * g.o * ohw..(b + 1) * g.o * ohw];
-        crate::kernels::transpose_u8_16x16_sse2::transpose_uninit(&ynhwc, ohw, g.o, img_out);
+    let x_max = || *x_max.get_or_init(|| src.iter().fold(xz8, |a, &b| a.max(b)));
+    let layouts: Vec<&Layout> = pw.groups.iter().map(|pb| pb.select(x_max)).collect();
+    let direct_ok =
+        geo.kh == 1 && geo.kw == 1 && geo.stride == [1, 1] && geo.pad == [0, 0] && geo.groups == 1;
+    let modes: Vec<Mode> = layouts
+        .iter()
+        .map(|l| {
+            let s = l.kernel.shape;
+            let rows_u8 = s.elem == Elem::I8 && s.a == ALayout::Rows;
+            match indirect_of(l.kernel) {
+                // A two-pass kernel's second operand is packed from its
+                // gathered panels (the shared driver's order).
+                _ if pair_pass(l).is_some() => Mode::Gather,
+                _ if direct_ok && rows_u8 && geo.c.is_multiple_of(s.kr) => Mode::Direct,
+                Some(f) if geo.cg.is_multiple_of(4) && s.kr == 4 => Mode::Indirect(f),
+                _ => Mode::Gather,
+            }
+        })
+        .collect();
+    let ohw = g0.oh * g0.ow;
+    let rows = Rows {
+        merged: nhwc_out,
+        ohw,
+    };
+    let (spaces, m) = if nhwc_out {
+        (1, g0.n * ohw)
+    } else {
+        (g0.n, ohw)
+    };
+    // Blocking (the shared driver's rules): columns in blocks of `nc`, rows
+    // in blocks whose packed activations would fit the L2 budget, split
+    // further until every thread has a few tasks.
+    let blk = Blocking::DEFAULT;
+    let s0 = layouts[0].kernel.shape;
+    let (mr, nr) = (s0.mr, s0.nr);
+    let small = (spaces * m).saturating_mul(geo.k).saturating_mul(geo.o) < blk.serial_macs;
+    let nc = if small { geo.og } else { blk.nc }.div_ceil(nr) * nr;
+    let nblocks = geo.og.div_ceil(nc);
+    let mpanels = m.div_ceil(mr);
+    let pa = s0.a_panel_bytes(geo.k);
+    let mut per_block = (blk.a_block_bytes / pa).clamp(1, mpanels);
+    let threads = threads_for(usize::MAX);
+    let want = if threads > 1 && !small {
+        4 * threads
+    } else {
+        1
+    };
+    while spaces * geo.groups * nblocks * mpanels.div_ceil(per_block) < want && per_block > 1 {
+        per_block = per_block.div_ceil(2);
     }
-    give_back(&NHWC_IN, nhwc);
-    give_back(&NHWC_OUT, ynhwc);
-    // SAFETY: every image's o·oh·ow outputs were written by its transpose,
-    // which writes every element of its destination.
+    let mc = per_block * mr;
+    let mblocks = m.div_ceil(mc);
+    let tasks = spaces * mblocks * geo.groups * nblocks;
+    // The zero-point row that segments of padding taps point into.
+    let zrow = vec![xz8; geo.kw * geo.c];
+    let zrow = &zrow[..];
+    let len = g0.n * geo.o * ohw;
+    let mut y: Vec<u8> = Vec::with_capacity(len);
+    let out = RawOut::uninit(&mut y.spare_capacity_mut()[..len]);
+    let (layouts, modes, rows) = (&layouts[..], &modes[..], &rows);
+    par_for(tasks, Scratch::default, |st, task| {
+        let nb = task % nblocks;
+        let gi = task / nblocks % geo.groups;
+        let mb = task / nblocks / geo.groups % mblocks;
+        let sp = task / nblocks / geo.groups / mblocks;
+        let store = if nhwc_out {
+            Store::Rows {
+                base: gi * geo.og,
+                ld: geo.o,
+            }
+        } else {
+            Store::Cols {
+                base: (sp * geo.o + gi * geo.og) * ohw,
+                ld: ohw,
+            }
+        };
+        let stage = RequantStage::new(caps, r, gi * geo.og, out.share(), store).with_residual(res);
+        let lay = layouts[gi];
+        let t = Task {
+            geo,
+            rows,
+            sp,
+            gi,
+            m_lo: mb * mc,
+            m_hi: (mb * mc + mc).min(m),
+            n_lo: nb * nc,
+            n_hi: (nb * nc + nc).min(geo.og),
+            lay,
+            src,
+            zrow,
+            xz: xz8,
+            row_sums: !r.zp.zw_all_zero,
+            kub: (blk.b_block_bytes / (nr * lay.kernel.shape.unit_bytes())).max(1),
+        };
+        match modes[gi] {
+            Mode::Indirect(f) => t.indirect(st, f, &stage),
+            Mode::Direct => t.packed(st, true, &stage),
+            Mode::Gather => t.packed(st, false, &stage),
+        }
+    });
+    // SAFETY: the tasks cover every (row, column) of every group once, and
+    // the stage stores every element of each tile.
     unsafe { y.set_len(len) };
     y
 }
 
-thread_local! {
-    static NHWC_IN: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-    static NHWC_OUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+/// The second pass of `l`'s two-pass kernel and its remainder, when the
+/// weights have one.
+fn pair_pass(l: &Layout) -> Option<(&'static PairPass, &Remainder)> {
+    match (l.kernel.pair, l.remainder()) {
+        (Some(p), Some(r)) if r.pairs() > 0 => Some((p, r)),
+        _ => None,
+    }
 }
 
-/// Depthwise conv (channel multiplier 1): per (image, channel) plane, a
-/// zero-padded copy of `x − zx`, then each output row is the sum of the
-/// taps' shifted rows, requantized with the channel's column of the call's
-/// `Requant`.
-fn depthwise(caps: Caps, c: &ConvCall<'_>, dw: &DwWeights) -> Vec<u8> {
-    let (x, g, r) = (c.x, c.g, c.requant);
-    let (_, xz) = x.q_per_tensor().expect("validated per-tensor");
-    let p = g.params;
-    let (hp, wp) = (g.h + 2 * p.padding[0], g.w + 2 * p.padding[1]);
-    let (oh, ow) = (g.oh, g.ow);
-    let ntaps = g.kh * g.kw;
-    let xd = x.int_repr();
-    let mut y = vec![0u8; g.n * g.o * oh * ow];
-    let fast = cfg!(target_arch = "x86_64") && caps.avx2 && ntaps <= MAX_TAPS;
-    let wide = caps.avx512 && fast;
-    // The vector of the last output of a row may read up to 16 lanes further.
-    let slack = 2 * SLACK * p.stride[1] + 2 * SLACK;
-    par_chunks1(
-        &mut y,
-        oh * ow,
-        || DwScratch {
-            xpad: vec![0i16; if fast { 0 } else { hp * wp }],
-            xf: vec![0f32; if fast { hp * wp + slack } else { 0 }],
-            acc: vec![0i32; ow],
-            bt: vec![0f32; ow],
-            mult: vec![0f32; ow],
-            zeros: vec![0i32; ow],
-            taps: Vec::with_capacity(ntaps),
-            tapsf: Vec::with_capacity(ntaps),
-        },
-        |st, plane, out| {
-            let c = plane % g.c;
-            let src = &xd[plane * g.h * g.w..(plane + 1) * g.h * g.w];
-            #[cfg(target_arch = "x86_64")]
-            if wide {
-                let at = dw512::FillAt {
-                    h: g.h,
-                    w: g.w,
-                    xz: xz as i32,
-                    wp,
-                    top: p.padding[0],
-                    left: p.padding[1],
-                };
-                // SAFETY: AVX-512F detected (caps come from an engine value);
-                // the plane fits the padded buffer (hp·wp + slack elements).
-                unsafe { dw512::fill_plane(src, &at, &mut st.xf) };
-            }
-            for (iy, row) in src.chunks_exact(g.w).enumerate() {
-                if wide {
-                    break;
+/// One task of [`gemm_conv`]: rows `m_lo..m_hi` of row space `sp`, columns
+/// `n_lo..n_hi` of group `gi`.
+struct Task<'a> {
+    geo: &'a Geo,
+    rows: &'a Rows,
+    sp: usize,
+    gi: usize,
+    m_lo: usize,
+    m_hi: usize,
+    n_lo: usize,
+    n_hi: usize,
+    lay: &'a Layout,
+    src: &'a [u8],
+    zrow: &'a [u8],
+    xz: u8,
+    row_sums: bool,
+    /// k-units per k-block (weights kept in L1).
+    kub: usize,
+}
+
+impl Task<'_> {
+    /// Rows of the tile at `m0`.
+    fn tile_rows(&self, m0: usize) -> usize {
+        self.lay.kernel.shape.mr.min(self.m_hi - m0)
+    }
+
+    /// The accumulator tiles of the row block, starting on a cache line.
+    fn tiles<'s>(&self, acc: &'s mut Vec<i32>) -> &'s mut [i32] {
+        let s = self.lay.kernel.shape;
+        let need = (self.m_hi - self.m_lo).div_ceil(s.mr) * s.mr * s.nr;
+        acc.resize(need + 15, 0);
+        let off = acc.as_ptr().align_offset(64).min(15);
+        &mut acc[off..off + need]
+    }
+
+    /// Hand every tile of the row block for columns `n0..` to the stage.
+    fn finish(&self, stage: &RequantStage<'_>, cbuf: &[i32], sums: &[i32], n0: usize) {
+        let s = self.lay.kernel.shape;
+        let tile = s.mr * s.nr;
+        for (i, m0) in (self.m_lo..self.m_hi).step_by(s.mr).enumerate() {
+            let mrows = self.tile_rows(m0);
+            stage.finish(&AccTile {
+                acc: &cbuf[i * tile..(i + 1) * tile],
+                nr: s.nr,
+                m0,
+                mrows,
+                n0,
+                ncols: s.nr.min(self.n_hi - n0),
+                rowsums: &sums[m0 - self.m_lo..m0 - self.m_lo + mrows],
+            });
+        }
+    }
+
+    /// Indirect: the segments of every tile (per k-block), then the column
+    /// panels over them.
+    fn indirect(&self, st: &mut Scratch, run: fn(IMicro<'_>), stage: &RequantStage<'_>) {
+        let geo = self.geo;
+        let s = self.lay.kernel.shape;
+        let (mr, nr, unit) = (s.mr, s.nr, s.unit_bytes());
+        let nkb = s.units(geo.k).div_ceil(self.kub);
+        let mut list = SegList::new(self.src, self.zrow, unit, std::mem::take(&mut st.segs));
+        st.ranges.clear();
+        st.sums.clear();
+        for m0 in (self.m_lo..self.m_hi).step_by(mr) {
+            let mrows = self.tile_rows(m0);
+            let first = list.len();
+            self.tile_segments(&mut list, &mut st.ranges, m0, mrows, nkb);
+            if self.row_sums {
+                let segs = list.view(first..list.len());
+                for r in 0..mrows {
+                    st.sums.push(row_sum(&segs, r, unit));
                 }
-                let at = (iy + p.padding[0]) * wp + p.padding[1];
-                if fast {
-                    for (dv, &v) in st.xf[at..at + g.w].iter_mut().zip(row) {
-                        *dv = (v as i32 - xz as i32) as f32;
-                    }
-                } else {
-                    for (dv, &v) in st.xpad[at..at + g.w].iter_mut().zip(row) {
-                        *dv = (v as i32 - xz as i32) as i16;
-                    }
+            } else {
+                st.sums.extend(std::iter::repeat_n(0, mrows));
+            }
+        }
+        let tile = mr * nr;
+        let cbuf = self.tiles(&mut st.acc);
+        for n0 in (self.n_lo..self.n_hi).step_by(nr) {
+            let bp = self.lay.panel(n0 / nr);
+            for kb in 0..nkb {
+                let b = &bp[kb * self.kub * nr * unit..];
+                for (i, m0) in (self.m_lo..self.m_hi).step_by(mr).enumerate() {
+                    let (a, z) = st.ranges[i * nkb + kb];
+                    run(IMicro {
+                        segs: list.view(a..z),
+                        b,
+                        c: &mut cbuf[i * tile..(i + 1) * tile],
+                        mrows: self.tile_rows(m0),
+                        init: kb == 0,
+                    });
                 }
             }
-            st.taps.clear();
-            st.tapsf.clear();
-            for ky in 0..g.kh {
-                for kx in 0..g.kw {
-                    let off = ky * p.dilation[0] * wp + kx * p.dilation[1];
-                    let wv = dw.w[c * ntaps + ky * g.kw + kx];
-                    st.taps.push((off, wv));
-                    st.tapsf.push((off, wv as f32));
+            self.finish(stage, cbuf, &st.sums, n0);
+        }
+        st.segs = list.into_buffer();
+    }
+
+    /// Push the segments of the tile at `m0` (`mrows` rows), split at the
+    /// k-block boundaries, and record one range per k-block.
+    fn tile_segments(
+        &self,
+        list: &mut SegList<'_>,
+        ranges: &mut Vec<(usize, usize)>,
+        m0: usize,
+        mrows: usize,
+        nkb: usize,
+    ) {
+        let geo = self.geo;
+        let alen = self.src.len();
+        // Each row's image and the input position of its (0, 0) tap, one
+        // pixel after the other (no division per row).
+        let (mut b, pix) = self.rows.pixel(self.sp, m0);
+        let (mut oy, mut ox) = (pix / geo.ow, pix % geo.ow);
+        let mut iy0 = [0isize; MR_MAX];
+        let mut ix0 = [0isize; MR_MAX];
+        let mut base = [0isize; MR_MAX];
+        let (h, w, c) = (geo.h as isize, geo.w as isize, geo.c as isize);
+        for r in 0..mrows {
+            iy0[r] = (oy * geo.stride[0]) as isize - geo.pad[0] as isize;
+            ix0[r] = (ox * geo.stride[1]) as isize - geo.pad[1] as isize;
+            base[r] = ((b as isize * h + iy0[r]) * w + ix0[r]) * c + (self.gi * geo.cg) as isize;
+            ox += 1;
+            if ox == geo.ow {
+                ox = 0;
+                oy += 1;
+                if oy == geo.oh {
+                    oy = 0;
+                    b += 1;
                 }
             }
-            let (bt, mult) = (r.bias_term[c], r.mult[c]);
-            #[cfg(target_arch = "x86_64")]
-            if wide && r.tame {
-                let pl = dw512::Plane {
-                    xf: &st.xf,
-                    wp,
-                    taps: &st.tapsf,
-                    oh,
-                    ow,
-                    stride: p.stride,
-                };
-                let ch = dw512::ChannelOut {
-                    bt,
-                    mult,
-                    zp: r.out_zp,
-                    lo: r.clamp.lo,
-                    hi: r.clamp.hi,
-                };
-                // SAFETY: AVX-512F/BW detected; ntaps <= MAX_TAPS; reads stay
-                // inside the padded plane plus `slack`; `tame` is the range
-                // condition.
-                unsafe { dw512::plane(&pl, &ch, out) };
-                return;
-            }
-            st.bt.fill(bt);
-            st.mult.fill(mult);
-            let ch = Channel {
-                bt: &st.bt,
-                mult: &st.mult,
-                zeros: &st.zeros,
-                out_zp: r.out_zp,
-                clamp: r.clamp,
-            };
-            for oy in 0..oh {
-                let base = oy * p.stride[0] * wp;
-                if fast {
-                    #[cfg(target_arch = "x86_64")]
-                    // SAFETY: AVX2+FMA detected (caps come from an engine
-                    // value); ntaps <= MAX_TAPS; the last vector reads at most
-                    // 8·stride past a row inside the padded plane, and the
-                    // buffer has `slack` extra elements.
-                    unsafe {
-                        dw_row_f32(&st.xf, base, &st.tapsf, p.stride[1], &mut st.acc)
+        }
+        let kw_span = ((geo.kw - 1) * geo.dil[1] + 1) as isize;
+        // A whole kernel row is one contiguous run when it lies inside the
+        // image for every row of the tile (one group, unit dilation
+        // across); otherwise one segment per tap.
+        let whole_rows = geo.groups == 1
+            && geo.dil[1] == 1
+            && (0..mrows).all(|r| ix0[r] >= 0 && ix0[r] + kw_span <= w);
+        let mut cur = Cursor {
+            start: list.len(),
+            list,
+            ranges,
+            kub: self.kub,
+            u: 0,
+        };
+        let mut off = [0usize; MR_MAX];
+        for ky in 0..geo.kh {
+            let dy = (ky * geo.dil[0]) as isize;
+            if whole_rows {
+                for r in 0..mrows {
+                    let iy = iy0[r] + dy;
+                    off[r] = if iy >= 0 && iy < h {
+                        (base[r] + dy * w * c) as usize
+                    } else {
+                        alen
                     };
-                } else {
-                    dw_scalar(&st.xpad, base, &st.taps, p.stride[1], &mut st.acc);
                 }
-                requant_run(caps, &st.acc, &ch, &mut out[oy * ow..(oy + 1) * ow]);
+                cur.push(&mut off, mrows, geo.kw * geo.c / 4);
+            } else {
+                for kx in 0..geo.kw {
+                    let dx = (kx * geo.dil[1]) as isize;
+                    for r in 0..mrows {
+                        let (iy, ix) = (iy0[r] + dy, ix0[r] + dx);
+                        off[r] = if iy >= 0 && iy < h && ix >= 0 && ix < w {
+                            (base[r] + (dy * w + dx) * c) as usize
+                        } else {
+                            alen
+                        };
+                    }
+                    cur.push(&mut off, mrows, geo.cg / 4);
+                }
             }
-        },
-    );
-    y
+        }
+        cur.finish();
+        debug_assert_eq!(ranges.len() % nkb, 0);
+    }
+
+    /// Packed rows (the shared driver's inner loops on one row block):
+    /// `direct` reads the NHWC pixels in place (1×1, stride 1), otherwise
+    /// the row block is gathered into the kernel's panels first.
+    fn packed(&self, st: &mut Scratch, direct: bool, stage: &RequantStage<'_>) {
+        let geo = self.geo;
+        let kern = self.lay.kernel;
+        let s = kern.shape;
+        let (mr, nr) = (s.mr, s.nr);
+        let ku = s.units(geo.k);
+        let unit = s.unit_bytes();
+        let pass = pair_pass(self.lay);
+        debug_assert!(!(direct && pass.is_some()), "two-pass kernels gather");
+        // A two-pass kernel's panels carry its second operand after the rows.
+        let pa_main = s.a_panel_bytes(geo.k);
+        let pa = pa_main + pass.map_or(0, |(p, _)| (p.a_bytes)(geo.k));
+        let npanels = (self.m_hi - self.m_lo).div_ceil(mr);
+        st.sums.clear();
+        st.sums.resize(npanels * mr, 0);
+        if direct {
+            if self.row_sums {
+                for (i, sum) in st.sums[..self.m_hi - self.m_lo].iter_mut().enumerate() {
+                    let gp = self.global_row(self.m_lo + i);
+                    *sum = byte_sum(&self.src[gp * geo.c..(gp + 1) * geo.c]);
+                }
+            }
+        } else {
+            st.panels.resize(npanels * pa, 0);
+            let fill = |row: usize, dst: &mut [u8]| self.gather(row, dst);
+            for (p, (dst, sums)) in st
+                .panels
+                .chunks_mut(pa)
+                .zip(st.sums.chunks_mut(mr))
+                .enumerate()
+            {
+                let row0 = self.m_lo + p * mr;
+                let nrows = mr.min(self.m_hi - row0);
+                let (main, second) = dst.split_at_mut(pa_main);
+                (kern.pack_a)(&mut APanel {
+                    k: geo.k,
+                    row0,
+                    nrows,
+                    fill: &fill,
+                    dst: main,
+                    sums,
+                    need_sums: self.row_sums,
+                    scratch: &mut st.pack,
+                });
+                if let Some((pp, _)) = pass {
+                    (pp.pack_a)(PairA {
+                        rows: main,
+                        lda: ku * unit,
+                        nrows,
+                        k: geo.k,
+                        dst: second,
+                    });
+                }
+            }
+        }
+        let tile = mr * nr;
+        let a_step = s.a_unit_stride();
+        let cbuf = self.tiles(&mut st.acc);
+        for n0 in (self.n_lo..self.n_hi).step_by(nr) {
+            let bp = self.lay.panel(n0 / nr);
+            for kb in (0..ku).step_by(self.kub) {
+                let kn = self.kub.min(ku - kb);
+                for (i, m0) in (self.m_lo..self.m_hi).step_by(mr).enumerate() {
+                    let (a, lda) = if direct {
+                        let gp = self.global_row(m0);
+                        (&self.src[gp * geo.c + kb * a_step..], geo.c)
+                    } else {
+                        (
+                            &st.panels[i * pa + kb * a_step..i * pa + pa_main],
+                            ku * unit,
+                        )
+                    };
+                    (kern.run)(Micro {
+                        a,
+                        lda,
+                        b: &bp[kb * nr * unit..],
+                        c: &mut cbuf[i * tile..(i + 1) * tile],
+                        ku: kn,
+                        mrows: self.tile_rows(m0),
+                        init: kb == 0,
+                    });
+                }
+            }
+            if let Some((pp, rem)) = pass {
+                let panel = rem.panel(n0 / nr);
+                if !panel.is_empty() {
+                    (pp.run)(PairMicro {
+                        a: &st.panels[..npanels * pa],
+                        pa,
+                        a_off: pa_main,
+                        panels: npanels,
+                        last_rows: self.m_hi - self.m_lo - (npanels - 1) * mr,
+                        rem: panel,
+                        c: &mut cbuf[..npanels * tile],
+                    });
+                }
+            }
+            self.finish(stage, cbuf, &st.sums, n0);
+        }
+    }
+
+    /// The pixel index over the whole batch of row `m` (for a 1×1 stride-1
+    /// conv, the input pixel too).
+    fn global_row(&self, m: usize) -> usize {
+        let (b, pix) = self.rows.pixel(self.sp, m);
+        b * self.rows.ohw + pix
+    }
+
+    /// Row `row`'s K values (im2col of one output pixel), the zero point
+    /// where a tap falls in the padding.
+    fn gather(&self, row: usize, dst: &mut [u8]) {
+        let geo = self.geo;
+        let (b, pix) = self.rows.pixel(self.sp, row);
+        let cg = geo.cg;
+        let ch0 = self.gi * cg;
+        for ky in 0..geo.kh {
+            let (iy, ix0) = geo.tap(pix, ky, 0);
+            let row_in = iy >= 0 && (iy as usize) < geo.h;
+            // With one group and unit dilation the kw taps of a kernel row
+            // are one contiguous NHWC run: one copy when inside.
+            if geo.groups == 1
+                && geo.dil[1] == 1
+                && row_in
+                && ix0 >= 0
+                && ix0 as usize + geo.kw <= geo.w
+            {
+                let s = geo.at(b, iy, ix0, 0);
+                dst[ky * geo.kw * cg..(ky + 1) * geo.kw * cg]
+                    .copy_from_slice(&self.src[s..s + geo.kw * cg]);
+                continue;
+            }
+            for kx in 0..geo.kw {
+                let (iy, ix) = geo.tap(pix, ky, kx);
+                let d = &mut dst[(ky * geo.kw + kx) * cg..][..cg];
+                if geo.inside(iy, ix) {
+                    let s = geo.at(b, iy, ix, ch0);
+                    d.copy_from_slice(&self.src[s..s + cg]);
+                } else {
+                    d.fill(self.xz);
+                }
+            }
+        }
+    }
 }
 
-struct DwScratch {
-    xpad: Vec<i16>,
-    xf: Vec<f32>,
-    tapsf: Vec<(usize, f32)>,
-    acc: Vec<i32>,
-    bt: Vec<f32>,
-    mult: Vec<f32>,
-    zeros: Vec<i32>,
-    taps: Vec<(usize, i32)>,
+/// Appends a tile's segments in K order, splitting them at k-block
+/// boundaries and recording each k-block's range of segments.
+struct Cursor<'l, 'a> {
+    list: &'l mut SegList<'a>,
+    ranges: &'l mut Vec<(usize, usize)>,
+    kub: usize,
+    /// k-units pushed so far for the tile.
+    u: usize,
+    /// First segment of the current k-block.
+    start: usize,
+}
+
+impl Cursor<'_, '_> {
+    /// A run of `units` k-units starting at byte `off[r]` for row `r`;
+    /// rows past `mrows` repeat row 0.
+    fn push(&mut self, off: &mut [usize; MR_MAX], mrows: usize, units: usize) {
+        let first = off[0];
+        off[mrows..].fill(first);
+        let mut done = 0;
+        while done < units {
+            let block_end = (self.u / self.kub + 1) * self.kub;
+            let take = (units - done).min(block_end - self.u);
+            let mut o = *off;
+            for v in o.iter_mut() {
+                *v += done * 4;
+            }
+            self.list.push(Seg {
+                units: take,
+                off: o,
+            });
+            done += take;
+            self.u += take;
+            if self.u == block_end {
+                self.close();
+            }
+        }
+    }
+    fn close(&mut self) {
+        let end = self.list.len();
+        self.ranges.push((self.start, end));
+        self.start = end;
+    }
+    /// Close the last (partial) k-block.
+    fn finish(mut self) {
+        if !self.u.is_multiple_of(self.kub) {
+            self.close();
+        }
+    }
+}
+
+/// `Σ` of row `r`'s bytes over the segments (wrapping into int32 like the
+/// accumulator).
+fn row_sum(segs: &Segs<'_>, r: usize, unit: usize) -> i32 {
+    let mut total = 0u64;
+    for s in segs.segs {
+        let o = s.off[r];
+        let len = s.units * unit;
+        let run = if o < segs.a.len() {
+            &segs.a[o..o + len]
+        } else {
+            &segs.z[o - segs.a.len()..o - segs.a.len() + len]
+        };
+        total += run.iter().map(|&v| v as u64).sum::<u64>();
+    }
+    total as u32 as i32
+}
+
+/// `Σ` of the bytes, wrapped into int32 like the accumulator.
+fn byte_sum(x: &[u8]) -> i32 {
+    x.iter().map(|&v| v as u64).sum::<u64>() as u32 as i32
 }
 
 /// Transpose one image `[c][plane]` to `[plane][c]`.

@@ -24,8 +24,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rquant_core::engine::{
-    Backend, Checked, ConvCall, DynamicCall, GemmBackend, Int8Panels, LinearCall, MemoryBackend,
-    MinMax, Panels,
+    Backend, Checked, ConvAddCall, ConvCall, DynamicCall, GemmBackend, Int8Panels, LinearCall,
+    MemoryBackend, MinMax, Panels,
 };
 use rquant_core::gemm::{self as cgemm, Blocking, Gemm, Kernel, PackedB, Store, Table};
 use rquant_core::membound as mb;
@@ -37,8 +37,10 @@ use rquant_core::{
 };
 
 mod conv;
+mod dwconv;
 mod fp16;
 mod gemm;
+pub mod igemm;
 pub mod isa;
 pub mod kernels;
 pub mod membound;
@@ -52,7 +54,7 @@ pub use isa::{Caps, Isa};
 use conv::PackedConv;
 use fp16::PackedFp16;
 use gemm::X86Workers;
-use kernels::output::{FloatStage, RawOut, RequantStage};
+use kernels::output::{FloatStage, RawOut, RequantStage, Residual};
 
 /// The x86 engine on one ISA path: the path, what its code may use, and its
 /// GEMM kernel table (all proved by detection when the value was made).
@@ -85,6 +87,14 @@ impl X86Engine {
     /// The resolved path.
     pub fn path(&self) -> Isa {
         self.isa
+    }
+
+    /// This engine's panels of a conv weight.
+    fn packed_conv<'a>(&self, op: &'static str, c: &ConvCall<'a>) -> Result<&'a PackedConv> {
+        match c.w.panels::<PackedConv>() {
+            Some(p) if p.isa == self.isa => Ok(p),
+            _ => Err(not_ours(op)),
+        }
     }
 
     /// This engine's panels of `w`. The front end only lets weights packed
@@ -502,11 +512,28 @@ impl GemmBackend for X86Engine {
     }
 
     fn conv2d(&self, c: &ConvCall<'_>) -> Result<Vec<u8>> {
-        let p = match c.w.panels::<PackedConv>() {
-            Some(p) if p.isa == self.isa => p,
-            _ => return Err(not_ours("conv2d")),
+        let p = self.packed_conv("conv2d", c)?;
+        Ok(conv::conv2d(self.caps, c, p, None))
+    }
+
+    /// NCHW and NHWC (channels-last) both: the conv reads NHWC pixels (an
+    /// NCHW input is transposed once per call) and writes the input's format.
+    fn conv2d_reads(&self, format: MemoryFormat) -> bool {
+        matches!(
+            format,
+            MemoryFormat::Contiguous | MemoryFormat::ChannelsLast
+        )
+    }
+
+    /// The residual add in the conv's output stage, on each tile while it
+    /// is in L1 (`kernels/residual_add_u8_row_*.rs`).
+    fn conv2d_add(&self, c: &ConvAddCall<'_>) -> Result<Vec<u8>> {
+        let p = self.packed_conv("conv2d_add", &c.conv)?;
+        let res = Residual {
+            data: c.other.int_repr(),
+            add: c.add,
         };
-        Ok(conv::conv2d(self.caps, c, p))
+        Ok(conv::conv2d(self.caps, &c.conv, p, Some(res)))
     }
 
     fn gemm_kernels(&self) -> &'static [Kernel] {

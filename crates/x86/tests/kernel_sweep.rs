@@ -227,6 +227,23 @@ fn same_bits_for_every_thread_count() {
                 .batch(2)
                 .test(&e, &r);
             tk::ConvTester::new(24, 24, [17, 19], [3, 3], p(24)).test(&e, &r);
+            // Channels-last: one parallel region over (rows, columns) of
+            // the whole batch (above the serial threshold), the fused
+            // residual add, and the depthwise bands of several images.
+            let cl = rquant_core::MemoryFormat::ChannelsLast;
+            tk::ConvTester::new(64, 96, [20, 19], [3, 3], p(1))
+                .batch(3)
+                .format(cl)
+                .test(&e, &r);
+            tk::ConvTester::new(64, 64, [15, 15], [3, 3], p(1))
+                .batch(2)
+                .format(cl)
+                .residual(true)
+                .test(&e, &r);
+            tk::ConvTester::new(48, 48, [23, 21], [3, 3], p(48))
+                .batch(3)
+                .format(cl)
+                .test(&e, &r);
         }
         rquant_core::registry::set_num_threads(0);
     }

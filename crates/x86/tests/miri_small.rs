@@ -80,6 +80,34 @@ fn every_path_small_cases() {
             let g = GemmTester::new().wt(Wt::OverBound);
             with_every_split(|| ConvTester::new(8, 8, [5, 6], [3, 3], p).gemm(g).test(e, &r));
         }
+        // Channels-last: the indirect kernels (whole kernel rows, per-tap
+        // segments at the borders, the zero-point row), 1×1 pixels read in
+        // place, gathered rows (C not a multiple of 4), the fused residual
+        // add, and the NHWC depthwise kernels (3×3 stride 1, 5×5 stride 2,
+        // a channel tail) with their pair-row packing.
+        let cl = rquant_core::MemoryFormat::ChannelsLast;
+        let q = |s: usize, pad: usize, groups: usize| Conv2dParams {
+            stride: [s, s],
+            padding: [pad, pad],
+            groups,
+            ..Default::default()
+        };
+        for (c, o, hw, k, prm) in [
+            (8, 9, [5, 4], 3, q(1, 1, 1)),
+            (8, 33, [3, 3], 1, q(1, 0, 1)),
+            (3, 5, [4, 5], 3, q(2, 1, 1)),
+            (17, 17, [5, 6], 3, q(1, 1, 17)),
+            (16, 16, [6, 5], 5, q(2, 2, 16)),
+        ] {
+            ConvTester::new(c, o, hw, [k, k], prm)
+                .format(cl)
+                .gemm(GemmTester::new().x_zp(7).per_channel(true))
+                .test(e, &r);
+        }
+        ConvTester::new(8, 8, [4, 4], [3, 3], q(1, 1, 1))
+            .format(cl)
+            .residual(true)
+            .test(e, &r);
         quantize_small(e);
     }
 }

@@ -12,7 +12,7 @@
 
 use crate::error::Result;
 use crate::ops::{AvgPool2dParams, BinaryOp, ConvGeometry, MaxPool2dParams, OutQ, PoolGeometry};
-use crate::output::{Dequant, Requant};
+use crate::output::{Dequant, Requant, ResidualAdd};
 use crate::params::{EmbeddingBagMode, NormParams};
 use crate::portable::{self, Code8};
 use crate::portable::{Bags, EmbeddingBagTable, MatmulGeometry, UpsampleGeometry};
@@ -71,6 +71,18 @@ pub struct ConvCall<'a> {
     pub checked: Checked,
 }
 
+/// Static conv2d followed by a residual add ([`ResidualAdd`]): `conv` as
+/// for [`GemmBackend::conv2d`] (its `requant` gives the conv's own output
+/// codes), then each output code `q` becomes `add.apply(q, other[i])`, `i`
+/// the same storage index. `other` has the conv output's shape and is
+/// stored in the same memory format as `conv.x`.
+#[derive(Debug)]
+pub struct ConvAddCall<'a> {
+    pub conv: ConvCall<'a>,
+    pub other: &'a QTensor<u8>,
+    pub add: &'a ResidualAdd,
+}
+
 /// Min, max and finiteness of a float slice, in one pass.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MinMax {
@@ -114,10 +126,19 @@ pub trait GemmBackend {
     /// Static conv2d. The input is in a memory format [`GemmBackend::conv2d_reads`]
     /// accepts; the output must be in the same format.
     fn conv2d(&self, call: &ConvCall<'_>) -> Result<Vec<u8>>;
-    /// Whether [`GemmBackend::conv2d`] reads (and writes) `format` directly;
-    /// otherwise the front end hands it contiguous NCHW and converts.
+    /// Whether [`GemmBackend::conv2d`] (and [`GemmBackend::conv2d_add`])
+    /// reads and writes `format` directly; otherwise the front end hands it
+    /// contiguous NCHW and converts.
     fn conv2d_reads(&self, format: MemoryFormat) -> bool {
         format == MemoryFormat::Contiguous
+    }
+    /// Conv2d with a residual add in its output stage. The default runs the
+    /// two ops one after the other (the definition); an engine may fuse the
+    /// add into the conv's output stage, with the same bits.
+    fn conv2d_add(&self, call: &ConvAddCall<'_>) -> Result<Vec<u8>> {
+        let mut y = self.conv2d(&call.conv)?;
+        call.add.apply_in_place(&mut y, call.other.int_repr());
+        Ok(y)
     }
     /// Quantized matmul of contiguous quint8 operands (geometry validated).
     fn matmul_u8(

@@ -17,7 +17,7 @@ use crate::dtype::{QDType, QType};
 use crate::error::{QuantError, Result};
 use crate::numerics::{self, choose_qparams};
 use crate::ops::*;
-use crate::output::Clamp;
+use crate::output::{Clamp, Requant, ResidualAdd};
 use crate::portable::Code8;
 use crate::tensor::{check_scale, check_zero_point, MemoryFormat, QParams, QTensor, Tensor};
 
@@ -32,13 +32,49 @@ mod reduce;
 mod shape;
 
 pub use backend::{
-    Backend, Checked, ConvCall, DynamicCall, GemmBackend, LinearCall, MemoryBackend, MinMax,
+    Backend, Checked, ConvAddCall, ConvCall, DynamicCall, GemmBackend, LinearCall, MemoryBackend,
+    MinMax,
 };
 pub use conv::{PackedConv1d, PackedConv3d, PackedConvTranspose2d};
 pub use packed::{Int8Panels, PackedConv2d, PackedLinear, PackedLinearFp16, Panels, PathId};
 
 use checks::*;
 use packed::Int8Meta;
+
+/// A validated conv2d call (see `Engine::conv_plan`).
+struct ConvPlan<'x> {
+    g: ConvGeometry,
+    requant: Arc<Requant>,
+    out: OutQ,
+    /// The caller's input format (the output's).
+    format: MemoryFormat,
+    /// The input in a format the backend reads.
+    x_in: std::borrow::Cow<'x, QTensor<u8>>,
+}
+
+impl ConvPlan<'_> {
+    fn call<'a>(&'a self, w: &'a PackedConv2d) -> ConvCall<'a> {
+        ConvCall {
+            x: &self.x_in,
+            g: &self.g,
+            w,
+            out: self.out,
+            requant: &self.requant,
+            checked: Checked::new(),
+        }
+    }
+    /// The backend's output data as a tensor in the caller's format.
+    fn output(&self, data: Vec<u8>, scale: f64, zero_point: i64) -> QTensor<u8> {
+        QTensor::new_per_tensor_unchecked_in(
+            self.g.out_shape(),
+            data,
+            scale,
+            zero_point,
+            self.x_in.memory_format(),
+        )
+        .into_format(self.format)
+    }
+}
 
 /// An int8 engine on one ISA path (`x86` on `avx512vnni`, `reference`, …).
 /// Clone it freely: it is a reference-counted handle.
@@ -376,18 +412,81 @@ impl Engine {
         out_zero_point: i64,
         clamp: Clamp,
     ) -> Result<QTensor<u8>> {
-        const OP: &str = "conv2d";
-        check_clamp(OP, clamp)?;
-        ensure_packed_for(OP, w.packed_for(), self)?;
-        let xq = per_tensor_q(OP, x)?;
-        let out = out_q(OP, out_scale, out_zero_point)?;
-        let [n, c, h, wd] = check_4d(OP, x.shape())?;
-        check_nonempty(OP, x.shape())?;
-        let [o, cg, kh, kw] = check_4d(OP, w.weight_shape())?;
+        let plan = self.conv_plan("conv2d", x, w, (out_scale, out_zero_point), clamp)?;
+        let data = self.b.conv2d(&plan.call(w))?;
+        Ok(plan.output(data, out_scale, out_zero_point))
+    }
+
+    /// Conv2d followed by the quantized residual add of torchvision's
+    /// ResNet blocks (`FloatFunctional.add`, or `add_relu` with `relu`),
+    /// fused into the conv's output stage: the conv's result is requantized
+    /// to its own output qparams `conv_out` (scale, zero point), exactly as
+    /// [`Engine::conv2d`] without relu, then added to `other` and quantized
+    /// to `add_out` as [`Engine::add`] / [`Engine::add_relu`] do. Both
+    /// roundings are kept, so the result has the bits of the two ops run one
+    /// after the other. `other` must have the conv output's shape; the
+    /// output keeps `x`'s memory format.
+    pub fn conv2d_add(
+        &self,
+        x: &QTensor<u8>,
+        w: &PackedConv2d,
+        conv_out: (f64, i64),
+        other: &QTensor<u8>,
+        add_out: (f64, i64),
+        relu: bool,
+    ) -> Result<QTensor<u8>> {
+        const OP: &str = "conv2d_add";
+        let plan = self.conv_plan(OP, x, w, conv_out, Clamp::NONE)?;
+        let bq = per_tensor_q(OP, other)?;
+        out_q(OP, add_out.0, add_out.1)?;
+        let want = plan.g.out_shape();
+        if other.shape() != want.as_slice() {
+            return Err(QuantError::shape(
+                OP,
+                format!(
+                    "the residual {:?} must have the conv output's shape {want:?}",
+                    other.shape()
+                ),
+            ));
+        }
+        let oc;
+        let other = if other.memory_format() == plan.x_in.memory_format() {
+            other
+        } else {
+            oc = other.to_format(plan.x_in.memory_format());
+            &oc
+        };
+        let add = ResidualAdd::new(conv_out, bq, add_out, relu);
+        let data = self.b.conv2d_add(&ConvAddCall {
+            conv: plan.call(w),
+            other,
+            add: &add,
+        })?;
+        Ok(plan.output(data, add_out.0, add_out.1))
+    }
+
+    /// Validate a conv2d call and describe it: geometry, output stage, and
+    /// the input in a format the backend reads.
+    fn conv_plan<'x>(
+        &self,
+        op: &'static str,
+        x: &'x QTensor<u8>,
+        w: &PackedConv2d,
+        out_q_: (f64, i64),
+        clamp: Clamp,
+    ) -> Result<ConvPlan<'x>> {
+        let (out_scale, out_zero_point) = out_q_;
+        check_clamp(op, clamp)?;
+        ensure_packed_for(op, w.packed_for(), self)?;
+        let xq = per_tensor_q(op, x)?;
+        let out = out_q(op, out_scale, out_zero_point)?;
+        let [n, c, h, wd] = check_4d(op, x.shape())?;
+        check_nonempty(op, x.shape())?;
+        let [o, cg, kh, kw] = check_4d(op, w.weight_shape())?;
         let p = w.params();
         if cg * p.groups != c {
             return Err(QuantError::shape(
-                OP,
+                op,
                 format!(
                     "input has {c} channels but the weight {:?} with groups {} expects {}",
                     w.weight_shape(),
@@ -400,7 +499,7 @@ impl Engine {
         let ow = conv_out_len(wd, kw, p.stride[1], p.padding[1], p.dilation[1]);
         let (Some(oh), Some(ow)) = (oh, ow) else {
             return Err(QuantError::shape(
-                OP,
+                op,
                 format!("kernel {kh}x{kw} (dilation {:?}) does not fit input {h}x{wd} with padding {:?}", p.dilation, p.padding),
             ));
         };
@@ -420,29 +519,18 @@ impl Engine {
         // The output keeps the input's memory format (as PyTorch's). A
         // backend that cannot read this format gets a contiguous copy.
         let format = x.memory_format();
-        let xc;
         let x_in = if self.b.conv2d_reads(format) {
-            x
+            std::borrow::Cow::Borrowed(x)
         } else {
-            xc = x.to_format(MemoryFormat::Contiguous);
-            &xc
+            std::borrow::Cow::Owned(x.to_format(MemoryFormat::Contiguous))
         };
-        let data = self.b.conv2d(&ConvCall {
-            x: x_in,
-            g: &g,
-            w,
+        Ok(ConvPlan {
+            g,
+            requant,
             out,
-            requant: &requant,
-            checked: Checked::new(),
-        })?;
-        let y = QTensor::new_per_tensor_unchecked_in(
-            g.out_shape(),
-            data,
-            out_scale,
-            out_zero_point,
-            x_in.memory_format(),
-        );
-        Ok(y.into_format(format))
+            format,
+            x_in,
+        })
     }
 
     // ---- memory-bound ops ----

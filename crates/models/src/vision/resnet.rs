@@ -24,31 +24,30 @@ impl Kind {
     }
 }
 
-/// `QuantizableBasicBlock.forward`.
+/// `QuantizableBasicBlock.forward`. The `conv2`, `bn2`, `add_relu` tail
+/// goes through [`Block::conv_add`]: once converted, the residual add runs
+/// in conv2's output stage (both roundings kept, the bits of the two ops).
+/// The identity is computed first, which changes no value.
 pub fn basic_block_forward(b: &mut Block, x: Value) -> NnResult<Value> {
-    let out = b.seq(&["conv1", "bn1", "relu", "conv2", "bn2"], x.clone())?;
     let identity = if b.has("downsample") {
-        b.run("downsample", x)?
+        b.run("downsample", x.clone())?
     } else {
-        x
+        x.clone()
     };
-    b.child("add_relu")?.add_relu(out, identity)
+    let out = b.seq(&["conv1", "bn1", "relu"], x)?;
+    b.conv_add(&["conv2", "bn2"], out, "add_relu", identity, true)
 }
 
-/// `QuantizableBottleneck.forward`.
+/// `QuantizableBottleneck.forward`, its `conv3`, `bn3`, `skip_add_relu`
+/// tail through [`Block::conv_add`] as in [`basic_block_forward`].
 pub fn bottleneck_forward(b: &mut Block, x: Value) -> NnResult<Value> {
-    let out = b.seq(
-        &[
-            "conv1", "bn1", "relu1", "conv2", "bn2", "relu2", "conv3", "bn3",
-        ],
-        x.clone(),
-    )?;
     let identity = if b.has("downsample") {
-        b.run("downsample", x)?
+        b.run("downsample", x.clone())?
     } else {
-        x
+        x.clone()
     };
-    b.child("skip_add_relu")?.add_relu(out, identity)
+    let out = b.seq(&["conv1", "bn1", "relu1", "conv2", "bn2", "relu2"], x)?;
+    b.conv_add(&["conv3", "bn3"], out, "skip_add_relu", identity, true)
 }
 
 /// `QuantizableResNet.forward` (`_forward_impl` between the stubs).

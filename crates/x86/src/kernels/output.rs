@@ -17,7 +17,7 @@ use std::mem::MaybeUninit;
 
 use rquant_core::gemm::{AccTile, Stage, Store};
 use rquant_core::numerics::{dynamic_out, requantize_u8_clamped};
-use rquant_core::output::{Clamp, Dequant, Requant};
+use rquant_core::output::{Clamp, Dequant, Requant, ResidualAdd};
 
 use crate::isa::Caps;
 
@@ -53,6 +53,15 @@ impl<T> RawOut<T> {
 
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    /// Another handle on the same buffer (for one task of a GEMM whose
+    /// tasks write disjoint indices).
+    pub(crate) fn share(&self) -> Self {
+        RawOut {
+            ptr: self.ptr,
+            len: self.len,
+        }
     }
 
     /// Write `v` at index `i`.
@@ -178,13 +187,52 @@ unsafe fn store_tile<T: Copy + Default>(
     }
 }
 
-/// quint8 output through a [`Requant`] (columns `col0 ..` of it).
+/// quint8 output through a [`Requant`] (columns `col0 ..` of it), and
+/// optionally a fused residual add ([`Residual`]) on each stored tile.
 pub(crate) struct RequantStage<'a> {
     caps: Caps,
     r: &'a Requant,
     col0: usize,
     out: RawOut<u8>,
     store: Store,
+    res: Option<Residual<'a>>,
+}
+
+/// The second operand of a residual add fused into the output stage: its
+/// codes, stored at the same indices as the output, and the add.
+#[derive(Clone, Copy)]
+pub(crate) struct Residual<'a> {
+    pub data: &'a [u8],
+    pub add: &'a ResidualAdd,
+}
+
+/// `a[i] = add.apply(a[i], b[i])` over a run of `b.len()` codes at `a`,
+/// with the path's vector width.
+///
+/// # Safety
+/// `a` is valid for reads and writes of `b.len()` bytes that no other
+/// thread accesses; the path of `caps` was detected.
+pub(crate) unsafe fn residual_add_run(caps: Caps, a: *mut u8, b: &[u8], add: &ResidualAdd) {
+    #[cfg(target_arch = "x86_64")]
+    if caps.avx512 {
+        // SAFETY: AVX-512 detected; the run is the caller's.
+        return unsafe { super::residual_add_u8_row_avx512::add_row(a, b.as_ptr(), b.len(), add) };
+    } else if caps.avx2 {
+        // SAFETY: AVX2 detected; the run is the caller's.
+        return unsafe { super::residual_add_u8_row_avx2::add_row(a, b.as_ptr(), b.len(), add) };
+    }
+    let _ = caps;
+    for (i, &y) in b.iter().enumerate() {
+        // SAFETY: inside the caller's run.
+        unsafe { *a.add(i) = add.apply(*a.add(i), y) };
+    }
+}
+
+/// `a[i] = add.apply(a[i], b[i])` over two equally long slices.
+pub(crate) fn residual_add_slice(caps: Caps, a: &mut [u8], b: &[u8], add: &ResidualAdd) {
+    assert_eq!(a.len(), b.len());
+    // SAFETY: `a` is exclusively borrowed and as long as `b`.
+    unsafe { residual_add_run(caps, a.as_mut_ptr(), b, add) }
 }
 
 impl<'a> RequantStage<'a> {
@@ -201,7 +249,17 @@ impl<'a> RequantStage<'a> {
             col0,
             out,
             store,
+            res: None,
         }
+    }
+
+    /// Add `res` to every stored tile (its data as long as the output).
+    pub(crate) fn with_residual(mut self, res: Option<Residual<'a>>) -> Self {
+        if let Some(x) = &res {
+            assert_eq!(x.data.len(), self.out.len(), "residual length");
+        }
+        self.res = res;
+        self
     }
 }
 
@@ -261,6 +319,26 @@ impl Stage for RequantStage<'_> {
                 requant_rows(self.caps, r.tame, &rt, dst, ld)
             })
         };
+        if let Some(res) = &self.res {
+            // The tile's outputs as contiguous runs (rows, or columns of a
+            // transposed store), each with the same run of the residual.
+            let (runs, len) = match self.store {
+                Store::Rows { .. } => (t.mrows, t.ncols),
+                Store::Cols { .. } => (t.ncols, t.mrows),
+            };
+            for q in 0..runs {
+                let i = match self.store {
+                    Store::Rows { .. } => self.store.index(t.m0 + q, t.n0),
+                    Store::Cols { .. } => self.store.index(t.m0, t.n0 + q),
+                };
+                // SAFETY: the run i..i + len holds this tile's outputs (in
+                // bounds: store_tile checked the tile's last index), which
+                // only this task writes; the residual is as long as the output.
+                unsafe {
+                    residual_add_run(self.caps, self.out.at(i), &res.data[i..i + len], res.add)
+                };
+            }
+        }
     }
 }
 

@@ -135,6 +135,23 @@ pub(crate) fn clamp_ps(x: __m512, lo: __m512, hi: __m512) -> __m512 {
     ))
 }
 
+/// `max(x, 0)` with `vmaxps`'s operand order (a −0 or NaN lane gives +0).
+#[cfg(all(target_arch = "x86_64", not(miri)))]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(crate) fn relu_ps(x: __m512) -> __m512 {
+    _mm512_max_ps(x, _mm512_setzero_ps())
+}
+
+/// Under Miri (no `vmaxps` on zmm): [`clamp_ps`]'s integer twin to
+/// `[0, +inf]`, the same value for every non-NaN lane (−0 gives +0).
+#[cfg(all(target_arch = "x86_64", miri))]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(crate) fn relu_ps(x: __m512) -> __m512 {
+    clamp_ps(x, _mm512_setzero_ps(), _mm512_set1_ps(f32::INFINITY))
+}
+
 /// The mask of the first `min(k, 16)` lanes (column and row tails).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
