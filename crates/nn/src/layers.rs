@@ -170,6 +170,8 @@ pub struct BatchNorm2d {
     pub relu: bool,
     /// `nn.BatchNorm1d` (2-D / 3-D input).
     pub one_d: bool,
+    /// `nn.BatchNorm3d` (5-D input); with `relu` it is `nni.BNReLU3d`.
+    pub three_d: bool,
     pub(crate) training: bool,
     cache: Option<BnCache>,
 }
@@ -195,6 +197,7 @@ impl BatchNorm2d {
             num_batches_tracked: 0,
             relu: false,
             one_d: false,
+            three_d: false,
             training: false,
             cache: None,
         }
@@ -219,12 +222,23 @@ impl BatchNorm2d {
             ..Self::new(num_features)
         }
     }
+    /// `nn.BatchNorm3d`: the same module on `[N, C, D, H, W]` input.
+    pub fn new_3d(num_features: usize) -> Self {
+        BatchNorm2d {
+            three_d: true,
+            ..Self::new(num_features)
+        }
+    }
+    /// The input as `[N, C, L, 1]` for the 1-d and 3-d forms.
+    fn flat_shape(&self, s: &[usize]) -> Option<[usize; 4]> {
+        let ok = (self.one_d && (s.len() == 2 || s.len() == 3)) || (self.three_d && s.len() == 5);
+        ok.then(|| [s[0], s[1], s[2..].iter().product(), 1])
+    }
     /// Forward (batch statistics in training mode, running ones in eval).
     pub fn forward(&mut self, x: Tensor) -> Result<Tensor> {
-        if self.one_d && (x.ndim() == 2 || x.ndim() == 3) {
+        if let Some(f) = self.flat_shape(x.shape()) {
             let s = x.shape().to_vec();
-            let l = if s.len() == 3 { s[2] } else { 1 };
-            let y = self.forward(x.reshape([s[0], s[1], l, 1])?)?;
+            let y = self.forward(x.reshape(f)?)?;
             return Ok(y.reshape(s)?);
         }
         self.check(&x)?;
@@ -279,10 +293,9 @@ impl BatchNorm2d {
         Ok(y)
     }
     pub fn backward(&mut self, mut g: Tensor) -> Result<Tensor> {
-        if self.one_d && (g.ndim() == 2 || g.ndim() == 3) {
+        if let Some(f) = self.flat_shape(g.shape()) {
             let s = g.shape().to_vec();
-            let l = if s.len() == 3 { s[2] } else { 1 };
-            let dx = self.backward(g.reshape([s[0], s[1], l, 1])?)?;
+            let dx = self.backward(g.reshape(f)?)?;
             return Ok(dx.reshape(s)?);
         }
         let cache = self
@@ -603,7 +616,7 @@ impl Conv2d {
 }
 
 /// Eval-mode batch norm that still records what the backward pass needs.
-fn bn_eval_with_cache(bn: &mut BatchNorm2d, y0: Tensor) -> Result<Tensor> {
+pub(crate) fn bn_eval_with_cache(bn: &mut BatchNorm2d, y0: Tensor) -> Result<Tensor> {
     let relu = bn.relu;
     bn.relu = false;
     bn.training = false;
@@ -1240,6 +1253,10 @@ impl Module {
     pub fn batch_norm1d(num_features: usize) -> Self {
         Module::new(BatchNorm2d::new_1d(num_features))
     }
+    /// `nn.BatchNorm3d(num_features)`.
+    pub fn batch_norm3d(num_features: usize) -> Self {
+        Module::new(BatchNorm2d::new_3d(num_features))
+    }
     /// `nn.Flatten()` (start_dim 1).
     pub fn flatten() -> Self {
         Module::new(Flatten::default())
@@ -1376,10 +1393,12 @@ pub(crate) fn conv_json(p: Conv2dParams) -> J {
 
 impl Layer for BatchNorm2d {
     fn type_name(&self) -> String {
-        match (self.one_d, self.relu) {
-            (true, _) => "BatchNorm1d",
-            (false, true) => "BNReLU2d",
-            (false, false) => "BatchNorm2d",
+        match (self.one_d, self.three_d, self.relu) {
+            (true, _, _) => "BatchNorm1d",
+            (false, true, true) => "BNReLU3d",
+            (false, true, false) => "BatchNorm3d",
+            (false, false, true) => "BNReLU2d",
+            (false, false, false) => "BatchNorm2d",
         }
         .into()
     }
@@ -1680,8 +1699,9 @@ pub(crate) fn register_loaders(r: &mut ModuleRegistry) {
         b.running_var = check(n.f32("running_var")?, "running_var")?;
         b.weight.value = w;
         b.eps = n.get_f64("eps")? as f32;
-        b.relu = n.type_name() == "BNReLU2d" || n.get_bool_opt("relu")?.unwrap_or(false);
+        b.relu = n.type_name().starts_with("BNReLU") || n.get_bool_opt("relu")?.unwrap_or(false);
         b.one_d = n.type_name() == "BatchNorm1d";
+        b.three_d = n.type_name().ends_with("3d");
         Ok(b.into())
     }
     fn max_pool(n: &mut Node) -> Result<Module> {
@@ -1720,6 +1740,8 @@ pub(crate) fn register_loaders(r: &mut ModuleRegistry) {
     r.register("BatchNorm2d", batch_norm);
     r.register("BNReLU2d", batch_norm);
     r.register("BatchNorm1d", batch_norm);
+    r.register("BatchNorm3d", batch_norm);
+    r.register("BNReLU3d", batch_norm);
     r.register("ReLU", |_| Ok(Module::relu()));
     r.register("ReLU6", |_| Ok(Module::relu6()));
     r.register("Hardswish", |_| Ok(Module::hardswish()));

@@ -77,9 +77,12 @@
 //! # Ok(()) }
 //! ```
 
+pub mod acts;
 pub mod block;
 mod builtins;
 pub mod channels_last;
+pub mod convnd;
+pub mod convs;
 pub mod engines;
 pub mod error;
 pub mod format;
@@ -90,13 +93,17 @@ pub mod layers;
 pub mod mapping;
 pub mod mnist;
 pub mod module;
+pub mod norms;
 pub mod numeric_suite;
 pub mod observed;
 pub mod param;
+pub mod pools;
 pub mod post;
+pub mod qops;
 pub mod quantize;
 pub mod quantized;
 pub mod registry;
+pub mod resume;
 pub mod rnn;
 pub mod train;
 pub mod value;

@@ -56,12 +56,18 @@ pub struct DynamicConfig {
     pub engine: Engine,
 }
 
-/// The three mapping tables, keyed by [`crate::module::Layer::type_name`].
+/// The three mapping tables, keyed by [`crate::module::Layer::type_name`],
+/// and PyTorch's `DEFAULT_MODULE_TO_ACT_POST_PROCESS`.
 #[derive(Clone)]
 pub struct Mappings {
     pub static_quant: HashMap<String, StaticRule>,
     pub qat: HashMap<String, ToQat>,
     pub dynamic: HashMap<String, FromFloatDynamic>,
+    /// Module types whose output gets a fixed-qparams observer (fake quant
+    /// under QAT) instead of the qconfig's activation: `false` for PyTorch's
+    /// `range_0to1` (scale 1/256, zero point 0: Sigmoid, Hardsigmoid,
+    /// Softmax), `true` for `range_neg1to1` (2/256, 128: Tanh).
+    pub special_act: HashMap<String, bool>,
 }
 
 impl fmt::Debug for Mappings {
@@ -75,6 +81,7 @@ impl fmt::Debug for Mappings {
             .field("static_quant", &keys(&self.static_quant))
             .field("qat", &keys(&self.qat))
             .field("dynamic", &keys(&self.dynamic))
+            .field("special_act", &keys(&self.special_act))
             .finish()
     }
 }
@@ -86,6 +93,7 @@ impl Mappings {
             static_quant: HashMap::new(),
             qat: HashMap::new(),
             dynamic: HashMap::new(),
+            special_act: HashMap::new(),
         }
     }
     /// Map float type `from` to a static quantized module built by `f`;

@@ -250,7 +250,14 @@ fn attach(model: &mut Module, map: &QConfigMap, mappings: &Mappings, qat: bool) 
         if !observe {
             return Ok(());
         }
-        let obs = Observation::new(qc, qat).map_err(|e| within(path, e))?;
+        let obs = match mappings.special_act.get(&m.type_name()) {
+            Some(&neg1to1) => {
+                let spec = rquant_core::qconfig::fixed_qparams_qconfig(neg1to1, qat).activation;
+                Observation::with_spec(qc, &spec, qat)
+            }
+            None => Observation::new(qc, qat),
+        }
+        .map_err(|e| within(path, e))?;
         if let Some(obs) = m.layer_mut().observe_output(obs) {
             let inner = std::mem::replace(m, Module::identity());
             *m = Observed::new(inner, obs).into();

@@ -289,6 +289,73 @@ pub trait Observer: Send + Sync + fmt::Debug {
     fn recorded(&self) -> Option<&[Tensor]> {
         None
     }
+    /// The spec this observer was built from (observers built by
+    /// [`crate::qconfig::ObserverSpec::build`] know it; files save it).
+    fn spec(&self) -> Option<&crate::qconfig::ObserverSpec> {
+        None
+    }
+}
+
+/// An observer together with the spec that built it
+/// ([`crate::qconfig::ObserverSpec::build`] returns these).
+#[derive(Debug, Clone)]
+pub struct SpecObserver {
+    pub spec: crate::qconfig::ObserverSpec,
+    pub inner: Box<dyn Observer>,
+}
+
+impl Observer for SpecObserver {
+    fn kind(&self) -> ObserverKind {
+        self.inner.kind()
+    }
+    fn observe(&mut self, x: &Tensor) -> Result<()> {
+        self.inner.observe(x)
+    }
+    fn calculate_qparams(&self) -> Result<ObserverQParams> {
+        self.inner.calculate_qparams()
+    }
+    fn min_val(&self) -> &[f32] {
+        self.inner.min_val()
+    }
+    fn max_val(&self) -> &[f32] {
+        self.inner.max_val()
+    }
+    fn dtype(&self) -> ObserverDType {
+        self.inner.dtype()
+    }
+    fn qscheme(&self) -> QScheme {
+        self.inner.qscheme()
+    }
+    fn quant_range(&self) -> Option<(i64, i64)> {
+        self.inner.quant_range()
+    }
+    fn ch_axis(&self) -> Option<i64> {
+        self.inner.ch_axis()
+    }
+    fn is_dynamic(&self) -> bool {
+        self.inner.is_dynamic()
+    }
+    fn reduce_range(&self) -> bool {
+        self.inner.reduce_range()
+    }
+    fn reset(&mut self) {
+        self.inner.reset()
+    }
+    fn box_clone(&self) -> Box<dyn Observer> {
+        Box::new(self.clone())
+    }
+    fn state(&self) -> ObserverState {
+        self.inner.state()
+    }
+    fn set_state(&mut self, s: &ObserverState) -> Result<()> {
+        self.inner.set_state(s)
+    }
+    fn recorded(&self) -> Option<&[Tensor]> {
+        self.inner.recorded()
+    }
+    fn spec(&self) -> Option<&crate::qconfig::ObserverSpec> {
+        Some(&self.spec)
+    }
 }
 
 /// An observer's statistics ([`Observer::state`]): empty vectors for

@@ -36,6 +36,7 @@ pub struct Learnable {
 /// and the enable flags (`fake_quant_enabled`, `observer_enabled`).
 #[derive(Debug, Clone)]
 pub struct FakeQuantize {
+    spec: FakeQuantizeSpec,
     kind: FakeQuantKind,
     observer: Box<dyn Observer>,
     pub fake_quant_enabled: bool,
@@ -49,6 +50,8 @@ pub struct FakeQuantize {
     qscheme: QScheme,
     ch_axis: Option<i64>,
     learnable: Option<Learnable>,
+    /// LSQ: the last forward's input, for [`FakeQuantize::backward_last`].
+    last_input: Option<Tensor>,
 }
 
 fn tensor1(v: Vec<f32>) -> Tensor {
@@ -162,6 +165,11 @@ impl FakeQuantize {
             None
         };
         Ok(FakeQuantize {
+            spec: FakeQuantizeSpec {
+                kind,
+                observer: observer.clone(),
+                lsq: lsq.clone(),
+            },
             kind,
             observer: obs,
             fake_quant_enabled: true,
@@ -174,11 +182,16 @@ impl FakeQuantize {
             qscheme,
             ch_axis,
             learnable,
+            last_input: None,
         })
     }
 
     pub fn kind(&self) -> FakeQuantKind {
         self.kind
+    }
+    /// The spec this fake quant was built from (files save it).
+    pub fn spec(&self) -> &FakeQuantizeSpec {
+        &self.spec
     }
     pub fn observer(&self) -> &dyn Observer {
         self.observer.as_ref()
@@ -386,6 +399,7 @@ impl FakeQuantize {
                 self.quant_max,
             )?
         };
+        self.last_input = Some(x.clone());
         // The mask of the input gradient is the backward's (computed there).
         Ok(FakeQuantOutput {
             mask: vec![true; x.numel()],
@@ -449,6 +463,25 @@ impl FakeQuantize {
             l.zero_point.accumulate(grads.dzero_point)?;
         }
         Ok(grads.dx)
+    }
+
+    /// [`FakeQuantize::backward`] with the last forward's input (kept by
+    /// LSQ fake quants; the others only need the mask).
+    pub fn backward_last(&mut self, grad_y: &Tensor, mask: &[bool]) -> Result<Tensor> {
+        match self.last_input.take() {
+            Some(x) if self.kind == FakeQuantKind::Learnable => self.backward(&x, grad_y, mask),
+            _ => {
+                let x = Tensor::zeros(grad_y.shape().to_vec());
+                let learn = self.kind == FakeQuantKind::Learnable && self.fake_quant_enabled;
+                if learn {
+                    return Err(QuantError::invalid(
+                        "FakeQuantize backward",
+                        "backward without a training forward",
+                    ));
+                }
+                self.backward(&x, grad_y, mask)
+            }
+        }
     }
 
     /// `enable_param_learning`: learn scale and zero point, stop observing,

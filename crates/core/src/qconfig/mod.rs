@@ -86,8 +86,14 @@ impl ObserverSpec {
             c.quant_max = Some(255);
         })
     }
-    /// A fresh observer.
+    /// A fresh observer (it knows this spec: [`Observer::spec`]).
     pub fn build(&self) -> Result<Box<dyn Observer>> {
+        Ok(Box::new(crate::observer::SpecObserver {
+            spec: self.clone(),
+            inner: self.build_plain()?,
+        }))
+    }
+    fn build_plain(&self) -> Result<Box<dyn Observer>> {
         if self.kind == ObserverKind::Noop {
             return Ok(Box::new(NoopObserver {
                 dtype: self.placeholder_dtype.unwrap_or(ObserverDType::Float16),
