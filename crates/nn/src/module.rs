@@ -141,6 +141,31 @@ pub trait Layer: LayerBase + fmt::Debug + Send + Sync {
     fn functional_backward(&mut self, g: Tensor) -> Result<Tensor> {
         Ok(g)
     }
+
+    /// `FloatFunctional.add_scalar` / `mul_scalar` (and the quantized forms).
+    fn scalar(&mut self, op: ScalarOp, x: Value, c: f64) -> Result<Value> {
+        let _ = (op, x, c);
+        Err(bad(
+            "FloatFunctional",
+            format!("{} is not a FloatFunctional", self.type_name()),
+        ))
+    }
+
+    /// `FloatFunctional.matmul` (and the quantized form).
+    fn matmul(&mut self, a: Value, b: Value) -> Result<Value> {
+        let _ = (a, b);
+        Err(bad(
+            "FloatFunctional",
+            format!("{} is not a FloatFunctional", self.type_name()),
+        ))
+    }
+}
+
+/// The scalar ops of `FloatFunctional` / `QFunctional`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScalarOp {
+    Add,
+    Mul,
 }
 
 /// Cloning and downcasting for every [`Layer`]; implemented for each
@@ -439,6 +464,19 @@ impl Module {
     /// `FloatFunctional.cat` / `QFunctional.cat` along `dim`.
     pub fn cat(&mut self, xs: Vec<Value>, dim: usize) -> Result<Value> {
         self.0.cat(xs, dim)
+    }
+    /// `FloatFunctional.add_scalar` / `QFunctional.add_scalar` (not observed:
+    /// the quantized op moves the qparams).
+    pub fn add_scalar(&mut self, x: Value, c: f64) -> Result<Value> {
+        self.0.scalar(ScalarOp::Add, x, c)
+    }
+    /// `FloatFunctional.mul_scalar` / `QFunctional.mul_scalar` (not observed).
+    pub fn mul_scalar(&mut self, x: Value, c: f64) -> Result<Value> {
+        self.0.scalar(ScalarOp::Mul, x, c)
+    }
+    /// `FloatFunctional.matmul` / `QFunctional.matmul`.
+    pub fn matmul(&mut self, a: Value, b: Value) -> Result<Value> {
+        self.0.matmul(a, b)
     }
     /// Backward through a FloatFunctional's output fake quant (QAT); the
     /// caller routes the result to the op's inputs.

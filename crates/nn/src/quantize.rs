@@ -9,6 +9,7 @@ use rquant_core::{Conv2dParams, Engine, Tensor};
 
 use crate::error::{NnError, Result};
 pub use crate::layers::{cat_float, fuse_conv_bn_weights, fuse_linear_bn_weights};
+use crate::convs::ConvNd;
 use crate::layers::{ActKind, Activation, BatchNorm2d, Conv2d, Linear};
 pub use crate::mapping::{DynamicConfig, DynamicDType, Mappings};
 use crate::module::Module;
@@ -103,7 +104,7 @@ fn is_relu(m: &Module) -> bool {
         .is_some_and(|a| a.kind == ActKind::ReLU)
 }
 
-const PATTERNS: &str = "unsupported fusion pattern: expected conv+bn, conv+bn+relu, conv+relu, linear+relu, linear+bn or bn+relu";
+const PATTERNS: &str = "unsupported fusion pattern: expected conv+bn, conv+bn+relu, conv+relu (Conv1d/2d/3d with BatchNorm1d/2d/3d), conv_transpose+bn, linear+relu, linear+bn or bn+relu (BatchNorm2d/3d)";
 
 fn fuse_group(mods: Vec<Module>, qat: bool) -> Result<Module> {
     let mut it = mods.into_iter();
@@ -127,20 +128,46 @@ fn fuse_group(mods: Vec<Module>, qat: bool) -> Result<Module> {
         }
         return Ok(c.into());
     }
+    if first.is::<ConvNd>() {
+        let mut c: ConvNd = first.expect_type("fuse")?;
+        let dims = c.kind.dims();
+        let bn_ok = |b: &BatchNorm2d| match dims {
+            1 => b.one_d,
+            3 => b.three_d,
+            _ => !b.one_d && !b.three_d,
+        };
+        let free = c.bn.is_none() && !c.relu;
+        match rest.as_slice() {
+            [b] if free && bn_of(b).is_some_and(|b| bn_ok(&b)) => {
+                fold_or_attach_nd(&mut c, bn_of(b).expect("checked"), qat)?;
+            }
+            [b, r]
+                if free
+                    && !c.kind.transposed()
+                    && bn_of(b).is_some_and(|b| bn_ok(&b))
+                    && is_relu(r) =>
+            {
+                fold_or_attach_nd(&mut c, bn_of(b).expect("checked"), qat)?;
+                c.relu = true;
+            }
+            [r] if is_relu(r) && !c.relu && !c.kind.transposed() => c.relu = true,
+            _ => return Err(NnError::module("", PATTERNS)),
+        }
+        return Ok(c.into());
+    }
     if first.is::<Linear>() {
         let mut l: Linear = first.expect_type("fuse")?;
         match rest.as_slice() {
-            [r] if is_relu(r) && !l.relu => {
+            [r] if is_relu(r) && !l.relu && l.bn.is_none() => {
                 l.relu = true;
                 return Ok(l.into());
             }
-            [b] if !l.relu && bn_of(b).is_some() => {
+            [b] if !l.relu && l.bn.is_none() && bn_of(b).is_some_and(|b| b.one_d) => {
                 let bn = bn_of(b).expect("checked");
                 if qat {
-                    return Err(NnError::module(
-                        "",
-                        "linear+bn QAT fusion (LinearBn1d) is not supported",
-                    ));
+                    // nni.LinearBn1d: prepare_qat makes it nniqat.LinearBn1d.
+                    l.bn = Some(bn);
+                    return Ok(l.into());
                 }
                 if l.training || bn.training {
                     return Err(NnError::module(
@@ -160,13 +187,39 @@ fn fuse_group(mods: Vec<Module>, qat: bool) -> Result<Module> {
     if first.is::<BatchNorm2d>() {
         let mut bn: BatchNorm2d = first.expect_type("fuse")?;
         if let [r] = rest.as_slice() {
-            if is_relu(r) && !bn.relu {
+            if is_relu(r) && !bn.relu && !bn.one_d {
                 bn.relu = true;
                 return Ok(bn.into());
             }
         }
     }
     Err(NnError::module("", PATTERNS))
+}
+
+fn fold_or_attach_nd(c: &mut ConvNd, bn: BatchNorm2d, qat: bool) -> Result<()> {
+    if qat {
+        if c.kind.transposed() {
+            return Err(NnError::module(
+                "",
+                "fusing ConvTranspose+BatchNorm is not supported in QAT (as PyTorch)",
+            ));
+        }
+        c.bn = Some(bn);
+        return Ok(());
+    }
+    if c.training || bn.training {
+        return Err(NnError::module(
+            "",
+            "fusing conv+bn for inference requires eval mode (call model.train(false))",
+        ));
+    }
+    c.bn = Some(bn);
+    let (w, b) = c.folded_weights()?;
+    let b = b.expect("a folded batch norm gives a bias");
+    c.bn = None;
+    c.weight.value = w;
+    c.bias = Some(crate::param::Param::new(Tensor::new([b.len()], b)?));
+    Ok(())
 }
 
 fn fold_or_attach(c: &mut Conv2d, bn: BatchNorm2d, qat: bool) -> Result<()> {
@@ -290,6 +343,42 @@ pub fn freeze_bn_stats(model: &mut Module) {
                 bn.training = false;
                 c.freeze_bn = true;
             }
+        } else if let Some(c) = m.downcast_mut::<ConvNd>() {
+            if let Some(bn) = &mut c.bn {
+                bn.training = false;
+                c.freeze_bn = true;
+            }
+        } else if let Some(l) = m.downcast_mut::<Linear>() {
+            if let Some(bn) = &mut l.bn {
+                bn.training = false;
+                l.freeze_bn = true;
+            }
+        }
+        Ok(())
+    });
+}
+
+/// Resume updating batch-norm statistics of QAT ConvBn / LinearBn modules
+/// (`update_bn_stats`, the inverse of [`freeze_bn_stats`]); the batch
+/// norms follow the module's training mode again.
+pub fn update_bn_stats(model: &mut Module) {
+    let _ = model.visit_mut("", &mut |_, m| {
+        let m = match m.downcast_mut::<Observed>() {
+            Some(o) => &mut o.module,
+            None => m,
+        };
+        let (bn, freeze, training) = if let Some(c) = m.downcast_mut::<Conv2d>() {
+            (c.bn.as_mut(), &mut c.freeze_bn, c.training)
+        } else if let Some(c) = m.downcast_mut::<ConvNd>() {
+            (c.bn.as_mut(), &mut c.freeze_bn, c.training)
+        } else if let Some(l) = m.downcast_mut::<Linear>() {
+            (l.bn.as_mut(), &mut l.freeze_bn, l.training)
+        } else {
+            return Ok(());
+        };
+        if let Some(bn) = bn {
+            *freeze = false;
+            bn.training = training;
         }
         Ok(())
     });

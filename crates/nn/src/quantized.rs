@@ -155,12 +155,8 @@ impl QLinear {
         let obs = observed(obs, "Linear")?;
         let mut l: Linear = m.expect_type("QLinear::from_float")?;
         let (scale, zero_point) = obs.qparams()?;
-        let w = quantize_weight(
-            &l.weight.value,
-            &obs.qconfig.weight,
-            l.weight_fake_quant.as_mut(),
-        )?;
-        let b = l.bias.as_ref().map(|b| b.value.data().to_vec());
+        let (wf, b) = l.folded_weights()?;
+        let w = quantize_weight(&wf, &obs.qconfig.weight, l.weight_fake_quant.as_mut())?;
         Ok(QLinear {
             engine: engine.clone(),
             packed: Arc::new(engine.pack_linear(w, b)?),
@@ -768,6 +764,22 @@ impl Layer for QFunctional {
     fn cat(&mut self, xs: Vec<Value>, dim: usize) -> Result<Value> {
         QFunctional::cat(self, xs, dim)
     }
+    fn scalar(&mut self, op: crate::module::ScalarOp, x: Value, c: f64) -> Result<Value> {
+        let q = x.quant("QFunctional")?;
+        Ok(Value::Q(match op {
+            crate::module::ScalarOp::Add => crate::qops::add_scalar(&self.engine, &q, c, false)?,
+            crate::module::ScalarOp::Mul => crate::qops::mul_scalar(&self.engine, &q, c, false)?,
+        }))
+    }
+    fn matmul(&mut self, a: Value, b: Value) -> Result<Value> {
+        let (a, b) = (a.quant("QFunctional.matmul")?, b.quant("QFunctional.matmul")?);
+        Ok(Value::Q(self.engine.matmul::<u8>(
+            &a,
+            &b,
+            self.scale,
+            self.zero_point,
+        )?))
+    }
     fn engine(&self) -> Option<&Engine> {
         Some(&self.engine)
     }
@@ -838,9 +850,7 @@ impl Layer for QReLU6 {
         "QuantizedReLU6".into()
     }
     fn forward(&mut self, x: Value) -> Result<Value> {
-        Ok(Value::Q(crate::layers::relu6_quantized(
-            &x.quant("QuantizedReLU6")?,
-        )?))
+        Ok(Value::Q(self.engine.relu6(&x.quant("QuantizedReLU6")?)?))
     }
     fn engine(&self) -> Option<&Engine> {
         Some(&self.engine)
@@ -859,14 +869,20 @@ impl Layer for QReLU6 {
 fn no_quantized_bn(_: Module, _: Option<Observation>, _: &Engine) -> Result<Module> {
     Err(NnError::module(
         "",
-        "a standalone BatchNorm2d has no quantized kernel in rquant's engines: fuse it into the preceding conv",
+        "BatchNorm1d has no quantized module in PyTorch's mappings: fuse it into the preceding Linear or Conv1d",
     ))
 }
 
 /// `DEFAULT_STATIC_QUANT_MODULE_MAPPINGS` and
 /// `DEFAULT_DYNAMIC_QUANT_MODULE_MAPPINGS` for rquant's modules.
 pub(crate) fn register_mappings(m: &mut Mappings) {
-    for t in ["Linear", "LinearReLU", "QATLinear", "QATLinearReLU"] {
+    for t in [
+        "Linear",
+        "LinearReLU",
+        "QATLinear",
+        "QATLinearReLU",
+        "QATLinearBn1d",
+    ] {
         m.set_static(t, true, QLinear::from_float);
     }
     for t in [
@@ -890,9 +906,7 @@ pub(crate) fn register_mappings(m: &mut Mappings) {
     m.set_static("ReLU6", true, |_, _, e| {
         Ok(QReLU6 { engine: e.clone() }.into())
     });
-    for t in ["BatchNorm2d", "BNReLU2d", "BatchNorm1d"] {
-        m.set_static(t, true, no_quantized_bn);
-    }
+    m.set_static("BatchNorm1d", true, no_quantized_bn);
     m.dynamic
         .insert("Linear".into(), Arc::new(QDynLinear::from_float));
     m.dynamic
