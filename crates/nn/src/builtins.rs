@@ -24,6 +24,7 @@ impl Default for ModuleRegistry {
         crate::acts::register_loaders(&mut r);
         crate::norms::register_loaders(&mut r);
         crate::pools::register_loaders(&mut r);
+        crate::workflow::register_loaders(&mut r);
         r
     }
 }

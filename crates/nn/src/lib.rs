@@ -107,6 +107,7 @@ pub mod resume;
 pub mod rnn;
 pub mod train;
 pub mod value;
+pub mod workflow;
 
 pub use block::Block;
 pub use error::{NnError, Result};
@@ -124,3 +125,7 @@ pub use registry::{ModuleRegistry, Node};
 /// `serde_json::Value`).
 pub use serde_json;
 pub use value::Value;
+pub use workflow::{
+    add_quant_dequant, quantize_dynamic_spec, quantize_qat, swap_module, DynamicSpec,
+    DynamicSpecDType, QuantWrapper,
+};

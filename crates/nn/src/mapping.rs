@@ -68,6 +68,12 @@ pub struct Mappings {
     /// `range_0to1` (scale 1/256, zero point 0: Sigmoid, Hardsigmoid,
     /// Softmax), `true` for `range_neg1to1` (2/256, 128: Tanh).
     pub special_act: HashMap<String, bool>,
+    /// Custom modules (`prepare_custom_config_dict`'s
+    /// `float_to_observed_custom_module_class`): float type → its observed
+    /// form, swapped in by `prepare` / `prepare_qat` before observers are
+    /// attached; the observed type's static rule converts it
+    /// (`observed_to_quantized_custom_module_class`).
+    pub custom: HashMap<String, ToQat>,
 }
 
 impl fmt::Debug for Mappings {
@@ -82,6 +88,7 @@ impl fmt::Debug for Mappings {
             .field("qat", &keys(&self.qat))
             .field("dynamic", &keys(&self.dynamic))
             .field("special_act", &keys(&self.special_act))
+            .field("custom", &keys(&self.custom))
             .finish()
     }
 }
@@ -94,7 +101,26 @@ impl Mappings {
             qat: HashMap::new(),
             dynamic: HashMap::new(),
             special_act: HashMap::new(),
+            custom: HashMap::new(),
         }
+    }
+    /// A custom module: `prepare` replaces float type `from` by
+    /// `to_observed(module, qconfig)` (a module of type `observed`), which
+    /// it observes; `convert` turns that into `to_quantized(…)` (PyTorch's
+    /// `from_observed`).
+    pub fn with_custom_module(
+        mut self,
+        from: &str,
+        observed: &str,
+        to_observed: impl Fn(Module, &QConfig) -> Result<Module> + Send + Sync + 'static,
+        to_quantized: impl Fn(Module, Option<Observation>, &Engine) -> Result<Module>
+            + Send
+            + Sync
+            + 'static,
+    ) -> Self {
+        self.custom.insert(from.to_string(), Arc::new(to_observed));
+        self.set_static(observed, true, to_quantized);
+        self
     }
     /// Map float type `from` to a static quantized module built by `f`;
     /// `prepare` observes `from`'s outputs.

@@ -18,27 +18,102 @@ pub use crate::post::{ActPost, Observation};
 
 // ---------------------------------------------------------------- qconfig mapping
 
-/// `qconfig_dict`: a global qconfig and per-module overrides by dotted path
-/// (`None` keeps a module and its children float).
+/// A qconfig mapping: a global qconfig and overrides by module type, by
+/// dotted name (a name applies to the module and everything under it), by
+/// regex over names, and by (parent name, type, index among the parent's
+/// children of that type) — PyTorch's `QConfigMapping` (`set_global`,
+/// `set_object_type`, `set_module_name`, `set_module_name_regex`,
+/// `set_module_name_object_type_order`), resolved with its precedence:
+/// global < object type < name regex (the first matching pattern) < module
+/// name (the nearest named ancestor) < name-type-order. `None` keeps a
+/// module float. `QConfigMap::global(q).set_module(…)` is the old
+/// `qconfig_dict` form (names only).
 #[derive(Debug, Clone, Default)]
 pub struct QConfigMap {
     pub global: Option<QConfig>,
     pub by_name: Vec<(String, Option<QConfig>)>,
+    pub by_type: Vec<(String, Option<QConfig>)>,
+    pub by_regex: Vec<(String, Option<QConfig>)>,
+    pub by_name_type_order: Vec<(String, String, usize, Option<QConfig>)>,
+}
+
+/// PyTorch's name for the same object.
+pub type QConfigMapping = QConfigMap;
+
+fn upsert<K: PartialEq>(v: &mut Vec<(K, Option<QConfig>)>, k: K, q: Option<QConfig>) {
+    match v.iter_mut().find(|(n, _)| *n == k) {
+        Some(slot) => slot.1 = q,
+        None => v.push((k, q)),
+    }
 }
 
 impl QConfigMap {
     pub fn global(q: QConfig) -> Self {
         QConfigMap {
             global: Some(q),
-            by_name: Vec::new(),
+            ..Default::default()
         }
     }
-    pub fn set_module(mut self, path: &str, q: Option<QConfig>) -> Self {
-        self.by_name.push((path.to_string(), q));
+    /// An empty mapping (`QConfigMapping()`): every module stays float.
+    pub fn new() -> Self {
+        QConfigMap::default()
+    }
+    /// `set_global`.
+    pub fn set_global(mut self, q: Option<QConfig>) -> Self {
+        self.global = q;
         self
     }
-    /// The qconfig of the module at `path`: the longest matching override, else global.
+    /// `set_module_name(path, q)`.
+    pub fn set_module(mut self, path: &str, q: Option<QConfig>) -> Self {
+        upsert(&mut self.by_name, path.to_string(), q);
+        self
+    }
+    /// `set_module_name` (PyTorch's name for [`QConfigMap::set_module`]).
+    pub fn set_module_name(self, path: &str, q: Option<QConfig>) -> Self {
+        self.set_module(path, q)
+    }
+    /// `set_object_type(type, q)`, `type` a [`crate::module::Layer::type_name`].
+    pub fn set_object_type(mut self, type_name: &str, q: Option<QConfig>) -> Self {
+        upsert(&mut self.by_type, type_name.to_string(), q);
+        self
+    }
+    /// `set_module_name_regex(pattern, q)`: Python `re.match` semantics (the
+    /// pattern anchored at the start of the name); patterns are tried in
+    /// the order they were set, the first match wins. A pattern that is not
+    /// a valid regex is an error at resolution.
+    pub fn set_module_name_regex(mut self, pattern: &str, q: Option<QConfig>) -> Self {
+        upsert(&mut self.by_regex, pattern.to_string(), q);
+        self
+    }
+    /// `set_module_name_object_type_order(parent, type, index, q)`: the
+    /// `index`-th child (from 0, in order) of type `type` directly under `parent`.
+    pub fn set_module_name_object_type_order(
+        mut self,
+        parent: &str,
+        type_name: &str,
+        index: usize,
+        q: Option<QConfig>,
+    ) -> Self {
+        match self
+            .by_name_type_order
+            .iter_mut()
+            .find(|(p, t, i, _)| p == parent && t == type_name && *i == index)
+        {
+            Some(slot) => slot.3 = q,
+            None => self
+                .by_name_type_order
+                .push((parent.to_string(), type_name.to_string(), index, q)),
+        }
+        self
+    }
+
+    /// The qconfig of the module at `path` by name alone: the nearest named
+    /// ancestor (or itself), else global.
     pub fn for_path(&self, path: &str) -> Option<QConfig> {
+        self.name_lookup(path).unwrap_or_else(|| self.global.clone())
+    }
+
+    fn name_lookup(&self, path: &str) -> Option<Option<QConfig>> {
         let mut best: Option<(usize, &Option<QConfig>)> = None;
         for (n, q) in &self.by_name {
             let hit = n.is_empty() || path == n || path.starts_with(&format!("{n}."));
@@ -46,11 +121,95 @@ impl QConfigMap {
                 best = Some((n.len(), q));
             }
         }
-        match best {
-            Some((_, q)) => q.clone(),
-            None => self.global.clone(),
-        }
+        best.map(|(_, q)| q.clone())
     }
+
+    /// The qconfig of one module with `QConfigMapping`'s precedence.
+    /// `order` is (parent path, index among the parent's children of this type).
+    pub fn for_module(
+        &self,
+        path: &str,
+        type_name: &str,
+        order: Option<(&str, usize)>,
+    ) -> Result<Option<QConfig>> {
+        if let Some((parent, idx)) = order {
+            if let Some((_, _, _, q)) = self
+                .by_name_type_order
+                .iter()
+                .find(|(p, t, i, _)| p == parent && t == type_name && *i == idx)
+            {
+                return Ok(q.clone());
+            }
+        }
+        if let Some(q) = self.name_lookup(path) {
+            return Ok(q);
+        }
+        for (pat, q) in &self.by_regex {
+            let re = regex::Regex::new(&format!("^(?:{pat})")).map_err(|e| {
+                NnError::module(path, format!("module name regex {pat:?} is not valid: {e}"))
+            })?;
+            if re.is_match(path) {
+                return Ok(q.clone());
+            }
+        }
+        if let Some((_, q)) = self.by_type.iter().find(|(t, _)| t == type_name) {
+            return Ok(q.clone());
+        }
+        Ok(self.global.clone())
+    }
+
+    /// Every module's qconfig (by path), resolved once over the model as it is.
+    pub fn resolve(&self, model: &Module) -> Result<std::collections::HashMap<String, Option<QConfig>>> {
+        let mut out = std::collections::HashMap::new();
+        fn rec(
+            map: &QConfigMap,
+            m: &Module,
+            path: &str,
+            order: Option<(&str, usize)>,
+            out: &mut std::collections::HashMap<String, Option<QConfig>>,
+        ) -> Result<()> {
+            out.insert(path.to_string(), map.for_module(path, &m.type_name(), order)?);
+            let mut counts: std::collections::HashMap<String, usize> = Default::default();
+            for (n, c) in m.children() {
+                let t = c.type_name();
+                let i = counts.entry(t).or_insert(0);
+                let idx = *i;
+                *i += 1;
+                rec(map, c, &crate::format::join(path, n), Some((path, idx)), out)?;
+            }
+            Ok(())
+        }
+        rec(self, model, "", None, &mut out)?;
+        Ok(out)
+    }
+}
+
+/// `get_default_qconfig_mapping(backend)`: the backend's default qconfig
+/// globally, fixed-qparams qconfigs for the fixed-qparams modules (Sigmoid,
+/// Hardsigmoid, Softmax: 0to1; Tanh: neg1to1), and `None` for the
+/// reuse-input-observer ops PyTorch lists where rquant has modules (none are
+/// observed separately here).
+pub fn get_default_qconfig_mapping(backend: &str) -> Result<QConfigMap> {
+    default_mapping(rquant_core::qconfig::get_default_qconfig(backend)?, false)
+}
+
+/// `get_default_qat_qconfig_mapping(backend)`.
+pub fn get_default_qat_qconfig_mapping(backend: &str) -> Result<QConfigMap> {
+    default_mapping(rquant_core::qconfig::get_default_qat_qconfig(backend)?, true)
+}
+
+fn default_mapping(q: QConfig, qat: bool) -> Result<QConfigMap> {
+    use rquant_core::qconfig::fixed_qparams_qconfig;
+    let mut m = QConfigMap::global(q);
+    for (t, neg) in [
+        ("Sigmoid", false),
+        ("Hardsigmoid", false),
+        ("Softmax", false),
+        ("Tanh", true),
+    ] {
+        m = m.set_object_type(t, Some(fixed_qparams_qconfig(neg, qat)));
+    }
+    Ok(m)
 }
 
 // ---------------------------------------------------------------- fusion
@@ -252,7 +411,51 @@ pub fn prepare(model: &mut Module, qconfig: &QConfigMap) -> Result<()> {
 
 /// [`prepare`] with your own mapping tables.
 pub fn prepare_mapped(model: &mut Module, qconfig: &QConfigMap, mappings: &Mappings) -> Result<()> {
-    attach(model, qconfig, mappings, false)
+    prepare_with(model, qconfig, mappings, &PrepareOptions::default())
+}
+
+/// Options of [`prepare_with`]: PyTorch's `prepare(allow_list=…,
+/// observer_non_leaf_module_list=…)`.
+#[derive(Debug, Clone, Default)]
+pub struct PrepareOptions {
+    /// Module types to observe (None: the static mapping's observed types).
+    pub allow_list: Option<Vec<String>>,
+    /// Non-leaf module types to observe as a whole (their children are not observed).
+    pub observer_non_leaf: Vec<String>,
+}
+
+/// [`prepare`] with your tables and PyTorch's `allow_list` /
+/// `observer_non_leaf_module_list`; custom modules
+/// ([`Mappings::with_custom_module`]) are swapped for their observed form first.
+pub fn prepare_with(
+    model: &mut Module,
+    qconfig: &QConfigMap,
+    mappings: &Mappings,
+    opts: &PrepareOptions,
+) -> Result<()> {
+    let resolved = qconfig.resolve(model)?;
+    swap_custom(model, &resolved, mappings)?;
+    attach(model, &resolved, mappings, false, opts)
+}
+
+fn swap_custom(
+    model: &mut Module,
+    resolved: &std::collections::HashMap<String, Option<QConfig>>,
+    mappings: &Mappings,
+) -> Result<()> {
+    if mappings.custom.is_empty() {
+        return Ok(());
+    }
+    model.visit_mut("", &mut |path, m| {
+        let Some(Some(qc)) = resolved.get(path) else {
+            return Ok(());
+        };
+        if let Some(to_observed) = mappings.custom.get(&m.type_name()) {
+            let float = std::mem::replace(m, Module::identity());
+            *m = to_observed(float, qc).map_err(|e| within(path, e))?;
+        }
+        Ok(())
+    })
 }
 
 /// `prepare_qat`: swap modules for their QAT forms (weight fake quants on
@@ -268,17 +471,19 @@ pub fn prepare_qat_mapped(
     qconfig: &QConfigMap,
     mappings: &Mappings,
 ) -> Result<()> {
+    let resolved = qconfig.resolve(model)?;
+    swap_custom(model, &resolved, mappings)?;
     model.visit_mut("", &mut |path, m| {
-        let Some(qc) = qconfig.for_path(path) else {
+        let Some(Some(qc)) = resolved.get(path) else {
             return Ok(());
         };
         if let Some(to_qat) = mappings.qat.get(&m.type_name()) {
             let float = std::mem::replace(m, Module::identity());
-            *m = to_qat(float, &qc).map_err(|e| within(path, e))?;
+            *m = to_qat(float, qc).map_err(|e| within(path, e))?;
         }
         Ok(())
     })?;
-    attach(model, qconfig, mappings, true)
+    attach(model, &resolved, mappings, true, &PrepareOptions::default())
 }
 
 fn within(path: &str, e: NnError) -> NnError {
@@ -289,17 +494,34 @@ fn within(path: &str, e: NnError) -> NnError {
     }
 }
 
-fn attach(model: &mut Module, map: &QConfigMap, mappings: &Mappings, qat: bool) -> Result<()> {
+fn attach(
+    model: &mut Module,
+    resolved: &std::collections::HashMap<String, Option<QConfig>>,
+    mappings: &Mappings,
+    qat: bool,
+    opts: &PrepareOptions,
+) -> Result<()> {
+    // Non-leaf modules observed as a whole: their subtrees are skipped.
+    let mut skip: Vec<String> = Vec::new();
+    for (p, m) in model.named_modules() {
+        if opts.observer_non_leaf.contains(&m.type_name()) && !p.is_empty() {
+            skip.push(format!("{p}."));
+        }
+    }
     model.visit_mut("", &mut |path, m| {
-        let Some(qc) = map.for_path(path) else {
+        let Some(Some(qc)) = resolved.get(path).cloned() else {
             return Ok(());
         };
-        let observe = m.children().is_empty()
-            && !m.is::<Observed>()
-            && mappings
-                .static_quant
-                .get(&m.type_name())
-                .is_some_and(|r| r.observe);
+        if skip.iter().any(|s| path.starts_with(s.as_str())) {
+            return Ok(());
+        }
+        let ty = m.type_name();
+        let listed = match &opts.allow_list {
+            Some(l) => l.contains(&ty),
+            None => mappings.static_quant.get(&ty).is_some_and(|r| r.observe),
+        };
+        let non_leaf = opts.observer_non_leaf.contains(&ty);
+        let observe = (m.children().is_empty() || non_leaf) && !m.is::<Observed>() && (listed || non_leaf);
         if !observe {
             return Ok(());
         }
