@@ -142,6 +142,21 @@ pub trait Layer: LayerBase + fmt::Debug + Send + Sync {
         Ok(g)
     }
 
+    /// A recurrent module's forward from an initial state `(h_0, c_0)`
+    /// (`c_0` ignored by GRU / RNN), returning the output and the final
+    /// state, as PyTorch's `LSTM.forward(x, (h_0, c_0))`.
+    fn forward_state(
+        &mut self,
+        x: Tensor,
+        state: Option<(Tensor, Tensor)>,
+    ) -> Result<(Tensor, (Tensor, Tensor))> {
+        let _ = (x, state);
+        Err(NnError::module(
+            "",
+            format!("{} is not a recurrent module", self.type_name()),
+        ))
+    }
+
     /// `FloatFunctional.add_scalar` / `mul_scalar` (and the quantized forms).
     fn scalar(&mut self, op: ScalarOp, x: Value, c: f64) -> Result<Value> {
         let _ = (op, x, c);

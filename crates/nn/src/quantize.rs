@@ -684,6 +684,9 @@ pub enum DynamicType {
     Linear,
     Lstm,
     Gru,
+    LstmCell,
+    GruCell,
+    RnnCell,
 }
 
 impl DynamicType {
@@ -693,6 +696,9 @@ impl DynamicType {
             DynamicType::Linear => &["Linear", "LinearReLU"],
             DynamicType::Lstm => &["LSTM"],
             DynamicType::Gru => &["GRU"],
+            DynamicType::LstmCell => &["LSTMCell"],
+            DynamicType::GruCell => &["GRUCell"],
+            DynamicType::RnnCell => &["RNNCell"],
         }
     }
 }
