@@ -25,6 +25,7 @@ impl Default for ModuleRegistry {
         crate::norms::register_loaders(&mut r);
         crate::pools::register_loaders(&mut r);
         crate::workflow::register_loaders(&mut r);
+        crate::embeddings::register_loaders(&mut r);
         r
     }
 }
@@ -38,6 +39,7 @@ impl Default for Mappings {
         crate::convs::register_mappings(&mut m);
         crate::acts::register_mappings(&mut m);
         crate::norms::register_mappings(&mut m);
+        crate::embeddings::register_mappings(&mut m);
         m
     }
 }

@@ -1312,6 +1312,14 @@ pub fn matmul_float(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     Ok(Tensor::new(shape, out)?)
 }
 
+/// An error naming `op` at the first non-finite value of `t`.
+pub(crate) fn check_finite_tensor(op: &'static str, t: &Tensor) -> Result<()> {
+    if let Some(i) = t.data().iter().position(|v| !v.is_finite()) {
+        return Err(bad(op, format!("value [{i}] = {} is not finite", t.data()[i])));
+    }
+    Ok(())
+}
+
 /// Concatenate float tensors along `dim`.
 pub fn cat_float(ts: &[Tensor], dim: usize) -> Result<Tensor> {
     let first = ts.first().ok_or_else(|| bad("cat", "no inputs"))?;

@@ -83,6 +83,7 @@ mod builtins;
 pub mod channels_last;
 pub mod convnd;
 pub mod convs;
+pub mod embeddings;
 pub mod engines;
 pub mod error;
 pub mod format;

@@ -157,6 +157,21 @@ pub trait Layer: LayerBase + fmt::Debug + Send + Sync {
         ))
     }
 
+    /// An embedding bag's forward on flat `indices` split at `offsets`,
+    /// with optional per-sample weights (`EmbeddingBag(input, offsets, …)`).
+    fn bags(
+        &mut self,
+        indices: &[i64],
+        offsets: &[i64],
+        per_sample_weights: Option<&[f32]>,
+    ) -> Result<Tensor> {
+        let _ = (indices, offsets, per_sample_weights);
+        Err(NnError::module(
+            "",
+            format!("{} is not an embedding bag", self.type_name()),
+        ))
+    }
+
     /// `FloatFunctional.add_scalar` / `mul_scalar` (and the quantized forms).
     fn scalar(&mut self, op: ScalarOp, x: Value, c: f64) -> Result<Value> {
         let _ = (op, x, c);

@@ -247,6 +247,12 @@ impl<'a> Node<'a> {
         QTensor::from_int_repr(v.shape().to_vec(), v.data().to_vec(), QParams::per_tensor(s, z))
             .map_err(|e| NnError::file(self.src.file, &full, e.to_string()))
     }
+    /// A U8 tensor `{path}.{name}`: its shape and bytes.
+    pub fn u8_tensor(&self, name: &str) -> Result<(Vec<usize>, Vec<u8>)> {
+        let full = join(&self.path, name);
+        let v = self.view(&full, Dtype::U8)?;
+        Ok((v.shape().to_vec(), v.data().to_vec()))
+    }
     /// Float32 tensor `{path}.{name}`.
     pub fn f32(&self, name: &str) -> Result<Tensor> {
         let full = join(&self.path, name);

@@ -29,60 +29,7 @@ use crate::quantized::DynWeight;
 use crate::registry::{ModuleRegistry, Node};
 use crate::value::Value;
 
-/// `nn.Embedding`: input holds integer ids (as f32 values).
-#[derive(Debug, Clone)]
-pub struct Embedding {
-    pub num_embeddings: usize,
-    pub embedding_dim: usize,
-    pub weight: Param,
-}
-
-impl Embedding {
-    pub fn new(num_embeddings: usize, embedding_dim: usize, rng: &mut Rng) -> Self {
-        let w = (0..num_embeddings * embedding_dim)
-            .map(|_| rng.sym(1.0))
-            .collect();
-        Embedding {
-            num_embeddings,
-            embedding_dim,
-            weight: Param::new(Tensor::new([num_embeddings, embedding_dim], w).expect("shape")),
-        }
-    }
-    pub fn from_weight(w: Tensor) -> Result<Self> {
-        if w.ndim() != 2 {
-            return Err(bad(
-                "Embedding",
-                format!("weight must be 2-D, got {:?}", w.shape()),
-            ));
-        }
-        Ok(Embedding {
-            num_embeddings: w.shape()[0],
-            embedding_dim: w.shape()[1],
-            weight: Param::new(w),
-        })
-    }
-    pub fn lookup(&self, ids: &[f32], shape: &[usize]) -> Result<Tensor> {
-        let d = self.embedding_dim;
-        let mut out = Vec::with_capacity(ids.len() * d);
-        for &v in ids {
-            if v < 0.0 || v.fract() != 0.0 || v as usize >= self.num_embeddings {
-                return Err(bad(
-                    "Embedding",
-                    format!("id {v} is not an integer in [0, {})", self.num_embeddings),
-                ));
-            }
-            let i = v as usize;
-            out.extend_from_slice(&self.weight.value.data()[i * d..(i + 1) * d]);
-        }
-        let mut s = shape.to_vec();
-        s.push(d);
-        Ok(Tensor::new(s, out)?)
-    }
-    pub fn forward(&self, x: Value) -> Result<Value> {
-        let t = x.float("Embedding")?;
-        Ok(Value::F(self.lookup(t.data(), t.shape())?))
-    }
-}
+pub use crate::embeddings::Embedding;
 
 /// Which recurrence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -798,25 +745,6 @@ impl Rnn {
     }
 }
 
-impl Layer for Embedding {
-    fn type_name(&self) -> String {
-        "Embedding".into()
-    }
-    fn forward(&mut self, x: Value) -> Result<Value> {
-        Embedding::forward(self, x)
-    }
-    fn params_mut(&mut self) -> Vec<(String, &mut Param)> {
-        vec![("weight".to_string(), &mut self.weight)]
-    }
-    fn weight(&self) -> Option<Tensor> {
-        Some(self.weight.value.clone())
-    }
-    fn save(&self, out: &mut Saver) -> Result<J> {
-        out.f32("weight", &self.weight.value);
-        Ok(json!({}))
-    }
-}
-
 impl Layer for Rnn {
     fn type_name(&self) -> String {
         self.kind.name().into()
@@ -936,11 +864,6 @@ pub(crate) fn register_loaders(r: &mut ModuleRegistry) {
     r.register("LSTM", rnn);
     r.register("GRU", rnn);
     r.register("RNN", rnn);
-    r.register("Embedding", |n| {
-        Ok(Embedding::from_weight(n.f32("weight")?)
-            .map_err(|e| n.tensor_error("", e.to_string()))?
-            .into())
-    });
     fn cell(n: &mut Node) -> Result<Module> {
         let kind = cell_kind(n.type_name(), n.attrs().get("nonlinearity").and_then(J::as_str));
         let (inp, hid) = (n.get_usize("input_size")?, n.get_usize("hidden_size")?);
