@@ -81,6 +81,14 @@ pub trait Layer: LayerBase + fmt::Debug + Send + Sync {
         None
     }
 
+    /// The module's weights as float by state_dict name (`weight`, and for
+    /// recurrent modules `weight_ih_l0`, …), for the numeric suite.
+    fn named_weights(&self) -> Vec<(String, Tensor)> {
+        self.weight()
+            .map(|w| vec![("weight".to_string(), w)])
+            .unwrap_or_default()
+    }
+
     /// The engine this module runs its int8 ops on, if any.
     fn engine(&self) -> Option<&Engine> {
         None

@@ -736,6 +736,19 @@ impl Layer for QDynRnn {
     ) -> Result<(Tensor, (Tensor, Tensor))> {
         self.forward_full(&x, state.as_ref().map(|(h, c)| (h, c)))
     }
+    fn named_weights(&self) -> Vec<(String, Tensor)> {
+        let spec = self.spec();
+        let mut v = Vec::new();
+        for (ld, l) in self.layers.iter().enumerate() {
+            let sfx = spec.suffix(ld);
+            v.push((format!("weight_ih_{sfx}"), l.ih.float_weight()));
+            v.push((format!("weight_hh_{sfx}"), l.hh.float_weight()));
+            if let Some(w) = &l.hr {
+                v.push((format!("weight_hr_{sfx}"), w.float_weight()));
+            }
+        }
+        v
+    }
     fn engine(&self) -> Option<&Engine> {
         Some(&self.engine)
     }

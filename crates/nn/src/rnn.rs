@@ -781,6 +781,14 @@ impl Layer for Rnn {
     fn params_mut(&mut self) -> Vec<(String, &mut Param)> {
         Rnn::params_mut(self)
     }
+    fn named_weights(&self) -> Vec<(String, Tensor)> {
+        let mut r = self.clone();
+        r.params_mut()
+            .into_iter()
+            .filter(|(n, _)| n.starts_with("weight"))
+            .map(|(n, p)| (n, p.value.clone()))
+            .collect()
+    }
     fn save(&self, out: &mut Saver) -> Result<J> {
         let bias = self.layers.first().is_some_and(|l| l.b_ih.is_some());
         let mut r = self.clone();
@@ -1106,6 +1114,12 @@ impl Layer for RnnCell {
     fn params_mut(&mut self) -> Vec<(String, &mut Param)> {
         RnnCell::params_mut(self)
     }
+    fn named_weights(&self) -> Vec<(String, Tensor)> {
+        vec![
+            ("weight_ih".into(), self.layer.w_ih.value.clone()),
+            ("weight_hh".into(), self.layer.w_hh.value.clone()),
+        ]
+    }
     fn save(&self, out: &mut Saver) -> Result<J> {
         let mut c = self.clone();
         for (n, p) in c.params_mut() {
@@ -1197,6 +1211,12 @@ impl Layer for QDynCell {
     }
     fn weight(&self) -> Option<Tensor> {
         Some(self.ih.float_weight())
+    }
+    fn named_weights(&self) -> Vec<(String, Tensor)> {
+        vec![
+            ("weight_ih".into(), self.ih.float_weight()),
+            ("weight_hh".into(), self.hh.float_weight()),
+        ]
     }
     fn engine(&self) -> Option<&Engine> {
         Some(&self.engine)
