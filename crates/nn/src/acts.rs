@@ -731,13 +731,19 @@ pub(crate) fn register_mappings(m: &mut Mappings) {
         m.set_static(t, true, QAct::from_float);
     }
     m.set_static("PReLU", true, QPReLU::from_float);
-    for (t, neg) in [
-        ("Sigmoid", false),
-        ("Hardsigmoid", false),
-        ("Softmax", false),
-        ("Tanh", true),
+    for (t, neg, qat_only) in [
+        ("Sigmoid", false, false),
+        ("Hardsigmoid", false, false),
+        ("Softmax", false, true),
+        ("Tanh", true, false),
     ] {
-        m.special_act.insert(t.to_string(), neg);
+        m.special_act.insert(
+            t.to_string(),
+            crate::mapping::SpecialAct {
+                neg1to1: neg,
+                qat_only,
+            },
+        );
     }
 }
 

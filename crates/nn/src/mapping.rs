@@ -56,6 +56,14 @@ pub struct DynamicConfig {
     pub engine: Engine,
 }
 
+/// A fixed-qparams output: `range_0to1` (scale 1/256, zero point 0) or
+/// `range_neg1to1` (2/256, 128).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpecialAct {
+    pub neg1to1: bool,
+    pub qat_only: bool,
+}
+
 /// The three mapping tables, keyed by [`crate::module::Layer::type_name`],
 /// and PyTorch's `DEFAULT_MODULE_TO_ACT_POST_PROCESS`.
 #[derive(Clone)]
@@ -63,11 +71,12 @@ pub struct Mappings {
     pub static_quant: HashMap<String, StaticRule>,
     pub qat: HashMap<String, ToQat>,
     pub dynamic: HashMap<String, FromFloatDynamic>,
-    /// Module types whose output gets a fixed-qparams observer (fake quant
-    /// under QAT) instead of the qconfig's activation: `false` for PyTorch's
-    /// `range_0to1` (scale 1/256, zero point 0: Sigmoid, Hardsigmoid,
-    /// Softmax), `true` for `range_neg1to1` (2/256, 128: Tanh).
-    pub special_act: HashMap<String, bool>,
+    /// Module types whose output gets a fixed-qparams fake quant under QAT
+    /// (PyTorch's `DEFAULT_MODULE_TO_ACT_POST_PROCESS`, which applies in
+    /// training mode) and, unless `qat_only`, a fixed-qparams observer under
+    /// PTQ (where PyTorch leaves Sigmoid / Tanh / Hardsigmoid float and their
+    /// quantized kernels produce these qparams).
+    pub special_act: HashMap<String, SpecialAct>,
     /// Custom modules (`prepare_custom_config_dict`'s
     /// `float_to_observed_custom_module_class`): float type → its observed
     /// form, swapped in by `prepare` / `prepare_qat` before observers are

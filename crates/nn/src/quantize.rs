@@ -526,11 +526,11 @@ fn attach(
             return Ok(());
         }
         let obs = match mappings.special_act.get(&m.type_name()) {
-            Some(&neg1to1) => {
-                let spec = rquant_core::qconfig::fixed_qparams_qconfig(neg1to1, qat).activation;
+            Some(sp) if qat || !sp.qat_only => {
+                let spec = rquant_core::qconfig::fixed_qparams_qconfig(sp.neg1to1, qat).activation;
                 Observation::with_spec(qc, &spec, qat)
             }
-            None => Observation::new(qc, qat),
+            _ => Observation::new(qc, qat),
         }
         .map_err(|e| within(path, e))?;
         if let Some(obs) = m.layer_mut().observe_output(obs) {
