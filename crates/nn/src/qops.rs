@@ -7,8 +7,8 @@
 //! calls these functions).
 
 use rquant_core::{
-    Conv3dParams, ConvTranspose2dParams, Engine, MemoryFormat, PackedConv3d,
-    PackedConvTranspose2d, QParams, QTensor, QuantError,
+    Conv3dParams, ConvTranspose2dParams, Engine, MemoryFormat, PackedConv3d, PackedConvTranspose2d,
+    QParams, QTensor, QuantError,
 };
 
 use crate::error::Result;
@@ -85,7 +85,10 @@ pub fn conv_transpose1d(
         .into());
     };
     if w.weight().shape()[2] != 1 {
-        return Err(invalid(OP, "the packed weight is not a conv_transpose1d weight"));
+        return Err(invalid(
+            OP,
+            "the packed weight is not a conv_transpose1d weight",
+        ));
     }
     let x4 = x.clone().contiguous().reshape(vec![n, c, 1, l])?;
     let y = engine.conv_transpose2d(&x4, w, out_scale, out_zero_point)?;
@@ -155,8 +158,9 @@ pub fn pack_conv_transpose3d(
         return Err(QuantError::InvalidShape {
             op: OP,
             shape: w.shape().to_vec(),
-            detail: "transposed conv3d weight must be [in_channels, out_channels/groups, kD, kH, kW]"
-                .into(),
+            detail:
+                "transposed conv3d weight must be [in_channels, out_channels/groups, kD, kH, kW]"
+                    .into(),
         }
         .into());
     };
@@ -176,7 +180,13 @@ pub fn pack_conv_transpose3d(
         .into());
     }
     if params.stride.contains(&0) || params.dilation.contains(&0) {
-        return Err(invalid(OP, format!("stride {:?} and dilation {:?} must be positive", params.stride, params.dilation)));
+        return Err(invalid(
+            OP,
+            format!(
+                "stride {:?} and dilation {:?} must be positive",
+                params.stride, params.dilation
+            ),
+        ));
     }
     let g = params.groups;
     if g == 0 || c % g != 0 {
@@ -284,7 +294,10 @@ pub fn conv_transpose3d(
     if ws[0] != c {
         return Err(QuantError::shape(
             OP,
-            format!("input has {c} channels but the weight {ws:?} expects {}", ws[0]),
+            format!(
+                "input has {c} channels but the weight {ws:?} expects {}",
+                ws[0]
+            ),
         )
         .into());
     }
@@ -364,7 +377,13 @@ fn requantize_from_int(multiplier: f32, zero_point: i64, v: i64) -> u8 {
 }
 
 fn like(x: &QTensor<u8>, data: Vec<u8>, scale: f64, zero_point: i64) -> QTensor<u8> {
-    QTensor::new_per_tensor_unchecked_in(x.shape().to_vec(), data, scale, zero_point, x.memory_format())
+    QTensor::new_per_tensor_unchecked_in(
+        x.shape().to_vec(),
+        data,
+        scale,
+        zero_point,
+        x.memory_format(),
+    )
 }
 
 // ---------------------------------------------------------------- element-wise
@@ -392,7 +411,10 @@ pub fn celu_out(
     out_qparams(OP, out_scale, out_zero_point)?;
     nonempty(OP, x)?;
     if !alpha.is_finite() || alpha == 0.0 {
-        return Err(invalid(OP, format!("alpha {alpha} must be finite and not 0")));
+        return Err(invalid(
+            OP,
+            format!("alpha {alpha} must be finite and not 0"),
+        ));
     }
     let _ = engine;
     let in_scale = (1.0f64 / alpha as f64) as f32;
@@ -419,7 +441,10 @@ pub fn threshold(engine: &Engine, x: &QTensor<u8>, thr: f32, value: f32) -> Resu
     let (s, z) = per_tensor(OP, x)?;
     nonempty(OP, x)?;
     if !thr.is_finite() || !value.is_finite() {
-        return Err(invalid(OP, format!("threshold {thr} and value {value} must be finite")));
+        return Err(invalid(
+            OP,
+            format!("threshold {thr} and value {value} must be finite"),
+        ));
     }
     let _ = engine;
     let inv = rquant_core::numerics::inv_scale(s);
@@ -482,19 +507,20 @@ pub fn prelu(
         if x.ndim() < 2 || x.shape()[1] != nw {
             return Err(QuantError::shape(
                 OP,
-                format!("{nw} weights but the input {:?} has no matching dimension 1", x.shape()),
+                format!(
+                    "{nw} weights but the input {:?} has no matching dimension 1",
+                    x.shape()
+                ),
             )
             .into());
         }
         nw
     };
     let multiplier = (s as f32 * ws as f32) * (1.0f32 / out_scale as f32);
-    let w1 = rquant_core::numerics::quantize_val::<u8>(
-        rquant_core::numerics::inv_scale(ws),
-        wz,
-        1.0,
-    ) as i64
-        - wz;
+    let w1 =
+        rquant_core::numerics::quantize_val::<u8>(rquant_core::numerics::inv_scale(ws), wz, 1.0)
+            as i64
+            - wz;
     let xc = x.to_format(MemoryFormat::Contiguous);
     let inner: usize = x.shape().iter().skip(2).product();
     let wd = weight.int_repr();
@@ -503,7 +529,11 @@ pub fn prelu(
         .iter()
         .enumerate()
         .map(|(i, &q)| {
-            let ch = if channels == 1 { 0 } else { (i / inner.max(1)) % channels };
+            let ch = if channels == 1 {
+                0
+            } else {
+                (i / inner.max(1)) % channels
+            };
             let q = q as i64;
             let acc = (q.max(z) - z) * w1 + (q.min(z) - z) * (wd[ch] as i64 - wz);
             requantize_from_int(multiplier, out_zero_point, acc)
@@ -531,16 +561,25 @@ pub fn add_scalar(engine: &Engine, x: &QTensor<u8>, c: f64, relu: bool) -> Resul
     let _ = engine;
     let cq = (c / s).round_ties_even();
     if cq.abs() > 1e15 {
-        return Err(invalid(OP, format!("the scalar {c} is out of range for scale {s}")));
+        return Err(invalid(
+            OP,
+            format!("the scalar {c} is out of range for scale {s}"),
+        ));
     }
     let cq = cq as i64;
     let (qmin, qmax) = (0i64, 255i64);
     let shifted = z - cq;
     let (sp, zp, data): (f64, i64, Vec<u8>) = if qmin > shifted || qmax < shifted {
         let (sp, zp) = if qmin > shifted {
-            ((qmax as f64 - shifted as f64) / (qmax as f64 - qmin as f64) * s, qmin)
+            (
+                (qmax as f64 - shifted as f64) / (qmax as f64 - qmin as f64) * s,
+                qmin,
+            )
         } else {
-            ((shifted as f64 - qmin as f64) / (qmax as f64 - qmin as f64) * s, qmax)
+            (
+                (shifted as f64 - qmin as f64) / (qmax as f64 - qmin as f64) * s,
+                qmax,
+            )
         };
         rquant_core::tensor::check_scale(OP, sp)?;
         let multiplier = (s as f32) * (1.0f32 / sp as f32);
@@ -611,6 +650,20 @@ pub fn mul_scalar(engine: &Engine, x: &QTensor<u8>, c: f64, relu: bool) -> Resul
         (sp, zp, data)
     };
     Ok(like(x, data, sp, zp))
+}
+
+/// Quantized multiply followed by ReLU (`quantized::mul_relu`): §5's
+/// multiply to the output qparams, then `max(q, out_zero_point)` (PyTorch's
+/// fused kernel clamps the requantized value below at the zero point).
+pub fn mul_relu(
+    engine: &Engine,
+    a: &QTensor<u8>,
+    b: &QTensor<u8>,
+    out_scale: f64,
+    out_zero_point: i64,
+) -> Result<QTensor<u8>> {
+    let y = engine.binary(rquant_core::BinaryOp::Mul, a, b, out_scale, out_zero_point)?;
+    Ok(engine.relu(&y)?)
 }
 
 /// Quantized concatenation followed by ReLU (`quantized::cat_relu`):
@@ -711,6 +764,27 @@ pub fn max_pool1d(
             .into())
         }
     };
+    // Checked here so the error speaks of the 1-d window, not the 2-d one
+    // the op runs as.
+    let span = dilation.saturating_mul(kernel.saturating_sub(1)) + 1;
+    if kernel == 0 || stride == 0 || dilation == 0 {
+        return Err(QuantError::InvalidArgument {
+            op: OP,
+            detail: format!(
+                "kernel {kernel}, stride {stride} and dilation {dilation} must be positive"
+            ),
+        }
+        .into());
+    }
+    if l + 2 * padding < span {
+        return Err(QuantError::ShapeMismatch {
+            op: OP,
+            detail: format!(
+                "kernel {kernel} (dilation {dilation}, padding {padding}) gives an empty output for length {l}"
+            ),
+        }
+        .into());
+    }
     let x4 = x.clone().contiguous().reshape(vec![n, c, 1, l])?;
     let p = rquant_core::MaxPool2dParams {
         kernel: [1, kernel],
@@ -761,7 +835,10 @@ fn pool3d_shape(
         if p.padding[a] * 2 > p.kernel[a] {
             return Err(invalid(
                 op,
-                format!("padding {:?} must be at most half the kernel {:?}", p.padding, p.kernel),
+                format!(
+                    "padding {:?} must be at most half the kernel {:?}",
+                    p.padding, p.kernel
+                ),
             ));
         }
         out[a] = rquant_core::ops::pool_out_len(
@@ -786,7 +863,11 @@ fn pool3d_shape(
 }
 
 fn out_shape_like(x: &QTensor<u8>, full: [usize; 5], out: [usize; 3]) -> Vec<usize> {
-    let mut v = if x.ndim() == 5 { vec![full[0], full[1]] } else { vec![full[1]] };
+    let mut v = if x.ndim() == 5 {
+        vec![full[0], full[1]]
+    } else {
+        vec![full[1]]
+    };
     v.extend_from_slice(&out);
     v
 }
@@ -808,7 +889,8 @@ pub fn max_pool3d(engine: &Engine, x: &QTensor<u8>, p: &Pool3dParams) -> Result<
                 for ow in 0..out[2] {
                     let mut m = 0u8;
                     for kd in 0..p.kernel[0] {
-                        let id = (od * p.stride[0] + kd * p.dilation[0]) as i64 - p.padding[0] as i64;
+                        let id =
+                            (od * p.stride[0] + kd * p.dilation[0]) as i64 - p.padding[0] as i64;
                         if !(0..d as i64).contains(&id) {
                             continue;
                         }
@@ -834,7 +916,12 @@ pub fn max_pool3d(engine: &Engine, x: &QTensor<u8>, p: &Pool3dParams) -> Result<
             }
         }
     }
-    Ok(QTensor::new_per_tensor_unchecked(out_shape_like(x, full, out), y, s, z))
+    Ok(QTensor::new_per_tensor_unchecked(
+        out_shape_like(x, full, out),
+        y,
+        s,
+        z,
+    ))
 }
 
 /// Quantized 3-d average pooling (`torch.avg_pool3d` on a quint8 tensor;
@@ -891,18 +978,26 @@ pub fn avg_pool3d(
                     for id in st[0]..en[0] {
                         for ih in st[1]..en[1] {
                             for iw in st[2]..en[2] {
-                                acc += plane[((id as usize) * h + ih as usize) * w + iw as usize] as i64;
+                                acc += plane[((id as usize) * h + ih as usize) * w + iw as usize]
+                                    as i64;
                             }
                         }
                     }
                     let m = sf / sf / div as f32;
                     let inv = 1.0f32 / (1.0f32 / m);
-                    y.push(rquant_core::numerics::quantize_val::<u8>(inv, z, acc as f32));
+                    y.push(rquant_core::numerics::quantize_val::<u8>(
+                        inv, z, acc as f32,
+                    ));
                 }
             }
         }
     }
-    Ok(QTensor::new_per_tensor_unchecked(out_shape_like(x, full, out), y, s, z))
+    Ok(QTensor::new_per_tensor_unchecked(
+        out_shape_like(x, full, out),
+        y,
+        s,
+        z,
+    ))
 }
 
 /// Quantized 3-d adaptive average pooling (`torch.adaptive_avg_pool3d` on
@@ -931,7 +1026,10 @@ pub fn adaptive_avg_pool3d(
     };
     nonempty(OP, x)?;
     if output_size.contains(&0) {
-        return Err(invalid(OP, format!("output_size {output_size:?} must be positive")));
+        return Err(invalid(
+            OP,
+            format!("output_size {output_size:?} must be positive"),
+        ));
     }
     let [n, c, d, h, w] = full;
     let xc = x.to_format(MemoryFormat::Contiguous);
