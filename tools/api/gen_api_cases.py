@@ -446,11 +446,131 @@ def embedding_cases():
     save("embedding_prepack", out, {})
 
 
+def extra_ptq_cases():
+    """Fusions with no case of their own above: (Conv3d, BatchNorm3d),
+    (Conv3d, ReLU), (BatchNorm3d, ReLU); and quantized::batch_norm1d(_relu)."""
+    x86 = tq.get_default_qconfig("x86")
+    torch.manual_seed(90)
+    m = nn.Sequential(nn.Conv3d(2, 3, 3, padding=1), nn.BatchNorm3d(3))
+    with torch.no_grad():
+        m[1].running_mean.uniform_(-0.3, 0.3)
+        m[1].running_var.uniform_(0.5, 2.0)
+        m[1].weight.uniform_(0.5, 1.5)
+        m[1].bias.uniform_(-0.2, 0.2)
+    ptq_case("conv_bn3d", m.eval(), randn(2, 2, 3, 5, 4), randn(1, 2, 3, 5, 4), x86,
+             {"kind": "ConvBn3d"}, fuse=[["m.0", "m.1"]])
+    torch.manual_seed(91)
+    m = nn.Sequential(nn.Conv3d(2, 4, (2, 3, 2), stride=(1, 2, 1)), nn.ReLU())
+    ptq_case("conv_relu3d", m.eval(), randn(2, 2, 4, 7, 5), randn(1, 2, 4, 7, 5), x86,
+             {"kind": "ConvReLU3d"}, fuse=[["m.0", "m.1"]])
+    torch.manual_seed(92)
+    m = nn.Sequential(nn.BatchNorm3d(3), nn.ReLU())
+    with torch.no_grad():
+        m[0].running_mean.uniform_(-0.5, 0.5)
+        m[0].running_var.uniform_(0.5, 2.0)
+        m[0].weight.uniform_(0.5, 1.5)
+    ptq_case("bn_relu3d", m.eval(), randn(2, 3, 3, 4, 4), randn(2, 3, 3, 4, 4), x86, {"kind": "BNReLU3d"},
+             fuse=[["m.0", "m.1"]], weight_attr="__none__")
+    torch.manual_seed(93)
+    out = {}
+    for shape in [(3, 5), (2, 5, 7)]:
+        x = randn(*shape)
+        qx = torch.quantize_per_tensor(x, 0.04, 120, torch.quint8)
+        w, b = torch.rand(5) + 0.5, randn(5, scale=0.3)
+        mean, var = randn(5, scale=0.4), torch.rand(5) + 0.5
+        k = "x%dd" % len(shape)
+        out[k + ".qx"], out[k + ".w"], out[k + ".b"], out[k + ".mean"], out[k + ".var"] = qx, w, b, mean, var
+        out[k + ".y"] = torch.ops.quantized.batch_norm1d(qx, w, b, mean, var, 1e-5, 0.05, 110)
+        out[k + ".y_relu"] = torch.ops.quantized.batch_norm1d_relu(qx, w, b, mean, var, 1e-5, 0.05, 110)
+    save("batch_norm1d_op", out, {"qx": [0.04, 120], "out": [0.05, 110], "eps": 1e-5})
+
+
+def fused_obs_fq_case():
+    """torch.fused_moving_avg_obs_fake_quant called directly: per tensor
+    (affine, symmetric qint8) and per row, two batches each (the first sets
+    the running min/max, the second moves them), and a call with the
+    observer off."""
+    torch.manual_seed(95)
+    out = {}
+    meta = []
+    for i, (per_row, sym, qmin, qmax) in enumerate([(False, False, 0, 255), (False, True, -128, 127),
+                                                    (True, True, -128, 127), (True, False, 0, 127)]):
+        c = 3
+        rmin = torch.full((c,) if per_row else (1,), float("inf"))
+        rmax = torch.full((c,) if per_row else (1,), float("-inf"))
+        scale = torch.ones(c if per_row else 1)
+        zp = torch.zeros(c if per_row else 1, dtype=torch.int32)
+        for b in range(3):
+            x = randn(c, 4, 5, scale=1.0 + b)
+            on = torch.tensor([0 if b == 2 else 1], dtype=torch.long)
+            y = torch.fused_moving_avg_obs_fake_quant(x, on, torch.tensor([1], dtype=torch.long), rmin, rmax,
+                                                      scale, zp, 0.01, qmin, qmax, 0, per_row, sym)
+            k = "c%d.b%d" % (i, b)
+            out[k + ".x"], out[k + ".y"] = x, y
+            out[k + ".min"], out[k + ".max"] = rmin.clone(), rmax.clone()
+            out[k + ".scale"], out[k + ".zp"] = scale.clone(), zp.to(torch.int64).clone()
+        meta.append({"per_row": per_row, "symmetric": sym, "quant_min": qmin, "quant_max": qmax})
+    save("fused_obs_fq", out, {"calls": meta, "averaging_const": 0.01, "ch_axis": 0})
+
+
+def qat_more_cases():
+    """QAT forms with no case above: plain Conv1d / Conv3d, ConvReLU2d,
+    ConvBn2d, ConvBn1d, ConvBn3d, ConvReLU3d (x86 QAT qconfig: one forward
+    and backward, then convert), and nnqat.EmbeddingBag."""
+    specs = [
+        ("qat_conv1d", lambda: [nn.Conv1d(3, 4, 3, padding=1)], (4, 3, 9), None),
+        ("qat_conv3d", lambda: [nn.Conv3d(2, 3, 3, padding=1)], (2, 2, 4, 5, 4), None),
+        ("qat_conv_relu2d", lambda: [nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()], (2, 3, 6, 5), ["m.0", "m.1"]),
+        ("qat_conv_bn2d", lambda: [nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)], (2, 3, 6, 5), ["m.0", "m.1"]),
+        ("qat_conv_bn1d", lambda: [nn.Conv1d(3, 4, 3, padding=1), nn.BatchNorm1d(4)], (4, 3, 9), ["m.0", "m.1"]),
+        ("qat_conv_bn3d", lambda: [nn.Conv3d(2, 3, 3, padding=1), nn.BatchNorm3d(3)], (2, 2, 4, 5, 4), ["m.0", "m.1"]),
+        ("qat_conv_relu3d", lambda: [nn.Conv3d(2, 3, 3, padding=1), nn.ReLU()], (2, 2, 4, 5, 4), ["m.0", "m.1"]),
+    ]
+    for i, (name, mods, shape, fuse) in enumerate(specs):
+        torch.manual_seed(100 + i)
+        m = Wrap(nn.Sequential(*mods())).train()
+        out = {"float." + k: v for k, v in m.m.state_dict().items() if v.dtype.is_floating_point}
+        if fuse:
+            m = tq.fuse_modules_qat(m, [fuse])
+        m.qconfig = tq.get_default_qat_qconfig("x86")
+        tq.prepare_qat(m, inplace=True)
+        x = randn(*shape)
+        y = m(x)
+        g = torch.randn(*y.shape)
+        (y * g).sum().backward()
+        out["x"], out["y"], out["g"] = x, y, g
+        out["w_grad"] = m.m[0].weight.grad
+        m.eval()
+        q = tq.convert(copy.deepcopy(m))
+        qx = q.quant(x)
+        out["qx"], out["qy"] = qx, q.m(qx)
+        save(name, out, {"out_qparams": qp(out["qy"]), "quant_qparams": qp(qx),
+                         "module": q.m[0]._get_name(), "qat_module": m.m[0]._get_name()})
+    torch.manual_seed(120)
+    emb = nn.EmbeddingBag(10, 6, mode="sum")
+    out = {"weight": emb.weight.detach().clone()}
+    emb.qconfig = tq.default_embedding_qat_qconfig
+    qe = torch.ao.nn.qat.EmbeddingBag.from_float(emb)
+    ind = torch.tensor([1, 4, 4, 9, 0, 2, 7])
+    off = torch.tensor([0, 3, 5])
+    y = qe(ind, off)
+    g = torch.randn(*y.shape)
+    (y * g).sum().backward()
+    out["indices"], out["offsets"], out["y"], out["g"], out["w_grad"] = ind, off, y, g, qe.weight.grad
+    qm = nnq.EmbeddingBag.from_float(qe)
+    w = qm.weight()
+    out["qweight.int"] = w.int_repr()
+    out["qweight.scale"] = w.q_per_channel_scales().float()
+    out["qweight.zp"] = w.q_per_channel_zero_points().float()
+    out["q_out"] = qm(ind, off)
+    save("qat_embedding_bag", out, {})
+
+
 def lsq_fixed_cases():
     # FixedQParams fake quant and observer, on a QAT Sigmoid / Tanh.
     torch.manual_seed(60)
     x = randn(4, 9, scale=3.0)
-    out = {"x": x}
+    out = {"xf": x}
     for n, fq in [("0to1", tq.default_fixed_qparams_range_0to1_fake_quant()),
                   ("neg1to1", tq.default_fixed_qparams_range_neg1to1_fake_quant())]:
         xr = x.clone().requires_grad_(True)
@@ -602,6 +722,39 @@ def qat_cases():
     save("qat_embedding", out, {})
 
 
+def _desc(v):
+    """A `with_args` partial (or class) as {"class", "kwargs"}."""
+    if v is None:
+        return None
+    p = getattr(v, "p", v)
+    if isinstance(p, functools.partial):
+        kw = {}
+        for k, x in sorted(p.keywords.items()):
+            if callable(x) and not isinstance(x, (torch.dtype,)):
+                kw[k] = _desc(x)
+            elif isinstance(x, (torch.dtype, torch.qscheme)):
+                kw[k] = str(x).replace("torch.", "")
+            else:
+                kw[k] = x
+        return {"class": getattr(p.func, "__name__", str(p.func)), "kwargs": kw}
+    return {"class": getattr(v, "__name__", type(v).__name__), "kwargs": {}}
+
+
+def default_mapping_case():
+    """get_default_(qat_)qconfig_mapping("x86"): the global qconfig and the
+    module-type entries (functional and method-name keys left out: eager
+    mode has modules only)."""
+    out = {}
+    for name, fn in [("ptq", tq.get_default_qconfig_mapping), ("qat", tq.get_default_qat_qconfig_mapping)]:
+        m = fn("x86")
+        ent = {"": {"activation": _desc(m.global_qconfig.activation), "weight": _desc(m.global_qconfig.weight)}}
+        for k, v in m.object_type_qconfigs.items():
+            if isinstance(k, type):
+                ent[k.__name__] = None if v is None else {"activation": _desc(v.activation), "weight": _desc(v.weight)}
+        out[name] = ent
+    save("default_qconfig_mapping", {"dummy": np.zeros(1, np.float32)}, out)
+
+
 def presets_case():
     """Every named preset's class and arguments (the Rust test rebuilds them)."""
     import torch.ao.quantization.observer as o
@@ -691,7 +844,9 @@ def main():
     OUT = args.out
     os.makedirs(OUT, exist_ok=True)
     groups = [conv_cases, norm_cases, act_cases, pool_cases, functional_cases, embedding_cases,
-              lsq_fixed_cases, cells_cases, qat_cases, presets_case, qconfig_mapping_case]
+              lsq_fixed_cases, cells_cases, qat_cases, presets_case, qconfig_mapping_case,
+              default_mapping_case, extra_ptq_cases, fused_obs_fq_case,
+              qat_more_cases]
     for g in groups:
         if args.only and g.__name__ != args.only:
             continue

@@ -27,6 +27,9 @@ pub struct Record {
     /// For quantize / dequantize: the streaming-copy bandwidth measured beside
     /// it (GB/s of source bytes), the yardstick of the % column. Not in the JSON.
     pub copy_gbs: Option<f64>,
+    /// The GEMM kernel that ran (from the engine's kernel table and its call
+    /// counters), if any: its peak is the yardstick of the % column.
+    pub kernel: Option<&'static str>,
 }
 
 impl Record {
@@ -39,6 +42,7 @@ impl Record {
         json!({
             "op": self.op, "shape": shape, "engine": self.engine, "isa": self.isa,
             "threads": self.threads, "median_s": self.median_s, "gops": self.gops,
+            "kernel": self.kernel,
         })
     }
     pub fn shape_text(&self) -> String {
@@ -117,7 +121,24 @@ fn record(
         median_s: t,
         gops: ops / t / 1e9,
         copy_gbs: None,
+        kernel: None,
     }
+}
+
+/// Run `f` and name the GEMM kernel of `e` that ran in it (the one whose
+/// call counter moved most), if any.
+fn kernel_of<T>(e: &Engine, f: impl FnOnce() -> T) -> (T, Option<&'static str>) {
+    let ks = e.gemm_kernels();
+    let before: Vec<usize> = ks.iter().map(|k| k.calls()).collect();
+    let v = f();
+    let ran = ks
+        .iter()
+        .zip(before)
+        .map(|(k, b)| (k.calls() - b, k.name))
+        .filter(|&(d, _)| d > 0)
+        .max()
+        .map(|(_, name)| name);
+    (v, ran)
 }
 
 /// Static and dynamic int8 Linear with full-range activations (the case where
@@ -139,31 +160,41 @@ pub fn linear(
     let xq = quantize_per_tensor::<u8>(&x, 4.0 / 255.0, 0).unwrap();
     let ops = 2.0 * (m * k * n) as f64;
     let shape = vec![("M", m), ("K", k), ("N", n)];
-    let t_static = median_time(budget, || {
-        std::hint::black_box(e.linear(&xq, &packed, 0.05, 128, false).unwrap());
+    let (t_static, k_static) = kernel_of(e, || {
+        median_time(budget, || {
+            std::hint::black_box(e.linear(&xq, &packed, 0.05, 128, false).unwrap());
+        })
     });
-    let t_dyn = median_time(budget, || {
-        std::hint::black_box(e.linear_dynamic(&x, &packed, false).unwrap());
+    let (t_dyn, k_dyn) = kernel_of(e, || {
+        median_time(budget, || {
+            std::hint::black_box(e.linear_dynamic(&x, &packed, false).unwrap());
+        })
     });
     vec![
-        record(
-            "linear_static",
-            shape.clone(),
-            e.name(),
-            e.isa(),
-            threads,
-            t_static,
-            ops,
-        ),
-        record(
-            "linear_dynamic",
-            shape,
-            e.name(),
-            e.isa(),
-            threads,
-            t_dyn,
-            ops,
-        ),
+        Record {
+            kernel: k_static,
+            ..record(
+                "linear_static",
+                shape.clone(),
+                e.name(),
+                e.isa(),
+                threads,
+                t_static,
+                ops,
+            )
+        },
+        Record {
+            kernel: k_dyn,
+            ..record(
+                "linear_dynamic",
+                shape,
+                e.name(),
+                e.isa(),
+                threads,
+                t_dyn,
+                ops,
+            )
+        },
     ]
 }
 
@@ -209,8 +240,10 @@ pub fn conv(
         ..Default::default()
     };
     let packed = e.pack_conv2d(wq, None, p).unwrap();
-    let t = median_time(budget, || {
-        std::hint::black_box(e.conv2d(&xq, &packed, 0.05, 0, true).unwrap());
+    let (t, kernel) = kernel_of(e, || {
+        median_time(budget, || {
+            std::hint::black_box(e.conv2d(&xq, &packed, 0.05, 0, true).unwrap());
+        })
     });
     let shape = vec![
         ("C", c),
@@ -220,15 +253,18 @@ pub fn conv(
         ("k", k),
         ("groups", groups),
     ];
-    record(
-        "conv2d",
-        shape,
-        e.name(),
-        e.isa(),
-        threads,
-        t,
-        2.0 * (o * hw * hw * cg * k * k) as f64,
-    )
+    Record {
+        kernel,
+        ..record(
+            "conv2d",
+            shape,
+            e.name(),
+            e.isa(),
+            threads,
+            t,
+            2.0 * (o * hw * hw * cg * k * k) as f64,
+        )
+    }
 }
 
 /// Streaming copy of `len` f32 (`copy_from_slice`, split over the current

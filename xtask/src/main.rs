@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage:\n  cargo xtask conformance --cases DIR [--engine NAME] [--target aarch64-unknown-linux-gnu [--qemu-cpu cortex-a72|cortex-a76|max]]\n  cargo xtask conformance --list-ops\n  cargo xtask bench [--filter SUBSTR] [--engine NAME] [--threads N] [--json PATH] [--quick]\n  cargo xtask fuzz [--seconds N] [TARGET ...]\n  cargo xtask miri\n\
+        "usage:\n  cargo xtask conformance --cases DIR [--engine NAME] [--target aarch64-unknown-linux-gnu [--qemu-cpu cortex-a72|cortex-a76|max]]\n  cargo xtask conformance --list-ops\n  cargo xtask bench [--filter SUBSTR] [--engine NAME] [--threads N] [--json PATH] [--quick]\n  cargo xtask bench --models [--zoo | --only a,b] [--engine NAME] [--threads N] [--json PATH] [--quick] [--per-layer] [--profile]\n  cargo xtask fuzz [--seconds N] [TARGET ...]\n  cargo xtask miri\n\
          runs every golden case under DIR on every engine (or the one named);\n\
          the last line is `N passed, M failed, P pending`; exits non-zero on any failure.\n\
          --list-ops prints the runner's op table: name, implemented or pending (and the issue)."
@@ -136,6 +136,9 @@ fn conformance(args: &[String]) -> ExitCode {
 }
 
 fn bench(args: &[String]) -> ExitCode {
+    if args.iter().any(|a| a == "--models") {
+        return bench_models(args);
+    }
     use std::time::Duration;
     use xtask::bench;
     let usage = "usage: cargo xtask bench [--filter SUBSTR] [--engine NAME] [--threads N] [--json PATH] [--quick]";
@@ -181,18 +184,24 @@ fn bench(args: &[String]) -> ExitCode {
     };
     let wanted = |label: &str| filter.as_deref().is_none_or(|f| label.contains(f));
     let mut records = Vec::new();
-    // One core's register-only peaks: the denominators of the % column.
-    let peaks: Vec<(&str, Option<f64>)> = rquant_x86::isa::Isa::ALL
-        .into_iter()
-        .rev()
-        .map(|i| (i.name(), rquant_x86::peak::int8_peak_gops(i)))
-        .collect();
-    let fp32_peak = rquant_x86::peak::fp32_peak_gflops();
-    for (isa, p) in &peaks {
-        if let Some(p) = p {
-            println!("int8 peak ({isa}, 1 core, register-only loop): {p:.1} GOP/s");
+    // One core's register-only peak of every GEMM kernel of the paths
+    // benched (each kernel-table entry's own loop): the denominators of the
+    // % column, for the kernel that ran in each record.
+    let mut peaks: Vec<(&'static str, f64)> = Vec::new();
+    for e in &engines {
+        for k in e.gemm_kernels() {
+            if let (Some(p), false) = (k.peak, peaks.iter().any(|(n, _)| *n == k.name)) {
+                let v = p();
+                println!(
+                    "int8 peak ({}, {}, 1 core, register-only loop): {v:.1} GOP/s",
+                    k.name,
+                    e.isa()
+                );
+                peaks.push((k.name, v));
+            }
         }
     }
+    let fp32_peak = rquant_x86::peak::fp32_peak_gflops();
     if let Some(p) = fp32_peak {
         println!("fp32 FMA peak (1 core, register-only loop): {p:.1} GFLOP/s");
     }
@@ -203,20 +212,17 @@ fn bench(args: &[String]) -> ExitCode {
         }
         let peak = if r.op == "fp32_linear" {
             fp32_peak
-        } else if r.op.starts_with("linear") || r.op == "conv2d" {
-            peaks
-                .iter()
-                .find(|(i, _)| *i == r.isa)
-                .and_then(|(_, p)| *p)
         } else {
-            None
+            r.kernel
+                .and_then(|k| peaks.iter().find(|(n, _)| *n == k))
+                .map(|&(_, p)| p)
         };
         peak.map_or(String::from("-"), |p| {
             format!("{:.0}%", 100.0 * r.gops / (p * r.threads as f64))
         })
     };
     println!(
-        "{:<15} {:<34} {:<22} {:>3} {:>12} {:>9} {:>6}",
+        "{:<15} {:<34} {:<22} {:>3} {:>12} {:>9} {:>6}  kernel",
         "op", "shape", "engine/isa", "thr", "median", "GOP/s", "%peak"
     );
     for &nt in &thread_counts {
@@ -228,14 +234,15 @@ fn bench(args: &[String]) -> ExitCode {
         pool.install(|| {
             let mut emit = |r: bench::Record| {
                 println!(
-                    "{:<15} {:<34} {:<22} {:>3} {:>10.1}us {:>9.1} {:>6}",
+                    "{:<15} {:<34} {:<22} {:>3} {:>10.1}us {:>9.1} {:>6}  {}",
                     r.op,
                     r.shape_text(),
                     format!("{}/{}", r.engine, r.isa),
                     r.threads,
                     r.median_s * 1e6,
                     r.gops,
-                    pct(&r)
+                    pct(&r),
+                    r.kernel.unwrap_or("-")
                 );
                 records.push(r);
             };
@@ -301,6 +308,178 @@ fn bench(args: &[String]) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `cargo xtask bench --models`: whole models, fp32 and int8 (see
+/// `xtask::bench_models`).
+fn bench_models(args: &[String]) -> ExitCode {
+    use std::time::Duration;
+    use xtask::bench_models as bm;
+    let usage = "usage: cargo xtask bench --models [--zoo | --only a,b] [--engine NAME] [--threads N] [--json PATH] [--quick] [--per-layer] [--profile]";
+    let mut json: Option<PathBuf> = None;
+    let mut threads: Option<usize> = None;
+    let mut engine: Option<String> = None;
+    let (mut budget, mut layer_budget) = (Duration::from_secs(2), Duration::from_millis(500));
+    let (mut zoo, mut per_layer, mut profile) = (false, false, false);
+    let mut only: Option<Vec<String>> = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--models" => {}
+            "--json" => json = it.next().map(PathBuf::from),
+            "--threads" => match it.next().and_then(|s| s.parse().ok()).filter(|&n| n > 0) {
+                Some(n) => threads = Some(n),
+                None => {
+                    eprintln!("{usage}");
+                    return ExitCode::from(2);
+                }
+            },
+            "--engine" => engine = it.next().cloned(),
+            "--zoo" => zoo = true,
+            "--only" => only = it.next().map(|s| s.split(',').map(String::from).collect()),
+            "--per-layer" => per_layer = true,
+            "--profile" => profile = true,
+            "--quick" => {
+                budget = Duration::from_millis(300);
+                layer_budget = Duration::from_millis(60);
+            }
+            _ => {
+                eprintln!("{usage}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    rquant_nn::engines::init();
+    let engine = match engine.as_deref().map_or_else(
+        rquant_core::registry::engine,
+        rquant_core::registry::engine_by_name,
+    ) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut names: Vec<String> = bm::DEFAULT_MODELS.iter().map(|s| s.to_string()).collect();
+    if zoo {
+        names.extend(
+            rquant_models::vision::MODELS
+                .iter()
+                .filter(|n| !names.iter().any(|m| m == *n))
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+        );
+    }
+    if let Some(o) = only {
+        names = o;
+    }
+    let all = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let thread_counts: Vec<usize> = match threads {
+        Some(n) => vec![n],
+        None if all > 1 => vec![1, all],
+        None => vec![1],
+    };
+    let loadavg = || {
+        std::fs::read_to_string("/proc/loadavg")
+            .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|_| "?".into())
+    };
+    println!(
+        "engine {}/{}; building and calibrating at 1 thread: {}",
+        engine.name(),
+        engine.isa(),
+        names.join(", ")
+    );
+    rquant_core::registry::set_num_threads(1);
+    let mut cases = Vec::new();
+    for n in &names {
+        let c = if n == "mnist_cnn" {
+            bm::mnist_case(&engine)
+        } else {
+            bm::zoo_case(n, &engine)
+        };
+        match c {
+            Ok(c) => cases.push(c),
+            Err(e) => {
+                eprintln!("error: {n}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let mut records = Vec::new();
+    for &nt in &thread_counts {
+        rquant_core::registry::set_num_threads(nt);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(nt)
+            .build()
+            .expect("thread pool");
+        println!("threads {nt}: load average before {}", loadavg());
+        pool.install(|| {
+            for c in cases.iter_mut() {
+                for r in bm::time_case(c, &engine, nt, budget, 3) {
+                    let b = r["shape"]["batch"].as_u64().unwrap_or(1) as f64;
+                    let t = r["median_s"].as_f64().unwrap_or(0.0);
+                    println!(
+                        "model {:<18} b={:<4} {:<5} {:<20} thr={nt} {:>10.3} ms/batch {:>9.3} ms/img",
+                        c.name,
+                        b,
+                        r["variant"].as_str().unwrap_or(""),
+                        format!("{}/{}", r["engine"].as_str().unwrap_or(""), r["isa"].as_str().unwrap_or("")),
+                        t * 1e3,
+                        t * 1e3 / b
+                    );
+                    records.push(r);
+                }
+            }
+            if per_layer {
+                for c in cases.iter().filter(|c| bm::LAYER_MODELS.contains(&c.name.as_str())) {
+                    for r in bm::conv_layers(c, 8, &engine, nt, layer_budget) {
+                        let s = &r["shape"];
+                        println!(
+                            "conv_layer {:<12} {:<24} {:>4}->{:<4} k{} s{} g{:<4} {:>3}x{:<3} {:>9.3} ms {:>7.1} GOP/s",
+                            c.name,
+                            s["layer"].as_str().unwrap_or(""),
+                            s["C_in"], s["C_out"], s["k"], s["stride"], s["groups"], s["H"], s["W"],
+                            r["median_s"].as_f64().unwrap_or(0.0) * 1e3,
+                            r["gops"].as_f64().unwrap_or(0.0)
+                        );
+                        records.push(r);
+                    }
+                }
+            }
+            if profile {
+                for c in cases.iter().filter(|c| c.name != "mnist_cnn") {
+                    for &b in &c.batches {
+                        let (rows, total) = bm::profile(c, b, 5);
+                        println!(
+                            "profile {} int8 batch {b}, {nt} thread(s): {:.3} ms per forward",
+                            c.name,
+                            total * 1e3
+                        );
+                        for (kind, s, n) in rows {
+                            println!(
+                                "  {:<28} {:>4} calls {:>9.3} ms {:>5.1}%",
+                                kind,
+                                n,
+                                s * 1e3,
+                                100.0 * s / total
+                            );
+                        }
+                    }
+                }
+            }
+        });
+        println!("threads {nt}: load average after {}", loadavg());
+    }
+    rquant_core::registry::set_num_threads(0);
+    if let Some(p) = json {
+        let v = serde_json::Value::Array(records);
+        if let Err(e) = std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap()) {
+            eprintln!("error: {}: {e}", p.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
 /// `cargo xtask fuzz [--seconds N] [TARGET ...]`: every fuzz target for a bounded time.
 fn fuzz(args: &[String]) -> ExitCode {
     use std::process::Command;
@@ -362,14 +541,32 @@ fn fuzz(args: &[String]) -> ExitCode {
 }
 
 /// `cargo xtask miri`: Miri (nightly) on the core and reference crates' unit
-/// tests and on the x86 packing and kernels (small cases, with AVX2 and
-/// AVX-512 target features so every x86 path runs under Miri's SIMD emulation).
+/// tests and on the x86 packing and kernels (small cases, with the target
+/// features of every kernel in the x86 kernel tables, so every path and
+/// kernel runs under Miri's SIMD emulation).
 fn miri(args: &[String]) -> ExitCode {
     use std::process::Command;
     if !args.is_empty() {
         return usage();
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    // Every x86 path at once: the kernel tables' target features make Miri's
+    // emulated CPU report every path, so all_paths() holds all five. Under
+    // Miri the VNNI tile's asm loop is replaced by its intrinsics twin (Miri
+    // cannot run asm!), and fp16 linear is skipped (no F16C in Miri).
+    let features = rquant_x86::table::miri_target_features();
+    let x86_flags = format!(
+        "-C target-feature={}",
+        features
+            .iter()
+            .map(|f| format!("+{f}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let x86_what = format!(
+        "x86 packing + kernels, every path and kernel of the tables ({})",
+        features.join(",")
+    );
     let runs: [(&str, &[&str], &str); 3] = [
         // Property tests with few cases (PROPTEST_CASES below): Miri is slow.
         (
@@ -382,12 +579,8 @@ fn miri(args: &[String]) -> ExitCode {
             &["-p", "rquant-reference", "--tests"],
             "",
         ),
-        // Every x86 path at once: the target features make Miri's emulated CPU
-        // report AVX2, AVX-512 and VNNI, so all_paths() holds all five. Under
-        // Miri the VNNI tile's asm loop is replaced by its intrinsics twin
-        // (Miri cannot run asm!), and fp16 linear is skipped (no F16C in Miri).
         (
-            "x86 packing + kernels, every path (scalar, avx2, avxvnni, avx512, avx512vnni)",
+            &x86_what,
             &[
                 "-p",
                 "rquant-x86",
@@ -396,7 +589,7 @@ fn miri(args: &[String]) -> ExitCode {
                 "--",
                 "--nocapture",
             ],
-            "-C target-feature=+avx2,+fma,+f16c,+avx512f,+avx512bw,+avx512vl,+avx512vnni",
+            &x86_flags,
         ),
     ];
     for (what, pkg, rustflags) in runs {

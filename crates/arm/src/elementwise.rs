@@ -11,21 +11,21 @@ use rquant_core::numerics::{dequantize_val, inv_scale, quantize_val};
 use rquant_core::ops::{BinaryOp, MaxPool2dParams, OutQ, PoolGeometry};
 use rquant_core::{portable, QTensor, Result};
 
-use crate::isa::Isa;
+use crate::isa::Caps;
 
 fn pt(x: &QTensor<u8>) -> (f64, i64) {
     x.q_per_tensor().expect("validated per-tensor")
 }
 
 pub fn binary(
-    isa: Isa,
+    caps: Caps,
     op: BinaryOp,
     a: &QTensor<u8>,
     b: &QTensor<u8>,
     out: OutQ,
 ) -> Result<Vec<u8>> {
     #[cfg(target_arch = "aarch64")]
-    if isa >= Isa::Neon {
+    if caps.neon {
         let (sa, za) = pt(a);
         let (sb, zb) = pt(b);
         let inv = inv_scale(out.scale);
@@ -39,7 +39,7 @@ pub fn binary(
             mult: portable::mul_multiplier(sa, sb, out.scale),
             oz: out.zero_point as i32,
         };
-        // SAFETY: isa >= Neon was detected by the engine.
+        // SAFETY: NEON was detected by the engine (caps.neon).
         let done = unsafe { neon::binary(op, &p, a.int_repr(), b.int_repr(), &mut y) };
         // The tail (fewer than 8 values): portable's formulas, value by value.
         let pairs = a.int_repr()[done..].iter().zip(&b.int_repr()[done..]);
@@ -62,20 +62,20 @@ pub fn binary(
         }
         return Ok(y);
     }
-    let _ = isa;
+    let _ = caps;
     portable::binary(op, a, b, out)
 }
 
-pub fn relu(isa: Isa, x: &QTensor<u8>) -> Result<Vec<u8>> {
+pub fn relu(caps: Caps, x: &QTensor<u8>) -> Result<Vec<u8>> {
     #[cfg(target_arch = "aarch64")]
-    if isa >= Isa::Neon {
+    if caps.neon {
         let z = pt(x).1 as u8;
         let mut y = x.int_repr().to_vec();
-        // SAFETY: isa >= Neon was detected by the engine.
+        // SAFETY: NEON was detected by the engine (caps.neon).
         unsafe { neon::relu(&mut y, z) };
         return Ok(y);
     }
-    let _ = isa;
+    let _ = caps;
     portable::relu(x)
 }
 
@@ -100,20 +100,20 @@ fn max_pixel(src: &[u8], g: &PoolGeometry, p: &MaxPool2dParams, oy: usize, ox: u
 }
 
 pub fn max_pool2d(
-    isa: Isa,
+    caps: Caps,
     x: &QTensor<u8>,
     g: &PoolGeometry,
     p: &MaxPool2dParams,
 ) -> Result<Vec<u8>> {
     #[cfg(target_arch = "aarch64")]
-    if isa >= Isa::Neon {
+    if caps.neon {
         let xd = x.int_repr();
         let mut y = vec![0u8; g.n * g.c * g.oh * g.ow];
         for plane in 0..g.n * g.c {
             let src = &xd[plane * g.h * g.w..(plane + 1) * g.h * g.w];
             for oy in 0..g.oh {
                 let dst = &mut y[(plane * g.oh + oy) * g.ow..][..g.ow];
-                // SAFETY: isa >= Neon was detected by the engine.
+                // SAFETY: NEON was detected by the engine (caps.neon).
                 let mut ox = unsafe { neon::max_pool_row(src, g, p, oy, dst) };
                 while ox < g.ow {
                     dst[ox] = max_pixel(src, g, p, oy, ox);
@@ -123,30 +123,30 @@ pub fn max_pool2d(
         }
         return Ok(y);
     }
-    let _ = isa;
+    let _ = caps;
     portable::max_pool2d(x, g, p)
 }
 
-fn lut(isa: Isa, x: &QTensor<u8>, table: &[u8; 256]) -> Vec<u8> {
+fn lut(caps: Caps, x: &QTensor<u8>, table: &[u8; 256]) -> Vec<u8> {
     #[cfg(target_arch = "aarch64")]
-    if isa >= Isa::Neon {
+    if caps.neon {
         let mut y = x.int_repr().to_vec();
-        // SAFETY: isa >= Neon was detected by the engine.
+        // SAFETY: NEON was detected by the engine (caps.neon).
         unsafe { neon::lut(table, &mut y) };
         return y;
     }
-    let _ = isa;
+    let _ = caps;
     portable::apply_lut(table, x.int_repr())
 }
 
-pub fn hardswish(isa: Isa, x: &QTensor<u8>, out: OutQ) -> Result<Vec<u8>> {
+pub fn hardswish(caps: Caps, x: &QTensor<u8>, out: OutQ) -> Result<Vec<u8>> {
     let (s, z) = pt(x);
-    Ok(lut(isa, x, &portable::hardswish_lut(s, z, out)))
+    Ok(lut(caps, x, &portable::hardswish_lut(s, z, out)))
 }
 
-pub fn sigmoid(isa: Isa, x: &QTensor<u8>, out: OutQ) -> Result<Vec<u8>> {
+pub fn sigmoid(caps: Caps, x: &QTensor<u8>, out: OutQ) -> Result<Vec<u8>> {
     let (s, z) = pt(x);
-    Ok(lut(isa, x, &portable::sigmoid_lut(s, z, out)))
+    Ok(lut(caps, x, &portable::sigmoid_lut(s, z, out)))
 }
 
 #[cfg(target_arch = "aarch64")]

@@ -4,7 +4,7 @@
 //! the bias added last — so vectorising across columns (one lane per column)
 //! gives exactly the scalar bits.
 
-use crate::isa::Isa;
+use crate::isa::Caps;
 use crate::pack::NR;
 
 /// Packed fp16-rounded weights.
@@ -54,7 +54,7 @@ impl PackedF16 {
     }
 
     /// `[m][n]` outputs for x `[m][k]`.
-    pub fn run(&self, isa: Isa, x: &[f32], m: usize, threads: usize) -> Vec<f32> {
+    pub fn run(&self, caps: Caps, x: &[f32], m: usize, threads: usize) -> Vec<f32> {
         let rows: Vec<usize> = (0..m).collect();
         let chunk = m.div_ceil(threads.max(1)).max(1);
         let tasks: Vec<&[usize]> = rows.chunks(chunk).collect();
@@ -62,7 +62,7 @@ impl PackedF16 {
             let mut y = vec![0f32; rs.len() * self.n];
             for (t, &i) in rs.iter().enumerate() {
                 self.row(
-                    isa,
+                    caps,
                     &x[i * self.k..(i + 1) * self.k],
                     &mut y[t * self.n..(t + 1) * self.n],
                 );
@@ -72,14 +72,14 @@ impl PackedF16 {
         parts.concat()
     }
 
-    fn row(&self, isa: Isa, x: &[f32], y: &mut [f32]) {
+    fn row(&self, caps: Caps, x: &[f32], y: &mut [f32]) {
         let k = self.k;
         for p in 0..self.panels {
             let w = &self.data[p * k * NR..(p + 1) * k * NR];
             let mut acc = [0f32; NR];
             #[cfg(target_arch = "aarch64")]
-            let done = if isa >= Isa::Neon {
-                // SAFETY: NEON detected (isa >= Neon); w holds k*8 values.
+            let done = if caps.neon {
+                // SAFETY: NEON detected (caps.neon); w holds k*8 values.
                 unsafe { neon_panel(x, w, &mut acc) };
                 true
             } else {
@@ -87,7 +87,7 @@ impl PackedF16 {
             };
             #[cfg(not(target_arch = "aarch64"))]
             let done = {
-                let _ = isa;
+                let _ = caps;
                 false
             };
             if !done {

@@ -1,10 +1,14 @@
-//! ISA paths of the ARM engine and their runtime detection.
+//! ISA paths of the ARM engine and their runtime detection. A path is a
+//! name plus what it may use: its GEMM kernel table (`crate::table`) and
+//! whether its other code may use NEON ([`Caps`]); code asks those, never
+//! the order of the paths.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
-/// The kernel families of the ARM engine, lowest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// The kernel families of the ARM engine. [`Isa::ALL`] lists them from the
+/// most portable to the fastest; that order is only the preference used by
+/// `RQUANT_ISA` (a ceiling) and the default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Isa {
     /// Portable scalar code (any architecture): the same packing as `Neon`.
     Scalar,
@@ -14,6 +18,13 @@ pub enum Isa {
     Dotprod,
     /// ARMv8.6 int8 matrix multiply (`usmmla`).
     I8mm,
+}
+
+/// What a path's code outside the GEMM kernels may use (output stages,
+/// element-wise ops, depthwise conv, fp16 linear).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    pub neon: bool,
 }
 
 impl Isa {
@@ -32,65 +43,64 @@ impl Isa {
         Isa::ALL.into_iter().find(|i| i.name() == s)
     }
 
-    fn index(self) -> usize {
-        self as usize
+    pub fn caps(self) -> Caps {
+        Caps {
+            neon: self != Isa::Scalar,
+        }
+    }
+
+    /// Whether this CPU can run the path (runtime detection, once).
+    pub fn detected(self) -> bool {
+        static HAS: OnceLock<[bool; 4]> = OnceLock::new();
+        HAS.get_or_init(|| Isa::ALL.map(detect))[self.rank()]
+    }
+
+    /// Position in [`Isa::ALL`].
+    fn rank(self) -> usize {
+        Isa::ALL.iter().position(|&i| i == self).expect("listed")
     }
 }
 
-/// The best path this CPU supports, detected once.
-pub fn detected() -> Isa {
-    static BEST: OnceLock<Isa> = OnceLock::new();
-    *BEST.get_or_init(detect)
-}
-
 #[cfg(target_arch = "aarch64")]
-fn detect() -> Isa {
+fn detect(isa: Isa) -> bool {
     use std::arch::is_aarch64_feature_detected as has;
-    if has!("neon") && has!("dotprod") && has!("i8mm") {
-        Isa::I8mm
-    } else if has!("neon") && has!("dotprod") {
-        Isa::Dotprod
-    } else if has!("neon") {
-        Isa::Neon
-    } else {
-        Isa::Scalar
+    match isa {
+        Isa::Scalar => true,
+        Isa::Neon => has!("neon"),
+        Isa::Dotprod => has!("neon") && has!("dotprod"),
+        Isa::I8mm => has!("neon") && has!("dotprod") && has!("i8mm"),
     }
 }
 
 #[cfg(not(target_arch = "aarch64"))]
-fn detect() -> Isa {
-    Isa::Scalar
+fn detect(isa: Isa) -> bool {
+    isa == Isa::Scalar
 }
 
-/// Whether this CPU can run `isa` (every path below the detected one can).
+/// The best path this CPU supports.
+pub fn detected() -> Isa {
+    Isa::ALL
+        .into_iter()
+        .rev()
+        .find(|i| i.detected())
+        .unwrap_or(Isa::Scalar)
+}
+
+/// Whether this CPU can run `isa`.
 pub fn supported(isa: Isa) -> bool {
-    isa <= detected()
+    isa.detected()
 }
 
-/// The path the engine uses: the detected one, capped by `RQUANT_ISA`
-/// (`scalar|neon|dotprod|i8mm`; other values, e.g. x86 names, are ignored).
+/// The path the engine uses: the best detected one not after the path
+/// `RQUANT_ISA` names (`scalar|neon|dotprod|i8mm`; other values, e.g. x86
+/// names, are ignored).
 pub fn resolved() -> Isa {
-    let best = detected();
     match rquant_core::registry::requested_isa().and_then(|s| Isa::from_name(&s)) {
-        Some(req) => req.min(best),
-        None => best,
+        Some(req) => Isa::ALL
+            .into_iter()
+            .rev()
+            .find(|i| i.rank() <= req.rank() && i.detected())
+            .unwrap_or(Isa::Scalar),
+        None => detected(),
     }
-}
-
-static CALLS: [AtomicUsize; 4] = [
-    AtomicUsize::new(0),
-    AtomicUsize::new(0),
-    AtomicUsize::new(0),
-    AtomicUsize::new(0),
-];
-
-/// Count one GEMM tile task run with `isa`'s microkernel (for tests that must
-/// prove a path really ran).
-pub(crate) fn count_call(isa: Isa) {
-    CALLS[isa.index()].fetch_add(1, Ordering::Relaxed);
-}
-
-/// How many GEMM tile tasks ran `isa`'s microkernel in this process.
-pub fn kernel_calls(isa: Isa) -> usize {
-    CALLS[isa.index()].load(Ordering::Relaxed)
 }

@@ -11,30 +11,34 @@ use rquant_core::engine::{
     Backend, Checked, ConvCall, DynamicCall, GemmBackend, Int8Panels, LinearCall, MemoryBackend,
     Panels,
 };
+use rquant_core::gemm::{Kernel, Table};
 use rquant_core::ops::{BinaryOp, MaxPool2dParams, OutQ, PoolGeometry};
-use rquant_core::output::Requant;
 use rquant_core::registry::num_threads;
 use rquant_core::{
     Conv2dParams, Engine, PackedLinear, PackedLinearFp16, QTensor, QuantError, Result, Tensor,
 };
 
 mod elementwise;
-mod epilogue;
 mod fp16;
 mod gemm;
 mod isa;
 pub mod kernels;
 mod linear;
+mod output;
 mod pack;
+mod table;
 
-pub use isa::{kernel_calls, Isa};
+pub use isa::{Caps, Isa};
 
 use linear::{ConvPack, LinearPack};
 
-/// The ARM engine on one ISA path.
+/// The ARM engine on one ISA path: the path, what its code may use, and its
+/// GEMM kernel table (all proved by detection when the value was made).
 #[derive(Debug, Clone, Copy)]
 pub struct ArmEngine {
     isa: Isa,
+    caps: Caps,
+    gemm: Table,
 }
 
 impl ArmEngine {
@@ -42,9 +46,7 @@ impl ArmEngine {
     /// off AArch64.
     pub fn new() -> Option<ArmEngine> {
         if cfg!(target_arch = "aarch64") {
-            Some(ArmEngine {
-                isa: isa::resolved(),
-            })
+            ArmEngine::with_isa(isa::resolved())
         } else {
             None
         }
@@ -53,7 +55,11 @@ impl ArmEngine {
     /// The engine forced to `isa`, if this CPU can run it. `Isa::Scalar`
     /// exists on every architecture (portable code, for testing).
     pub fn with_isa(isa: Isa) -> Option<ArmEngine> {
-        isa::supported(isa).then_some(ArmEngine { isa })
+        isa::supported(isa).then(|| ArmEngine {
+            isa,
+            caps: isa.caps(),
+            gemm: table::gemm_table(isa),
+        })
     }
 
     /// The path this engine value runs.
@@ -80,11 +86,6 @@ pub fn all_paths() -> Vec<Engine> {
         .collect()
 }
 
-fn x_q(x: &QTensor<u8>) -> (f64, i32) {
-    let (s, z) = x.q_per_tensor().expect("validated per-tensor");
-    (s, z as i32)
-}
-
 fn not_ours(op: &'static str) -> QuantError {
     QuantError::invalid(op, "weights were not packed by the qnnpack engine")
 }
@@ -94,22 +95,10 @@ impl ArmEngine {
     /// for this path through, so anything else is an internal error.
     fn linear_pack<'a>(&self, op: &'static str, w: &'a PackedLinear) -> Result<&'a LinearPack> {
         match w.panels::<LinearPack>() {
-            Some(p) if p.b.isa == self.isa => Ok(p),
+            Some(p) if p.isa == self.isa => Ok(p),
             _ => Err(not_ours(op)),
         }
     }
-}
-
-/// The output stages here clamp at 255 and at either 0 or the output zero
-/// point (a fused ReLU; with a zero point of 0 the two are the same).
-fn relu_of(r: &Requant) -> Result<bool> {
-    if r.clamp.hi != 255 || (r.clamp.lo != 0 && r.clamp.lo as i32 != r.out_zp) {
-        return Err(QuantError::Unsupported {
-            op: "qnnpack output stage",
-            detail: format!("clamp {:?}", r.clamp),
-        });
-    }
-    Ok(r.clamp.lo != 0)
 }
 
 impl Backend for ArmEngine {
@@ -130,33 +119,17 @@ impl Backend for ArmEngine {
 
 impl GemmBackend for ArmEngine {
     fn pack_linear(&self, w: &QTensor<i8>, _: Checked) -> Result<Box<dyn Int8Panels>> {
-        Ok(Box::new(LinearPack::new(self.isa, w)))
+        Ok(Box::new(LinearPack::new(self.isa, self.gemm, w)))
     }
 
     fn linear(&self, c: &LinearCall<'_>) -> Result<Vec<u8>> {
         let p = self.linear_pack("linear", c.w)?;
-        Ok(linear::linear(
-            p,
-            c.x.int_repr(),
-            c.m,
-            x_q(c.x),
-            c.w.bias(),
-            c.out,
-            relu_of(c.requant)?,
-            num_threads(),
-        ))
+        Ok(linear::linear(self.caps, p, c, num_threads()))
     }
 
     fn linear_dynamic(&self, c: &DynamicCall<'_>) -> Result<Vec<f32>> {
         let p = self.linear_pack("linear_dynamic", c.w)?;
-        Ok(linear::linear_dynamic(
-            p,
-            c.x,
-            c.m,
-            c.w.bias(),
-            c.code,
-            num_threads(),
-        ))
+        Ok(linear::linear_dynamic(self.caps, p, c, num_threads()))
     }
 
     fn pack_linear_fp16(
@@ -179,7 +152,7 @@ impl GemmBackend for ArmEngine {
         let p = w
             .panels::<fp16::PackedF16>()
             .ok_or_else(|| not_ours("linear_dynamic_fp16"))?;
-        Ok(p.run(self.isa, x, m, num_threads()))
+        Ok(p.run(self.caps, x, m, num_threads()))
     }
 
     fn pack_conv2d(
@@ -188,7 +161,12 @@ impl GemmBackend for ArmEngine {
         params: Conv2dParams,
         _: Checked,
     ) -> Result<Box<dyn Int8Panels>> {
-        Ok(Box::new(ConvPack::new(self.isa, w, params.groups)))
+        Ok(Box::new(ConvPack::new(
+            self.isa,
+            self.gemm,
+            w,
+            params.groups,
+        )))
     }
 
     fn conv2d(&self, c: &ConvCall<'_>) -> Result<Vec<u8>> {
@@ -196,16 +174,11 @@ impl GemmBackend for ArmEngine {
             Some(p) if p.isa == self.isa => p,
             _ => return Err(not_ours("conv2d")),
         };
-        Ok(linear::conv2d(
-            p,
-            c.x.int_repr(),
-            c.g,
-            x_q(c.x),
-            c.w.bias(),
-            c.out,
-            relu_of(c.requant)?,
-            num_threads(),
-        ))
+        Ok(linear::conv2d(self.caps, p, c, num_threads()))
+    }
+
+    fn gemm_kernels(&self) -> &'static [Kernel] {
+        self.gemm.kernels()
     }
 }
 
@@ -218,11 +191,11 @@ impl MemoryBackend for ArmEngine {
         out: OutQ,
         _: Checked,
     ) -> Result<Vec<u8>> {
-        elementwise::binary(self.isa, op, a, b, out)
+        elementwise::binary(self.caps, op, a, b, out)
     }
 
     fn relu(&self, x: &QTensor<u8>, _: Checked) -> Result<Vec<u8>> {
-        elementwise::relu(self.isa, x)
+        elementwise::relu(self.caps, x)
     }
 
     fn max_pool2d(
@@ -236,15 +209,15 @@ impl MemoryBackend for ArmEngine {
         if x.memory_format() != rquant_core::MemoryFormat::Contiguous {
             return rquant_core::portable::max_pool2d(x, g, p);
         }
-        elementwise::max_pool2d(self.isa, x, g, p)
+        elementwise::max_pool2d(self.caps, x, g, p)
     }
 
     fn hardswish(&self, x: &QTensor<u8>, out: OutQ, _: Checked) -> Result<Vec<u8>> {
-        elementwise::hardswish(self.isa, x, out)
+        elementwise::hardswish(self.caps, x, out)
     }
 
     fn sigmoid(&self, x: &QTensor<u8>, out: OutQ, _: Checked) -> Result<Vec<u8>> {
-        elementwise::sigmoid(self.isa, x, out)
+        elementwise::sigmoid(self.caps, x, out)
     }
 }
 

@@ -1,20 +1,22 @@
-//! Quantized linear and conv2d on top of the GEMM driver.
+//! Quantized linear and conv2d on the shared GEMM driver.
 
-use rquant_core::numerics::{bias_term, quantize_val, RequantChannel};
-use rquant_core::ops::{ConvGeometry, OutQ};
+use rquant_core::engine::{ConvCall, DynamicCall, LinearCall};
+use rquant_core::gemm::{Gemm, PackedB, Store, Table};
+use rquant_core::numerics::quantize_val;
+use rquant_core::ops::ConvGeometry;
+use rquant_core::portable::Code8;
 use rquant_core::QTensor;
 
-use crate::epilogue::Output;
-use crate::gemm::{self, ASource};
-use crate::isa::Isa;
-use crate::pack::{PackedB, NR};
+use crate::gemm;
+use crate::isa::{Caps, Isa};
+use crate::output::{requant_run, shifted, Channel, FloatStage, RawOut, RequantStage};
 
-/// Engine payload of a packed linear weight.
+/// Engine payload of a packed linear weight: the shared GEMM panels of this
+/// path's kernel.
 #[derive(Debug)]
 pub struct LinearPack {
+    pub isa: Isa,
     pub b: PackedB,
-    pub scales: Vec<f64>,
-    pub per_channel: bool,
 }
 
 /// Engine payload of a packed conv2d weight: one packed GEMM weight per
@@ -29,24 +31,11 @@ pub struct ConvPack {
     pub groups: Vec<PackedB>,
     /// Depthwise only: `[O][kh*kw]` of `w - w_zp`.
     pub dw: Option<Vec<i16>>,
-    pub scales: Vec<f64>,
-    pub per_channel: bool,
-}
-
-fn qparams_of(w: &QTensor<i8>) -> (Vec<f64>, Vec<i32>, bool) {
-    let n = w.shape()[0];
-    let (mut s, mut z) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    for c in 0..n {
-        let (sc, zp) = w.qparams().channel(c);
-        s.push(sc);
-        z.push(zp as i32);
-    }
-    (s, z, w.qparams().is_per_channel())
 }
 
 impl rquant_core::engine::Panels for LinearPack {
     fn bytes(&self) -> usize {
-        self.b.bytes() + self.scales.len() * 8
+        self.b.bytes()
     }
     fn as_any(&self) -> &dyn std::any::Any {
         self
@@ -63,7 +52,7 @@ impl rquant_core::engine::Panels for ConvPack {
     fn bytes(&self) -> usize {
         self.groups.iter().map(PackedB::bytes).sum::<usize>()
             + self.dw.as_ref().map_or(0, |d| d.len() * 2)
-            + self.scales.len() * 12
+            + self.wz.len() * 4
     }
     fn as_any(&self) -> &dyn std::any::Any {
         self
@@ -97,13 +86,11 @@ impl rquant_core::engine::Int8Panels for ConvPack {
 }
 
 impl LinearPack {
-    pub fn new(isa: Isa, w: &QTensor<i8>) -> LinearPack {
+    pub fn new(isa: Isa, table: Table, w: &QTensor<i8>) -> LinearPack {
         let (n, k) = (w.shape()[0], w.shape()[1]);
-        let (scales, wz, per_channel) = qparams_of(w);
         LinearPack {
-            b: PackedB::new(isa, w.int_repr(), n, k, &wz),
-            scales,
-            per_channel,
+            isa,
+            b: PackedB::new(table, w.int_repr(), n, k),
         }
     }
 }
@@ -111,20 +98,12 @@ impl LinearPack {
 impl ConvPack {
     /// Weights `[O][cg][kh][kw]` reordered to `[O][kh][kw][cg]` (the order of
     /// the indirection rows) and packed per group.
-    pub fn new(isa: Isa, w: &QTensor<i8>, groups: usize) -> ConvPack {
+    pub fn new(isa: Isa, table: Table, w: &QTensor<i8>, groups: usize) -> ConvPack {
         let [o, cg, kh, kw] = [w.shape()[0], w.shape()[1], w.shape()[2], w.shape()[3]];
         let rest = cg * kh * kw;
         let og = o / groups;
-        let (scales, wz, per_channel) = qparams_of(w);
+        let wz: Vec<i32> = (0..o).map(|c| w.qparams().channel(c).1 as i32).collect();
         let wd = w.int_repr();
-        let mut reordered = vec![0i8; wd.len()];
-        for oc in 0..o {
-            for ic in 0..cg {
-                for t in 0..kh * kw {
-                    reordered[oc * rest + t * cg + ic] = wd[oc * rest + ic * kh * kw + t];
-                }
-            }
-        }
         if cg == 1 {
             let dw = wd
                 .iter()
@@ -137,19 +116,23 @@ impl ConvPack {
                 wz,
                 groups: Vec::new(),
                 dw: Some(dw),
-                scales,
-                per_channel,
             };
+        }
+        let mut reordered = vec![0i8; wd.len()];
+        for oc in 0..o {
+            for ic in 0..cg {
+                for t in 0..kh * kw {
+                    reordered[oc * rest + t * cg + ic] = wd[oc * rest + ic * kh * kw + t];
+                }
+            }
         }
         let packs = (0..groups)
             .map(|g| {
-                let rows = g * og..(g + 1) * og;
                 PackedB::new(
-                    isa,
-                    &reordered[rows.start * rest..rows.end * rest],
+                    table,
+                    &reordered[g * og * rest..(g + 1) * og * rest],
                     og,
                     rest,
-                    &wz[rows],
                 )
             })
             .collect();
@@ -159,107 +142,102 @@ impl ConvPack {
             wz,
             groups: packs,
             dw: None,
-            scales,
-            per_channel,
         }
     }
 }
 
-/// Per-column bias terms and multipliers of the static pipeline for output
-/// channels `c0..c0+n`, zero-padded to whole panels.
-fn static_columns(
-    x_scale: f64,
-    scales: &[f64],
-    per_channel: bool,
-    bias: Option<&[f32]>,
-    out: OutQ,
-    c0: usize,
-    n: usize,
-) -> (Vec<f32>, Vec<f32>) {
-    let len = n.div_ceil(NR) * NR;
-    let (mut bt, mut mult) = (vec![0f32; len], vec![0f32; len]);
-    for j in 0..n {
-        let ch = RequantChannel::new(x_scale, scales[c0 + j], out.scale);
-        mult[j] = ch.multiplier;
-        bt[j] = bias.map_or(0.0, |b| {
-            bias_term(b[c0 + j], ch.act_times_w_scale, per_channel)
-        });
-    }
-    (bt, mult)
-}
-
 /// Static quantized linear: `[m][n]` quint8.
-#[allow(clippy::too_many_arguments)]
-pub fn linear(
-    p: &LinearPack,
-    x: &[u8],
-    m: usize,
-    x_q: (f64, i32),
-    bias: Option<&[f32]>,
-    out: OutQ,
-    relu: bool,
-    threads: usize,
-) -> Vec<u8> {
-    let (bt, mult) = static_columns(x_q.0, &p.scales, p.per_channel, bias, out, 0, p.b.n);
-    let pipe = Output::Static {
-        bias: &bt,
-        mult: &mult,
-        zp: out.zero_point as i32,
-        relu,
+pub fn linear(caps: Caps, p: &LinearPack, c: &LinearCall<'_>, threads: usize) -> Vec<u8> {
+    let (b, r) = (&p.b, c.requant);
+    let (m, n, k) = (c.m, b.n(), b.k());
+    let x = c.x.int_repr();
+    // Every ARM kernel is exact for every input: the activations' maximum
+    // is never asked for.
+    let layout = b.select(|| 255);
+    let len = m * n;
+    let mut y = Vec::with_capacity(len);
+    let stage = RequantStage {
+        caps,
+        r,
+        colterm: shifted(&r.zp, layout.kernel.a_shift, c.w.col_sums()),
+        col0: 0,
+        out: RawOut::uninit(&mut y.spare_capacity_mut()[..len]),
+        store: Store::Rows { base: 0, ld: n },
     };
-    gemm::gemm::<u8>(ASource::Dense(x), m, x_q.1, &p.b, &pipe, threads)
+    let fill = |i: usize, dst: &mut [u8]| dst.copy_from_slice(&x[i * k..(i + 1) * k]);
+    gemm::run(
+        &Gemm {
+            b,
+            layout,
+            m,
+            fill: &fill,
+            row_sums: !r.zp.zw_all_zero,
+            stage: &stage,
+        },
+        threads,
+    );
+    // SAFETY: the GEMM's tiles cover every (row, column) of the m×n output
+    // once, and the stage stores every element of each tile.
+    unsafe { y.set_len(len) };
+    y
 }
 
-/// Dynamic linear: quantize x with PyTorch's chooser, GEMM, float output.
-pub fn linear_dynamic(
-    p: &LinearPack,
-    x: &[f32],
-    m: usize,
-    bias: Option<&[f32]>,
-    code: rquant_core::portable::Code8,
-    threads: usize,
-) -> Vec<f32> {
-    // The front end chose the activation's qparams (`code`) from its range.
-    let xq = quantize_u8(p.b.isa, x, code.inv, code.zp as i64);
-    let len = p.b.panels * NR;
-    let mut sp = vec![0f32; len];
-    for (s, &ws) in sp.iter_mut().zip(&p.scales) {
-        *s = code.scale * (ws as f32);
-    }
-    let bias_p = bias.map(|b| {
-        let mut v = b.to_vec();
-        v.resize(len, 0.0);
-        v
-    });
-    let pipe = Output::Dynamic {
-        sp: &sp,
-        bias: bias_p.as_deref(),
+/// Dynamic linear: the activations quantized (with the front end's qparams)
+/// while they are packed, GEMM, float output.
+pub fn linear_dynamic(caps: Caps, p: &LinearPack, c: &DynamicCall<'_>, threads: usize) -> Vec<f32> {
+    let (b, d) = (&p.b, c.dequant);
+    let (m, n, k) = (c.m, b.n(), b.k());
+    let layout = b.select(|| c.x_max);
+    let len = m * n;
+    let mut y = Vec::with_capacity(len);
+    let stage = FloatStage {
+        caps,
+        d,
+        colterm: shifted(&d.zp, layout.kernel.a_shift, c.w.col_sums()),
+        bias: c.w.bias(),
+        out: RawOut::uninit(&mut y.spare_capacity_mut()[..len]),
+        store: Store::Rows { base: 0, ld: n },
     };
-    gemm::gemm::<f32>(ASource::Dense(&xq), m, code.zp, &p.b, &pipe, threads)
+    let (x, code) = (c.x, c.code);
+    let fill = |i: usize, dst: &mut [u8]| quantize_u8(caps, &x[i * k..(i + 1) * k], code, dst);
+    gemm::run(
+        &Gemm {
+            b,
+            layout,
+            m,
+            fill: &fill,
+            row_sums: !d.zp.zw_all_zero,
+            stage: &stage,
+        },
+        threads,
+    );
+    // SAFETY: the GEMM's tiles cover every (row, column) of the m×n output
+    // once, and the stage stores every element of each tile.
+    unsafe { y.set_len(len) };
+    y
 }
 
 /// `quantize_val::<u8>(inv, zp, v)` for every v (NEON: 8 per step, `fmul`
 /// then `fcvtns` round half to even, saturating `+ zp`, clamp to [0, 255] —
 /// the scalar formula's bits, its i64 saturation included, since every value
 /// beyond i32 clamps to 0 or 255 either way).
-fn quantize_u8(isa: Isa, x: &[f32], inv: f32, zp: i64) -> Vec<u8> {
-    let mut y = vec![0u8; x.len()];
+fn quantize_u8(caps: Caps, x: &[f32], code: Code8, y: &mut [u8]) {
+    let (inv, zp) = (code.inv, code.zp as i64);
     #[cfg(target_arch = "aarch64")]
-    let done = if isa >= Isa::Neon {
-        // SAFETY: isa >= Neon was detected by the engine.
-        unsafe { quantize_u8_neon(x, inv, zp as i32, &mut y) }
+    let done = if caps.neon {
+        // SAFETY: NEON detected (caps come from an engine value).
+        unsafe { quantize_u8_neon(x, inv, zp as i32, y) }
     } else {
         0
     };
     #[cfg(not(target_arch = "aarch64"))]
     let done = {
-        let _ = isa;
+        let _ = caps;
         0
     };
     for (d, &v) in y[done..].iter_mut().zip(&x[done..]) {
         *d = quantize_val::<u8>(inv, zp, v);
     }
-    y
 }
 
 /// The leading multiple of 8 of [`quantize_u8`]; returns how many were done.
@@ -324,13 +302,13 @@ fn indirection(g: &ConvGeometry) -> Vec<usize> {
 
 /// One image's group of channels, pixel-major (`[h*w][cg]`), followed by
 /// one row of `cg` zero points for the padding taps.
-fn nhwc_group(xd: &[u8], g: &ConvGeometry, b: usize, grp: usize, xz: u8, dst: &mut Vec<u8>) {
+fn nhwc_group(xd: &[u8], g: &ConvGeometry, img: usize, grp: usize, xz: u8, dst: &mut Vec<u8>) {
     let cg = g.c_per_group();
     let hw = g.h * g.w;
     dst.clear();
     dst.resize((hw + 1) * cg, xz);
     for icg in 0..cg {
-        let plane = &xd[(b * g.c + grp * cg + icg) * hw..][..hw];
+        let plane = &xd[(img * g.c + grp * cg + icg) * hw..][..hw];
         for (px, &v) in plane.iter().enumerate() {
             dst[px * cg + icg] = v;
         }
@@ -339,72 +317,73 @@ fn nhwc_group(xd: &[u8], g: &ConvGeometry, b: usize, grp: usize, xz: u8, dst: &m
 
 /// Static quantized conv2d (NCHW): per image and group, a pixel-major copy of
 /// the input and a shared indirection buffer feed the GEMM's A packing (no
-/// im2col matrix); weights are packed in the matching `[ky][kx][ic]` order.
-#[allow(clippy::too_many_arguments)]
-pub fn conv2d(
-    p: &ConvPack,
-    x: &[u8],
-    g: &ConvGeometry,
-    x_q: (f64, i32),
-    bias: Option<&[f32]>,
-    out: OutQ,
-    relu: bool,
-    threads: usize,
-) -> Vec<u8> {
+/// im2col matrix); weights are packed in the matching `[ky][kx][ic]` order;
+/// the output tiles are stored transposed, straight into the NCHW planes.
+pub fn conv2d(caps: Caps, p: &ConvPack, c: &ConvCall<'_>, threads: usize) -> Vec<u8> {
     if let Some(dw) = &p.dw {
-        return depthwise(p, dw, x, g, x_q, bias, out, relu, threads);
+        return depthwise(caps, dw, c, threads);
     }
+    let (g, r) = (c.g, c.requant);
+    let xz = c.x.q_per_tensor().expect("validated per-tensor").1 as u8;
+    let x = c.x.int_repr();
     let og = g.o_per_group();
     let np = g.oh * g.ow;
     let taps = g.kh * g.kw;
     let cg = g.c_per_group();
     let offsets = indirection(g);
     let mut src = Vec::new();
-    let mut y = vec![0u8; g.n * g.o * np];
-    for (grp, pb) in p.groups.iter().enumerate() {
-        let (bt, mult) = static_columns(x_q.0, &p.scales, p.per_channel, bias, out, grp * og, og);
-        let pipe = Output::Static {
-            bias: &bt,
-            mult: &mult,
-            zp: out.zero_point as i32,
-            relu,
-        };
-        for b in 0..g.n {
-            nhwc_group(x, g, b, grp, x_q.1 as u8, &mut src);
-            let a = ASource::Indirect {
-                src: &src,
-                offsets: &offsets,
-                taps,
-                cg,
-            };
-            let c = gemm::gemm::<u8>(a, np, x_q.1, pb, &pipe, threads);
-            for j in 0..og {
-                let dst = &mut y[(b * g.o + grp * og + j) * np..][..np];
-                for (px, d) in dst.iter_mut().enumerate() {
-                    *d = c[px * og + j];
+    let len = g.n * g.o * np;
+    let mut y: Vec<u8> = Vec::with_capacity(len);
+    for (grp, b) in p.groups.iter().enumerate() {
+        let layout = b.select(|| 255);
+        let colterm = shifted(&r.zp, layout.kernel.a_shift, c.w.col_sums());
+        for img in 0..g.n {
+            nhwc_group(x, g, img, grp, xz, &mut src);
+            let src = &src;
+            let fill = |px: usize, dst: &mut [u8]| {
+                for (t, &off) in offsets[px * taps..(px + 1) * taps].iter().enumerate() {
+                    dst[t * cg..(t + 1) * cg].copy_from_slice(&src[off..off + cg]);
                 }
-            }
+            };
+            let stage = RequantStage {
+                caps,
+                r,
+                colterm: std::borrow::Cow::Borrowed(&colterm[..]),
+                col0: grp * og,
+                out: RawOut::uninit(&mut y.spare_capacity_mut()[..len]),
+                // Pixel rows, channel columns: the group's planes of the image.
+                store: Store::Cols {
+                    base: (img * g.o + grp * og) * np,
+                    ld: np,
+                },
+            };
+            gemm::run(
+                &Gemm {
+                    b,
+                    layout,
+                    m: np,
+                    fill: &fill,
+                    row_sums: !r.zp.zw_all_zero,
+                    stage: &stage,
+                },
+                threads,
+            );
         }
     }
+    // SAFETY: each (image, group) GEMM stored all of its og planes of np
+    // pixels; together they cover the n·o planes once.
+    unsafe { y.set_len(len) };
     y
 }
 
 /// Depthwise conv2d (one input channel per group, any channel multiplier):
-/// per output plane, exact accumulators row by row, then the per-channel
+/// per output plane, exact accumulators row by row, then the channel's
 /// requantization; planes are spread over the threads.
-#[allow(clippy::too_many_arguments)]
-fn depthwise(
-    p: &ConvPack,
-    dw: &[i16],
-    x: &[u8],
-    g: &ConvGeometry,
-    x_q: (f64, i32),
-    bias: Option<&[f32]>,
-    out: OutQ,
-    relu: bool,
-    threads: usize,
-) -> Vec<u8> {
+fn depthwise(caps: Caps, dw: &[i16], c: &ConvCall<'_>, threads: usize) -> Vec<u8> {
     use crate::kernels::dwconv_u8i8_kxk_scalar::{self as dws, DwGeom};
+    let (g, r) = (c.g, c.requant);
+    let xz = c.x.q_per_tensor().expect("validated per-tensor").1 as i32;
+    let x = c.x.int_repr();
     let geom = DwGeom {
         h: g.h,
         w: g.w,
@@ -417,14 +396,12 @@ fn depthwise(
         dilation: g.params.dilation,
     };
     let og = g.o_per_group();
-    let (bt, mult) = static_columns(x_q.0, &p.scales, p.per_channel, bias, out, 0, g.o);
     let taps = g.kh * g.kw;
     let np = g.oh * g.ow;
     let planes: Vec<usize> = (0..g.n * g.o).collect();
     let chunk = planes.len().div_ceil(threads.max(1) * 4).max(1);
     let tasks: Vec<&[usize]> = planes.chunks(chunk).collect();
-    let isa = p.isa;
-    let parts = crate::gemm::run_tasks(threads, tasks, |ps| {
+    let parts = gemm::run_tasks(threads, tasks, |ps| {
         let mut y = vec![0u8; ps.len() * np];
         let mut acc = vec![0i32; g.ow];
         for (t, &pl) in ps.iter().enumerate() {
@@ -432,36 +409,25 @@ fn depthwise(
             let ic = oc / og;
             let plane = &x[(b * g.c + ic) * g.h * g.w..][..g.h * g.w];
             let w = &dw[oc * taps..(oc + 1) * taps];
+            let ch = Channel {
+                bt: r.bias_term[oc],
+                mult: r.mult[oc],
+                zp: r.out_zp,
+                clamp: r.clamp,
+            };
             for oy in 0..g.oh {
                 let dst = &mut y[t * np + oy * g.ow..][..g.ow];
                 #[cfg(target_arch = "aarch64")]
-                if isa >= Isa::Neon {
-                    // SAFETY: isa >= Neon was detected by the engine.
+                if caps.neon {
+                    // SAFETY: NEON detected (caps come from an engine value).
                     unsafe {
-                        crate::kernels::dwconv_u8i8_kxk_neon::row(
-                            &geom, plane, x_q.1, w, oy, &mut acc,
-                        );
-                        crate::epilogue::neon::requant_run(
-                            &acc,
-                            bt[oc],
-                            mult[oc],
-                            out.zero_point as i32,
-                            relu,
-                            dst,
-                        );
-                    }
+                        crate::kernels::dwconv_u8i8_kxk_neon::row(&geom, plane, xz, w, oy, &mut acc)
+                    };
+                    requant_run(caps, &acc, &ch, dst);
                     continue;
                 }
-                let _ = isa;
-                dws::row(&geom, plane, x_q.1, w, oy, &mut acc);
-                crate::epilogue::requant_run_scalar(
-                    &acc,
-                    bt[oc],
-                    mult[oc],
-                    out.zero_point as i32,
-                    relu,
-                    dst,
-                );
+                dws::row(&geom, plane, xz, w, oy, &mut acc);
+                requant_run(caps, &acc, &ch, dst);
             }
         }
         y

@@ -1,8 +1,9 @@
 //! Proves which ISA path ran: with `RQUANT_EXPECT_ISA=<path>` (set by
-//! ci/arm.sh per QEMU_CPU) the engine must resolve exactly that path and its
-//! microkernel must actually execute, so a silently skipped path fails CI.
+//! ci/arm.sh per QEMU_CPU) the engine must resolve exactly that path and
+//! every microkernel of its kernel table must actually execute (its call
+//! counter moves), so a silently skipped path fails CI.
 
-use rquant_arm::{kernel_calls, ArmEngine, Isa};
+use rquant_arm::{ArmEngine, Isa};
 use rquant_core::{QParams, QTensor};
 
 #[test]
@@ -22,7 +23,9 @@ fn resolved_path_is_the_expected_one_and_runs() {
     assert!(paths.contains(&want.name()), "all_paths {paths:?}");
     assert_eq!(ArmEngine::new().map(|e| e.path()), Some(want));
 
-    let before = kernel_calls(want);
+    let kernels = e.gemm_kernels();
+    assert!(!kernels.is_empty(), "no GEMM kernels on {want:?}");
+    let before: Vec<usize> = kernels.iter().map(|k| k.calls()).collect();
     let w =
         QTensor::from_int_repr(vec![9, 20], vec![3i8; 180], QParams::per_tensor(0.1, 1)).unwrap();
     let x =
@@ -31,8 +34,14 @@ fn resolved_path_is_the_expected_one_and_runs() {
     let y = e.linear(&x, &pw, 1.0, 0, false).unwrap();
     // acc = 20 · 195 · 2 = 7800; · 0.01 = 78.
     assert!(y.int_repr().iter().all(|&v| v == 78), "{:?}", y.int_repr());
-    assert!(
-        kernel_calls(want) > before,
-        "the {want:?} microkernel did not run"
-    );
+    for (k, b) in kernels.iter().zip(before) {
+        eprintln!("{want:?}: {} ran {} times", k.name, k.calls() - b);
+        assert!(
+            k.calls() > b,
+            "the {want:?} microkernel {} did not run",
+            k.name
+        );
+    }
+    // And every kernel of the table on the shared tester's data.
+    rquant_testkit::sweep_kernels_ran(&e);
 }

@@ -342,6 +342,8 @@ fn thread_counts_give_identical_results() {
     }
 }
 
+/// Weights packed on one path are refused by another, naming both (never
+/// silently repacked), and repacked visibly give the same bits.
 #[test]
 fn weights_packed_by_another_path_are_repacked() {
     let mut rng = Rng(0x4242_4242_4242_4242);
@@ -356,11 +358,19 @@ fn weights_packed_by_another_path_are_repacked() {
     for (pi, packer) in &ps {
         let pw = packer.pack_linear(w.clone(), None).unwrap();
         for (ri, runner) in &ps {
-            let got = runner.linear(&x, &pw, 0.3, 0, false).unwrap();
+            if pi != ri {
+                let err = runner.linear(&x, &pw, 0.3, 0, false).unwrap_err();
+                assert!(
+                    matches!(err, rquant_core::QuantError::WrongEngine { .. }),
+                    "packed by {pi:?}, run by {ri:?}: {err}"
+                );
+            }
+            let moved = runner.repack_linear(&pw).unwrap();
+            let got = runner.linear(&x, &moved, 0.3, 0, false).unwrap();
             assert_eq!(
                 got.int_repr(),
                 want.int_repr(),
-                "packed by {pi:?}, run by {ri:?}"
+                "packed by {pi:?}, repacked for {ri:?}"
             );
         }
     }

@@ -18,6 +18,7 @@ pub mod engine;
 pub mod error;
 pub mod exp;
 pub mod fake_quant;
+pub mod gemm;
 pub mod lsq;
 pub mod numerics;
 pub mod observer;

@@ -144,7 +144,14 @@ fn lstm(w: &Weights, p: &str, input: usize) -> Result<Rnn> {
         )?))
     };
     let g = 4 * HIDDEN;
-    let mut r = Rnn::new(RnnKind::Lstm, input, HIDDEN, 1, true, &mut rquant_nn::Rng(0));
+    let mut r = Rnn::new(
+        RnnKind::Lstm,
+        input,
+        HIDDEN,
+        1,
+        true,
+        &mut rquant_nn::Rng(0),
+    );
     r.layers = vec![RnnLayer {
         w_ih: t("weight_ih_l0", &[g, input])?,
         w_hh: t("weight_hh_l0", &[g, HIDDEN])?,

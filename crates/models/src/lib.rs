@@ -9,6 +9,9 @@
 //!   safetensors), fp32 or through `rquant_nn::quantize_dynamic`.
 //! - [`math`]: the float pieces the encoder needs that `rquant-nn` does not
 //!   have: an accurate `erf`/GELU, LayerNorm, masked softmax.
+//! - [`vision`]: torchvision's quantizable vision models (ResNet, ResNeXt,
+//!   MobileNetV2, GoogLeNet, Inception-v3) with their state_dict names and `fuse_model` recipes, fp32
+//!   weights from safetensors or the seeded formula ([`seeded`]).
 //! - [`weights`]: a memory-mapped safetensors reader that validates every
 //!   tensor's dtype and shape and names the file and tensor in its errors.
 
@@ -18,6 +21,7 @@ pub mod error;
 pub mod math;
 pub mod npy;
 pub mod seeded;
+pub mod vision;
 pub mod weights;
 
 pub use error::{Error, Result};

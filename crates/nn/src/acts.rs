@@ -27,14 +27,30 @@ pub enum ActFn {
     Sigmoid,
     Tanh,
     Hardsigmoid,
-    Elu { alpha: f32 },
-    LeakyRelu { negative_slope: f32 },
-    Hardtanh { min_val: f32, max_val: f32 },
-    Gelu { approximate: GeluApproximate },
+    Elu {
+        alpha: f32,
+    },
+    LeakyRelu {
+        negative_slope: f32,
+    },
+    Hardtanh {
+        min_val: f32,
+        max_val: f32,
+    },
+    Gelu {
+        approximate: GeluApproximate,
+    },
     /// `nn.Softmax(dim)` (negative dims count from the end).
-    Softmax { dim: i64 },
-    Celu { alpha: f32 },
-    Threshold { threshold: f32, value: f32 },
+    Softmax {
+        dim: i64,
+    },
+    Celu {
+        alpha: f32,
+    },
+    Threshold {
+        threshold: f32,
+        value: f32,
+    },
 }
 
 impl ActFn {
@@ -63,7 +79,9 @@ impl ActFn {
                 GeluApproximate::Tanh => "tanh",
             }}),
             ActFn::Softmax { dim } => json!({ "dim": dim }),
-            ActFn::Threshold { threshold, value } => json!({"threshold": threshold, "value": value}),
+            ActFn::Threshold { threshold, value } => {
+                json!({"threshold": threshold, "value": value})
+            }
             _ => json!({}),
         }
     }
@@ -78,10 +96,13 @@ impl ActFn {
             "LeakyReLU" => ActFn::LeakyRelu {
                 negative_slope: f("negative_slope")?,
             },
-            "Hardtanh" => ActFn::Hardtanh {
-                min_val: f("min_val")?,
-                max_val: f("max_val")?,
-            },
+            "Hardtanh" => {
+                let (min_val, max_val) = (f("min_val")?, f("max_val")?);
+                if !(min_val.is_finite() && max_val.is_finite()) {
+                    return Err(n.attr_error("min_val", "bounds must be finite"));
+                }
+                ActFn::Hardtanh { min_val, max_val }
+            }
             "GELU" => ActFn::Gelu {
                 approximate: GeluApproximate::from_name(n.get_str("approximate")?)
                     .ok_or_else(|| n.attr_error("approximate", "expected \"none\" or \"tanh\""))?,
@@ -136,7 +157,9 @@ pub fn softmax_f32(x: &Tensor, dim: i64) -> Result<Tensor> {
     for o in 0..outer {
         for i in 0..inner {
             let idx = |j: usize| (o * len + j) * inner + i;
-            let m = (0..len).map(|j| data[idx(j)]).fold(f32::NEG_INFINITY, f32::max);
+            let m = (0..len)
+                .map(|j| data[idx(j)])
+                .fold(f32::NEG_INFINITY, f32::max);
             let mut s = 0.0f32;
             for j in 0..len {
                 let e = (data[idx(j)] - m).exp();
@@ -313,7 +336,10 @@ impl Act {
         Ok(y)
     }
     pub fn forward_quant(&self, x: QTensor<u8>) -> Result<QTensor<u8>> {
-        let e = self.engine.as_ref().ok_or_else(|| no_engine(self.f.name()))?;
+        let e = self
+            .engine
+            .as_ref()
+            .ok_or_else(|| no_engine(self.f.name()))?;
         let (s, z) = x
             .q_per_tensor()
             .ok_or_else(|| bad("activation", "per-tensor input required"))?;
@@ -548,7 +574,10 @@ impl QAct {
         let obs = obs.ok_or_else(|| {
             NnError::module(
                 "",
-                format!("{} needs an observation of its output (prepare the model first)", a.f.name()),
+                format!(
+                    "{} needs an observation of its output (prepare the model first)",
+                    a.f.name()
+                ),
             )
         })?;
         let (scale, zero_point) = obs.qparams()?;
@@ -596,7 +625,8 @@ impl QAct {
             scale: n.scale()?,
             zero_point: n.zero_point()?,
         };
-        q.check().map_err(|e| n.attr_error("scale", e.to_string()))?;
+        q.check()
+            .map_err(|e| n.attr_error("scale", e.to_string()))?;
         Ok(q.into())
     }
 }
@@ -650,7 +680,10 @@ impl QPReLU {
     pub fn from_float(m: Module, obs: Option<Observation>, engine: &Engine) -> Result<Module> {
         let p: PReLU = m.expect_type("QPReLU::from_float")?;
         let obs = obs.ok_or_else(|| {
-            NnError::module("", "PReLU needs an observation of its output (prepare the model first)")
+            NnError::module(
+                "",
+                "PReLU needs an observation of its output (prepare the model first)",
+            )
         })?;
         let (scale, zero_point) = obs.qparams()?;
         // `nnq.PReLU.from_float`: the weight observer's qparams, as one
@@ -720,22 +753,28 @@ impl Layer for QPReLU {
 // ---------------------------------------------------------------- registration
 
 pub(crate) fn register_mappings(m: &mut Mappings) {
-    for t in [
-        "ELU",
-        "LeakyReLU",
-        "Softmax",
-        "Sigmoid",
-        "Tanh",
-        "Hardsigmoid",
-    ] {
+    for t in ["ELU", "LeakyReLU", "Softmax"] {
         m.set_static(t, true, QAct::from_float);
     }
+    // PyTorch leaves Sigmoid, Tanh and Hardsigmoid float and unobserved
+    // under PTQ: on quantized values their kernels give fixed qparams (the
+    // module types stay torch's; QAct has them for custom mappings). Under
+    // QAT they get the fixed-qparams fake quant below, dropped by convert.
+    for t in ["Sigmoid", "Tanh", "Hardsigmoid"] {
+        m.set_static(t, false, |m, _, e| {
+            let mut a: Act = m.expect_type("convert")?;
+            a.engine = Some(e.clone());
+            Ok(a.into())
+        });
+    }
     m.set_static("PReLU", true, QPReLU::from_float);
+    // `DEFAULT_MODULE_TO_ACT_POST_PROCESS`, which PyTorch's prepare applies
+    // to modules in training mode only.
     for (t, neg, qat_only) in [
-        ("Sigmoid", false, false),
-        ("Hardsigmoid", false, false),
+        ("Sigmoid", false, true),
+        ("Hardsigmoid", false, true),
         ("Softmax", false, true),
-        ("Tanh", true, false),
+        ("Tanh", true, true),
     ] {
         m.special_act.insert(
             t.to_string(),

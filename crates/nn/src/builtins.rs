@@ -26,6 +26,7 @@ impl Default for ModuleRegistry {
         crate::pools::register_loaders(&mut r);
         crate::workflow::register_loaders(&mut r);
         crate::embeddings::register_loaders(&mut r);
+        crate::movement::register_loaders(&mut r);
         r
     }
 }

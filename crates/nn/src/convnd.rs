@@ -58,7 +58,14 @@ pub fn out_len(i: usize, k: usize, s: usize, p: usize, d: usize) -> Option<usize
 }
 
 /// The transposed-conv output length `(i − 1)s − 2p + d(k − 1) + op + 1`.
-pub fn transposed_out_len(i: usize, k: usize, s: usize, p: usize, d: usize, op: usize) -> Option<usize> {
+pub fn transposed_out_len(
+    i: usize,
+    k: usize,
+    s: usize,
+    p: usize,
+    d: usize,
+    op: usize,
+) -> Option<usize> {
     let v = (i as i64 - 1) * s as i64 - 2 * p as i64 + d as i64 * (k as i64 - 1) + op as i64 + 1;
     (v > 0).then_some(v as usize)
 }
@@ -184,8 +191,7 @@ pub fn conv_backward_data(g: &Geo, n: usize, w: &[f32], gy: &[f32]) -> Vec<f32> 
                 &mut dcol,
                 ovol,
             );
-            let dxg =
-                &mut dx[(b * g.c + gi * cg) * g.ivol()..(b * g.c + (gi + 1) * cg) * g.ivol()];
+            let dxg = &mut dx[(b * g.c + gi * cg) * g.ivol()..(b * g.c + (gi + 1) * cg) * g.ivol()];
             col2im(g, &dcol, dxg);
         }
     }
@@ -266,10 +272,7 @@ impl ConvNdParams {
             ("output_padding", &self.output_padding),
         ] {
             if v.len() != dims {
-                return Err(bad(
-                    op,
-                    format!("{name} {v:?} must have {dims} entries"),
-                ));
+                return Err(bad(op, format!("{name} {v:?} must have {dims} entries")));
             }
         }
         if self.stride.contains(&0) || self.dilation.contains(&0) || self.groups == 0 {
@@ -512,7 +515,15 @@ pub fn conv_transpose_backward(
 mod tests {
     use super::*;
 
-    fn naive_conv1d(x: &[f32], w: &[f32], l: usize, k: usize, s: usize, p: usize, d: usize) -> Vec<f32> {
+    fn naive_conv1d(
+        x: &[f32],
+        w: &[f32],
+        l: usize,
+        k: usize,
+        s: usize,
+        p: usize,
+        d: usize,
+    ) -> Vec<f32> {
         let lo = out_len(l, k, s, p, d).unwrap();
         (0..lo)
             .map(|o| {

@@ -165,18 +165,28 @@ impl ConvNd {
         if s.len() != dims + 2 {
             return Err(bad(
                 op,
-                format!("{} weight {s:?} must have {} dimensions", kind.name(), dims + 2),
+                format!(
+                    "{} weight {s:?} must have {} dimensions",
+                    kind.name(),
+                    dims + 2
+                ),
             ));
         }
         let g = params.groups;
         let (cin, cout) = if kind.transposed() {
             if s[0] % g != 0 {
-                return Err(bad(op, format!("groups {g} must divide in_channels {}", s[0])));
+                return Err(bad(
+                    op,
+                    format!("groups {g} must divide in_channels {}", s[0]),
+                ));
             }
             (s[0], s[1] * g)
         } else {
             if s[0] % g != 0 {
-                return Err(bad(op, format!("groups {g} must divide out_channels {}", s[0])));
+                return Err(bad(
+                    op,
+                    format!("groups {g} must divide out_channels {}", s[0]),
+                ));
             }
             (s[1] * g, s[0])
         };
@@ -568,13 +578,15 @@ impl Layer for ConvNd {
     fn save(&self, out: &mut Saver) -> Result<J> {
         out.f32("weight", &self.weight.value);
         let b = out.bias(self.bias.as_ref().map(|b| b.value.data()));
-        let mut j = json!({ "bias": b, "params": convnd_json(&self.params), "freeze_bn": self.freeze_bn });
+        let mut j =
+            json!({ "bias": b, "params": convnd_json(&self.params), "freeze_bn": self.freeze_bn });
         if let Some(bn) = &self.bn {
             out.within("bn", |o| crate::resume::save_bn(bn, o));
         }
         if let Some(fq) = &self.weight_fake_quant {
-            j["weight_fake_quant"] =
-                out.within("weight_fake_quant", |o| crate::resume::save_fake_quant(fq, o))?;
+            j["weight_fake_quant"] = out.within("weight_fake_quant", |o| {
+                crate::resume::save_fake_quant(fq, o)
+            })?;
         }
         Ok(j)
     }
@@ -592,7 +604,11 @@ fn usize_list(n: &Node, j: &J, k: &str, dims: usize) -> Result<Vec<usize>> {
         .ok_or_else(|| n.attr_error(&format!("params.{k}"), "not an array"))?;
     let out: Vec<usize> = v
         .iter()
-        .map(|x| x.as_u64().filter(|&u| u <= i32::MAX as u64).map(|u| u as usize))
+        .map(|x| {
+            x.as_u64()
+                .filter(|&u| u <= i32::MAX as u64)
+                .map(|u| u as usize)
+        })
         .collect::<Option<_>>()
         .ok_or_else(|| {
             n.attr_error(
@@ -615,7 +631,8 @@ pub(crate) fn load_convnd_params(n: &Node, dims: usize) -> Result<ConvNdParams> 
         .get("groups")
         .and_then(J::as_u64)
         .filter(|&g| g > 0 && g <= i32::MAX as u64)
-        .ok_or_else(|| n.attr_error("params.groups", "not a positive integer"))? as usize;
+        .ok_or_else(|| n.attr_error("params.groups", "not a positive integer"))?
+        as usize;
     Ok(ConvNdParams {
         stride: usize_list(n, j, "stride", dims)?,
         padding: usize_list(n, j, "padding", dims)?,
@@ -883,8 +900,8 @@ impl QConvNd {
         let p = load_convnd_params(n, kind.dims())?;
         let w = n.qweight()?;
         let b = n.bias(n.get_bool("bias")?)?;
-        let packed =
-            PackedNd::pack(n.engine(), kind, w, b, &p).map_err(|e| n.tensor_error("weight", e.to_string()))?;
+        let packed = PackedNd::pack(n.engine(), kind, w, b, &p)
+            .map_err(|e| n.tensor_error("weight", e.to_string()))?;
         Ok(QConvNd {
             engine: n.engine().clone(),
             packed,

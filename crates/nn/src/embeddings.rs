@@ -58,14 +58,25 @@ pub fn table_from_parts(
                 EmbeddingBagTable::two_bit(rows, dim, codes, &s, &b)?
             }
         }
-        _ => return Err(bad("embedding", format!("{bits}-bit tables are not supported"))),
+        _ => {
+            return Err(bad(
+                "embedding",
+                format!("{bits}-bit tables are not supported"),
+            ))
+        }
     })
 }
 
 fn weight_2d(op: &'static str, w: &Tensor) -> Result<(usize, usize)> {
     match *w.shape() {
         [r, d] if r > 0 && d > 0 => Ok((r, d)),
-        _ => Err(bad(op, format!("weight must be a non-empty [rows, dim], got {:?}", w.shape()))),
+        _ => Err(bad(
+            op,
+            format!(
+                "weight must be a non-empty [rows, dim], got {:?}",
+                w.shape()
+            ),
+        )),
     }
 }
 
@@ -77,7 +88,8 @@ pub fn embedding_bag_byte_prepack(weight: &Tensor) -> Result<EmbeddingBagTable> 
     const OP: &str = "embedding_bag_byte_prepack";
     let (rows, dim) = weight_2d(OP, weight)?;
     crate::layers::check_finite_tensor(OP, weight)?;
-    let (mut codes, mut scales, mut biases) = (Vec::with_capacity(rows * dim), Vec::new(), Vec::new());
+    let (mut codes, mut scales, mut biases) =
+        (Vec::with_capacity(rows * dim), Vec::new(), Vec::new());
     for row in weight.data().chunks_exact(dim) {
         let mn = row.iter().copied().fold(f32::INFINITY, f32::min);
         let mx = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -109,10 +121,14 @@ pub fn embedding_bag_nbit_prepack(weight: &Tensor, bits: u8) -> Result<Embedding
     crate::layers::check_finite_tensor(op, weight)?;
     let per_byte = 8 / bits as usize;
     if dim % per_byte != 0 {
-        return Err(bad(op, format!("dim {dim} must be a multiple of {per_byte}")));
+        return Err(bad(
+            op,
+            format!("dim {dim} must be a multiple of {per_byte}"),
+        ));
     }
     let qmax = ((1u32 << bits) - 1) as f32;
-    let (mut codes, mut scales, mut biases) = (Vec::with_capacity(rows * dim), Vec::new(), Vec::new());
+    let (mut codes, mut scales, mut biases) =
+        (Vec::with_capacity(rows * dim), Vec::new(), Vec::new());
     for row in weight.data().chunks_exact(dim) {
         let mn = row.iter().copied().fold(f32::INFINITY, f32::min);
         let mx = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -194,7 +210,10 @@ pub fn quantize_embedding_weight(
         .clone()
         .ok_or_else(|| bad(OP, "the observer gave no float zero points"))?;
     if qp.scales.len() != rows || fzp.len() != rows {
-        return Err(bad(OP, format!("{} qparams for {rows} rows", qp.scales.len())));
+        return Err(bad(
+            OP,
+            format!("{} qparams for {rows} rows", qp.scales.len()),
+        ));
     }
     let qmax = ((1u32 << bits) - 1) as f32;
     let mut codes = Vec::with_capacity(rows * dim);
@@ -297,7 +316,14 @@ pub fn embedding_bag(
         ));
     }
     // The sum validates indices and offsets.
-    let sum = sum_op(engine, t, indices, offsets, per_sample_weights, include_last_offset)?;
+    let sum = sum_op(
+        engine,
+        t,
+        indices,
+        offsets,
+        per_sample_weights,
+        include_last_offset,
+    )?;
     let bounds = bag_bounds(offsets, indices.len(), include_last_offset);
     let d = t.dim();
     match mode {
@@ -516,8 +542,14 @@ impl EmbeddingBag {
     ) -> Result<Tensor> {
         const OP: &str = "EmbeddingBag";
         let n = indices.len();
-        if let Some(p) = indices.iter().position(|&i| i < 0 || i as usize >= self.num_embeddings) {
-            return Err(bad(OP, format!("indices[{p}] = {} out of range", indices[p])));
+        if let Some(p) = indices
+            .iter()
+            .position(|&i| i < 0 || i as usize >= self.num_embeddings)
+        {
+            return Err(bad(
+                OP,
+                format!("indices[{p}] = {} out of range", indices[p]),
+            ));
         }
         let bounds = bag_bounds(offsets, n, self.include_last_offset);
         if bounds.len() < 2
@@ -525,7 +557,10 @@ impl EmbeddingBag {
             || bounds.windows(2).any(|w| w[1] < w[0])
             || *bounds.last().expect("non-empty") != n
         {
-            return Err(bad(OP, format!("offsets {offsets:?} do not split {n} indices")));
+            return Err(bad(
+                OP,
+                format!("offsets {offsets:?} do not split {n} indices"),
+            ));
         }
         if let Some(w) = per_sample_weights {
             if self.mode != BagMode::Sum || w.len() != n {
@@ -631,7 +666,10 @@ fn rows_as_bags(op: &'static str, t: &Tensor, rows: usize) -> Result<(Vec<i64>, 
     let &[b, l] = t.shape() else {
         return Err(bad(
             op,
-            format!("forward takes [bags, length] ids (use forward_bags for offsets), got {:?}", t.shape()),
+            format!(
+                "forward takes [bags, length] ids (use forward_bags for offsets), got {:?}",
+                t.shape()
+            ),
         ));
     };
     let ids = ids_of(op, t, rows)?;
@@ -675,8 +713,9 @@ impl Layer for Embedding {
         out.f32("weight", &self.weight.value);
         let mut j = json!({});
         if let Some(fq) = &self.weight_fake_quant {
-            j["weight_fake_quant"] =
-                out.within("weight_fake_quant", |o| crate::resume::save_fake_quant(fq, o))?;
+            j["weight_fake_quant"] = out.within("weight_fake_quant", |o| {
+                crate::resume::save_fake_quant(fq, o)
+            })?;
         }
         Ok(j)
     }
@@ -726,10 +765,12 @@ impl Layer for EmbeddingBag {
     }
     fn save(&self, out: &mut Saver) -> Result<J> {
         out.f32("weight", &self.weight.value);
-        let mut j = json!({"mode": self.mode.name(), "include_last_offset": self.include_last_offset});
+        let mut j =
+            json!({"mode": self.mode.name(), "include_last_offset": self.include_last_offset});
         if let Some(fq) = &self.weight_fake_quant {
-            j["weight_fake_quant"] =
-                out.within("weight_fake_quant", |o| crate::resume::save_fake_quant(fq, o))?;
+            j["weight_fake_quant"] = out.within("weight_fake_quant", |o| {
+                crate::resume::save_fake_quant(fq, o)
+            })?;
         }
         Ok(j)
     }
@@ -779,7 +820,8 @@ impl QEmbedding {
     }
     fn build(m: Module, spec: QSpec, engine: &Engine) -> Result<Module> {
         let mut e: Embedding = m.expect_type("QEmbedding::from_float")?;
-        let table = quantize_embedding_weight(&e.weight.value, &spec, e.weight_fake_quant.as_mut())?;
+        let table =
+            quantize_embedding_weight(&e.weight.value, &spec, e.weight_fake_quant.as_mut())?;
         Ok(QEmbedding {
             engine: engine.clone(),
             table,
@@ -806,7 +848,8 @@ impl QEmbeddingBag {
     }
     fn build(m: Module, spec: QSpec, engine: &Engine) -> Result<Module> {
         let mut e: EmbeddingBag = m.expect_type("QEmbeddingBag::from_float")?;
-        let table = quantize_embedding_weight(&e.weight.value, &spec, e.weight_fake_quant.as_mut())?;
+        let table =
+            quantize_embedding_weight(&e.weight.value, &spec, e.weight_fake_quant.as_mut())?;
         Ok(QEmbeddingBag {
             engine: engine.clone(),
             table,
@@ -874,7 +917,12 @@ impl Layer for QEmbedding {
     fn forward(&mut self, x: Value) -> Result<Value> {
         let t = x.float("QuantizedEmbedding")?;
         let ids = ids_of("QuantizedEmbedding", &t, self.table.rows())?;
-        Ok(Value::F(embedding_lookup(&self.engine, &self.table, &ids, t.shape())?))
+        Ok(Value::F(embedding_lookup(
+            &self.engine,
+            &self.table,
+            &ids,
+            t.shape(),
+        )?))
     }
     fn weight(&self) -> Option<Tensor> {
         self.dequantized().ok()
@@ -943,8 +991,10 @@ pub(crate) fn register_mappings(m: &mut Mappings) {
     m.set_static("QATEmbedding", true, QEmbedding::from_float);
     m.set_static("EmbeddingBag", true, QEmbeddingBag::from_float);
     m.set_static("QATEmbeddingBag", true, QEmbeddingBag::from_float);
-    m.dynamic
-        .insert("Embedding".into(), std::sync::Arc::new(QEmbedding::from_float_dynamic));
+    m.dynamic.insert(
+        "Embedding".into(),
+        std::sync::Arc::new(QEmbedding::from_float_dynamic),
+    );
     m.dynamic.insert(
         "EmbeddingBag".into(),
         std::sync::Arc::new(QEmbeddingBag::from_float_dynamic),
@@ -966,7 +1016,8 @@ pub(crate) fn register_mappings(m: &mut Mappings) {
         Ok(m)
     }
     m.qat.insert("Embedding".into(), std::sync::Arc::new(qat));
-    m.qat.insert("EmbeddingBag".into(), std::sync::Arc::new(qat));
+    m.qat
+        .insert("EmbeddingBag".into(), std::sync::Arc::new(qat));
 }
 
 pub(crate) fn register_loaders(r: &mut ModuleRegistry) {

@@ -200,8 +200,7 @@ impl Linear {
         let (o, k) = (self.out_features, self.in_features);
         let dy0 = self.bn.as_mut().expect("bn").backward(g)?;
         let Some((sf, running_std, raw, scaled)) = self.cache_bn.take() else {
-            let (dx, dw, db) =
-                F::linear_backward(&x, self.weight.value.data(), o, k, &dy0, true)?;
+            let (dx, dw, db) = F::linear_backward(&x, self.weight.value.data(), o, k, &dy0, true)?;
             self.weight.accumulate(dw)?;
             if let Some(b) = &mut self.bias {
                 b.accumulate(db)?;
@@ -503,6 +502,10 @@ pub struct Conv2d {
     pub bias: Option<Param>,
     pub bn: Option<BatchNorm2d>,
     pub relu: bool,
+    /// A fused clamp `[min, max]` after the (batch norm and) conv: ReLU6
+    /// (`[0, 6]`) or `Hardtanh(min, max)` fused by `fuse_modules` — beyond
+    /// PyTorch, whose eager fusion has no conv + ReLU6. Exclusive with `relu`.
+    pub clamp: Option<(f32, f32)>,
     pub weight_fake_quant: Option<FakeQuantize>,
     /// QAT: BN statistics frozen (`freeze_bn_stats`).
     pub freeze_bn: bool,
@@ -579,6 +582,7 @@ impl Conv2d {
             bias: bias.map(Param::new),
             bn: None,
             relu: false,
+            clamp: None,
             weight_fake_quant: None,
             freeze_bn: false,
             training: false,
@@ -608,14 +612,38 @@ impl Conv2d {
             bn.training = self.training;
             y = bn.forward(y)?;
         }
-        if self.relu {
-            relu_inplace(&mut y);
-        }
+        self.activate(&mut y);
         if self.training {
             self.cache_x = Some(x);
-            self.cache_y = self.relu.then(|| y.clone());
+            self.cache_y = (self.relu || self.clamp.is_some()).then(|| y.clone());
         }
         Ok(y)
+    }
+
+    /// The fused activation: ReLU or the clamp.
+    fn activate(&self, y: &mut Tensor) {
+        if self.relu {
+            relu_inplace(y);
+        }
+        if let Some((lo, hi)) = self.clamp {
+            for v in y.data_mut() {
+                *v = v.clamp(lo, hi);
+            }
+        }
+    }
+
+    /// The fused activation's gradient mask, from its output `y`.
+    fn activation_mask(&self, g: &mut Tensor, y: &Tensor) {
+        match self.clamp {
+            Some((lo, hi)) => {
+                for (gv, &yv) in g.data_mut().iter_mut().zip(y.data()) {
+                    if yv <= lo || yv >= hi {
+                        *gv = 0.0;
+                    }
+                }
+            }
+            None => relu_mask(g, y),
+        }
     }
 
     /// `nniqat.ConvBn2d._forward_approximate`: fold gamma / running_std into
@@ -656,12 +684,10 @@ impl Conv2d {
             bn.training = self.training;
             bn.forward(y0)?
         };
-        if self.relu {
-            relu_inplace(&mut y);
-        }
+        self.activate(&mut y);
         if self.training {
             self.cache_x = Some(x);
-            self.cache_y = self.relu.then(|| y.clone());
+            self.cache_y = (self.relu || self.clamp.is_some()).then(|| y.clone());
             self.cache_fq = Some(FqCache {
                 w: fqo.w,
                 mask: fqo.mask,
@@ -681,7 +707,7 @@ impl Conv2d {
             .take()
             .ok_or_else(|| NnError::module("", "backward without a training forward"))?;
         if let Some(y) = self.cache_y.take() {
-            relu_mask(&mut g, &y);
+            self.activation_mask(&mut g, &y);
         }
         let fq = self.cache_fq.take().expect("cached with x");
         let qc = self.cache_qat.take().expect("cached with x");
@@ -714,11 +740,11 @@ impl Conv2d {
         for (i, v) in scaled.data_mut().iter_mut().enumerate() {
             *v *= qc.scale_factor[i / per];
         }
-        let dws = self
-            .weight_fake_quant
-            .as_mut()
-            .expect("qat")
-            .backward(&scaled, &Tensor::new(fq.w.shape().to_vec(), dws)?, &fq.mask)?;
+        let dws = self.weight_fake_quant.as_mut().expect("qat").backward(
+            &scaled,
+            &Tensor::new(fq.w.shape().to_vec(), dws)?,
+            &fq.mask,
+        )?;
         let mut dw = vec![0.0f32; dws.numel()];
         for (i, &d) in dws.data().iter().enumerate() {
             let ch = i / per;
@@ -745,7 +771,7 @@ impl Conv2d {
             .take()
             .ok_or_else(|| NnError::module("", "backward without a training forward"))?;
         if let Some(y) = self.cache_y.take() {
-            relu_mask(&mut g, &y);
+            self.activation_mask(&mut g, &y);
         }
         if let Some(bn) = &mut self.bn {
             g = bn.backward(g)?;
@@ -869,6 +895,7 @@ impl Activation {
     }
     /// On quantized input: ReLU and ReLU6 keep the input qparams (as PyTorch's
     /// quantized relu / hardtanh); Hardswish needs output qparams (convert).
+    /// (Hardsigmoid is [`crate::acts::Act`].)
     pub fn forward_quant(&self, x: QTensor<u8>) -> Result<QTensor<u8>> {
         match self.kind {
             ActKind::ReLU => Ok(self.engine.as_ref().ok_or_else(|| no_engine("ReLU"))?.relu(&x)?),
@@ -1268,12 +1295,21 @@ pub fn matmul_float(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let (m, k, n) = (sa[sa.len() - 2], sa[sa.len() - 1], sb[sb.len() - 1]);
     let (ba, bb) = (&sa[..sa.len() - 2], &sb[..sb.len() - 2]);
     let nd = ba.len().max(bb.len());
-    let dim = |s: &[usize], i: usize| if i + s.len() < nd { 1 } else { s[i + s.len() - nd] };
+    let dim = |s: &[usize], i: usize| {
+        if i + s.len() < nd {
+            1
+        } else {
+            s[i + s.len() - nd]
+        }
+    };
     let mut batch = Vec::with_capacity(nd);
     for i in 0..nd {
         let (x, y) = (dim(ba, i), dim(bb, i));
         if x != y && x != 1 && y != 1 {
-            return Err(bad("matmul", format!("batch dims of {sa:?} and {sb:?} do not broadcast")));
+            return Err(bad(
+                "matmul",
+                format!("batch dims of {sa:?} and {sb:?} do not broadcast"),
+            ));
         }
         batch.push(x.max(y));
     }
@@ -1315,7 +1351,10 @@ pub fn matmul_float(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// An error naming `op` at the first non-finite value of `t`.
 pub(crate) fn check_finite_tensor(op: &'static str, t: &Tensor) -> Result<()> {
     if let Some(i) = t.data().iter().position(|v| !v.is_finite()) {
-        return Err(bad(op, format!("value [{i}] = {} is not finite", t.data()[i])));
+        return Err(bad(
+            op,
+            format!("value [{i}] = {} is not finite", t.data()[i]),
+        ));
     }
     Ok(())
 }
@@ -1389,26 +1428,27 @@ impl FloatFunctional {
     pub fn new() -> Self {
         Self::default()
     }
-    /// `add` / `add_relu` / `mul` of same-shape float tensors.
+    /// `add` / `add_relu` / `mul` of float tensors, broadcasting as PyTorch
+    /// (trailing dimensions aligned; size-1 dimensions stretched), e.g. a
+    /// squeeze-excitation scale `[N, C, 1, 1]` times `[N, C, H, W]`.
     pub fn binary(&mut self, a: Value, b: Value, op: BinaryOp) -> Result<Value> {
         let (a, b) = (a.float("FloatFunctional")?, b.float("FloatFunctional")?);
-        if a.shape() != b.shape() {
-            return Err(bad(
-                "FloatFunctional",
-                format!("shapes {:?} and {:?} differ", a.shape(), b.shape()),
-            ));
-        }
-        let data = a
-            .data()
-            .iter()
-            .zip(b.data())
-            .map(|(&x, &y)| match op {
-                BinaryOp::Add => x + y,
-                BinaryOp::AddRelu => (x + y).max(0.0),
-                BinaryOp::Mul => x * y,
-            })
-            .collect();
-        let y = Tensor::new(a.shape().to_vec(), data)?;
+        let f = |x: f32, y: f32| match op {
+            BinaryOp::Add => x + y,
+            BinaryOp::AddRelu => (x + y).max(0.0),
+            BinaryOp::Mul => x * y,
+        };
+        let y = if a.shape() == b.shape() {
+            let data = a
+                .data()
+                .iter()
+                .zip(b.data())
+                .map(|(&x, &y)| f(x, y))
+                .collect();
+            Tensor::new(a.shape().to_vec(), data)?
+        } else {
+            broadcast_binary(&a, &b, f)?
+        };
         Ok(Value::F(match &mut self.post {
             Some(p) => p.apply(y)?,
             None => y,
@@ -1425,6 +1465,65 @@ impl FloatFunctional {
             None => y,
         }))
     }
+}
+
+/// `f(a, b)` element-wise with NumPy / PyTorch broadcasting.
+fn broadcast_binary(a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32) -> Result<Tensor> {
+    let nd = a.ndim().max(b.ndim());
+    let pad = |s: &[usize]| -> Vec<usize> {
+        let mut v = vec![1; nd - s.len()];
+        v.extend_from_slice(s);
+        v
+    };
+    let (sa, sb) = (pad(a.shape()), pad(b.shape()));
+    let mut out = Vec::with_capacity(nd);
+    for d in 0..nd {
+        out.push(match (sa[d], sb[d]) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            _ => {
+                return Err(bad(
+                    "FloatFunctional",
+                    format!(
+                        "shapes {:?} and {:?} do not broadcast",
+                        a.shape(),
+                        b.shape()
+                    ),
+                ))
+            }
+        });
+    }
+    // Row-major strides, 0 along broadcast dimensions.
+    let strides = |s: &[usize]| -> Vec<usize> {
+        let mut st = vec![0; nd];
+        let mut acc = 1;
+        for d in (0..nd).rev() {
+            st[d] = if s[d] == 1 { 0 } else { acc };
+            acc *= s[d];
+        }
+        st
+    };
+    let (ta, tb) = (strides(&sa), strides(&sb));
+    let n: usize = out.iter().product();
+    let mut data = Vec::with_capacity(n);
+    let mut idx = vec![0usize; nd];
+    let (mut ia, mut ib) = (0usize, 0usize);
+    for _ in 0..n {
+        data.push(f(a.data()[ia], b.data()[ib]));
+        for d in (0..nd).rev() {
+            idx[d] += 1;
+            ia += ta[d];
+            ib += tb[d];
+            if idx[d] < out[d] {
+                break;
+            }
+            ia -= ta[d] * out[d];
+            ib -= tb[d] * out[d];
+            idx[d] = 0;
+        }
+    }
+    Ok(Tensor::new(out, data)?)
 }
 
 impl Module {
@@ -1472,7 +1571,6 @@ impl Module {
 fn empty() -> J {
     J::Object(Default::default())
 }
-
 
 impl Layer for Linear {
     fn type_name(&self) -> String {
@@ -1535,7 +1633,13 @@ impl Layer for Linear {
         out.f32("weight", &self.weight.value);
         let b = out.bias(self.bias.as_ref().map(|b| b.value.data()));
         let mut j = json!({ "bias": b });
-        save_qat_parts(&mut j, out, self.bn.as_ref(), self.freeze_bn, self.weight_fake_quant.as_ref())?;
+        save_qat_parts(
+            &mut j,
+            out,
+            self.bn.as_ref(),
+            self.freeze_bn,
+            self.weight_fake_quant.as_ref(),
+        )?;
         Ok(j)
     }
 }
@@ -1553,8 +1657,9 @@ fn save_qat_parts(
         j["freeze_bn"] = json!(freeze_bn);
     }
     if let Some(fq) = fq {
-        j["weight_fake_quant"] =
-            out.within("weight_fake_quant", |o| crate::resume::save_fake_quant(fq, o))?;
+        j["weight_fake_quant"] = out.within("weight_fake_quant", |o| {
+            crate::resume::save_fake_quant(fq, o)
+        })?;
     }
     Ok(())
 }
@@ -1586,6 +1691,15 @@ fn load_qat_parts(
 
 impl Layer for Conv2d {
     fn type_name(&self) -> String {
+        if self.clamp.is_some() {
+            return match (self.bn.is_some(), self.weight_fake_quant.is_some()) {
+                (false, false) => "ConvHardtanh2d",
+                (true, false) => "ConvBnHardtanh2d",
+                (false, true) => "QATConvHardtanh2d",
+                (true, true) => "QATConvBnHardtanh2d",
+            }
+            .into();
+        }
         match (
             self.bn.is_some(),
             self.relu,
@@ -1652,7 +1766,16 @@ impl Layer for Conv2d {
         out.f32("weight", &self.weight.value);
         let b = out.bias(self.bias.as_ref().map(|b| b.value.data()));
         let mut j = json!({ "bias": b, "params": conv_json(self.params) });
-        save_qat_parts(&mut j, out, self.bn.as_ref(), self.freeze_bn, self.weight_fake_quant.as_ref())?;
+        if let Some((lo, hi)) = self.clamp {
+            j["clamp"] = json!([lo, hi]);
+        }
+        save_qat_parts(
+            &mut j,
+            out,
+            self.bn.as_ref(),
+            self.freeze_bn,
+            self.weight_fake_quant.as_ref(),
+        )?;
         Ok(j)
     }
 }
@@ -1895,7 +2018,10 @@ impl Layer for FloatFunctional {
         Ok(Value::F(t))
     }
     fn matmul(&mut self, a: Value, b: Value) -> Result<Value> {
-        let y = matmul_float(&a.float("FloatFunctional.matmul")?, &b.float("FloatFunctional.matmul")?)?;
+        let y = matmul_float(
+            &a.float("FloatFunctional.matmul")?,
+            &b.float("FloatFunctional.matmul")?,
+        )?;
         Ok(Value::F(match &mut self.post {
             Some(p) => p.apply(y)?,
             None => y,
@@ -1910,8 +2036,9 @@ impl Layer for FloatFunctional {
     fn save(&self, out: &mut Saver) -> Result<J> {
         let mut j = empty();
         if let (Some(post), Some(qc)) = (&self.post, &self.qconfig) {
-            j["activation_post_process"] =
-                out.within("activation_post_process", |o| crate::resume::save_act_post(post, o))?;
+            j["activation_post_process"] = out.within("activation_post_process", |o| {
+                crate::resume::save_act_post(post, o)
+            })?;
             j["qconfig"] = crate::resume::qconfig_to_json(qc);
         }
         Ok(j)
@@ -1945,8 +2072,28 @@ pub(crate) fn register_mappings(m: &mut Mappings) {
         "ConvReLU2d",
         "ConvBn2d",
         "ConvBnReLU2d",
+        "ConvHardtanh2d",
+        "ConvBnHardtanh2d",
     ] {
         m.qat.insert(t.to_string(), std::sync::Arc::new(qat));
+    }
+}
+
+/// The `clamp` attribute of a fused conv: `[min, max]`, finite, min <= max.
+pub(crate) fn clamp_attr(n: &Node) -> Result<Option<(f32, f32)>> {
+    match n.attrs().get("clamp") {
+        None | Some(J::Null) => Ok(None),
+        Some(J::Array(a)) if a.len() == 2 => {
+            let lo = a[0].as_f64().map(|v| v as f32);
+            let hi = a[1].as_f64().map(|v| v as f32);
+            match (lo, hi) {
+                (Some(lo), Some(hi)) if lo.is_finite() && hi.is_finite() && lo <= hi => {
+                    Ok(Some((lo, hi)))
+                }
+                _ => Err(n.attr_error("clamp", "not finite [min, max] with min <= max")),
+            }
+        }
+        Some(_) => Err(n.attr_error("clamp", "not a [min, max] pair")),
     }
 }
 
@@ -1965,8 +2112,12 @@ pub(crate) fn register_loaders(r: &mut ModuleRegistry) {
         .map_err(|e| n.tensor_error("", e.to_string()))?;
         l.relu = relu_of(n)?;
         let tag = n.type_name().to_string();
-        let (bn, freeze, fq) =
-            load_qat_parts(n, l.out_features, tag.contains("Bn1d"), tag.starts_with("QAT"))?;
+        let (bn, freeze, fq) = load_qat_parts(
+            n,
+            l.out_features,
+            tag.contains("Bn1d"),
+            tag.starts_with("QAT"),
+        )?;
         if let Some(mut bn) = bn {
             bn.one_d = true;
             l.bn = Some(bn);
@@ -1985,8 +2136,13 @@ pub(crate) fn register_loaders(r: &mut ModuleRegistry) {
         .map_err(|e| n.tensor_error("", e.to_string()))?;
         let tag = n.type_name().to_string();
         c.relu = tag.contains("ReLU") || n.get_bool_opt("relu")?.unwrap_or(false);
-        let (bn, freeze, fq) =
-            load_qat_parts(n, c.out_channels, tag.contains("Bn"), tag.starts_with("QAT"))?;
+        c.clamp = clamp_attr(n)?;
+        let (bn, freeze, fq) = load_qat_parts(
+            n,
+            c.out_channels,
+            tag.contains("Bn"),
+            tag.starts_with("QAT"),
+        )?;
         c.bn = bn;
         c.freeze_bn = freeze;
         c.weight_fake_quant = fq;
@@ -2059,6 +2215,10 @@ pub(crate) fn register_loaders(r: &mut ModuleRegistry) {
         "QATConvReLU2d",
         "QATConvBn2d",
         "QATConvBnReLU2d",
+        "ConvHardtanh2d",
+        "ConvBnHardtanh2d",
+        "QATConvHardtanh2d",
+        "QATConvBnHardtanh2d",
     ] {
         r.register(t, conv);
     }
@@ -2092,7 +2252,11 @@ pub(crate) fn register_loaders(r: &mut ModuleRegistry) {
     r.register("FloatFunctional", |n| {
         let mut f = FloatFunctional::new();
         if let Some(j) = n.attrs().get("activation_post_process") {
-            f.post = Some(crate::resume::load_act_post(n, "activation_post_process", j)?);
+            f.post = Some(crate::resume::load_act_post(
+                n,
+                "activation_post_process",
+                j,
+            )?);
             let qc = crate::resume::qconfig_from_json(n.field("qconfig")?)
                 .map_err(|d| n.attr_error("qconfig", d))?;
             f.qconfig = Some(qc);

@@ -28,7 +28,10 @@
 //!   model, pooling and ReLU on quantized values included, runs on it),
 //!   [`quantize_dynamic`] ({Linear, LSTM, GRU} × {qint8, float16}),
 //!   [`prepare_qat`] with [`disable_observer`] / [`freeze_bn_stats`],
-//!   [`to_engine`] (moves a whole model); `*_mapped` forms take your tables.
+//!   [`to_engine`] (moves a whole model); `*_mapped` forms take your tables;
+//!   [`set_activation_qparams`] gives the observers of a prepared model fixed
+//!   output qparams (another tool's exported scales and zero points) instead
+//!   of calibrating.
 //! * **Files** ([`io`]): float weights from safetensors by PyTorch name
 //!   (PyTorch's int64 `num_batches_tracked` buffers are read and skipped);
 //!   quantized models saved with engine, qconfig, module tree and qparams,
@@ -94,6 +97,7 @@ pub mod layers;
 pub mod mapping;
 pub mod mnist;
 pub mod module;
+pub mod movement;
 pub mod norms;
 pub mod numeric_suite;
 pub mod observed;
@@ -118,6 +122,7 @@ pub use layers::{
 };
 pub use mapping::Mappings;
 pub use module::{Layer, Module, Sequential};
+pub use movement::{chunk, ChannelShuffle, Mean};
 pub use observed::Observed;
 pub use param::{Param, Rng};
 pub use quantize::*;

@@ -73,9 +73,9 @@ pub struct Mappings {
     pub dynamic: HashMap<String, FromFloatDynamic>,
     /// Module types whose output gets a fixed-qparams fake quant under QAT
     /// (PyTorch's `DEFAULT_MODULE_TO_ACT_POST_PROCESS`, which applies in
-    /// training mode) and, unless `qat_only`, a fixed-qparams observer under
-    /// PTQ (where PyTorch leaves Sigmoid / Tanh / Hardsigmoid float and their
-    /// quantized kernels produce these qparams).
+    /// training mode, whether or not the type has a static mapping) and,
+    /// unless `qat_only`, a fixed-qparams observer under PTQ (PyTorch's own
+    /// entries are all QAT-only).
     pub special_act: HashMap<String, SpecialAct>,
     /// Custom modules (`prepare_custom_config_dict`'s
     /// `float_to_observed_custom_module_class`): float type → its observed

@@ -119,8 +119,18 @@ impl Norm {
         }
     }
 
-    fn channel_layout(&self, op: &'static str, s: &[usize], groups: usize, nd: usize) -> Result<Layout> {
-        let ok = if op == "GroupNorm" { s.len() >= 3 } else { s.len() == nd };
+    fn channel_layout(
+        &self,
+        op: &'static str,
+        s: &[usize],
+        groups: usize,
+        nd: usize,
+    ) -> Result<Layout> {
+        let ok = if op == "GroupNorm" {
+            s.len() >= 3
+        } else {
+            s.len() == nd
+        };
         if !ok || s[1] != self.num_channels || groups == 0 || self.num_channels % groups != 0 {
             return Err(bad(
                 op,
@@ -144,10 +154,19 @@ impl Norm {
         let l = self.layout(x.shape())?;
         let mut y = x.clone();
         let (mut means, mut rstds) = (Vec::with_capacity(l.groups), Vec::with_capacity(l.groups));
-        for (g, chunk) in y.data_mut().chunks_mut(l.len.max(1)).enumerate().take(l.groups) {
+        for (g, chunk) in y
+            .data_mut()
+            .chunks_mut(l.len.max(1))
+            .enumerate()
+            .take(l.groups)
+        {
             let n = chunk.len() as f64;
             let mean = chunk.iter().map(|&v| v as f64).sum::<f64>() / n;
-            let var = chunk.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+            let var = chunk
+                .iter()
+                .map(|&v| (v as f64 - mean).powi(2))
+                .sum::<f64>()
+                / n;
             let rstd = 1.0 / (var + self.eps).sqrt();
             for (j, v) in chunk.iter_mut().enumerate() {
                 let a = l.affine_index(g, j);
@@ -236,7 +255,11 @@ impl Norm {
                 let s = n
                     .field("normalized_shape")?
                     .as_array()
-                    .and_then(|a| a.iter().map(|v| v.as_u64().map(|u| u as usize)).collect::<Option<Vec<_>>>())
+                    .and_then(|a| {
+                        a.iter()
+                            .map(|v| v.as_u64().map(|u| u as usize))
+                            .collect::<Option<Vec<_>>>()
+                    })
                     .ok_or_else(|| n.attr_error("normalized_shape", "not a list of sizes"))?;
                 if s.iter().product::<usize>() != c {
                     return Err(n.attr_error("normalized_shape", "does not match num_channels"));
@@ -259,7 +282,9 @@ impl Norm {
             for (name, p) in [("weight", &mut m.weight), ("bias", &mut m.bias)] {
                 let t = n.f32(name)?;
                 if t.shape() != [c] {
-                    return Err(n.tensor_error(name, format!("shape {:?}, expected [{c}]", t.shape())));
+                    return Err(
+                        n.tensor_error(name, format!("shape {:?}, expected [{c}]", t.shape()))
+                    );
                 }
                 p.as_mut().expect("affine").value = t;
             }
@@ -316,7 +341,10 @@ impl QNorm {
         let obs = obs.ok_or_else(|| {
             NnError::module(
                 "",
-                format!("{} needs an observation of its output (prepare the model first)", norm.type_base()),
+                format!(
+                    "{} needs an observation of its output (prepare the model first)",
+                    norm.type_base()
+                ),
             )
         })?;
         let (scale, zero_point) = obs.qparams()?;
@@ -343,7 +371,11 @@ impl QNorm {
                 if x.ndim() < 2 || x.shape()[1] != self.norm.num_channels {
                     return Err(bad(
                         "QuantizedGroupNorm",
-                        format!("expected [N, {}, …], got {:?}", self.norm.num_channels, x.shape()),
+                        format!(
+                            "expected [N, {}, …], got {:?}",
+                            self.norm.num_channels,
+                            x.shape()
+                        ),
                     ));
                 }
                 e.group_norm(x, *num_groups, &p, s, z)?
@@ -406,7 +438,10 @@ impl QBatchNorm {
             ));
         }
         let obs = obs.ok_or_else(|| {
-            NnError::module("", "BatchNorm needs an observation of its output (prepare the model first)")
+            NnError::module(
+                "",
+                "BatchNorm needs an observation of its output (prepare the model first)",
+            )
         })?;
         let (scale, zero_point) = obs.qparams()?;
         Ok(QBatchNorm {
@@ -427,7 +462,14 @@ impl QBatchNorm {
             eps: self.bn.eps as f64,
         };
         if self.bn.three_d {
-            crate::qops::batch_norm3d(&self.engine, x, &p, self.scale, self.zero_point, self.bn.relu)
+            crate::qops::batch_norm3d(
+                &self.engine,
+                x,
+                &p,
+                self.scale,
+                self.zero_point,
+                self.bn.relu,
+            )
         } else {
             Ok(self
                 .engine

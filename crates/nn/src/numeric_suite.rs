@@ -194,7 +194,9 @@ fn matching_leaves(float: &Module, quant: &Module, allow_list: Option<&[&str]>) 
                 && float.get(p).is_some()
                 && allow_list.is_none_or(|l| {
                     l.contains(&m.type_name().as_str())
-                        || float.get(p).is_some_and(|f| l.contains(&f.type_name().as_str()))
+                        || float
+                            .get(p)
+                            .is_some_and(|f| l.contains(&f.type_name().as_str()))
                 })
         })
         .map(|(p, _)| p)
@@ -294,8 +296,14 @@ pub fn compare_model_outputs_sqnr(
         .filter_map(|p| {
             let (f, q) = (p.float.last()?, p.quantized.last()?);
             (f.shape() == q.shape()).then(|| Comparison {
-                float_type: float.get(&p.name).map(|m| m.type_name()).unwrap_or_default(),
-                quant_type: quant.get(&p.name).map(|m| m.type_name()).unwrap_or_default(),
+                float_type: float
+                    .get(&p.name)
+                    .map(|m| m.type_name())
+                    .unwrap_or_default(),
+                quant_type: quant
+                    .get(&p.name)
+                    .map(|m| m.type_name())
+                    .unwrap_or_default(),
                 shape: f.shape().to_vec(),
                 sqnr_db: sqnr(f.data(), q.data()),
                 name: p.name,

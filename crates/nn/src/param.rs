@@ -1,6 +1,5 @@
 //! Trainable tensors and the seeded generator used to initialise them.
 
-
 pub use rquant_core::param::Param;
 
 /// Deterministic generator (SplitMix64) for initialisation and dropout.

@@ -131,7 +131,12 @@ impl Pool {
                 let (n, c, l) = match *x.shape() {
                     [c, l] => (1, c, l),
                     [n, c, l] => (n, c, l),
-                    _ => return Err(bad("MaxPool1d", format!("expected [N, C, L], got {shape:?}"))),
+                    _ => {
+                        return Err(bad(
+                            "MaxPool1d",
+                            format!("expected [N, C, L], got {shape:?}"),
+                        ))
+                    }
                 };
                 let (k, s, p, d) = self.p2();
                 let (y, idx) = F::max_pool2d(
@@ -181,7 +186,10 @@ impl Pool {
     }
 
     pub fn forward_quant(&self, x: QTensor<u8>) -> Result<QTensor<u8>> {
-        let e = self.engine.as_ref().ok_or_else(|| no_engine(&self.type_name()))?;
+        let e = self
+            .engine
+            .as_ref()
+            .ok_or_else(|| no_engine(&self.type_name()))?;
         let p = &self.params;
         match self.kind {
             PoolKind::Max1d => qops::max_pool1d(
@@ -224,7 +232,12 @@ fn pool3d_dims(x: &[usize], kind: PoolKind, p: &Pool3dParams) -> Result<([usize;
     let full: [usize; 5] = match *x {
         [c, d, h, w] => [1, c, d, h, w],
         [n, c, d, h, w] => [n, c, d, h, w],
-        _ => return Err(bad("pool3d", format!("expected [N, C, D, H, W], got {x:?}"))),
+        _ => {
+            return Err(bad(
+                "pool3d",
+                format!("expected [N, C, D, H, W], got {x:?}"),
+            ))
+        }
     };
     let mut out = [0usize; 3];
     for a in 0..3 {
@@ -239,7 +252,12 @@ fn pool3d_dims(x: &[usize], kind: PoolKind, p: &Pool3dParams) -> Result<([usize;
                 p.dilation[a],
                 p.ceil_mode,
             )
-            .ok_or_else(|| bad("pool3d", format!("kernel {:?} does not fit input {x:?}", p.kernel)))?
+            .ok_or_else(|| {
+                bad(
+                    "pool3d",
+                    format!("kernel {:?} does not fit input {x:?}", p.kernel),
+                )
+            })?
         };
         if out[a] == 0 {
             return Err(bad("pool3d", "empty output"));
@@ -261,7 +279,13 @@ fn pool3d_float(x: &Tensor, kind: PoolKind, p: &Pool3dParams) -> Result<(Tensor,
                     let o = [od, oh, ow];
                     let wins: Vec<(i64, i64, i64)> =
                         (0..3).map(|a| window(o[a], p, a, dims[a], kind)).collect();
-                    let step = |a: usize| if kind == PoolKind::AdaptiveAvg3d { 1 } else { p.dilation[a] as i64 };
+                    let step = |a: usize| {
+                        if kind == PoolKind::AdaptiveAvg3d {
+                            1
+                        } else {
+                            p.dilation[a] as i64
+                        }
+                    };
                     let mut best = f32::NEG_INFINITY;
                     let mut bi = 0u32;
                     let mut sum = 0.0f32;
@@ -344,7 +368,8 @@ fn pool3d_backward(
                     let o = [od, oh, ow];
                     let wins: Vec<(i64, i64, i64)> =
                         (0..3).map(|a| window(o[a], p, a, dims[a], kind)).collect();
-                    let cnt = (wins[0].1 - wins[0].0) * (wins[1].1 - wins[1].0) * (wins[2].1 - wins[2].0);
+                    let cnt =
+                        (wins[0].1 - wins[0].0) * (wins[1].1 - wins[1].0) * (wins[2].1 - wins[2].0);
                     let div = match kind {
                         PoolKind::Avg3d {
                             count_include_pad,
@@ -359,7 +384,8 @@ fn pool3d_backward(
                     for zd in wins[0].0..wins[0].1 {
                         for zh in wins[1].0..wins[1].1 {
                             for zw in wins[2].0..wins[2].1 {
-                                gx[((zd as usize) * h + zh as usize) * w + zw as usize] += gy[j] / div;
+                                gx[((zd as usize) * h + zh as usize) * w + zw as usize] +=
+                                    gy[j] / div;
                             }
                         }
                     }
@@ -453,7 +479,11 @@ fn axis_map(
                 return (src, src, 1.0, 0.0);
             }
             let (st, src) = if align_corners {
-                let st = if out > 1 { (inp - 1) as f32 / (out - 1) as f32 } else { 0.0 };
+                let st = if out > 1 {
+                    (inp - 1) as f32 / (out - 1) as f32
+                } else {
+                    0.0
+                };
                 (st, st * dst as f32)
             } else {
                 (step, (step * (dst as f32 + 0.5) - 0.5).max(0.0))
@@ -496,7 +526,10 @@ impl Upsample {
     }
     pub fn forward_float(&mut self, x: Tensor) -> Result<Tensor> {
         let &[n, c, h, w] = x.shape() else {
-            return Err(bad("Upsample", format!("expected [N, C, H, W], got {:?}", x.shape())));
+            return Err(bad(
+                "Upsample",
+                format!("expected [N, C, H, W], got {:?}", x.shape()),
+            ));
         };
         let ([oh, ow], sf) = self.out_hw(h, w)?;
         let mh = axis_map(h, oh, sf.map(|s| s[0]), self.bilinear, self.align_corners);
@@ -527,7 +560,10 @@ impl Upsample {
         let mh = axis_map(h, oh, sf.map(|s| s[0]), self.bilinear, self.align_corners);
         let mw = axis_map(w, ow, sf.map(|s| s[1]), self.bilinear, self.align_corners);
         let mut dx = vec![0.0f32; n * c * h * w];
-        for (plane, gp) in dx.chunks_exact_mut(h * w).zip(g.data().chunks_exact(oh * ow)) {
+        for (plane, gp) in dx
+            .chunks_exact_mut(h * w)
+            .zip(g.data().chunks_exact(oh * ow))
+        {
             let mut j = 0;
             for &(h0, h1, a0, a1) in &mh {
                 for &(w0, w1, b0, b1) in &mw {
@@ -593,7 +629,11 @@ pub(crate) fn register_loaders(r: &mut ModuleRegistry) {
             .and_then(|a| {
                 let v: Option<Vec<usize>> = a
                     .iter()
-                    .map(|x| x.as_u64().filter(|&u| u <= i32::MAX as u64).map(|u| u as usize))
+                    .map(|x| {
+                        x.as_u64()
+                            .filter(|&u| u <= i32::MAX as u64)
+                            .map(|u| u as usize)
+                    })
                     .collect();
                 v.and_then(|v| v.try_into().ok())
             })
@@ -614,12 +654,9 @@ pub(crate) fn register_loaders(r: &mut ModuleRegistry) {
                 count_include_pad: n.get_bool("count_include_pad")?,
                 divisor_override: match n.attrs().get("divisor_override") {
                     None | Some(J::Null) => None,
-                    Some(v) => Some(
-                        v.as_u64()
-                            .filter(|&v| v > 0)
-                            .ok_or_else(|| n.attr_error("divisor_override", "not null or a positive integer"))?
-                            as usize,
-                    ),
+                    Some(v) => Some(v.as_u64().filter(|&v| v > 0).ok_or_else(|| {
+                        n.attr_error("divisor_override", "not null or a positive integer")
+                    })? as usize),
                 },
             },
             _ => PoolKind::AdaptiveAvg3d,

@@ -8,14 +8,20 @@ use rquant_core::{quantize_per_channel, quantize_per_tensor, QTensor, Tensor};
 
 use crate::error::{bad, Result};
 
-/// An activation post-process: an observer (PTQ) or a fake quant (QAT, with
-/// the gradient mask of the last forward).
+/// An activation post-process: an observer (PTQ), a fake quant (QAT, with
+/// the gradient mask of the last forward), or fixed output qparams given by
+/// the user ([`crate::set_activation_qparams`]: values pass through
+/// unobserved and `convert` uses exactly these qparams).
 #[derive(Debug, Clone)]
 pub enum ActPost {
     Observer(Box<dyn Observer>),
     FakeQuant {
         fq: Box<FakeQuantize>,
         mask: Option<Vec<bool>>,
+    },
+    Fixed {
+        scale: f32,
+        zero_point: i64,
     },
 }
 
@@ -41,6 +47,7 @@ impl ActPost {
                 *mask = Some(out.mask);
                 Ok(out.y)
             }
+            ActPost::Fixed { .. } => Ok(y),
         }
     }
     /// Straight-through gradient of a fake quant (zero where it clamped);
@@ -57,6 +64,7 @@ impl ActPost {
         let qp = match self {
             ActPost::Observer(o) => o.calculate_qparams()?,
             ActPost::FakeQuant { fq, .. } => fq.calculate_qparams()?,
+            &ActPost::Fixed { scale, zero_point } => return Ok((scale as f64, zero_point)),
         };
         let (s, z) = qp
             .per_tensor()
@@ -80,9 +88,11 @@ pub struct Observation {
 }
 
 impl Observation {
-    /// A fresh observer (`qat`: a fake quant) from the qconfig's activation spec.
+    /// A fresh observer (`qat`: a fake quant) from the qconfig's activation
+    /// spec. A QAT qconfig whose activation is an observer (the embedding
+    /// QAT qconfigs' NoopObserver) gets that observer, as in PyTorch.
     pub fn new(qconfig: QConfig, qat: bool) -> Result<Self> {
-        let post = if qat {
+        let post = if qat && matches!(qconfig.activation, QSpec::FakeQuant(_)) {
             ActPost::fake_quant(&qconfig.activation)?
         } else {
             ActPost::observer(&qconfig.activation)?

@@ -4,12 +4,14 @@
 //! modules are observed and what they become is read from
 //! [`Mappings`] (the `*_mapped` forms take your own tables).
 
+use std::collections::BTreeMap;
+
 use rquant_core::qconfig::{FakeQuantize, QConfig};
 use rquant_core::{Conv2dParams, Engine, Tensor};
 
+use crate::convs::ConvNd;
 use crate::error::{NnError, Result};
 pub use crate::layers::{cat_float, fuse_conv_bn_weights, fuse_linear_bn_weights};
-use crate::convs::ConvNd;
 use crate::layers::{ActKind, Activation, BatchNorm2d, Conv2d, Linear};
 pub use crate::mapping::{DynamicConfig, DynamicDType, Mappings};
 use crate::module::Module;
@@ -100,9 +102,10 @@ impl QConfigMap {
             .find(|(p, t, i, _)| p == parent && t == type_name && *i == index)
         {
             Some(slot) => slot.3 = q,
-            None => self
-                .by_name_type_order
-                .push((parent.to_string(), type_name.to_string(), index, q)),
+            None => {
+                self.by_name_type_order
+                    .push((parent.to_string(), type_name.to_string(), index, q))
+            }
         }
         self
     }
@@ -110,7 +113,8 @@ impl QConfigMap {
     /// The qconfig of the module at `path` by name alone: the nearest named
     /// ancestor (or itself), else global.
     pub fn for_path(&self, path: &str) -> Option<QConfig> {
-        self.name_lookup(path).unwrap_or_else(|| self.global.clone())
+        self.name_lookup(path)
+            .unwrap_or_else(|| self.global.clone())
     }
 
     fn name_lookup(&self, path: &str) -> Option<Option<QConfig>> {
@@ -159,7 +163,10 @@ impl QConfigMap {
     }
 
     /// Every module's qconfig (by path), resolved once over the model as it is.
-    pub fn resolve(&self, model: &Module) -> Result<std::collections::HashMap<String, Option<QConfig>>> {
+    pub fn resolve(
+        &self,
+        model: &Module,
+    ) -> Result<std::collections::HashMap<String, Option<QConfig>>> {
         let mut out = std::collections::HashMap::new();
         fn rec(
             map: &QConfigMap,
@@ -168,14 +175,23 @@ impl QConfigMap {
             order: Option<(&str, usize)>,
             out: &mut std::collections::HashMap<String, Option<QConfig>>,
         ) -> Result<()> {
-            out.insert(path.to_string(), map.for_module(path, &m.type_name(), order)?);
+            out.insert(
+                path.to_string(),
+                map.for_module(path, &m.type_name(), order)?,
+            );
             let mut counts: std::collections::HashMap<String, usize> = Default::default();
             for (n, c) in m.children() {
                 let t = c.type_name();
                 let i = counts.entry(t).or_insert(0);
                 let idx = *i;
                 *i += 1;
-                rec(map, c, &crate::format::join(path, n), Some((path, idx)), out)?;
+                rec(
+                    map,
+                    c,
+                    &crate::format::join(path, n),
+                    Some((path, idx)),
+                    out,
+                )?;
             }
             Ok(())
         }
@@ -185,22 +201,55 @@ impl QConfigMap {
 }
 
 /// `get_default_qconfig_mapping(backend)`: the backend's default qconfig
-/// globally, fixed-qparams qconfigs for the fixed-qparams modules (Sigmoid,
-/// Hardsigmoid, Softmax: 0to1; Tanh: neg1to1), and `None` for the
-/// reuse-input-observer ops PyTorch lists where rquant has modules (none are
-/// observed separately here).
+/// globally, and PyTorch's module-type entries: fixed-qparams qconfigs for
+/// Sigmoid, Hardsigmoid, Softmax (0to1) and Tanh (neg1to1), per-tensor
+/// weights for ConvTranspose1d/2d/3d, a placeholder weight for LayerNorm,
+/// and `default_quint8_weight_qconfig` for PReLU. (PyTorch's functional and
+/// method keys, e.g. `reshape`, have no eager module.)
 pub fn get_default_qconfig_mapping(backend: &str) -> Result<QConfigMap> {
     default_mapping(rquant_core::qconfig::get_default_qconfig(backend)?, false)
 }
 
 /// `get_default_qat_qconfig_mapping(backend)`.
 pub fn get_default_qat_qconfig_mapping(backend: &str) -> Result<QConfigMap> {
-    default_mapping(rquant_core::qconfig::get_default_qat_qconfig(backend)?, true)
+    default_mapping(
+        rquant_core::qconfig::get_default_qat_qconfig(backend)?,
+        true,
+    )
 }
 
 fn default_mapping(q: QConfig, qat: bool) -> Result<QConfigMap> {
-    use rquant_core::qconfig::fixed_qparams_qconfig;
-    let mut m = QConfigMap::global(q);
+    use rquant_core::observer::ObserverKind;
+    use rquant_core::qconfig::{
+        default_placeholder_observer, default_weight_fake_quant, default_weight_observer,
+        fixed_qparams_qconfig, ObserverSpec, QSpec,
+    };
+    let mut m = QConfigMap::global(q.clone());
+    // fbgemm has no per-channel transposed convolutions: per-tensor weights.
+    let transpose = QConfig {
+        activation: q.activation.clone(),
+        weight: if qat {
+            QSpec::FakeQuant(default_weight_fake_quant())
+        } else {
+            QSpec::Observer(default_weight_observer())
+        },
+    };
+    for t in ["ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"] {
+        m = m.set_object_type(t, Some(transpose.clone()));
+    }
+    // LayerNorm keeps float weights.
+    let layer_norm = QConfig {
+        activation: q.activation.clone(),
+        weight: QSpec::Observer(default_placeholder_observer()),
+    };
+    m = m.set_object_type("LayerNorm", Some(layer_norm));
+    // PReLU: `default_quint8_weight_qconfig` (HistogramObserver and
+    // MinMaxObserver classes with their defaults: quint8 weights).
+    let prelu = QConfig {
+        activation: QSpec::Observer(ObserverSpec::new(ObserverKind::Histogram)),
+        weight: QSpec::Observer(ObserverSpec::new(ObserverKind::MinMax)),
+    };
+    m = m.set_object_type("PReLU", Some(prelu));
     for (t, neg) in [
         ("Sigmoid", false),
         ("Hardsigmoid", false),
@@ -219,9 +268,11 @@ fn take(model: &mut Module, path: &str) -> Result<Module> {
 }
 
 /// `fuse_modules(model, [[conv, bn, relu], …])` for inference: conv+bn,
-/// conv+bn+relu, conv+relu, linear+relu, linear+bn, bn+relu. The first
-/// module becomes the fused one, the others Identity. Batch norms are folded
-/// with PyTorch's exact arithmetic, so the model must be in eval mode.
+/// conv+bn+relu, conv+relu, linear+relu, linear+bn, bn+relu, and beyond
+/// PyTorch conv(+bn)+ReLU6 and conv(+bn)+Hardtanh (a clamp the converted
+/// conv applies to its int8 output). The first module becomes the fused
+/// one, the others Identity. Batch norms are folded with PyTorch's exact
+/// arithmetic, so the model must be in eval mode.
 pub fn fuse_modules(model: &mut Module, groups: &[&[&str]]) -> Result<()> {
     fuse(model, groups, false)
 }
@@ -263,7 +314,20 @@ fn is_relu(m: &Module) -> bool {
         .is_some_and(|a| a.kind == ActKind::ReLU)
 }
 
-const PATTERNS: &str = "unsupported fusion pattern: expected conv+bn, conv+bn+relu, conv+relu (Conv1d/2d/3d with BatchNorm1d/2d/3d), conv_transpose+bn, linear+relu, linear+bn or bn+relu (BatchNorm2d/3d)";
+/// ReLU6 and Hardtanh as the clamp a conv fuses.
+fn clamp_of(m: &Module) -> Option<(f32, f32)> {
+    if m.downcast_ref::<Activation>()
+        .is_some_and(|a| a.kind == ActKind::ReLU6)
+    {
+        return Some((0.0, 6.0));
+    }
+    match m.downcast_ref::<crate::acts::Act>()?.f {
+        crate::acts::ActFn::Hardtanh { min_val, max_val } => Some((min_val, max_val)),
+        _ => None,
+    }
+}
+
+const PATTERNS: &str = "unsupported fusion pattern: expected conv+bn, conv+bn+relu, conv+relu (Conv1d/2d/3d with BatchNorm1d/2d/3d), conv+bn+relu6, conv+relu6, conv+bn+hardtanh, conv+hardtanh (Conv2d), conv_transpose+bn, linear+relu, linear+bn or bn+relu (BatchNorm2d/3d)";
 
 fn fuse_group(mods: Vec<Module>, qat: bool) -> Result<Module> {
     let mut it = mods.into_iter();
@@ -275,14 +339,31 @@ fn fuse_group(mods: Vec<Module>, qat: bool) -> Result<Module> {
     if first.is::<Conv2d>() {
         let mut c: Conv2d = first.expect_type("fuse")?;
         match rest.as_slice() {
-            [b] if c.bn.is_none() && !c.relu && bn_of(b).is_some() => {
+            [b] if c.bn.is_none() && !c.relu && c.clamp.is_none() && bn_of(b).is_some() => {
                 fold_or_attach(&mut c, bn_of(b).expect("checked"), qat)?;
             }
-            [b, r] if c.bn.is_none() && !c.relu && bn_of(b).is_some() && is_relu(r) => {
+            [b, r]
+                if c.bn.is_none()
+                    && !c.relu
+                    && c.clamp.is_none()
+                    && bn_of(b).is_some()
+                    && is_relu(r) =>
+            {
                 fold_or_attach(&mut c, bn_of(b).expect("checked"), qat)?;
                 c.relu = true;
             }
-            [r] if is_relu(r) && !c.relu => c.relu = true,
+            [r] if is_relu(r) && !c.relu && c.clamp.is_none() => c.relu = true,
+            [b, a]
+                if c.bn.is_none()
+                    && !c.relu
+                    && c.clamp.is_none()
+                    && bn_of(b).is_some()
+                    && clamp_of(a).is_some() =>
+            {
+                fold_or_attach(&mut c, bn_of(b).expect("checked"), qat)?;
+                c.clamp = clamp_of(a);
+            }
+            [a] if !c.relu && c.clamp.is_none() && clamp_of(a).is_some() => c.clamp = clamp_of(a),
             _ => return Err(NnError::module("", PATTERNS)),
         }
         return Ok(c.into());
@@ -394,9 +475,10 @@ fn fold_or_attach(c: &mut Conv2d, bn: BatchNorm2d, qat: bool) -> Result<()> {
     }
     let b = c.bias.as_ref().map(|b| b.value.data().to_vec());
     let (w, b) = fuse_conv_bn_weights(&c.weight.value, b.as_deref(), &bn)?;
-    let relu = c.relu;
+    let (relu, clamp) = (c.relu, c.clamp);
     *c = Conv2d::from_weights(w, Some(Tensor::new([b.len()], b)?), c.params)?;
     c.relu = relu;
+    c.clamp = clamp;
     Ok(())
 }
 
@@ -519,9 +601,10 @@ fn attach(
         let listed = match &opts.allow_list {
             Some(l) => l.contains(&ty),
             None => mappings.static_quant.get(&ty).is_some_and(|r| r.observe),
-        };
+        } || (qat && mappings.special_act.contains_key(&ty));
         let non_leaf = opts.observer_non_leaf.contains(&ty);
-        let observe = (m.children().is_empty() || non_leaf) && !m.is::<Observed>() && (listed || non_leaf);
+        let observe =
+            (m.children().is_empty() || non_leaf) && !m.is::<Observed>() && (listed || non_leaf);
         if !observe {
             return Ok(());
         }
@@ -539,6 +622,112 @@ fn attach(
         }
         Ok(())
     })
+}
+
+/// Give the observed modules of a prepared model fixed output qparams
+/// instead of calibrating them: `qparams` maps each module path (the keys of
+/// PyTorch's converted model: `quant`, `conv1`, `layer1.0.add_relu`, …) to a
+/// (scale, zero point). Each observer is replaced by [`ActPost::Fixed`]:
+/// later forwards pass values through unobserved, and `convert` quantizes
+/// the outputs with exactly these qparams (weights are still quantized by
+/// the qconfig's weight observer).
+///
+/// Use it to reproduce another tool's converted model (PyTorch's exported
+/// scales and zero points) without re-running its calibration: histogram
+/// observers are sensitive to last-ulp float differences in the activations
+/// they see, as PyTorch's own 1- vs 2-thread calibrations show.
+///
+/// Strict both ways: a path that is not an observed module, and an observed
+/// module with no entry, are errors naming the path. Scales must be finite
+/// and positive. Models prepared for QAT (fake quants) are refused.
+pub fn set_activation_qparams(
+    model: &mut Module,
+    qparams: &BTreeMap<String, (f32, i64)>,
+) -> Result<()> {
+    for (p, &(s, _)) in qparams {
+        if !(s.is_finite() && s > 0.0) {
+            return Err(NnError::module(
+                p.as_str(),
+                format!("activation scale {s} must be finite and positive"),
+            ));
+        }
+    }
+    let mut seen = Vec::new();
+    let mut missing = Vec::new();
+    model.visit_mut("", &mut |path, m| {
+        let fixed = |path: &str, post: &ActPost, missing: &mut Vec<String>| -> Result<Option<ActPost>> {
+            if let ActPost::FakeQuant { .. } = post {
+                return Err(NnError::module(
+                    path,
+                    "set_activation_qparams: the model was prepared for QAT (fake quants); use it after prepare",
+                ));
+            }
+            Ok(match qparams.get(path) {
+                Some(&(scale, zero_point)) => Some(ActPost::Fixed { scale, zero_point }),
+                None => {
+                    missing.push(path.to_string());
+                    None
+                }
+            })
+        };
+        if let Some(o) = m.downcast_mut::<Observed>() {
+            if let Some(p) = fixed(path, &o.post, &mut missing)? {
+                o.post = p;
+                seen.push(path.to_string());
+            }
+        } else if let Some(mut obs) = m.layer_mut().take_observation() {
+            let p = fixed(path, &obs.post, &mut missing);
+            if let Ok(Some(p)) = &p {
+                obs.post = p.clone();
+                seen.push(path.to_string());
+            }
+            // Hand the observation back (changed or not) before any error.
+            if m.layer_mut().observe_output(obs).is_some() {
+                return Err(NnError::module(
+                    path,
+                    format!(
+                        "{} did not take its observation back in observe_output",
+                        m.type_name()
+                    ),
+                ));
+            }
+            p?;
+        }
+        Ok(())
+    })?;
+    if let Some(p) = qparams.keys().find(|p| !seen.contains(p)) {
+        return Err(NnError::module(
+            p.as_str(),
+            "set_activation_qparams: no observed module at this path (prepare the model first)",
+        ));
+    }
+    if !missing.is_empty() {
+        return Err(NnError::module(
+            missing[0].as_str(),
+            format!(
+                "set_activation_qparams: no qparams given for {} observed module(s): {}",
+                missing.len(),
+                missing.join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The paths of every observed module of a prepared model (the keys
+/// [`set_activation_qparams`] needs), in post-order.
+pub fn observed_paths(model: &mut Module) -> Vec<String> {
+    let mut out = Vec::new();
+    let _ = model.visit_mut("", &mut |path, m| {
+        if m.is::<Observed>() {
+            out.push(path.to_string());
+        } else if let Some(obs) = m.layer_mut().take_observation() {
+            out.push(path.to_string());
+            let _ = m.layer_mut().observe_output(obs);
+        }
+        Ok(())
+    });
+    out
 }
 
 /// Stop updating fake-quant observers (`disable_observer`).

@@ -228,7 +228,10 @@ impl Layer for QLinear {
     }
 }
 
-/// Static quantized Conv2d / ConvReLU2d (`nnq.Conv2d`, `nniq.ConvReLU2d`).
+/// Static quantized Conv2d / ConvReLU2d (`nnq.Conv2d`, `nniq.ConvReLU2d`),
+/// and rquant's ConvHardtanh2d (a fused ReLU6 / Hardtanh: the int8 output
+/// clamped to `[quantize(min), quantize(max)]` under the output qparams,
+/// the same values as a separate quantized hardtanh after the conv).
 #[derive(Clone)]
 pub struct QConv2d {
     pub engine: Engine,
@@ -236,6 +239,7 @@ pub struct QConv2d {
     pub scale: f64,
     pub zero_point: i64,
     pub relu: bool,
+    pub clamp: Option<(f32, f32)>,
 }
 
 impl fmt::Debug for QConv2d {
@@ -278,6 +282,7 @@ impl QConv2d {
             scale,
             zero_point,
             relu: c.relu,
+            clamp: c.clamp,
         }
         .into())
     }
@@ -294,6 +299,7 @@ impl QConv2d {
             scale: n.scale()?,
             zero_point: n.zero_point()?,
             relu: relu_of(n)?,
+            clamp: crate::layers::clamp_attr(n)?,
         }
         .into())
     }
@@ -301,7 +307,9 @@ impl QConv2d {
 
 impl Layer for QConv2d {
     fn type_name(&self) -> String {
-        if self.relu {
+        if self.clamp.is_some() {
+            "QuantizedConvHardtanh2d"
+        } else if self.relu {
             "QuantizedConvReLU2d"
         } else {
             "QuantizedConv2d"
@@ -310,13 +318,15 @@ impl Layer for QConv2d {
     }
     fn forward(&mut self, x: Value) -> Result<Value> {
         let q = x.quant("QuantizedConv2d")?;
-        Ok(Value::Q(self.engine.conv2d(
-            &q,
-            &self.packed,
-            self.scale,
-            self.zero_point,
-            self.relu,
-        )?))
+        let y = self
+            .engine
+            .conv2d(&q, &self.packed, self.scale, self.zero_point, self.relu)?;
+        // The clamp as a second pass: the engine's conv2d takes only a ReLU
+        // flag (its output stage could apply any [lo, hi] in the epilogue).
+        Ok(Value::Q(match self.clamp {
+            Some((lo, hi)) => self.engine.hardtanh(&y, lo, hi)?,
+            None => y,
+        }))
     }
     fn weight(&self) -> Option<Tensor> {
         Some(dequantize(&self.packed.weight()))
@@ -335,9 +345,11 @@ impl Layer for QConv2d {
         let qs = out.qweight(&self.packed.weight())?;
         let b = out.bias(self.packed.bias());
         out.qparams(self.scale, self.zero_point);
-        Ok(
-            json!({"qscheme": qs, "bias": b, "params": crate::layers::conv_json(self.packed.params())}),
-        )
+        let mut a = json!({"qscheme": qs, "bias": b, "params": crate::layers::conv_json(self.packed.params())});
+        if let Some((lo, hi)) = self.clamp {
+            a["clamp"] = json!([lo, hi]);
+        }
+        Ok(a)
     }
 }
 
@@ -628,17 +640,20 @@ impl QDynRnn {
     ) -> Result<(Tensor, (Tensor, Tensor))> {
         let spec = self.spec();
         if self.layers.len() != spec.num_layers * spec.dirs() {
-            return Err(bad("DynamicQuantizedRNN", "weight sets do not match the layers"));
+            return Err(bad(
+                "DynamicQuantizedRNN",
+                "weight sets do not match the layers",
+            ));
         }
         let proj = |ld: usize, p: Proj, v: &Tensor| -> Result<Tensor> {
             let l = &self.layers[ld];
             let w = match p {
                 Proj::Ih => &l.ih,
                 Proj::Hh => &l.hh,
-                Proj::Hr => l
-                    .hr
-                    .as_ref()
-                    .ok_or_else(|| bad("DynamicQuantizedLSTM", "no projection weight"))?,
+                Proj::Hr => {
+                    l.hr.as_ref()
+                        .ok_or_else(|| bad("DynamicQuantizedLSTM", "no projection weight"))?
+                }
             };
             w.apply(&self.engine, v)
         };
@@ -684,7 +699,9 @@ impl QDynRnn {
             let ih = DynWeight::load(n, &format!("ih_{sfx}"), a, "layers")?;
             let hh = DynWeight::load(n, &format!("hh_{sfx}"), b, "layers")?;
             let hr = match c {
-                Some(c) if !c.is_null() => Some(DynWeight::load(n, &format!("hr_{sfx}"), c, "layers")?),
+                Some(c) if !c.is_null() => {
+                    Some(DynWeight::load(n, &format!("hr_{sfx}"), c, "layers")?)
+                }
                 _ => None,
             };
             let (ih_s, hh_s, hr_s) = spec.shapes(ld);
@@ -860,7 +877,10 @@ impl Layer for QFunctional {
         }))
     }
     fn matmul(&mut self, a: Value, b: Value) -> Result<Value> {
-        let (a, b) = (a.quant("QFunctional.matmul")?, b.quant("QFunctional.matmul")?);
+        let (a, b) = (
+            a.quant("QFunctional.matmul")?,
+            b.quant("QFunctional.matmul")?,
+        );
         Ok(Value::Q(self.engine.matmul::<u8>(
             &a,
             &b,
@@ -982,6 +1002,10 @@ pub(crate) fn register_mappings(m: &mut Mappings) {
         "QATConvReLU2d",
         "QATConvBn2d",
         "QATConvBnReLU2d",
+        "ConvHardtanh2d",
+        "ConvBnHardtanh2d",
+        "QATConvHardtanh2d",
+        "QATConvBnHardtanh2d",
     ] {
         m.set_static(t, true, QConv2d::from_float);
     }
@@ -1030,6 +1054,7 @@ pub(crate) fn register_loaders(r: &mut ModuleRegistry) {
     r.register("QuantizedLinearReLU", QLinear::load);
     r.register("QuantizedConv2d", QConv2d::load);
     r.register("QuantizedConvReLU2d", QConv2d::load);
+    r.register("QuantizedConvHardtanh2d", QConv2d::load);
     r.register("DynamicQuantizedLinear", QDynLinear::load);
     r.register("DynamicQuantizedLinearReLU", QDynLinear::load);
     r.register("DynamicQuantizedLSTM", QDynRnn::load);

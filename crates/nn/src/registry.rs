@@ -244,8 +244,12 @@ impl<'a> Node<'a> {
         let zn = join(&self.path, &format!("{name}_zero_point"));
         let s = f64::from_le_bytes(self.scalar8(&sn, Dtype::F64)?);
         let z = i64::from_le_bytes(self.scalar8(&zn, Dtype::I64)?);
-        QTensor::from_int_repr(v.shape().to_vec(), v.data().to_vec(), QParams::per_tensor(s, z))
-            .map_err(|e| NnError::file(self.src.file, &full, e.to_string()))
+        QTensor::from_int_repr(
+            v.shape().to_vec(),
+            v.data().to_vec(),
+            QParams::per_tensor(s, z),
+        )
+        .map_err(|e| NnError::file(self.src.file, &full, e.to_string()))
     }
     /// A U8 tensor `{path}.{name}`: its shape and bytes.
     pub fn u8_tensor(&self, name: &str) -> Result<(Vec<usize>, Vec<u8>)> {

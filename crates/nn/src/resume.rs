@@ -83,8 +83,8 @@ fn opt_i64(j: &J, k: &str) -> std::result::Result<Option<i64>, String> {
 /// The inverse of [`observer_spec_to_json`].
 pub fn observer_spec_from_json(j: &J) -> std::result::Result<ObserverSpec, String> {
     let class = str_of(j, "class")?;
-    let kind =
-        ObserverKind::from_name(class).ok_or_else(|| format!("unknown observer class {class:?}"))?;
+    let kind = ObserverKind::from_name(class)
+        .ok_or_else(|| format!("unknown observer class {class:?}"))?;
     let dtype = str_of(j, "dtype")?;
     let qscheme = str_of(j, "qscheme")?;
     let bins = i64_of(j, "bins")?;
@@ -327,11 +327,10 @@ pub(crate) fn load_bn(n: &Node, sub: &str, c: usize) -> Result<BatchNorm2d> {
         .get("eps")
         .and_then(J::as_f64)
         .ok_or_else(|| n.attr_error(&join(sub, "eps"), "not a number"))? as f32;
-    b.momentum = j
-        .get("momentum")
-        .and_then(J::as_f64)
-        .ok_or_else(|| n.attr_error(&join(sub, "momentum"), "not a number"))?
-        as f32;
+    b.momentum =
+        j.get("momentum")
+            .and_then(J::as_f64)
+            .ok_or_else(|| n.attr_error(&join(sub, "momentum"), "not a number"))? as f32;
     b.num_batches_tracked = j
         .get("num_batches_tracked")
         .and_then(J::as_i64)

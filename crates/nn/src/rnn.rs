@@ -241,7 +241,13 @@ pub fn run_rnn(
             ));
         }
     }
-    let at = |ti: usize, bi: usize| if spec.batch_first { bi * t + ti } else { ti * b + bi };
+    let at = |ti: usize, bi: usize| {
+        if spec.batch_first {
+            bi * t + ti
+        } else {
+            ti * b + bi
+        }
+    };
     let inp = spec.input_size;
     let mut seq = Vec::with_capacity(t * b * inp);
     for ti in 0..t {
@@ -262,7 +268,11 @@ pub fn run_rnn(
         let seq_t = Tensor::new([t, b, seq_in], seq.clone())?;
         let mut out = vec![0.0f32; t * b * dirs * hout];
         let mut lcache = LayerCache {
-            input: if cache.is_some() { seq.clone() } else { Vec::new() },
+            input: if cache.is_some() {
+                seq.clone()
+            } else {
+                Vec::new()
+            },
             steps: Vec::new(),
         };
         for d in 0..dirs {
@@ -443,7 +453,9 @@ impl Rnn {
         let k = 1.0 / (spec.hidden_size as f32).sqrt();
         let mut t = |s: [usize; 2]| {
             let n = s[0] * s[1];
-            Param::new(Tensor::new(s.to_vec(), (0..n).map(|_| rng.sym(k)).collect()).expect("shape"))
+            Param::new(
+                Tensor::new(s.to_vec(), (0..n).map(|_| rng.sym(k)).collect()).expect("shape"),
+            )
         };
         let mut layers = Vec::new();
         for ld in 0..spec.num_layers * spec.dirs() {
@@ -553,7 +565,13 @@ impl Rnn {
     ) -> Result<(Tensor, (Tensor, Tensor))> {
         self.check_layers()?;
         let mut cache = RnnCache::default();
-        let r = run_rnn(&self.spec(), x, h0, &|ld, p, v| self.proj(ld, p, v), Some(&mut cache))?;
+        let r = run_rnn(
+            &self.spec(),
+            x,
+            h0,
+            &|ld, p, v| self.proj(ld, p, v),
+            Some(&mut cache),
+        )?;
         self.cache = Some(cache);
         Ok(r)
     }
@@ -584,13 +602,20 @@ impl Rnn {
         let g_n = gates * hid;
         let feat = dirs * hout;
         if g.numel() != t * b * feat {
-            return Err(bad(spec.kind.name(), "gradient shape does not match the output"));
+            return Err(bad(
+                spec.kind.name(),
+                "gradient shape does not match the output",
+            ));
         }
         // Time-major gradient of the top layer's output.
         let mut dseq = vec![0.0f32; t * b * feat];
         for ti in 0..t {
             for bi in 0..b {
-                let r = if spec.batch_first { bi * t + ti } else { ti * b + bi };
+                let r = if spec.batch_first {
+                    bi * t + ti
+                } else {
+                    ti * b + bi
+                };
                 dseq[(ti * b + bi) * feat..(ti * b + bi + 1) * feat]
                     .copy_from_slice(&g.data()[r * feat..(r + 1) * feat]);
             }
@@ -603,7 +628,10 @@ impl Rnn {
                 let ld = l * dirs + d;
                 let steps = &lc.steps[d];
                 let w_hh = self.layers[ld].w_hh.value.data().to_vec();
-                let w_hr = self.layers[ld].w_hr.as_ref().map(|w| w.value.data().to_vec());
+                let w_hr = self.layers[ld]
+                    .w_hr
+                    .as_ref()
+                    .map(|w| w.value.data().to_vec());
                 let mut dgi_all = vec![0.0f32; t * b * g_n];
                 let mut dw_hh = vec![0.0f32; g_n * hout];
                 let mut db_hh = vec![0.0f32; g_n];
@@ -624,9 +652,27 @@ impl Rnn {
                     let dh_raw = match &w_hr {
                         Some(wr) => {
                             // dW_hr[p, j] += Σ_b dh[b, p]·h_raw[b, j]
-                            sgemm(spec.proj_size, b, hid, Mat::t(&dh, hout), Mat::rows(&sc.h_raw, hid), 1.0, &mut dw_hr, hid);
+                            sgemm(
+                                spec.proj_size,
+                                b,
+                                hid,
+                                Mat::t(&dh, hout),
+                                Mat::rows(&sc.h_raw, hid),
+                                1.0,
+                                &mut dw_hr,
+                                hid,
+                            );
                             let mut r = vec![0.0f32; b * hid];
-                            sgemm(b, hout, hid, Mat::rows(&dh, hout), Mat::rows(wr, hid), 0.0, &mut r, hid);
+                            sgemm(
+                                b,
+                                hout,
+                                hid,
+                                Mat::rows(&dh, hout),
+                                Mat::rows(wr, hid),
+                                0.0,
+                                &mut r,
+                                hid,
+                            );
                             r
                         }
                         None => dh,
@@ -664,8 +710,11 @@ impl Rnn {
                                     }
                                 }
                                 RnnKind::Gru => {
-                                    let (r, z, n) =
-                                        (sc.act[o + j], sc.act[o + hid + j], sc.act[o + 2 * hid + j]);
+                                    let (r, z, n) = (
+                                        sc.act[o + j],
+                                        sc.act[o + hid + j],
+                                        sc.act[o + 2 * hid + j],
+                                    );
                                     let hp = sc.h_prev[bi * hout + j];
                                     dh_direct[bi * hout + j] += dhr * z;
                                     let dz = dhr * (hp - n);
@@ -697,14 +746,32 @@ impl Rnn {
                         }
                     }
                     // Hidden projection: dW_hh += dghᵀ·h_prev, dh_prev = dgh·W_hh.
-                    sgemm(g_n, b, hout, Mat::t(&dgh, g_n), Mat::rows(&sc.h_prev, hout), 1.0, &mut dw_hh, hout);
+                    sgemm(
+                        g_n,
+                        b,
+                        hout,
+                        Mat::t(&dgh, g_n),
+                        Mat::rows(&sc.h_prev, hout),
+                        1.0,
+                        &mut dw_hh,
+                        hout,
+                    );
                     for row in dgh.chunks(g_n) {
                         for (a, v) in db_hh.iter_mut().zip(row) {
                             *a += v;
                         }
                     }
                     let mut dhp = dh_direct;
-                    sgemm(b, g_n, hout, Mat::rows(&dgh, g_n), Mat::rows(&w_hh, hout), 1.0, &mut dhp, hout);
+                    sgemm(
+                        b,
+                        g_n,
+                        hout,
+                        Mat::rows(&dgh, g_n),
+                        Mat::rows(&w_hh, hout),
+                        1.0,
+                        &mut dhp,
+                        hout,
+                    );
                     dh_carry = dhp;
                     dgi_all[ti * b * g_n..(ti + 1) * b * g_n].copy_from_slice(&dgi);
                 }
@@ -735,12 +802,20 @@ impl Rnn {
         let mut dx = vec![0.0f32; t * b * inp];
         for ti in 0..t {
             for bi in 0..b {
-                let r = if spec.batch_first { bi * t + ti } else { ti * b + bi };
+                let r = if spec.batch_first {
+                    bi * t + ti
+                } else {
+                    ti * b + bi
+                };
                 dx[r * inp..(r + 1) * inp]
                     .copy_from_slice(&dseq[(ti * b + bi) * inp..(ti * b + bi + 1) * inp]);
             }
         }
-        let shape = if spec.batch_first { [b, t, inp] } else { [t, b, inp] };
+        let shape = if spec.batch_first {
+            [b, t, inp]
+        } else {
+            [t, b, inp]
+        };
         Ok(Tensor::new(shape, dx)?)
     }
 }
@@ -795,10 +870,12 @@ impl Layer for Rnn {
         for (n, p) in r.params_mut() {
             out.f32(&n, &p.value);
         }
-        Ok(json!({"input_size": self.input_size, "hidden_size": self.hidden_size,
+        Ok(
+            json!({"input_size": self.input_size, "hidden_size": self.hidden_size,
                   "num_layers": self.num_layers, "batch_first": self.batch_first, "bias": bias,
                   "bidirectional": self.bidirectional, "proj_size": self.proj_size,
-                  "nonlinearity": if self.kind == RnnKind::RnnRelu { "relu" } else { "tanh" }}))
+                  "nonlinearity": if self.kind == RnnKind::RnnRelu { "relu" } else { "tanh" }}),
+        )
     }
 }
 
@@ -832,7 +909,8 @@ pub(crate) fn spec_of(n: &Node, kind: RnnKind) -> Result<RnnSpec> {
         },
         batch_first: n.get_bool("batch_first")?,
     };
-    spec.check().map_err(|e| n.attr_error("hidden_size", e.to_string()))?;
+    spec.check()
+        .map_err(|e| n.attr_error("hidden_size", e.to_string()))?;
     Ok(spec)
 }
 
@@ -856,7 +934,8 @@ pub(crate) fn register_loaders(r: &mut ModuleRegistry) {
             }
         }
         let bias = n.get_bool("bias")?;
-        let mut r = Rnn::with(spec, bias, &mut Rng(0)).map_err(|e| n.attr_error("hidden_size", e.to_string()))?;
+        let mut r = Rnn::with(spec, bias, &mut Rng(0))
+            .map_err(|e| n.attr_error("hidden_size", e.to_string()))?;
         for (name, prm) in r.params_mut() {
             let t = n.f32(&name)?;
             if t.shape() != prm.value.shape() {
@@ -873,7 +952,10 @@ pub(crate) fn register_loaders(r: &mut ModuleRegistry) {
     r.register("GRU", rnn);
     r.register("RNN", rnn);
     fn cell(n: &mut Node) -> Result<Module> {
-        let kind = cell_kind(n.type_name(), n.attrs().get("nonlinearity").and_then(J::as_str));
+        let kind = cell_kind(
+            n.type_name(),
+            n.attrs().get("nonlinearity").and_then(J::as_str),
+        );
         let (inp, hid) = (n.get_usize("input_size")?, n.get_usize("hidden_size")?);
         let g = kind
             .gates()
@@ -930,7 +1012,10 @@ fn cell_step(
         _ => "RNNCell",
     };
     if x.ndim() != 2 {
-        return Err(bad(op, format!("input {:?} must be [batch, input_size]", x.shape())));
+        return Err(bad(
+            op,
+            format!("input {:?} must be [batch, input_size]", x.shape()),
+        ));
     }
     let b = x.shape()[0];
     let (h, c) = match state {
@@ -991,7 +1076,13 @@ pub struct RnnCell {
 }
 
 impl RnnCell {
-    pub fn new(kind: RnnKind, input_size: usize, hidden_size: usize, bias: bool, rng: &mut Rng) -> Self {
+    pub fn new(
+        kind: RnnKind,
+        input_size: usize,
+        hidden_size: usize,
+        bias: bool,
+        rng: &mut Rng,
+    ) -> Self {
         let r = Rnn::with(
             RnnSpec {
                 kind,
@@ -1044,10 +1135,16 @@ impl RnnCell {
         }
     }
     /// One float step: `(h', c')` (`c'` empty for GRU / RNN cells).
-    pub fn step(&mut self, x: &Tensor, state: Option<(&Tensor, &Tensor)>) -> Result<(Tensor, Tensor)> {
+    pub fn step(
+        &mut self,
+        x: &Tensor,
+        state: Option<(&Tensor, &Tensor)>,
+    ) -> Result<(Tensor, Tensor)> {
         if !self.training {
             let r = self.as_rnn();
-            return cell_step(self.kind, self.hidden_size, x, state, &|p, v| r.proj(0, p, v));
+            return cell_step(self.kind, self.hidden_size, x, state, &|p, v| {
+                r.proj(0, p, v)
+            });
         }
         let b = x.shape().first().copied().unwrap_or(0);
         let hid = self.hidden_size;
@@ -1125,9 +1222,11 @@ impl Layer for RnnCell {
         for (n, p) in c.params_mut() {
             out.f32(&n, &p.value);
         }
-        Ok(json!({"input_size": self.input_size, "hidden_size": self.hidden_size,
+        Ok(
+            json!({"input_size": self.input_size, "hidden_size": self.hidden_size,
                   "bias": self.layer.b_ih.is_some(),
-                  "nonlinearity": if self.kind == RnnKind::RnnRelu { "relu" } else { "tanh" }}))
+                  "nonlinearity": if self.kind == RnnKind::RnnRelu { "relu" } else { "tanh" }}),
+        )
     }
 }
 
@@ -1169,7 +1268,10 @@ impl QDynCell {
         })
     }
     fn load(n: &mut Node) -> Result<Module> {
-        let kind = cell_kind(n.type_name(), n.attrs().get("nonlinearity").and_then(J::as_str));
+        let kind = cell_kind(
+            n.type_name(),
+            n.attrs().get("nonlinearity").and_then(J::as_str),
+        );
         let (inp, hid) = (n.get_usize("input_size")?, n.get_usize("hidden_size")?);
         let ih = DynWeight::load(n, "ih", n.field("ih")?, "ih")?;
         let hh = DynWeight::load(n, "hh", n.field("hh")?, "hh")?;
@@ -1199,7 +1301,9 @@ impl Layer for QDynCell {
         .into()
     }
     fn forward(&mut self, x: Value) -> Result<Value> {
-        Ok(Value::F(self.step(&x.float("DynamicQuantizedRNNCell")?, None)?.0))
+        Ok(Value::F(
+            self.step(&x.float("DynamicQuantizedRNNCell")?, None)?.0,
+        ))
     }
     fn forward_state(
         &mut self,
@@ -1230,9 +1334,11 @@ impl Layer for QDynCell {
     fn save(&self, out: &mut Saver) -> Result<J> {
         let ih = out.within("ih", |o| self.ih.save(o))?;
         let hh = out.within("hh", |o| self.hh.save(o))?;
-        Ok(json!({"input_size": self.input_size, "hidden_size": self.hidden_size,
+        Ok(
+            json!({"input_size": self.input_size, "hidden_size": self.hidden_size,
                   "ih": ih, "hh": hh,
-                  "nonlinearity": if self.kind == RnnKind::RnnRelu { "relu" } else { "tanh" }}))
+                  "nonlinearity": if self.kind == RnnKind::RnnRelu { "relu" } else { "tanh" }}),
+        )
     }
 }
 

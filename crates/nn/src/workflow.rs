@@ -5,11 +5,11 @@
 
 use std::collections::HashMap;
 
+use rquant_core::observer::ObserverDType;
 use rquant_core::qconfig::{
     default_dynamic_qconfig, float16_dynamic_qconfig, float_qparams_weight_only_qconfig,
     float_qparams_weight_only_qconfig_4bit, QConfig,
 };
-use rquant_core::observer::ObserverDType;
 use rquant_core::{Engine, Tensor};
 use serde_json::{json, Value as J};
 
@@ -54,14 +54,30 @@ impl Layer for QuantWrapper {
         "QuantWrapper".into()
     }
     fn forward(&mut self, x: Value) -> Result<Value> {
-        let x = self.child("quant").forward(x).map_err(|e| e.within("quant"))?;
-        let x = self.child("module").forward(x).map_err(|e| e.within("module"))?;
-        self.child("dequant").forward(x).map_err(|e| e.within("dequant"))
+        let x = self
+            .child("quant")
+            .forward(x)
+            .map_err(|e| e.within("quant"))?;
+        let x = self
+            .child("module")
+            .forward(x)
+            .map_err(|e| e.within("module"))?;
+        self.child("dequant")
+            .forward(x)
+            .map_err(|e| e.within("dequant"))
     }
     fn backward(&mut self, g: Tensor) -> Result<Tensor> {
-        let g = self.child("dequant").backward(g).map_err(|e| e.within("dequant"))?;
-        let g = self.child("module").backward(g).map_err(|e| e.within("module"))?;
-        self.child("quant").backward(g).map_err(|e| e.within("quant"))
+        let g = self
+            .child("dequant")
+            .backward(g)
+            .map_err(|e| e.within("dequant"))?;
+        let g = self
+            .child("module")
+            .backward(g)
+            .map_err(|e| e.within("module"))?;
+        self.child("quant")
+            .backward(g)
+            .map_err(|e| e.within("quant"))
     }
     fn children(&self) -> Vec<(&str, &Module)> {
         self.children.iter().map(|(n, m)| (n.as_str(), m)).collect()
@@ -102,11 +118,7 @@ pub(crate) fn register_loaders(r: &mut ModuleRegistry) {
 /// returned wrapped itself.
 pub fn add_quant_dequant(model: Module, qconfig: &QConfigMap) -> Result<Module> {
     let resolved = qconfig.resolve(&model)?;
-    fn rec(
-        m: Module,
-        path: &str,
-        resolved: &HashMap<String, Option<QConfig>>,
-    ) -> Result<Module> {
+    fn rec(m: Module, path: &str, resolved: &HashMap<String, Option<QConfig>>) -> Result<Module> {
         let leaf = m.children().is_empty();
         if leaf {
             let has = matches!(resolved.get(path), Some(Some(_)));

@@ -15,9 +15,7 @@ use rquant_nn::convnd::ConvNdParams;
 use rquant_nn::convs::{ConvNd, ConvNdKind};
 use rquant_nn::layers::BatchNorm2d;
 use rquant_nn::norms::Norm;
-use rquant_nn::{
-    convert_with, fuse_modules, prepare, Module, QConfigMap, Sequential, Value,
-};
+use rquant_nn::{convert_with, fuse_modules, prepare, Module, QConfigMap, Sequential, Value};
 
 fn wrap(m: impl Into<Module>) -> Module {
     Sequential::new()
@@ -83,18 +81,29 @@ fn build(name: &str, c: &Case) -> (Module, Vec<Vec<&'static str>>, QConfig) {
     let three = vec![vec!["m.0", "m.1", "m.2"]];
     let two = vec![vec!["m.0", "m.1"]];
     match name {
-        "conv1d" => (wrap(conv(c, ConvNdKind::Conv1d, "", params(c, 1))), none, x86),
+        "conv1d" => (
+            wrap(conv(c, ConvNdKind::Conv1d, "", params(c, 1))),
+            none,
+            x86,
+        ),
         "conv_relu1d" => {
             let mut p = ConvNdParams::new(1);
             p.padding = vec![2];
             p.dilation = vec![2];
             (
-                wrap(seq(vec![conv(c, ConvNdKind::Conv1d, "0.", p).into(), Module::relu()])),
+                wrap(seq(vec![
+                    conv(c, ConvNdKind::Conv1d, "0.", p).into(),
+                    Module::relu(),
+                ])),
                 two,
                 x86,
             )
         }
-        "conv3d" => (wrap(conv(c, ConvNdKind::Conv3d, "", params(c, 3))), none, x86),
+        "conv3d" => (
+            wrap(conv(c, ConvNdKind::Conv3d, "", params(c, 3))),
+            none,
+            x86,
+        ),
         "conv_bn_relu3d" => {
             let mut p = ConvNdParams::new(3);
             p.padding = vec![1; 3];
@@ -108,6 +117,35 @@ fn build(name: &str, c: &Case) -> (Module, Vec<Vec<&'static str>>, QConfig) {
                 x86,
             )
         }
+        "conv_bn3d" => {
+            let mut p = ConvNdParams::new(3);
+            p.padding = vec![1; 3];
+            (
+                wrap(seq(vec![
+                    conv(c, ConvNdKind::Conv3d, "0.", p).into(),
+                    bn(c, "1.", true, false).into(),
+                ])),
+                two,
+                x86,
+            )
+        }
+        "conv_relu3d" => {
+            let mut p = ConvNdParams::new(3);
+            p.stride = vec![1, 2, 1];
+            (
+                wrap(seq(vec![
+                    conv(c, ConvNdKind::Conv3d, "0.", p).into(),
+                    Module::relu(),
+                ])),
+                two,
+                x86,
+            )
+        }
+        "bn_relu3d" => (
+            wrap(seq(vec![bn(c, "0.", true, false).into(), Module::relu()])),
+            two,
+            x86,
+        ),
         "conv_bn1d" => (
             wrap(seq(vec![
                 conv(c, ConvNdKind::Conv1d, "0.", ConvNdParams::new(1)).into(),
@@ -189,6 +227,9 @@ const PTQ: &[&str] = &[
     "conv3d",
     "conv_bn_relu3d",
     "conv_bn1d",
+    "conv_bn3d",
+    "conv_relu3d",
+    "bn_relu3d",
     "conv_transpose1d",
     "conv_transpose2d",
     "conv_transpose3d",
@@ -223,7 +264,8 @@ fn out_qparams(m: &Module) -> Option<(f64, i64)> {
     if let Some(q) = m.downcast_ref::<QNorm>() {
         return Some((q.scale, q.zero_point));
     }
-    m.downcast_ref::<QBatchNorm>().map(|q| (q.scale, q.zero_point))
+    m.downcast_ref::<QBatchNorm>()
+        .map(|q| (q.scale, q.zero_point))
 }
 
 fn set_out_qparams(m: &mut Module, (s, z): (f64, i64)) {
@@ -326,7 +368,9 @@ fn ptq_modules_match_pytorch_on_every_engine() {
             let y = y.contiguous();
             assert_eq!(y.shape(), c.shape("qy").as_slice(), "{name}: output shape");
             let want = c.u8s("qy");
-            let bad: Vec<usize> = (0..want.len()).filter(|&i| y.int_repr()[i] != want[i]).collect();
+            let bad: Vec<usize> = (0..want.len())
+                .filter(|&i| y.int_repr()[i] != want[i])
+                .collect();
             assert!(
                 bad.is_empty(),
                 "{name} on {e:?}: {} of {} output codes differ, first at {} ({} vs {})",
@@ -462,7 +506,11 @@ fn conv_layers_backward_matches_finite_differences() {
         (ConvNdKind::Conv3d, vec![1, 2, 4, 5, 4], vec![2, 3, 2]),
         (ConvNdKind::ConvTranspose1d, vec![2, 4, 6], vec![3]),
         (ConvNdKind::ConvTranspose2d, vec![1, 2, 4, 3], vec![3, 2]),
-        (ConvNdKind::ConvTranspose3d, vec![1, 2, 3, 3, 2], vec![2, 2, 2]),
+        (
+            ConvNdKind::ConvTranspose3d,
+            vec![1, 2, 3, 3, 2],
+            vec![2, 2, 2],
+        ),
     ] {
         let dims = ks.len();
         let mut p = ConvNdParams::new(dims);
@@ -477,8 +525,11 @@ fn conv_layers_backward_matches_finite_differences() {
         let n: usize = xs.iter().product();
         let x = Tensor::new(xs.clone(), (0..n).map(|_| rng.sym(1.0)).collect()).unwrap();
         let y = m.forward(x.clone()).unwrap();
-        let g = Tensor::new(y.shape().to_vec(), (0..y.numel()).map(|_| rng.sym(1.0)).collect())
-            .unwrap();
+        let g = Tensor::new(
+            y.shape().to_vec(),
+            (0..y.numel()).map(|_| rng.sym(1.0)).collect(),
+        )
+        .unwrap();
         let dx = m.backward(g.clone()).unwrap();
         let dw = m.weight.grad.clone().unwrap();
         let loss = |m: &mut ConvNd, x: &Tensor| -> f64 {

@@ -438,3 +438,33 @@ fn embedding_prepack_ops_match_pytorch() {
     let nan = rquant_core::Tensor::new([1, 4], vec![f32::NAN, 0.0, 1.0, 2.0]).unwrap();
     assert!(embedding_bag_byte_prepack(&nan).is_err());
 }
+
+#[test]
+fn batch_norm1d_op_matches_pytorch() {
+    let c = case("batch_norm1d_op");
+    let (s, z) = c.qp("qx");
+    let (os, oz) = c.qp("out");
+    for e in engines() {
+        for k in ["x2d", "x3d"] {
+            let qx = c.quint8(&format!("{k}.qx"), s, z);
+            let (w, b) = (c.f32(&format!("{k}.w")), c.f32(&format!("{k}.b")));
+            let (m, v) = (c.f32(&format!("{k}.mean")), c.f32(&format!("{k}.var")));
+            let p = rquant_core::BatchNormParams {
+                weight: w.data(),
+                bias: b.data(),
+                mean: m.data(),
+                var: v.data(),
+                eps: c.meta["eps"].as_f64().unwrap(),
+            };
+            for (relu, key) in [(false, "y"), (true, "y_relu")] {
+                let y = qops::batch_norm1d(&e, &qx, &p, os, oz, relu).unwrap();
+                assert_eq!(y.shape(), c.shape(&format!("{k}.{key}")).as_slice());
+                assert_eq!(
+                    codes(&y),
+                    c.u8s(&format!("{k}.{key}")),
+                    "{k} {key} on {e:?}"
+                );
+            }
+        }
+    }
+}

@@ -3,12 +3,17 @@
 //! reference engine, and demands identical bits (tolerance zero).
 //!
 //! [`GemmTester`] drives linear (static and dynamic), fp16 linear and conv2d;
-//! the `sweep_*` functions run the standard parameter sweeps: k below, at
-//! and above every kernel's k-block and not a multiple of it, m and n tails,
-//! zero points 0/128/255, full-range activations 0..255, weights −128..127
-//! (all −128 too), extreme output scales, relu clamps, per-tensor and
-//! per-channel weights, with and without bias.
+//! the `sweep_*` functions run the standard parameter sweeps. M, N and K are
+//! derived from each GEMM kernel of the engine's path (`Engine::gemm_kernels`:
+//! its `mr × nr` tile, its `kr`, the driver's k-block for it, see [`Tails`]),
+//! with data that makes the engine pick that kernel; then zero points
+//! 0/128/255, full-range activations 0..255, weights −128..127 (all −128
+//! too), extreme output scales, relu and `[lo, hi]` clamps, per-tensor and
+//! per-channel weights, with and without bias. [`sweep_kernels_ran`] proves
+//! that every kernel of the path really ran.
 
+use rquant_core::gemm::{Blocking, Kernel};
+use rquant_core::output::Clamp;
 use rquant_core::{Conv2dParams, Engine, QParams, QTensor, Tensor};
 
 /// A small deterministic generator (xorshift64*), so testers need no deps.
@@ -85,6 +90,8 @@ pub struct GemmTester {
     pub out_scale_factor: f64,
     /// Output zero point; None = chosen with the scale.
     pub out_zp: Option<i64>,
+    /// An explicit output clamp `[lo, hi]` (replaces `relu`); None = `relu`'s.
+    pub clamp: Option<Clamp>,
     pub seed: u64,
 }
 
@@ -103,6 +110,7 @@ impl Default for GemmTester {
             wt: Wt::Full,
             out_scale_factor: 1.0,
             out_zp: None,
+            clamp: None,
             seed: 1,
         }
     }
@@ -121,6 +129,14 @@ impl GemmTester {
     pub fn out_zp(mut self, z: i64) -> Self {
         self.out_zp = Some(z);
         self
+    }
+    /// Clamp the output to `[lo, hi]` (quantized domain) instead of `relu`.
+    pub fn clamp(mut self, lo: u8, hi: u8) -> Self {
+        self.clamp = Some(Clamp { lo, hi });
+        self
+    }
+    fn out_clamp(&self, out_zp: i64) -> Clamp {
+        self.clamp.unwrap_or_else(|| Clamp::relu(out_zp, self.relu))
     }
 
     fn rng(&self) -> Rng {
@@ -213,11 +229,12 @@ impl GemmTester {
             .pack_linear(w.clone(), bias.clone())
             .expect("engine packs");
         let pr = reference.pack_linear(w, bias).expect("reference packs");
+        let clamp = self.out_clamp(oz);
         let ye = engine
-            .linear(&x, &pe, os, oz, self.relu)
+            .linear_clamped(&x, &pe, os, oz, clamp)
             .expect("engine linear");
         let yr = reference
-            .linear(&x, &pr, os, oz, self.relu)
+            .linear_clamped(&x, &pr, os, oz, clamp)
             .expect("reference linear");
         assert_same(engine, "linear", self, ye.int_repr(), yr.int_repr(), n);
     }
@@ -403,11 +420,12 @@ impl ConvTester {
         let pr = reference
             .pack_conv2d(wq, bias, self.params)
             .expect("reference packs conv");
+        let clamp = t.out_clamp(oz);
         let ye = engine
-            .conv2d(&x, &pe, os, oz, t.relu)
+            .conv2d_clamped(&x, &pe, os, oz, clamp)
             .expect("engine conv2d");
         let yr = reference
-            .conv2d(&x, &pr, os, oz, t.relu)
+            .conv2d_clamped(&x, &pr, os, oz, clamp)
             .expect("reference conv2d");
         assert_eq!(ye.shape(), yr.shape());
         assert_same(
@@ -426,34 +444,168 @@ pub fn reference() -> Engine {
     rquant_reference::engine()
 }
 
-/// Sizes used by the sweeps: every tail of tiles up to MR = 8, NR = 32, KR = 4.
-pub const M_SWEEP: &[usize] = &[1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 16, 17, 25];
-pub const N_SWEEP: &[usize] = &[1, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 65, 130];
-pub const K_SWEEP: &[usize] = &[
-    1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 257,
-];
+/// M, N and K around one kernel's tile: every row tail up to `mr + 1` and
+/// beyond two tiles, column tails around one, two and several panels, k
+/// tails around one and two k-units and several units, and K just below,
+/// at and above the driver's k-block (weights walked in L1-sized blocks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tails {
+    pub m: Vec<usize>,
+    pub n: Vec<usize>,
+    pub k: Vec<usize>,
+    pub k_block: Vec<usize>,
+}
+
+fn sorted(mut v: Vec<usize>) -> Vec<usize> {
+    v.retain(|&x| x > 0);
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+impl Tails {
+    /// The sizes for a kernel of tile `mr × nr`, `kr` k per unit, whose
+    /// driver k-block covers `kb` k.
+    pub fn new(mr: usize, nr: usize, kr: usize, kb: usize) -> Tails {
+        Tails {
+            m: sorted(
+                (1..=mr + 1)
+                    .chain([2 * mr - 1, 2 * mr, 2 * mr + 1, 3 * mr + 1])
+                    .collect(),
+            ),
+            n: sorted(vec![
+                1,
+                nr - 1,
+                nr,
+                nr + 1,
+                2 * nr - 1,
+                2 * nr,
+                2 * nr + 1,
+                4 * nr + 3,
+            ]),
+            k: sorted(
+                (1..=kr + 1)
+                    .chain([
+                        2 * kr - 1,
+                        2 * kr,
+                        2 * kr + 1,
+                        4 * kr + 1,
+                        8 * kr + 3,
+                        64 * kr + 1,
+                    ])
+                    .collect(),
+            ),
+            k_block: sorted(vec![kb - 1, kb, kb + 1, 2 * kb + 1]),
+        }
+    }
+    pub fn of(k: &Kernel) -> Tails {
+        let s = &k.shape;
+        Tails::new(s.mr, s.nr, s.kr, k.k_block(&Blocking::DEFAULT))
+    }
+}
+
+/// The kernels a sweep targets: the engine's table, or for an engine
+/// without one (the reference) a stand-in 8×32, kr 4 tile.
+fn targets(engine: &Engine) -> Vec<(Tails, Act)> {
+    let ks = engine.gemm_kernels();
+    if ks.is_empty() {
+        return vec![(Tails::new(8, 32, 4, 768), Act::Full)];
+    }
+    ks.iter()
+        .enumerate()
+        .map(|(i, k)| (Tails::of(k), kernel_act(i, ks.len())))
+        .collect()
+}
+
+/// Activations that make the engine choose kernel `i` of `n`: a preferred
+/// kernel before the last is exact only under a bound its check computes
+/// (x86's `vpmaddubsw` kernel: always for 7-bit activations), so it gets
+/// 7-bit activations; the last gets full-range ones (with full-range
+/// weights the earlier kernels are then not exact, except on tiny shapes).
+fn kernel_act(i: usize, n: usize) -> Act {
+    if i + 1 < n {
+        Act::Low
+    } else {
+        Act::Full
+    }
+}
+
+/// Every kernel of the engine's table runs at least once, on data chosen to
+/// select it, and gives the reference's bits; fails unless each kernel's
+/// call counter moved.
+pub fn sweep_kernels_ran(engine: &Engine) {
+    let r = reference();
+    let ks = engine.gemm_kernels();
+    for (i, kern) in ks.iter().enumerate() {
+        let before = kern.calls();
+        let s = &kern.shape;
+        // The last kernel: full-range activations and weights whose adjacent
+        // pairs reach 255 (no bounded kernel is exact for them).
+        let (act, wt) = if i + 1 < ks.len() {
+            (Act::Low, Wt::Full)
+        } else {
+            (Act::AllMax, Wt::Extreme)
+        };
+        GemmTester::new()
+            .m(2 * s.mr + 1)
+            .n(s.nr + 3)
+            .k(8 * s.kr + 1)
+            .act(act)
+            .wt(wt)
+            .x_zp(0)
+            .test_linear(engine, &r);
+        assert!(
+            kern.calls() > before,
+            "{}/{}: kernel {} did not run",
+            engine.name(),
+            engine.isa(),
+            kern.name
+        );
+    }
+}
 
 /// The standard static-linear sweep.
 pub fn sweep_linear(engine: &Engine) {
     let r = reference();
     let r = &r;
-    for &k in K_SWEEP {
-        for &(m, n) in &[(1, 1), (4, 8), (6, 16), (8, 32), (7, 33), (13, 17)] {
-            GemmTester::new()
-                .m(m)
-                .n(n)
-                .k(k)
-                .seed(k as u64)
-                .test_linear(engine, r);
+    for (t, act) in targets(engine) {
+        for &k in &t.k {
+            for &(m, n) in &[
+                (1, 1),
+                (t.m[t.m.len() / 2], t.n[2]),
+                (*t.m.last().unwrap(), *t.n.last().unwrap()),
+                (t.m[1], t.n[3]),
+            ] {
+                GemmTester::new()
+                    .m(m)
+                    .n(n)
+                    .k(k)
+                    .act(act)
+                    .seed(k as u64)
+                    .test_linear(engine, r);
+            }
         }
-    }
-    for &m in M_SWEEP {
-        for &n in N_SWEEP {
+        for &m in &t.m {
+            for &n in &t.n {
+                GemmTester::new()
+                    .m(m)
+                    .n(n)
+                    .k(37)
+                    .act(act)
+                    .seed(3)
+                    .test_linear(engine, r);
+            }
+        }
+        // K across the kernel's k-blocks and not a multiple of them.
+        for &k in &t.k_block {
             GemmTester::new()
-                .m(m)
-                .n(n)
-                .k(37)
-                .seed(3)
+                .m(t.m[t.m.len() - 2])
+                .n(t.n[3] + 10)
+                .k(k)
+                .act(act)
+                .per_channel(k % 2 == 0)
+                .w_zp(3)
+                .seed(k as u64)
                 .test_linear(engine, r);
         }
     }
@@ -495,8 +647,6 @@ pub fn sweep_linear(engine: &Engine) {
         }
     }
     // Extreme output scales (everything saturates / one step spans the range) and zero points.
-    // (Below 1e-9 only zero point 0: rquant_core::numerics::requantize_u8 adds
-    // the zero point to an i64 that saturated at 2^63, which overflows.)
     for &f in &[1e-30, 1e-12, 1e-6, 1e-3, 0.5, 2.0, 1e3, 1e30] {
         let zps: &[i64] = if f < 1e-9 { &[0] } else { &[0, 128, 255] };
         for &oz in zps {
@@ -513,6 +663,7 @@ pub fn sweep_linear(engine: &Engine) {
             }
         }
     }
+    sweep_clamps(engine);
     // K beyond 32 768 extreme products: the int32 accumulator wraps exactly like the reference's.
     GemmTester::new()
         .m(2)
@@ -530,16 +681,39 @@ pub fn sweep_linear(engine: &Engine) {
         .k(520)
         .per_channel(true)
         .test_linear(engine, r);
-    // K across the kernels' k-blocks (768 and 3072 k) and not a multiple of them.
-    for &k in &[767, 768, 769, 1536, 1537, 3071, 3073] {
-        GemmTester::new()
-            .m(19)
-            .n(45)
-            .k(k)
-            .per_channel(k % 2 == 0)
-            .w_zp(3)
-            .seed(k as u64)
-            .test_linear(engine, r);
+}
+
+/// Output clamps `[lo, hi]` other than none and relu (a fused ReLU6 or
+/// hardtanh), with output zero points inside, below and above them, on the
+/// vector stages' common range and at extreme scales (their fallbacks).
+pub fn sweep_clamps(engine: &Engine) {
+    let r = reference();
+    let clamps: [(u8, u8); 7] = [
+        (0, 255),
+        (0, 200),
+        (37, 255),
+        (50, 100),
+        (128, 134),
+        (90, 90),
+        (255, 255),
+    ];
+    for (i, &(lo, hi)) in clamps.iter().enumerate() {
+        for &oz in &[0, 60, 128, 255] {
+            // 1e-15: multipliers beyond the vector stages' tame range.
+            for &f in &[1.0, 1e-15, 1e30] {
+                GemmTester::new()
+                    .m(9)
+                    .n(41)
+                    .k(33)
+                    .clamp(lo, hi)
+                    .out_zp(oz)
+                    .out_scale_factor(f)
+                    .per_channel(i % 2 == 0)
+                    .w_zp(if i % 3 == 0 { 2 } else { 0 })
+                    .seed(i as u64 * 31 + oz as u64)
+                    .test_linear(engine, &r);
+            }
+        }
     }
 }
 
@@ -572,13 +746,23 @@ pub fn sweep_linear_dynamic(engine: &Engine) {
             }
         }
     }
-    for &m in M_SWEEP {
-        for &k in &[1, 5, 16, 33, 100] {
+    for (t, _) in targets(engine) {
+        for &m in &t.m {
+            for &k in &[1, 5, 16, 33, 100] {
+                GemmTester::new()
+                    .m(m)
+                    .n(t.n[3] + 5)
+                    .k(k)
+                    .test_linear_dynamic(engine, r, -2.0, 5.0, false);
+            }
+        }
+        // 7-bit activations (`reduce_range`): the bounded kernels' case.
+        for &n in &t.n {
             GemmTester::new()
-                .m(m)
-                .n(37)
-                .k(k)
-                .test_linear_dynamic(engine, r, -2.0, 5.0, false);
+                .m(t.m[t.m.len() / 2])
+                .n(n)
+                .k(t.k_block[0])
+                .test_linear_dynamic(engine, r, -2.0, 5.0, true);
         }
     }
     GemmTester::new()
@@ -678,6 +862,21 @@ pub fn sweep_conv2d(engine: &Engine) {
                     .seed(i as u64);
                 c.clone().batch(1 + i % 2).gemm(g).test(engine, r);
             }
+        }
+    }
+    // Explicit clamps on the GEMM and depthwise paths.
+    for (i, &(lo, hi)) in [(0u8, 200u8), (40, 160), (128, 128)].iter().enumerate() {
+        for c in [
+            ConvTester::new(6, 6, [9, 10], [3, 3], p(1, 1, 1, 6)),
+            ConvTester::new(5, 9, [7, 6], [3, 3], p(1, 1, 1, 1)),
+            ConvTester::new(8, 12, [8, 8], [3, 3], p(1, 1, 1, 2)),
+        ] {
+            let g = GemmTester::new()
+                .clamp(lo, hi)
+                .out_zp(100)
+                .per_channel(i % 2 == 0)
+                .seed(i as u64);
+            c.gemm(g).test(engine, r);
         }
     }
     // Extreme output scales on the depthwise and GEMM paths (range fallbacks).
@@ -839,7 +1038,7 @@ pub fn sweep_quantize(engine: &Engine) {
         .is_err());
 }
 
-/// The four sweeps as `#[test]`s over the engines a function returns (one per
+/// The sweeps as `#[test]`s over the engines a function returns (one per
 /// ISA path), so every engine crate runs the same tester the same way:
 /// `rquant_testkit::sweep_tests!(paths);`.
 #[macro_export]
@@ -870,6 +1069,13 @@ macro_rules! sweep_tests {
         fn quantize_every_path() {
             for e in $paths() {
                 $crate::sweep_quantize(&e);
+            }
+        }
+
+        #[test]
+        fn every_kernel_of_every_path_ran() {
+            for e in $paths() {
+                $crate::sweep_kernels_ran(&e);
             }
         }
 

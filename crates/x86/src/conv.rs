@@ -5,27 +5,25 @@
 //! prepacked per group in the matching (ky, kx, c) order. A 1×1 stride-1
 //! convolution is a plain GEMM over the NHWC pixels.
 
-use rquant_core::ops::ConvGeometry;
+use std::cell::{OnceCell, RefCell};
+
+use rquant_core::engine::ConvCall;
+use rquant_core::gemm::{Gemm, PackedB, Store, Table};
 use rquant_core::{Conv2dParams, QTensor};
 
-use std::cell::RefCell;
-
-use crate::gemm::{gemm, give_back, take_buffer};
-use crate::isa::Isa;
-use rquant_core::numerics::{bias_term, RequantChannel};
-
+use crate::gemm::{give_back, take_buffer};
+use crate::isa::{Caps, Isa};
 #[cfg(target_arch = "x86_64")]
 use crate::kernels::dwconv_f32_row_avx2::dw_row as dw_row_f32;
 use crate::kernels::dwconv_f32_row_avx2::{MAX_TAPS, SLACK};
 use crate::kernels::dwconv_i16_row_avx2::row as dw_scalar;
 #[cfg(target_arch = "x86_64")]
 use crate::kernels::dwconv_u8i8_plane_avx512 as dw512;
-use crate::kernels::output::{requant_run, OutLayout, RequantOut};
-use crate::pack::PackedB;
+use crate::kernels::output::{requant_run, Channel, RawOut, RequantStage};
 use crate::threads::par_chunks1;
 
 /// Prepacked conv weights: one GEMM weight matrix per group.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct PackedConv {
     pub(crate) isa: Isa,
     /// `[O, I/groups, kH, kW]`.
@@ -41,25 +39,20 @@ pub struct PackedConv {
 pub struct DwWeights {
     w: Vec<i32>,
     zps: Vec<i32>,
-    scales: Vec<f64>,
-    per_channel: bool,
 }
 
 impl PackedConv {
-    pub(crate) fn new(isa: Isa, w: &QTensor<i8>, p: Conv2dParams) -> Self {
+    pub(crate) fn new(isa: Isa, table: Table, w: &QTensor<i8>, p: Conv2dParams) -> Self {
         let [o, cg, kh, kw] = [w.shape()[0], w.shape()[1], w.shape()[2], w.shape()[3]];
         let og = o / p.groups;
         let k = cg * kh * kw;
         let raw = w.int_repr();
-        let per_channel = w.qparams().is_per_channel();
         if cg == 1 && og == 1 {
             let taps = kh * kw;
             let mut wd = Vec::with_capacity(o * taps);
-            let mut scales = Vec::with_capacity(o);
             let mut zps = Vec::with_capacity(o);
             for oc in 0..o {
-                let (s, z) = w.qparams().channel(oc);
-                scales.push(s);
+                let (_, z) = w.qparams().channel(oc);
                 zps.push(z as i32);
                 wd.extend(
                     raw[oc * taps..(oc + 1) * taps]
@@ -71,12 +64,7 @@ impl PackedConv {
                 isa,
                 shape: [o, cg, kh, kw],
                 groups: Vec::new(),
-                dw: Some(DwWeights {
-                    w: wd,
-                    zps,
-                    scales,
-                    per_channel,
-                }),
+                dw: Some(DwWeights { w: wd, zps }),
             };
         }
         let groups = (0..p.groups)
@@ -93,11 +81,7 @@ impl PackedConv {
                         }
                     }
                 }
-                let qp: Vec<(f64, i64)> =
-                    (0..og).map(|ol| w.qparams().channel(g * og + ol)).collect();
-                let mut b = PackedB::new(isa, &wr, og, k, &qp);
-                b.per_channel = per_channel;
-                b
+                PackedB::new(table, &wr, og, k)
             })
             .collect();
         PackedConv {
@@ -160,29 +144,25 @@ impl rquant_core::engine::Int8Panels for PackedConv {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn conv2d(
-    isa: Isa,
-    x: &QTensor<u8>,
-    g: &ConvGeometry,
-    pw: &PackedConv,
-    bias: Option<&[f32]>,
-    out_scale: f64,
-    out_zp: i32,
-    relu: bool,
-) -> Vec<u8> {
+/// Conv2d through the GEMM (or the depthwise kernels), NCHW in and out,
+/// requantized by the call's `Requant`.
+pub(crate) fn conv2d(caps: Caps, c: &ConvCall<'_>, pw: &PackedConv) -> Vec<u8> {
     if let Some(dw) = &pw.dw {
-        return depthwise(isa, x, g, dw, bias, out_scale, out_zp, relu);
+        return depthwise(caps, c, dw);
     }
-    let (xs, xz) = x.q_per_tensor().expect("validated per-tensor");
+    let (x, g, r) = (c.x, c.g, c.requant);
+    let (_, xz) = x.q_per_tensor().expect("validated per-tensor");
     let xz8 = xz as u8;
     let p = g.params;
     let (cg, og) = (g.c_per_group(), g.o_per_group());
     let ohw = g.oh * g.ow;
     let xd = x.int_repr();
-    let mut y = vec![0u8; g.n * g.o * ohw];
+    let len = g.n * g.o * ohw;
+    let mut y: Vec<u8> = Vec::with_capacity(len);
     // Padded taps hold the zero point: it bounds the activations too.
-    let x_max = xd.iter().fold(xz8, |a, &b| a.max(b));
+    // (Only a kernel with a bounded exactness asks for it.)
+    let x_max = OnceCell::new();
+    let x_max = || *x_max.get_or_init(|| xd.iter().fold(xz8, |a, &b| a.max(b)));
     let mut nhwc = take_buffer(&NHWC_IN, g.h * g.w * g.c);
     let mut ynhwc = take_buffer(&NHWC_OUT, ohw * g.o);
     let plane = g.h * g.w;
@@ -219,23 +199,36 @@ pub(crate) fn conv2d(
                     }
                 }
             };
-            let gbias = bias.map(|bv| &bv[gi * og..(gi + 1) * og]);
-            // Pixel-major (NHWC) output with contiguous channel runs; one
-            // blocked transpose to NCHW per image afterwards.
-            let layout = OutLayout {
-                base: gi * og,
-                ldm: g.o,
-                ldn: 1,
-            };
-            let epi = RequantOut::new(
-                isa, pb, xs, xz as i32, gbias, out_scale, out_zp, relu, &mut ynhwc, layout,
+            // Pixel-major (NHWC) output with contiguous channel runs (the
+            // group's columns of the requantization); one blocked transpose
+            // to NCHW per image afterwards.
+            let stage = RequantStage::new(
+                caps,
+                r,
+                gi * og,
+                RawOut::new(&mut ynhwc),
+                Store::Rows {
+                    base: gi * og,
+                    ld: g.o,
+                },
             );
-            gemm(pb, ohw, x_max, &fill, &epi);
+            crate::run_gemm(&Gemm {
+                b: pb,
+                layout: pb.select(x_max),
+                m: ohw,
+                fill: &fill,
+                row_sums: !r.zp.zw_all_zero,
+                stage: &stage,
+            });
         }
-        nchw_to_nhwc(&ynhwc, ohw, g.o, &mut y[b * g.o * ohw..(b + 1) * g.o * ohw]);
+        let img_out = &mut y.spare_capacity_mut()[b * g.o * ohw..(b + 1) * g.o * ohw];
+        crate::kernels::transpose_u8_16x16_sse2::transpose_uninit(&ynhwc, ohw, g.o, img_out);
     }
     give_back(&NHWC_IN, nhwc);
     give_back(&NHWC_OUT, ynhwc);
+    // SAFETY: every image's o·oh·ow outputs were written by its transpose,
+    // which writes every element of its destination.
+    unsafe { y.set_len(len) };
     y
 }
 
@@ -245,27 +238,20 @@ thread_local! {
 }
 
 /// Depthwise conv (channel multiplier 1): per (image, channel) plane, a
-/// zero-padded int16 copy of `x − zx`, then each output row is the sum of
-/// the taps' shifted rows, requantized with the channel's constants.
-#[allow(clippy::too_many_arguments)]
-fn depthwise(
-    isa: Isa,
-    x: &QTensor<u8>,
-    g: &ConvGeometry,
-    dw: &DwWeights,
-    bias: Option<&[f32]>,
-    out_scale: f64,
-    out_zp: i32,
-    relu: bool,
-) -> Vec<u8> {
-    let (xs, xz) = x.q_per_tensor().expect("validated per-tensor");
+/// zero-padded copy of `x − zx`, then each output row is the sum of the
+/// taps' shifted rows, requantized with the channel's column of the call's
+/// `Requant`.
+fn depthwise(caps: Caps, c: &ConvCall<'_>, dw: &DwWeights) -> Vec<u8> {
+    let (x, g, r) = (c.x, c.g, c.requant);
+    let (_, xz) = x.q_per_tensor().expect("validated per-tensor");
     let p = g.params;
     let (hp, wp) = (g.h + 2 * p.padding[0], g.w + 2 * p.padding[1]);
     let (oh, ow) = (g.oh, g.ow);
     let ntaps = g.kh * g.kw;
     let xd = x.int_repr();
     let mut y = vec![0u8; g.n * g.o * oh * ow];
-    let fast = cfg!(target_arch = "x86_64") && isa >= Isa::Avx2 && ntaps <= MAX_TAPS;
+    let fast = cfg!(target_arch = "x86_64") && caps.avx2 && ntaps <= MAX_TAPS;
+    let wide = caps.avx512 && fast;
     // The vector of the last output of a row may read up to 16 lanes further.
     let slack = 2 * SLACK * p.stride[1] + 2 * SLACK;
     par_chunks1(
@@ -284,23 +270,19 @@ fn depthwise(
         |st, plane, out| {
             let c = plane % g.c;
             let src = &xd[plane * g.h * g.w..(plane + 1) * g.h * g.w];
-            let wide = isa >= Isa::Avx512 && fast;
             #[cfg(target_arch = "x86_64")]
             if wide {
-                // SAFETY: AVX-512F detected (isa comes from an engine value);
-                // the plane fits the padded buffer (hp·wp + slack elements).
-                unsafe {
-                    dw512::fill_plane(
-                        src,
-                        g.h,
-                        g.w,
-                        xz as i32,
-                        &mut st.xf,
-                        wp,
-                        p.padding[0],
-                        p.padding[1],
-                    )
+                let at = dw512::FillAt {
+                    h: g.h,
+                    w: g.w,
+                    xz: xz as i32,
+                    wp,
+                    top: p.padding[0],
+                    left: p.padding[1],
                 };
+                // SAFETY: AVX-512F detected (caps come from an engine value);
+                // the plane fits the padded buffer (hp·wp + slack elements).
+                unsafe { dw512::fill_plane(src, &at, &mut st.xf) };
             }
             for (iy, row) in src.chunks_exact(g.w).enumerate() {
                 if wide {
@@ -327,42 +309,44 @@ fn depthwise(
                     st.tapsf.push((off, wv as f32));
                 }
             }
-            let ch = RequantChannel::new(xs, dw.scales[c], out_scale);
-            let b = bias.map_or(0.0, |b| {
-                bias_term(b[c], ch.act_times_w_scale, dw.per_channel)
-            });
+            let (bt, mult) = (r.bias_term[c], r.mult[c]);
             #[cfg(target_arch = "x86_64")]
-            if wide {
-                let bound = (2f64.powi(31) + (b as f64).abs()) * (ch.multiplier as f64).abs();
-                if bound.is_finite() && bound < 2f64.powi(62) {
-                    // SAFETY: AVX-512F/BW detected; ntaps <= MAX_TAPS; reads
-                    // stay inside the padded plane plus `slack`; the range
-                    // condition was just checked.
-                    unsafe {
-                        dw512::plane(
-                            &st.xf,
-                            wp,
-                            &st.tapsf,
-                            oh,
-                            ow,
-                            p.stride,
-                            b,
-                            ch.multiplier,
-                            out_zp,
-                            relu,
-                            out,
-                        )
-                    };
-                    return;
-                }
+            if wide && r.tame {
+                let pl = dw512::Plane {
+                    xf: &st.xf,
+                    wp,
+                    taps: &st.tapsf,
+                    oh,
+                    ow,
+                    stride: p.stride,
+                };
+                let ch = dw512::ChannelOut {
+                    bt,
+                    mult,
+                    zp: r.out_zp,
+                    lo: r.clamp.lo,
+                    hi: r.clamp.hi,
+                };
+                // SAFETY: AVX-512F/BW detected; ntaps <= MAX_TAPS; reads stay
+                // inside the padded plane plus `slack`; `tame` is the range
+                // condition.
+                unsafe { dw512::plane(&pl, &ch, out) };
+                return;
             }
-            st.bt.fill(b);
-            st.mult.fill(ch.multiplier);
+            st.bt.fill(bt);
+            st.mult.fill(mult);
+            let ch = Channel {
+                bt: &st.bt,
+                mult: &st.mult,
+                zeros: &st.zeros,
+                out_zp: r.out_zp,
+                clamp: r.clamp,
+            };
             for oy in 0..oh {
                 let base = oy * p.stride[0] * wp;
                 if fast {
                     #[cfg(target_arch = "x86_64")]
-                    // SAFETY: AVX2+FMA detected (isa comes from an engine
+                    // SAFETY: AVX2+FMA detected (caps come from an engine
                     // value); ntaps <= MAX_TAPS; the last vector reads at most
                     // 8·stride past a row inside the padded plane, and the
                     // buffer has `slack` extra elements.
@@ -372,16 +356,7 @@ fn depthwise(
                 } else {
                     dw_scalar(&st.xpad, base, &st.taps, p.stride[1], &mut st.acc);
                 }
-                requant_run(
-                    isa,
-                    &st.acc,
-                    &st.bt,
-                    &st.mult,
-                    &st.zeros,
-                    out_zp,
-                    relu,
-                    &mut out[oy * ow..(oy + 1) * ow],
-                );
+                requant_run(caps, &st.acc, &ch, &mut out[oy * ow..(oy + 1) * ow]);
             }
         },
     );

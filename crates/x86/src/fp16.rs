@@ -3,13 +3,13 @@
 //! the kernel converts them with F16C and runs the reference's FMA chain per
 //! output column.
 
-use crate::isa::Isa;
+use crate::isa::{Caps, Isa};
 use crate::kernels::output::RawOut;
 use crate::threads::par_for;
 
-/// Panel width of the layout for `isa` (16 for AVX2, 32 for AVX-512).
-fn panel_width(isa: Isa) -> usize {
-    if isa >= Isa::Avx512 {
+/// Panel width of the layout (16 for AVX2, 32 for AVX-512).
+fn panel_width(caps: Caps) -> usize {
+    if caps.avx512 {
         32
     } else {
         16
@@ -20,6 +20,7 @@ fn panel_width(isa: Isa) -> usize {
 #[derive(Debug, Clone)]
 pub struct PackedFp16 {
     pub(crate) isa: Isa,
+    caps: Caps,
     n: usize,
     k: usize,
     /// Rounded weights as f32, `[N, K]` (scalar path).
@@ -41,17 +42,23 @@ impl rquant_core::engine::Panels for PackedFp16 {
 }
 
 impl PackedFp16 {
-    pub(crate) fn new(isa: Isa, w: &[f32], n: usize, k: usize, bias: Option<&[f32]>) -> Self {
+    pub(crate) fn new(
+        isa: Isa,
+        caps: Caps,
+        w: &[f32],
+        [n, k]: [usize; 2],
+        bias: Option<&[f32]>,
+    ) -> Self {
         let h: Vec<half::f16> = w
             .iter()
             .map(|&v| half::f16::from_f32(v.clamp(-65504.0, 65504.0)))
             .collect();
         let w32 = h.iter().map(|v| v.to_f32()).collect();
-        let nr = panel_width(isa);
+        let nr = panel_width(caps);
         let np = n.div_ceil(nr);
         let mut panels = Vec::new();
         let mut padded_bias = None;
-        if isa >= Isa::Avx2 {
+        if caps.avx2 {
             panels = vec![0u16; np * k * nr];
             for col in 0..n {
                 let (p, c) = (col / nr, col % nr);
@@ -67,6 +74,7 @@ impl PackedFp16 {
         }
         PackedFp16 {
             isa,
+            caps,
             n,
             k,
             w32,
@@ -81,7 +89,7 @@ impl PackedFp16 {
 pub(crate) fn linear_fp16(p: &PackedFp16, x: &[f32], m: usize, bias: Option<&[f32]>) -> Vec<f32> {
     let (n, k) = (p.n, p.k);
     let mut y = vec![0f32; m * n];
-    if p.isa < Isa::Avx2 {
+    if !p.caps.avx2 {
         for (i, yr) in y.chunks_mut(n).enumerate() {
             let row = &x[i * k..(i + 1) * k];
             for (j, yv) in yr.iter_mut().enumerate() {
@@ -99,7 +107,7 @@ pub(crate) fn linear_fp16(p: &PackedFp16, x: &[f32], m: usize, bias: Option<&[f3
         return y;
     }
     #[cfg(target_arch = "x86_64")]
-    if p.isa >= Isa::Avx512 {
+    if p.caps.avx512 {
         linear_fp16_avx512(p, x, m, &mut y);
         return y;
     }
@@ -125,7 +133,7 @@ pub(crate) fn linear_fp16(p: &PackedFp16, x: &[f32], m: usize, bias: Option<&[f3
                 for ip in ib * mb..((ib + 1) * mb).min(mp) {
                     let m0 = ip * MR;
                     let mrows = MR.min(m - m0);
-                    // SAFETY: AVX2/FMA/F16C were detected (p.isa comes from an
+                    // SAFETY: AVX2/FMA/F16C were detected (p.caps come from an
                     // engine value); x holds rows m0..m0+mrows of k values, w holds
                     // k·16 fp16 values, b (if any) 16 f32, tile MR·16 f32.
                     unsafe {
@@ -183,7 +191,7 @@ fn linear_fp16_avx512(p: &PackedFp16, x: &[f32], m: usize, y: &mut [f32]) {
                     let m0 = ip * MR;
                     let mrows = MR.min(m - m0);
                     assert!(mrows * ldc <= tile.len() && (panels == 1 || mrows <= 2));
-                    // SAFETY: AVX-512F was detected (p.isa comes from an engine
+                    // SAFETY: AVX-512F was detected (p.caps come from an engine
                     // value); x holds rows m0..m0+mrows of k values; w holds
                     // `panels` panels of k·32 fp16 values; b (if any) panels·32
                     // f32; the tile holds mrows·ldc f32 (asserted).

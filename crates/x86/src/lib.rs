@@ -5,11 +5,16 @@
 //! returns None when the CPU lacks it), resolved once at runtime from
 //! `is_x86_feature_detected!` and `RQUANT_ISA` (a ceiling: `scalar`, `avx2`,
 //! `avxvnni`, `avx512`, `avx512vnni`). Layout:
-//! - [`pack`]: weight packing (column sums) and activation packing (row sums);
+//! - [`table`]: each path's int8 GEMM kernel table (tile, activation
+//!   packing, pack-time exactness check, microkernel, peak), built when the
+//!   path is detected; the GEMM driver itself is `rquant_core::gemm`;
+//! - [`pack`]: activation packing (row sums fused);
 //! - [`kernels`]: one microkernel per file (`gemm_u8i8_6x16c2_avx2.rs`, …)
-//!   and the output pipeline (`kernels/output*.rs`);
-//! - `gemm`: cache blocking and threading; `conv`, `fp16`: ops; quantize /
-//!   dequantize here (the other memory-bound ops are `rquant_core::portable`).
+//!   and the output stages (`kernels/output*.rs`), which consume core's
+//!   `Requant` / `Dequant`;
+//! - `gemm`: the engine's threads for the driver; `conv`, `fp16`: ops;
+//!   quantize / dequantize here (the other memory-bound ops are
+//!   `rquant_core::portable`).
 
 // Off x86_64 only the scalar path exists: the SIMD plumbing is unused there.
 #![cfg_attr(not(target_arch = "x86_64"), allow(unused, dead_code))]
@@ -20,6 +25,7 @@ use rquant_core::engine::{
     Backend, Checked, ConvCall, DynamicCall, GemmBackend, Int8Panels, LinearCall, MemoryBackend,
     MinMax, Panels,
 };
+use rquant_core::gemm::{self as cgemm, Blocking, Gemm, Kernel, PackedB, Store, Table};
 use rquant_core::portable::{self, Code8};
 use rquant_core::{
     Conv2dParams, Engine, PackedLinear, PackedLinearFp16, QTensor, QuantError, Result, Tensor,
@@ -32,25 +38,33 @@ pub mod isa;
 pub mod kernels;
 pub mod pack;
 pub mod peak;
+pub mod table;
 mod threads;
 
-pub use isa::Isa;
+pub use isa::{Caps, Isa};
 
 use conv::PackedConv;
 use fp16::PackedFp16;
-use kernels::output::{FloatOut, OutLayout, RequantOut};
-use pack::PackedB;
+use gemm::X86Workers;
+use kernels::output::{FloatStage, RawOut, RequantStage};
 
-/// The x86 engine on one ISA path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The x86 engine on one ISA path: the path, what its code may use, and its
+/// GEMM kernel table (all proved by detection when the value was made).
+#[derive(Debug, Clone, Copy)]
 pub struct X86Engine {
     isa: Isa,
+    caps: Caps,
+    gemm: Table,
 }
 
 impl X86Engine {
     /// The engine on path `isa`, if this CPU has it.
     pub fn new(isa: Isa) -> Option<Self> {
-        isa.detected().then_some(X86Engine { isa })
+        isa.detected().then(|| X86Engine {
+            isa,
+            caps: isa.caps(),
+            gemm: table::gemm_table(isa),
+        })
     }
     /// The engine on the path `RQUANT_ISA` and the CPU allow.
     pub fn resolved() -> Option<Self> {
@@ -65,23 +79,45 @@ impl X86Engine {
     /// This engine's panels of `w`. The front end only lets weights packed
     /// for this path through, so anything else is an internal error.
     fn packed_b<'a>(&self, op: &'static str, w: &'a PackedLinear) -> Result<&'a PackedB> {
-        match w.panels::<PackedB>() {
-            Some(p) if p.isa == self.isa => Ok(p),
+        match w.panels::<LinearPanels>() {
+            Some(p) if p.isa == self.isa => Ok(&p.b),
             _ => Err(not_ours(op)),
         }
     }
 }
 
-/// The output stages here clamp at 255 and at either 0 or the output zero
-/// point (a fused ReLU; with a zero point of 0 the two are the same).
-fn relu_of(r: &rquant_core::output::Requant) -> Result<bool> {
-    if r.clamp.hi != 255 || (r.clamp.lo != 0 && r.clamp.lo as i32 != r.out_zp) {
-        return Err(QuantError::Unsupported {
-            op: "x86 output stage",
-            detail: format!("clamp {:?}", r.clamp),
-        });
+/// A packed linear weight: the shared GEMM panels of this path's kernels.
+#[derive(Debug)]
+pub struct LinearPanels {
+    isa: Isa,
+    b: PackedB,
+}
+
+impl Panels for LinearPanels {
+    fn bytes(&self) -> usize {
+        self.b.bytes()
     }
-    Ok(r.clamp.lo != 0)
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl Int8Panels for LinearPanels {
+    fn unpack(&self) -> Vec<i8> {
+        self.b.unpack()
+    }
+}
+
+impl LinearPanels {
+    /// The packed layouts and the kernels' exactness verdicts for these weights.
+    pub fn gemm(&self) -> &PackedB {
+        &self.b
+    }
+}
+
+/// Run one GEMM on the engine's threads with the default blocking.
+fn run_gemm<S: cgemm::Stage>(g: &Gemm<'_, S>) {
+    cgemm::run(g, &X86Workers, &Blocking::DEFAULT);
 }
 
 fn not_ours(op: &'static str) -> QuantError {
@@ -92,7 +128,7 @@ fn not_ours(op: &'static str) -> QuantError {
 /// None off x86_64 or without AVX2.
 pub fn engine() -> Option<Engine> {
     let e = X86Engine::resolved()?;
-    if e.isa < Isa::Avx2 && rquant_core::registry::requested_isa().as_deref() != Some("scalar") {
+    if !e.caps.avx2 && rquant_core::registry::requested_isa().as_deref() != Some("scalar") {
         // Without AVX2 the engine has nothing over the reference.
         return None;
     }
@@ -123,33 +159,33 @@ fn max_u8(x: &[u8]) -> u8 {
         .fold(0u8, |m, c| m.max(c.iter().fold(0u8, |a, &b| a.max(b))))
 }
 
-/// Quantize one row with the ISA's kernel; returns whether `src` holds a NaN.
-fn quantize8(isa: Isa, src: &[f32], c: Code8, dst: &mut [u8]) -> bool {
+/// Quantize one row with the path's kernel; returns whether `src` holds a NaN.
+fn quantize8(caps: Caps, src: &[f32], c: Code8, dst: &mut [u8]) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if isa >= Isa::Avx512 {
+    if caps.avx512 {
         // SAFETY: the path's detection proved AVX-512F/BW/VL.
         return unsafe { kernels::quantize_f32u8_row_avx512::quantize_row(src, c, dst) };
-    } else if isa >= Isa::Avx2 {
+    } else if caps.avx2 {
         // SAFETY: the path's detection proved AVX2.
         return unsafe { kernels::quantize_f32u8_row_avx2::quantize_row(src, c, dst) };
     }
-    let _ = isa;
+    let _ = caps;
     portable::quantize8(src, c, dst)
 }
 
-/// Dequantize one row with the ISA's kernel.
-fn dequantize8(isa: Isa, src: &[u8], c: Code8, dst: &mut [f32], stream: bool) {
+/// Dequantize one row with the path's kernel.
+fn dequantize8(caps: Caps, src: &[u8], c: Code8, dst: &mut [f32], stream: bool) {
     #[cfg(target_arch = "x86_64")]
-    if isa >= Isa::Avx512 {
+    if caps.avx512 {
         // SAFETY: the path's detection proved AVX-512F/BW/VL.
         return unsafe {
             kernels::dequantize_u8f32_row_avx512::dequantize_row(src, c, dst, stream)
         };
-    } else if isa >= Isa::Avx2 {
+    } else if caps.avx2 {
         // SAFETY: the path's detection proved AVX2.
         return unsafe { kernels::dequantize_u8f32_row_avx2::dequantize_row(src, c, dst) };
     }
-    let _ = (isa, stream);
+    let _ = (caps, stream);
     portable::dequantize8(src, c, dst)
 }
 
@@ -183,9 +219,9 @@ impl Backend for X86Engine {
 // trait's defaults (`rquant_core::portable`): memory-bound, plain loops.
 impl MemoryBackend for X86Engine {
     fn quantize8(&self, src: &[f32], c: Code8, dst: &mut [u8], _: Checked) -> bool {
-        let isa = self.isa;
+        let caps = self.caps;
         if src.len() < 4 * QUANTIZE_CHUNK {
-            return quantize8(isa, src, c, dst);
+            return quantize8(caps, src, c, dst);
         }
         let nan = AtomicBool::new(false);
         threads::par_chunks1(
@@ -194,7 +230,7 @@ impl MemoryBackend for X86Engine {
             || (),
             |_, i, d| {
                 let s = &src[i * QUANTIZE_CHUNK..][..d.len()];
-                if quantize8(isa, s, c, d) {
+                if quantize8(caps, s, c, d) {
                     nan.store(true, Ordering::Relaxed);
                 }
             },
@@ -203,23 +239,23 @@ impl MemoryBackend for X86Engine {
     }
 
     fn dequantize8(&self, src: &[u8], c: Code8, dst: &mut [f32], _: Checked) {
-        let isa = self.isa;
+        let caps = self.caps;
         if src.len() < 4 * QUANTIZE_CHUNK {
-            return dequantize8(isa, src, c, dst, false);
+            return dequantize8(caps, src, c, dst, false);
         }
         let stream = src.len() * 5 >= STREAM_BYTES;
         threads::par_chunks1(
             dst,
             QUANTIZE_CHUNK,
             || (),
-            |_, i, d| dequantize8(isa, &src[i * QUANTIZE_CHUNK..][..d.len()], c, d, stream),
+            |_, i, d| dequantize8(caps, &src[i * QUANTIZE_CHUNK..][..d.len()], c, d, stream),
         );
     }
 
     fn min_max(&self, x: &[f32], _: Checked) -> MinMax {
         #[cfg(target_arch = "x86_64")]
-        if self.isa >= Isa::Avx2 && !x.is_empty() {
-            // SAFETY: AVX2 detected (isa comes from an engine value); x non-empty.
+        if self.caps.avx2 && !x.is_empty() {
+            // SAFETY: AVX2 detected (caps come from an engine value); x non-empty.
             let (lo, hi, finite) = unsafe { kernels::output_avx2::min_max_finite(x) };
             return MinMax { lo, hi, finite };
         }
@@ -229,66 +265,73 @@ impl MemoryBackend for X86Engine {
 
 impl GemmBackend for X86Engine {
     fn pack_linear(&self, w: &QTensor<i8>, _: Checked) -> Result<Box<dyn Int8Panels>> {
-        Ok(Box::new(PackedB::from_linear(self.isa, w)))
+        let (n, k) = (w.shape()[0], w.shape()[1]);
+        Ok(Box::new(LinearPanels {
+            isa: self.isa,
+            b: PackedB::new(self.gemm, w.int_repr(), n, k),
+        }))
     }
 
     fn linear(&self, c: &LinearCall<'_>) -> Result<Vec<u8>> {
         let (x, m, w) = (c.x, c.m, c.w);
-        let pb = self.packed_b("linear", w)?;
+        let b = self.packed_b("linear", w)?;
         let (n, k) = (w.out_features(), w.in_features());
-        let (xs, xz) = x.q_per_tensor().expect("validated per-tensor");
         let xd = x.int_repr();
-        let mut y = vec![0u8; m * n];
-        let layout = OutLayout {
-            base: 0,
-            ldm: n,
-            ldn: 1,
-        };
-        let relu = relu_of(c.requant)?;
-        let epi = RequantOut::new(
-            self.isa,
-            pb,
-            xs,
-            xz as i32,
-            w.bias(),
-            c.out.scale,
-            c.out.zero_point as i32,
-            relu,
-            &mut y,
-            layout,
+        let len = m * n;
+        let mut y = Vec::with_capacity(len);
+        let stage = RequantStage::new(
+            self.caps,
+            c.requant,
+            0,
+            RawOut::uninit(&mut y.spare_capacity_mut()[..len]),
+            Store::Rows { base: 0, ld: n },
         );
         let fill = |i: usize, dst: &mut [u8]| dst.copy_from_slice(&xd[i * k..(i + 1) * k]);
-        gemm::gemm(pb, m, max_u8(xd), &fill, &epi);
+        run_gemm(&Gemm {
+            b,
+            layout: b.select(|| max_u8(xd)),
+            m,
+            fill: &fill,
+            row_sums: !c.requant.zp.zw_all_zero,
+            stage: &stage,
+        });
+        // SAFETY: the GEMM's tiles cover every (row, column) of the m×n
+        // output once, and the stage stores every element of each tile.
+        unsafe { y.set_len(len) };
         Ok(y)
     }
 
     fn linear_dynamic(&self, c: &DynamicCall<'_>) -> Result<Vec<f32>> {
         let (x, m, w) = (c.x, c.m, c.w);
-        let pb = self.packed_b("linear_dynamic", w)?;
+        let b = self.packed_b("linear_dynamic", w)?;
         let (n, k) = (w.out_features(), w.in_features());
         let code = c.code;
-        let mut y = vec![0f32; m * n];
-        let layout = OutLayout {
-            base: 0,
-            ldm: n,
-            ldn: 1,
-        };
-        let epi = FloatOut::new(
-            self.isa,
-            pb,
-            code.scale as f64,
-            code.zp,
+        let len = m * n;
+        let mut y = Vec::with_capacity(len);
+        let stage = FloatStage::new(
+            self.caps,
+            c.dequant,
             w.bias(),
-            &mut y,
-            layout,
+            RawOut::uninit(&mut y.spare_capacity_mut()[..len]),
+            Store::Rows { base: 0, ld: n },
         );
-        let isa = self.isa;
+        let caps = self.caps;
         // The activation is quantized while it is packed (no NaN here: the
         // front end rejected it).
         let fill = |i: usize, dst: &mut [u8]| {
-            quantize8(isa, &x[i * k..(i + 1) * k], code, dst);
+            quantize8(caps, &x[i * k..(i + 1) * k], code, dst);
         };
-        gemm::gemm(pb, m, c.x_max, &fill, &epi);
+        run_gemm(&Gemm {
+            b,
+            layout: b.select(|| c.x_max),
+            m,
+            fill: &fill,
+            row_sums: !c.dequant.zp.zw_all_zero,
+            stage: &stage,
+        });
+        // SAFETY: the GEMM's tiles cover every (row, column) of the m×n
+        // output once, and the stage stores every element of each tile.
+        unsafe { y.set_len(len) };
         Ok(y)
     }
 
@@ -299,7 +342,13 @@ impl GemmBackend for X86Engine {
         _: Checked,
     ) -> Result<Box<dyn Panels>> {
         let (n, k) = (w.shape()[0], w.shape()[1]);
-        Ok(Box::new(PackedFp16::new(self.isa, w.data(), n, k, bias)))
+        Ok(Box::new(PackedFp16::new(
+            self.isa,
+            self.caps,
+            w.data(),
+            [n, k],
+            bias,
+        )))
     }
 
     fn linear_dynamic_fp16(
@@ -322,25 +371,18 @@ impl GemmBackend for X86Engine {
         params: Conv2dParams,
         _: Checked,
     ) -> Result<Box<dyn Int8Panels>> {
-        Ok(Box::new(PackedConv::new(self.isa, w, params)))
+        Ok(Box::new(PackedConv::new(self.isa, self.gemm, w, params)))
     }
 
     fn conv2d(&self, c: &ConvCall<'_>) -> Result<Vec<u8>> {
-        let w = c.w;
-        let p = match w.panels::<PackedConv>() {
+        let p = match c.w.panels::<PackedConv>() {
             Some(p) if p.isa == self.isa => p,
             _ => return Err(not_ours("conv2d")),
         };
-        let relu = relu_of(c.requant)?;
-        Ok(conv::conv2d(
-            self.isa,
-            c.x,
-            c.g,
-            p,
-            w.bias(),
-            c.out.scale,
-            c.out.zero_point as i32,
-            relu,
-        ))
+        Ok(conv::conv2d(self.caps, c, p))
+    }
+
+    fn gemm_kernels(&self) -> &'static [Kernel] {
+        self.gemm.kernels()
     }
 }

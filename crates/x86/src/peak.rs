@@ -1,14 +1,15 @@
-//! Register-only throughput loops: the machine's int8 and fp32 peaks on each
-//! path, the denominators of "% of peak" in `cargo xtask bench`. No memory
-//! traffic: independent accumulator chains, long enough to hide latency.
+//! Register-only throughput loops: one per int8 GEMM kernel (its instruction
+//! sequence, in the kernel's shape; `Kernel::peak` of the tables in
+//! `crate::table`) and the fp32 FMA peak, the denominators of "% of peak" in
+//! `cargo xtask bench`. No memory traffic: independent accumulator chains,
+//! long enough to hide latency. The int8 loops are reached only through a
+//! detected path's kernel table.
 
 use std::hint::black_box;
 use std::time::Instant;
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
-
-use crate::isa::Isa;
 
 /// Independent accumulators per loop (more than latency × throughput).
 const CHAINS: usize = 12;
@@ -50,6 +51,35 @@ unsafe fn avx2_loop(iters: usize) -> i32 {
             options(nomem, nostack, preserves_flags));
         for (i, v) in acc.iter_mut().enumerate() {
             *v = _mm256_add_epi32(*v, _mm256_madd_epi16(x[i / 2], b[i % 2]));
+        }
+    }
+    let mut s = _mm256_setzero_si256();
+    for v in acc {
+        s = _mm256_add_epi32(s, v);
+    }
+    _mm256_extract_epi32::<0>(s)
+}
+
+/// The `vpmaddubsw` kernel's sequence: `vpmaddubsw` + `vpmaddwd(1)` +
+/// `vpaddd`, 32 multiply-accumulates per triple, in the kernel's shape
+/// (6 broadcast rows × 2 weight vectors).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn avx2_maddubs_loop(iters: usize) -> i32 {
+    let x: [__m256i; 6] = std::array::from_fn(|i| _mm256_set1_epi8(black_box(i as i8 + 3)));
+    let mut b = [
+        _mm256_set1_epi8(black_box(-2)),
+        _mm256_set1_epi8(black_box(5)),
+    ];
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_si256(); 12];
+    for _ in 0..iters {
+        // SAFETY: an empty asm statement (see avx2_loop).
+        std::arch::asm!("/* {0} {1} */", inout(ymm_reg) b[0], inout(ymm_reg) b[1],
+            options(nomem, nostack, preserves_flags));
+        for (i, v) in acc.iter_mut().enumerate() {
+            let p = _mm256_madd_epi16(_mm256_maddubs_epi16(x[i / 2], b[i % 2]), ones);
+            *v = _mm256_add_epi32(*v, p);
         }
     }
     let mut s = _mm256_setzero_si256();
@@ -167,48 +197,62 @@ fn rate(ops_per_iter: f64, mut f: impl FnMut(usize)) -> f64 {
         .fold(0.0, f64::max)
 }
 
-/// The int8 peak (GOP/s, 2 ops per multiply-accumulate) of an ISA path's
-/// instruction, on one core; None when the CPU lacks it or it has no SIMD.
-pub fn int8_peak_gops(isa: Isa) -> Option<f64> {
-    if !isa.detected() {
-        return None;
-    }
-    #[cfg(target_arch = "x86_64")]
-    match isa {
-        // SAFETY: `isa.detected()` proved AVX-512F/BW/VNNI.
-        Isa::Avx512Vnni => Some(
-            rate((CHAINS * 64 * 2) as f64, |n| {
-                std::hint::black_box(unsafe { vnni_loop(n) });
-            }) / 1e9,
-        ),
-        // SAFETY: `isa.detected()` proved AVX-512F/BW.
-        Isa::Avx512 => Some(
-            rate((16 * 32 * 2) as f64, |n| {
-                std::hint::black_box(unsafe { avx512_loop(n) });
-            }) / 1e9,
-        ),
-        // SAFETY: `isa.detected()` proved AVX-VNNI, or else AVX512-VNNI + VL.
-        Isa::AvxVnni => Some(
-            rate((CHAINS * 32 * 2) as f64, |n| {
-                std::hint::black_box(unsafe {
-                    if is_x86_feature_detected!("avxvnni") {
-                        avxvnni_loop(n)
-                    } else {
-                        avxvnni_evex_loop(n)
-                    }
-                });
-            }) / 1e9,
-        ),
-        // SAFETY: `isa.detected()` proved AVX2.
-        Isa::Avx2 => Some(
-            rate((12 * 16 * 2) as f64, |n| {
-                std::hint::black_box(unsafe { avx2_loop(n) });
-            }) / 1e9,
-        ),
-        _ => None,
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    None
+// The int8 peaks, GOP/s on one core (2 ops per multiply-accumulate): the
+// `peak` of the kernel-table entries. Each is reached only through the table
+// of a path whose detection proved the loop's features (and checks them).
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn vnni512() -> f64 {
+    assert!(crate::isa::Isa::Avx512Vnni.detected());
+    // SAFETY: asserted on the line above; in the table of the avx512vnni path only (AVX-512F/BW/VNNI).
+    rate((CHAINS * 64 * 2) as f64, |n| {
+        black_box(unsafe { vnni_loop(n) });
+    }) / 1e9
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn madd512() -> f64 {
+    assert!(crate::isa::Isa::Avx512.detected());
+    // SAFETY: asserted on the line above; in the table of the avx512 path only (AVX-512F/BW).
+    rate((16 * 32 * 2) as f64, |n| {
+        black_box(unsafe { avx512_loop(n) });
+    }) / 1e9
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn vnni256() -> f64 {
+    assert!(crate::isa::Isa::Avx2.detected() && is_x86_feature_detected!("avxvnni"));
+    // SAFETY: asserted on the line above; in the AVX-VNNI table only (AVX2 + AVX-VNNI).
+    rate((CHAINS * 32 * 2) as f64, |n| {
+        black_box(unsafe { avxvnni_loop(n) });
+    }) / 1e9
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn vnni256_evex() -> f64 {
+    assert!(crate::isa::Isa::Avx2.detected() && crate::isa::avx512_vnni_vl());
+    // SAFETY: asserted on the line above; in the EVEX AVX-VNNI table only (AVX2 + AVX512-VNNI + VL).
+    rate((CHAINS * 32 * 2) as f64, |n| {
+        black_box(unsafe { avxvnni_evex_loop(n) });
+    }) / 1e9
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn madd256() -> f64 {
+    assert!(crate::isa::Isa::Avx2.detected());
+    // SAFETY: asserted on the line above; in the avx2 table only (AVX2).
+    rate((12 * 16 * 2) as f64, |n| {
+        black_box(unsafe { avx2_loop(n) });
+    }) / 1e9
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn maddubs256() -> f64 {
+    assert!(crate::isa::Isa::Avx2.detected());
+    // SAFETY: asserted on the line above; in the avx2 table only (AVX2).
+    rate((12 * 32 * 2) as f64, |n| {
+        black_box(unsafe { avx2_maddubs_loop(n) });
+    }) / 1e9
 }
 
 /// The fp32 FMA peak (GFLOP/s) on one core with the widest FMA the CPU has.

@@ -19,7 +19,8 @@ rquant_testkit::sweep_tests!(paths);
 
 #[test]
 fn intended_paths_ran() {
-    let names: Vec<&str> = paths().iter().map(|e| e.isa()).collect();
+    let all = paths();
+    let names: Vec<&str> = all.iter().map(|e| e.isa()).collect();
     eprintln!("x86 paths tested here: {names:?}");
     #[cfg(target_arch = "x86_64")]
     {
@@ -54,6 +55,14 @@ fn intended_paths_ran() {
             );
         }
     }
+    // Every path has a kernel table, and every kernel in it really runs
+    // (its call counter moves) and gives the reference's bits.
+    for e in &all {
+        let ks: Vec<&str> = e.gemm_kernels().iter().map(|k| k.name).collect();
+        eprintln!("  {}: {ks:?}", e.isa());
+        assert!(!ks.is_empty(), "{} has no GEMM kernels", e.isa());
+        tk::sweep_kernels_ran(e);
+    }
     // With no RQUANT_ISA ceiling, the default engine is the best path.
     if rquant_core::registry::requested_isa().is_none() {
         if let Some(e) = rquant_x86::engine() {
@@ -62,6 +71,59 @@ fn intended_paths_ran() {
             assert_eq!(e.aliases(), &["fbgemm"]);
             assert_eq!(e.priority(), 100);
         }
+    }
+}
+
+/// The packed weight records each kernel's pack-time exactness verdict, and
+/// the bounded `vpmaddubsw` kernel is chosen exactly when it is exact.
+#[test]
+fn exactness_is_decided_at_pack_time_and_recorded() {
+    use rquant_core::{QParams, QTensor};
+    use rquant_x86::LinearPanels;
+    let Some(avx2) = paths().into_iter().find(|e| e.isa() == "avx2") else {
+        eprintln!("no avx2 path here: skipped");
+        return;
+    };
+    let r = tk::reference();
+    let ks = avx2.gemm_kernels();
+    assert_eq!(ks.len(), 2, "{ks:?}");
+    // Pairs (64, 65): exact up to 254.
+    let w = QTensor::<i8>::from_int_repr(
+        vec![3, 4],
+        [64i8, 65, -64, -65].repeat(3),
+        QParams::per_tensor(0.01, 0),
+    )
+    .unwrap();
+    let pw = avx2.pack_linear(w.clone(), None).unwrap();
+    let pr = r.pack_linear(w, None).unwrap();
+    let b = pw.panels::<LinearPanels>().unwrap().gemm();
+    let verdicts: Vec<(&str, u8, bool)> = b
+        .layouts()
+        .iter()
+        .map(|l| (l.kernel.name, l.exact_up_to, l.full_range_exact()))
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            ("gemm_u8i8_6x16c4_avx2", 254, false),
+            ("gemm_u8i8_6x16c2_avx2", 255, true)
+        ]
+    );
+    for (x_top, want) in [(254u8, 0usize), (255, 1)] {
+        let x = QTensor::<u8>::from_int_repr(
+            vec![2, 4],
+            vec![x_top, 3, 0, 1, 9, x_top, x_top, 2],
+            QParams::per_tensor(0.1, 0),
+        )
+        .unwrap();
+        let before: Vec<usize> = ks.iter().map(|k| k.calls()).collect();
+        let y = avx2.linear(&x, &pw, 0.5, 10, false).unwrap();
+        assert_eq!(y, r.linear(&x, &pr, 0.5, 10, false).unwrap());
+        assert!(
+            ks[want].calls() > before[want],
+            "x max {x_top}: {}",
+            ks[want].name
+        );
     }
 }
 
@@ -231,5 +293,29 @@ fn cached_requant_constants_follow_the_scales() {
                 );
             }
         }
+    }
+}
+
+/// An explicit clamp must not be empty: an error naming it, on every engine.
+#[test]
+fn empty_clamp_is_an_error() {
+    use rquant_core::output::Clamp;
+    use rquant_core::{QParams, QTensor};
+    let mut engines = paths();
+    engines.push(tk::reference());
+    let w =
+        QTensor::<i8>::from_int_repr(vec![2, 3], vec![1; 6], QParams::per_tensor(0.1, 0)).unwrap();
+    let x =
+        QTensor::<u8>::from_int_repr(vec![1, 3], vec![7; 3], QParams::per_tensor(0.1, 0)).unwrap();
+    for e in engines {
+        let pw = e.pack_linear(w.clone(), None).unwrap();
+        let err = e
+            .linear_clamped(&x, &pw, 0.1, 0, Clamp { lo: 9, hi: 8 })
+            .unwrap_err();
+        assert!(err.to_string().contains("[9, 8]"), "{err}");
+        let y = e
+            .linear_clamped(&x, &pw, 0.1, 0, Clamp { lo: 9, hi: 9 })
+            .unwrap();
+        assert_eq!(y.int_repr(), &[9, 9]);
     }
 }

@@ -1,12 +1,14 @@
-//! Small cases for Miri: every x86 path this (possibly emulated) CPU reports,
-//! on shapes that cross a k-block and leave m and n tails, bit for bit against
-//! the reference engine with full-range activations. Runs natively under
-//! `cargo test`, and under Miri with AVX-512/VNNI target features through
-//! `cargo xtask miri` — how the AVX-512 kernels are checked on a machine
-//! without AVX-512.
+//! Small cases for Miri: every x86 path this (possibly emulated) CPU reports
+//! and every kernel of its table, on shapes derived from the kernel's tile
+//! (m and n tails, k not a multiple of the k-unit), bit for bit against the
+//! reference engine, with data that selects the kernel; each kernel's call
+//! counter must move. Runs natively under `cargo test`, and under Miri with
+//! the target features of every kernel (`rquant_x86::table::
+//! miri_target_features`) through `cargo xtask miri` — how the AVX-512
+//! kernels are checked on a machine without AVX-512.
 
 use rquant_core::Conv2dParams;
-use rquant_testkit::{reference, ConvTester, GemmTester};
+use rquant_testkit::{reference, Act, ConvTester, GemmTester, Wt};
 
 #[test]
 fn every_path_small_cases() {
@@ -22,19 +24,40 @@ fn every_path_small_cases() {
     eprintln!("x86 paths checked: {names:?}");
     for e in paths {
         let e = &e;
-        for &(m, k, n) in &[(1, 5, 3), (3, 37, 17), (7, 70, 33)] {
-            let t = GemmTester::new()
-                .m(m)
-                .k(k)
-                .n(n)
-                .per_channel(m % 2 == 1)
-                .x_zp(131);
-            t.test_linear(e, &r);
-            t.test_linear_dynamic(e, &r, -3.0, 5.0, false);
-            // Miri does not implement the F16C conversions (vcvtps2ph).
-            if !cfg!(miri) {
-                t.test_linear_fp16(e, &r, 4.0);
+        let ks = e.gemm_kernels();
+        for (i, kern) in ks.iter().enumerate() {
+            let s = kern.shape;
+            let before = kern.calls();
+            // A bounded kernel (before the last) runs on 7-bit activations;
+            // the last on full-range ones with weights no bounded kernel is
+            // exact for.
+            let bounded = i + 1 < ks.len();
+            for &(m, k, n) in &[
+                (1, s.kr + 1, 3),
+                (s.mr - 1, 9 * s.kr + 1, s.nr + 1),
+                (s.mr + 1, 17 * s.kr + 2, 2 * s.nr + 1),
+            ] {
+                let t = GemmTester::new()
+                    .m(m)
+                    .k(k)
+                    .n(n)
+                    .per_channel(m % 2 == 1)
+                    .x_zp(131)
+                    .act(if bounded { Act::Low } else { Act::Full })
+                    .wt(if bounded { Wt::Full } else { Wt::Extreme });
+                t.test_linear(e, &r);
+                t.test_linear_dynamic(e, &r, -3.0, 5.0, bounded);
+                // Miri does not implement the F16C conversions (vcvtps2ph).
+                if !cfg!(miri) {
+                    t.test_linear_fp16(e, &r, 4.0);
+                }
             }
+            assert!(
+                kern.calls() > before,
+                "{}: {} did not run",
+                e.isa(),
+                kern.name
+            );
         }
         for groups in [1, 4] {
             let p = Conv2dParams {

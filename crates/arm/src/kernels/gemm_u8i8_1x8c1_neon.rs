@@ -6,6 +6,8 @@
 
 use core::arch::aarch64::*;
 
+use rquant_core::gemm::Micro;
+
 use crate::pack::{MR, NR};
 
 /// `c[0][j] = Σ_k a[k][0]·b[k][j]` over `kc` steps; other rows untouched.
@@ -16,6 +18,20 @@ pub unsafe fn gemm(kc: usize, a: &[i16], b: &[i16], c: &mut [i32; MR * NR]) {
     assert!(a.len() >= kc * MR && b.len() >= kc * NR);
     // SAFETY: lengths checked above; NEON guaranteed by the caller.
     unsafe { inner(kc, a, b.as_ptr(), c) }
+}
+
+/// The shared microkernel signature (`rquant_core::gemm::Micro`): `t.c`
+/// (+)= this kernel's tile over `t.ku` k-units (the K blocks of the driver
+/// accumulate through [`super::accumulate`]).
+///
+/// # Safety
+/// NEON available; `t` fits the layout's shape (`Micro::assert_fits`).
+pub unsafe fn run(t: Micro<'_>) {
+    super::accumulate(t, |ku, a, b, c| {
+        // SAFETY: the caller's contract (features); the slices are checked
+        // inside `gemm`.
+        unsafe { gemm(ku, bytemuck::cast_slice(a), bytemuck::cast_slice(b), c) }
+    })
 }
 
 #[target_feature(enable = "neon")]

@@ -6,6 +6,8 @@
 use core::arch::aarch64::*;
 use core::arch::asm;
 
+use rquant_core::gemm::Micro;
+
 use crate::pack::{MR, NR};
 
 /// Bytes of one packed K block of A or B.
@@ -20,6 +22,20 @@ pub unsafe fn gemm(kb: usize, a: &[u8], b: &[i8], c: &mut [i32; MR * NR]) {
     assert!(a.len() >= kb * BLK && b.len() >= kb * BLK);
     // SAFETY: lengths checked above; the features are guaranteed by the caller.
     unsafe { inner(kb, a.as_ptr(), b.as_ptr(), c) }
+}
+
+/// The shared microkernel signature (`rquant_core::gemm::Micro`): `t.c`
+/// (+)= this kernel's tile over `t.ku` k-units (the K blocks of the driver
+/// accumulate through [`super::accumulate`]).
+///
+/// # Safety
+/// NEON and i8mm available; `t` fits the layout's shape (`Micro::assert_fits`).
+pub unsafe fn run(t: Micro<'_>) {
+    super::accumulate(t, |ku, a, b, c| {
+        // SAFETY: the caller's contract (features); the slices are checked
+        // inside `gemm`.
+        unsafe { gemm(ku, a, bytemuck::cast_slice(b), c) }
+    })
 }
 
 #[target_feature(enable = "neon,i8mm")]

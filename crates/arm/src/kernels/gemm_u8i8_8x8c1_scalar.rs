@@ -1,7 +1,9 @@
 //! Scalar twin of the NEON kernel: the `c1` layout (i16, zero points
 //! subtracted), an 8x8 tile of exact wrapping int32 accumulators.
 
-use crate::pack::{MR, NR};
+use rquant_core::gemm::Micro;
+
+use crate::pack::{C1, MR, NR};
 
 /// `c[r][j] = Σ_k a[k][r]·b[k][j]` over `kc` steps (wrapping int32).
 pub fn gemm(kc: usize, a: &[i16], b: &[i16], c: &mut [i32; MR * NR]) {
@@ -17,4 +19,13 @@ pub fn gemm(kc: usize, a: &[i16], b: &[i16], c: &mut [i32; MR * NR]) {
             }
         }
     }
+}
+
+/// The shared microkernel signature (`rquant_core::gemm::Micro`); panics
+/// unless `t` fits the `c1` layout.
+pub fn run(t: Micro<'_>) {
+    t.assert_fits(&C1);
+    super::accumulate(t, |ku, a, b, c| {
+        gemm(ku, bytemuck::cast_slice(a), bytemuck::cast_slice(b), c)
+    })
 }

@@ -2,7 +2,9 @@
 //! layouts `A[kb][r][KR]`, `B[kb][c][KR]`: lets the packing and the
 //! zero-point corrections of those paths be tested on any architecture.
 
-use crate::pack::{MR, NR};
+use rquant_core::gemm::Micro;
+
+use crate::pack::{C4, C8, MR, NR};
 
 /// `c[r][j] = Σ a[kb][r][t]·b[kb][j][t]` over `kb` blocks of `kr`; A bytes
 /// are s8 when `a_signed` (the `c4` encoding x - 128), else u8.
@@ -22,4 +24,22 @@ pub fn gemm(kr: usize, kb: usize, a: &[u8], a_signed: bool, b: &[i8], c: &mut [i
             }
         }
     }
+}
+
+/// The dotprod layout's twin with the shared microkernel signature; panics
+/// unless `t` fits the `c4` layout.
+pub fn run_c4(t: Micro<'_>) {
+    t.assert_fits(&C4);
+    super::accumulate(t, |ku, a, b, c| {
+        gemm(4, ku, a, true, bytemuck::cast_slice(b), c)
+    })
+}
+
+/// The i8mm layout's twin with the shared microkernel signature; panics
+/// unless `t` fits the `c8` layout.
+pub fn run_c8(t: Micro<'_>) {
+    t.assert_fits(&C8);
+    super::accumulate(t, |ku, a, b, c| {
+        gemm(8, ku, a, false, bytemuck::cast_slice(b), c)
+    })
 }

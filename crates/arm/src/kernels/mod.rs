@@ -1,7 +1,9 @@
 //! GEMM microkernels, one file per tile and ISA
 //! (`gemm_<act><weight>_<MR>x<NR>c<KR>_<isa>.rs`). Each computes one 8x8 tile
-//! of raw int32 accumulators from packed panels (see `crate::pack`); the
-//! output pipeline lives in `crate::epilogue`.
+//! (rows 0..1 / 0..4 for the 1x8 / 4x8 ones) of raw int32 accumulators from
+//! packed panels (see `crate::pack`) and exposes the shared signature
+//! `run(Micro)` (as the x86 kernels do); `crate::table` lists them per path;
+//! the output stage lives in `crate::output`.
 
 pub mod dwconv_u8i8_kxk_scalar;
 pub mod gemm_u8i8_8x8c1_scalar;
@@ -27,3 +29,23 @@ pub mod gemm_u8i8_8x8c1_neon;
 pub mod gemm_u8i8_8x8c4_dotprod;
 #[cfg(target_arch = "aarch64")]
 pub mod gemm_u8i8_8x8c8_i8mm;
+
+use rquant_core::gemm::Micro;
+
+use crate::pack::{MR, NR};
+
+/// Run a kernel that computes its tile from zero as the shared microkernel
+/// signature: with `t.init` false, its rows `0..t.mrows` are added onto
+/// `t.c` (the driver walks K in blocks; one extra 8×8 add per block).
+pub(crate) fn accumulate(t: Micro<'_>, f: impl FnOnce(usize, &[u8], &[u8], &mut [i32; MR * NR])) {
+    let c: &mut [i32; MR * NR] = (&mut t.c[..MR * NR]).try_into().expect("an 8x8 tile");
+    if t.init {
+        f(t.ku, t.a, t.b, c);
+        return;
+    }
+    let mut tmp = [0i32; MR * NR];
+    f(t.ku, t.a, t.b, &mut tmp);
+    for (d, s) in c.iter_mut().zip(tmp).take(t.mrows * NR) {
+        *d = d.wrapping_add(s);
+    }
+}

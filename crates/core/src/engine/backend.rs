@@ -141,6 +141,11 @@ pub trait GemmBackend {
     ) -> Result<Vec<i8>> {
         portable::matmul(a, b, g, out)
     }
+    /// The int8 GEMM microkernels of this path ([`crate::gemm`]), preferred
+    /// first; empty for a backend without kernel tables (the reference).
+    fn gemm_kernels(&self) -> &'static [crate::gemm::Kernel] {
+        &[]
+    }
 }
 
 /// The memory-bound ops, on validated per-tensor quint8 tensors. Each

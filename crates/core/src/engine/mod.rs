@@ -81,6 +81,16 @@ fn broadcasts_to(b: &[usize], a: &[usize]) -> bool {
             .all(|(&x, &y)| x == 1 || x == y)
 }
 
+fn check_clamp(op: &'static str, c: Clamp) -> Result<()> {
+    if c.lo > c.hi {
+        return Err(QuantError::invalid(
+            op,
+            format!("clamp [{}, {}] is empty", c.lo, c.hi),
+        ));
+    }
+    Ok(())
+}
+
 fn out_q(op: &'static str, scale: f64, zero_point: i64) -> Result<OutQ> {
     let out = OutQ { scale, zero_point };
     check_out(op, out)?;
@@ -121,6 +131,11 @@ impl Engine {
     /// Int8 products accumulate exactly in int32 for every input.
     pub fn accumulates_exactly(&self) -> bool {
         self.b.accumulates_exactly()
+    }
+    /// The int8 GEMM microkernels of this path, preferred first (empty for
+    /// the reference): their tiles, exactness checks and call counters.
+    pub fn gemm_kernels(&self) -> &'static [crate::gemm::Kernel] {
+        self.b.gemm_kernels()
     }
     /// Whether dynamic quantized Linear/RNN modules use `reduce_range` under
     /// this engine (PyTorch: yes under x86/fbgemm, no under qnnpack).
@@ -167,7 +182,22 @@ impl Engine {
         out_zero_point: i64,
         relu: bool,
     ) -> Result<QTensor<u8>> {
+        let clamp = Clamp::relu(out_zero_point, relu);
+        self.linear_clamped(x, w, out_scale, out_zero_point, clamp)
+    }
+
+    /// [`Engine::linear`] with the output clamped to `[clamp.lo, clamp.hi]`
+    /// (quantized domain) instead of a fused ReLU: a fused ReLU6 or hardtanh.
+    pub fn linear_clamped(
+        &self,
+        x: &QTensor<u8>,
+        w: &PackedLinear,
+        out_scale: f64,
+        out_zero_point: i64,
+        clamp: Clamp,
+    ) -> Result<QTensor<u8>> {
         const OP: &str = "linear";
+        check_clamp(OP, clamp)?;
         ensure_packed_for(OP, w.packed_for(), self)?;
         let xq = per_tensor_q(OP, x)?;
         // Linear reads rows of the logical last dimension.
@@ -181,11 +211,7 @@ impl Engine {
         let out = out_q(OP, out_scale, out_zero_point)?;
         let m = rows_for_k(OP, x.shape(), w.in_features())?;
         check_nonempty(OP, x.shape())?;
-        let requant = w.meta.requant(
-            xq,
-            (out_scale, out_zero_point),
-            Clamp::relu(out_zero_point, relu),
-        );
+        let requant = w.meta.requant(xq, (out_scale, out_zero_point), clamp);
         let data = self.b.linear(&LinearCall {
             x,
             m,
@@ -336,7 +362,22 @@ impl Engine {
         out_zero_point: i64,
         relu: bool,
     ) -> Result<QTensor<u8>> {
+        let clamp = Clamp::relu(out_zero_point, relu);
+        self.conv2d_clamped(x, w, out_scale, out_zero_point, clamp)
+    }
+
+    /// [`Engine::conv2d`] with the output clamped to `[clamp.lo, clamp.hi]`
+    /// (quantized domain) instead of a fused ReLU.
+    pub fn conv2d_clamped(
+        &self,
+        x: &QTensor<u8>,
+        w: &PackedConv2d,
+        out_scale: f64,
+        out_zero_point: i64,
+        clamp: Clamp,
+    ) -> Result<QTensor<u8>> {
         const OP: &str = "conv2d";
+        check_clamp(OP, clamp)?;
         ensure_packed_for(OP, w.packed_for(), self)?;
         let xq = per_tensor_q(OP, x)?;
         let out = out_q(OP, out_scale, out_zero_point)?;
@@ -375,11 +416,7 @@ impl Engine {
             ow,
             params: p,
         };
-        let requant = w.meta.requant(
-            xq,
-            (out_scale, out_zero_point),
-            Clamp::relu(out_zero_point, relu),
-        );
+        let requant = w.meta.requant(xq, (out_scale, out_zero_point), clamp);
         // The output keeps the input's memory format (as PyTorch's). A
         // backend that cannot read this format gets a contiguous copy.
         let format = x.memory_format();

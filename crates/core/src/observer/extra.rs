@@ -121,7 +121,10 @@ impl Observer for NoopObserver {
         Ok(())
     }
     fn calculate_qparams(&self) -> Result<ObserverQParams> {
-        Err(no_qparams("NoopObserver::calculate_qparams", "NoopObserver"))
+        Err(no_qparams(
+            "NoopObserver::calculate_qparams",
+            "NoopObserver",
+        ))
     }
     fn min_val(&self) -> &[f32] {
         &[]

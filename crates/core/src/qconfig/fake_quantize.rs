@@ -7,13 +7,11 @@
 use super::{choose_qparams_fused, FakeQuantKind, FakeQuantizeSpec, LsqSpec, ObserverSpec};
 use crate::error::{QuantError, Result};
 use crate::fake_quant::{
-    fake_quantize_per_channel, fake_quantize_per_channel_float_qparams,
-    fake_quantize_per_tensor, FakeQuantOutput,
+    fake_quantize_per_channel, fake_quantize_per_channel_float_qparams, fake_quantize_per_tensor,
+    FakeQuantOutput,
 };
 use crate::lsq;
-use crate::observer::{
-    torch_ops::aminmax, Observer, ObserverKind, ObserverQParams, ObserverState,
-};
+use crate::observer::{torch_ops::aminmax, Observer, ObserverKind, ObserverQParams, ObserverState};
 use crate::param::Param;
 use crate::tensor::{QScheme, Tensor};
 
@@ -144,16 +142,17 @@ impl FakeQuantize {
                 ));
             }
             let per_channel = qscheme.is_per_channel();
-            let n = match (per_channel, lsq.channel_len) {
-                (false, _) => 1,
-                (true, Some(n)) if n > 0 => n,
-                (true, c) => {
-                    return Err(QuantError::invalid(
+            let n =
+                match (per_channel, lsq.channel_len) {
+                    (false, _) => 1,
+                    (true, Some(n)) if n > 0 => n,
+                    (true, c) => return Err(QuantError::invalid(
                         OP,
-                        format!("a per-channel learnable fake quant needs channel_len > 0, got {c:?}"),
-                    ))
-                }
-            };
+                        format!(
+                            "a per-channel learnable fake quant needs channel_len > 0, got {c:?}"
+                        ),
+                    )),
+                };
             Some(Learnable {
                 scale: Param::new(tensor1(vec![lsq.scale; n])),
                 zero_point: Param::new(tensor1(vec![lsq.zero_point; n])),
@@ -250,9 +249,7 @@ impl FakeQuantize {
                     .value
                     .data()
                     .iter()
-                    .map(|&z| {
-                        (z.round_ties_even() as i64).clamp(self.quant_min, self.quant_max)
-                    })
+                    .map(|&z| (z.round_ties_even() as i64).clamp(self.quant_min, self.quant_max))
                     .collect(),
                 float_zero_points: None,
             }),

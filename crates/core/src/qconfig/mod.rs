@@ -16,9 +16,7 @@ use crate::tensor::QScheme;
 mod fake_quantize;
 mod presets;
 
-pub use fake_quantize::{
-    fused_moving_avg_obs_fake_quant, FakeQuantState, FakeQuantize, Learnable,
-};
+pub use fake_quantize::{fused_moving_avg_obs_fake_quant, FakeQuantState, FakeQuantize, Learnable};
 pub use presets::*;
 
 /// Description of one observer: class, arguments, and for placeholders the

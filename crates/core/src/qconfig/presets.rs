@@ -1,8 +1,9 @@
 //! The named observer, fake-quant and qconfig presets of
 //! `torch.ao.quantization` 2.15 that the original list in this module did
 //! not have, each with torch's `with_args` arguments (checked against torch's
-//! own objects by `tools/api/presets.py`, whose printout is
-//! `crates/core/tests/data/presets.json`).
+//! own objects: `tools/api/gen_api_cases.py` writes them to
+//! `crates/nn/tests/data/api/presets.safetensors`, which
+//! `crates/nn/tests/api_config.rs` rebuilds preset by preset).
 //!
 //! Not here, on purpose: the symmetric qnnpack presets
 //! (`default_symmetric_qnnpack_(qat_)qconfig` and their per-channel forms),
@@ -17,7 +18,8 @@
 
 use super::{
     default_dynamic_quant_observer, default_observer, default_per_channel_weight_observer,
-    default_weight_observer, float16_dynamic_qconfig, obs, FakeQuantKind, FakeQuantizeSpec, LsqSpec, ObserverSpec, QConfig, QSpec,
+    default_weight_observer, float16_dynamic_qconfig, obs, FakeQuantKind, FakeQuantizeSpec,
+    LsqSpec, ObserverSpec, QConfig, QSpec,
 };
 use crate::dtype::QDType;
 use crate::error::Result;
@@ -493,10 +495,13 @@ pub fn fixed_qparams_qconfig(neg1to1: bool, qat: bool) -> QConfig {
         (false, true) => QSpec::FakeQuant(default_fixed_qparams_range_0to1_fake_quant()),
         (true, true) => QSpec::FakeQuant(default_fixed_qparams_range_neg1to1_fake_quant()),
     };
-    QConfig {
-        activation,
-        weight: QSpec::Observer(default_weight_observer()),
-    }
+    // torch: `default_weight_fake_quant` weights under QAT.
+    let weight = if qat {
+        QSpec::FakeQuant(default_weight_fake_quant())
+    } else {
+        QSpec::Observer(default_weight_observer())
+    };
+    QConfig { activation, weight }
 }
 
 /// All the named presets, by their torch names (for lookups and the
@@ -562,9 +567,7 @@ pub fn qspec_by_name(name: &str) -> Option<QSpec> {
         "default_fused_act_fake_quant" => f(default_fused_act_fake_quant()),
         "default_fused_wt_fake_quant" => f(default_fused_wt_fake_quant()),
         "default_fused_per_channel_wt_fake_quant" => f(default_fused_per_channel_wt_fake_quant()),
-        "fused_wt_fake_quant_range_neg_127_to_127" => {
-            f(fused_wt_fake_quant_range_neg_127_to_127())
-        }
+        "fused_wt_fake_quant_range_neg_127_to_127" => f(fused_wt_fake_quant_range_neg_127_to_127()),
         "fused_per_channel_wt_fake_quant_range_neg_127_to_127" => {
             f(fused_per_channel_wt_fake_quant_range_neg_127_to_127())
         }

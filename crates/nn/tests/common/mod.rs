@@ -32,7 +32,10 @@ pub fn case(name: &str) -> Case {
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let mut tensors = BTreeMap::new();
     for (n, v) in st.tensors() {
-        tensors.insert(n.clone(), (v.dtype(), v.shape().to_vec(), v.data().to_vec()));
+        tensors.insert(
+            n.clone(),
+            (v.dtype(), v.shape().to_vec(), v.data().to_vec()),
+        );
     }
     Case {
         name: name.to_string(),

@@ -5,28 +5,38 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-/// Write `x − zx` of an `h × w` u8 plane into the f32 plane `xf` (row
-/// stride `wp`) at offset (`top`, `left`); the padding is left untouched.
+/// Where [`fill_plane`] writes: an `h × w` input plane into an f32 plane of
+/// row stride `wp`, at (`top`, `left`) (the padding around it untouched).
+#[derive(Debug, Clone, Copy)]
+pub struct FillAt {
+    pub h: usize,
+    pub w: usize,
+    pub xz: i32,
+    pub wp: usize,
+    pub top: usize,
+    pub left: usize,
+}
+
+/// Write `x − zx` of the u8 plane `src` into the f32 plane `xf` at `at`.
 ///
 /// # Safety
-/// AVX-512F must be available; `src.len() >= h·w`; `xf` holds row
-/// `top + h − 1` up to column `left + w`.
+/// AVX-512F must be available.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn fill_plane(
-    src: &[u8],
-    h: usize,
-    w: usize,
-    xz: i32,
-    xf: &mut [f32],
-    wp: usize,
-    top: usize,
-    left: usize,
-) {
+pub unsafe fn fill_plane(src: &[u8], at: &FillAt, xf: &mut [f32]) {
+    let FillAt {
+        h,
+        w,
+        xz,
+        wp,
+        top,
+        left,
+    } = *at;
     assert!(src.len() >= h * w && xf.len() >= (top + h - 1) * wp + left + w);
     let zv = _mm512_set1_epi32(xz);
     for y in 0..h {
+        // SAFETY (loads and stores): row y of src and row top + y of xf,
+        // columns left .. left + w, are inside the slices (asserted).
         let s = src.as_ptr().add(y * w);
         let d = xf.as_mut_ptr().add((top + y) * wp + left);
         let mut x = 0;
@@ -42,59 +52,70 @@ pub unsafe fn fill_plane(
     }
 }
 
+/// One padded input plane and the taps over it.
+pub struct Plane<'a> {
+    /// `x − zx` as f32, row stride `wp`, with the padding and some slack.
+    pub xf: &'a [f32],
+    pub wp: usize,
+    /// (offset in `xf`, weight `w − zw`) of each tap.
+    pub taps: &'a [(usize, f32)],
+    pub oh: usize,
+    pub ow: usize,
+    pub stride: [usize; 2],
+}
+
+/// One channel's requantization (`rquant_core::output::Requant`'s column).
+#[derive(Debug, Clone, Copy)]
+pub struct ChannelOut {
+    pub bt: f32,
+    pub mult: f32,
+    pub zp: i32,
+    pub lo: u8,
+    pub hi: u8,
+}
+
 /// Requantized depthwise output of one plane: `out[oy·ow + ox] =
-/// requantize_u8(Σ_t w_t·xf[oy·s0·wp + off_t + ox·s1], bt, mult, zp, relu)`.
+/// requantize(Σ_t w_t·xf[oy·s0·wp + off_t + ox·s1])` with the channel's
+/// bias term, multiplier, zero point and clamp.
 ///
 /// # Safety
-/// AVX-512F/BW must be available; `taps.len() <= MAX_TAPS` of
+/// AVX-512F/BW must be available; `p.taps.len() <= MAX_TAPS` of
 /// `dwconv_f32_row_avx2`; every read index (up to 16 lanes past each row's
-/// last output, times `s1`) is inside `xf`; `out.len() >= oh·ow`;
+/// last output, times `s1`) is inside `p.xf`; `out.len() >= oh·ow`;
 /// `(2^31 + |bt|)·|mult| < 2^62` (no NaN or overflow lanes).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw")]
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn plane(
-    xf: &[f32],
-    wp: usize,
-    taps: &[(usize, f32)],
-    oh: usize,
-    ow: usize,
-    stride: [usize; 2],
-    bt: f32,
-    mult: f32,
-    zp: i32,
-    relu: bool,
-    out: &mut [u8],
-) {
+pub unsafe fn plane(p: &Plane<'_>, ch: &ChannelOut, out: &mut [u8]) {
+    let (wp, oh, ow, stride) = (p.wp, p.oh, p.ow, p.stride);
     assert!(out.len() >= oh * ow);
-    let lo = if relu { zp } else { 0 };
-    let (btv, multv) = (_mm512_set1_ps(bt), _mm512_set1_ps(mult));
+    let (btv, multv) = (_mm512_set1_ps(ch.bt), _mm512_set1_ps(ch.mult));
     let (lim, nlim) = (_mm512_set1_ps(1024.0), _mm512_set1_ps(-1024.0));
     let (zpv, lov, hiv) = (
-        _mm512_set1_epi32(zp),
-        _mm512_set1_epi32(lo),
-        _mm512_set1_epi32(255),
+        _mm512_set1_epi32(ch.zp),
+        _mm512_set1_epi32(ch.lo as i32),
+        _mm512_set1_epi32(ch.hi as i32),
     );
     let idx = _mm512_mullo_epi32(
         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
         _mm512_set1_epi32(stride[1] as i32),
     );
     for oy in 0..oh {
-        let base = xf.as_ptr().add(oy * stride[0] * wp);
+        let base = p.xf.as_ptr().add(oy * stride[0] * wp);
         let mut ox = 0;
         while ox < ow {
             let mut s = _mm512_setzero_ps();
-            for &(off, w) in taps {
-                let p = base.add(off + ox * stride[1]);
+            for &(off, w) in p.taps {
+                // SAFETY: inside xf (the caller's contract).
+                let at = base.add(off + ox * stride[1]);
                 let x = if stride[1] == 1 {
-                    _mm512_loadu_ps(p)
+                    _mm512_loadu_ps(at)
                 } else {
-                    _mm512_i32gather_ps::<4>(idx, p)
+                    _mm512_i32gather_ps::<4>(idx, at)
                 };
                 s = _mm512_fmadd_ps(x, _mm512_set1_ps(w), s);
             }
             // s is the exact accumulator as f32: numerics' (f32(acc) + bt)·mult,
-            // clamped (commutes with rounding), rne, + zp, clamp to [lo, 255].
+            // clamped (commutes with rounding), rne, + zp, clamp to [lo, hi].
             let y = _mm512_mul_ps(_mm512_add_ps(s, btv), multv);
             let y = _mm512_min_ps(_mm512_max_ps(y, nlim), lim);
             let q =

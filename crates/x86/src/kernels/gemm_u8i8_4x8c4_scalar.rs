@@ -1,12 +1,25 @@
 //! Portable int8 GEMM microkernel, 4×8 tile, k-units of 4 u8/s8.
 
-pub const MR: usize = 4;
-pub const NR: usize = 8;
+use rquant_core::gemm::{ALayout, Elem, Micro, Shape};
 
-/// Raw `Σ x·w` of `mrows` activation rows (`lda` bytes apart) and an 8-column
-/// weight panel, `ku` k-units each, in wrapping int32 (`init`: from zero,
-/// else onto the tile already in `c`).
-pub fn kernel(mrows: usize, ku: usize, a: &[u8], lda: usize, b: &[u8], c: &mut [i32], init: bool) {
+/// The tile and operand layout ([`crate::pack`] packs activations for it).
+pub const SHAPE: Shape = Shape {
+    mr: 4,
+    nr: 8,
+    kr: 4,
+    elem: Elem::I8,
+    a: ALayout::Rows,
+};
+const MR: usize = SHAPE.mr;
+const NR: usize = SHAPE.nr;
+
+/// Raw `Σ x·w` of `t.mrows` activation rows (`t.lda` bytes apart) and an
+/// 8-column weight panel, `t.ku` k-units each, in wrapping int32 (`t.init`:
+/// from zero, else onto the tile already in `t.c`). Panics unless `t` fits
+/// [`SHAPE`].
+pub fn run(t: Micro<'_>) {
+    t.assert_fits(&SHAPE);
+    let (mrows, ku, a, lda, b, c, init) = (t.mrows, t.ku, t.a, t.lda, t.b, t.c, t.init);
     let mut acc = [[0i32; NR]; MR];
     if !init {
         for (r, accr) in acc.iter_mut().enumerate().take(mrows) {

@@ -9,25 +9,38 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-pub const MR: usize = 6;
-pub const NR: usize = 16;
+use rquant_core::gemm::{ALayout, Elem, Micro, Shape};
 
+/// The tile and operand layout ([`crate::pack`] packs activations for it).
+pub const SHAPE: Shape = Shape {
+    mr: 6,
+    nr: 16,
+    kr: 2,
+    elem: Elem::I16,
+    a: ALayout::Rows,
+};
+pub const MR: usize = SHAPE.mr;
+pub const NR: usize = SHAPE.nr;
+
+/// `t.c` (+)= the raw `Σ x·w` of `t.mrows` activation rows and one weight
+/// panel over `t.ku` k-units (`t.init`: from zero, else onto `t.c`).
+///
 /// # Safety
-/// AVX2 must be available; `a` holds `ku·MR·4` bytes, `b` holds `ku·NR·4`
-/// bytes, `c` has room for `mrows·NR` i32 (row stride NR); `1 <= mrows <= MR`.
-/// `init`: start from zero, else accumulate onto the tile already in `c`.
+/// The target features below must be available and `t` must fit [`SHAPE`]
+/// ([`Micro::assert_fits`]: rows `lda` apart with `ku` units each, a panel of
+/// `ku` units × NR columns, an MR×NR tile).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-pub unsafe fn dispatch(
-    mrows: usize,
-    ku: usize,
-    a: *const u8,
-    lda: usize,
-    b: *const u8,
-    c: *mut i32,
-    init: bool,
-) {
-    match mrows {
+pub unsafe fn run(t: Micro<'_>) {
+    let (ku, a, lda, b, c, init) = (
+        t.ku,
+        t.a.as_ptr(),
+        t.lda,
+        t.b.as_ptr(),
+        t.c.as_mut_ptr(),
+        t.init,
+    );
+    match t.mrows {
         1 => kernel::<1>(ku, a, lda, b, c, init),
         2 => kernel::<2>(ku, a, lda, b, c, init),
         3 => kernel::<3>(ku, a, lda, b, c, init),

@@ -1,38 +1,70 @@
 //! AVX2 int8 GEMM microkernel with `vpmaddubsw`, 6×16 tile, k-units of 4 u8/s8.
 //!
-//! Exactness is conditional and checked by the caller before this kernel is
-//! chosen: `vpmaddubsw` forms `sat16(x0·w0 + x1·w1)`, which equals the exact
-//! sum whenever `x_max · max(|w0| + |w1|) <= 32767` over the adjacent weight
-//! pairs ([`crate::pack::Narrow::exact_for`]: the activations' maximum is
-//! known from packing, the pair bound from weight packing). `vpmaddwd` with
-//! ones then adds the two int16 pairs exactly into int32 and `vpaddd`
-//! accumulates in wrapping int32 — the reference's semantics. Otherwise the
-//! `vpmaddwd` kernel on int16-widened operands runs.
+//! Exactness is conditional: `vpmaddubsw` forms `sat16(x0·w0 + x1·w1)`,
+//! which equals the exact sum whenever `x_max · max(|w0| + |w1|) <= 32767`
+//! over the adjacent weight pairs. [`exact`] turns the pair bound of a
+//! weight matrix into the largest activation the kernel is exact for; it
+//! runs when the weights are packed, and the driver picks this kernel only
+//! for activations up to that value (static: the largest byte; dynamic: the
+//! largest code; conv: also the padding zero point). `vpmaddwd` with ones
+//! then adds the two int16 pairs exactly into int32 and `vpaddd` accumulates
+//! in wrapping int32 — the reference's semantics. Otherwise the `vpmaddwd`
+//! kernel on int16-widened operands runs.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-pub const MR: usize = 6;
-pub const NR: usize = 16;
+use rquant_core::gemm::{ALayout, Elem, Micro, Shape};
 
+/// The tile and operand layout ([`crate::pack`] packs activations for it).
+pub const SHAPE: Shape = Shape {
+    mr: 6,
+    nr: 16,
+    kr: 4,
+    elem: Elem::I8,
+    a: ALayout::Rows,
+};
+pub const MR: usize = SHAPE.mr;
+pub const NR: usize = SHAPE.nr;
+
+/// The largest activation for which the kernel is exact with weights `w`
+/// (`[n, k]`): `|x0·w0 + x1·w1| <= x_max·(|w0|+|w1|) <= 32767` for every
+/// pair `(w[2j], w[2j+1])` of a column (k pairs start at even k, the K
+/// padding is zero). 7-bit activations always qualify (127·256 < 32768).
+pub fn exact(w: &[i8], _n: usize, k: usize) -> u8 {
+    let max_pair = w
+        .chunks_exact(k.max(1))
+        .flat_map(|r| {
+            r.chunks(2)
+                .map(|p| p.iter().map(|&v| (v as i32).abs()).sum::<i32>())
+        })
+        .max()
+        .unwrap_or(0);
+    if max_pair == 0 {
+        return 255;
+    }
+    (i16::MAX as i32 / max_pair).min(255) as u8
+}
+
+/// `t.c` (+)= the raw `Σ x·w` of `t.mrows` activation rows and one weight
+/// panel over `t.ku` k-units (`t.init`: from zero, else onto `t.c`).
+///
 /// # Safety
-/// AVX2 must be available; `a` points at `mrows` activation rows `lda`
-/// bytes apart, each with `ku·4` readable bytes; `b` holds `ku·NR·4` bytes;
-/// `c` has room for `mrows·NR` i32 (row stride NR); `1 <= mrows <= MR`.
-/// `init`: start from zero, else accumulate onto the tile already in `c`.
-/// Exact only under the saturation bound above (the caller's check).
+/// The target features below must be available and `t` must fit [`SHAPE`]
+/// ([`Micro::assert_fits`]: rows `lda` apart with `ku` units each, a panel of
+/// `ku` units × NR columns, an MR×NR tile).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-pub unsafe fn dispatch(
-    mrows: usize,
-    ku: usize,
-    a: *const u8,
-    lda: usize,
-    b: *const u8,
-    c: *mut i32,
-    init: bool,
-) {
-    match mrows {
+pub unsafe fn run(t: Micro<'_>) {
+    let (ku, a, lda, b, c, init) = (
+        t.ku,
+        t.a.as_ptr(),
+        t.lda,
+        t.b.as_ptr(),
+        t.c.as_mut_ptr(),
+        t.init,
+    );
+    match t.mrows {
         1 => kernel::<1>(ku, a, lda, b, c, init),
         2 => kernel::<2>(ku, a, lda, b, c, init),
         3 => kernel::<3>(ku, a, lda, b, c, init),

@@ -6,7 +6,7 @@
 //! products to the int32 accumulator without intermediate saturation.
 //!
 //! The body is written once, generic over the dot-product instruction:
-//! [`dispatch`] uses the VEX form (`avxvnni`); [`dispatch_evex`] the same
+//! [`run`] uses the VEX form (`avxvnni`); [`run_evex`] the same
 //! instruction in its EVEX 256-bit form (`avx512vnni` + `avx512vl`), which
 //! an AVX-512 VNNI machine can run, so the kernel's addressing and tails are
 //! tested there even when no AVX-VNNI CPU is at hand.
@@ -14,8 +14,18 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-pub const MR: usize = 6;
-pub const NR: usize = 16;
+use rquant_core::gemm::{ALayout, Elem, Micro, Shape};
+
+/// The tile and operand layout ([`crate::pack`] packs activations for it).
+pub const SHAPE: Shape = Shape {
+    mr: 6,
+    nr: 16,
+    kr: 4,
+    elem: Elem::I8,
+    a: ALayout::Rows,
+};
+pub const MR: usize = SHAPE.mr;
+pub const NR: usize = SHAPE.nr;
 
 /// Shared body: `dp(acc, x, w)` is one 256-bit `vpdpbusd`.
 #[cfg(target_arch = "x86_64")]
@@ -62,28 +72,28 @@ unsafe fn body<const M: usize>(
 }
 
 /// Instantiate `body` for each row count under one set of target features.
-macro_rules! dispatch_with {
+macro_rules! run_with {
     ($name:ident, $features:literal, $dp:path) => {
+        /// `t.c` (+)= the raw `Σ x·w` of `t.mrows` activation rows and one
+        /// weight panel over `t.ku` k-units (`t.init`: from zero, else onto `t.c`).
+        ///
         /// # Safety
-        /// The target features named in the attribute must be available; `a`
-        /// points at `mrows` activation rows `lda` bytes apart, each with
-        /// `ku·4` readable bytes; `b` holds `ku·NR·4` bytes, `c` has room for
-        /// `mrows·NR` i32 (row stride NR); `1 <= mrows <= MR`. `init`: start
-        /// from zero, else accumulate onto the tile already in `c`.
+        /// The target features named in the attribute must be available and
+        /// `t` must fit [`SHAPE`] ([`Micro::assert_fits`]).
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = $features)]
-        pub unsafe fn $name(
-            mrows: usize,
-            ku: usize,
-            a: *const u8,
-            lda: usize,
-            b: *const u8,
-            c: *mut i32,
-            init: bool,
-        ) {
+        pub unsafe fn $name(t: Micro<'_>) {
+            let (ku, a, lda, b, c, init) = (
+                t.ku,
+                t.a.as_ptr(),
+                t.lda,
+                t.b.as_ptr(),
+                t.c.as_mut_ptr(),
+                t.init,
+            );
             // The closure inherits the function's target features.
             let dp = |s, x, w| $dp(s, x, w);
-            match mrows {
+            match t.mrows {
                 1 => body::<1>(ku, a, lda, b, c, init, dp),
                 2 => body::<2>(ku, a, lda, b, c, init, dp),
                 3 => body::<3>(ku, a, lda, b, c, init, dp),
@@ -95,9 +105,9 @@ macro_rules! dispatch_with {
     };
 }
 
-dispatch_with!(dispatch, "avx2,avxvnni", _mm256_dpbusd_avx_epi32);
-dispatch_with!(
-    dispatch_evex,
+run_with!(run, "avx2,avxvnni", _mm256_dpbusd_avx_epi32);
+run_with!(
+    run_evex,
     "avx2,avx512f,avx512vl,avx512vnni",
     _mm256_dpbusd_epi32
 );

@@ -7,26 +7,38 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-pub const MR: usize = 8;
-pub const NR: usize = 32;
+use rquant_core::gemm::{ALayout, Elem, Micro, Shape};
 
+/// The tile and operand layout ([`crate::pack`] packs activations for it).
+pub const SHAPE: Shape = Shape {
+    mr: 8,
+    nr: 32,
+    kr: 4,
+    elem: Elem::I8,
+    a: ALayout::Rows,
+};
+pub const MR: usize = SHAPE.mr;
+pub const NR: usize = SHAPE.nr;
+
+/// `t.c` (+)= the raw `Σ x·w` of `t.mrows` activation rows and one weight
+/// panel over `t.ku` k-units (`t.init`: from zero, else onto `t.c`).
+///
 /// # Safety
-/// AVX-512F/BW and AVX512-VNNI must be available; `a` points at `mrows` activation
-/// rows `lda` bytes apart, each with `ku·4` readable bytes; `b` holds `ku·NR·4` bytes, `c` has room for `mrows·NR` i32 (row
-/// stride NR); `1 <= mrows <= MR`. `init`: start from zero, else accumulate
-/// onto the tile already in `c`.
+/// The target features below must be available and `t` must fit [`SHAPE`]
+/// ([`Micro::assert_fits`]: rows `lda` apart with `ku` units each, a panel of
+/// `ku` units × NR columns, an MR×NR tile).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-pub unsafe fn dispatch(
-    mrows: usize,
-    ku: usize,
-    a: *const u8,
-    lda: usize,
-    b: *const u8,
-    c: *mut i32,
-    init: bool,
-) {
-    match mrows {
+pub unsafe fn run(t: Micro<'_>) {
+    let (ku, a, lda, b, c, init) = (
+        t.ku,
+        t.a.as_ptr(),
+        t.lda,
+        t.b.as_ptr(),
+        t.c.as_mut_ptr(),
+        t.init,
+    );
+    match t.mrows {
         1 => kernel_few::<1>(ku, a, lda, b, c, init),
         2 => kernel_few::<2>(ku, a, lda, b, c, init),
         3 => kernel_few::<3>(ku, a, lda, b, c, init),
@@ -73,7 +85,7 @@ unsafe fn kernel8(ku: usize, a: *const u8, lda: usize, b: *const u8, c: *mut i32
 /// k-unit costs 2 weight loads, 8 broadcasts and 16 `vpdpbusd`.
 ///
 /// # Safety
-/// As [`dispatch`] with `mrows == 8` and `ku == 4·groups`, `groups >= 1`.
+/// As [`run`] with `mrows == 8` and `ku == 4·groups`, `groups >= 1`.
 #[cfg(all(target_arch = "x86_64", not(miri)))]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn kernel8_asm(

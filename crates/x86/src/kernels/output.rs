@@ -1,17 +1,25 @@
-//! The output pipeline, applied to each accumulator tile while it is hot:
-//! zero-point correction (row/column sums), then either requantization to
-//! quint8 (bias, per-tensor/per-channel multiplier, relu clamp) or the float
-//! output of dynamic linear. The scalar stage calls `rquant_core::numerics`
-//! directly; the AVX2 stage ([`super::output_avx2`]) computes the same
-//! operations lane by lane and falls back to the scalar formula for lanes
-//! whose value is out of the clamp range or NaN.
+//! The output stages of the int8 GEMM, run on each accumulator tile while
+//! it is hot. They consume the output stage core describes once
+//! (`rquant_core::output`: [`Requant`] for quint8 outputs, [`Dequant`] for
+//! dynamic linear's f32), in three steps:
+//! 1. zero-point correction `acc + colterm[n] − zw[n]·rowsum[m]`;
+//! 2. requantization (`(f32(acc) + bias_term)·mult`, round half to even,
+//!    `+ out_zp`, clamp to `[lo, hi]`) or the float output
+//!    `fma(f32(acc), scale_product, bias)`;
+//! 3. the store ([`Store`]): rows of contiguous columns are written straight
+//!    from the vector registers; a transposed store goes through a local tile.
+//!
+//! Steps 1–2 are the AVX-512 (16 lanes) / AVX2 / scalar tile functions of
+//! `output_avx512.rs`, `output_avx2.rs` and this file, chosen by the path's
+//! [`Caps`]; the scalar one is `rquant_core::numerics` itself.
 
-use rquant_core::numerics::{bias_term, dynamic_out, requantize_u8, RequantChannel};
+use std::mem::MaybeUninit;
 
-use crate::isa::Isa;
-use std::sync::Arc;
+use rquant_core::gemm::{AccTile, Stage, Store};
+use rquant_core::numerics::{dynamic_out, requantize_u8_clamped};
+use rquant_core::output::{Clamp, Dequant, Requant};
 
-use crate::pack::{PackedB, RequantConsts};
+use crate::isa::Caps;
 
 /// A raw output pointer shared by the tasks of one GEMM; every task writes
 /// a disjoint set of indices.
@@ -34,6 +42,19 @@ impl<T> RawOut<T> {
         }
     }
 
+    /// Over memory not yet initialised (a `Vec`'s spare capacity): the
+    /// caller makes it a `T` slice only after every index was written.
+    pub(crate) fn uninit(v: &mut [MaybeUninit<T>]) -> Self {
+        RawOut {
+            ptr: v.as_mut_ptr().cast(),
+            len: v.len(),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
     /// Write `v` at index `i`.
     ///
     /// # Safety
@@ -44,428 +65,379 @@ impl<T> RawOut<T> {
         // SAFETY: in bounds (asserted); exclusivity is the caller's contract.
         unsafe { self.ptr.add(i).write(v) }
     }
-}
 
-/// Where a tile's outputs go: element (m, n) of the GEMM at
-/// `base + m·ldm + n·ldn` of the output buffer.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct OutLayout {
-    pub base: usize,
-    pub ldm: usize,
-    pub ldn: usize,
-}
-
-/// One output stage.
-pub(crate) trait Epilogue: Sync {
-    /// Finish `mrows × ncols` raw accumulators (row r at `acc[r·nr..]`) of
-    /// GEMM rows `m0..` and columns `n0..`; `rs` holds the rows' activation sums.
-    #[allow(clippy::too_many_arguments)]
-    fn apply(
-        &self,
-        acc: &[i32],
-        nr: usize,
-        m0: usize,
-        mrows: usize,
-        n0: usize,
-        ncols: usize,
-        rs: &[i32],
-    );
-}
-
-/// The signature of the AVX2 and AVX-512 `requant_tile_tame` stages.
-#[cfg(target_arch = "x86_64")]
-type TameTile = unsafe fn(
-    &[i32],
-    usize,
-    usize,
-    &[i32],
-    &[i32],
-    bool,
-    &[i32],
-    &[f32],
-    &[f32],
-    i32,
-    bool,
-    *mut u8,
-    usize,
-);
-
-/// `K·zx·zw[n] − zx·Σw[n]` (wrapping): the column part of the zero-point correction.
-fn col_terms(b: &PackedB, zx: i32) -> Vec<i32> {
-    let k = b.k as i32;
-    b.col_sums
-        .iter()
-        .zip(&b.zw)
-        .map(|(&cs, &zw)| {
-            k.wrapping_mul(zx)
-                .wrapping_mul(zw)
-                .wrapping_sub(zx.wrapping_mul(cs))
-        })
-        .collect()
-}
-
-#[inline(always)]
-fn correct(raw: i32, colterm: i32, zw: i32, rs: i32) -> i32 {
-    raw.wrapping_add(colterm).wrapping_sub(zw.wrapping_mul(rs))
-}
-
-fn check_span(len: usize, l: OutLayout, m0: usize, mrows: usize, n0: usize, ncols: usize) {
-    let last = l.base + (m0 + mrows - 1) * l.ldm + (n0 + ncols - 1) * l.ldn;
-    assert!(last < len, "output tile out of bounds");
-}
-
-/// quint8 output: `requantize_u8` per element.
-pub(crate) struct RequantOut<'a> {
-    isa: Isa,
-    colterm: Vec<i32>,
-    zw: &'a [i32],
-    zw_zero: bool,
-    bt: Arc<Vec<f32>>,
-    mult: Arc<Vec<f32>>,
-    zp: i32,
-    relu: bool,
-    /// Every `(f32(acc) + bt)·mult` is finite and below 2^62: no lane needs
-    /// the NaN / overflow handling.
-    tame: bool,
-    out: RawOut<u8>,
-    layout: OutLayout,
-}
-
-impl<'a> RequantOut<'a> {
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        isa: Isa,
-        b: &'a PackedB,
-        x_scale: f64,
-        x_zp: i32,
-        bias: Option<&[f32]>,
-        out_scale: f64,
-        out_zp: i32,
-        relu: bool,
-        out: &mut [u8],
-        layout: OutLayout,
-    ) -> Self {
-        let key = (
-            x_scale.to_bits(),
-            out_scale.to_bits(),
-            bias.map_or(0, |v| v.as_ptr() as usize),
-        );
-        let mut cache = b.requant_cache.lock().unwrap_or_else(|e| e.into_inner());
-        let consts = match cache.as_ref() {
-            Some(c) if c.key == key => c.clone(),
-            _ => {
-                let mut bt = Vec::with_capacity(b.n);
-                let mut mult = Vec::with_capacity(b.n);
-                for c in 0..b.n {
-                    let ch = RequantChannel::new(x_scale, b.scales[c], out_scale);
-                    mult.push(ch.multiplier);
-                    bt.push(bias.map_or(0.0, |bv| {
-                        bias_term(bv[c], ch.act_times_w_scale, b.per_channel)
-                    }));
-                }
-                let tame = bt.iter().zip(&mult).all(|(&b, &m)| {
-                    let bound = (2f64.powi(31) + (b as f64).abs()) * (m as f64).abs();
-                    bound.is_finite() && bound < 2f64.powi(62)
-                });
-                let c = RequantConsts {
-                    key,
-                    bt: Arc::new(bt),
-                    mult: Arc::new(mult),
-                    tame,
-                };
-                *cache = Some(c.clone());
-                c
-            }
-        };
-        drop(cache);
-        let (bt, mult, tame) = (consts.bt, consts.mult, consts.tame);
-        RequantOut {
-            isa,
-            tame,
-            colterm: col_terms(b, x_zp),
-            zw: &b.zw,
-            zw_zero: b.zw_all_zero,
-            bt,
-            mult,
-            zp: out_zp,
-            relu,
-            out: RawOut::new(out),
-            layout,
-        }
+    /// The address of index `i` (`i <= len`).
+    fn at(&self, i: usize) -> *mut T {
+        assert!(i <= self.len);
+        // SAFETY: at most one past the end of the buffer.
+        unsafe { self.ptr.add(i) }
     }
 }
 
-impl RequantOut<'_> {
-    /// Requantize `mrows × ncols` accumulators into `dst`, element (r, j) at
-    /// `r·ldm + j·ldn`.
-    ///
-    /// # Safety
-    /// `dst` is valid for those writes and no other task writes them.
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn rows(
-        &self,
-        acc: &[i32],
-        nr: usize,
-        mrows: usize,
-        n0: usize,
-        ncols: usize,
-        rs: &[i32],
-        dst: *mut u8,
-        ldm: usize,
-        ldn: usize,
-    ) {
-        let cols = n0..n0 + ncols;
-        #[cfg(target_arch = "x86_64")]
-        if self.isa >= Isa::Avx2 && self.tame && ldn == 1 {
-            // The two ISAs' tame tiles share one signature.
-            let tile: TameTile = if self.isa >= Isa::Avx512 {
-                super::output_avx512::requant_tile_tame
-            } else {
-                super::output_avx2::requant_tile_tame
-            };
-            // SAFETY: the chosen ISA was detected (the isa comes from an
-            // engine value); the caller guarantees the outputs; `tame` is
-            // the tiles' range precondition.
-            unsafe {
-                tile(
-                    acc,
-                    nr,
-                    mrows,
-                    &self.colterm[cols.clone()],
-                    &self.zw[cols.clone()],
-                    self.zw_zero,
-                    rs,
-                    &self.bt[cols.clone()],
-                    &self.mult[cols.clone()],
-                    self.zp,
-                    self.relu,
-                    dst,
-                    ldm,
-                )
-            };
-            return;
-        }
-        #[cfg(target_arch = "x86_64")]
-        if self.isa >= Isa::Avx2 {
-            // SAFETY: AVX2 was detected (the isa comes from an engine value);
-            // the caller guarantees the outputs.
-            unsafe {
-                super::output_avx2::requant_tile(
-                    acc,
-                    nr,
-                    mrows,
-                    &self.colterm[cols.clone()],
-                    &self.zw[cols.clone()],
-                    self.zw_zero,
-                    rs,
-                    &self.bt[cols.clone()],
-                    &self.mult[cols.clone()],
-                    self.zp,
-                    self.relu,
-                    dst,
-                    ldm,
-                    ldn,
-                )
-            };
-            return;
-        }
-        for r in 0..mrows {
-            let row = &acc[r * nr..r * nr + ncols];
-            let out = dst.add(r * ldm);
-            for (j, &raw) in row.iter().enumerate() {
-                let n = n0 + j;
-                let a = correct(raw, self.colterm[n], self.zw[n], rs[r]);
-                let q = requantize_u8(a, self.bt[n], self.mult[n], self.zp, self.relu);
-                // SAFETY: in bounds (check_span) and owned by this tile.
-                unsafe { out.add(j * ldn).write(q) };
-            }
-        }
+/// The zero-point correction of a tile's columns.
+#[derive(Clone, Copy)]
+pub(crate) struct ZpCols<'a> {
+    pub colterm: &'a [i32],
+    pub zw: &'a [i32],
+    /// Every `zw` of the weight is 0: no row-sum term.
+    pub zw_zero: bool,
+}
+
+impl ZpCols<'_> {
+    #[inline(always)]
+    pub(crate) fn correct(&self, j: usize, raw: i32, rs: i32) -> i32 {
+        raw.wrapping_add(self.colterm[j])
+            .wrapping_sub(self.zw[j].wrapping_mul(rs))
     }
 }
 
-impl Epilogue for RequantOut<'_> {
-    fn apply(
-        &self,
-        acc: &[i32],
-        nr: usize,
-        m0: usize,
-        mrows: usize,
-        n0: usize,
-        ncols: usize,
-        rs: &[i32],
-    ) {
-        let l = self.layout;
-        check_span(self.out.len, l, m0, mrows, n0, ncols);
-        let start = l.base + m0 * l.ldm + n0 * l.ldn;
-        if l.ldm == 1 && l.ldn != 1 && mrows > 1 {
-            // Transposed output (NCHW conv: rows are pixels): requantize into
-            // a local tile, then store each column's rows contiguously.
-            let mut t = [0u8; 8 * 32];
-            assert!(mrows * ncols <= t.len());
-            // SAFETY: the local tile holds mrows·ncols bytes (asserted).
-            unsafe { self.rows(acc, nr, mrows, n0, ncols, rs, t.as_mut_ptr(), ncols, 1) };
-            for j in 0..ncols {
-                for r in 0..mrows {
-                    // SAFETY: in bounds (check_span) and owned by this tile.
-                    unsafe {
-                        self.out
-                            .ptr
-                            .add(start + j * l.ldn + r)
-                            .write(t[r * ncols + j])
-                    };
-                }
-            }
-        } else {
-            // SAFETY: in bounds (check_span) and owned by this tile.
-            unsafe {
-                self.rows(
-                    acc,
-                    nr,
-                    mrows,
-                    n0,
-                    ncols,
-                    rs,
-                    self.out.ptr.add(start),
-                    l.ldm,
-                    l.ldn,
-                )
-            };
-        }
+/// One tile and the requantization of its columns (the per-column slices
+/// hold the tile's columns, `ncols = zp.colterm.len()`).
+pub(crate) struct ReqTile<'a> {
+    /// `mrows` rows of raw accumulators, `nr` apart.
+    pub acc: &'a [i32],
+    pub nr: usize,
+    pub mrows: usize,
+    /// The rows' activation sums.
+    pub rs: &'a [i32],
+    pub zp: ZpCols<'a>,
+    pub bt: &'a [f32],
+    pub mult: &'a [f32],
+    pub out_zp: i32,
+    pub clamp: Clamp,
+}
+
+impl ReqTile<'_> {
+    pub(crate) fn ncols(&self) -> usize {
+        self.zp.colterm.len()
+    }
+    /// The scalar definition for element (r, j).
+    #[inline]
+    pub(crate) fn scalar(&self, r: usize, j: usize) -> u8 {
+        let a = self.zp.correct(j, self.acc[r * self.nr + j], self.rs[r]);
+        requantize_u8_clamped(a, self.bt[j], self.mult[j], self.out_zp, self.clamp)
     }
 }
 
-/// f32 output of dynamic linear: `dynamic_out` per element.
-pub(crate) struct FloatOut<'a> {
-    isa: Isa,
-    colterm: Vec<i32>,
-    zw: &'a [i32],
-    zw_zero: bool,
-    sp: Vec<f32>,
-    bias: Option<&'a [f32]>,
-    out: RawOut<f32>,
-    layout: OutLayout,
+/// One tile and the float output of its columns (dynamic linear).
+pub(crate) struct FloatTile<'a> {
+    pub acc: &'a [i32],
+    pub nr: usize,
+    pub mrows: usize,
+    pub rs: &'a [i32],
+    pub zp: ZpCols<'a>,
+    /// `f32(x_scale)·f32(w_scale[n])`.
+    pub sp: &'a [f32],
+    pub bias: Option<&'a [f32]>,
 }
 
-impl<'a> FloatOut<'a> {
-    pub(crate) fn new(
-        isa: Isa,
-        b: &'a PackedB,
-        x_scale: f64,
-        x_zp: i32,
-        bias: Option<&'a [f32]>,
-        out: &mut [f32],
-        layout: OutLayout,
-    ) -> Self {
-        FloatOut {
-            isa,
-            colterm: col_terms(b, x_zp),
-            zw: &b.zw,
-            zw_zero: b.zw_all_zero,
-            sp: b
-                .scales
-                .iter()
-                .map(|&s| (x_scale as f32) * (s as f32))
-                .collect(),
-            bias,
-            out: RawOut::new(out),
-            layout,
-        }
+impl FloatTile<'_> {
+    pub(crate) fn ncols(&self) -> usize {
+        self.zp.colterm.len()
+    }
+    #[inline]
+    pub(crate) fn scalar(&self, r: usize, j: usize) -> f32 {
+        let a = self.zp.correct(j, self.acc[r * self.nr + j], self.rs[r]);
+        dynamic_out(a, self.sp[j], self.bias.map(|b| b[j]))
     }
 }
 
-impl Epilogue for FloatOut<'_> {
-    fn apply(
-        &self,
-        acc: &[i32],
-        nr: usize,
-        m0: usize,
-        mrows: usize,
-        n0: usize,
-        ncols: usize,
-        rs: &[i32],
-    ) {
-        let l = self.layout;
-        check_span(self.out.len, l, m0, mrows, n0, ncols);
-        let cols = n0..n0 + ncols;
-        let start = l.base + m0 * l.ldm + n0 * l.ldn;
-        #[cfg(target_arch = "x86_64")]
-        if self.isa >= Isa::Avx2 {
-            // SAFETY: AVX-512F / AVX2+FMA were detected (the isa comes from an
-            // engine value); outputs in bounds (check_span) and owned by this tile.
-            unsafe {
-                let f = if self.isa >= Isa::Avx512 {
-                    super::output_avx512::float_tile
-                } else {
-                    super::output_avx2::float_tile
-                };
-                f(
-                    acc,
-                    nr,
-                    mrows,
-                    &self.colterm[cols.clone()],
-                    &self.zw[cols.clone()],
-                    self.zw_zero,
-                    rs,
-                    &self.sp[cols.clone()],
-                    self.bias.map(|b| &b[cols.clone()]),
-                    self.out.ptr.add(start),
-                    l.ldm,
-                    l.ldn,
-                )
-            };
-            return;
-        }
-        for r in 0..mrows {
-            let row = &acc[r * nr..r * nr + ncols];
-            let start = l.base + (m0 + r) * l.ldm + n0 * l.ldn;
-            for (j, &raw) in row.iter().enumerate() {
-                let n = n0 + j;
-                let a = correct(raw, self.colterm[n], self.zw[n], rs[r]);
-                let v = dynamic_out(a, self.sp[n], self.bias.map(|b| b[n]));
-                // SAFETY: in bounds (check_span) and owned by this tile.
-                unsafe { self.out.ptr.add(start + j * l.ldn).write(v) };
-            }
-        }
-    }
-}
+/// Largest tile of any x86 kernel (8×32): the local tile of a transposed store.
+const TILE_MAX: usize = 8 * 32;
 
-/// Requantize a run of already-corrected accumulators that share one
-/// channel's constants into `out` (contiguous).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn requant_run(
-    isa: Isa,
-    acc: &[i32],
-    bt: &[f32],
-    mult: &[f32],
-    zeros: &[i32],
-    zp: i32,
-    relu: bool,
-    out: &mut [u8],
+/// Store `rows` (a function writing the tile as rows of contiguous columns,
+/// `ld` apart, at a pointer) through `store` into `out`.
+///
+/// # Safety
+/// `rows(p, ld)` writes exactly the tile's `mrows × ncols` elements, row `r`
+/// at `p + r·ld`, and nothing else; no other task stores this tile's indices.
+unsafe fn store_tile<T: Copy + Default>(
+    out: &RawOut<T>,
+    store: Store,
+    t: &AccTile<'_>,
+    rows: impl FnOnce(*mut T, usize),
 ) {
-    let n = acc.len();
-    assert!(bt.len() >= n && mult.len() >= n && zeros.len() >= n && out.len() >= n);
+    assert!(store.last(t) < out.len(), "output tile out of bounds");
+    match store {
+        Store::Rows { ld, .. } => rows(out.at(store.index(t.m0, t.n0)), ld),
+        Store::Cols { .. } => {
+            // Rows are pixels here: requantize into a local tile, then store
+            // each column's rows contiguously.
+            let mut tmp = [T::default(); TILE_MAX];
+            assert!(t.mrows * t.ncols <= TILE_MAX);
+            rows(tmp.as_mut_ptr(), t.ncols);
+            for j in 0..t.ncols {
+                for r in 0..t.mrows {
+                    // SAFETY: in bounds (the tile's last index was checked)
+                    // and owned by this tile (the caller's contract).
+                    unsafe { out.write(store.index(t.m0 + r, t.n0 + j), tmp[r * t.ncols + j]) };
+                }
+            }
+        }
+    }
+}
+
+/// quint8 output through a [`Requant`] (columns `col0 ..` of it).
+pub(crate) struct RequantStage<'a> {
+    caps: Caps,
+    r: &'a Requant,
+    col0: usize,
+    out: RawOut<u8>,
+    store: Store,
+}
+
+impl<'a> RequantStage<'a> {
+    pub(crate) fn new(
+        caps: Caps,
+        r: &'a Requant,
+        col0: usize,
+        out: RawOut<u8>,
+        store: Store,
+    ) -> Self {
+        RequantStage {
+            caps,
+            r,
+            col0,
+            out,
+            store,
+        }
+    }
+}
+
+/// Requantize the tile into rows `ld` apart at `dst`.
+///
+/// # Safety
+/// `dst` is valid for the tile's rows (`ncols` each, `ld` apart), which no
+/// other task writes; the path of `caps` was detected.
+unsafe fn requant_rows(caps: Caps, tame: bool, t: &ReqTile<'_>, dst: *mut u8, ld: usize) {
     #[cfg(target_arch = "x86_64")]
-    if isa >= Isa::Avx2 {
-        // SAFETY: AVX2 was detected (isa comes from an engine value); all
-        // slices hold n elements (asserted) and out is exclusively borrowed.
+    if caps.avx2 {
+        // SAFETY (all three): the caps come from a detected path; `tame` is
+        // the tame tiles' range precondition; the outputs are the caller's.
         unsafe {
-            super::output_avx2::requant_row(
-                acc,
-                &zeros[..n],
-                &zeros[..n],
-                true,
-                0,
-                &bt[..n],
-                &mult[..n],
-                zp,
-                relu,
-                out.as_mut_ptr(),
-                1,
-            )
-        };
+            if tame && caps.avx512 {
+                super::output_avx512::requant_tile_tame(t, dst, ld);
+            } else if tame {
+                super::output_avx2::requant_tile_tame(t, dst, ld);
+            } else {
+                super::output_avx2::requant_tile(t, dst, ld);
+            }
+        }
         return;
     }
-    for j in 0..n {
-        out[j] = requantize_u8(acc[j], bt[j], mult[j], zp, relu);
+    let _ = (caps, tame);
+    for r in 0..t.mrows {
+        for j in 0..t.ncols() {
+            // SAFETY: inside row r of the caller's outputs.
+            unsafe { dst.add(r * ld + j).write(t.scalar(r, j)) };
+        }
+    }
+}
+
+impl Stage for RequantStage<'_> {
+    fn finish(&self, t: &AccTile<'_>) {
+        let r = self.r;
+        let cols = self.col0 + t.n0..self.col0 + t.n0 + t.ncols;
+        let rt = ReqTile {
+            acc: t.acc,
+            nr: t.nr,
+            mrows: t.mrows,
+            rs: t.rowsums,
+            zp: ZpCols {
+                colterm: &r.zp.colterm[cols.clone()],
+                zw: &r.zp.zw[cols.clone()],
+                zw_zero: r.zp.zw_all_zero,
+            },
+            bt: &r.bias_term[cols.clone()],
+            mult: &r.mult[cols],
+            out_zp: r.out_zp,
+            clamp: r.clamp,
+        };
+        // SAFETY: the driver hands every tile to one task only; requant_rows
+        // writes exactly the tile's rows.
+        unsafe {
+            store_tile(&self.out, self.store, t, |dst, ld| {
+                requant_rows(self.caps, r.tame, &rt, dst, ld)
+            })
+        };
+    }
+}
+
+/// f32 output of dynamic linear through a [`Dequant`] and the weight's bias.
+pub(crate) struct FloatStage<'a> {
+    caps: Caps,
+    d: &'a Dequant,
+    bias: Option<&'a [f32]>,
+    out: RawOut<f32>,
+    store: Store,
+}
+
+impl<'a> FloatStage<'a> {
+    pub(crate) fn new(
+        caps: Caps,
+        d: &'a Dequant,
+        bias: Option<&'a [f32]>,
+        out: RawOut<f32>,
+        store: Store,
+    ) -> Self {
+        FloatStage {
+            caps,
+            d,
+            bias,
+            out,
+            store,
+        }
+    }
+}
+
+impl Stage for FloatStage<'_> {
+    fn finish(&self, t: &AccTile<'_>) {
+        let d = self.d;
+        let cols = t.n0..t.n0 + t.ncols;
+        let ft = FloatTile {
+            acc: t.acc,
+            nr: t.nr,
+            mrows: t.mrows,
+            rs: t.rowsums,
+            zp: ZpCols {
+                colterm: &d.zp.colterm[cols.clone()],
+                zw: &d.zp.zw[cols.clone()],
+                zw_zero: d.zp.zw_all_zero,
+            },
+            sp: &d.scale_product[cols.clone()],
+            bias: self.bias.map(|b| &b[cols]),
+        };
+        let caps = self.caps;
+        let rows = |dst: *mut f32, ld: usize| {
+            #[cfg(target_arch = "x86_64")]
+            if caps.avx2 {
+                // SAFETY: the caps come from a detected path (AVX-512F, or
+                // AVX2 + FMA); the outputs are this tile's (store_tile).
+                unsafe {
+                    if caps.avx512 {
+                        super::output_avx512::float_tile(&ft, dst, ld);
+                    } else {
+                        super::output_avx2::float_tile(&ft, dst, ld);
+                    }
+                }
+                return;
+            }
+            for r in 0..ft.mrows {
+                for j in 0..ft.ncols() {
+                    // SAFETY: inside row r of this tile's outputs.
+                    unsafe { dst.add(r * ld + j).write(ft.scalar(r, j)) };
+                }
+            }
+        };
+        // SAFETY: the driver hands every tile to one task only; `rows`
+        // writes exactly the tile's rows.
+        unsafe { store_tile(&self.out, self.store, t, rows) };
+    }
+}
+
+/// One channel's requantization constants, for a run of corrected
+/// accumulators (depthwise conv).
+pub(crate) struct Channel<'a> {
+    /// The constants repeated over the run (the vector stage reads per-lane
+    /// arrays), and zeros for the zero-point terms.
+    pub bt: &'a [f32],
+    pub mult: &'a [f32],
+    pub zeros: &'a [i32],
+    pub out_zp: i32,
+    pub clamp: Clamp,
+}
+
+/// Requantize a run of already-corrected accumulators of one channel into `out`.
+pub(crate) fn requant_run(caps: Caps, acc: &[i32], ch: &Channel<'_>, out: &mut [u8]) {
+    let n = acc.len();
+    assert!(ch.bt.len() >= n && ch.mult.len() >= n && ch.zeros.len() >= n && out.len() >= n);
+    let t = ReqTile {
+        acc,
+        nr: n,
+        mrows: 1,
+        rs: &[0],
+        zp: ZpCols {
+            colterm: &ch.zeros[..n],
+            zw: &ch.zeros[..n],
+            zw_zero: true,
+        },
+        bt: &ch.bt[..n],
+        mult: &ch.mult[..n],
+        out_zp: ch.out_zp,
+        clamp: ch.clamp,
+    };
+    // SAFETY: one row of n outputs, exclusively borrowed; caps from a
+    // detected path. (Not `tame`: depthwise constants are not range-checked.)
+    unsafe { requant_rows(caps, false, &t, out.as_mut_ptr(), n) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rquant_core::output::{Clamp, Requant, RequantSpec};
+
+    /// The transposed store on every vector width: the same bytes as the
+    /// row store, transposed.
+    #[test]
+    fn transposed_store_is_the_transpose_of_the_row_store() {
+        let (m, n, k) = (7, 21, 9);
+        let cs: Vec<i32> = (0..n as i32).map(|c| c * 3 - 20).collect();
+        let wq: Vec<(f64, i64)> = (0..n)
+            .map(|c| (0.01 + c as f64 * 1e-3, c as i64 % 3))
+            .collect();
+        let bias: Vec<f32> = (0..n).map(|c| c as f32 * 0.5 - 3.0).collect();
+        let r = Requant::new(&RequantSpec {
+            k,
+            col_sums: &cs,
+            w_qparams: &wq,
+            per_channel: true,
+            bias: Some(&bias),
+            x_scale: 0.05,
+            x_zp: 7,
+            out_scale: 0.2,
+            out_zp: 100,
+            clamp: Clamp { lo: 20, hi: 200 },
+        });
+        let acc: Vec<i32> = (0..8 * 32).map(|i| (i * 7919) % 2000 - 1000).collect();
+        let rs: Vec<i32> = (0..8).map(|i| i * 13).collect();
+        let mut caps_list = vec![Caps {
+            avx2: false,
+            avx512: false,
+        }];
+        caps_list.extend(
+            crate::isa::Isa::ALL
+                .into_iter()
+                .filter(|i| i.detected())
+                .map(|i| i.caps()),
+        );
+        for caps in caps_list {
+            let mut rows = vec![0u8; m * n];
+            let mut cols = vec![0u8; m * n];
+            for (buf, store) in [
+                (&mut rows, Store::Rows { base: 0, ld: n }),
+                (&mut cols, Store::Cols { base: 0, ld: m }),
+            ] {
+                let st = RequantStage::new(caps, &r, 0, RawOut::new(buf), store);
+                for (m0, n0, mrows, ncols) in [(0, 0, 7, 16), (0, 16, 7, 5)] {
+                    st.finish(&AccTile {
+                        acc: &acc,
+                        nr: 32,
+                        m0,
+                        mrows,
+                        n0,
+                        ncols,
+                        rowsums: &rs[m0..m0 + mrows],
+                    });
+                }
+            }
+            for i in 0..m {
+                for j in 0..n {
+                    assert_eq!(rows[i * n + j], cols[j * m + i], "{caps:?} ({i},{j})");
+                    let t = j % 16;
+                    let want = r.apply(j, acc[i * 32 + t], rs[i]);
+                    assert_eq!(rows[i * n + j], want, "{caps:?} ({i},{j})");
+                }
+            }
+        }
     }
 }

@@ -6,171 +6,116 @@
 use std::arch::x86_64::*;
 
 #[cfg(target_arch = "x86_64")]
-use rquant_core::numerics::{dynamic_out, requantize_u8};
+use super::output::{FloatTile, ReqTile, ZpCols};
 
-/// Corrected accumulators `raw + colterm − zw·rs` of 8 lanes.
+/// Corrected accumulators `raw + colterm − zw·rs` of the 8 lanes from
+/// column `j` (`raw` points at column `j` of the row).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn corrected(
-    raw: *const i32,
-    ct: *const i32,
-    zw: *const i32,
-    zw_zero: bool,
-    rs: __m256i,
-) -> __m256i {
+unsafe fn corrected(raw: *const i32, zp: &ZpCols<'_>, j: usize, rs: __m256i) -> __m256i {
     let v = _mm256_add_epi32(
         _mm256_loadu_si256(raw as *const __m256i),
-        _mm256_loadu_si256(ct as *const __m256i),
+        _mm256_loadu_si256(zp.colterm.as_ptr().add(j) as *const __m256i),
     );
-    if zw_zero {
+    if zp.zw_zero {
         v
     } else {
         _mm256_sub_epi32(
             v,
-            _mm256_mullo_epi32(_mm256_loadu_si256(zw as *const __m256i), rs),
+            _mm256_mullo_epi32(
+                _mm256_loadu_si256(zp.zw.as_ptr().add(j) as *const __m256i),
+                rs,
+            ),
         )
     }
 }
 
-/// Requantize one row of `acc.len()` accumulators to quint8 at `out`, `ldn` apart.
+/// Requantize row `r` of the tile into `out` (its `ncols` bytes).
 ///
 /// # Safety
-/// AVX2 must be available; all slices have `acc.len()` elements; `out` is
-/// valid for writes at `j·ldn` for every `j < acc.len()`.
+/// AVX2 must be available; `out` is valid for `t.ncols()` writes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
 #[inline]
-pub(crate) unsafe fn requant_row(
-    acc: &[i32],
-    colterm: &[i32],
-    zw: &[i32],
-    zw_zero: bool,
-    rs: i32,
-    bt: &[f32],
-    mult: &[f32],
-    zp: i32,
-    relu: bool,
-    out: *mut u8,
-    ldn: usize,
-) {
-    let n = acc.len();
-    debug_assert!(colterm.len() == n && zw.len() == n && bt.len() == n && mult.len() == n);
-    let lo = if relu { zp } else { 0 };
-    let rsv = _mm256_set1_epi32(rs);
+unsafe fn requant_row(t: &ReqTile<'_>, r: usize, out: *mut u8) {
+    let n = t.ncols();
+    debug_assert!(t.zp.zw.len() == n && t.bt.len() == n && t.mult.len() == n);
+    assert!(t.acc.len() >= r * t.nr + n && t.rs.len() > r);
+    let acc = t.acc.as_ptr().add(r * t.nr);
+    let zp = t.out_zp;
+    let rsv = _mm256_set1_epi32(t.rs[r]);
     let two63 = _mm256_set1_ps(9.223_372e18);
     let limit = _mm256_set1_ps(1024.0);
     let nlimit = _mm256_set1_ps(-1024.0);
     let zpv = _mm256_set1_epi32(zp);
-    let lov = _mm256_set1_epi32(lo);
-    let hiv = _mm256_set1_epi32(255);
+    let lov = _mm256_set1_epi32(t.clamp.lo as i32);
+    let hiv = _mm256_set1_epi32(t.clamp.hi as i32);
     let mut j = 0;
     while j + 8 <= n {
-        let v = corrected(
-            acc.as_ptr().add(j),
-            colterm.as_ptr().add(j),
-            zw.as_ptr().add(j),
-            zw_zero,
-            rsv,
-        );
+        // SAFETY (loads and the store): columns j..j + 8 lie inside the
+        // tile's row, the column slices and the output row.
+        let v = corrected(acc.add(j), &t.zp, j, rsv);
         let f = _mm256_cvtepi32_ps(v);
         let y = _mm256_mul_ps(
-            _mm256_add_ps(f, _mm256_loadu_ps(bt.as_ptr().add(j))),
-            _mm256_loadu_ps(mult.as_ptr().add(j)),
+            _mm256_add_ps(f, _mm256_loadu_ps(t.bt.as_ptr().add(j))),
+            _mm256_loadu_ps(t.mult.as_ptr().add(j)),
         );
-        let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(y);
-        // numerics: clamp(sat_i64(r) + zp, lo, 255). NaN saturates to 0;
-        // beyond ±1024 the clamp decides alone — except r ≥ 2^63 with zp > 0,
-        // where numerics' i64 addition overflows: those lanes take the scalar
-        // formula itself.
-        let huge = _mm256_cmp_ps::<_CMP_GE_OQ>(r, two63);
+        let rv = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(y);
+        // numerics: clamp(sat_i64(r) + zp, lo, hi). NaN saturates to 0;
+        // beyond ±1024 the clamp decides alone. Lanes at or beyond 2^63 with
+        // zp > 0 take the scalar formula itself.
+        let huge = _mm256_cmp_ps::<_CMP_GE_OQ>(rv, two63);
         if zp == 0 || _mm256_movemask_ps(huge) == 0 {
-            let r = _mm256_and_ps(r, _mm256_cmp_ps::<_CMP_ORD_Q>(r, r));
-            let r = _mm256_min_ps(_mm256_max_ps(r, nlimit), limit);
-            let q = _mm256_add_epi32(_mm256_cvtps_epi32(r), zpv);
+            let rv = _mm256_and_ps(rv, _mm256_cmp_ps::<_CMP_ORD_Q>(rv, rv));
+            let rv = _mm256_min_ps(_mm256_max_ps(rv, nlimit), limit);
+            let q = _mm256_add_epi32(_mm256_cvtps_epi32(rv), zpv);
             let q = _mm256_min_epi32(_mm256_max_epi32(q, lov), hiv);
             let p16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256::<1>(q));
-            let p8 = _mm_packus_epi16(p16, p16);
-            if ldn == 1 {
-                _mm_storel_epi64(out.add(j) as *mut __m128i, p8);
-            } else {
-                let bytes = (_mm_cvtsi128_si64(p8) as u64).to_le_bytes();
-                for (l, &b) in bytes.iter().enumerate() {
-                    *out.add((j + l) * ldn) = b;
-                }
-            }
+            _mm_storel_epi64(out.add(j) as *mut __m128i, _mm_packus_epi16(p16, p16));
         } else {
-            let mut a = [0i32; 8];
-            _mm256_storeu_si256(a.as_mut_ptr() as *mut __m256i, v);
-            for (l, &al) in a.iter().enumerate() {
-                *out.add((j + l) * ldn) = requantize_u8(al, bt[j + l], mult[j + l], zp, relu);
+            for l in 0..8 {
+                *out.add(j + l) = t.scalar(r, j + l);
             }
         }
         j += 8;
     }
     while j < n {
-        let a = acc[j]
-            .wrapping_add(colterm[j])
-            .wrapping_sub(zw[j].wrapping_mul(rs));
-        *out.add(j * ldn) = requantize_u8(a, bt[j], mult[j], zp, relu);
+        *out.add(j) = t.scalar(r, j);
         j += 1;
     }
 }
 
-/// Float output of one row: `fma(f32(acc), sp, bias)` (or `f32(acc)·sp`).
+/// Float output of row `r` of the tile: `fma(f32(acc), sp, bias)` (or
+/// `f32(acc)·sp`), into `out` (its `ncols` floats).
 ///
 /// # Safety
-/// AVX2 and FMA must be available; all slices have `acc.len()` elements;
-/// `out` is valid for writes at `j·ldn` for every `j < acc.len()`.
+/// AVX2 and FMA must be available; `out` is valid for `t.ncols()` writes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
 #[inline]
-pub(crate) unsafe fn float_row(
-    acc: &[i32],
-    colterm: &[i32],
-    zw: &[i32],
-    zw_zero: bool,
-    rs: i32,
-    sp: &[f32],
-    bias: Option<&[f32]>,
-    out: *mut f32,
-    ldn: usize,
-) {
-    let n = acc.len();
-    let rsv = _mm256_set1_epi32(rs);
+unsafe fn float_row(t: &FloatTile<'_>, r: usize, out: *mut f32) {
+    let n = t.ncols();
+    debug_assert!(t.zp.zw.len() == n && t.sp.len() == n && t.bias.is_none_or(|b| b.len() == n));
+    assert!(t.acc.len() >= r * t.nr + n && t.rs.len() > r);
+    let acc = t.acc.as_ptr().add(r * t.nr);
+    let rsv = _mm256_set1_epi32(t.rs[r]);
     let mut j = 0;
     while j + 8 <= n {
-        let v = corrected(
-            acc.as_ptr().add(j),
-            colterm.as_ptr().add(j),
-            zw.as_ptr().add(j),
-            zw_zero,
-            rsv,
-        );
+        // SAFETY (loads and the store): columns j..j + 8 lie inside the
+        // tile's row, the column slices and the output row.
+        let v = corrected(acc.add(j), &t.zp, j, rsv);
         let f = _mm256_cvtepi32_ps(v);
-        let s = _mm256_loadu_ps(sp.as_ptr().add(j));
-        let y = match bias {
+        let s = _mm256_loadu_ps(t.sp.as_ptr().add(j));
+        let y = match t.bias {
             Some(b) => _mm256_fmadd_ps(f, s, _mm256_loadu_ps(b.as_ptr().add(j))),
             None => _mm256_mul_ps(f, s),
         };
-        if ldn == 1 {
-            _mm256_storeu_ps(out.add(j), y);
-        } else {
-            let mut t = [0f32; 8];
-            _mm256_storeu_ps(t.as_mut_ptr(), y);
-            for (l, &tv) in t.iter().enumerate() {
-                *out.add((j + l) * ldn) = tv;
-            }
-        }
+        _mm256_storeu_ps(out.add(j), y);
         j += 8;
     }
     while j < n {
-        let a = acc[j]
-            .wrapping_add(colterm[j])
-            .wrapping_sub(zw[j].wrapping_mul(rs));
-        *out.add(j * ldn) = dynamic_out(a, sp[j], bias.map(|b| b[j]));
+        *out.add(j) = t.scalar(r, j);
         j += 1;
     }
 }
@@ -229,97 +174,55 @@ pub(crate) unsafe fn min_max_finite(x: &[f32]) -> (f32, f32, bool) {
     (mn, mx, sum == 0.0)
 }
 
-/// [`requant_row`] over `mrows` rows of a tile (`acc` rows `nr` apart, output
-/// rows `ldm` apart), in one call.
+/// [`requant_row`] over the tile's rows (output rows `ldm` apart).
 ///
 /// # Safety
-/// As [`requant_row`] for every row; `rs` holds `mrows` row sums.
+/// AVX2 must be available; `out` is valid for `t.mrows` rows of
+/// `t.ncols()` bytes, `ldm` apart.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn requant_tile(
-    acc: &[i32],
-    nr: usize,
-    mrows: usize,
-    colterm: &[i32],
-    zw: &[i32],
-    zw_zero: bool,
-    rs: &[i32],
-    bt: &[f32],
-    mult: &[f32],
-    zp: i32,
-    relu: bool,
-    out: *mut u8,
-    ldm: usize,
-    ldn: usize,
-) {
-    let n = colterm.len();
-    for r in 0..mrows {
-        requant_row(
-            &acc[r * nr..r * nr + n],
-            colterm,
-            zw,
-            zw_zero,
-            rs[r],
-            bt,
-            mult,
-            zp,
-            relu,
-            out.add(r * ldm),
-            ldn,
-        );
+pub(crate) unsafe fn requant_tile(t: &ReqTile<'_>, out: *mut u8, ldm: usize) {
+    for r in 0..t.mrows {
+        requant_row(t, r, out.add(r * ldm));
     }
 }
 
 /// [`requant_tile`] when every `(f32(acc) + bt)·mult` is finite and below
-/// 2^62 (the caller's `tame` range check), with contiguous output rows:
-/// column-vector outer, row inner (constants loaded once per tile), `y`
-/// clamped to the integers that land in [lo, 255] after adding zp, and the
-/// magic-number rounding adding zp in the same subtraction (as the AVX-512
-/// stage). Columns past the last full vector of 8 take the scalar formula.
+/// 2^62 (`Requant::tame`): column-vector outer, row inner (constants loaded
+/// once per tile), `y` clamped to the integers that land in `[lo, hi]` after
+/// adding zp, and the magic-number rounding adding zp in the same
+/// subtraction (as the AVX-512 stage). Columns past the last full vector of
+/// 8 take the scalar formula.
 ///
 /// # Safety
-/// As [`requant_tile`], with `ldn == 1`.
+/// As [`requant_tile`], and the tame range holds.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn requant_tile_tame(
-    acc: &[i32],
-    nr: usize,
-    mrows: usize,
-    colterm: &[i32],
-    zw: &[i32],
-    zw_zero: bool,
-    rs: &[i32],
-    bt: &[f32],
-    mult: &[f32],
-    zp: i32,
-    relu: bool,
-    out: *mut u8,
-    ldm: usize,
-) {
-    let n = colterm.len();
-    debug_assert!(acc.len() >= (mrows.max(1) - 1) * nr + n && rs.len() >= mrows);
-    debug_assert!(zw.len() == n && bt.len() == n && mult.len() == n);
-    let lo = if relu { zp } else { 0 };
-    let ylo = _mm256_set1_ps((lo - zp) as f32);
-    let yhi = _mm256_set1_ps((255 - zp) as f32);
+pub(crate) unsafe fn requant_tile_tame(t: &ReqTile<'_>, out: *mut u8, ldm: usize) {
+    let n = t.ncols();
+    let (mrows, nr, zp) = (t.mrows, t.nr, t.out_zp);
+    assert!(t.acc.len() >= (mrows.max(1) - 1) * nr + n && t.rs.len() >= mrows);
+    debug_assert!(t.zp.zw.len() == n && t.bt.len() == n && t.mult.len() == n);
+    // Clamping to integer bounds commutes with rounding, so clamping y to
+    // [lo − zp, hi − zp] first equals clamp(rne(y) + zp, lo, hi).
+    let ylo = _mm256_set1_ps((t.clamp.lo as i32 - zp) as f32);
+    let yhi = _mm256_set1_ps((t.clamp.hi as i32 - zp) as f32);
     let magic = _mm256_set1_ps(12_582_912.0);
     let bias = _mm256_set1_epi32(12_582_912.0f32.to_bits() as i32 - zp);
     let mut j = 0;
     while j + 8 <= n {
         // SAFETY (loads and stores below): columns j..j + 8 lie inside the
         // slices and each output row of the tile.
-        let ct = _mm256_loadu_si256(colterm.as_ptr().add(j) as *const __m256i);
-        let zwv = _mm256_loadu_si256(zw.as_ptr().add(j) as *const __m256i);
-        let btv = _mm256_loadu_ps(bt.as_ptr().add(j));
-        let mv = _mm256_loadu_ps(mult.as_ptr().add(j));
-        for (r, &rsr) in rs[..mrows].iter().enumerate() {
+        let ct = _mm256_loadu_si256(t.zp.colterm.as_ptr().add(j) as *const __m256i);
+        let zwv = _mm256_loadu_si256(t.zp.zw.as_ptr().add(j) as *const __m256i);
+        let btv = _mm256_loadu_ps(t.bt.as_ptr().add(j));
+        let mv = _mm256_loadu_ps(t.mult.as_ptr().add(j));
+        for (r, &rsr) in t.rs[..mrows].iter().enumerate() {
             let mut v = _mm256_add_epi32(
-                _mm256_loadu_si256(acc.as_ptr().add(r * nr + j) as *const __m256i),
+                _mm256_loadu_si256(t.acc.as_ptr().add(r * nr + j) as *const __m256i),
                 ct,
             );
-            if !zw_zero {
+            if !t.zp.zw_zero {
                 v = _mm256_sub_epi32(v, _mm256_mullo_epi32(zwv, _mm256_set1_epi32(rsr)));
             }
             let y = _mm256_mul_ps(_mm256_add_ps(_mm256_cvtepi32_ps(v), btv), mv);
@@ -334,49 +237,22 @@ pub(crate) unsafe fn requant_tile_tame(
         }
         j += 8;
     }
-    for (r, &rsr) in rs[..mrows].iter().enumerate() {
+    for r in 0..mrows {
         for jj in j..n {
-            let a = acc[r * nr + jj]
-                .wrapping_add(colterm[jj])
-                .wrapping_sub(zw[jj].wrapping_mul(rsr));
-            *out.add(r * ldm + jj) = requantize_u8(a, bt[jj], mult[jj], zp, relu);
+            *out.add(r * ldm + jj) = t.scalar(r, jj);
         }
     }
 }
 
-/// [`float_row`] over `mrows` rows of a tile, in one call.
+/// [`float_row`] over the tile's rows (output rows `ldm` apart).
 ///
 /// # Safety
-/// As [`float_row`] for every row; `rs` holds `mrows` row sums.
+/// AVX2 and FMA must be available; `out` is valid for `t.mrows` rows of
+/// `t.ncols()` floats, `ldm` apart.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn float_tile(
-    acc: &[i32],
-    nr: usize,
-    mrows: usize,
-    colterm: &[i32],
-    zw: &[i32],
-    zw_zero: bool,
-    rs: &[i32],
-    sp: &[f32],
-    bias: Option<&[f32]>,
-    out: *mut f32,
-    ldm: usize,
-    ldn: usize,
-) {
-    let n = colterm.len();
-    for r in 0..mrows {
-        float_row(
-            &acc[r * nr..r * nr + n],
-            colterm,
-            zw,
-            zw_zero,
-            rs[r],
-            sp,
-            bias,
-            out.add(r * ldm),
-            ldn,
-        );
+pub(crate) unsafe fn float_tile(t: &FloatTile<'_>, out: *mut f32, ldm: usize) {
+    for r in 0..t.mrows {
+        float_row(t, r, out.add(r * ldm));
     }
 }

@@ -1,116 +1,36 @@
 //! AVX-512 output stages (16 lanes) for the AVX-512 paths: the requantizing
 //! tile when the per-call constants guarantee no lane can be NaN or beyond
-//! ±2^62 (the common case; otherwise the AVX2 stage with its per-lane
-//! fallbacks runs), and the float tile of dynamic linear.
+//! ±2^62 (`Requant::tame`, the common case; otherwise the AVX2 stage with its
+//! per-lane fallbacks runs), and the float tile of dynamic linear.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
 #[cfg(target_arch = "x86_64")]
-use rquant_core::numerics::dynamic_out;
+use super::output::{FloatTile, ReqTile};
 
-/// Float output of one row (16 lanes): `fma(f32(acc), sp, bias)` or `f32(acc)·sp`.
+/// Requantize the tile's rows into `out` (rows `ldm` apart, contiguous
+/// columns) when every `(f32(acc) + bt)·mult` is finite and below 2^62 in
+/// magnitude. Column-vector outer, row inner: each column's constants
+/// (column term, zero point, bias term, multiplier) are loaded once per
+/// tile, and the column tail is masked. Same signature as the AVX2 twin.
 ///
 /// # Safety
-/// AVX-512F must be available; all slices have `acc.len()` elements; `out`
-/// is valid for writes at `j·ldn` for every `j < acc.len()`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-#[inline]
-pub(crate) unsafe fn float_row(
-    acc: &[i32],
-    colterm: &[i32],
-    zw: &[i32],
-    zw_zero: bool,
-    rs: i32,
-    sp: &[f32],
-    bias: Option<&[f32]>,
-    out: *mut f32,
-    ldn: usize,
-) {
-    let n = acc.len();
-    let rsv = _mm512_set1_epi32(rs);
-    let mut j = 0;
-    while j + 16 <= n {
-        let mut v = _mm512_add_epi32(
-            _mm512_loadu_si512(acc.as_ptr().add(j) as *const __m512i),
-            _mm512_loadu_si512(colterm.as_ptr().add(j) as *const __m512i),
-        );
-        if !zw_zero {
-            v = _mm512_sub_epi32(
-                v,
-                _mm512_mullo_epi32(
-                    _mm512_loadu_si512(zw.as_ptr().add(j) as *const __m512i),
-                    rsv,
-                ),
-            );
-        }
-        let f = _mm512_cvtepi32_ps(v);
-        let s = _mm512_loadu_ps(sp.as_ptr().add(j));
-        let y = match bias {
-            Some(b) => _mm512_fmadd_ps(f, s, _mm512_loadu_ps(b.as_ptr().add(j))),
-            None => _mm512_mul_ps(f, s),
-        };
-        if ldn == 1 {
-            _mm512_storeu_ps(out.add(j), y);
-        } else {
-            let mut t = [0f32; 16];
-            _mm512_storeu_ps(t.as_mut_ptr(), y);
-            for (l, &tv) in t.iter().enumerate() {
-                *out.add((j + l) * ldn) = tv;
-            }
-        }
-        j += 16;
-    }
-    while j < n {
-        let a = acc[j]
-            .wrapping_add(colterm[j])
-            .wrapping_sub(zw[j].wrapping_mul(rs));
-        *out.add(j * ldn) = dynamic_out(a, sp[j], bias.map(|b| b[j]));
-        j += 1;
-    }
-}
-
-/// Requantize `mrows` rows of a tile (`acc` rows `nr` apart, output rows
-/// `ldm` apart, contiguous columns) when every `(f32(acc) + bt)·mult` is
-/// finite and below 2^62 in magnitude (the caller's `tame` range check).
-/// Column-vector outer, row inner: each column's constants (column term,
-/// zero point, bias term, multiplier) are loaded once per tile, and the
-/// column tail is masked. Same signature as the AVX2 twin.
-///
-/// # Safety
-/// AVX-512F/BW/VL must be available; `colterm`, `zw`, `bt` and `mult` have
-/// the tile's `n` columns, `acc` holds `mrows` rows of `nr ≥ n`, `rs` holds
-/// `mrows` row sums; `out` is valid for `mrows` rows of `n` bytes, `ldm` apart.
+/// AVX-512F/BW/VL must be available; `out` is valid for `t.mrows` rows of
+/// `t.ncols()` bytes, `ldm` apart; the tame range holds.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn requant_tile_tame(
-    acc: &[i32],
-    nr: usize,
-    mrows: usize,
-    colterm: &[i32],
-    zw: &[i32],
-    zw_zero: bool,
-    rs: &[i32],
-    bt: &[f32],
-    mult: &[f32],
-    zp: i32,
-    relu: bool,
-    out: *mut u8,
-    ldm: usize,
-) {
-    let n = colterm.len();
-    debug_assert!(acc.len() >= (mrows.max(1) - 1) * nr + n && rs.len() >= mrows);
-    debug_assert!(zw.len() == n && bt.len() == n && mult.len() == n);
-    // Clamp y to the integers that land in [lo, 255] once zp is added:
+pub(crate) unsafe fn requant_tile_tame(t: &ReqTile<'_>, out: *mut u8, ldm: usize) {
+    let n = t.ncols();
+    let (mrows, nr, zp) = (t.mrows, t.nr, t.out_zp);
+    assert!(t.acc.len() >= (mrows.max(1) - 1) * nr + n && t.rs.len() >= mrows);
+    assert!(t.zp.zw.len() == n && t.bt.len() == n && t.mult.len() == n);
+    // Clamp y to the integers that land in [lo, hi] once zp is added:
     // clamping to integer bounds commutes with rounding, so this equals
-    // clamp(rne(y) + zp, lo, 255); the magic-number rounding then adds zp
+    // clamp(rne(y) + zp, lo, hi); the magic-number rounding then adds zp
     // for free (as `quantize_val`).
-    let lo = if relu { zp } else { 0 };
-    let ylo = _mm512_set1_ps((lo - zp) as f32);
-    let yhi = _mm512_set1_ps((255 - zp) as f32);
+    let ylo = _mm512_set1_ps((t.clamp.lo as i32 - zp) as f32);
+    let yhi = _mm512_set1_ps((t.clamp.hi as i32 - zp) as f32);
     let magic = _mm512_set1_ps(12_582_912.0);
     let bias = _mm512_set1_epi32(12_582_912.0f32.to_bits() as i32 - zp);
     let mut j = 0;
@@ -119,16 +39,16 @@ pub(crate) unsafe fn requant_tile_tame(
         let m = lanes(k);
         // SAFETY (loads and stores below): lanes j..j + k of each row lie
         // inside the slices (n columns) and the tile's output row.
-        let ct = _mm512_maskz_loadu_epi32(m, colterm.as_ptr().add(j));
-        let zwv = _mm512_maskz_loadu_epi32(m, zw.as_ptr().add(j));
-        let btv = _mm512_maskz_loadu_ps(m, bt.as_ptr().add(j));
-        let mv = _mm512_maskz_loadu_ps(m, mult.as_ptr().add(j));
-        for (r, &rsr) in rs[..mrows].iter().enumerate() {
+        let ct = _mm512_maskz_loadu_epi32(m, t.zp.colterm.as_ptr().add(j));
+        let zwv = _mm512_maskz_loadu_epi32(m, t.zp.zw.as_ptr().add(j));
+        let btv = _mm512_maskz_loadu_ps(m, t.bt.as_ptr().add(j));
+        let mv = _mm512_maskz_loadu_ps(m, t.mult.as_ptr().add(j));
+        for (r, &rsr) in t.rs[..mrows].iter().enumerate() {
             let mut v = _mm512_add_epi32(
-                _mm512_maskz_loadu_epi32(m, acc.as_ptr().add(r * nr + j)),
+                _mm512_maskz_loadu_epi32(m, t.acc.as_ptr().add(r * nr + j)),
                 ct,
             );
-            if !zw_zero {
+            if !t.zp.zw_zero {
                 v = _mm512_sub_epi32(v, _mm512_mullo_epi32(zwv, _mm512_set1_epi32(rsr)));
             }
             let y = _mm512_mul_ps(_mm512_add_ps(_mm512_cvtepi32_ps(v), btv), mv);
@@ -142,64 +62,37 @@ pub(crate) unsafe fn requant_tile_tame(
     }
 }
 
-/// [`float_row`] over `mrows` rows of a tile, in one call; with contiguous
-/// output rows, column-vector outer and row inner (each column's constants
-/// loaded once per tile, the column tail masked), as [`requant_tile`].
+/// Float output of the tile's rows into `out` (rows `ldm` apart, contiguous
+/// columns): `fma(f32(acc), sp, bias)` or `f32(acc)·sp`. Column-vector
+/// outer, row inner (each column's constants loaded once per tile), the
+/// column tail masked.
 ///
 /// # Safety
-/// As [`float_row`] for every row; `rs` holds `mrows` row sums.
+/// AVX-512F must be available; `out` is valid for `t.mrows` rows of
+/// `t.ncols()` floats, `ldm` apart.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn float_tile(
-    acc: &[i32],
-    nr: usize,
-    mrows: usize,
-    colterm: &[i32],
-    zw: &[i32],
-    zw_zero: bool,
-    rs: &[i32],
-    sp: &[f32],
-    bias: Option<&[f32]>,
-    out: *mut f32,
-    ldm: usize,
-    ldn: usize,
-) {
-    let n = colterm.len();
-    if ldn != 1 {
-        for r in 0..mrows {
-            float_row(
-                &acc[r * nr..r * nr + n],
-                colterm,
-                zw,
-                zw_zero,
-                rs[r],
-                sp,
-                bias,
-                out.add(r * ldm),
-                ldn,
-            );
-        }
-        return;
-    }
-    debug_assert!(acc.len() >= (mrows.max(1) - 1) * nr + n && rs.len() >= mrows);
-    debug_assert!(zw.len() == n && sp.len() == n && bias.is_none_or(|b| b.len() == n));
+pub(crate) unsafe fn float_tile(t: &FloatTile<'_>, out: *mut f32, ldm: usize) {
+    let n = t.ncols();
+    let (mrows, nr) = (t.mrows, t.nr);
+    assert!(t.acc.len() >= (mrows.max(1) - 1) * nr + n && t.rs.len() >= mrows);
+    assert!(t.zp.zw.len() == n && t.sp.len() == n && t.bias.is_none_or(|b| b.len() == n));
     let mut j = 0;
     while j < n {
         let k = (n - j).min(16);
         let m = lanes(k);
         // SAFETY (loads and stores below): lanes j..j + k of each row lie
         // inside the slices (n columns) and the tile's output row.
-        let ct = _mm512_maskz_loadu_epi32(m, colterm.as_ptr().add(j));
-        let zwv = _mm512_maskz_loadu_epi32(m, zw.as_ptr().add(j));
-        let spv = _mm512_maskz_loadu_ps(m, sp.as_ptr().add(j));
-        let bv = bias.map(|b| _mm512_maskz_loadu_ps(m, b.as_ptr().add(j)));
-        for (r, &rsr) in rs[..mrows].iter().enumerate() {
+        let ct = _mm512_maskz_loadu_epi32(m, t.zp.colterm.as_ptr().add(j));
+        let zwv = _mm512_maskz_loadu_epi32(m, t.zp.zw.as_ptr().add(j));
+        let spv = _mm512_maskz_loadu_ps(m, t.sp.as_ptr().add(j));
+        let bv = t.bias.map(|b| _mm512_maskz_loadu_ps(m, b.as_ptr().add(j)));
+        for (r, &rsr) in t.rs[..mrows].iter().enumerate() {
             let mut v = _mm512_add_epi32(
-                _mm512_maskz_loadu_epi32(m, acc.as_ptr().add(r * nr + j)),
+                _mm512_maskz_loadu_epi32(m, t.acc.as_ptr().add(r * nr + j)),
                 ct,
             );
-            if !zw_zero {
+            if !t.zp.zw_zero {
                 v = _mm512_sub_epi32(v, _mm512_mullo_epi32(zwv, _mm512_set1_epi32(rsr)));
             }
             let f = _mm512_cvtepi32_ps(v);

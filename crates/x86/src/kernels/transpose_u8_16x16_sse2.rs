@@ -4,22 +4,41 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-/// `dst[j·cols_d + i] = src[i·cols_s + j]` for a `rows × cols` matrix `src`
+use std::mem::MaybeUninit;
+
+/// `dst[j·rows + i] = src[i·cols + j]` for a `rows × cols` matrix `src`
 /// (row stride `cols`) into `dst` (`cols × rows`, row stride `rows`).
 pub fn transpose(src: &[u8], rows: usize, cols: usize, dst: &mut [u8]) {
     assert!(src.len() >= rows * cols && dst.len() >= rows * cols);
+    // SAFETY: dst holds rows·cols bytes (asserted).
+    unsafe { transpose_raw(src, rows, cols, dst.as_mut_ptr()) }
+}
+
+/// [`transpose`] into memory not yet initialised: every one of the first
+/// `rows·cols` elements of `dst` is written.
+pub fn transpose_uninit(src: &[u8], rows: usize, cols: usize, dst: &mut [MaybeUninit<u8>]) {
+    assert!(src.len() >= rows * cols && dst.len() >= rows * cols);
+    // SAFETY: dst holds rows·cols bytes (asserted); they are only written.
+    unsafe { transpose_raw(src, rows, cols, dst.as_mut_ptr().cast()) }
+}
+
+/// # Safety
+/// `src` holds `rows·cols` bytes (checked) and `dst` is valid for
+/// `rows·cols` byte writes; every one of them is written.
+unsafe fn transpose_raw(src: &[u8], rows: usize, cols: usize, dst: *mut u8) {
+    assert!(src.len() >= rows * cols);
     let (rb, cb) = (rows / 16 * 16, cols / 16 * 16);
     #[cfg(target_arch = "x86_64")]
     for i0 in (0..rb).step_by(16) {
         for j0 in (0..cb).step_by(16) {
             // SAFETY: SSE2 is part of x86_64; the 16×16 block at (i0, j0) lies
             // inside src (i0 + 16 <= rows, j0 + 16 <= cols) and its transpose
-            // inside dst, both sizes asserted above.
+            // inside dst.
             unsafe {
                 block(
                     src.as_ptr().add(i0 * cols + j0),
                     cols,
-                    dst.as_mut_ptr().add(j0 * rows + i0),
+                    dst.add(j0 * rows + i0),
                     rows,
                 )
             };
@@ -31,7 +50,8 @@ pub fn transpose(src: &[u8], rows: usize, cols: usize, dst: &mut [u8]) {
     for i in 0..rows {
         let j_start = if i < rb { cb } else { 0 };
         for j in j_start..cols {
-            dst[j * rows + i] = src[i * cols + j];
+            // SAFETY: j·rows + i < rows·cols.
+            unsafe { dst.add(j * rows + i).write(src[i * cols + j]) };
         }
     }
 }
@@ -95,6 +115,11 @@ mod tests {
             let src: Vec<u8> = (0..rows * cols).map(|i| (i * 7 + i / 13) as u8).collect();
             let mut dst = vec![0u8; rows * cols];
             super::transpose(&src, rows, cols, &mut dst);
+            let mut un = Vec::with_capacity(rows * cols);
+            super::transpose_uninit(&src, rows, cols, un.spare_capacity_mut());
+            // SAFETY: transpose_uninit wrote all rows·cols elements.
+            unsafe { un.set_len(rows * cols) };
+            assert_eq!(un, dst);
             for i in 0..rows {
                 for j in 0..cols {
                     assert_eq!(
