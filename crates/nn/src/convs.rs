@@ -174,7 +174,7 @@ impl ConvNd {
         }
         let g = params.groups;
         let (cin, cout) = if kind.transposed() {
-            if s[0] % g != 0 {
+            if !s[0].is_multiple_of(g) {
                 return Err(bad(
                     op,
                     format!("groups {g} must divide in_channels {}", s[0]),
@@ -182,7 +182,7 @@ impl ConvNd {
             }
             (s[0], s[1] * g)
         } else {
-            if s[0] % g != 0 {
+            if !s[0].is_multiple_of(g) {
                 return Err(bad(
                     op,
                     format!("groups {g} must divide out_channels {}", s[0]),
@@ -476,7 +476,7 @@ pub fn fuse_convtranspose_bn_weights(
     }
     let (c, og) = (s[0], s[1]);
     let o = bn.num_features;
-    if o % og != 0 || c % (o / og) != 0 {
+    if !o.is_multiple_of(og) || !c.is_multiple_of(o / og) {
         return Err(bad(
             "fuse",
             format!("batch norm has {o} features, transposed conv weight {s:?}"),

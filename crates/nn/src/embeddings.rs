@@ -226,7 +226,7 @@ pub fn quantize_embedding_weight(
             let v = rquant_core::numerics::rne(x * inv + z).clamp(0.0, qmax);
             codes.push(v as u8);
         }
-        biases.push(z * s * -1.0);
+        biases.push(-(z * s));
     }
     table_from_parts(bits, rows, dim, codes, &qp.scales, &biases)
 }

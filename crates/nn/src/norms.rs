@@ -53,11 +53,9 @@ struct Layout {
 
 impl Layout {
     fn affine_index(&self, g: usize, j: usize) -> usize {
-        if self.per_channel == 0 {
-            j
-        } else {
-            let cpg = self.len / self.per_channel;
-            (g * cpg + j / self.per_channel) % self.channels
+        match self.len.checked_div(self.per_channel) {
+            None => j,
+            Some(cpg) => (g * cpg + j / self.per_channel) % self.channels,
         }
     }
 }
@@ -131,7 +129,11 @@ impl Norm {
         } else {
             s.len() == nd
         };
-        if !ok || s[1] != self.num_channels || groups == 0 || self.num_channels % groups != 0 {
+        if !ok
+            || s[1] != self.num_channels
+            || groups == 0
+            || !self.num_channels.is_multiple_of(groups)
+        {
             return Err(bad(
                 op,
                 format!(

@@ -27,6 +27,7 @@ fn per_tensor(op: &'static str, x: &QTensor<u8>) -> Result<(f64, i64)> {
 /// Prepack a transposed-conv1d weight `[C, O/groups, k]` (per-tensor qint8,
 /// as PyTorch's) with an optional bias `[O]`: the transposed conv2d of
 /// height 1.
+#[allow(clippy::too_many_arguments)]
 pub fn pack_conv_transpose1d(
     engine: &Engine,
     w: QTensor<i8>,
@@ -752,9 +753,9 @@ pub fn max_pool1d(
 ) -> Result<QTensor<u8>> {
     const OP: &str = "max_pool1d";
     let s = x.shape().to_vec();
-    let (n, c, l) = match s.as_slice() {
-        &[c, l] => (1, c, l),
-        &[n, c, l] => (n, c, l),
+    let (n, c, l) = match *s.as_slice() {
+        [c, l] => (1, c, l),
+        [n, c, l] => (n, c, l),
         _ => {
             return Err(QuantError::InvalidShape {
                 op: OP,
@@ -950,7 +951,6 @@ pub fn avg_pool3d(
     let [n, c, d, h, w] = full;
     let xc = x.to_format(MemoryFormat::Contiguous);
     let xd = xc.int_repr();
-    let sf = s as f32;
     let mut y = Vec::with_capacity(n * c * out.iter().product::<usize>());
     let dims = [d, h, w];
     for plane in xd.chunks_exact(d * h * w).take(n * c) {
@@ -983,7 +983,9 @@ pub fn avg_pool3d(
                             }
                         }
                     }
-                    let m = sf / sf / div as f32;
+                    // PyTorch's in_scale / out_scale / divisor; the scales
+                    // are equal, so the ratio is exactly 1.
+                    let m = 1.0f32 / div as f32;
                     let inv = 1.0f32 / (1.0f32 / m);
                     y.push(rquant_core::numerics::quantize_val::<u8>(
                         inv, z, acc as f32,

@@ -259,9 +259,9 @@ fn check_table(name: &str, t: &EmbeddingBagTable, c: &Case, bits: u8) {
         // The table holds the scale and bias = −zp·scale (f16 for 4-bit).
         let (s, b) = if bits == 4 {
             let s = half::f16::from_f32(scales[r]).to_f32();
-            (s, half::f16::from_f32(zps[r] * scales[r] * -1.0).to_f32())
+            (s, half::f16::from_f32(-(zps[r] * scales[r])).to_f32())
         } else {
-            (scales[r], zps[r] * scales[r] * -1.0)
+            (scales[r], -(zps[r] * scales[r]))
         };
         assert_eq!(t.scales()[r], s, "{name}: scale of row {r}");
         assert_eq!(t.biases()[r], b, "{name}: bias of row {r}");

@@ -132,7 +132,7 @@ impl FakeQuantize {
             zero_point = qp.zero_points;
         }
         let learnable = if kind == FakeQuantKind::Learnable {
-            if !(lsq.scale.is_finite() && lsq.scale > 0.0) || !lsq.zero_point.is_finite() {
+            if !(lsq.scale.is_finite() && lsq.scale > 0.0 && lsq.zero_point.is_finite()) {
                 return Err(QuantError::invalid(
                     OP,
                     format!(
@@ -142,17 +142,18 @@ impl FakeQuantize {
                 ));
             }
             let per_channel = qscheme.is_per_channel();
-            let n =
-                match (per_channel, lsq.channel_len) {
-                    (false, _) => 1,
-                    (true, Some(n)) if n > 0 => n,
-                    (true, c) => return Err(QuantError::invalid(
+            let n = match (per_channel, lsq.channel_len) {
+                (false, _) => 1,
+                (true, Some(n)) if n > 0 => n,
+                (true, c) => {
+                    return Err(QuantError::invalid(
                         OP,
                         format!(
                             "a per-channel learnable fake quant needs channel_len > 0, got {c:?}"
                         ),
-                    )),
-                };
+                    ))
+                }
+            };
             Some(Learnable {
                 scale: Param::new(tensor1(vec![lsq.scale; n])),
                 zero_point: Param::new(tensor1(vec![lsq.zero_point; n])),
@@ -640,8 +641,8 @@ pub fn fused_moving_avg_obs_fake_quant(
     x: &Tensor,
     observer_on: bool,
     fake_quant_on: bool,
-    running_min: &mut Vec<f32>,
-    running_max: &mut Vec<f32>,
+    running_min: &mut [f32],
+    running_max: &mut [f32],
     scale: &mut Vec<f32>,
     zero_point: &mut Vec<i64>,
     averaging_const: f32,

@@ -27,7 +27,7 @@ use crate::observer::{ObserverDType, ObserverKind};
 use crate::tensor::QScheme;
 
 /// `2 ** -12`, the `eps` of the `*_range_neg_127_to_127` presets.
-const EPS_NEG127: f32 = 0.000_244_140_625;
+const EPS_NEG127: f32 = 1.0 / 4096.0;
 
 // ---------------------------------------------------------------- observers
 
