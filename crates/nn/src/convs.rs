@@ -975,7 +975,11 @@ pub(crate) fn register_mappings(m: &mut Mappings) {
     for n in ["1d", "3d"] {
         for base in ["Conv", "ConvReLU", "ConvBn", "ConvBnReLU"] {
             let t = format!("{base}{n}");
-            m.qat.insert(t.clone(), Arc::new(qat));
+            // PyTorch's QAT table has no Conv1d / ConvReLU1d: prepare_qat
+            // leaves them float (only their output is fake quantized).
+            if n == "3d" || base.starts_with("ConvBn") {
+                m.qat.insert(t.clone(), Arc::new(qat));
+            }
             m.set_static(&t, true, QConvNd::from_float);
             m.set_static(&format!("QAT{t}"), true, QConvNd::from_float);
         }
