@@ -11,8 +11,13 @@ rquant time; > 1 means rquant is faster). rquant's int8 row per key is the
 fastest non-reference engine/ISA (or the --isa one); its fp32 row, if any, has
 "variant": "fp32". Records without "variant" count as int8.
 
-Usage: python compare.py RQUANT.json PEERS.json [MORE_PEERS.json ...] [--isa avx512vnni]"""
-import argparse, json
+Repeated runs: RQUANT may list several files separated by commas and the peers
+files may repeat a configuration; records of the same op, shape, threads,
+engine and ISA (and variant) are then reduced to their median time, so that
+interleaved rounds on a noisy machine give one ratio of medians per row.
+
+Usage: python compare.py RQUANT.json[,MORE.json...] PEERS.json [MORE_PEERS.json ...] [--isa avx512vnni]"""
+import argparse, json, statistics
 
 MODEL_OPS = ("model", "conv_layer")
 TORCH = ("torch-fp32", "torch-x86", "torch-fbgemm")
@@ -20,6 +25,23 @@ TORCH = ("torch-fp32", "torch-x86", "torch-fbgemm")
 
 def key(r):
     return (r["op"], json.dumps(r["shape"], sort_keys=True), r["threads"])
+
+
+def medians(recs):
+    """One record per (key, engine, isa, variant): the median time's."""
+    groups = {}
+    for r in recs:
+        groups.setdefault((key(r), r["engine"], r.get("isa", ""), r.get("variant")), []).append(r)
+    out = []
+    for g in groups.values():
+        t = statistics.median(r["median_s"] for r in g)
+        r = dict(min(g, key=lambda r: abs(r["median_s"] - t)))
+        if "gops" in r and r.get("gops") is not None:
+            r["gops"] = r["gops"] * r["median_s"] / t
+        r["median_s"] = t
+        r["runs"] = len(g)
+        out.append(r)
+    return out
 
 
 def gemm_table(rq, peers, isa):
@@ -111,8 +133,8 @@ def main():
     ap.add_argument("rquant"); ap.add_argument("peers", nargs="+")
     ap.add_argument("--isa", default=None, help="rquant ISA path (default: the fastest per row)")
     a = ap.parse_args()
-    rq = json.load(open(a.rquant))
-    peers = [r for p in a.peers for r in json.load(open(p))]
+    rq = medians([r for f in a.rquant.split(",") for r in json.load(open(f))])
+    peers = medians([r for p in a.peers for r in json.load(open(p))])
     gemm_table(rq, peers, a.isa)
     model_tables(rq, peers, a.isa)
 

@@ -30,7 +30,7 @@ The CPU, the load average before and after each thread count and the command go 
 
     python tools/bench/torch_models.py OUT.json [--threads 1,2] [--models default|all|a,b]
                                                 [--batches 1,8] [--budget 2] [--rounds 3] [--per-layer]
-                                                [--wait-quiet 1.5]
+                                                [--wait-quiet 0.1]
 """
 import argparse
 import json
@@ -77,15 +77,55 @@ def interleaved_medians(fns, budget, min_runs, rounds):
     return {k: float(np.median(v)) for k, v in samples.items()}
 
 
-def wait_quiet(limit, max_wait):
-    """Wait until the 1-minute load average is below `limit` (at most max_wait seconds)."""
-    t0 = time.time()
-    while limit and time.time() - t0 < max_wait:
-        la = loadavg()
-        if la is None or float(la[0]) < limit:
-            break
-        time.sleep(15)
-    return round(time.time() - t0)
+def busy_fraction(seconds=2.0):
+    """Fraction of all CPUs' time spent busy over `seconds` (from /proc/stat); this process sleeps
+    meanwhile, so it is the load of everything else. None where /proc/stat is missing."""
+    def snap():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return sum(v), v[3] + v[4]  # total, idle + iowait
+    try:
+        t0, i0 = snap()
+        time.sleep(seconds)
+        t1, i1 = snap()
+    except OSError:
+        return None
+    return 1.0 - (i1 - i0) / max(1, t1 - t0)
+
+
+class Quiet:
+    """Before each configuration, wait until the rest of the machine leaves this run's `threads`
+    CPUs free: its busy fraction (over 2 s) below (ncpu - threads) / ncpu + `margin`; at most
+    `max_wait` seconds; keeps counts for the meta file."""
+
+    def __init__(self, margin, max_wait, threads):
+        ncpu = os.cpu_count() or 1
+        self.limit = (max(0, ncpu - threads) / ncpu + margin) if margin else 0.0
+        self.max_wait = max_wait
+        self.checks = self.waited = self.gave_up = 0
+        self.busy = []
+
+    def __call__(self):
+        if not self.limit:
+            return
+        t0 = time.time()
+        while True:
+            b = busy_fraction()
+            if b is None or b < self.limit:
+                break
+            if time.time() - t0 > self.max_wait:
+                self.gave_up += 1
+                break
+        self.checks += 1
+        self.waited += time.time() - t0
+        if b is not None:
+            self.busy.append(b)
+
+    def summary(self):
+        return {"quiet_limit": self.limit, "checks": self.checks, "waited_s": round(self.waited),
+                "gave_up": self.gave_up,
+                "busy_at_start_median": round(float(np.median(self.busy)), 3) if self.busy else None,
+                "busy_at_start_max": round(float(max(self.busy)), 3) if self.busy else None}
 
 
 def onednn_int8_conv_impl():
@@ -178,9 +218,11 @@ def main():
     ap.add_argument("--batches", default=None, help="override the batch sizes (mnist: 1,100; zoo: 1,8)")
     ap.add_argument("--budget", type=float, default=2.0, help="seconds of timed runs per variant and configuration")
     ap.add_argument("--rounds", type=int, default=3, help="round-robin rounds over the variants of one configuration")
-    ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="LOAD",
-                    help="before each thread count, wait until the 1-minute load average is below LOAD")
-    ap.add_argument("--max-wait", type=float, default=1800.0, help="seconds --wait-quiet waits at most")
+    ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="MARGIN",
+                    help="before each configuration (and each layer), wait until the rest of the machine leaves "
+                         "the run's N threads' CPUs free: busy fraction (over 2 s) < (ncpu - N)/ncpu + MARGIN")
+    ap.add_argument("--max-wait", type=float, default=120.0, help="seconds each --wait-quiet check waits at most "
+                    "(then it measures anyway and counts a give-up in the meta file)")
     ap.add_argument("--min-runs", type=int, default=5)
     ap.add_argument("--per-layer", action="store_true", help="also time each int8 conv of resnet18 and "
                     "mobilenet_v2 standalone at batch 8")
@@ -224,15 +266,16 @@ def main():
               f'{r["median_s"] * 1e3:9.3f} ms/batch {r["median_s"] * 1e3 / b:8.3f} ms/img', flush=True)
 
     for nt in threads:
-        waited = wait_quiet(a.wait_quiet, a.max_wait)
+        quiet = Quiet(a.wait_quiet, a.max_wait, nt)
         torch.set_num_threads(nt)
-        run = {"threads": nt, "waited_for_quiet_s": waited, "loadavg_before": loadavg()}
+        run = {"threads": nt, "loadavg_before": loadavg()}
         t0 = time.time()
         for n in names:
             fp32, qs, inputs = built[n]
             batches = [int(b) for b in a.batches.split(",")] if a.batches else ([1, 100] if n == "mnist_cnn" else [1, 8])
             for b in batches:
                 x = inputs(b)
+                quiet()
                 fns = {"torch-fp32": (lambda: None, lambda: fp32(x))}
                 for e in ENGINES:
                     fns[f"torch-{e}"] = (lambda e=e: setattr(torch.backends.quantized, "engine", e),
@@ -266,6 +309,7 @@ def main():
                         assert p2 == path and tuple(xq.shape) == tuple(xq0.shape)
                         fns[e] = (lambda e=e: setattr(torch.backends.quantized, "engine", e),
                                   lambda mod=mod, xq=xq: mod(xq))
+                    quiet()
                     med = interleaved_medians(fns, a.layer_budget, a.min_runs, a.rounds)
                     for e, t in med.items():
                         rec({"op": "conv_layer",
@@ -274,6 +318,7 @@ def main():
                              "variant": "int8", "engine": f"torch-{e}", "isa": isa, "threads": nt,
                              "median_s": t, "macs": macs, "gops": 2.0 * macs / t / 1e9})
         run["loadavg_after"] = loadavg()
+        run["quiet"] = quiet.summary()
         run["wall_s"] = round(time.time() - t0, 1)
         meta["runs"].append(run)
         print(f"threads={nt}: loadavg before {run['loadavg_before']} after {run['loadavg_after']}", flush=True)

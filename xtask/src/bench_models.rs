@@ -172,6 +172,47 @@ pub fn time_case(
     out
 }
 
+/// For each (model, batch, variant): the median over rounds of each thread
+/// count's median time, and the speed-up of every count over the first.
+pub fn print_thread_scaling(records: &[serde_json::Value], counts: &[usize]) {
+    let mut keys: Vec<(String, u64, String)> = Vec::new();
+    for r in records.iter().filter(|r| r["op"] == "model") {
+        let k = (
+            r["shape"]["model"].as_str().unwrap_or("").to_string(),
+            r["shape"]["batch"].as_u64().unwrap_or(1),
+            r["variant"].as_str().unwrap_or("").to_string(),
+        );
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    println!("thread scaling (median over rounds of each run's median, ms/img; speed-up over {} thread):", counts[0]);
+    for (model, b, variant) in keys {
+        let med = |nt: usize| {
+            let mut v: Vec<f64> = records
+                .iter()
+                .filter(|r| {
+                    r["shape"]["model"] == model.as_str()
+                        && r["shape"]["batch"] == b
+                        && r["variant"] == variant.as_str()
+                        && r["threads"] == nt
+                })
+                .filter_map(|r| r["median_s"].as_f64())
+                .collect();
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).map(|t| t * 1e3 / b as f64)
+        };
+        let base = med(counts[0]);
+        let mut line = format!("  {model:<18} b={b:<4} {variant:<5}");
+        for &nt in counts {
+            if let (Some(t), Some(t0)) = (med(nt), base) {
+                line += &format!("  thr={nt} {t:>9.3} ms/img ({:.2}x)", t0 / t);
+            }
+        }
+        println!("{line}");
+    }
+}
+
 // ---------------------------------------------------------------- hooks
 
 /// A timing / capturing hook around one module: forwards (and

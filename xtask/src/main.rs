@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage:\n  cargo xtask conformance --cases DIR [--engine NAME] [--target aarch64-unknown-linux-gnu [--qemu-cpu cortex-a72|cortex-a76|max]]\n  cargo xtask conformance --list-ops\n  cargo xtask bench [--filter SUBSTR] [--engine NAME] [--threads N] [--json PATH] [--quick]\n  cargo xtask bench --models [--zoo | --only a,b] [--engine NAME] [--threads N] [--json PATH] [--quick] [--per-layer] [--profile]\n  cargo xtask fuzz [--seconds N] [TARGET ...]\n  cargo xtask miri\n\
+        "usage:\n  cargo xtask conformance --cases DIR [--engine NAME] [--target aarch64-unknown-linux-gnu [--qemu-cpu cortex-a72|cortex-a76|max]]\n  cargo xtask conformance --list-ops\n  cargo xtask bench [--filter SUBSTR] [--engine NAME] [--threads N] [--json PATH] [--quick] [--weights gaussian|uniform|minilm:DIR] [--cpu-time]\n  cargo xtask bench --models [--zoo | --only a,b] [--engine NAME] [--threads N] [--json PATH] [--quick] [--per-layer] [--profile]\n  cargo xtask density FILE.safetensors [FILE ...]\n  cargo xtask fuzz [--seconds N] [TARGET ...]\n  cargo xtask miri\n\
          runs every golden case under DIR on every engine (or the one named);\n\
          the last line is `N passed, M failed, P pending`; exits non-zero on any failure.\n\
          --list-ops prints the runner's op table: name, implemented or pending (and the issue)."
@@ -141,8 +141,10 @@ fn bench(args: &[String]) -> ExitCode {
     }
     use std::time::Duration;
     use xtask::bench;
-    let usage = "usage: cargo xtask bench [--filter SUBSTR] [--engine NAME] [--threads N] [--json PATH] [--quick]";
+    let usage = "usage: cargo xtask bench [--filter SUBSTR] [--engine NAME] [--threads N] [--json PATH] [--quick] [--weights gaussian|uniform|minilm:DIR] [--cpu-time]";
     let mut json: Option<PathBuf> = None;
+    let mut weights = bench::Weights::Gaussian;
+    let mut cpu_time = false;
     let mut threads: Option<usize> = None;
     let mut budget = Duration::from_millis(400);
     let mut engine: Option<String> = None;
@@ -155,6 +157,18 @@ fn bench(args: &[String]) -> ExitCode {
             "--threads" => threads = it.next().and_then(|s| s.parse().ok()).filter(|&n| n > 0),
             "--engine" => engine = it.next().cloned(),
             "--filter" => filter = it.next().cloned(),
+            "--weights" => match it.next().map(|w| bench::Weights::parse(w)) {
+                Some(Ok(w)) => weights = w,
+                Some(Err(msg)) => {
+                    eprintln!("error: {msg}");
+                    return ExitCode::from(2);
+                }
+                None => {
+                    eprintln!("{usage}");
+                    return ExitCode::from(2);
+                }
+            },
+            "--cpu-time" => cpu_time = true,
             "--quick" => {
                 quick = true;
                 budget = Duration::from_millis(50);
@@ -176,13 +190,84 @@ fn bench(args: &[String]) -> ExitCode {
     if engine.is_none() && engines.len() > 1 {
         engines.retain(|e| e.name() != "reference");
     }
+    // RQUANT_ISA names the one path to bench (e.g. `avx2`: the AVX2-only
+    // behaviour on a larger CPU).
+    if let Some(isa) = rquant_core::registry::requested_isa() {
+        engines.retain(|e| e.isa() == isa);
+        if engines.is_empty() {
+            eprintln!("error: RQUANT_ISA={isa}: no engine path of that name here");
+            return ExitCode::FAILURE;
+        }
+    }
+    let wanted = |label: &str| filter.as_deref().is_none_or(|f| label.contains(f));
+    // The Linear weights: (rows M, matrix) jobs, each matrix's remainder
+    // density printed once.
+    let matrices: Vec<bench::Matrix> = match &weights {
+        bench::Weights::MiniLm(dir) => match bench::minilm_matrices(dir) {
+            Ok(v) => v,
+            Err(msg) => {
+                eprintln!("error: {msg}");
+                return ExitCode::FAILURE;
+            }
+        },
+        w => bench::LINEAR_SHAPES
+            .iter()
+            .map(|&(_, k, n)| bench::linear_weights(w, n, k))
+            .collect(),
+    };
+    let linear_jobs: Vec<(usize, usize)> = match &weights {
+        // One matrix per distinct shape (the first in layer order; the
+        // densities of all are printed below): the layers share shapes.
+        bench::Weights::MiniLm(_) => {
+            let mut shapes = std::collections::HashSet::new();
+            (0..matrices.len())
+                .filter(|&i| shapes.insert((matrices[i].n(), matrices[i].k())))
+                .flat_map(|i| bench::MINILM_ROWS.iter().map(move |&m| (m, i)))
+                .collect()
+        }
+        _ => bench::LINEAR_SHAPES
+            .iter()
+            .enumerate()
+            .map(|(i, &(m, _, _))| (m, i))
+            .collect(),
+    };
+    let conv_w: Vec<_> = bench::CONV_SHAPES
+        .iter()
+        .map(|&s| bench::conv_weights(&weights, s))
+        .collect();
+    println!("weights: {} (per output channel)", weights.label());
+    if wanted("linear_static") || wanted("linear_dynamic") {
+        let mut seen = std::collections::HashSet::new();
+        for m in &matrices {
+            if seen.insert((m.label.clone(), m.n(), m.k())) {
+                let d = bench::Density::of(m.w.int_repr(), m.n(), m.k());
+                println!("  {} [{}x{}]: {}", m.label, m.n(), m.k(), d.text());
+            }
+        }
+    }
+    if wanted("conv2d") {
+        for (&(c, o, hw, k, g), w) in bench::CONV_SHAPES.iter().zip(&conv_w) {
+            if g == 1 {
+                let d = bench::conv_density(w, g);
+                println!("  conv {c}->{o} {k}x{k} @{hw}: {}", d.text());
+            }
+        }
+    }
     let all = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpu_time {
+        // One thread's CPU clock measures all the work only on one thread.
+        if threads != Some(1) {
+            eprintln!("error: --cpu-time needs --threads 1");
+            return ExitCode::from(2);
+        }
+        bench::use_cpu_clock(true);
+        println!("clock: the benchmarking thread's CPU time");
+    }
     let thread_counts: Vec<usize> = match threads {
         Some(n) => vec![n],
         None if all > 1 => vec![1, all],
         None => vec![1],
     };
-    let wanted = |label: &str| filter.as_deref().is_none_or(|f| label.contains(f));
     let mut records = Vec::new();
     // One core's register-only peak of every GEMM kernel of the paths
     // benched (each kernel-table entry's own loop): the denominators of the
@@ -226,15 +311,12 @@ fn bench(args: &[String]) -> ExitCode {
         "op", "shape", "engine/isa", "thr", "median", "GOP/s", "%peak"
     );
     for &nt in &thread_counts {
+        // Every parallel region (engines and the fp32 baseline) uses nt threads.
         rquant_core::registry::set_num_threads(nt);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(nt)
-            .build()
-            .expect("thread pool");
-        pool.install(|| {
+        {
             let mut emit = |r: bench::Record| {
                 println!(
-                    "{:<15} {:<34} {:<22} {:>3} {:>10.1}us {:>9.1} {:>6}  {}",
+                    "{:<15} {:<34} {:<22} {:>3} {:>10.1}us {:>9.1} {:>6}  {}{}",
                     r.op,
                     r.shape_text(),
                     format!("{}/{}", r.engine, r.isa),
@@ -242,34 +324,40 @@ fn bench(args: &[String]) -> ExitCode {
                     r.median_s * 1e6,
                     r.gops,
                     pct(&r),
-                    r.kernel.unwrap_or("-")
+                    r.kernel.unwrap_or("-"),
+                    match &r.weights {
+                        Some(w) if w.starts_with("minilm:") => format!("  ({w})"),
+                        _ => String::new(),
+                    }
                 );
                 records.push(r);
             };
-            for &s in bench::LINEAR_SHAPES {
+            for &(m, i) in &linear_jobs {
+                let w = &matrices[i];
+                let s = (m, w.k(), w.n());
                 if quick && s.0 * s.1 * s.2 > 128 * 768 * 768 {
                     continue;
                 }
                 if wanted("linear_static") || wanted("linear_dynamic") {
                     for e in &engines {
-                        for r in bench::linear(e, s, nt, budget) {
+                        for r in bench::linear(e, m, w, nt, budget) {
                             if wanted(r.op) {
                                 emit(r);
                             }
                         }
                     }
                 }
-                if wanted("fp32_linear") {
+                if wanted("fp32_linear") && weights == bench::Weights::Gaussian {
                     emit(bench::fp32_linear(s, nt, budget));
                 }
             }
             if wanted("conv2d") {
-                for &s in bench::CONV_SHAPES {
+                for (&s, w) in bench::CONV_SHAPES.iter().zip(&conv_w) {
                     if quick && s.2 > 28 {
                         continue;
                     }
                     for e in &engines {
-                        emit(bench::conv(e, s, nt, budget));
+                        emit(bench::conv(e, s, w, &weights, nt, budget));
                     }
                 }
             }
@@ -292,7 +380,7 @@ fn bench(args: &[String]) -> ExitCode {
                     }
                 }
             }
-        });
+        }
     }
     rquant_core::registry::set_num_threads(0);
     if let Some(p) = json {
@@ -313,13 +401,14 @@ fn bench(args: &[String]) -> ExitCode {
 fn bench_models(args: &[String]) -> ExitCode {
     use std::time::Duration;
     use xtask::bench_models as bm;
-    let usage = "usage: cargo xtask bench --models [--zoo | --only a,b] [--engine NAME] [--threads N] [--json PATH] [--quick] [--per-layer] [--profile]";
+    let usage = "usage: cargo xtask bench --models [--zoo | --only a,b] [--engine NAME] [--threads N] [--json PATH] [--quick] [--per-layer] [--profile] [--rounds R]";
     let mut json: Option<PathBuf> = None;
     let mut threads: Option<usize> = None;
     let mut engine: Option<String> = None;
     let (mut budget, mut layer_budget) = (Duration::from_secs(2), Duration::from_millis(500));
     let (mut zoo, mut per_layer, mut profile) = (false, false, false);
     let mut only: Option<Vec<String>> = None;
+    let mut rounds = 1usize;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -337,6 +426,13 @@ fn bench_models(args: &[String]) -> ExitCode {
             "--only" => only = it.next().map(|s| s.split(',').map(String::from).collect()),
             "--per-layer" => per_layer = true,
             "--profile" => profile = true,
+            "--rounds" => match it.next().and_then(|s| s.parse().ok()).filter(|&n| n > 0) {
+                Some(n) => rounds = n,
+                None => {
+                    eprintln!("{usage}");
+                    return ExitCode::from(2);
+                }
+            },
             "--quick" => {
                 budget = Duration::from_millis(300);
                 layer_budget = Duration::from_millis(60);
@@ -405,42 +501,51 @@ fn bench_models(args: &[String]) -> ExitCode {
         }
     }
     let mut records = Vec::new();
-    for &nt in &thread_counts {
-        rquant_core::registry::set_num_threads(nt);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(nt)
-            .build()
-            .expect("thread pool");
-        println!("threads {nt}: load average before {}", loadavg());
-        pool.install(|| {
+    // Rounds alternate the thread counts (1, N, 1, N, …) so a change in the
+    // shared machine's load hits both alike; the summary takes medians.
+    for round in 0..rounds {
+        for &nt in &thread_counts {
+            rquant_core::registry::set_num_threads(nt);
+            // Every parallel region (engines and the float path) runs on
+            // rquant's one pool, bounded by the count just set.
+            println!("threads {nt}: load average before {}", loadavg());
             for c in cases.iter_mut() {
                 for r in bm::time_case(c, &engine, nt, budget, 3) {
                     let b = r["shape"]["batch"].as_u64().unwrap_or(1) as f64;
                     let t = r["median_s"].as_f64().unwrap_or(0.0);
                     println!(
-                        "model {:<18} b={:<4} {:<5} {:<20} thr={nt} {:>10.3} ms/batch {:>9.3} ms/img",
-                        c.name,
-                        b,
-                        r["variant"].as_str().unwrap_or(""),
-                        format!("{}/{}", r["engine"].as_str().unwrap_or(""), r["isa"].as_str().unwrap_or("")),
-                        t * 1e3,
-                        t * 1e3 / b
-                    );
+                    "model {:<18} b={:<4} {:<5} {:<20} thr={nt} {:>10.3} ms/batch {:>9.3} ms/img",
+                    c.name,
+                    b,
+                    r["variant"].as_str().unwrap_or(""),
+                    format!(
+                        "{}/{}",
+                        r["engine"].as_str().unwrap_or(""),
+                        r["isa"].as_str().unwrap_or("")
+                    ),
+                    t * 1e3,
+                    t * 1e3 / b
+                );
+                    let mut r = r;
+                    r["round"] = serde_json::json!(round);
                     records.push(r);
                 }
             }
             if per_layer {
-                for c in cases.iter().filter(|c| bm::LAYER_MODELS.contains(&c.name.as_str())) {
+                for c in cases
+                    .iter()
+                    .filter(|c| bm::LAYER_MODELS.contains(&c.name.as_str()))
+                {
                     for r in bm::conv_layers(c, 8, &engine, nt, layer_budget) {
                         let s = &r["shape"];
                         println!(
-                            "conv_layer {:<12} {:<24} {:>4}->{:<4} k{} s{} g{:<4} {:>3}x{:<3} {:>9.3} ms {:>7.1} GOP/s",
-                            c.name,
-                            s["layer"].as_str().unwrap_or(""),
-                            s["C_in"], s["C_out"], s["k"], s["stride"], s["groups"], s["H"], s["W"],
-                            r["median_s"].as_f64().unwrap_or(0.0) * 1e3,
-                            r["gops"].as_f64().unwrap_or(0.0)
-                        );
+                        "conv_layer {:<12} {:<24} {:>4}->{:<4} k{} s{} g{:<4} {:>3}x{:<3} {:>9.3} ms {:>7.1} GOP/s",
+                        c.name,
+                        s["layer"].as_str().unwrap_or(""),
+                        s["C_in"], s["C_out"], s["k"], s["stride"], s["groups"], s["H"], s["W"],
+                        r["median_s"].as_f64().unwrap_or(0.0) * 1e3,
+                        r["gops"].as_f64().unwrap_or(0.0)
+                    );
                         records.push(r);
                     }
                 }
@@ -466,8 +571,12 @@ fn bench_models(args: &[String]) -> ExitCode {
                     }
                 }
             }
-        });
-        println!("threads {nt}: load average after {}", loadavg());
+
+            println!("threads {nt}: load average after {}", loadavg());
+        }
+    }
+    if rounds > 1 && thread_counts.len() > 1 {
+        bm::print_thread_scaling(&records, &thread_counts);
     }
     rquant_core::registry::set_num_threads(0);
     if let Some(p) = json {
@@ -481,6 +590,48 @@ fn bench_models(args: &[String]) -> ExitCode {
 }
 
 /// `cargo xtask fuzz [--seconds N] [TARGET ...]`: every fuzz target for a bounded time.
+/// `cargo xtask density FILE.safetensors...`: each GEMM weight's remainder
+/// density under the x86 two-pass split, per channel and per tensor.
+fn density(args: &[String]) -> ExitCode {
+    if args.is_empty() {
+        eprintln!("usage: cargo xtask density FILE.safetensors [FILE ...]");
+        return ExitCode::from(2);
+    }
+    let mut all = (0usize, 0usize, 0usize, 0usize);
+    for f in args {
+        match xtask::bench::file_densities(std::path::Path::new(f)) {
+            Ok(v) => {
+                println!("{f}:");
+                for w in v {
+                    let (pc, pt) = (w.per_channel, w.per_tensor);
+                    println!(
+                        "  {} {:?}\n    per channel: {}\n    per tensor:  {}",
+                        w.name,
+                        w.shape,
+                        pc.text(),
+                        pt.text()
+                    );
+                    all.0 += pc.over;
+                    all.1 += pc.pairs;
+                    all.2 += pt.over;
+                    all.3 += pt.pairs;
+                }
+            }
+            Err(msg) => {
+                eprintln!("error: {msg}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let pct = |a: usize, b: usize| 100.0 * a as f64 / b.max(1) as f64;
+    println!(
+        "all: {:.2}% of pairs per channel, {:.2}% per tensor",
+        pct(all.0, all.1),
+        pct(all.2, all.3)
+    );
+    ExitCode::SUCCESS
+}
+
 fn fuzz(args: &[String]) -> ExitCode {
     use std::process::Command;
     let mut seconds = 60u64;
@@ -623,6 +774,7 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("conformance") => conformance(&args[1..]),
         Some("bench") => bench(&args[1..]),
+        Some("density") => density(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
         Some("miri") => miri(&args[1..]),
         _ => usage(),

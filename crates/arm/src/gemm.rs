@@ -1,31 +1,14 @@
 //! The ARM side of the shared int8 GEMM driver (`rquant_core::gemm::run`):
-//! its tasks run on a rayon pool of `registry::num_threads()` threads. Every
+//! its tasks run on rquant's one thread pool (`rquant_core::threads`,
+//! `registry::num_threads()` threads at most, the caller among them). Every
 //! output element is computed by the same instructions whatever the split,
 //! so results never depend on the thread count.
 
-use std::sync::{Arc, Mutex};
-
-use rayon::prelude::*;
 use rquant_core::gemm::{self as cgemm, Blocking, ChunkFn, Gemm, Stage, TaskFn, Workers};
+use rquant_core::threads as pool;
 
-/// A rayon pool per requested thread count (built once each).
-pub fn pool(threads: usize) -> Arc<rayon::ThreadPool> {
-    static POOLS: Mutex<Vec<(usize, Arc<rayon::ThreadPool>)>> = Mutex::new(Vec::new());
-    let mut pools = POOLS.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, p)) = pools.iter().find(|(n, _)| *n == threads) {
-        return p.clone();
-    }
-    let p = Arc::new(
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .expect("building a rayon thread pool"),
-    );
-    pools.push((threads, p.clone()));
-    p
-}
-
-/// Run `f` over `tasks` on `threads` threads (in order when 1), collecting in order.
+/// Run `f` over `tasks` on rquant's pool (in order on this thread when
+/// `threads` is 1), collecting in order.
 pub fn run_tasks<T: Send, R: Send>(
     threads: usize,
     tasks: Vec<T>,
@@ -34,11 +17,12 @@ pub fn run_tasks<T: Send, R: Send>(
     if threads <= 1 || tasks.len() <= 1 {
         tasks.into_iter().map(f).collect()
     } else {
-        pool(threads).install(|| tasks.into_par_iter().map(f).collect())
+        pool::par_map_vec(tasks, f)
     }
 }
 
-/// The driver's tasks on `threads` threads (through [`run_tasks`]).
+/// The driver's tasks on at most `threads` threads of rquant's pool (on
+/// the calling thread alone when 1).
 pub(crate) struct ArmWorkers {
     pub threads: usize,
 }
@@ -48,18 +32,24 @@ impl Workers for ArmWorkers {
         self.threads
     }
     fn chunks(&self, a: &mut [u8], ca: usize, s: &mut [i32], cs: usize, f: &ChunkFn<'_>) {
-        let tasks: Vec<(usize, &mut [u8], &mut [i32])> = a
-            .chunks_mut(ca)
-            .zip(s.chunks_mut(cs))
-            .enumerate()
-            .map(|(i, (x, y))| (i, x, y))
-            .collect();
-        run_tasks(self.threads, tasks, |(i, x, y)| f(&mut Vec::new(), i, x, y));
+        if self.threads <= 1 {
+            let mut scratch = Vec::new();
+            for (i, (x, y)) in a.chunks_mut(ca).zip(s.chunks_mut(cs)).enumerate() {
+                f(&mut scratch, i, x, y);
+            }
+            return;
+        }
+        pool::par_chunks2_mut(a, ca, s, cs, Vec::new, |scratch, i, x, y| {
+            f(scratch, i, x, y)
+        });
     }
     fn tasks(&self, count: usize, buf_len: usize, f: &TaskFn<'_>) {
-        run_tasks(self.threads, (0..count).collect(), |i| {
-            f(&mut vec![0i32; buf_len], i)
-        });
+        if self.threads <= 1 {
+            let mut buf = vec![0i32; buf_len];
+            (0..count).for_each(|i| f(&mut buf, i));
+            return;
+        }
+        pool::par_for(count, || vec![0i32; buf_len], |buf, i| f(buf, i));
     }
 }
 

@@ -156,17 +156,16 @@ pub fn run(o: Args) -> Res {
     if let Some(e) = &o.engine {
         registry::set_engine(e)?;
     }
-    let threads = o.threads.unwrap_or_else(registry::num_threads);
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build_global()
-        .map_err(|e| format!("thread pool: {e}"))?;
+    if let Some(t) = o.threads {
+        registry::set_num_threads(t);
+    }
+    let threads = registry::num_threads();
     if let Some(p) = &o.out {
         check_output(p)?;
     }
     let texts = read_lines(o.input())?;
-    // Texts run in parallel, one per thread; a lone text uses the engine's threads.
-    registry::set_num_threads(if texts.len() > 1 { 1 } else { threads });
+    // Texts run in parallel, one per thread (a text's ops then run on its
+    // thread); a lone text's ops use every thread.
 
     let rss0 = rss_mb();
     let t0 = Instant::now();

@@ -190,6 +190,9 @@ pub struct Kernel {
     /// One core's register-only throughput of the kernel's instruction
     /// sequence, GOP/s (2 ops per multiply-accumulate); None if not measured.
     pub peak: Option<fn() -> f64>,
+    /// The second pass of a two-pass kernel ([`Kernel::two_pass`]): `run`
+    /// multiplies bounded weights, this pass adds a sparse remainder.
+    pub pair: Option<&'static PairPass>,
     calls: AtomicUsize,
 }
 
@@ -204,8 +207,19 @@ impl Kernel {
             exact: s.exact,
             run: s.run,
             peak: s.peak,
+            pair: None,
             calls: AtomicUsize::new(0),
         }
+    }
+
+    /// A two-pass kernel: at pack time `pass.split` splits each weight matrix
+    /// into a bounded part, which `s.run` multiplies, and a sparse remainder
+    /// of adjacent-pair corrections, which `pass.run` adds onto the
+    /// accumulator tiles once K is done (see [`PairPass`]).
+    pub const fn two_pass(s: KernelSpec, pass: &'static PairPass) -> Kernel {
+        let mut k = Kernel::new(s);
+        k.pair = Some(pass);
+        k
     }
 
     /// GEMM calls that ran this kernel in this process (tests use it to prove
@@ -252,6 +266,293 @@ impl Table {
     }
 }
 
+/// One correction of a two-pass kernel's remainder: `r` is added to the
+/// bounded weights of the adjacent pair `k = 2q, 2q + 1` of column `col`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PairEntry {
+    /// Column (output channel), `< n`.
+    pub col: u32,
+    /// Pair index, `< ⌈k / 2⌉` (`r[1]` is 0 when `2q + 1 = k`).
+    pub q: u32,
+    pub r: [i8; 2],
+    /// Starts a new group of its column: the second pass may sum the
+    /// products of one group in a narrow accumulator, and the split
+    /// decides where a group must end for that sum to stay exact.
+    pub new_group: bool,
+}
+
+/// A weight matrix split for a two-pass kernel at pack time.
+#[derive(Debug, Clone)]
+pub struct Split {
+    /// `[n, k]`: the part the kernel's first pass multiplies.
+    pub bounded: Vec<i8>,
+    /// The remainder (`bounded + remainder = w`), sorted by column, a
+    /// column's groups in order.
+    pub entries: Vec<PairEntry>,
+    /// Whether the two passes pay for these weights; if not, the packed
+    /// weight skips the kernel (a later kernel of the table runs them).
+    pub worth: bool,
+}
+
+/// The packed activations of one row panel, handed to [`PairPass::pack_a`]
+/// to derive the second pass's own activation operand from them.
+#[derive(Debug)]
+pub struct PairA<'a> {
+    /// The panel as the kernel's `pack_a` wrote it (rows `lda` apart, `k`
+    /// values each, zero padding after them).
+    pub rows: &'a [u8],
+    pub lda: usize,
+    /// Rows that hold data (`1..=mr`).
+    pub nrows: usize,
+    pub k: usize,
+    /// [`PairPass::a_bytes`] bytes.
+    pub dst: &'a mut [u8],
+}
+
+/// The operands of one call of a second pass: the remainder of one weight
+/// panel against `panels` consecutive row panels of the activations.
+#[derive(Debug)]
+pub struct PairMicro<'a> {
+    /// The packed activations of the row panels, `pa` bytes apart; each
+    /// panel's second operand ([`PairPass::pack_a`]) starts `a_off` bytes in.
+    pub a: &'a [u8],
+    pub pa: usize,
+    pub a_off: usize,
+    /// Row panels (`≥ 1`); every one but the last holds `mr` rows.
+    pub panels: usize,
+    /// Rows of the last panel (`1..=mr`).
+    pub last_rows: usize,
+    pub rem: PairPanel<'a>,
+    /// The panels' accumulator tiles, `mr × nr` each (row stride `nr`),
+    /// consecutive; the pass adds its products onto them.
+    pub c: &'a mut [i32],
+}
+
+/// The remainder of one weight panel as a second pass reads it: groups of
+/// entries, each group one column's. Made only from a [`Remainder`], whose
+/// constructor checked every index: `col < nr`, `start < end ≤
+/// entries().len()`, every entry's `q < q_end() ≤ ⌈k / 2⌉`.
+#[derive(Debug, Clone, Copy)]
+pub struct PairPanel<'a> {
+    groups: &'a [PairGroup],
+    entries: &'a [PairRec],
+    q_end: usize,
+}
+
+impl<'a> PairPanel<'a> {
+    pub fn groups(&self) -> &'a [PairGroup] {
+        self.groups
+    }
+    pub fn entries(&self) -> &'a [PairRec] {
+        self.entries
+    }
+    /// One past the largest pair index of the panel's entries.
+    pub fn q_end(&self) -> usize {
+        self.q_end
+    }
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+}
+
+/// A group of one panel's remainder: entries `start..end` of the panel, all
+/// of column `col` (`< nr`); `first` (0/1) marks the column's first group.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PairGroup {
+    pub col: u32,
+    pub first: u32,
+    pub start: u32,
+    pub end: u32,
+}
+
+/// One remainder entry as a second pass reads it: the pair index and the
+/// pair `(r0, r1)` twice (`[r0, r1, r0, r1]`: one 32-bit broadcast fills
+/// 16-bit lanes with it).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PairRec {
+    pub q: u32,
+    pub r: [i8; 4],
+}
+
+/// The sparse remainder of a split weight matrix, by weight panel (`nr`
+/// columns), recorded in the packed weight.
+#[derive(Debug, Clone)]
+pub struct Remainder {
+    nr: usize,
+    /// Per weight panel: its groups, `groups[panel_groups[p]..panel_groups[p + 1]]`.
+    panel_groups: Vec<u32>,
+    /// Per weight panel: its entries start (groups index from it).
+    panel_entries: Vec<u32>,
+    panel_q_end: Vec<u32>,
+    groups: Vec<PairGroup>,
+    entries: Vec<PairRec>,
+    /// Pairs of the matrix (`n · ⌈k / 2⌉`).
+    total_pairs: usize,
+    /// Groups that are not their column's first.
+    extra_groups: usize,
+}
+
+impl Remainder {
+    /// Build from a split's entries (sorted by column); panics on an entry
+    /// out of range or out of order (a bug in the split).
+    pub fn new(entries: &[PairEntry], n: usize, k: usize, nr: usize) -> Remainder {
+        let qn = k.div_ceil(2);
+        let npanels = n.div_ceil(nr);
+        let mut r = Remainder {
+            nr,
+            panel_groups: vec![0],
+            panel_entries: vec![0],
+            panel_q_end: Vec::with_capacity(npanels),
+            groups: Vec::new(),
+            entries: Vec::with_capacity(entries.len()),
+            total_pairs: n * qn,
+            extra_groups: 0,
+        };
+        let mut i = 0;
+        for p in 0..npanels {
+            let base = r.entries.len();
+            let mut q_end = 0usize;
+            let mut last_col: Option<u32> = None;
+            while i < entries.len() && (entries[i].col as usize) < (p + 1) * nr {
+                let e = entries[i];
+                assert!((e.col as usize) < n, "remainder column {} of {n}", e.col);
+                assert!((e.q as usize) < qn, "remainder pair {} of {qn}", e.q);
+                assert!(
+                    2 * e.q as usize + 1 < k || e.r[1] == 0,
+                    "remainder beyond k"
+                );
+                assert!(
+                    last_col.is_none_or(|c| c <= e.col),
+                    "remainder entries out of column order"
+                );
+                let col = e.col - (p * nr) as u32;
+                let new_col = last_col != Some(e.col);
+                if new_col || e.new_group {
+                    let at = (r.entries.len() - base) as u32;
+                    if r.groups.len() > r.panel_groups[p] as usize {
+                        r.groups.last_mut().expect("a group").end = at;
+                    }
+                    if !new_col {
+                        r.extra_groups += 1;
+                    }
+                    r.groups.push(PairGroup {
+                        col,
+                        first: new_col as u32,
+                        start: at,
+                        end: at,
+                    });
+                }
+                last_col = Some(e.col);
+                q_end = q_end.max(e.q as usize + 1);
+                r.entries.push(PairRec {
+                    q: e.q,
+                    r: [e.r[0], e.r[1], e.r[0], e.r[1]],
+                });
+                i += 1;
+            }
+            if r.groups.len() > r.panel_groups[p] as usize {
+                r.groups.last_mut().expect("a group").end = (r.entries.len() - base) as u32;
+            }
+            r.panel_groups.push(r.groups.len() as u32);
+            r.panel_entries.push(r.entries.len() as u32);
+            r.panel_q_end.push(q_end as u32);
+        }
+        assert_eq!(i, entries.len(), "remainder entries out of column order");
+        r
+    }
+
+    /// Panel `j`'s remainder (empty when it has none).
+    pub fn panel(&self, j: usize) -> PairPanel<'_> {
+        let g = self.panel_groups[j] as usize..self.panel_groups[j + 1] as usize;
+        let e = self.panel_entries[j] as usize..self.panel_entries[j + 1] as usize;
+        PairPanel {
+            groups: &self.groups[g],
+            entries: &self.entries[e],
+            q_end: self.panel_q_end[j] as usize,
+        }
+    }
+
+    /// Entries (pairs with a correction).
+    pub fn pairs(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Fraction of the matrix's adjacent pairs that carry a correction.
+    pub fn density(&self) -> f64 {
+        self.entries.len() as f64 / self.total_pairs.max(1) as f64
+    }
+
+    /// Groups beyond each column's first (their sums need wider accumulators).
+    pub fn extra_groups(&self) -> usize {
+        self.extra_groups
+    }
+
+    /// Add the remainder back onto `w` (`[n, k]`, the bounded part).
+    fn add_to(&self, w: &mut [i8], k: usize) {
+        for p in 0..self.panel_groups.len() - 1 {
+            let pp = self.panel(p);
+            for g in pp.groups() {
+                let col = p * self.nr + g.col as usize;
+                for e in &pp.entries()[g.start as usize..g.end as usize] {
+                    let at = col * k + 2 * e.q as usize;
+                    w[at] = w[at].wrapping_add(e.r[0]);
+                    if e.r[1] != 0 {
+                        w[at + 1] = w[at + 1].wrapping_add(e.r[1]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The second pass of a two-pass kernel ([`Kernel::two_pass`]).
+///
+/// At pack time `split` divides the weights into a bounded part (packed for
+/// the kernel's `run`, which is exact on it for every input) and a sparse
+/// remainder of adjacent-pair corrections. Each GEMM call packs a second
+/// activation operand per row panel (`pack_a`, from the packed panel) and,
+/// once a weight panel's K loop has finished on a block of row panels,
+/// `run` adds the remainder's products onto their tiles, before the output
+/// stage sees them. The sum of both passes is the exact `Σ x·w` (wrapping
+/// int32, like every kernel).
+pub struct PairPass {
+    /// The second pass's microkernel file, e.g. `remainder_u8i8_16x16c2_avx2`.
+    pub name: &'static str,
+    /// The split of `w` (`[n, k]`).
+    pub split: fn(&[i8], usize, usize) -> Split,
+    /// Bytes of one row panel's second operand for reduction length `k`.
+    pub a_bytes: fn(usize) -> usize,
+    pub pack_a: fn(PairA<'_>),
+    /// Safe: checks its operands, then enters SIMD code.
+    pub run: fn(PairMicro<'_>),
+}
+
+impl fmt::Debug for PairPass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+thread_local! {
+    static EVERY_SPLIT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run `f` with every split accepted ([`Split::worth`] ignored) for weights
+/// packed on this thread: lets testers drive a two-pass kernel on remainders
+/// too dense to pay (every pair corrected).
+pub fn with_every_split<T>(f: impl FnOnce() -> T) -> T {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            EVERY_SPLIT.with(|c| c.set(self.0));
+        }
+    }
+    let _reset = Reset(EVERY_SPLIT.with(|c| c.replace(true)));
+    f()
+}
+
 /// Bytes whose first one sits on a cache line (64 bytes): the kernels'
 /// 64-byte weight loads then never straddle two lines.
 struct Aligned {
@@ -286,12 +587,18 @@ pub struct Layout {
     pub exact_up_to: u8,
     data: Aligned,
     panel_bytes: usize,
+    /// A two-pass kernel's remainder (`data` then holds the bounded part).
+    remainder: Option<Remainder>,
 }
 
 impl Layout {
     /// Whether the kernel is exact with these weights for every u8 input.
     pub fn full_range_exact(&self) -> bool {
         self.exact_up_to == 255
+    }
+    /// The remainder of a two-pass kernel's split, recorded at pack time.
+    pub fn remainder(&self) -> Option<&Remainder> {
+        self.remainder.as_ref()
     }
     fn panel(&self, j: usize) -> &[u8] {
         &self.data.bytes()[j * self.panel_bytes..(j + 1) * self.panel_bytes]
@@ -306,12 +613,23 @@ impl fmt::Debug for Layout {
             self.kernel,
             self.exact_up_to,
             self.data.len()
-        )
+        )?;
+        if let Some(r) = &self.remainder {
+            write!(
+                f,
+                ", remainder {} pairs ({:.2}%)",
+                r.pairs(),
+                100.0 * r.density()
+            )?;
+        }
+        Ok(())
     }
 }
 
-/// A `[N, K]` int8 weight packed for the kernels of one path's table (each
-/// kernel whose check allows some input; the last always).
+/// A `[N, K]` int8 weight packed for the kernels of one path's table, in
+/// table order up to the first that is exact for every input (the later
+/// ones could never be chosen): each kernel whose check allows some input,
+/// and each two-pass kernel whose split pays for these weights.
 #[derive(Debug)]
 pub struct PackedB {
     n: usize,
@@ -320,7 +638,7 @@ pub struct PackedB {
 }
 
 impl PackedB {
-    /// Pack `w` (`[n, k]` row-major raw int8) for every kernel of `table`.
+    /// Pack `w` (`[n, k]` row-major raw int8) for the kernels of `table`.
     pub fn new(table: Table, w: &[i8], n: usize, k: usize) -> PackedB {
         assert_eq!(w.len(), n * k);
         let ks = table.kernels();
@@ -336,12 +654,28 @@ impl PackedB {
             if exact_up_to == 0 && !last {
                 continue;
             }
+            let (data, remainder) = match kern.pair {
+                Some(pass) => {
+                    let split = (pass.split)(w, n, k);
+                    assert_eq!(split.bounded.len(), n * k, "{kern:?}: split size");
+                    if !split.worth && !last && !EVERY_SPLIT.with(|c| c.get()) {
+                        continue;
+                    }
+                    let rem = Remainder::new(&split.entries, n, k, kern.shape.nr);
+                    (pack_b(&kern.shape, &split.bounded, n, k), Some(rem))
+                }
+                None => (pack_b(&kern.shape, w, n, k), None),
+            };
             layouts.push(Layout {
                 kernel: kern,
                 exact_up_to,
-                data: pack_b(&kern.shape, w, n, k),
+                data,
                 panel_bytes: kern.shape.b_panel_bytes(k),
+                remainder,
             });
+            if exact_up_to == 255 {
+                break;
+            }
         }
         PackedB { n, k, layouts }
     }
@@ -373,15 +707,29 @@ impl PackedB {
             .expect("the last layout is exact for every input")
     }
 
-    /// The raw `[n, k]` int8 weight, read back from the last layout.
+    /// The raw `[n, k]` int8 weight, read back from the last layout (a
+    /// split's bounded part plus its remainder).
     pub fn unpack(&self) -> Vec<i8> {
         let l = self.layouts.last().expect("at least one layout");
-        unpack_b(&l.kernel.shape, l.data.bytes(), self.n, self.k)
+        let mut w = unpack_b(&l.kernel.shape, l.data.bytes(), self.n, self.k);
+        if let Some(r) = &l.remainder {
+            r.add_to(&mut w, self.k);
+        }
+        w
     }
 
-    /// Bytes held by the panels.
+    /// Bytes held by the panels (remainders included).
     pub fn bytes(&self) -> usize {
-        self.layouts.iter().map(|l| l.data.len()).sum()
+        self.layouts
+            .iter()
+            .map(|l| {
+                l.data.len()
+                    + l.remainder.as_ref().map_or(0, |r| {
+                        r.entries.len() * std::mem::size_of::<PairRec>()
+                            + r.groups.len() * std::mem::size_of::<PairGroup>()
+                    })
+            })
+            .sum()
     }
 }
 
@@ -545,7 +893,13 @@ pub fn run<S: Stage + ?Sized, W: Workers + ?Sized>(g: &Gemm<'_, S>, workers: &W,
     let ku = s.units(k);
     let unit = s.unit_bytes();
     let lda = ku * unit;
-    let pa = s.a_panel_bytes(k);
+    // A two-pass kernel's panels carry its second operand after the rows.
+    let pass = match (kern.pair, lay.remainder()) {
+        (Some(p), Some(r)) if r.pairs() > 0 => Some((p, r)),
+        _ => None,
+    };
+    let pa_main = s.a_panel_bytes(k);
+    let pa = pa_main + pass.map_or(0, |(p, _)| (p.a_bytes)(k));
     let a_step = s.a_unit_stride();
     let mpanels = m.div_ceil(mr);
     // A reused per-thread buffer: a fresh multi-MB allocation per call costs
@@ -554,16 +908,27 @@ pub fn run<S: Stage + ?Sized, W: Workers + ?Sized>(g: &Gemm<'_, S>, workers: &W,
     let mut sums = vec![0i32; mpanels * mr];
     workers.chunks(&mut abuf, pa, &mut sums, mr, &|scratch, p, panel, rs| {
         let row0 = p * mr;
+        let nrows = mr.min(m - row0);
+        let (main, second) = panel.split_at_mut(pa_main);
         (kern.pack_a)(&mut APanel {
             k,
             row0,
-            nrows: mr.min(m - row0),
+            nrows,
             fill: g.fill,
-            dst: panel,
+            dst: main,
             sums: rs,
             need_sums: g.row_sums,
             scratch,
         });
+        if let Some((pp, _)) = pass {
+            (pp.pack_a)(PairA {
+                rows: main,
+                lda,
+                nrows,
+                k,
+                dst: second,
+            });
+        }
     });
 
     let kub = (blk.b_block_bytes / (nr * unit)).max(1);
@@ -601,13 +966,28 @@ pub fn run<S: Stage + ?Sized, W: Workers + ?Sized>(g: &Gemm<'_, S>, workers: &W,
                 for (i, m0) in (m_lo..m_hi).step_by(mr).enumerate() {
                     let p = m0 / mr;
                     (kern.run)(Micro {
-                        a: &a[p * pa + kb * a_step..(p + 1) * pa],
+                        a: &a[p * pa + kb * a_step..p * pa + pa_main],
                         lda,
                         b: &bp[kb * nr * unit..],
                         c: &mut cbuf[i * tile..(i + 1) * tile],
                         ku: kn,
                         mrows: mr.min(m_hi - m0),
                         init: kb == 0,
+                    });
+                }
+            }
+            if let Some((pp, rem)) = pass {
+                let panel = rem.panel(n0 / nr);
+                if !panel.is_empty() {
+                    let (p0, np) = (m_lo / mr, (m_hi - m_lo).div_ceil(mr));
+                    (pp.run)(PairMicro {
+                        a: &a[p0 * pa..(p0 + np) * pa],
+                        pa,
+                        a_off: pa_main,
+                        panels: np,
+                        last_rows: m_hi - m_lo - (np - 1) * mr,
+                        rem: panel,
+                        c: &mut cbuf[..np * tile],
                     });
                 }
             }
@@ -886,6 +1266,214 @@ mod tests {
             }
         }
         assert!(PAIR[0].calls() > 0 && PAIR[1].calls() > 0 && ROWS_K[0].calls() > 0);
+    }
+
+    // A two-pass kernel in plain Rust: weights clamped to ±50 in the first
+    // pass, the excess as pair corrections (a new group every third entry
+    // of a column), the second operand `[q][mr][2]` bytes per panel.
+    const CLAMP: i8 = 50;
+
+    fn split_clamp(w: &[i8], n: usize, k: usize) -> Split {
+        let mut bounded = w.to_vec();
+        let mut entries = Vec::new();
+        for c in 0..n {
+            let mut in_col = 0;
+            for q in 0..k.div_ceil(2) {
+                let mut r = [0i8; 2];
+                for t in 0..2 {
+                    if 2 * q + t < k {
+                        let v = &mut bounded[c * k + 2 * q + t];
+                        let b = (*v).clamp(-CLAMP, CLAMP);
+                        r[t] = *v - b;
+                        *v = b;
+                    }
+                }
+                if r != [0, 0] {
+                    entries.push(PairEntry {
+                        col: c as u32,
+                        q: q as u32,
+                        r,
+                        new_group: in_col % 3 == 0,
+                    });
+                    in_col += 1;
+                }
+            }
+        }
+        let worth = 4 * entries.len() < n * k;
+        Split {
+            bounded,
+            entries,
+            worth,
+        }
+    }
+    fn pair_a_bytes(k: usize) -> usize {
+        k.div_ceil(2) * ROWS.mr * 2
+    }
+    fn pair_pack(p: PairA<'_>) {
+        p.dst.fill(0);
+        for r in 0..p.nrows {
+            for kk in 0..p.k {
+                p.dst[(kk / 2 * ROWS.mr + r) * 2 + kk % 2] = p.rows[r * p.lda + kk];
+            }
+        }
+    }
+    fn pair_run(t: PairMicro<'_>) {
+        let (mr, nr) = (ROWS.mr, ROWS.nr);
+        for p in 0..t.panels {
+            let rows = if p + 1 == t.panels { t.last_rows } else { mr };
+            let a2 = &t.a[p * t.pa + t.a_off..(p + 1) * t.pa];
+            for g in t.rem.groups() {
+                for e in &t.rem.entries()[g.start as usize..g.end as usize] {
+                    for r in 0..rows {
+                        let x = &a2[(e.q as usize * mr + r) * 2..];
+                        let v = x[0] as i32 * e.r[0] as i32 + x[1] as i32 * e.r[1] as i32;
+                        let c = &mut t.c[p * mr * nr + r * nr + g.col as usize];
+                        *c = c.wrapping_add(v);
+                    }
+                }
+            }
+        }
+    }
+    static CLAMP_PASS: PairPass = PairPass {
+        name: "test_pairs",
+        split: split_clamp,
+        a_bytes: pair_a_bytes,
+        pack_a: pair_pack,
+        run: pair_run,
+    };
+    fn clamp_run(t: Micro<'_>) {
+        // The first pass must only ever see the bounded weights.
+        assert!(t.b[..t.ku * 4 * ROWS.nr]
+            .iter()
+            .all(|&v| (v as i8).abs() <= CLAMP));
+        naive(&ROWS, t, false)
+    }
+    static TWO: [Kernel; 2] = [
+        Kernel::two_pass(
+            KernelSpec {
+                name: "test_two_pass",
+                shape: ROWS,
+                a_shift: 0,
+                features: "",
+                pack_a: pack_rows,
+                exact: always_exact,
+                run: clamp_run,
+                peak: None,
+            },
+            &CLAMP_PASS,
+        ),
+        Kernel::new(KernelSpec {
+            name: "test_rows3",
+            shape: ROWS,
+            a_shift: 0,
+            features: "",
+            pack_a: pack_rows,
+            exact: always_exact,
+            run: run_rows,
+            peak: None,
+        }),
+    ];
+
+    #[test]
+    fn two_pass_kernel_matches_naive_and_records_its_split() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let tiny = Blocking {
+            b_block_bytes: 64,
+            a_block_bytes: 64,
+            nc: 8,
+            serial_macs: 0,
+        };
+        // (m, n, k, weight magnitude, every split accepted)
+        for &(m, n, k, mag, every) in &[
+            (1, 1, 1, 127, false),
+            (5, 9, 7, 60, false),
+            (13, 17, 33, 55, false),
+            (9, 30, 71, 40, false),
+            (9, 30, 71, 127, false),
+            (9, 30, 71, 127, true),
+            (4, 8, 16, 127, true),
+        ] {
+            let x: Vec<u8> = (0..m * k).map(|_| rnd() as u8).collect();
+            let w: Vec<i8> = (0..n * k)
+                .map(|_| ((rnd() % (2 * mag + 1)) as i32 - mag as i32) as i8)
+                .collect();
+            let want: Vec<i32> = (0..m * n)
+                .map(|i| {
+                    let (r, c) = (i / n, i % n);
+                    (0..k).fold(0i32, |s, kk| {
+                        s.wrapping_add(x[r * k + kk] as i32 * w[c * k + kk] as i32)
+                    })
+                })
+                .collect();
+            let b = if every {
+                with_every_split(|| PackedB::new(Table::new(&TWO), &w, n, k))
+            } else {
+                PackedB::new(Table::new(&TWO), &w, n, k)
+            };
+            assert_eq!(b.unpack(), w, "{m}x{n}x{k}");
+            let split = split_clamp(&w, n, k);
+            let lay = b.select(|| 255);
+            if split.worth || every {
+                assert_eq!(lay.kernel.name, "test_two_pass");
+                let rem = lay.remainder().expect("recorded");
+                assert_eq!(rem.pairs(), split.entries.len());
+                assert_eq!(b.layouts().len(), 1, "nothing packed after it");
+            } else {
+                assert_eq!(lay.kernel.name, "test_rows3", "declined");
+                assert!(lay.remainder().is_none());
+            }
+            for blk in [Blocking::DEFAULT, tiny] {
+                let st = Collect {
+                    shift_terms: &vec![0; n],
+                    out: Mutex::new(vec![i32::MIN; m * n]),
+                    store: Store::Rows { base: 0, ld: n },
+                };
+                let fill = |r: usize, d: &mut [u8]| d.copy_from_slice(&x[r * k..][..k]);
+                run(
+                    &Gemm {
+                        b: &b,
+                        layout: lay,
+                        m,
+                        fill: &fill,
+                        row_sums: false,
+                        stage: &st,
+                    },
+                    &Serial,
+                    &blk,
+                );
+                assert_eq!(
+                    st.out.into_inner().unwrap(),
+                    want,
+                    "{lay:?} {m}x{n}x{k} {blk:?}"
+                );
+            }
+        }
+        assert!(TWO[0].calls() > 0 && TWO[1].calls() > 0);
+        // Groups: a new one every third entry of a column.
+        let w = vec![100i8; 2 * 16];
+        let b = with_every_split(|| PackedB::new(Table::new(&TWO), &w, 2, 16));
+        let rem = b.layouts()[0].remainder().unwrap();
+        assert_eq!((rem.pairs(), rem.extra_groups()), (16, 4));
+        assert_eq!(rem.density(), 1.0);
+        let p = rem.panel(0);
+        assert_eq!(p.groups().len(), 6);
+        assert_eq!(p.q_end(), 8);
+        assert_eq!(
+            p.groups()[3],
+            PairGroup {
+                col: 1,
+                first: 1,
+                start: 8,
+                end: 11
+            }
+        );
+        assert_eq!(p.entries()[0].r, [50, 50, 50, 50]);
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub mod quant;
 pub mod registry;
 pub mod special;
 pub mod tensor;
+pub mod threads;
 
 pub use dtype::{QDType, QType};
 pub use engine::{

@@ -104,21 +104,28 @@ pub fn requested_isa() -> Option<String> {
 
 static NUM_THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// Threads engines may use: set by [`set_num_threads`], else `RQUANT_NUM_THREADS`,
-/// else the number of CPUs. Results never depend on it.
+/// Threads rquant may use (every parallel region, engines and float path
+/// alike; see [`crate::threads`]): set by [`set_num_threads`], else
+/// `RQUANT_NUM_THREADS`, else the number of CPUs (both read once, at the
+/// first call). Results never depend on it.
 pub fn num_threads() -> usize {
     let n = NUM_THREADS.load(std::sync::atomic::Ordering::Relaxed);
     if n > 0 {
         return n;
     }
-    std::env::var("RQUANT_NUM_THREADS")
-        .ok()
-        .and_then(|s| s.parse::<usize>().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    // Cached: `available_parallelism` reads cgroup files on every call, and
+    // this is asked once per parallel region.
+    static DEFAULT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *DEFAULT.get_or_init(|| {
+        std::env::var("RQUANT_NUM_THREADS")
+            .ok()
+            .and_then(|s| s.parse::<usize>().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    })
 }
 
-/// Set the number of threads engines may use (0 restores the default).
+/// Set the number of threads rquant may use (0 restores the default).
 pub fn set_num_threads(n: usize) {
     NUM_THREADS.store(n, std::sync::atomic::Ordering::Relaxed);
 }

@@ -36,10 +36,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(e) = engine_name {
         registry::set_engine(&e)?;
     }
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build_global()?;
-    registry::set_num_threads(1);
+    // Batches run in parallel, one per thread (a batch's ops then run on its thread).
+    registry::set_num_threads(threads);
     let engine = registry::engine()?;
     let precision = if int8 {
         Precision::Int8 {

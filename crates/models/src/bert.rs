@@ -11,9 +11,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rayon::prelude::*;
 use rquant_core::qconfig::{default_dynamic_qconfig, per_channel_dynamic_qconfig};
-use rquant_core::{Engine, PackedLinear, Tensor};
+use rquant_core::{threads, Engine, PackedLinear, Tensor};
 use rquant_nn::gemm::{par_sgemm, sgemm, Mat};
 use rquant_nn::quantized::{DynWeight, QDynLinear};
 use rquant_nn::{quantize_dynamic_with, DynamicDType, DynamicType, Linear, Module};
@@ -456,38 +455,35 @@ fn attention(q: &[f32], k: &[f32], v: &[f32], batch: &Batch, h: usize, heads: us
     let (b, t) = (batch.b, batch.t);
     let d = h / heads;
     let scale = 1.0 / (d as f32).sqrt();
-    let per_head: Vec<Vec<f32>> = (0..b * heads)
-        .into_par_iter()
-        .map(|bh| {
-            let (bi, hi) = (bh / heads, bh % heads);
-            let off = bi * t * h + hi * d;
-            let keep = &batch.mask[bi * t..(bi + 1) * t];
-            let mut s = vec![0.0f32; t * t];
-            let qv = Mat {
-                data: &q[off..],
-                rs: h,
-                cs: 1,
-            };
-            let kt = Mat {
-                data: &k[off..],
-                rs: 1,
-                cs: h,
-            };
-            sgemm(t, d, t, qv, kt, 0.0, &mut s, t);
-            for row in s.chunks_mut(t) {
-                row.iter_mut().for_each(|x| *x *= scale);
-                masked_softmax(row, keep);
-            }
-            let vv = Mat {
-                data: &v[off..],
-                rs: h,
-                cs: 1,
-            };
-            let mut o = vec![0.0f32; t * d];
-            sgemm(t, t, d, Mat::rows(&s, t), vv, 0.0, &mut o, d);
-            o
-        })
-        .collect();
+    let per_head: Vec<Vec<f32>> = threads::par_map(b * heads, |bh| {
+        let (bi, hi) = (bh / heads, bh % heads);
+        let off = bi * t * h + hi * d;
+        let keep = &batch.mask[bi * t..(bi + 1) * t];
+        let mut s = vec![0.0f32; t * t];
+        let qv = Mat {
+            data: &q[off..],
+            rs: h,
+            cs: 1,
+        };
+        let kt = Mat {
+            data: &k[off..],
+            rs: 1,
+            cs: h,
+        };
+        sgemm(t, d, t, qv, kt, 0.0, &mut s, t);
+        for row in s.chunks_mut(t) {
+            row.iter_mut().for_each(|x| *x *= scale);
+            masked_softmax(row, keep);
+        }
+        let vv = Mat {
+            data: &v[off..],
+            rs: h,
+            cs: 1,
+        };
+        let mut o = vec![0.0f32; t * d];
+        sgemm(t, t, d, Mat::rows(&s, t), vv, 0.0, &mut o, d);
+        o
+    });
     let mut ctx = vec![0.0f32; b * t * h];
     for (bh, o) in per_head.iter().enumerate() {
         let (bi, hi) = (bh / heads, bh % heads);
@@ -573,15 +569,15 @@ impl SentenceEncoder {
     }
 
     /// Embed each text on its own (no padding; a text's embedding never
-    /// depends on the other texts), texts spread over the current rayon pool.
+    /// depends on the other texts), texts spread over rquant's threads (each
+    /// text's own ops then run on its thread).
     pub fn embed_each(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        texts
-            .par_iter()
-            .map(|t| {
-                let s = self.tokenize(t)?;
-                Ok(self.bert.embed(&Batch::pad(&[s]))?.remove(0))
-            })
-            .collect()
+        threads::par_map(texts.len(), |i| {
+            let s = self.tokenize(texts[i])?;
+            Ok(self.bert.embed(&Batch::pad(&[s]))?.remove(0))
+        })
+        .into_iter()
+        .collect()
     }
 }
 
@@ -598,6 +594,9 @@ pub fn load_tokenizer(path: &str, max_len: usize) -> Result<Tokenizer> {
     }))
     .map_err(|e| Error::new(format!("{path}: {e}")))?;
     tok.with_padding(None);
+    // rquant's threads are its own pool's: the tokenizer's batch methods must
+    // not start rayon's (single texts never use it).
+    tokenizers::utils::parallelism::set_parallelism(false);
     Ok(tok)
 }
 

@@ -6,9 +6,8 @@
 
 use std::collections::HashMap;
 
-use rayon::prelude::*;
 use rquant_core::qconfig::{default_dynamic_qconfig, per_channel_dynamic_qconfig};
-use rquant_core::{Engine, Tensor};
+use rquant_core::{threads, Engine, Tensor};
 use rquant_nn::quantized::{DynWeight, QDynRnn};
 use rquant_nn::rnn::{Rnn, RnnKind, RnnLayer};
 use rquant_nn::{quantize_dynamic_with, DynamicDType, DynamicType, Module, Param};
@@ -310,7 +309,7 @@ pub fn load_vocab(path: &str) -> Result<HashMap<char, u32>> {
 }
 
 /// Predict each of `ids[i]` from the up to [`MAXLEN`] ids before it
-/// (left-padded with 0), in batches of `batch` spread over the rayon pool.
+/// (left-padded with 0), in batches of `batch` spread over rquant's threads.
 pub fn evaluate(model: &CharLstm, ids: &[u32], batch: usize) -> Result<NextCharEval> {
     let n = ids.len();
     let ctx: Vec<u32> = (0..n)
@@ -319,39 +318,38 @@ pub fn evaluate(model: &CharLstm, ids: &[u32], batch: usize) -> Result<NextCharE
             std::iter::repeat_n(0, MAXLEN - (i - start)).chain(ids[start..i].iter().copied())
         })
         .collect();
-    let chunks: Vec<(usize, f64)> = ctx
-        .par_chunks(batch * MAXLEN)
-        .enumerate()
-        .map(|(ci, c)| {
-            let logits = model.forward(c)?;
-            let (mut hits, mut ce) = (0usize, 0.0f64);
-            for (r, row) in logits.chunks(model.classes).enumerate() {
-                let y = ids[ci * batch + r] as usize;
-                let (arg, max) =
-                    row.iter()
-                        .enumerate()
-                        .fold(
-                            (0, f32::NEG_INFINITY),
-                            |acc, (j, &v)| {
-                                if v > acc.1 {
-                                    (j, v)
-                                } else {
-                                    acc
-                                }
-                            },
-                        );
-                hits += (arg == y) as usize;
-                let lse = row
-                    .iter()
-                    .map(|&v| ((v - max) as f64).exp())
-                    .sum::<f64>()
-                    .ln()
-                    + max as f64;
-                ce += lse - row[y] as f64;
-            }
-            Ok((hits, ce))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let parts: Vec<(usize, &[u32])> = ctx.chunks(batch * MAXLEN).enumerate().collect();
+    let chunks: Vec<(usize, f64)> = threads::par_map_vec(parts, |(ci, c)| {
+        let logits = model.forward(c)?;
+        let (mut hits, mut ce) = (0usize, 0.0f64);
+        for (r, row) in logits.chunks(model.classes).enumerate() {
+            let y = ids[ci * batch + r] as usize;
+            let (arg, max) = row
+                .iter()
+                .enumerate()
+                .fold(
+                    (0, f32::NEG_INFINITY),
+                    |acc, (j, &v)| {
+                        if v > acc.1 {
+                            (j, v)
+                        } else {
+                            acc
+                        }
+                    },
+                );
+            hits += (arg == y) as usize;
+            let lse = row
+                .iter()
+                .map(|&v| ((v - max) as f64).exp())
+                .sum::<f64>()
+                .ln()
+                + max as f64;
+            ce += lse - row[y] as f64;
+        }
+        Ok((hits, ce))
+    })
+    .into_iter()
+    .collect::<Result<Vec<_>>>()?;
     let hits: usize = chunks.iter().map(|c| c.0).sum();
     let ce: f64 = chunks.iter().map(|c| c.1).sum();
     Ok(NextCharEval {

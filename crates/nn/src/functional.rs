@@ -1,12 +1,57 @@
 //! Float kernels with their backward passes: linear, conv2d (im2col + SGEMM),
-//! pooling, batch norm. Batch-parallel over rayon; NCHW layout.
+//! pooling, batch norm. Batch- or plane-parallel on rquant's threads
+//! (`rquant_core::threads`); NCHW layout.
 
-use rayon::prelude::*;
 use rquant_core::ops::{adaptive_window, conv_out_len, pool_out_len};
+use rquant_core::threads;
 use rquant_core::{Conv2dParams, Tensor};
 
 use crate::error::{bad, Result};
 use crate::gemm::{par_sgemm, sgemm, Mat};
+
+/// Elements per task of the plane-parallel loops (pooling, batch norm):
+/// with less work a task costs more to hand out than it saves.
+const PLANE_TASK_ELEMS: usize = 8192;
+
+/// `f(pl, plane)` for every `len`-element plane of `y`, consecutive planes
+/// grouped into tasks of about [`PLANE_TASK_ELEMS`] elements.
+fn par_planes<T: Send>(y: &mut [T], len: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+    let len = len.max(1);
+    let per = (PLANE_TASK_ELEMS / len).max(1);
+    threads::par_chunks_mut(
+        y,
+        per * len,
+        || (),
+        |_, t, chunk| {
+            for (j, p) in chunk.chunks_mut(len).enumerate() {
+                f(t * per + j, p);
+            }
+        },
+    );
+}
+
+/// [`par_planes`] over two buffers with planes of the same length.
+fn par_planes2<A: Send, B: Send>(
+    a: &mut [A],
+    b: &mut [B],
+    len: usize,
+    f: impl Fn(usize, &mut [A], &mut [B]) + Sync,
+) {
+    let len = len.max(1);
+    let per = (PLANE_TASK_ELEMS / len).max(1);
+    threads::par_chunks2_mut(
+        a,
+        per * len,
+        b,
+        per * len,
+        || (),
+        |_, t, ca, cb| {
+            for (j, (pa, pb)) in ca.chunks_mut(len).zip(cb.chunks_mut(len)).enumerate() {
+                f(t * per + j, pa, pb);
+            }
+        },
+    );
+}
 
 fn dims4(op: &'static str, s: &[usize]) -> Result<[usize; 4]> {
     match s {
@@ -275,13 +320,13 @@ pub fn conv2d(
             );
         }
     };
-    if s.n == 1 && rayon::current_num_threads() > 1 && s.o * pix * kd > 1 << 18 {
+    if s.n == 1 && threads::threads_for(usize::MAX) > 1 && s.o * pix * kd > 1 << 18 {
         // One image: split the output channels (within groups) across threads.
         single_image_conv(&s, x.data(), w, bias, &mut y);
     } else {
-        y.par_chunks_mut(img_out)
-            .zip(x.data().par_chunks(img_in))
-            .for_each_init(Vec::new, |col, (yi, xi)| per_image(xi, yi, col));
+        threads::par_chunks_mut(&mut y, img_out, Vec::new, |col, i, yi| {
+            per_image(&x.data()[i * img_in..(i + 1) * img_in], yi, col)
+        });
     }
     Ok(Tensor::new(vec![s.n, s.o, s.oh, s.ow], y)?)
 }
@@ -426,12 +471,12 @@ pub fn conv2d_backward(
     // scheduling (training with fixed seeds is reproducible).
     const GROUP: usize = 8;
     type Acc = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
-    let partials: Vec<Acc> = if need_dx {
-        dx.par_chunks_mut(GROUP * img_in)
-            .zip(x.data().par_chunks(GROUP * img_in))
-            .zip(gy.data().par_chunks(GROUP * img_out))
-            .map(|((dxg, xg), gg)| {
-                let mut acc = init();
+    let group = |g: usize, dxg: Option<&mut [f32]>| {
+        let xg = &x.data()[g * GROUP * img_in..((g + 1) * GROUP).min(s.n) * img_in];
+        let gg = &gy.data()[g * GROUP * img_out..((g + 1) * GROUP).min(s.n) * img_out];
+        let mut acc = init();
+        match dxg {
+            Some(dxg) => {
                 for ((dxi, xi), gi) in dxg
                     .chunks_mut(img_in)
                     .zip(xg.chunks(img_in))
@@ -439,21 +484,21 @@ pub fn conv2d_backward(
                 {
                     acc = step(acc, xi, gi, Some(dxi));
                 }
-                acc
-            })
-            .collect()
-    } else {
-        x.data()
-            .par_chunks(GROUP * img_in)
-            .zip(gy.data().par_chunks(GROUP * img_out))
-            .map(|(xg, gg)| {
-                let mut acc = init();
+            }
+            None => {
                 for (xi, gi) in xg.chunks(img_in).zip(gg.chunks(img_out)) {
                     acc = step(acc, xi, gi, None);
                 }
-                acc
-            })
-            .collect()
+            }
+        }
+        acc
+    };
+    let partials: Vec<Acc> = if need_dx {
+        let groups: Vec<&mut [f32]> = dx.chunks_mut(GROUP * img_in).collect();
+        let groups: Vec<(usize, &mut [f32])> = groups.into_iter().enumerate().collect();
+        threads::par_map_vec(groups, |(g, dxg)| group(g, Some(dxg)))
+    } else {
+        threads::par_map(s.n.div_ceil(GROUP), |g| group(g, None))
     };
     let (dw, db, _, _) = partials.into_iter().fold(init(), reduce);
     let dx = if need_dx {
@@ -592,14 +637,11 @@ pub fn max_pool2d(
         }
     };
     if want_idx {
-        y.par_chunks_mut(oh * ow)
-            .zip(idx.par_chunks_mut(oh * ow))
-            .enumerate()
-            .for_each(|(pl, (yp, ip))| body(pl, yp, Some(ip)));
+        par_planes2(&mut y, &mut idx, oh * ow, |pl, yp, ip| {
+            body(pl, yp, Some(ip))
+        });
     } else {
-        y.par_chunks_mut(oh * ow)
-            .enumerate()
-            .for_each(|(pl, yp)| body(pl, yp, None));
+        par_planes(&mut y, oh * ow, |pl, yp| body(pl, yp, None));
     }
     Ok((Tensor::new(vec![n, c, oh, ow], y)?, idx))
 }
@@ -677,7 +719,7 @@ pub fn avg_pool2d(
         divisor_override,
     );
     let mut y = vec![0.0f32; n * c * oh * ow];
-    y.par_chunks_mut(oh * ow).enumerate().for_each(|(pl, yp)| {
+    par_planes(&mut y, oh * ow, |pl, yp| {
         let xp = &x.data()[pl * h * w..(pl + 1) * h * w];
         for (o, &(hs, he, ws, we, div)) in wins.iter().enumerate() {
             let mut s = 0.0f32;
@@ -716,7 +758,7 @@ pub fn avg_pool2d_backward(
         divisor_override,
     );
     let mut dx = vec![0.0f32; n * c * h * w];
-    dx.par_chunks_mut(h * w).enumerate().for_each(|(pl, dp)| {
+    par_planes(&mut dx, h * w, |pl, dp| {
         let gp = &gy.data()[pl * oh * ow..(pl + 1) * oh * ow];
         for (o, &(hs, he, ws, we, div)) in wins.iter().enumerate() {
             let g = gp[o] / div;
@@ -739,7 +781,7 @@ pub fn adaptive_avg_pool2d(x: &Tensor, out: [usize; 2]) -> Result<Tensor> {
         return Err(bad(OP, "output size must be positive"));
     }
     let mut y = vec![0.0f32; n * c * oh * ow];
-    y.par_chunks_mut(oh * ow).enumerate().for_each(|(pl, yp)| {
+    par_planes(&mut y, oh * ow, |pl, yp| {
         let xp = &x.data()[pl * h * w..(pl + 1) * h * w];
         for oy in 0..oh {
             let (hs, he) = adaptive_window(oy, h, oh);
@@ -762,7 +804,7 @@ pub fn adaptive_avg_pool2d_backward(in_shape: &[usize], gy: &Tensor) -> Result<T
     let [n, c, h, w] = dims4("adaptive_avg_pool2d backward", in_shape)?;
     let (oh, ow) = (gy.shape()[2], gy.shape()[3]);
     let mut dx = vec![0.0f32; n * c * h * w];
-    dx.par_chunks_mut(h * w).enumerate().for_each(|(pl, dp)| {
+    par_planes(&mut dx, h * w, |pl, dp| {
         let gp = &gy.data()[pl * oh * ow..(pl + 1) * oh * ow];
         for oy in 0..oh {
             let (hs, he) = adaptive_window(oy, h, oh);
@@ -787,25 +829,22 @@ pub fn channel_stats(x: &Tensor) -> Result<(Vec<f32>, Vec<f32>)> {
     let [n, c, h, w] = dims4("batch_norm", x.shape())?;
     let hw = h * w;
     let cnt = (n * hw) as f64;
-    let stats: Vec<(f32, f32)> = (0..c)
-        .into_par_iter()
-        .map(|ch| {
-            let (mut s, mut s2) = (0.0f64, 0.0f64);
-            for b in 0..n {
-                for &v in &x.data()[(b * c + ch) * hw..(b * c + ch + 1) * hw] {
-                    s += v as f64;
-                }
+    let stats: Vec<(f32, f32)> = threads::par_map(c, |ch| {
+        let (mut s, mut s2) = (0.0f64, 0.0f64);
+        for b in 0..n {
+            for &v in &x.data()[(b * c + ch) * hw..(b * c + ch + 1) * hw] {
+                s += v as f64;
             }
-            let mean = s / cnt;
-            for b in 0..n {
-                for &v in &x.data()[(b * c + ch) * hw..(b * c + ch + 1) * hw] {
-                    let d = v as f64 - mean;
-                    s2 += d * d;
-                }
+        }
+        let mean = s / cnt;
+        for b in 0..n {
+            for &v in &x.data()[(b * c + ch) * hw..(b * c + ch + 1) * hw] {
+                let d = v as f64 - mean;
+                s2 += d * d;
             }
-            (mean as f32, (s2 / cnt) as f32)
-        })
-        .collect();
+        }
+        (mean as f32, (s2 / cnt) as f32)
+    });
     Ok(stats.into_iter().unzip())
 }
 
@@ -814,7 +853,7 @@ pub fn channel_affine(x: &Tensor, scale: &[f32], shift: &[f32]) -> Result<Tensor
     let [_, c, h, w] = dims4("batch_norm", x.shape())?;
     let hw = h * w;
     let mut y = x.data().to_vec();
-    y.par_chunks_mut(hw).enumerate().for_each(|(i, p)| {
+    par_planes(&mut y, hw, |i, p| {
         let ch = i % c;
         for v in p {
             *v = *v * scale[ch] + shift[ch];

@@ -1,7 +1,7 @@
 //! f32 GEMM for the float baseline: `matrixmultiply`'s blocked, packed SGEMM
-//! (runtime AVX2/FMA dispatch), split across rayon threads by rows of C.
+//! (runtime AVX2/FMA dispatch), split across rquant's threads by rows of C.
 
-use rayon::prelude::*;
+use rquant_core::threads;
 
 /// A strided read-only matrix view over a slice: element (i, j) is
 /// `data[i * rs + j * cs]`.
@@ -81,17 +81,18 @@ pub fn sgemm(m: usize, k: usize, n: usize, a: Mat, b: Mat, beta: f32, c: &mut [f
 /// As [`sgemm`] with C contiguous (`rsc = n`), rows split across threads when
 /// the product is large enough to pay for it.
 pub fn par_sgemm(m: usize, k: usize, n: usize, a: Mat, b: Mat, beta: f32, c: &mut [f32]) {
-    let threads = rayon::current_num_threads().max(1);
+    let threads = threads::threads_for(m);
     let work = m * k * n;
     if threads == 1 || m < 2 || work < 1 << 18 {
         sgemm(m, k, n, a, b, beta, c, n);
         return;
     }
     let rows = m.div_ceil(threads * 2).max(1);
-    c[..m * n]
-        .par_chunks_mut(rows * n)
-        .enumerate()
-        .for_each(|(i, cc)| {
+    threads::par_chunks_mut(
+        &mut c[..m * n],
+        rows * n,
+        || (),
+        |_, i, cc| {
             let r0 = i * rows;
             let mr = cc.len() / n;
             let sub = Mat {
@@ -100,7 +101,8 @@ pub fn par_sgemm(m: usize, k: usize, n: usize, a: Mat, b: Mat, beta: f32, c: &mu
                 cs: a.cs,
             };
             sgemm(mr, k, n, sub, b, beta, cc, n);
-        });
+        },
+    );
 }
 
 #[cfg(test)]

@@ -9,8 +9,11 @@
 //! with data that makes the engine pick that kernel; then zero points
 //! 0/128/255, full-range activations 0..255, weights −128..127 (all −128
 //! too), extreme output scales, relu and `[lo, hi]` clamps, per-tensor and
-//! per-channel weights, with and without bias. [`sweep_kernels_ran`] proves
-//! that every kernel of the path really ran.
+//! per-channel weights, with and without bias; adversarial weights around
+//! the `vpmaddubsw` pair bound (every pair at it, every pair over it, none,
+//! sparse, Gaussian: [`sweep_pair_bound`]), also with every two-pass split
+//! accepted. [`sweep_kernels_ran`] proves that every kernel of the path
+//! really ran.
 
 use rquant_core::gemm::{Blocking, Kernel};
 use rquant_core::output::Clamp;
@@ -68,8 +71,59 @@ pub enum Wt {
     /// Pairs (64, 65) / (−64, −65): |w0|+|w1| = 129, so 255·129 saturates
     /// int16 and 254·129 = 32766 does not.
     Pair129,
-    /// Uniform −64..=64 (every pair within 128: `vpmaddubsw` exact for any u8).
+    /// Uniform −64..=64 (every pair within 128: `vpmaddubsw` exact for any u8;
+    /// a split has no remainder).
     Small,
+    /// Every adjacent pair exactly at the `vpmaddubsw` bound: positive
+    /// weights summing to 128, negative ones to −128, or mixed extremes
+    /// ((64, 64), (127, 1), (−128, 0), (−100, −28), (127, −128), …).
+    AtBound,
+    /// Every adjacent pair over the bound (a split is all remainder): just
+    /// over ((65, 64), (−65, −64)), far over ((127, 127), (−128, −128)) and
+    /// random pairs in between, both signs.
+    OverBound,
+    /// Uniform −64..=64 with about one pair in 16 replaced by a random pair
+    /// over the bound: a sparse remainder (≈ 6% of pairs), columns with
+    /// several groups when long.
+    Sparse,
+    /// Per-channel quantized N(0, 1) weights (scale max|w|/127.5, like the
+    /// peers' benchmark): ≈ 2% of pairs over the bound at K ≈ 768.
+    Gaussian,
+}
+
+/// Adjacent pairs at the `vpmaddubsw` bound ([`Wt::AtBound`]).
+const AT_BOUND: [(i8, i8); 12] = [
+    (64, 64),
+    (127, 1),
+    (1, 127),
+    (100, 28),
+    (-64, -64),
+    (-128, 0),
+    (0, -128),
+    (-100, -28),
+    (127, -128),
+    (-128, 127),
+    (0, 0),
+    (127, 0),
+];
+
+/// A random adjacent pair over the bound, `P > 128` or `N > 128`.
+fn over_bound_pair(rng: &mut Rng) -> (i8, i8) {
+    match rng.int(0, 5) {
+        0 => (65, 64),
+        1 => (-64, -65),
+        2 => (127, 127),
+        3 => (-128, -128),
+        _ => {
+            let a = rng.int(2, 127);
+            let b = rng.int((129 - a).max(1), 127);
+            if rng.int(0, 1) == 0 {
+                (a as i8, b as i8)
+            } else {
+                (-(a as i16).min(128) as i8, -(b as i16) as i8)
+            }
+        }
+    }
 }
 
 /// One GEMM-shaped test case (linear: x `[m, k]`, w `[n, k]`).
@@ -158,7 +212,28 @@ impl GemmTester {
     fn weights(&self, rng: &mut Rng, shape: &[usize]) -> QTensor<i8> {
         let rows = shape[0];
         let len: usize = shape.iter().product();
-        let data: Vec<i8> = (0..len)
+        let data: Vec<i8> = match self.wt {
+            Wt::AtBound | Wt::OverBound | Wt::Sparse | Wt::Gaussian => {
+                pair_weights(self.wt, rng, rows, len / rows.max(1))
+            }
+            _ => self.plain_weights(rng, len),
+        };
+        let qp = if self.per_channel {
+            QParams::PerChannel {
+                scales: (0..rows).map(|_| rng.float(0.001, 0.05) as f64).collect(),
+                zero_points: (0..rows)
+                    .map(|c| (self.w_zp + c as i64 % 7 - 3).clamp(-128, 127))
+                    .collect(),
+                axis: 0,
+            }
+        } else {
+            QParams::per_tensor(rng.float(0.001, 0.05) as f64, self.w_zp)
+        };
+        QTensor::from_int_repr(shape.to_vec(), data, qp).expect("valid weights")
+    }
+
+    fn plain_weights(&self, rng: &mut Rng, len: usize) -> Vec<i8> {
+        (0..len)
             .map(|i| match self.wt {
                 Wt::Full => rng.int(-128, 127) as i8,
                 Wt::AllMin => -128,
@@ -178,20 +253,9 @@ impl GemmTester {
                     }
                 }
                 Wt::Small => rng.int(-64, 64) as i8,
+                _ => unreachable!("pair weights"),
             })
-            .collect();
-        let qp = if self.per_channel {
-            QParams::PerChannel {
-                scales: (0..rows).map(|_| rng.float(0.001, 0.05) as f64).collect(),
-                zero_points: (0..rows)
-                    .map(|c| (self.w_zp + c as i64 % 7 - 3).clamp(-128, 127))
-                    .collect(),
-                axis: 0,
-            }
-        } else {
-            QParams::per_tensor(rng.float(0.001, 0.05) as f64, self.w_zp)
-        };
-        QTensor::from_int_repr(shape.to_vec(), data, qp).expect("valid weights")
+            .collect()
     }
 
     fn bias_vec(&self, rng: &mut Rng, n: usize, mag: f32) -> Option<Vec<f32>> {
@@ -296,6 +360,46 @@ impl GemmTester {
             .expect("reference fp16");
         assert_same_f32(engine, "linear_dynamic_fp16", self, ye.data(), yr.data(), n);
     }
+}
+
+/// Weights `[rows, k]` (k the product of the other dims) built pair by
+/// pair along each row, the pairs the `vpmaddubsw` kernels see.
+fn pair_weights(wt: Wt, rng: &mut Rng, rows: usize, k: usize) -> Vec<i8> {
+    let mut w = vec![0i8; rows * k];
+    for row in w.chunks_exact_mut(k.max(1)) {
+        if wt == Wt::Gaussian {
+            // Box-Muller, then per-channel symmetric quantization.
+            let f: Vec<f32> = (0..row.len())
+                .map(|_| {
+                    let (u, v) = (rng.float(1e-7, 1.0), rng.float(0.0, 1.0));
+                    (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
+                })
+                .collect();
+            let scale = f.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.5;
+            for (d, v) in row.iter_mut().zip(f) {
+                *d = (v / scale).round().clamp(-128.0, 127.0) as i8;
+            }
+            continue;
+        }
+        for (q, pair) in row.chunks_mut(2).enumerate() {
+            let (a, b) = match wt {
+                Wt::AtBound => AT_BOUND[(q + rng.int(0, 11) as usize) % AT_BOUND.len()],
+                Wt::OverBound => over_bound_pair(rng),
+                _ => {
+                    if rng.int(0, 15) == 0 {
+                        over_bound_pair(rng)
+                    } else {
+                        (rng.int(-64, 64) as i8, rng.int(-64, 64) as i8)
+                    }
+                }
+            };
+            pair[0] = a;
+            if pair.len() > 1 {
+                pair[1] = b;
+            }
+        }
+    }
+    w
 }
 
 /// Exact accumulator range of `(x − zx)·(w − zw)ᵀ` over all outputs.
@@ -504,56 +608,102 @@ impl Tails {
     }
 }
 
+/// One kernel a sweep targets: its sizes and the data that makes the engine
+/// choose it.
+#[derive(Debug, Clone)]
+struct Target {
+    tails: Tails,
+    act: Act,
+    wt: Wt,
+    /// Pack with every split accepted ([`rquant_core::gemm::with_every_split`]):
+    /// a two-pass kernel also on shapes whose split would not pay.
+    every_split: bool,
+}
+
+impl Target {
+    /// Run `f` with this target's packing policy.
+    fn pack<T>(&self, f: impl FnOnce() -> T) -> T {
+        if self.every_split {
+            rquant_core::gemm::with_every_split(f)
+        } else {
+            f()
+        }
+    }
+}
+
 /// The kernels a sweep targets: the engine's table, or for an engine
 /// without one (the reference) a stand-in 8×32, kr 4 tile.
-fn targets(engine: &Engine) -> Vec<(Tails, Act)> {
+fn targets(engine: &Engine) -> Vec<Target> {
     let ks = engine.gemm_kernels();
     if ks.is_empty() {
-        return vec![(Tails::new(8, 32, 4, 768), Act::Full)];
+        return vec![Target {
+            tails: Tails::new(8, 32, 4, 768),
+            act: Act::Full,
+            wt: Wt::Full,
+            every_split: false,
+        }];
     }
     ks.iter()
         .enumerate()
-        .map(|(i, k)| (Tails::of(k), kernel_act(i, ks.len())))
+        .map(|(i, k)| {
+            let (act, wt) = kernel_data(k, i, ks.len());
+            Target {
+                tails: Tails::of(k),
+                act,
+                wt,
+                every_split: k.pair.is_some(),
+            }
+        })
         .collect()
 }
 
-/// Activations that make the engine choose kernel `i` of `n`: a preferred
-/// kernel before the last is exact only under a bound its check computes
-/// (x86's `vpmaddubsw` kernel: always for 7-bit activations), so it gets
-/// 7-bit activations; the last gets full-range ones (with full-range
-/// weights the earlier kernels are then not exact, except on tiny shapes).
-fn kernel_act(i: usize, n: usize) -> Act {
-    if i + 1 < n {
-        Act::Low
+/// Data that makes the engine choose kernel `i` of a table of `n`:
+/// - a two-pass kernel (exact for every input, a split packed only where it
+///   pays) gets full-range activations and weights with a sparse remainder
+///   ([`Wt::Sparse`]; the testers also accept every split);
+/// - another kernel before the last is exact only under a bound its check
+///   computes (x86's `vpmaddubsw` kernels: always for 7-bit activations), so
+///   it gets 7-bit activations;
+/// - the last gets full-range activations and full-range weights (about a
+///   quarter of their pairs over the `vpmaddubsw` bound: the earlier kernels
+///   are not exact for them and no split pays, except on tiny shapes).
+fn kernel_data(k: &Kernel, i: usize, n: usize) -> (Act, Wt) {
+    if k.pair.is_some() {
+        (Act::Full, Wt::Sparse)
+    } else if i + 1 < n {
+        (Act::Low, Wt::Full)
     } else {
-        Act::Full
+        (Act::Full, Wt::Full)
     }
 }
 
 /// Every kernel of the engine's table runs at least once, on data chosen to
 /// select it, and gives the reference's bits; fails unless each kernel's
-/// call counter moved.
+/// call counter moved. The last kernel gets every pair over the
+/// `vpmaddubsw` bound ([`Wt::OverBound`]) and all-255 activations, which no
+/// bounded kernel is exact for and no split pays for.
 pub fn sweep_kernels_ran(engine: &Engine) {
     let r = reference();
     let ks = engine.gemm_kernels();
     for (i, kern) in ks.iter().enumerate() {
         let before = kern.calls();
         let s = &kern.shape;
-        // The last kernel: full-range activations and weights whose adjacent
-        // pairs reach 255 (no bounded kernel is exact for them).
-        let (act, wt) = if i + 1 < ks.len() {
-            (Act::Low, Wt::Full)
-        } else {
-            (Act::AllMax, Wt::Extreme)
+        let (act, wt) = match kernel_data(kern, i, ks.len()) {
+            (Act::Full, Wt::Full) => (Act::AllMax, Wt::OverBound),
+            d => d,
         };
-        GemmTester::new()
+        let t = GemmTester::new()
             .m(2 * s.mr + 1)
             .n(s.nr + 3)
             .k(8 * s.kr + 1)
             .act(act)
             .wt(wt)
-            .x_zp(0)
-            .test_linear(engine, &r);
+            .x_zp(0);
+        if kern.pair.is_some() {
+            rquant_core::gemm::with_every_split(|| t.test_linear(engine, &r));
+        } else {
+            t.test_linear(engine, &r);
+        }
         assert!(
             kern.calls() > before,
             "{}/{}: kernel {} did not run",
@@ -564,11 +714,80 @@ pub fn sweep_kernels_ran(engine: &Engine) {
     }
 }
 
+/// Adversarial weights around the `vpmaddubsw` pair bound with full-range
+/// activations, on every op that runs the GEMM (static and dynamic linear,
+/// conv2d): every pair at the bound, every pair over it (all remainder),
+/// none over it, a sparse remainder and per-channel Gaussian weights; once
+/// with the engine's own choice of kernel and split, once with every split
+/// accepted (a two-pass kernel then runs even an all-remainder matrix).
+/// Shapes span several k-blocks, row blocks and column tails; zero points
+/// on both sides.
+pub fn sweep_pair_bound(engine: &Engine) {
+    let r = reference();
+    let r = &r;
+    let wts = [
+        Wt::AtBound,
+        Wt::OverBound,
+        Wt::Small,
+        Wt::Sparse,
+        Wt::Gaussian,
+        Wt::Extreme,
+        Wt::AllMin,
+        Wt::Full,
+    ];
+    let p = |pad: usize, g: usize| Conv2dParams {
+        padding: [pad, pad],
+        groups: g,
+        ..Conv2dParams::default()
+    };
+    for every in [false, true] {
+        let run = |f: &dyn Fn()| {
+            if every {
+                rquant_core::gemm::with_every_split(f)
+            } else {
+                f()
+            }
+        };
+        for (wi, &wt) in wts.iter().enumerate() {
+            for &act in &[Act::Full, Act::AllMax, Act::Upto254] {
+                for &(m, n, k) in &[(7, 40, 130), (33, 35, 1030), (1, 19, 4100), (17, 3, 7)] {
+                    let t = GemmTester::new()
+                        .m(m)
+                        .n(n)
+                        .k(k)
+                        .act(act)
+                        .wt(wt)
+                        .x_zp(if act == Act::AllMax { 0 } else { 131 })
+                        .w_zp(if wi % 2 == 0 { 0 } else { 3 })
+                        .per_channel(m % 2 == 1)
+                        .seed(wi as u64 * 17 + k as u64);
+                    run(&|| t.test_linear(engine, r));
+                }
+            }
+            for &(m, n, k) in &[(5, 33, 300), (40, 17, 770)] {
+                let t = GemmTester::new().m(m).n(n).k(k).wt(wt).seed(wi as u64);
+                run(&|| t.test_linear_dynamic(engine, r, -1.0, 3.0, false));
+            }
+            for (c, o, hw, ks, groups) in [(16, 24, 9, 3, 1), (32, 40, 6, 1, 1), (12, 18, 7, 3, 3)]
+            {
+                let g = GemmTester::new()
+                    .wt(wt)
+                    .x_zp(if wi % 2 == 0 { 0 } else { 255 })
+                    .per_channel(true)
+                    .seed(wi as u64 + 5);
+                let t = ConvTester::new(c, o, [hw, hw + 1], [ks, ks], p(ks / 2, groups)).gemm(g);
+                run(&|| t.test(engine, r));
+            }
+        }
+    }
+}
+
 /// The standard static-linear sweep.
 pub fn sweep_linear(engine: &Engine) {
     let r = reference();
     let r = &r;
-    for (t, act) in targets(engine) {
+    for tg in targets(engine) {
+        let (t, act, wt) = (&tg.tails, tg.act, tg.wt);
         for &k in &t.k {
             for &(m, n) in &[
                 (1, 1),
@@ -576,37 +795,34 @@ pub fn sweep_linear(engine: &Engine) {
                 (*t.m.last().unwrap(), *t.n.last().unwrap()),
                 (t.m[1], t.n[3]),
             ] {
-                GemmTester::new()
+                let tc = GemmTester::new()
                     .m(m)
                     .n(n)
                     .k(k)
                     .act(act)
-                    .seed(k as u64)
-                    .test_linear(engine, r);
+                    .wt(wt)
+                    .seed(k as u64);
+                tg.pack(|| tc.test_linear(engine, r));
             }
         }
         for &m in &t.m {
             for &n in &t.n {
-                GemmTester::new()
-                    .m(m)
-                    .n(n)
-                    .k(37)
-                    .act(act)
-                    .seed(3)
-                    .test_linear(engine, r);
+                let tc = GemmTester::new().m(m).n(n).k(37).act(act).wt(wt).seed(3);
+                tg.pack(|| tc.test_linear(engine, r));
             }
         }
         // K across the kernel's k-blocks and not a multiple of them.
         for &k in &t.k_block {
-            GemmTester::new()
+            let tc = GemmTester::new()
                 .m(t.m[t.m.len() - 2])
                 .n(t.n[3] + 10)
                 .k(k)
                 .act(act)
+                .wt(wt)
                 .per_channel(k % 2 == 0)
                 .w_zp(3)
-                .seed(k as u64)
-                .test_linear(engine, r);
+                .seed(k as u64);
+            tg.pack(|| tc.test_linear(engine, r));
         }
     }
     for &x_zp in &[0, 128, 255] {
@@ -746,14 +962,12 @@ pub fn sweep_linear_dynamic(engine: &Engine) {
             }
         }
     }
-    for (t, _) in targets(engine) {
+    for tg in targets(engine) {
+        let t = &tg.tails;
         for &m in &t.m {
             for &k in &[1, 5, 16, 33, 100] {
-                GemmTester::new()
-                    .m(m)
-                    .n(t.n[3] + 5)
-                    .k(k)
-                    .test_linear_dynamic(engine, r, -2.0, 5.0, false);
+                let tc = GemmTester::new().m(m).n(t.n[3] + 5).k(k).wt(tg.wt);
+                tg.pack(|| tc.test_linear_dynamic(engine, r, -2.0, 5.0, false));
             }
         }
         // 7-bit activations (`reduce_range`): the bounded kernels' case.
@@ -1069,6 +1283,13 @@ macro_rules! sweep_tests {
         fn quantize_every_path() {
             for e in $paths() {
                 $crate::sweep_quantize(&e);
+            }
+        }
+
+        #[test]
+        fn pair_bound_every_path() {
+            for e in $paths() {
+                $crate::sweep_pair_bound(&e);
             }
         }
 

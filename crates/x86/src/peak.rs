@@ -115,6 +115,35 @@ unsafe fn avx512_loop(iters: usize) -> i32 {
     _mm512_reduce_add_epi32(s)
 }
 
+/// The AVX-512BW `vpmaddubsw` kernel's sequence on zmm: `vpmaddubsw` +
+/// `vpmaddwd(1)` + `vpaddd`, 64 multiply-accumulates per triple, in the
+/// kernel's shape (8 broadcast rows × 2 weight vectors).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn avx512_maddubs_loop(iters: usize) -> i32 {
+    let x: [__m512i; 8] = std::array::from_fn(|i| _mm512_set1_epi8(black_box(i as i8 + 3)));
+    let mut b = [
+        _mm512_set1_epi8(black_box(-2)),
+        _mm512_set1_epi8(black_box(5)),
+    ];
+    let ones = _mm512_set1_epi16(1);
+    let mut acc = [_mm512_setzero_si512(); 16];
+    for _ in 0..iters {
+        // SAFETY: an empty asm statement (see avx2_loop).
+        std::arch::asm!("/* {0} {1} */", inout(zmm_reg) b[0], inout(zmm_reg) b[1],
+            options(nomem, nostack, preserves_flags));
+        for (i, v) in acc.iter_mut().enumerate() {
+            let p = _mm512_madd_epi16(_mm512_maddubs_epi16(x[i / 2], b[i % 2]), ones);
+            *v = _mm512_add_epi32(*v, p);
+        }
+    }
+    let mut s = _mm512_setzero_si512();
+    for v in acc {
+        s = _mm512_add_epi32(s, v);
+    }
+    _mm512_reduce_add_epi32(s)
+}
+
 /// 256-bit `vpdpbusd` (32 multiply-accumulates), in whichever encoding the
 /// AvxVnni path runs: VEX with AVX-VNNI, else EVEX (AVX512-VNNI + VL).
 #[cfg(target_arch = "x86_64")]
@@ -216,6 +245,15 @@ pub(crate) fn madd512() -> f64 {
     // SAFETY: asserted on the line above; in the table of the avx512 path only (AVX-512F/BW).
     rate((16 * 32 * 2) as f64, |n| {
         black_box(unsafe { avx512_loop(n) });
+    }) / 1e9
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn maddubs512() -> f64 {
+    assert!(crate::isa::Isa::Avx512.detected());
+    // SAFETY: asserted on the line above; in the table of the avx512 path only (AVX-512F/BW).
+    rate((16 * 64 * 2) as f64, |n| {
+        black_box(unsafe { avx512_maddubs_loop(n) });
     }) / 1e9
 }
 

@@ -7,9 +7,9 @@
 //! | path | kernels |
 //! |---|---|
 //! | `avx512vnni` | `gemm_u8i8_8x32c4_avx512vnni` |
-//! | `avx512` | `gemm_u8i8_8x32c2_avx512` |
+//! | `avx512` | `gemm_u8i8_8x32c4_avx512` (`vpmaddubsw`, under the pair bound), the two-pass `gemm_u8i8_8x32c4_avx512+remainder_u8i8_16x32c2_avx512`, then `gemm_u8i8_8x32c2_avx512` |
 //! | `avxvnni` | `gemm_u8i8_6x16c4_avxvnni` (VEX, or its EVEX twin on AVX-512 VNNI CPUs) |
-//! | `avx2` | `gemm_u8i8_6x16c4_avx2` (`vpmaddubsw`, exact only under the pair bound its check computes), then `gemm_u8i8_6x16c2_avx2` |
+//! | `avx2` | `gemm_u8i8_6x16c4_avx2` (`vpmaddubsw`, exact only under the pair bound its check computes), the two-pass `gemm_u8i8_6x16c4_avx2+remainder_u8i8_16x16c2_avx2` (exact for every input: `vpmaddubsw` on the bounded part of a split weight, then its sparse remainder; packed only where the split pays), then `gemm_u8i8_6x16c2_avx2` |
 //! | `scalar` | `gemm_u8i8_4x8c4_scalar` |
 
 use rquant_core::gemm::{always_exact, Kernel, KernelSpec, Micro, Table};
@@ -86,10 +86,12 @@ mod simd {
     use crate::kernels::{
         gemm_u8i8_6x16c2_avx2 as avx2_c2, gemm_u8i8_6x16c4_avx2 as avx2_c4,
         gemm_u8i8_6x16c4_avxvnni as vnni256, gemm_u8i8_8x32c2_avx512 as avx512_c2,
-        gemm_u8i8_8x32c4_avx512vnni as vnni512,
+        gemm_u8i8_8x32c4_avx512 as avx512_c4, gemm_u8i8_8x32c4_avx512vnni as vnni512,
+        remainder_u8i8_16x16c2_avx2 as rem_avx2, remainder_u8i8_16x32c2_avx512 as rem_avx512,
     };
-    use crate::pack::pack_rows_i16;
+    use crate::pack::{pack_pairs, pack_rows_i16, pairs_bytes, split_pairs};
     use crate::peak;
+    use rquant_core::gemm::{PairMicro, PairPass};
 
     // The wrappers: check the operands, then call the target-feature code.
     // SAFETY (every `unsafe` block below): the entry is only in the table of
@@ -105,6 +107,31 @@ mod simd {
         t.assert_fits(&avx2_c4::SHAPE);
         // SAFETY: see above; exactness is the driver's choice (`exact`).
         unsafe { avx2_c4::run(t) }
+    }
+    fn run_avx2_tall(t: Micro<'_>) {
+        t.assert_fits(&avx2_c4::SHAPE_TALL);
+        // SAFETY: see above; exact on the bounded weights of a split.
+        unsafe { avx2_c4::run_tall(t) }
+    }
+    fn run_rem_avx2(t: PairMicro<'_>) {
+        rem_avx2::check(&t, rem_avx2::SHAPE.nr);
+        // SAFETY: see above (AVX2; the operands passed `check`).
+        unsafe { rem_avx2::run(t) }
+    }
+    fn run_avx512_c4(t: Micro<'_>) {
+        t.assert_fits(&avx512_c4::SHAPE);
+        // SAFETY: see above; exactness is the driver's choice (`exact`).
+        unsafe { avx512_c4::run(t) }
+    }
+    fn run_avx512_tall(t: Micro<'_>) {
+        t.assert_fits(&avx512_c4::SHAPE_TALL);
+        // SAFETY: see above; exact on the bounded weights of a split.
+        unsafe { avx512_c4::run_tall(t) }
+    }
+    fn run_rem_avx512(t: PairMicro<'_>) {
+        rem_avx512::check(&t);
+        // SAFETY: see above (AVX-512F/BW; the operands passed `check`).
+        unsafe { rem_avx512::run(t) }
     }
     fn run_vnni256(t: Micro<'_>) {
         t.assert_fits(&vnni256::SHAPE);
@@ -138,7 +165,15 @@ mod simd {
         peak: Some(peak::madd256),
     };
 
-    pub(super) static AVX2: [Kernel; 2] = [
+    static PAIRS_AVX2: PairPass = PairPass {
+        name: "remainder_u8i8_16x16c2_avx2",
+        split: split_pairs,
+        a_bytes: pairs_bytes,
+        pack_a: pack_pairs,
+        run: run_rem_avx2,
+    };
+
+    pub(super) static AVX2: [Kernel; 3] = [
         Kernel::new(KernelSpec {
             name: "gemm_u8i8_6x16c4_avx2",
             shape: avx2_c4::SHAPE,
@@ -149,6 +184,19 @@ mod simd {
             run: run_avx2_c4,
             peak: Some(peak::maddubs256),
         }),
+        Kernel::two_pass(
+            KernelSpec {
+                name: "gemm_u8i8_6x16c4_avx2+remainder_u8i8_16x16c2_avx2",
+                shape: avx2_c4::SHAPE_TALL,
+                a_shift: 0,
+                features: "avx2",
+                pack_a: pack_rows_u8,
+                exact: always_exact,
+                run: run_avx2_tall,
+                peak: Some(peak::maddubs256),
+            },
+            &PAIRS_AVX2,
+        ),
         Kernel::new(C2_AVX2),
     ];
 
@@ -174,16 +222,49 @@ mod simd {
         peak: Some(peak::vnni256_evex),
     })];
 
-    pub(super) static AVX512: [Kernel; 1] = [Kernel::new(KernelSpec {
-        name: "gemm_u8i8_8x32c2_avx512",
-        shape: avx512_c2::SHAPE,
-        a_shift: 0,
-        features: "avx512f,avx512bw",
-        pack_a: pack_rows_i16,
-        exact: always_exact,
-        run: run_avx512_c2,
-        peak: Some(peak::madd512),
-    })];
+    static PAIRS_AVX512: PairPass = PairPass {
+        name: "remainder_u8i8_16x32c2_avx512",
+        split: split_pairs,
+        a_bytes: pairs_bytes,
+        pack_a: pack_pairs,
+        run: run_rem_avx512,
+    };
+
+    pub(super) static AVX512: [Kernel; 3] = [
+        Kernel::new(KernelSpec {
+            name: "gemm_u8i8_8x32c4_avx512",
+            shape: avx512_c4::SHAPE,
+            a_shift: 0,
+            features: "avx512f,avx512bw",
+            pack_a: pack_rows_u8,
+            exact: avx2_c4::exact,
+            run: run_avx512_c4,
+            peak: Some(peak::maddubs512),
+        }),
+        Kernel::two_pass(
+            KernelSpec {
+                name: "gemm_u8i8_8x32c4_avx512+remainder_u8i8_16x32c2_avx512",
+                shape: avx512_c4::SHAPE_TALL,
+                a_shift: 0,
+                features: "avx512f,avx512bw",
+                pack_a: pack_rows_u8,
+                exact: always_exact,
+                run: run_avx512_tall,
+                peak: Some(peak::maddubs512),
+            },
+            &PAIRS_AVX512,
+        ),
+        Kernel::new(KernelSpec {
+            name: "gemm_u8i8_8x32c2_avx512",
+            shape: avx512_c2::SHAPE,
+            a_shift: 0,
+            features: "avx512f,avx512bw",
+            pack_a: pack_rows_i16,
+            exact: always_exact,
+            run: run_avx512_c2,
+            peak: Some(peak::madd512),
+        }),
+    ];
 
     pub(super) static AVX512VNNI: [Kernel; 1] = [Kernel::new(KernelSpec {
         name: "gemm_u8i8_8x32c4_avx512vnni",
@@ -227,8 +308,12 @@ mod tests {
             use crate::kernels::gemm_u8i8_6x16c4_avx2::exact;
             let w: Vec<i8> = [64i8, 65, -64, -65, 1, 2, 0].to_vec();
             assert_eq!(exact(&w, 1, 7), 254); // 254·129 = 32766, 255·129 = 32895
-            assert_eq!(exact(&[127, -128, 3], 1, 3), 128); // 32767 / 255
-            assert_eq!(exact(&[-128, -128], 1, 2), 127); // 7-bit activations always qualify
+                                              // Mixed signs never saturate: 255·127 and −255·128 fit int16.
+            assert_eq!(exact(&[127, -128, 3], 1, 3), 255);
+            assert_eq!(exact(&[-128, -128], 1, 2), 128); // 128·(−256) = −32768
+            assert_eq!(exact(&[127, 127], 1, 2), 129); // 129·254 = 32766
+                                                       // At the bound: 255·128 = 32640, −255·128 = −32640.
+            assert_eq!(exact(&[64, 64, -64, -64, 127, 1, -128, 0], 1, 8), 255);
             assert_eq!(exact(&[1, 0, 0, 1], 2, 2), 255);
             assert_eq!(exact(&[0, 0], 1, 2), 255);
         }

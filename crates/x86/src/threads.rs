@@ -1,31 +1,14 @@
-//! Threading: rayon pools sized by `rquant_core::registry::num_threads()`.
-//! Work is split into tasks whose results do not depend on which thread runs
-//! them, so every thread count gives the same bits.
+//! Threading: the engine's parallel loops, on rquant's one pool
+//! ([`rquant_core::threads`]: the caller is one of the threads, at most
+//! `registry::num_threads()` in all, tasks handed out dynamically, nested
+//! calls inline). Work is split into tasks whose results do not depend on
+//! which thread runs them, so every thread count gives the same bits.
 
-use std::sync::{Arc, Mutex};
+use rquant_core::threads as pool;
 
-use rayon::prelude::*;
-
-fn pool(n: usize) -> Arc<rayon::ThreadPool> {
-    static POOLS: Mutex<Vec<(usize, Arc<rayon::ThreadPool>)>> = Mutex::new(Vec::new());
-    let mut pools = POOLS.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, p)) = pools.iter().find(|(k, _)| *k == n) {
-        return p.clone();
-    }
-    let p = Arc::new(
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .thread_name(|i| format!("rquant-x86-{i}"))
-            .build()
-            .expect("building a rayon thread pool"),
-    );
-    pools.push((n, p.clone()));
-    p
-}
-
-/// Threads to use for `tasks` tasks.
+/// Threads to use for `tasks` tasks (1 inside another parallel region).
 pub(crate) fn threads_for(tasks: usize) -> usize {
-    rquant_core::registry::num_threads().min(tasks).max(1)
+    pool::threads_for(tasks)
 }
 
 /// Run `f(state, i)` for i in 0..count, on the engine's threads; `init`
@@ -35,20 +18,14 @@ where
     I: Fn() -> S + Sync + Send,
     F: Fn(&mut S, usize) + Sync + Send,
 {
-    let n = threads_for(count);
-    if n <= 1 {
-        let mut s = init();
-        for i in 0..count {
-            f(&mut s, i);
-        }
-        return;
-    }
-    pool(n).install(|| {
-        (0..count)
-            .into_par_iter()
-            .for_each_init(&init, |s, i| f(s, i))
-    });
+    pool::par_for(count, init, f)
 }
+
+/// Bytes of `a` per thread below which [`par_chunks2`] (activation packing)
+/// stays on the calling thread: packing one image of a small conv (a few
+/// tens of KiB, a few µs) costs less than handing half of it to another
+/// thread.
+const PACK_BYTES_PER_THREAD: usize = 64 << 10;
 
 /// Run `f(state, i, chunk_a, chunk_b)` over matching chunks of two buffers.
 pub(crate) fn par_chunks2<A, B, S, I, F>(
@@ -64,21 +41,14 @@ pub(crate) fn par_chunks2<A, B, S, I, F>(
     I: Fn() -> S + Sync + Send,
     F: Fn(&mut S, usize, &mut [A], &mut [B]) + Sync + Send,
 {
-    let count = a.len().div_ceil(ca.max(1));
-    let n = threads_for(count);
-    if n <= 1 {
-        let mut s = init();
+    if std::mem::size_of_val(a) < 2 * PACK_BYTES_PER_THREAD {
+        let mut s = None;
         for (i, (x, y)) in a.chunks_mut(ca).zip(b.chunks_mut(cb)).enumerate() {
-            f(&mut s, i, x, y);
+            f(s.get_or_insert_with(&init), i, x, y);
         }
         return;
     }
-    pool(n).install(|| {
-        a.par_chunks_mut(ca)
-            .zip(b.par_chunks_mut(cb))
-            .enumerate()
-            .for_each_init(&init, |s, (i, (x, y))| f(s, i, x, y))
-    });
+    pool::par_chunks2_mut(a, ca, b, cb, init, f)
 }
 
 /// Run `f(state, i, chunk)` over the `c`-element chunks of `a`.
@@ -88,18 +58,5 @@ where
     I: Fn() -> S + Sync + Send,
     F: Fn(&mut S, usize, &mut [A]) + Sync + Send,
 {
-    let count = a.len().div_ceil(c.max(1));
-    let n = threads_for(count);
-    if n <= 1 {
-        let mut s = init();
-        for (i, x) in a.chunks_mut(c).enumerate() {
-            f(&mut s, i, x);
-        }
-        return;
-    }
-    pool(n).install(|| {
-        a.par_chunks_mut(c)
-            .enumerate()
-            .for_each_init(&init, |s, (i, x)| f(s, i, x))
-    });
+    pool::par_chunks_mut(a, c, init, f)
 }

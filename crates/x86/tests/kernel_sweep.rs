@@ -74,56 +74,122 @@ fn intended_paths_ran() {
     }
 }
 
-/// The packed weight records each kernel's pack-time exactness verdict, and
-/// the bounded `vpmaddubsw` kernel is chosen exactly when it is exact.
+/// The packed weight records each kernel's pack-time verdict — the bound of
+/// the bounded `vpmaddubsw` kernel, the split of the two-pass kernel (its
+/// remainder, or its absence where the split does not pay) — and each call
+/// runs the first kernel exact for its activations.
 #[test]
-fn exactness_is_decided_at_pack_time_and_recorded() {
+fn exactness_and_split_are_decided_at_pack_time_and_recorded() {
+    use rquant_core::gemm::with_every_split;
     use rquant_core::{QParams, QTensor};
     use rquant_x86::LinearPanels;
-    let Some(avx2) = paths().into_iter().find(|e| e.isa() == "avx2") else {
-        eprintln!("no avx2 path here: skipped");
-        return;
-    };
     let r = tk::reference();
-    let ks = avx2.gemm_kernels();
-    assert_eq!(ks.len(), 2, "{ks:?}");
-    // Pairs (64, 65): exact up to 254.
-    let w = QTensor::<i8>::from_int_repr(
-        vec![3, 4],
-        [64i8, 65, -64, -65].repeat(3),
-        QParams::per_tensor(0.01, 0),
-    )
-    .unwrap();
-    let pw = avx2.pack_linear(w.clone(), None).unwrap();
-    let pr = r.pack_linear(w, None).unwrap();
-    let b = pw.panels::<LinearPanels>().unwrap().gemm();
-    let verdicts: Vec<(&str, u8, bool)> = b
-        .layouts()
-        .iter()
-        .map(|l| (l.kernel.name, l.exact_up_to, l.full_range_exact()))
-        .collect();
-    assert_eq!(
-        verdicts,
-        [
-            ("gemm_u8i8_6x16c4_avx2", 254, false),
-            ("gemm_u8i8_6x16c2_avx2", 255, true)
-        ]
-    );
-    for (x_top, want) in [(254u8, 0usize), (255, 1)] {
-        let x = QTensor::<u8>::from_int_repr(
-            vec![2, 4],
-            vec![x_top, 3, 0, 1, 9, x_top, x_top, 2],
-            QParams::per_tensor(0.1, 0),
+    let mut checked = 0;
+    for e in paths() {
+        let ks = e.gemm_kernels();
+        if !ks.iter().any(|k| k.pair.is_some()) {
+            continue;
+        }
+        checked += 1;
+        let names: Vec<&str> = ks.iter().map(|k| k.name).collect();
+        assert_eq!(ks.len(), 3, "{names:?}");
+        assert!(ks[1].pair.is_some(), "{names:?}");
+        let verdicts = |pw: &rquant_core::PackedLinear| -> Vec<(&str, u8, Option<usize>)> {
+            let b = pw.panels::<LinearPanels>().unwrap().gemm();
+            b.layouts()
+                .iter()
+                .map(|l| {
+                    (
+                        l.kernel.name,
+                        l.exact_up_to,
+                        l.remainder().map(|r| r.pairs()),
+                    )
+                })
+                .collect()
+        };
+        let check = |w: &QTensor<i8>, pw: &rquant_core::PackedLinear, x_top: u8, want: usize| {
+            let (k, pr) = (w.shape()[1], r.pack_linear(w.clone(), None).unwrap());
+            let x = QTensor::<u8>::from_int_repr(
+                vec![3, k],
+                (0..3 * k)
+                    .map(|i| if i % 5 == 1 { x_top } else { (i % 97) as u8 })
+                    .collect(),
+                QParams::per_tensor(0.1, 0),
+            )
+            .unwrap();
+            let before: Vec<usize> = ks.iter().map(|k| k.calls()).collect();
+            let y = e.linear(&x, pw, 0.5, 10, false).unwrap();
+            assert_eq!(y, r.linear(&x, &pr, 0.5, 10, false).unwrap());
+            assert!(
+                ks[want].calls() > before[want],
+                "{}: x max {x_top}: {}",
+                e.isa(),
+                ks[want].name
+            );
+        };
+        // Pairs (64, 65), (−64, −65): the bounded kernel is exact up to 254;
+        // on a matrix this small the split does not pay (the widened kernel
+        // is packed), unless every split is accepted.
+        let w = QTensor::<i8>::from_int_repr(
+            vec![3, 4],
+            [64i8, 65, -64, -65].repeat(3),
+            QParams::per_tensor(0.01, 0),
         )
         .unwrap();
-        let before: Vec<usize> = ks.iter().map(|k| k.calls()).collect();
-        let y = avx2.linear(&x, &pw, 0.5, 10, false).unwrap();
-        assert_eq!(y, r.linear(&x, &pr, 0.5, 10, false).unwrap());
-        assert!(
-            ks[want].calls() > before[want],
-            "x max {x_top}: {}",
-            ks[want].name
+        let pw = e.pack_linear(w.clone(), None).unwrap();
+        assert_eq!(
+            verdicts(&pw),
+            [(ks[0].name, 254, None), (ks[2].name, 255, None)],
+            "{}",
+            e.isa()
         );
+        check(&w, &pw, 254, 0);
+        check(&w, &pw, 255, 2);
+        let pw = with_every_split(|| e.pack_linear(w.clone(), None).unwrap());
+        assert_eq!(
+            verdicts(&pw),
+            [(ks[0].name, 254, None), (ks[1].name, 255, Some(6))],
+            "{}",
+            e.isa()
+        );
+        check(&w, &pw, 255, 1);
+        // A sparse remainder (3 pairs over the bound in a 64×256 matrix of
+        // small weights): the split pays; nothing is packed after it.
+        let mut v = vec![5i8; 64 * 256];
+        v[7] = 100;
+        v[6] = 40; // P = 140
+        v[300] = -128;
+        v[301] = -1; // N = 129
+        v[64 * 256 - 2] = 127;
+        v[64 * 256 - 1] = 127; // P = 254
+        let w =
+            QTensor::<i8>::from_int_repr(vec![64, 256], v, QParams::per_tensor(0.01, 0)).unwrap();
+        let pw = e.pack_linear(w.clone(), None).unwrap();
+        assert_eq!(
+            verdicts(&pw),
+            [(ks[0].name, 129, None), (ks[1].name, 255, Some(3))],
+            "{}",
+            e.isa()
+        );
+        assert_eq!(pw.weight(), w, "bounded part + remainder = the weight");
+        check(&w, &pw, 129, 0);
+        check(&w, &pw, 130, 1);
+        check(&w, &pw, 255, 1);
+        // Every pair within the bound: the bounded kernel is exact for every
+        // input, and the only layout.
+        let w = QTensor::<i8>::from_int_repr(
+            vec![2, 4],
+            vec![64, 64, -128, 0, 127, -128, -64, -64],
+            QParams::per_tensor(0.01, 0),
+        )
+        .unwrap();
+        let pw = e.pack_linear(w.clone(), None).unwrap();
+        assert_eq!(verdicts(&pw), [(ks[0].name, 255, None)], "{}", e.isa());
+        check(&w, &pw, 255, 0);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        assert!(checked >= 1, "no path with a two-pass kernel");
     }
 }
 

@@ -7,6 +7,7 @@
 //! miri_target_features`) through `cargo xtask miri` — how the AVX-512
 //! kernels are checked on a machine without AVX-512.
 
+use rquant_core::gemm::with_every_split;
 use rquant_core::Conv2dParams;
 use rquant_testkit::{reference, Act, ConvTester, GemmTester, Wt};
 
@@ -29,9 +30,11 @@ fn every_path_small_cases() {
             let s = kern.shape;
             let before = kern.calls();
             // A bounded kernel (before the last) runs on 7-bit activations;
-            // the last on full-range ones with weights no bounded kernel is
-            // exact for.
-            let bounded = i + 1 < ks.len();
+            // a two-pass kernel on full-range ones with a sparse remainder
+            // (every split accepted); the last on full-range ones with
+            // weights no bounded kernel is exact for and no split pays for.
+            let two_pass = kern.pair.is_some();
+            let bounded = i + 1 < ks.len() && !two_pass;
             for &(m, k, n) in &[
                 (1, s.kr + 1, 3),
                 (s.mr - 1, 9 * s.kr + 1, s.nr + 1),
@@ -44,9 +47,16 @@ fn every_path_small_cases() {
                     .per_channel(m % 2 == 1)
                     .x_zp(131)
                     .act(if bounded { Act::Low } else { Act::Full })
-                    .wt(if bounded { Wt::Full } else { Wt::Extreme });
-                t.test_linear(e, &r);
-                t.test_linear_dynamic(e, &r, -3.0, 5.0, bounded);
+                    .wt(if bounded { Wt::Full } else { Wt::OverBound });
+                let run = || {
+                    t.test_linear(e, &r);
+                    t.test_linear_dynamic(e, &r, -3.0, 5.0, bounded);
+                };
+                if two_pass {
+                    with_every_split(run);
+                } else {
+                    run();
+                }
                 // Miri does not implement the F16C conversions (vcvtps2ph).
                 if !cfg!(miri) {
                     t.test_linear_fp16(e, &r, 4.0);
@@ -66,6 +76,9 @@ fn every_path_small_cases() {
                 ..Default::default()
             };
             ConvTester::new(4, 8, [5, 6], [3, 3], p).test(e, &r);
+            // Through the two-pass kernels too (every split accepted).
+            let g = GemmTester::new().wt(Wt::OverBound);
+            with_every_split(|| ConvTester::new(8, 8, [5, 6], [3, 3], p).gemm(g).test(e, &r));
         }
         quantize_small(e);
     }

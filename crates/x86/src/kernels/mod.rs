@@ -6,7 +6,9 @@
 //! `Σ_k x[m,k]·w[k,n]` of one activation micro-panel and one weight
 //! micro-panel (layouts in [`crate::pack`]) into an `MR×NR` int32 tile, in
 //! wrapping int32 arithmetic and without any intermediate saturation (the
-//! `vpmaddubsw` kernel: under the bound its `exact` check computes). The
+//! `vpmaddubsw` kernels: under the bound their `exact` check computes, or on
+//! the bounded part of a split weight, whose sparse remainder a second pass,
+//! `remainder_*`, adds onto the tiles: `run(PairMicro)`). The
 //! kernels of each path are listed in `crate::table`. Zero points, bias and
 //! requantization are the output stage's job (`output*.rs`).
 
@@ -22,10 +24,13 @@ pub mod gemm_u8i8_6x16c2_avx2;
 pub mod gemm_u8i8_6x16c4_avx2;
 pub mod gemm_u8i8_6x16c4_avxvnni;
 pub mod gemm_u8i8_8x32c2_avx512;
+pub mod gemm_u8i8_8x32c4_avx512;
 pub mod gemm_u8i8_8x32c4_avx512vnni;
 pub(crate) mod output;
 pub(crate) mod output_avx2;
 pub(crate) mod output_avx512;
 pub mod quantize_f32u8_row_avx2;
 pub mod quantize_f32u8_row_avx512;
+pub mod remainder_u8i8_16x16c2_avx2;
+pub mod remainder_u8i8_16x32c2_avx512;
 pub mod transpose_u8_16x16_sse2;

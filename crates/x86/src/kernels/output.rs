@@ -142,8 +142,9 @@ impl FloatTile<'_> {
     }
 }
 
-/// Largest tile of any x86 kernel (8×32): the local tile of a transposed store.
-const TILE_MAX: usize = 8 * 32;
+/// Largest tile of any x86 kernel (16×32: the AVX-512 two-pass entry's
+/// panels): the local tile of a transposed store.
+const TILE_MAX: usize = 16 * 32;
 
 /// Store `rows` (a function writing the tile as rows of contiguous columns,
 /// `ld` apart, at a pointer) through `store` into `out`.
