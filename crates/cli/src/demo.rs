@@ -305,7 +305,7 @@ pub fn run(opts: Args) -> Res {
         .1
         .clone();
     convert_with(&mut q, &default)?;
-    let mut f = fused.clone();
+    let f = fused.clone();
     let x = test.batch(0, BATCH.min(test.len()), mnist::MEAN, mnist::STD);
     say!(
         "\n{}",
@@ -314,7 +314,7 @@ pub fn run(opts: Args) -> Res {
                 "numeric suite: static per-channel ({}) vs fused fp32 — weights",
                 default.name()
             ),
-            &numeric_suite::compare_weights(&f, &q)
+            &numeric_suite::compare_weights_sqnr(&f, &q)
         )
     );
     say!(
@@ -324,7 +324,7 @@ pub fn run(opts: Args) -> Res {
                 "numeric suite: per-layer outputs on {} test images",
                 x.shape()[0]
             ),
-            &numeric_suite::compare_model_outputs(&mut f, &mut q, &x)?
+            &numeric_suite::compare_model_outputs_sqnr(&f, &q, &x)?
         )
     );
     if let Some(p) = &opts.json {

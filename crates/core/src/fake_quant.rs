@@ -120,3 +120,61 @@ pub fn fake_quantize_per_channel(
         mask,
     })
 }
+
+/// `torch.fake_quantize_per_channel_affine` with float zero points (the
+/// `per_channel_affine_float_qparams` scheme of embedding QAT), as
+/// PyTorch's AVX2 / AVX-512 builds compute it: `qval = rne(fma(x, 1/scale,
+/// zp))` (the compiler contracts `zp + x·inv` into a fused multiply-add
+/// there; ATen's scalar build does not, and differs in the last place on a
+/// few inputs), `y = f32((clamp(qval) − f64(zp)) · f64(scale))` — the
+/// clamp goes through `std::fmax` on doubles, so the output arithmetic is
+/// f64, rounded once. `mask` is `qmin ≤ qval ≤ qmax`.
+pub fn fake_quantize_per_channel_float_qparams(
+    x: &Tensor,
+    scales: &[f32],
+    zero_points: &[f32],
+    axis: i64,
+    quant_min: i64,
+    quant_max: i64,
+) -> Result<FakeQuantOutput> {
+    const OP: &str = "fake_quantize_per_channel_float_qparams";
+    let axis = normalize_axis(OP, axis, x.ndim())?;
+    let (outer, c, inner) = split_axis(x.shape(), axis);
+    check_len(OP, "scales", c, scales.len())?;
+    check_len(OP, "zero_points", c, zero_points.len())?;
+    if quant_min > quant_max {
+        return Err(QuantError::invalid(
+            OP,
+            format!("quant_min {quant_min} > quant_max {quant_max}"),
+        ));
+    }
+    for (&s, &z) in scales.iter().zip(zero_points) {
+        check_scale(OP, s as f64)?;
+        if !z.is_finite() {
+            return Err(QuantError::invalid(
+                OP,
+                format!("zero point {z} is not finite"),
+            ));
+        }
+    }
+    let src = x.data();
+    let mut y = Vec::with_capacity(src.len());
+    let mut mask = Vec::with_capacity(src.len());
+    for o in 0..outer {
+        for ch in 0..c {
+            let (s, z) = (scales[ch], zero_points[ch]);
+            let inv = 1.0f32 / s;
+            let base = (o * c + ch) * inner;
+            for &v in &src[base..base + inner] {
+                let qval = f32_to_i64_sat(rne(v.mul_add(inv, z)));
+                let q = qval.clamp(quant_min, quant_max) as f64;
+                y.push(((q - z as f64) * s as f64) as f32);
+                mask.push(quant_min <= qval && qval <= quant_max);
+            }
+        }
+    }
+    Ok(FakeQuantOutput {
+        y: Tensor::new(x.shape().to_vec(), y)?,
+        mask,
+    })
+}

@@ -25,6 +25,7 @@ pub mod numerics;
 pub mod observer;
 pub mod ops;
 pub mod output;
+pub mod param;
 pub mod params;
 pub mod portable;
 pub mod qconfig;
@@ -40,7 +41,10 @@ pub use engine::{
     PackedLinearFp16, PathId,
 };
 pub use error::{QuantError, Result};
-pub use fake_quant::{fake_quantize_per_channel, fake_quantize_per_tensor, FakeQuantOutput};
+pub use fake_quant::{
+    fake_quantize_per_channel, fake_quantize_per_channel_float_qparams, fake_quantize_per_tensor,
+    FakeQuantOutput,
+};
 pub use ops::{AvgPool2dParams, BinaryOp, Conv2dParams, MaxPool2dParams, OutQ};
 pub use params::{
     BatchNormParams, Conv1dParams, Conv3dParams, ConvTranspose2dParams, EmbeddingBagMode,

@@ -47,8 +47,8 @@ impl Lstm {
                 )?
             }
             Lstm::Int8(q) => {
-                let (ih, hhw) = &q.layers[0];
-                (if hh { hhw } else { ih }).apply(&q.engine, x)?
+                let l = &q.layers[0];
+                (if hh { &l.hh } else { &l.ih }).apply(&q.engine, x)?
             }
         })
     }
@@ -143,18 +143,22 @@ fn lstm(w: &Weights, p: &str, input: usize) -> Result<Rnn> {
         )?))
     };
     let g = 4 * HIDDEN;
-    Ok(Rnn {
-        kind: RnnKind::Lstm,
-        input_size: input,
-        hidden_size: HIDDEN,
-        batch_first: true,
-        layers: vec![RnnLayer {
-            w_ih: t("weight_ih_l0", &[g, input])?,
-            w_hh: t("weight_hh_l0", &[g, HIDDEN])?,
-            b_ih: Some(t("bias_ih_l0", &[g])?),
-            b_hh: Some(t("bias_hh_l0", &[g])?),
-        }],
-    })
+    let mut r = Rnn::new(
+        RnnKind::Lstm,
+        input,
+        HIDDEN,
+        1,
+        true,
+        &mut rquant_nn::Rng(0),
+    );
+    r.layers = vec![RnnLayer {
+        w_ih: t("weight_ih_l0", &[g, input])?,
+        w_hh: t("weight_hh_l0", &[g, HIDDEN])?,
+        b_ih: Some(t("bias_ih_l0", &[g])?),
+        b_hh: Some(t("bias_hh_l0", &[g])?),
+        w_hr: None,
+    }];
+    Ok(r)
 }
 
 impl CharLstm {
@@ -206,8 +210,8 @@ impl CharLstm {
                 let Ok(mut d) = module.into_inner::<QDynRnn>() else {
                     bail!("quantize_dynamic did not produce a dynamic LSTM");
                 };
-                for (a, b) in &mut d.layers {
-                    for dw in [a, b] {
+                for l in &mut d.layers {
+                    for dw in [&mut l.ih, &mut l.hh] {
                         if let DynWeight::Int8 {
                             reduce_range: r, ..
                         } = dw

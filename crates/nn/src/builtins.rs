@@ -20,6 +20,12 @@ impl Default for ModuleRegistry {
         crate::rnn::register_loaders(&mut r);
         crate::quantized::register_loaders(&mut r);
         crate::channels_last::register_loaders(&mut r);
+        crate::convs::register_loaders(&mut r);
+        crate::acts::register_loaders(&mut r);
+        crate::norms::register_loaders(&mut r);
+        crate::pools::register_loaders(&mut r);
+        crate::workflow::register_loaders(&mut r);
+        crate::embeddings::register_loaders(&mut r);
         crate::movement::register_loaders(&mut r);
         r
     }
@@ -31,6 +37,10 @@ impl Default for Mappings {
         let mut m = Mappings::empty();
         crate::layers::register_mappings(&mut m);
         crate::quantized::register_mappings(&mut m);
+        crate::convs::register_mappings(&mut m);
+        crate::acts::register_mappings(&mut m);
+        crate::norms::register_mappings(&mut m);
+        crate::embeddings::register_mappings(&mut m);
         m
     }
 }

@@ -108,6 +108,28 @@ impl Saver {
         );
         Ok(json!(w.qscheme().name()))
     }
+    /// A per-tensor quint8 tensor as `{path}.{name}` (U8) with
+    /// `{name}_scale` (F64) and `{name}_zero_point` (I64).
+    pub fn qweight_u8(&mut self, name: &str, w: &QTensor<u8>) {
+        let (s, z) = w.q_per_tensor().unwrap_or((1.0, 0));
+        self.push(name, Dtype::U8, w.shape().to_vec(), w.int_repr().to_vec());
+        self.push(
+            &format!("{name}_scale"),
+            Dtype::F64,
+            vec![1],
+            s.to_le_bytes().to_vec(),
+        );
+        self.push(
+            &format!("{name}_zero_point"),
+            Dtype::I64,
+            vec![1],
+            z.to_le_bytes().to_vec(),
+        );
+    }
+    /// Raw bytes `{path}.{name}` of any dtype.
+    pub fn raw(&mut self, name: &str, dtype: Dtype, shape: Vec<usize>, bytes: Vec<u8>) {
+        self.push(name, dtype, shape, bytes);
+    }
     /// An optional float bias `{path}.bias`; returns whether there is one.
     pub fn bias(&mut self, b: Option<&[f32]>) -> bool {
         if let Some(b) = b {

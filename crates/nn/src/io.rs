@@ -281,7 +281,28 @@ fn build(src: &Source, reg: &ModuleRegistry, p: &str, j: &J) -> Result<Module> {
         )
     })?;
     let mut n = Node::new(p.to_string(), ty.to_string(), j, children, src);
-    let m = load(&mut n)?;
+    let mut m = load(&mut n)?;
+    if let Some(o) = j.get("observed") {
+        // A prepared model's observed module: wrap it again with its
+        // observer (or fake quant) and qconfig, state restored.
+        let post = crate::resume::load_act_post(
+            &n,
+            "activation_post_process",
+            o.get("post")
+                .ok_or_else(|| n.attr_error("observed", "missing post"))?,
+        )?;
+        let qconfig = crate::resume::qconfig_from_json(
+            o.get("qconfig")
+                .ok_or_else(|| n.attr_error("observed", "missing qconfig"))?,
+        )
+        .map_err(|d| n.attr_error("observed.qconfig", d))?;
+        m = crate::observed::Observed {
+            module: m,
+            post,
+            qconfig,
+        }
+        .into();
+    }
     let left = n.remaining_children();
     if !left.is_empty() {
         return Err(NnError::file(

@@ -64,10 +64,17 @@ pub struct Linear {
     pub bias: Option<Param>,
     pub relu: bool,
     pub weight_fake_quant: Option<FakeQuantize>,
+    /// `nni.LinearBn1d` (fused by `fuse_modules_qat`); with a weight fake
+    /// quant it is `nniqat.LinearBn1d` (the batch norm folded into the
+    /// weight in training, as `_forward_approximate`).
+    pub bn: Option<BatchNorm2d>,
+    /// QAT: BN statistics frozen (`freeze_bn_stats`).
+    pub freeze_bn: bool,
     pub(crate) training: bool,
     cache_x: Option<Tensor>,
     cache_y: Option<Tensor>,
     cache_fq: Option<FqCache>,
+    cache_bn: Option<(Vec<f32>, Vec<f32>, Tensor, Tensor)>,
 }
 
 impl Linear {
@@ -101,13 +108,140 @@ impl Linear {
             bias: bias.map(Param::new),
             relu: false,
             weight_fake_quant: None,
+            bn: None,
+            freeze_bn: false,
             training: false,
             cache_x: None,
             cache_y: None,
             cache_fq: None,
+            cache_bn: None,
         })
     }
+    /// The weight and bias a quantized module holds: a live batch norm
+    /// folded in (PyTorch's `fuse_linear_bn_weights`).
+    pub fn folded_weights(&self) -> Result<(Tensor, Option<Vec<f32>>)> {
+        let b = self.bias.as_ref().map(|b| b.value.data().to_vec());
+        match &self.bn {
+            Some(bn) => {
+                let (w, b) = fuse_linear_bn_weights(&self.weight.value, b.as_deref(), bn)?;
+                Ok((w, Some(b)))
+            }
+            None => Ok((self.weight.value.clone(), b)),
+        }
+    }
+
+    /// `nniqat.LinearBn1d._forward_approximate` (and the float `LinearBn1d`).
+    fn forward_bn(&mut self, x: Tensor) -> Result<Tensor> {
+        if x.ndim() != 2 {
+            return Err(bad(
+                "LinearBn1d",
+                format!("expects [N, in_features] input, got {:?}", x.shape()),
+            ));
+        }
+        let o = self.out_features;
+        let Some(fq) = &mut self.weight_fake_quant else {
+            // Float LinearBn1d: linear, then the batch norm.
+            let b = self.bias.as_ref().map(|b| b.value.data());
+            let y0 = F::linear(&x, self.weight.value.data(), o, self.in_features, b)?;
+            let bn = self.bn.as_mut().expect("checked");
+            bn.training = self.training && !self.freeze_bn;
+            let y = bn.forward(y0)?;
+            if self.training {
+                self.cache_x = Some(x);
+            }
+            return Ok(y);
+        };
+        let bn = self.bn.as_ref().expect("checked");
+        let running_std: Vec<f32> = bn
+            .running_var
+            .data()
+            .iter()
+            .map(|v| (v + bn.eps).sqrt())
+            .collect();
+        let sf: Vec<f32> = (0..o)
+            .map(|i| bn.weight.value.data()[i] / running_std[i])
+            .collect();
+        let k = self.in_features;
+        let mut ws = self.weight.value.clone();
+        for (i, v) in ws.data_mut().iter_mut().enumerate() {
+            *v *= sf[i / k];
+        }
+        let fqo = fq.forward(&ws)?;
+        let raw = F::linear(&x, fqo.y.data(), o, k, None)?;
+        let mut y0 = raw.clone();
+        for (i, v) in y0.data_mut().iter_mut().enumerate() {
+            let ch = i % o;
+            let b = self.bias.as_ref().map_or(0.0, |b| b.value.data()[ch]);
+            *v = *v / sf[ch] + b;
+        }
+        let bn = self.bn.as_mut().expect("checked");
+        let y = if self.training && self.freeze_bn {
+            bn_eval_with_cache(bn, y0)?
+        } else {
+            bn.training = self.training;
+            bn.forward(y0)?
+        };
+        if self.training {
+            self.cache_x = Some(x);
+            self.cache_fq = Some(FqCache {
+                w: fqo.y,
+                mask: fqo.mask,
+            });
+            self.cache_bn = Some((sf, running_std, raw, ws));
+        }
+        Ok(y)
+    }
+
+    fn backward_bn(&mut self, g: Tensor) -> Result<Tensor> {
+        let x = self
+            .cache_x
+            .take()
+            .ok_or_else(|| NnError::module("", "backward without a training forward"))?;
+        let (o, k) = (self.out_features, self.in_features);
+        let dy0 = self.bn.as_mut().expect("bn").backward(g)?;
+        let Some((sf, running_std, raw, scaled)) = self.cache_bn.take() else {
+            let (dx, dw, db) = F::linear_backward(&x, self.weight.value.data(), o, k, &dy0, true)?;
+            self.weight.accumulate(dw)?;
+            if let Some(b) = &mut self.bias {
+                b.accumulate(db)?;
+            }
+            return Ok(dx.expect("requested"));
+        };
+        let fq = self.cache_fq.take().expect("cached with x");
+        let mut draw = dy0.clone();
+        let mut dsf = vec![0.0f32; o];
+        let mut db = vec![0.0f32; o];
+        for (i, (dv, rv)) in draw.data_mut().iter_mut().zip(raw.data()).enumerate() {
+            let ch = i % o;
+            db[ch] += *dv;
+            dsf[ch] -= *dv * rv / (sf[ch] * sf[ch]);
+            *dv /= sf[ch];
+        }
+        let (dx, dws, _) = F::linear_backward(&x, fq.w.data(), o, k, &draw, true)?;
+        let dws = self.weight_fake_quant.as_mut().expect("qat").backward(
+            &scaled,
+            &Tensor::new([o, k], dws)?,
+            &fq.mask,
+        )?;
+        let mut dw = vec![0.0f32; o * k];
+        for (i, &d) in dws.data().iter().enumerate() {
+            let ch = i / k;
+            dw[i] = d * sf[ch];
+            dsf[ch] += d * self.weight.value.data()[i];
+        }
+        let dgamma: Vec<f32> = (0..o).map(|c| dsf[c] / running_std[c]).collect();
+        self.bn.as_mut().expect("bn").weight.accumulate(dgamma)?;
+        self.weight.accumulate(dw)?;
+        if let Some(b) = &mut self.bias {
+            b.accumulate(db)?;
+        }
+        Ok(dx.expect("requested"))
+    }
+
     pub fn forward(&mut self, x: Tensor) -> Result<Tensor> {
+        if self.bn.is_some() {
+            return self.forward_bn(x);
+        }
         let w = match &mut self.weight_fake_quant {
             Some(fq) => {
                 let c = fake_quant_weight(fq, &self.weight.value, self.training)?;
@@ -129,6 +263,9 @@ impl Linear {
         Ok(y)
     }
     pub fn backward(&mut self, mut g: Tensor) -> Result<Tensor> {
+        if self.bn.is_some() {
+            return self.backward_bn(g);
+        }
         let x = self
             .cache_x
             .take()
@@ -138,13 +275,18 @@ impl Linear {
         }
         let fq = self.cache_fq.take();
         let w = fq.as_ref().map_or(&self.weight.value, |c| &c.w);
-        let (dx, mut dw, db) =
+        let (dx, dw, db) =
             F::linear_backward(&x, w.data(), self.out_features, self.in_features, &g, true)?;
-        if let Some(c) = &fq {
-            for (d, &m) in dw.iter_mut().zip(&c.mask) {
-                *d *= if m { 1.0 } else { 0.0 };
-            }
-        }
+        let dw = match (&fq, &mut self.weight_fake_quant) {
+            (Some(c), Some(f)) => f
+                .backward(
+                    &self.weight.value,
+                    &Tensor::new(self.weight.value.shape().to_vec(), dw)?,
+                    &c.mask,
+                )?
+                .into_data(),
+            _ => dw,
+        };
         self.weight.accumulate(dw)?;
         if let Some(b) = &mut self.bias {
             b.accumulate(db)?;
@@ -170,6 +312,8 @@ pub struct BatchNorm2d {
     pub relu: bool,
     /// `nn.BatchNorm1d` (2-D / 3-D input).
     pub one_d: bool,
+    /// `nn.BatchNorm3d` (5-D input); with `relu` it is `nni.BNReLU3d`.
+    pub three_d: bool,
     pub(crate) training: bool,
     cache: Option<BnCache>,
 }
@@ -195,6 +339,7 @@ impl BatchNorm2d {
             num_batches_tracked: 0,
             relu: false,
             one_d: false,
+            three_d: false,
             training: false,
             cache: None,
         }
@@ -219,12 +364,23 @@ impl BatchNorm2d {
             ..Self::new(num_features)
         }
     }
+    /// `nn.BatchNorm3d`: the same module on `[N, C, D, H, W]` input.
+    pub fn new_3d(num_features: usize) -> Self {
+        BatchNorm2d {
+            three_d: true,
+            ..Self::new(num_features)
+        }
+    }
+    /// The input as `[N, C, L, 1]` for the 1-d and 3-d forms.
+    fn flat_shape(&self, s: &[usize]) -> Option<[usize; 4]> {
+        let ok = (self.one_d && (s.len() == 2 || s.len() == 3)) || (self.three_d && s.len() == 5);
+        ok.then(|| [s[0], s[1], s[2..].iter().product(), 1])
+    }
     /// Forward (batch statistics in training mode, running ones in eval).
     pub fn forward(&mut self, x: Tensor) -> Result<Tensor> {
-        if self.one_d && (x.ndim() == 2 || x.ndim() == 3) {
+        if let Some(f) = self.flat_shape(x.shape()) {
             let s = x.shape().to_vec();
-            let l = if s.len() == 3 { s[2] } else { 1 };
-            let y = self.forward(x.reshape([s[0], s[1], l, 1])?)?;
+            let y = self.forward(x.reshape(f)?)?;
             return Ok(y.reshape(s)?);
         }
         self.check(&x)?;
@@ -279,10 +435,9 @@ impl BatchNorm2d {
         Ok(y)
     }
     pub fn backward(&mut self, mut g: Tensor) -> Result<Tensor> {
-        if self.one_d && (g.ndim() == 2 || g.ndim() == 3) {
+        if let Some(f) = self.flat_shape(g.shape()) {
             let s = g.shape().to_vec();
-            let l = if s.len() == 3 { s[2] } else { 1 };
-            let dx = self.backward(g.reshape([s[0], s[1], l, 1])?)?;
+            let dx = self.backward(g.reshape(f)?)?;
             return Ok(dx.reshape(s)?);
         }
         let cache = self
@@ -581,10 +736,18 @@ impl Conv2d {
         let (dx, dws, _) =
             F::conv2d_backward(&x, fq.w.data(), fq.w.shape(), self.params, &draw, true)?;
         let per = self.weight.value.numel() / c;
-        let mut dw = vec![0.0f32; dws.len()];
-        for (i, (&d, &m)) in dws.iter().zip(&fq.mask).enumerate() {
+        let mut scaled = self.weight.value.clone();
+        for (i, v) in scaled.data_mut().iter_mut().enumerate() {
+            *v *= qc.scale_factor[i / per];
+        }
+        let dws = self.weight_fake_quant.as_mut().expect("qat").backward(
+            &scaled,
+            &Tensor::new(fq.w.shape().to_vec(), dws)?,
+            &fq.mask,
+        )?;
+        let mut dw = vec![0.0f32; dws.numel()];
+        for (i, &d) in dws.data().iter().enumerate() {
             let ch = i / per;
-            let d = d * if m { 1.0 } else { 0.0 };
             dw[i] = d * qc.scale_factor[ch];
             dsf[ch] += d * self.weight.value.data()[i];
         }
@@ -615,12 +778,17 @@ impl Conv2d {
         }
         let fq = self.cache_fq.take();
         let w = fq.as_ref().map_or(&self.weight.value, |c| &c.w);
-        let (dx, mut dw, db) = F::conv2d_backward(&x, w.data(), w.shape(), self.params, &g, true)?;
-        if let Some(c) = &fq {
-            for (d, &m) in dw.iter_mut().zip(&c.mask) {
-                *d *= if m { 1.0 } else { 0.0 };
-            }
-        }
+        let (dx, dw, db) = F::conv2d_backward(&x, w.data(), w.shape(), self.params, &g, true)?;
+        let dw = match (&fq, &mut self.weight_fake_quant) {
+            (Some(c), Some(f)) => f
+                .backward(
+                    &self.weight.value,
+                    &Tensor::new(self.weight.value.shape().to_vec(), dw)?,
+                    &c.mask,
+                )?
+                .into_data(),
+            _ => dw,
+        };
         self.weight.accumulate(dw)?;
         if let Some(b) = &mut self.bias {
             b.accumulate(db)?;
@@ -630,7 +798,7 @@ impl Conv2d {
 }
 
 /// Eval-mode batch norm that still records what the backward pass needs.
-fn bn_eval_with_cache(bn: &mut BatchNorm2d, y0: Tensor) -> Result<Tensor> {
+pub(crate) fn bn_eval_with_cache(bn: &mut BatchNorm2d, y0: Tensor) -> Result<Tensor> {
     let relu = bn.relu;
     bn.relu = false;
     bn.training = false;
@@ -659,27 +827,6 @@ fn bn_eval_with_cache(bn: &mut BatchNorm2d, y0: Tensor) -> Result<Tensor> {
 
 // ---------------------------------------------------------------- element-wise
 
-/// Quantized ReLU6 (`torch.ops.quantized.relu6`): an integer clamp to
-/// `[zero_point, quantize(6.0)]` that keeps the input's qparams.
-pub fn relu6_quantized(x: &QTensor<u8>) -> Result<QTensor<u8>> {
-    let (scale, zp) = x
-        .q_per_tensor()
-        .ok_or_else(|| bad("relu6", "per-tensor input required"))?;
-    let six =
-        rquant_core::numerics::quantize_val::<u8>(rquant_core::numerics::inv_scale(scale), zp, 6.0);
-    let lo = zp as u8;
-    let hi = six.max(lo);
-    let data = x.int_repr().iter().map(|&q| q.clamp(lo, hi)).collect();
-    // Element-wise on the storage: the memory format is kept.
-    Ok(QTensor::new_per_tensor_unchecked_in(
-        x.shape().to_vec(),
-        data,
-        scale,
-        zp,
-        x.memory_format(),
-    ))
-}
-
 fn no_engine(op: &str) -> NnError {
     NnError::module(
         "",
@@ -693,9 +840,6 @@ pub enum ActKind {
     ReLU,
     ReLU6,
     Hardswish,
-    /// `relu6(x + 3) / 6`; on quantized input PyTorch's fixed output qparams
-    /// (1/256, 0), so it needs no observer.
-    Hardsigmoid,
 }
 
 #[derive(Debug, Clone)]
@@ -722,20 +866,12 @@ impl Activation {
             ActKind::ReLU => v.max(0.0),
             ActKind::ReLU6 => v.clamp(0.0, 6.0),
             ActKind::Hardswish => rquant_core::numerics::hardswish_f32(v),
-            ActKind::Hardsigmoid => (v + 3.0).clamp(0.0, 6.0) / 6.0,
         }
     }
     fn df(kind: ActKind, v: f32) -> f32 {
         match kind {
             ActKind::ReLU => (v > 0.0) as i32 as f32,
             ActKind::ReLU6 => (v > 0.0 && v < 6.0) as i32 as f32,
-            ActKind::Hardsigmoid => {
-                if v > -3.0 && v < 3.0 {
-                    1.0 / 6.0
-                } else {
-                    0.0
-                }
-            }
             ActKind::Hardswish => {
                 if v < -3.0 {
                     0.0
@@ -758,17 +894,16 @@ impl Activation {
         Ok(y)
     }
     /// On quantized input: ReLU and ReLU6 keep the input qparams (as PyTorch's
-    /// quantized relu / hardtanh), Hardsigmoid has PyTorch's fixed output
-    /// qparams (1/256, 0); Hardswish needs output qparams (convert).
+    /// quantized relu / hardtanh); Hardswish needs output qparams (convert).
+    /// (Hardsigmoid is [`crate::acts::Act`].)
     pub fn forward_quant(&self, x: QTensor<u8>) -> Result<QTensor<u8>> {
         match self.kind {
             ActKind::ReLU => Ok(self.engine.as_ref().ok_or_else(|| no_engine("ReLU"))?.relu(&x)?),
-            ActKind::ReLU6 => relu6_quantized(&x),
-            ActKind::Hardsigmoid => Ok(self
+            ActKind::ReLU6 => Ok(self
                 .engine
                 .as_ref()
-                .ok_or_else(|| no_engine("Hardsigmoid"))?
-                .hardsigmoid(&x)?),
+                .ok_or_else(|| no_engine("ReLU6"))?
+                .relu6(&x)?),
             ActKind::Hardswish => Err(bad(
                 "Hardswish",
                 "a float Hardswish cannot run on quantized input: convert it (it needs output qparams)",
@@ -1147,6 +1282,83 @@ fn fold_bn(
     Ok((wf, bf))
 }
 
+/// `torch.matmul` of float tensors `[.., M, K] × [.., K, N]` (batch
+/// dimensions broadcast), f32 accumulation in `k` order.
+pub fn matmul_float(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let (sa, sb) = (a.shape(), b.shape());
+    if sa.len() < 2 || sb.len() < 2 || sa[sa.len() - 1] != sb[sb.len() - 2] {
+        return Err(bad(
+            "matmul",
+            format!("shapes {sa:?} and {sb:?} do not multiply"),
+        ));
+    }
+    let (m, k, n) = (sa[sa.len() - 2], sa[sa.len() - 1], sb[sb.len() - 1]);
+    let (ba, bb) = (&sa[..sa.len() - 2], &sb[..sb.len() - 2]);
+    let nd = ba.len().max(bb.len());
+    let dim = |s: &[usize], i: usize| {
+        if i + s.len() < nd {
+            1
+        } else {
+            s[i + s.len() - nd]
+        }
+    };
+    let mut batch = Vec::with_capacity(nd);
+    for i in 0..nd {
+        let (x, y) = (dim(ba, i), dim(bb, i));
+        if x != y && x != 1 && y != 1 {
+            return Err(bad(
+                "matmul",
+                format!("batch dims of {sa:?} and {sb:?} do not broadcast"),
+            ));
+        }
+        batch.push(x.max(y));
+    }
+    let total: usize = batch.iter().product();
+    let index = |s: &[usize], mut flat: usize| {
+        let (mut idx, mut stride) = (0, 1);
+        for i in (0..nd).rev() {
+            let coord = flat % batch[i];
+            flat /= batch[i];
+            let d = dim(s, i);
+            if d != 1 {
+                idx += coord * stride;
+            }
+            stride *= d;
+        }
+        idx
+    };
+    let mut out = vec![0.0f32; total * m * n];
+    for t in 0..total {
+        let (ia, ib) = (index(ba, t), index(bb, t));
+        let am = &a.data()[ia * m * k..(ia + 1) * m * k];
+        let bm = &b.data()[ib * k * n..(ib + 1) * k * n];
+        let om = &mut out[t * m * n..(t + 1) * m * n];
+        for i in 0..m {
+            for p in 0..k {
+                let av = am[i * k + p];
+                for j in 0..n {
+                    om[i * n + j] += av * bm[p * n + j];
+                }
+            }
+        }
+    }
+    let mut shape = batch;
+    shape.push(m);
+    shape.push(n);
+    Ok(Tensor::new(shape, out)?)
+}
+
+/// An error naming `op` at the first non-finite value of `t`.
+pub(crate) fn check_finite_tensor(op: &'static str, t: &Tensor) -> Result<()> {
+    if let Some(i) = t.data().iter().position(|v| !v.is_finite()) {
+        return Err(bad(
+            op,
+            format!("value [{i}] = {} is not finite", t.data()[i]),
+        ));
+    }
+    Ok(())
+}
+
 /// Concatenate float tensors along `dim`.
 pub fn cat_float(ts: &[Tensor], dim: usize) -> Result<Tensor> {
     let first = ts.first().ok_or_else(|| bad("cat", "no inputs"))?;
@@ -1340,13 +1552,13 @@ impl Module {
     pub fn hardswish() -> Self {
         Module::new(Activation::new(ActKind::Hardswish))
     }
-    /// `nn.Hardsigmoid()`.
-    pub fn hardsigmoid() -> Self {
-        Module::new(Activation::new(ActKind::Hardsigmoid))
-    }
     /// `nn.BatchNorm1d(num_features)`.
     pub fn batch_norm1d(num_features: usize) -> Self {
         Module::new(BatchNorm2d::new_1d(num_features))
+    }
+    /// `nn.BatchNorm3d(num_features)`.
+    pub fn batch_norm3d(num_features: usize) -> Self {
+        Module::new(BatchNorm2d::new_3d(num_features))
     }
     /// `nn.Flatten()` (start_dim 1).
     pub fn flatten() -> Self {
@@ -1360,22 +1572,18 @@ fn empty() -> J {
     J::Object(Default::default())
 }
 
-fn no_qat_save(t: &str) -> NnError {
-    NnError::module(
-        "",
-        format!("{t} (a QAT or observed module) cannot be saved in a model file: convert it first"),
-    )
-}
-
 impl Layer for Linear {
     fn type_name(&self) -> String {
-        match (self.relu, self.weight_fake_quant.is_some()) {
+        let base = match (self.relu, self.bn.is_some()) {
             (false, false) => "Linear",
             (true, false) => "LinearReLU",
-            (false, true) => "QATLinear",
-            (true, true) => "QATLinearReLU",
+            (_, true) => "LinearBn1d",
+        };
+        if self.weight_fake_quant.is_some() {
+            format!("QAT{base}")
+        } else {
+            base.to_string()
         }
-        .into()
     }
     fn forward(&mut self, x: Value) -> Result<Value> {
         Ok(Value::F(Linear::forward(self, x.float("Linear")?)?))
@@ -1385,28 +1593,100 @@ impl Layer for Linear {
     }
     fn set_training(&mut self, on: bool) {
         self.training = on;
+        let frozen = self.freeze_bn;
+        if let Some(bn) = &mut self.bn {
+            bn.training = on && !frozen;
+        }
     }
     fn params_mut(&mut self) -> Vec<(String, &mut Param)> {
         let mut v = vec![("weight".to_string(), &mut self.weight)];
         if let Some(b) = &mut self.bias {
             v.push(("bias".to_string(), b));
         }
+        if let Some(bn) = &mut self.bn {
+            v.push(("bn.weight".to_string(), &mut bn.weight));
+            v.push(("bn.bias".to_string(), &mut bn.bias));
+        }
+        if let Some(fq) = &mut self.weight_fake_quant {
+            for (n, p) in fq.params_mut() {
+                v.push((format!("weight_fake_quant.{n}"), p));
+            }
+        }
         v
+    }
+    fn buffers_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        match &mut self.bn {
+            Some(bn) => vec![
+                ("bn.running_mean".to_string(), &mut bn.running_mean),
+                ("bn.running_var".to_string(), &mut bn.running_var),
+            ],
+            None => Vec::new(),
+        }
     }
     fn fake_quants_mut(&mut self) -> Vec<&mut FakeQuantize> {
         self.weight_fake_quant.iter_mut().collect()
     }
     fn weight(&self) -> Option<Tensor> {
-        Some(self.weight.value.clone())
+        self.bn.is_none().then(|| self.weight.value.clone())
     }
     fn save(&self, out: &mut Saver) -> Result<J> {
-        if self.weight_fake_quant.is_some() {
-            return Err(no_qat_save(&Layer::type_name(self)));
-        }
         out.f32("weight", &self.weight.value);
         let b = out.bias(self.bias.as_ref().map(|b| b.value.data()));
-        Ok(json!({ "bias": b }))
+        let mut j = json!({ "bias": b });
+        save_qat_parts(
+            &mut j,
+            out,
+            self.bn.as_ref(),
+            self.freeze_bn,
+            self.weight_fake_quant.as_ref(),
+        )?;
+        Ok(j)
     }
+}
+
+/// A QAT or fused module's batch norm and weight fake quant, for resumable files.
+fn save_qat_parts(
+    j: &mut J,
+    out: &mut Saver,
+    bn: Option<&BatchNorm2d>,
+    freeze_bn: bool,
+    fq: Option<&FakeQuantize>,
+) -> Result<()> {
+    if let Some(bn) = bn {
+        j["bn"] = out.within("bn", |o| crate::resume::save_bn(bn, o));
+        j["freeze_bn"] = json!(freeze_bn);
+    }
+    if let Some(fq) = fq {
+        j["weight_fake_quant"] = out.within("weight_fake_quant", |o| {
+            crate::resume::save_fake_quant(fq, o)
+        })?;
+    }
+    Ok(())
+}
+
+/// The batch norm and weight fake quant [`save_qat_parts`] wrote.
+fn load_qat_parts(
+    n: &Node,
+    c: usize,
+    bn: bool,
+    qat: bool,
+) -> Result<(Option<BatchNorm2d>, bool, Option<FakeQuantize>)> {
+    let b = if bn {
+        Some(crate::resume::load_bn(n, "bn", c)?)
+    } else {
+        None
+    };
+    let freeze = n.get_bool_opt("freeze_bn")?.unwrap_or(false);
+    let fq = if qat {
+        Some(crate::resume::load_fake_quant(
+            n,
+            "weight_fake_quant",
+            n.field("weight_fake_quant")?,
+        )?)
+    } else {
+        None
+    };
+    Ok((b, freeze, fq))
 }
 
 impl Layer for Conv2d {
@@ -1458,6 +1738,11 @@ impl Layer for Conv2d {
             v.push(("bn.weight".to_string(), &mut bn.weight));
             v.push(("bn.bias".to_string(), &mut bn.bias));
         }
+        if let Some(fq) = &mut self.weight_fake_quant {
+            for (n, p) in fq.params_mut() {
+                v.push((format!("weight_fake_quant.{n}"), p));
+            }
+        }
         v
     }
     fn buffers_mut(&mut self) -> Vec<(String, &mut Tensor)> {
@@ -1478,16 +1763,20 @@ impl Layer for Conv2d {
         self.bn.is_none().then(|| self.weight.value.clone())
     }
     fn save(&self, out: &mut Saver) -> Result<J> {
-        if self.weight_fake_quant.is_some() || self.bn.is_some() {
-            return Err(no_qat_save(&Layer::type_name(self)));
-        }
         out.f32("weight", &self.weight.value);
         let b = out.bias(self.bias.as_ref().map(|b| b.value.data()));
-        let mut a = json!({ "bias": b, "params": conv_json(self.params) });
+        let mut j = json!({ "bias": b, "params": conv_json(self.params) });
         if let Some((lo, hi)) = self.clamp {
-            a["clamp"] = json!([lo, hi]);
+            j["clamp"] = json!([lo, hi]);
         }
-        Ok(a)
+        save_qat_parts(
+            &mut j,
+            out,
+            self.bn.as_ref(),
+            self.freeze_bn,
+            self.weight_fake_quant.as_ref(),
+        )?;
+        Ok(j)
     }
 }
 
@@ -1497,10 +1786,12 @@ pub(crate) fn conv_json(p: Conv2dParams) -> J {
 
 impl Layer for BatchNorm2d {
     fn type_name(&self) -> String {
-        match (self.one_d, self.relu) {
-            (true, _) => "BatchNorm1d",
-            (false, true) => "BNReLU2d",
-            (false, false) => "BatchNorm2d",
+        match (self.one_d, self.three_d, self.relu) {
+            (true, _, _) => "BatchNorm1d",
+            (false, true, true) => "BNReLU3d",
+            (false, true, false) => "BatchNorm3d",
+            (false, false, true) => "BNReLU2d",
+            (false, false, false) => "BatchNorm2d",
         }
         .into()
     }
@@ -1543,7 +1834,6 @@ impl Layer for Activation {
             ActKind::ReLU => "ReLU",
             ActKind::ReLU6 => "ReLU6",
             ActKind::Hardswish => "Hardswish",
-            ActKind::Hardsigmoid => "Hardsigmoid",
         }
         .into()
     }
@@ -1649,7 +1939,7 @@ impl Layer for Dropout {
         self.training = on;
     }
     fn save(&self, _: &mut Saver) -> Result<J> {
-        Ok(json!({ "p": self.p }))
+        Ok(json!({ "p": self.p, "rng": self.rng.0 }))
     }
 }
 
@@ -1716,17 +2006,42 @@ impl Layer for FloatFunctional {
     fn cat(&mut self, xs: Vec<Value>, dim: usize) -> Result<Value> {
         FloatFunctional::cat(self, xs, dim)
     }
+    fn scalar(&mut self, op: crate::module::ScalarOp, x: Value, c: f64) -> Result<Value> {
+        let mut t = x.float("FloatFunctional")?;
+        let c = c as f32;
+        for v in t.data_mut() {
+            *v = match op {
+                crate::module::ScalarOp::Add => *v + c,
+                crate::module::ScalarOp::Mul => *v * c,
+            };
+        }
+        Ok(Value::F(t))
+    }
+    fn matmul(&mut self, a: Value, b: Value) -> Result<Value> {
+        let y = matmul_float(
+            &a.float("FloatFunctional.matmul")?,
+            &b.float("FloatFunctional.matmul")?,
+        )?;
+        Ok(Value::F(match &mut self.post {
+            Some(p) => p.apply(y)?,
+            None => y,
+        }))
+    }
     fn functional_backward(&mut self, g: Tensor) -> Result<Tensor> {
         match &mut self.post {
             Some(p) => p.backward(g),
             None => Ok(g),
         }
     }
-    fn save(&self, _: &mut Saver) -> Result<J> {
-        if self.post.is_some() {
-            return Err(no_qat_save("FloatFunctional"));
+    fn save(&self, out: &mut Saver) -> Result<J> {
+        let mut j = empty();
+        if let (Some(post), Some(qc)) = (&self.post, &self.qconfig) {
+            j["activation_post_process"] = out.within("activation_post_process", |o| {
+                crate::resume::save_act_post(post, o)
+            })?;
+            j["qconfig"] = crate::resume::qconfig_to_json(qc);
         }
-        Ok(empty())
+        Ok(j)
     }
 }
 
@@ -1752,6 +2067,7 @@ pub(crate) fn register_mappings(m: &mut Mappings) {
     for t in [
         "Linear",
         "LinearReLU",
+        "LinearBn1d",
         "Conv2d",
         "ConvReLU2d",
         "ConvBn2d",
@@ -1795,6 +2111,19 @@ pub(crate) fn register_loaders(r: &mut ModuleRegistry) {
         )
         .map_err(|e| n.tensor_error("", e.to_string()))?;
         l.relu = relu_of(n)?;
+        let tag = n.type_name().to_string();
+        let (bn, freeze, fq) = load_qat_parts(
+            n,
+            l.out_features,
+            tag.contains("Bn1d"),
+            tag.starts_with("QAT"),
+        )?;
+        if let Some(mut bn) = bn {
+            bn.one_d = true;
+            l.bn = Some(bn);
+        }
+        l.freeze_bn = freeze;
+        l.weight_fake_quant = fq;
         Ok(l.into())
     }
     fn conv(n: &mut Node) -> Result<Module> {
@@ -1805,8 +2134,18 @@ pub(crate) fn register_loaders(r: &mut ModuleRegistry) {
             n.get_conv()?,
         )
         .map_err(|e| n.tensor_error("", e.to_string()))?;
-        c.relu = n.type_name() == "ConvReLU2d" || n.get_bool_opt("relu")?.unwrap_or(false);
+        let tag = n.type_name().to_string();
+        c.relu = tag.contains("ReLU") || n.get_bool_opt("relu")?.unwrap_or(false);
         c.clamp = clamp_attr(n)?;
+        let (bn, freeze, fq) = load_qat_parts(
+            n,
+            c.out_channels,
+            tag.contains("Bn"),
+            tag.starts_with("QAT"),
+        )?;
+        c.bn = bn;
+        c.freeze_bn = freeze;
+        c.weight_fake_quant = fq;
         Ok(c.into())
     }
     fn batch_norm(n: &mut Node) -> Result<Module> {
@@ -1823,8 +2162,9 @@ pub(crate) fn register_loaders(r: &mut ModuleRegistry) {
         b.running_var = check(n.f32("running_var")?, "running_var")?;
         b.weight.value = w;
         b.eps = n.get_f64("eps")? as f32;
-        b.relu = n.type_name() == "BNReLU2d" || n.get_bool_opt("relu")?.unwrap_or(false);
+        b.relu = n.type_name().starts_with("BNReLU") || n.get_bool_opt("relu")?.unwrap_or(false);
         b.one_d = n.type_name() == "BatchNorm1d";
+        b.three_d = n.type_name().ends_with("3d");
         Ok(b.into())
     }
     fn max_pool(n: &mut Node) -> Result<Module> {
@@ -1856,18 +2196,40 @@ pub(crate) fn register_loaders(r: &mut ModuleRegistry) {
         };
         Ok(m.into())
     }
-    r.register("Linear", linear);
-    r.register("LinearReLU", linear);
-    r.register("Conv2d", conv);
-    r.register("ConvReLU2d", conv);
-    r.register("ConvHardtanh2d", conv);
+    for t in [
+        "Linear",
+        "LinearReLU",
+        "LinearBn1d",
+        "QATLinear",
+        "QATLinearReLU",
+        "QATLinearBn1d",
+    ] {
+        r.register(t, linear);
+    }
+    for t in [
+        "Conv2d",
+        "ConvReLU2d",
+        "ConvBn2d",
+        "ConvBnReLU2d",
+        "QATConv2d",
+        "QATConvReLU2d",
+        "QATConvBn2d",
+        "QATConvBnReLU2d",
+        "ConvHardtanh2d",
+        "ConvBnHardtanh2d",
+        "QATConvHardtanh2d",
+        "QATConvBnHardtanh2d",
+    ] {
+        r.register(t, conv);
+    }
     r.register("BatchNorm2d", batch_norm);
     r.register("BNReLU2d", batch_norm);
     r.register("BatchNorm1d", batch_norm);
+    r.register("BatchNorm3d", batch_norm);
+    r.register("BNReLU3d", batch_norm);
     r.register("ReLU", |_| Ok(Module::relu()));
     r.register("ReLU6", |_| Ok(Module::relu6()));
     r.register("Hardswish", |_| Ok(Module::hardswish()));
-    r.register("Hardsigmoid", |_| Ok(Module::hardsigmoid()));
     r.register("MaxPool2d", max_pool);
     r.register("AvgPool2d", avg_pool);
     r.register("AdaptiveAvgPool2d", |n| {
@@ -1881,10 +2243,24 @@ pub(crate) fn register_loaders(r: &mut ModuleRegistry) {
         .into())
     });
     r.register("Dropout", |n| {
-        Ok(Dropout::new(n.get_f64("p")? as f32, 0).into())
+        let seed = n.attrs().get("rng").and_then(J::as_u64).unwrap_or(0);
+        Ok(Dropout::new(n.get_f64("p")? as f32, seed).into())
     });
     r.register("Identity", |_| Ok(Module::identity()));
     r.register("QuantStub", |_| Ok(Module::quant_stub()));
     r.register("DeQuantStub", |_| Ok(Module::dequant_stub()));
-    r.register("FloatFunctional", |_| Ok(Module::float_functional()));
+    r.register("FloatFunctional", |n| {
+        let mut f = FloatFunctional::new();
+        if let Some(j) = n.attrs().get("activation_post_process") {
+            f.post = Some(crate::resume::load_act_post(
+                n,
+                "activation_post_process",
+                j,
+            )?);
+            let qc = crate::resume::qconfig_from_json(n.field("qconfig")?)
+                .map_err(|d| n.attr_error("qconfig", d))?;
+            f.qconfig = Some(qc);
+        }
+        Ok(f.into())
+    });
 }

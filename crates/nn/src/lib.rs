@@ -80,9 +80,13 @@
 //! # Ok(()) }
 //! ```
 
+pub mod acts;
 pub mod block;
 mod builtins;
 pub mod channels_last;
+pub mod convnd;
+pub mod convs;
+pub mod embeddings;
 pub mod engines;
 pub mod error;
 pub mod format;
@@ -94,16 +98,21 @@ pub mod mapping;
 pub mod mnist;
 pub mod module;
 pub mod movement;
+pub mod norms;
 pub mod numeric_suite;
 pub mod observed;
 pub mod param;
+pub mod pools;
 pub mod post;
+pub mod qops;
 pub mod quantize;
 pub mod quantized;
 pub mod registry;
+pub mod resume;
 pub mod rnn;
 pub mod train;
 pub mod value;
+pub mod workflow;
 
 pub use block::Block;
 pub use error::{NnError, Result};
@@ -113,7 +122,7 @@ pub use layers::{
 };
 pub use mapping::Mappings;
 pub use module::{Layer, Module, Sequential};
-pub use movement::{chunk, ChannelShuffle, Hardtanh, Mean};
+pub use movement::{chunk, ChannelShuffle, Mean};
 pub use observed::Observed;
 pub use param::{Param, Rng};
 pub use quantize::*;
@@ -122,3 +131,7 @@ pub use registry::{ModuleRegistry, Node};
 /// `serde_json::Value`).
 pub use serde_json;
 pub use value::Value;
+pub use workflow::{
+    add_quant_dequant, quantize_dynamic_spec, quantize_qat, swap_module, DynamicSpec,
+    DynamicSpecDType, QuantWrapper,
+};

@@ -56,12 +56,33 @@ pub struct DynamicConfig {
     pub engine: Engine,
 }
 
-/// The three mapping tables, keyed by [`crate::module::Layer::type_name`].
+/// A fixed-qparams output: `range_0to1` (scale 1/256, zero point 0) or
+/// `range_neg1to1` (2/256, 128).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpecialAct {
+    pub neg1to1: bool,
+    pub qat_only: bool,
+}
+
+/// The three mapping tables, keyed by [`crate::module::Layer::type_name`],
+/// and PyTorch's `DEFAULT_MODULE_TO_ACT_POST_PROCESS`.
 #[derive(Clone)]
 pub struct Mappings {
     pub static_quant: HashMap<String, StaticRule>,
     pub qat: HashMap<String, ToQat>,
     pub dynamic: HashMap<String, FromFloatDynamic>,
+    /// Module types whose output gets a fixed-qparams fake quant under QAT
+    /// (PyTorch's `DEFAULT_MODULE_TO_ACT_POST_PROCESS`, which applies in
+    /// training mode, whether or not the type has a static mapping) and,
+    /// unless `qat_only`, a fixed-qparams observer under PTQ (PyTorch's own
+    /// entries are all QAT-only).
+    pub special_act: HashMap<String, SpecialAct>,
+    /// Custom modules (`prepare_custom_config_dict`'s
+    /// `float_to_observed_custom_module_class`): float type → its observed
+    /// form, swapped in by `prepare` / `prepare_qat` before observers are
+    /// attached; the observed type's static rule converts it
+    /// (`observed_to_quantized_custom_module_class`).
+    pub custom: HashMap<String, ToQat>,
 }
 
 impl fmt::Debug for Mappings {
@@ -75,6 +96,8 @@ impl fmt::Debug for Mappings {
             .field("static_quant", &keys(&self.static_quant))
             .field("qat", &keys(&self.qat))
             .field("dynamic", &keys(&self.dynamic))
+            .field("special_act", &keys(&self.special_act))
+            .field("custom", &keys(&self.custom))
             .finish()
     }
 }
@@ -86,7 +109,27 @@ impl Mappings {
             static_quant: HashMap::new(),
             qat: HashMap::new(),
             dynamic: HashMap::new(),
+            special_act: HashMap::new(),
+            custom: HashMap::new(),
         }
+    }
+    /// A custom module: `prepare` replaces float type `from` by
+    /// `to_observed(module, qconfig)` (a module of type `observed`), which
+    /// it observes; `convert` turns that into `to_quantized(…)` (PyTorch's
+    /// `from_observed`).
+    pub fn with_custom_module(
+        mut self,
+        from: &str,
+        observed: &str,
+        to_observed: impl Fn(Module, &QConfig) -> Result<Module> + Send + Sync + 'static,
+        to_quantized: impl Fn(Module, Option<Observation>, &Engine) -> Result<Module>
+            + Send
+            + Sync
+            + 'static,
+    ) -> Self {
+        self.custom.insert(from.to_string(), Arc::new(to_observed));
+        self.set_static(observed, true, to_quantized);
+        self
     }
     /// Map float type `from` to a static quantized module built by `f`;
     /// `prepare` observes `from`'s outputs.

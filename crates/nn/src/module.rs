@@ -81,6 +81,14 @@ pub trait Layer: LayerBase + fmt::Debug + Send + Sync {
         None
     }
 
+    /// The module's weights as float by state_dict name (`weight`, and for
+    /// recurrent modules `weight_ih_l0`, …), for the numeric suite.
+    fn named_weights(&self) -> Vec<(String, Tensor)> {
+        self.weight()
+            .map(|w| vec![("weight".to_string(), w)])
+            .unwrap_or_default()
+    }
+
     /// The engine this module runs its int8 ops on, if any.
     fn engine(&self) -> Option<&Engine> {
         None
@@ -141,6 +149,61 @@ pub trait Layer: LayerBase + fmt::Debug + Send + Sync {
     fn functional_backward(&mut self, g: Tensor) -> Result<Tensor> {
         Ok(g)
     }
+
+    /// A recurrent module's forward from an initial state `(h_0, c_0)`
+    /// (`c_0` ignored by GRU / RNN), returning the output and the final
+    /// state, as PyTorch's `LSTM.forward(x, (h_0, c_0))`.
+    fn forward_state(
+        &mut self,
+        x: Tensor,
+        state: Option<(Tensor, Tensor)>,
+    ) -> Result<(Tensor, (Tensor, Tensor))> {
+        let _ = (x, state);
+        Err(NnError::module(
+            "",
+            format!("{} is not a recurrent module", self.type_name()),
+        ))
+    }
+
+    /// An embedding bag's forward on flat `indices` split at `offsets`,
+    /// with optional per-sample weights (`EmbeddingBag(input, offsets, …)`).
+    fn bags(
+        &mut self,
+        indices: &[i64],
+        offsets: &[i64],
+        per_sample_weights: Option<&[f32]>,
+    ) -> Result<Tensor> {
+        let _ = (indices, offsets, per_sample_weights);
+        Err(NnError::module(
+            "",
+            format!("{} is not an embedding bag", self.type_name()),
+        ))
+    }
+
+    /// `FloatFunctional.add_scalar` / `mul_scalar` (and the quantized forms).
+    fn scalar(&mut self, op: ScalarOp, x: Value, c: f64) -> Result<Value> {
+        let _ = (op, x, c);
+        Err(bad(
+            "FloatFunctional",
+            format!("{} is not a FloatFunctional", self.type_name()),
+        ))
+    }
+
+    /// `FloatFunctional.matmul` (and the quantized form).
+    fn matmul(&mut self, a: Value, b: Value) -> Result<Value> {
+        let _ = (a, b);
+        Err(bad(
+            "FloatFunctional",
+            format!("{} is not a FloatFunctional", self.type_name()),
+        ))
+    }
+}
+
+/// The scalar ops of `FloatFunctional` / `QFunctional`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScalarOp {
+    Add,
+    Mul,
 }
 
 /// Cloning and downcasting for every [`Layer`]; implemented for each
@@ -439,6 +502,19 @@ impl Module {
     /// `FloatFunctional.cat` / `QFunctional.cat` along `dim`.
     pub fn cat(&mut self, xs: Vec<Value>, dim: usize) -> Result<Value> {
         self.0.cat(xs, dim)
+    }
+    /// `FloatFunctional.add_scalar` / `QFunctional.add_scalar` (not observed:
+    /// the quantized op moves the qparams).
+    pub fn add_scalar(&mut self, x: Value, c: f64) -> Result<Value> {
+        self.0.scalar(ScalarOp::Add, x, c)
+    }
+    /// `FloatFunctional.mul_scalar` / `QFunctional.mul_scalar` (not observed).
+    pub fn mul_scalar(&mut self, x: Value, c: f64) -> Result<Value> {
+        self.0.scalar(ScalarOp::Mul, x, c)
+    }
+    /// `FloatFunctional.matmul` / `QFunctional.matmul`.
+    pub fn matmul(&mut self, a: Value, b: Value) -> Result<Value> {
+        self.0.matmul(a, b)
     }
     /// Backward through a FloatFunctional's output fake quant (QAT); the
     /// caller routes the result to the op's inputs.

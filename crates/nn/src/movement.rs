@@ -1,7 +1,6 @@
 //! Parameter-free modules for the functional pieces of vision models, float
 //! and quantized: [`ChannelShuffle`] (`nn.ChannelShuffle`, torchvision's
-//! `channel_shuffle`), [`Mean`] (`x.mean(dims, keepdim)`), [`Hardtanh`]
-//! (`nn.Hardtanh(min_val, max_val)`, which a conv can fuse), and [`chunk`]
+//! `channel_shuffle`), [`Mean`] (`x.mean(dims, keepdim)`) and [`chunk`]
 //! (`x.chunk(n, dim)`, which returns several values, so a function a
 //! block's forward calls). Quantized inputs keep their qparams (and, for
 //! chunk and shuffle, their memory format); the shuffle and the mean run on
@@ -315,86 +314,7 @@ pub fn chunk(x: Value, chunks: usize, dim: usize) -> Result<Vec<Value>> {
     }
 }
 
-/// `nn.Hardtanh(min_val, max_val)`: `clamp(x, min, max)`; on quantized input
-/// the engine's hardtanh (an integer clamp, the input's qparams kept).
-/// `fuse_modules` folds it into a preceding conv (+ batch norm).
-#[derive(Debug, Clone)]
-pub struct Hardtanh {
-    pub min_val: f32,
-    pub max_val: f32,
-    pub engine: Option<Engine>,
-    cache: Option<Tensor>,
-    pub(crate) training: bool,
-}
-
-impl Hardtanh {
-    pub fn new(min_val: f32, max_val: f32) -> Self {
-        Hardtanh {
-            min_val,
-            max_val,
-            engine: None,
-            cache: None,
-            training: false,
-        }
-    }
-}
-
-impl Layer for Hardtanh {
-    fn type_name(&self) -> String {
-        "Hardtanh".into()
-    }
-    fn forward(&mut self, x: Value) -> Result<Value> {
-        match x {
-            Value::F(t) => {
-                let mut y = t.clone();
-                for v in y.data_mut() {
-                    *v = v.clamp(self.min_val, self.max_val);
-                }
-                if self.training {
-                    self.cache = Some(t);
-                }
-                Ok(Value::F(y))
-            }
-            Value::Q(q) => Ok(Value::Q(
-                self.engine
-                    .as_ref()
-                    .ok_or_else(|| no_engine("Hardtanh"))?
-                    .hardtanh(&q, self.min_val, self.max_val)?,
-            )),
-        }
-    }
-    fn backward(&mut self, mut g: Tensor) -> Result<Tensor> {
-        let x = self
-            .cache
-            .take()
-            .ok_or_else(|| NnError::module("", "backward without a training forward"))?;
-        for (gv, &xv) in g.data_mut().iter_mut().zip(x.data()) {
-            if xv <= self.min_val || xv >= self.max_val {
-                *gv = 0.0;
-            }
-        }
-        Ok(g)
-    }
-    fn set_training(&mut self, on: bool) {
-        self.training = on;
-    }
-    fn engine(&self) -> Option<&Engine> {
-        self.engine.as_ref()
-    }
-    fn to_engine(&mut self, engine: &Engine) -> Result<()> {
-        self.engine = Some(engine.clone());
-        Ok(())
-    }
-    fn save(&self, _: &mut Saver) -> Result<J> {
-        Ok(json!({ "min_val": self.min_val, "max_val": self.max_val }))
-    }
-}
-
 impl Module {
-    /// `nn.Hardtanh(min_val, max_val)`.
-    pub fn hardtanh(min_val: f32, max_val: f32) -> Self {
-        Module::new(Hardtanh::new(min_val, max_val))
-    }
     /// `nn.ChannelShuffle(groups)`.
     pub fn channel_shuffle(groups: usize) -> Self {
         Module::new(ChannelShuffle::new(groups))
@@ -406,13 +326,6 @@ impl Module {
 }
 
 pub(crate) fn register_loaders(r: &mut ModuleRegistry) {
-    r.register("Hardtanh", |n: &mut Node| {
-        let (lo, hi) = (n.get_f64("min_val")? as f32, n.get_f64("max_val")? as f32);
-        if !(lo.is_finite() && hi.is_finite()) {
-            return Err(n.attr_error("min_val", "bounds must be finite"));
-        }
-        Ok(Module::hardtanh(lo, hi))
-    });
     r.register("ChannelShuffle", |n: &mut Node| {
         let g = n.get_usize("groups")?;
         if g == 0 {

@@ -70,4 +70,24 @@ impl Layer for Observed {
     fn weight(&self) -> Option<Tensor> {
         self.module.layer().weight()
     }
+    fn engine(&self) -> Option<&rquant_core::Engine> {
+        self.module.engine()
+    }
+    fn to_engine(&mut self, engine: &rquant_core::Engine) -> Result<()> {
+        self.module.layer_mut().to_engine(engine)
+    }
+    /// The wrapped module's own file entry, plus an `observed` attribute (the
+    /// post-process and the qconfig) and `{path}.activation_post_process.*`
+    /// tensors; loading wraps the module again (resumable calibration and QAT).
+    fn save(&self, out: &mut crate::format::Saver) -> Result<serde_json::Value> {
+        let mut j = self.module.layer().save(out)?;
+        let post = out.within("activation_post_process", |o| {
+            crate::resume::save_act_post(&self.post, o)
+        })?;
+        j["observed"] = serde_json::json!({
+            "post": post,
+            "qconfig": crate::resume::qconfig_to_json(&self.qconfig),
+        });
+        Ok(j)
+    }
 }

@@ -1,33 +1,6 @@
 //! Trainable tensors and the seeded generator used to initialise them.
 
-use rquant_core::Tensor;
-
-use crate::error::Result;
-
-/// A trainable tensor and its accumulated gradient.
-#[derive(Debug, Clone)]
-pub struct Param {
-    pub value: Tensor,
-    pub grad: Option<Tensor>,
-}
-
-impl Param {
-    pub fn new(value: Tensor) -> Self {
-        Param { value, grad: None }
-    }
-    /// Add `g` to the gradient.
-    pub fn accumulate(&mut self, g: Vec<f32>) -> Result<()> {
-        match &mut self.grad {
-            Some(t) => {
-                for (a, b) in t.data_mut().iter_mut().zip(g) {
-                    *a += b;
-                }
-            }
-            None => self.grad = Some(Tensor::new(self.value.shape().to_vec(), g)?),
-        }
-        Ok(())
-    }
-}
+pub use rquant_core::param::Param;
 
 /// Deterministic generator (SplitMix64) for initialisation and dropout.
 #[derive(Debug, Clone)]

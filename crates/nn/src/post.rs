@@ -50,12 +50,12 @@ impl ActPost {
             ActPost::Fixed { .. } => Ok(y),
         }
     }
-    /// Straight-through gradient of a fake quant (zero where it clamped).
-    pub fn backward(&mut self, mut g: Tensor) -> Result<Tensor> {
-        if let ActPost::FakeQuant { mask: Some(m), .. } = self {
-            for (v, &k) in g.data_mut().iter_mut().zip(m.iter()) {
-                *v *= if k { 1.0 } else { 0.0 };
-            }
+    /// Straight-through gradient of a fake quant (zero where it clamped);
+    /// a learnable (LSQ) fake quant computes its own gradients and
+    /// accumulates those of its scale and zero point.
+    pub fn backward(&mut self, g: Tensor) -> Result<Tensor> {
+        if let ActPost::FakeQuant { fq, mask: Some(m) } = self {
+            return Ok(fq.backward_last(&g, m)?);
         }
         Ok(g)
     }
@@ -88,12 +88,23 @@ pub struct Observation {
 }
 
 impl Observation {
-    /// A fresh observer (`qat`: a fake quant) from the qconfig's activation spec.
+    /// A fresh observer (`qat`: a fake quant) from the qconfig's activation
+    /// spec. A QAT qconfig whose activation is an observer (the embedding
+    /// QAT qconfigs' NoopObserver) gets that observer, as in PyTorch.
     pub fn new(qconfig: QConfig, qat: bool) -> Result<Self> {
-        let post = if qat {
+        let post = if qat && matches!(qconfig.activation, QSpec::FakeQuant(_)) {
             ActPost::fake_quant(&qconfig.activation)?
         } else {
             ActPost::observer(&qconfig.activation)?
+        };
+        Ok(Observation { post, qconfig })
+    }
+    /// An observation whose post-process comes from `spec` (a module's
+    /// special fixed-qparams observer) while weights use `qconfig`.
+    pub fn with_spec(qconfig: QConfig, spec: &QSpec, qat: bool) -> Result<Self> {
+        let post = match (qat, spec) {
+            (true, QSpec::FakeQuant(_)) => ActPost::fake_quant(spec)?,
+            _ => ActPost::observer(spec)?,
         };
         Ok(Observation { post, qconfig })
     }

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use rquant_core::qconfig::{FakeQuantize, QConfig};
 use rquant_core::{Conv2dParams, Engine, Tensor};
 
+use crate::convs::ConvNd;
 use crate::error::{NnError, Result};
 pub use crate::layers::{cat_float, fuse_conv_bn_weights, fuse_linear_bn_weights};
 use crate::layers::{ActKind, Activation, BatchNorm2d, Conv2d, Linear};
@@ -19,27 +20,104 @@ pub use crate::post::{ActPost, Observation};
 
 // ---------------------------------------------------------------- qconfig mapping
 
-/// `qconfig_dict`: a global qconfig and per-module overrides by dotted path
-/// (`None` keeps a module and its children float).
+/// A qconfig mapping: a global qconfig and overrides by module type, by
+/// dotted name (a name applies to the module and everything under it), by
+/// regex over names, and by (parent name, type, index among the parent's
+/// children of that type) — PyTorch's `QConfigMapping` (`set_global`,
+/// `set_object_type`, `set_module_name`, `set_module_name_regex`,
+/// `set_module_name_object_type_order`), resolved with its precedence:
+/// global < object type < name regex (the first matching pattern) < module
+/// name (the nearest named ancestor) < name-type-order. `None` keeps a
+/// module float. `QConfigMap::global(q).set_module(…)` is the old
+/// `qconfig_dict` form (names only).
 #[derive(Debug, Clone, Default)]
 pub struct QConfigMap {
     pub global: Option<QConfig>,
     pub by_name: Vec<(String, Option<QConfig>)>,
+    pub by_type: Vec<(String, Option<QConfig>)>,
+    pub by_regex: Vec<(String, Option<QConfig>)>,
+    pub by_name_type_order: Vec<(String, String, usize, Option<QConfig>)>,
+}
+
+/// PyTorch's name for the same object.
+pub type QConfigMapping = QConfigMap;
+
+fn upsert<K: PartialEq>(v: &mut Vec<(K, Option<QConfig>)>, k: K, q: Option<QConfig>) {
+    match v.iter_mut().find(|(n, _)| *n == k) {
+        Some(slot) => slot.1 = q,
+        None => v.push((k, q)),
+    }
 }
 
 impl QConfigMap {
     pub fn global(q: QConfig) -> Self {
         QConfigMap {
             global: Some(q),
-            by_name: Vec::new(),
+            ..Default::default()
         }
     }
-    pub fn set_module(mut self, path: &str, q: Option<QConfig>) -> Self {
-        self.by_name.push((path.to_string(), q));
+    /// An empty mapping (`QConfigMapping()`): every module stays float.
+    pub fn new() -> Self {
+        QConfigMap::default()
+    }
+    /// `set_global`.
+    pub fn set_global(mut self, q: Option<QConfig>) -> Self {
+        self.global = q;
         self
     }
-    /// The qconfig of the module at `path`: the longest matching override, else global.
+    /// `set_module_name(path, q)`.
+    pub fn set_module(mut self, path: &str, q: Option<QConfig>) -> Self {
+        upsert(&mut self.by_name, path.to_string(), q);
+        self
+    }
+    /// `set_module_name` (PyTorch's name for [`QConfigMap::set_module`]).
+    pub fn set_module_name(self, path: &str, q: Option<QConfig>) -> Self {
+        self.set_module(path, q)
+    }
+    /// `set_object_type(type, q)`, `type` a [`crate::module::Layer::type_name`].
+    pub fn set_object_type(mut self, type_name: &str, q: Option<QConfig>) -> Self {
+        upsert(&mut self.by_type, type_name.to_string(), q);
+        self
+    }
+    /// `set_module_name_regex(pattern, q)`: Python `re.match` semantics (the
+    /// pattern anchored at the start of the name); patterns are tried in
+    /// the order they were set, the first match wins. A pattern that is not
+    /// a valid regex is an error at resolution.
+    pub fn set_module_name_regex(mut self, pattern: &str, q: Option<QConfig>) -> Self {
+        upsert(&mut self.by_regex, pattern.to_string(), q);
+        self
+    }
+    /// `set_module_name_object_type_order(parent, type, index, q)`: the
+    /// `index`-th child (from 0, in order) of type `type` directly under `parent`.
+    pub fn set_module_name_object_type_order(
+        mut self,
+        parent: &str,
+        type_name: &str,
+        index: usize,
+        q: Option<QConfig>,
+    ) -> Self {
+        match self
+            .by_name_type_order
+            .iter_mut()
+            .find(|(p, t, i, _)| p == parent && t == type_name && *i == index)
+        {
+            Some(slot) => slot.3 = q,
+            None => {
+                self.by_name_type_order
+                    .push((parent.to_string(), type_name.to_string(), index, q))
+            }
+        }
+        self
+    }
+
+    /// The qconfig of the module at `path` by name alone: the nearest named
+    /// ancestor (or itself), else global.
     pub fn for_path(&self, path: &str) -> Option<QConfig> {
+        self.name_lookup(path)
+            .unwrap_or_else(|| self.global.clone())
+    }
+
+    fn name_lookup(&self, path: &str) -> Option<Option<QConfig>> {
         let mut best: Option<(usize, &Option<QConfig>)> = None;
         for (n, q) in &self.by_name {
             let hit = n.is_empty() || path == n || path.starts_with(&format!("{n}."));
@@ -47,11 +125,140 @@ impl QConfigMap {
                 best = Some((n.len(), q));
             }
         }
-        match best {
-            Some((_, q)) => q.clone(),
-            None => self.global.clone(),
-        }
+        best.map(|(_, q)| q.clone())
     }
+
+    /// The qconfig of one module with `QConfigMapping`'s precedence.
+    /// `order` is (parent path, index among the parent's children of this type).
+    pub fn for_module(
+        &self,
+        path: &str,
+        type_name: &str,
+        order: Option<(&str, usize)>,
+    ) -> Result<Option<QConfig>> {
+        if let Some((parent, idx)) = order {
+            if let Some((_, _, _, q)) = self
+                .by_name_type_order
+                .iter()
+                .find(|(p, t, i, _)| p == parent && t == type_name && *i == idx)
+            {
+                return Ok(q.clone());
+            }
+        }
+        if let Some(q) = self.name_lookup(path) {
+            return Ok(q);
+        }
+        for (pat, q) in &self.by_regex {
+            let re = regex::Regex::new(&format!("^(?:{pat})")).map_err(|e| {
+                NnError::module(path, format!("module name regex {pat:?} is not valid: {e}"))
+            })?;
+            if re.is_match(path) {
+                return Ok(q.clone());
+            }
+        }
+        if let Some((_, q)) = self.by_type.iter().find(|(t, _)| t == type_name) {
+            return Ok(q.clone());
+        }
+        Ok(self.global.clone())
+    }
+
+    /// Every module's qconfig (by path), resolved once over the model as it is.
+    pub fn resolve(
+        &self,
+        model: &Module,
+    ) -> Result<std::collections::HashMap<String, Option<QConfig>>> {
+        let mut out = std::collections::HashMap::new();
+        fn rec(
+            map: &QConfigMap,
+            m: &Module,
+            path: &str,
+            order: Option<(&str, usize)>,
+            out: &mut std::collections::HashMap<String, Option<QConfig>>,
+        ) -> Result<()> {
+            out.insert(
+                path.to_string(),
+                map.for_module(path, &m.type_name(), order)?,
+            );
+            let mut counts: std::collections::HashMap<String, usize> = Default::default();
+            for (n, c) in m.children() {
+                let t = c.type_name();
+                let i = counts.entry(t).or_insert(0);
+                let idx = *i;
+                *i += 1;
+                rec(
+                    map,
+                    c,
+                    &crate::format::join(path, n),
+                    Some((path, idx)),
+                    out,
+                )?;
+            }
+            Ok(())
+        }
+        rec(self, model, "", None, &mut out)?;
+        Ok(out)
+    }
+}
+
+/// `get_default_qconfig_mapping(backend)`: the backend's default qconfig
+/// globally, and PyTorch's module-type entries: fixed-qparams qconfigs for
+/// Sigmoid, Hardsigmoid, Softmax (0to1) and Tanh (neg1to1), per-tensor
+/// weights for ConvTranspose1d/2d/3d, a placeholder weight for LayerNorm,
+/// and `default_quint8_weight_qconfig` for PReLU. (PyTorch's functional and
+/// method keys, e.g. `reshape`, have no eager module.)
+pub fn get_default_qconfig_mapping(backend: &str) -> Result<QConfigMap> {
+    default_mapping(rquant_core::qconfig::get_default_qconfig(backend)?, false)
+}
+
+/// `get_default_qat_qconfig_mapping(backend)`.
+pub fn get_default_qat_qconfig_mapping(backend: &str) -> Result<QConfigMap> {
+    default_mapping(
+        rquant_core::qconfig::get_default_qat_qconfig(backend)?,
+        true,
+    )
+}
+
+fn default_mapping(q: QConfig, qat: bool) -> Result<QConfigMap> {
+    use rquant_core::observer::ObserverKind;
+    use rquant_core::qconfig::{
+        default_placeholder_observer, default_weight_fake_quant, default_weight_observer,
+        fixed_qparams_qconfig, ObserverSpec, QSpec,
+    };
+    let mut m = QConfigMap::global(q.clone());
+    // fbgemm has no per-channel transposed convolutions: per-tensor weights.
+    let transpose = QConfig {
+        activation: q.activation.clone(),
+        weight: if qat {
+            QSpec::FakeQuant(default_weight_fake_quant())
+        } else {
+            QSpec::Observer(default_weight_observer())
+        },
+    };
+    for t in ["ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"] {
+        m = m.set_object_type(t, Some(transpose.clone()));
+    }
+    // LayerNorm keeps float weights.
+    let layer_norm = QConfig {
+        activation: q.activation.clone(),
+        weight: QSpec::Observer(default_placeholder_observer()),
+    };
+    m = m.set_object_type("LayerNorm", Some(layer_norm));
+    // PReLU: `default_quint8_weight_qconfig` (HistogramObserver and
+    // MinMaxObserver classes with their defaults: quint8 weights).
+    let prelu = QConfig {
+        activation: QSpec::Observer(ObserverSpec::new(ObserverKind::Histogram)),
+        weight: QSpec::Observer(ObserverSpec::new(ObserverKind::MinMax)),
+    };
+    m = m.set_object_type("PReLU", Some(prelu));
+    for (t, neg) in [
+        ("Sigmoid", false),
+        ("Hardsigmoid", false),
+        ("Softmax", false),
+        ("Tanh", true),
+    ] {
+        m = m.set_object_type(t, Some(fixed_qparams_qconfig(neg, qat)));
+    }
+    Ok(m)
 }
 
 // ---------------------------------------------------------------- fusion
@@ -114,11 +321,13 @@ fn clamp_of(m: &Module) -> Option<(f32, f32)> {
     {
         return Some((0.0, 6.0));
     }
-    m.downcast_ref::<crate::movement::Hardtanh>()
-        .map(|h| (h.min_val, h.max_val))
+    match m.downcast_ref::<crate::acts::Act>()?.f {
+        crate::acts::ActFn::Hardtanh { min_val, max_val } => Some((min_val, max_val)),
+        _ => None,
+    }
 }
 
-const PATTERNS: &str = "unsupported fusion pattern: expected conv+bn, conv+bn+relu, conv+relu, conv+bn+relu6, conv+relu6, conv+bn+hardtanh, conv+hardtanh, linear+relu, linear+bn or bn+relu";
+const PATTERNS: &str = "unsupported fusion pattern: expected conv+bn, conv+bn+relu, conv+relu (Conv1d/2d/3d with BatchNorm1d/2d/3d), conv+bn+relu6, conv+relu6, conv+bn+hardtanh, conv+hardtanh (Conv2d), conv_transpose+bn, linear+relu, linear+bn or bn+relu (BatchNorm2d/3d)";
 
 fn fuse_group(mods: Vec<Module>, qat: bool) -> Result<Module> {
     let mut it = mods.into_iter();
@@ -159,20 +368,46 @@ fn fuse_group(mods: Vec<Module>, qat: bool) -> Result<Module> {
         }
         return Ok(c.into());
     }
+    if first.is::<ConvNd>() {
+        let mut c: ConvNd = first.expect_type("fuse")?;
+        let dims = c.kind.dims();
+        let bn_ok = |b: &BatchNorm2d| match dims {
+            1 => b.one_d,
+            3 => b.three_d,
+            _ => !b.one_d && !b.three_d,
+        };
+        let free = c.bn.is_none() && !c.relu;
+        match rest.as_slice() {
+            [b] if free && bn_of(b).is_some_and(|b| bn_ok(&b)) => {
+                fold_or_attach_nd(&mut c, bn_of(b).expect("checked"), qat)?;
+            }
+            [b, r]
+                if free
+                    && !c.kind.transposed()
+                    && bn_of(b).is_some_and(|b| bn_ok(&b))
+                    && is_relu(r) =>
+            {
+                fold_or_attach_nd(&mut c, bn_of(b).expect("checked"), qat)?;
+                c.relu = true;
+            }
+            [r] if is_relu(r) && !c.relu && !c.kind.transposed() => c.relu = true,
+            _ => return Err(NnError::module("", PATTERNS)),
+        }
+        return Ok(c.into());
+    }
     if first.is::<Linear>() {
         let mut l: Linear = first.expect_type("fuse")?;
         match rest.as_slice() {
-            [r] if is_relu(r) && !l.relu => {
+            [r] if is_relu(r) && !l.relu && l.bn.is_none() => {
                 l.relu = true;
                 return Ok(l.into());
             }
-            [b] if !l.relu && bn_of(b).is_some() => {
+            [b] if !l.relu && l.bn.is_none() && bn_of(b).is_some_and(|b| b.one_d) => {
                 let bn = bn_of(b).expect("checked");
                 if qat {
-                    return Err(NnError::module(
-                        "",
-                        "linear+bn QAT fusion (LinearBn1d) is not supported",
-                    ));
+                    // nni.LinearBn1d: prepare_qat makes it nniqat.LinearBn1d.
+                    l.bn = Some(bn);
+                    return Ok(l.into());
                 }
                 if l.training || bn.training {
                     return Err(NnError::module(
@@ -192,13 +427,39 @@ fn fuse_group(mods: Vec<Module>, qat: bool) -> Result<Module> {
     if first.is::<BatchNorm2d>() {
         let mut bn: BatchNorm2d = first.expect_type("fuse")?;
         if let [r] = rest.as_slice() {
-            if is_relu(r) && !bn.relu {
+            if is_relu(r) && !bn.relu && !bn.one_d {
                 bn.relu = true;
                 return Ok(bn.into());
             }
         }
     }
     Err(NnError::module("", PATTERNS))
+}
+
+fn fold_or_attach_nd(c: &mut ConvNd, bn: BatchNorm2d, qat: bool) -> Result<()> {
+    if qat {
+        if c.kind.transposed() {
+            return Err(NnError::module(
+                "",
+                "fusing ConvTranspose+BatchNorm is not supported in QAT (as PyTorch)",
+            ));
+        }
+        c.bn = Some(bn);
+        return Ok(());
+    }
+    if c.training || bn.training {
+        return Err(NnError::module(
+            "",
+            "fusing conv+bn for inference requires eval mode (call model.train(false))",
+        ));
+    }
+    c.bn = Some(bn);
+    let (w, b) = c.folded_weights()?;
+    let b = b.expect("a folded batch norm gives a bias");
+    c.bn = None;
+    c.weight.value = w;
+    c.bias = Some(crate::param::Param::new(Tensor::new([b.len()], b)?));
+    Ok(())
 }
 
 fn fold_or_attach(c: &mut Conv2d, bn: BatchNorm2d, qat: bool) -> Result<()> {
@@ -232,7 +493,51 @@ pub fn prepare(model: &mut Module, qconfig: &QConfigMap) -> Result<()> {
 
 /// [`prepare`] with your own mapping tables.
 pub fn prepare_mapped(model: &mut Module, qconfig: &QConfigMap, mappings: &Mappings) -> Result<()> {
-    attach(model, qconfig, mappings, false)
+    prepare_with(model, qconfig, mappings, &PrepareOptions::default())
+}
+
+/// Options of [`prepare_with`]: PyTorch's `prepare(allow_list=…,
+/// observer_non_leaf_module_list=…)`.
+#[derive(Debug, Clone, Default)]
+pub struct PrepareOptions {
+    /// Module types to observe (None: the static mapping's observed types).
+    pub allow_list: Option<Vec<String>>,
+    /// Non-leaf module types to observe as a whole (their children are not observed).
+    pub observer_non_leaf: Vec<String>,
+}
+
+/// [`prepare`] with your tables and PyTorch's `allow_list` /
+/// `observer_non_leaf_module_list`; custom modules
+/// ([`Mappings::with_custom_module`]) are swapped for their observed form first.
+pub fn prepare_with(
+    model: &mut Module,
+    qconfig: &QConfigMap,
+    mappings: &Mappings,
+    opts: &PrepareOptions,
+) -> Result<()> {
+    let resolved = qconfig.resolve(model)?;
+    swap_custom(model, &resolved, mappings)?;
+    attach(model, &resolved, mappings, false, opts)
+}
+
+fn swap_custom(
+    model: &mut Module,
+    resolved: &std::collections::HashMap<String, Option<QConfig>>,
+    mappings: &Mappings,
+) -> Result<()> {
+    if mappings.custom.is_empty() {
+        return Ok(());
+    }
+    model.visit_mut("", &mut |path, m| {
+        let Some(Some(qc)) = resolved.get(path) else {
+            return Ok(());
+        };
+        if let Some(to_observed) = mappings.custom.get(&m.type_name()) {
+            let float = std::mem::replace(m, Module::identity());
+            *m = to_observed(float, qc).map_err(|e| within(path, e))?;
+        }
+        Ok(())
+    })
 }
 
 /// `prepare_qat`: swap modules for their QAT forms (weight fake quants on
@@ -248,17 +553,19 @@ pub fn prepare_qat_mapped(
     qconfig: &QConfigMap,
     mappings: &Mappings,
 ) -> Result<()> {
+    let resolved = qconfig.resolve(model)?;
+    swap_custom(model, &resolved, mappings)?;
     model.visit_mut("", &mut |path, m| {
-        let Some(qc) = qconfig.for_path(path) else {
+        let Some(Some(qc)) = resolved.get(path) else {
             return Ok(());
         };
         if let Some(to_qat) = mappings.qat.get(&m.type_name()) {
             let float = std::mem::replace(m, Module::identity());
-            *m = to_qat(float, &qc).map_err(|e| within(path, e))?;
+            *m = to_qat(float, qc).map_err(|e| within(path, e))?;
         }
         Ok(())
     })?;
-    attach(model, qconfig, mappings, true)
+    attach(model, &resolved, mappings, true, &PrepareOptions::default())
 }
 
 fn within(path: &str, e: NnError) -> NnError {
@@ -269,21 +576,46 @@ fn within(path: &str, e: NnError) -> NnError {
     }
 }
 
-fn attach(model: &mut Module, map: &QConfigMap, mappings: &Mappings, qat: bool) -> Result<()> {
+fn attach(
+    model: &mut Module,
+    resolved: &std::collections::HashMap<String, Option<QConfig>>,
+    mappings: &Mappings,
+    qat: bool,
+    opts: &PrepareOptions,
+) -> Result<()> {
+    // Non-leaf modules observed as a whole: their subtrees are skipped.
+    let mut skip: Vec<String> = Vec::new();
+    for (p, m) in model.named_modules() {
+        if opts.observer_non_leaf.contains(&m.type_name()) && !p.is_empty() {
+            skip.push(format!("{p}."));
+        }
+    }
     model.visit_mut("", &mut |path, m| {
-        let Some(qc) = map.for_path(path) else {
+        let Some(Some(qc)) = resolved.get(path).cloned() else {
             return Ok(());
         };
-        let observe = m.children().is_empty()
-            && !m.is::<Observed>()
-            && mappings
-                .static_quant
-                .get(&m.type_name())
-                .is_some_and(|r| r.observe);
+        if skip.iter().any(|s| path.starts_with(s.as_str())) {
+            return Ok(());
+        }
+        let ty = m.type_name();
+        let listed = match &opts.allow_list {
+            Some(l) => l.contains(&ty),
+            None => mappings.static_quant.get(&ty).is_some_and(|r| r.observe),
+        } || (qat && mappings.special_act.contains_key(&ty));
+        let non_leaf = opts.observer_non_leaf.contains(&ty);
+        let observe =
+            (m.children().is_empty() || non_leaf) && !m.is::<Observed>() && (listed || non_leaf);
         if !observe {
             return Ok(());
         }
-        let obs = Observation::new(qc, qat).map_err(|e| within(path, e))?;
+        let obs = match mappings.special_act.get(&m.type_name()) {
+            Some(sp) if qat || !sp.qat_only => {
+                let spec = rquant_core::qconfig::fixed_qparams_qconfig(sp.neg1to1, qat).activation;
+                Observation::with_spec(qc, &spec, qat)
+            }
+            _ => Observation::new(qc, qat),
+        }
+        .map_err(|e| within(path, e))?;
         if let Some(obs) = m.layer_mut().observe_output(obs) {
             let inner = std::mem::replace(m, Module::identity());
             *m = Observed::new(inner, obs).into();
@@ -422,6 +754,42 @@ pub fn freeze_bn_stats(model: &mut Module) {
                 bn.training = false;
                 c.freeze_bn = true;
             }
+        } else if let Some(c) = m.downcast_mut::<ConvNd>() {
+            if let Some(bn) = &mut c.bn {
+                bn.training = false;
+                c.freeze_bn = true;
+            }
+        } else if let Some(l) = m.downcast_mut::<Linear>() {
+            if let Some(bn) = &mut l.bn {
+                bn.training = false;
+                l.freeze_bn = true;
+            }
+        }
+        Ok(())
+    });
+}
+
+/// Resume updating batch-norm statistics of QAT ConvBn / LinearBn modules
+/// (`update_bn_stats`, the inverse of [`freeze_bn_stats`]); the batch
+/// norms follow the module's training mode again.
+pub fn update_bn_stats(model: &mut Module) {
+    let _ = model.visit_mut("", &mut |_, m| {
+        let m = match m.downcast_mut::<Observed>() {
+            Some(o) => &mut o.module,
+            None => m,
+        };
+        let (bn, freeze, training) = if let Some(c) = m.downcast_mut::<Conv2d>() {
+            (c.bn.as_mut(), &mut c.freeze_bn, c.training)
+        } else if let Some(c) = m.downcast_mut::<ConvNd>() {
+            (c.bn.as_mut(), &mut c.freeze_bn, c.training)
+        } else if let Some(l) = m.downcast_mut::<Linear>() {
+            (l.bn.as_mut(), &mut l.freeze_bn, l.training)
+        } else {
+            return Ok(());
+        };
+        if let Some(bn) = bn {
+            *freeze = false;
+            bn.training = training;
         }
         Ok(())
     });
@@ -505,6 +873,9 @@ pub enum DynamicType {
     Linear,
     Lstm,
     Gru,
+    LstmCell,
+    GruCell,
+    RnnCell,
 }
 
 impl DynamicType {
@@ -514,6 +885,9 @@ impl DynamicType {
             DynamicType::Linear => &["Linear", "LinearReLU"],
             DynamicType::Lstm => &["LSTM"],
             DynamicType::Gru => &["GRU"],
+            DynamicType::LstmCell => &["LSTMCell"],
+            DynamicType::GruCell => &["GRUCell"],
+            DynamicType::RnnCell => &["RNNCell"],
         }
     }
 }

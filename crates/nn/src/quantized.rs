@@ -21,7 +21,7 @@ use crate::mapping::{DynamicConfig, DynamicDType, Mappings};
 use crate::module::{Layer, Module};
 use crate::post::{quantize_weight, Observation};
 use crate::registry::{ModuleRegistry, Node};
-use crate::rnn::{rnn_shapes, run_rnn, Proj, Rnn, RnnKind};
+use crate::rnn::{run_rnn, Proj, Rnn, RnnKind, RnnSpec};
 use crate::value::Value;
 
 fn observed(obs: Option<Observation>, what: &str) -> Result<Observation> {
@@ -156,12 +156,8 @@ impl QLinear {
         let obs = observed(obs, "Linear")?;
         let mut l: Linear = m.expect_type("QLinear::from_float")?;
         let (scale, zero_point) = obs.qparams()?;
-        let w = quantize_weight(
-            &l.weight.value,
-            &obs.qconfig.weight,
-            l.weight_fake_quant.as_mut(),
-        )?;
-        let b = l.bias.as_ref().map(|b| b.value.data().to_vec());
+        let (wf, b) = l.folded_weights()?;
+        let w = quantize_weight(&wf, &obs.qconfig.weight, l.weight_fake_quant.as_mut())?;
         Ok(QLinear {
             engine: engine.clone(),
             packed: Arc::new(engine.pack_linear(w, b)?),
@@ -513,7 +509,7 @@ impl DynWeight {
         }
         Ok(())
     }
-    fn save(&self, out: &mut Saver) -> Result<J> {
+    pub(crate) fn save(&self, out: &mut Saver) -> Result<J> {
         Ok(match self {
             DynWeight::Int8 {
                 packed,
@@ -531,7 +527,7 @@ impl DynWeight {
         })
     }
     /// The weight of `{path}.{sub}` described by the JSON `j`.
-    fn load(n: &Node, sub: &str, j: &J, field: &str) -> Result<Self> {
+    pub(crate) fn load(n: &Node, sub: &str, j: &J, field: &str) -> Result<Self> {
         let e = n.engine();
         let get = |k: &str| {
             j.get(k)
@@ -638,16 +634,29 @@ impl Layer for QDynLinear {
     }
 }
 
-/// `nnqd.LSTM` / `nnqd.GRU`: every projection a dynamic linear.
+/// The dynamic weights of one layer and direction of a [`QDynRnn`].
+#[derive(Debug, Clone)]
+pub struct DynLayer {
+    pub ih: DynWeight,
+    pub hh: DynWeight,
+    /// LSTM `proj_size` (beyond PyTorch, whose dynamic LSTM refuses it).
+    pub hr: Option<DynWeight>,
+}
+
+/// `nnqd.LSTM` / `nnqd.GRU`: every projection a dynamic linear
+/// (multi-layer, bidirectional, batch_first; LSTM `proj_size` too).
 #[derive(Debug, Clone)]
 pub struct QDynRnn {
     pub engine: Engine,
     pub kind: RnnKind,
     pub input_size: usize,
     pub hidden_size: usize,
+    pub num_layers: usize,
+    pub bidirectional: bool,
+    pub proj_size: usize,
     pub batch_first: bool,
-    /// Per layer: (ih, hh).
-    pub layers: Vec<(DynWeight, DynWeight)>,
+    /// `num_layers · dirs` entries, layer-major.
+    pub layers: Vec<DynLayer>,
 }
 
 impl QDynRnn {
@@ -660,17 +669,37 @@ impl QDynRnn {
         let layers = r
             .layers
             .iter()
-            .map(|l| Ok((dw(&l.w_ih, &l.b_ih)?, dw(&l.w_hh, &l.b_hh)?)))
+            .map(|l| {
+                Ok(DynLayer {
+                    ih: dw(&l.w_ih, &l.b_ih)?,
+                    hh: dw(&l.w_hh, &l.b_hh)?,
+                    hr: l.w_hr.as_ref().map(|w| dw(w, &None)).transpose()?,
+                })
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(QDynRnn {
             engine: cfg.engine.clone(),
             kind: r.kind,
             input_size: r.input_size,
             hidden_size: r.hidden_size,
+            num_layers: r.num_layers,
+            bidirectional: r.bidirectional,
+            proj_size: r.proj_size,
             batch_first: r.batch_first,
             layers,
         }
         .into())
+    }
+    pub fn spec(&self) -> RnnSpec {
+        RnnSpec {
+            kind: self.kind,
+            input_size: self.input_size,
+            hidden_size: self.hidden_size,
+            num_layers: self.num_layers,
+            bidirectional: self.bidirectional,
+            proj_size: self.proj_size,
+            batch_first: self.batch_first,
+        }
     }
     /// Output sequence and (h_n, c_n), from optional initial states.
     pub fn forward_full(
@@ -678,23 +707,26 @@ impl QDynRnn {
         x: &Tensor,
         h0: Option<(&Tensor, &Tensor)>,
     ) -> Result<(Tensor, (Tensor, Tensor))> {
-        let proj = |l: usize, p: Proj, v: &Tensor| -> Result<Tensor> {
+        let spec = self.spec();
+        if self.layers.len() != spec.num_layers * spec.dirs() {
+            return Err(bad(
+                "DynamicQuantizedRNN",
+                "weight sets do not match the layers",
+            ));
+        }
+        let proj = |ld: usize, p: Proj, v: &Tensor| -> Result<Tensor> {
+            let l = &self.layers[ld];
             let w = match p {
-                Proj::Ih => &self.layers[l].0,
-                Proj::Hh => &self.layers[l].1,
+                Proj::Ih => &l.ih,
+                Proj::Hh => &l.hh,
+                Proj::Hr => {
+                    l.hr.as_ref()
+                        .ok_or_else(|| bad("DynamicQuantizedLSTM", "no projection weight"))?
+                }
             };
             w.apply(&self.engine, v)
         };
-        run_rnn(
-            self.kind,
-            self.input_size,
-            self.hidden_size,
-            self.layers.len(),
-            self.batch_first,
-            x,
-            h0,
-            &proj,
-        )
+        run_rnn(&spec, x, h0, &proj, None)
     }
     fn load(n: &mut Node) -> Result<Module> {
         let kind = match n.type_name() {
@@ -707,41 +739,67 @@ impl QDynRnn {
                 _ => return Err(n.attr_error("kind", "expected LSTM or GRU")),
             },
         };
-        let layers = n
+        let spec = crate::rnn::spec_of(n, kind)?;
+        let entries = n
             .field("layers")?
             .as_array()
             .ok_or_else(|| n.attr_error("layers", "not an array"))?
-            .iter()
-            .enumerate()
-            .map(|(l, v)| {
-                let (Some(a), Some(b)) = (v.get(0), v.get(1)) else {
-                    return Err(n.attr_error("layers", "entries must be [ih, hh]"));
-                };
-                Ok((
-                    DynWeight::load(n, &format!("ih_l{l}"), a, "layers")?,
-                    DynWeight::load(n, &format!("hh_l{l}"), b, "layers")?,
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let (input_size, hidden_size) = (n.get_usize("input_size")?, n.get_usize("hidden_size")?);
-        for (l, (a, b)) in layers.iter().enumerate() {
-            let (ih, hh) = rnn_shapes(n, kind, input_size, hidden_size, l)?;
-            for (w, want, name) in [(a, ih, "ih"), (b, hh, "hh")] {
+            .clone();
+        if entries.len() != spec.num_layers * spec.dirs() {
+            return Err(n.attr_error(
+                "layers",
+                format!(
+                    "{} entries for {} layers × {} directions",
+                    entries.len(),
+                    spec.num_layers,
+                    spec.dirs()
+                ),
+            ));
+        }
+        let mut layers = Vec::with_capacity(entries.len());
+        for (ld, v) in entries.iter().enumerate() {
+            let sfx = spec.suffix(ld);
+            // [ih, hh] (files before proj_size) or {"ih", "hh", "hr"}.
+            let (a, b, c) = match (v.get(0), v.get(1), v.get("ih"), v.get("hh")) {
+                (Some(a), Some(b), _, _) => (a, b, None),
+                (_, _, Some(a), Some(b)) => (a, b, v.get("hr")),
+                _ => return Err(n.attr_error("layers", "entries must be [ih, hh] or {ih, hh, hr}")),
+            };
+            let ih = DynWeight::load(n, &format!("ih_{sfx}"), a, "layers")?;
+            let hh = DynWeight::load(n, &format!("hh_{sfx}"), b, "layers")?;
+            let hr = match c {
+                Some(c) if !c.is_null() => {
+                    Some(DynWeight::load(n, &format!("hr_{sfx}"), c, "layers")?)
+                }
+                _ => None,
+            };
+            let (ih_s, hh_s, hr_s) = spec.shapes(ld);
+            for (w, want, name) in [(&ih, ih_s, "ih"), (&hh, hh_s, "hh")] {
                 let got = w.weight_shape();
                 if got != want {
                     return Err(n.tensor_error(
-                        &format!("{name}_l{l}.weight"),
+                        &format!("{name}_{sfx}.weight"),
                         format!("shape {got:?}, expected {want:?}"),
                     ));
                 }
             }
+            if hr.as_ref().map(|w| w.weight_shape().to_vec()) != hr_s.map(|s| s.to_vec()) {
+                return Err(n.tensor_error(
+                    &format!("hr_{sfx}.weight"),
+                    "projection weight does not match proj_size",
+                ));
+            }
+            layers.push(DynLayer { ih, hh, hr });
         }
         Ok(QDynRnn {
             engine: n.engine().clone(),
             kind,
-            input_size,
-            hidden_size,
-            batch_first: n.get_bool("batch_first")?,
+            input_size: spec.input_size,
+            hidden_size: spec.hidden_size,
+            num_layers: spec.num_layers,
+            bidirectional: spec.bidirectional,
+            proj_size: spec.proj_size,
+            batch_first: spec.batch_first,
             layers,
         }
         .into())
@@ -757,32 +815,63 @@ impl Layer for QDynRnn {
             self.forward_full(&x.float("DynamicQuantizedRNN")?, None)?.0,
         ))
     }
+    fn forward_state(
+        &mut self,
+        x: Tensor,
+        state: Option<(Tensor, Tensor)>,
+    ) -> Result<(Tensor, (Tensor, Tensor))> {
+        self.forward_full(&x, state.as_ref().map(|(h, c)| (h, c)))
+    }
+    fn named_weights(&self) -> Vec<(String, Tensor)> {
+        let spec = self.spec();
+        let mut v = Vec::new();
+        for (ld, l) in self.layers.iter().enumerate() {
+            let sfx = spec.suffix(ld);
+            v.push((format!("weight_ih_{sfx}"), l.ih.float_weight()));
+            v.push((format!("weight_hh_{sfx}"), l.hh.float_weight()));
+            if let Some(w) = &l.hr {
+                v.push((format!("weight_hr_{sfx}"), w.float_weight()));
+            }
+        }
+        v
+    }
     fn engine(&self) -> Option<&Engine> {
         Some(&self.engine)
     }
     fn to_engine(&mut self, engine: &Engine) -> Result<()> {
-        for (a, b) in &mut self.layers {
-            a.to_engine(engine)?;
-            b.to_engine(engine)?;
+        for l in &mut self.layers {
+            l.ih.to_engine(engine)?;
+            l.hh.to_engine(engine)?;
+            if let Some(w) = &mut l.hr {
+                w.to_engine(engine)?;
+            }
         }
         self.engine = engine.clone();
         Ok(())
     }
     fn save(&self, out: &mut Saver) -> Result<J> {
+        let spec = self.spec();
         let layers = self
             .layers
             .iter()
             .enumerate()
-            .map(|(l, (a, b))| {
-                Ok(json!([
-                    out.within(&format!("ih_l{l}"), |o| a.save(o))?,
-                    out.within(&format!("hh_l{l}"), |o| b.save(o))?
-                ]))
+            .map(|(ld, l)| {
+                let sfx = spec.suffix(ld);
+                let hr = match &l.hr {
+                    Some(w) => out.within(&format!("hr_{sfx}"), |o| w.save(o))?,
+                    None => J::Null,
+                };
+                Ok(json!({
+                    "ih": out.within(&format!("ih_{sfx}"), |o| l.ih.save(o))?,
+                    "hh": out.within(&format!("hh_{sfx}"), |o| l.hh.save(o))?,
+                    "hr": hr,
+                }))
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(
             json!({"input_size": self.input_size, "hidden_size": self.hidden_size,
-                  "batch_first": self.batch_first, "layers": layers}),
+                  "num_layers": self.num_layers, "bidirectional": self.bidirectional,
+                  "proj_size": self.proj_size, "batch_first": self.batch_first, "layers": layers}),
         )
     }
 }
@@ -848,6 +937,25 @@ impl Layer for QFunctional {
     }
     fn cat(&mut self, xs: Vec<Value>, dim: usize) -> Result<Value> {
         QFunctional::cat(self, xs, dim)
+    }
+    fn scalar(&mut self, op: crate::module::ScalarOp, x: Value, c: f64) -> Result<Value> {
+        let q = x.quant("QFunctional")?;
+        Ok(Value::Q(match op {
+            crate::module::ScalarOp::Add => crate::qops::add_scalar(&self.engine, &q, c, false)?,
+            crate::module::ScalarOp::Mul => crate::qops::mul_scalar(&self.engine, &q, c, false)?,
+        }))
+    }
+    fn matmul(&mut self, a: Value, b: Value) -> Result<Value> {
+        let (a, b) = (
+            a.quant("QFunctional.matmul")?,
+            b.quant("QFunctional.matmul")?,
+        );
+        Ok(Value::Q(self.engine.matmul::<u8>(
+            &a,
+            &b,
+            self.scale,
+            self.zero_point,
+        )?))
     }
     fn engine(&self) -> Option<&Engine> {
         Some(&self.engine)
@@ -919,9 +1027,7 @@ impl Layer for QReLU6 {
         "QuantizedReLU6".into()
     }
     fn forward(&mut self, x: Value) -> Result<Value> {
-        Ok(Value::Q(crate::layers::relu6_quantized(
-            &x.quant("QuantizedReLU6")?,
-        )?))
+        Ok(Value::Q(self.engine.relu6(&x.quant("QuantizedReLU6")?)?))
     }
     fn engine(&self) -> Option<&Engine> {
         Some(&self.engine)
@@ -940,14 +1046,20 @@ impl Layer for QReLU6 {
 fn no_quantized_bn(_: Module, _: Option<Observation>, _: &Engine) -> Result<Module> {
     Err(NnError::module(
         "",
-        "a standalone BatchNorm2d has no quantized kernel in rquant's engines: fuse it into the preceding conv",
+        "BatchNorm1d has no quantized module in PyTorch's mappings: fuse it into the preceding Linear or Conv1d",
     ))
 }
 
 /// `DEFAULT_STATIC_QUANT_MODULE_MAPPINGS` and
 /// `DEFAULT_DYNAMIC_QUANT_MODULE_MAPPINGS` for rquant's modules.
 pub(crate) fn register_mappings(m: &mut Mappings) {
-    for t in ["Linear", "LinearReLU", "QATLinear", "QATLinearReLU"] {
+    for t in [
+        "Linear",
+        "LinearReLU",
+        "QATLinear",
+        "QATLinearReLU",
+        "QATLinearBn1d",
+    ] {
         m.set_static(t, true, QLinear::from_float);
     }
     for t in [
@@ -975,9 +1087,7 @@ pub(crate) fn register_mappings(m: &mut Mappings) {
     m.set_static("ReLU6", true, |_, _, e| {
         Ok(QReLU6 { engine: e.clone() }.into())
     });
-    for t in ["BatchNorm2d", "BNReLU2d", "BatchNorm1d"] {
-        m.set_static(t, true, no_quantized_bn);
-    }
+    m.set_static("BatchNorm1d", true, no_quantized_bn);
     m.dynamic
         .insert("Linear".into(), Arc::new(QDynLinear::from_float));
     m.dynamic
@@ -986,6 +1096,10 @@ pub(crate) fn register_mappings(m: &mut Mappings) {
         .insert("LSTM".into(), Arc::new(QDynRnn::from_float));
     m.dynamic
         .insert("GRU".into(), Arc::new(QDynRnn::from_float));
+    for t in ["LSTMCell", "GRUCell", "RNNCell"] {
+        m.dynamic
+            .insert(t.into(), Arc::new(crate::rnn::QDynCell::from_float));
+    }
 }
 
 /// Loaders of the quantized modules (and the version-1 tags they replaced).

@@ -231,6 +231,32 @@ impl<'a> Node<'a> {
         }
         Ok(v)
     }
+    /// Whether the file holds tensor `{path}.{name}`.
+    pub fn has_tensor(&self, name: &str) -> bool {
+        self.src.st.tensor(&join(&self.path, name)).is_ok()
+    }
+    /// A quint8 tensor `{path}.{name}` (U8) with per-tensor qparams
+    /// `{name}_scale` (F64) and `{name}_zero_point` (I64).
+    pub fn qweight_u8(&self, name: &str) -> Result<QTensor<u8>> {
+        let full = join(&self.path, name);
+        let v = self.view(&full, Dtype::U8)?;
+        let sn = join(&self.path, &format!("{name}_scale"));
+        let zn = join(&self.path, &format!("{name}_zero_point"));
+        let s = f64::from_le_bytes(self.scalar8(&sn, Dtype::F64)?);
+        let z = i64::from_le_bytes(self.scalar8(&zn, Dtype::I64)?);
+        QTensor::from_int_repr(
+            v.shape().to_vec(),
+            v.data().to_vec(),
+            QParams::per_tensor(s, z),
+        )
+        .map_err(|e| NnError::file(self.src.file, &full, e.to_string()))
+    }
+    /// A U8 tensor `{path}.{name}`: its shape and bytes.
+    pub fn u8_tensor(&self, name: &str) -> Result<(Vec<usize>, Vec<u8>)> {
+        let full = join(&self.path, name);
+        let v = self.view(&full, Dtype::U8)?;
+        Ok((v.shape().to_vec(), v.data().to_vec()))
+    }
     /// Float32 tensor `{path}.{name}`.
     pub fn f32(&self, name: &str) -> Result<Tensor> {
         let full = join(&self.path, name);

@@ -127,6 +127,27 @@ impl Engine {
         )
     }
 
+    /// `torch.ops.quantized.embedding_bag_2bit_rowwise_offsets` (mode sum):
+    /// §17's arithmetic on a 2-bit table.
+    pub fn embedding_bag_2bit(
+        &self,
+        table: &EmbeddingBagTable,
+        indices: &[i64],
+        offsets: &[i64],
+        per_sample_weights: Option<&[f32]>,
+        include_last_offset: bool,
+    ) -> Result<Tensor> {
+        self.embedding_bag_op(
+            "embedding_bag_2bit",
+            2,
+            table,
+            indices,
+            offsets,
+            per_sample_weights,
+            include_last_offset,
+        )
+    }
+
     /// `torch.ops.quantized.embedding_bag_4bit_rowwise_offsets` (mode sum).
     pub fn embedding_bag_4bit(
         &self,

@@ -6,7 +6,7 @@ use super::qparams::{fmax, fmin, ObserverQParams, QParamRule};
 use super::torch_ops::{
     aminmax, div_floor_f32, torch_cumsum, torch_histc, torch_linspace, torch_sum,
 };
-use super::{check_no_nan, Observer, ObserverConfig, ObserverDType, ObserverKind};
+use super::{check_no_nan, Observer, ObserverConfig, ObserverDType, ObserverKind, ObserverState};
 use crate::error::{QuantError, Result};
 use crate::tensor::{QScheme, Tensor};
 
@@ -298,6 +298,31 @@ impl Observer for HistogramObserver {
         self.min = [f32::INFINITY];
         self.max = [f32::NEG_INFINITY];
         self.histogram = vec![0.0; self.bins];
+    }
+    fn state(&self) -> ObserverState {
+        ObserverState {
+            min: self.min.to_vec(),
+            max: self.max.to_vec(),
+            histogram: self.histogram.clone(),
+        }
+    }
+    fn set_state(&mut self, st: &ObserverState) -> Result<()> {
+        if st.min.len() != 1 || st.max.len() != 1 || st.histogram.len() != self.bins {
+            return Err(QuantError::invalid(
+                "Observer::set_state",
+                format!(
+                    "HistogramObserver keeps one min, one max and {} bins, the saved state has {}, {} and {}",
+                    self.bins,
+                    st.min.len(),
+                    st.max.len(),
+                    st.histogram.len()
+                ),
+            ));
+        }
+        self.min = [st.min[0]];
+        self.max = [st.max[0]];
+        self.histogram = st.histogram.clone();
+        Ok(())
     }
     fn box_clone(&self) -> Box<dyn Observer> {
         Box::new(self.clone())

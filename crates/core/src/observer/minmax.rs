@@ -3,7 +3,7 @@
 
 use super::qparams::{fmax, fmin, ObserverQParams, QParamRule};
 use super::torch_ops::aminmax;
-use super::{check_no_nan, Observer, ObserverConfig, ObserverDType, ObserverKind};
+use super::{check_no_nan, Observer, ObserverConfig, ObserverDType, ObserverKind, ObserverState};
 use crate::dtype::QDType;
 use crate::error::{QuantError, Result};
 use crate::quant::normalize_axis;
@@ -109,6 +109,22 @@ macro_rules! per_tensor_common {
         fn reset(&mut self) {
             self.s.min = [f32::INFINITY];
             self.s.max = [f32::NEG_INFINITY];
+        }
+        fn set_state(&mut self, st: &ObserverState) -> Result<()> {
+            if st.min.len() != 1 || st.max.len() != 1 || !st.histogram.is_empty() {
+                return Err(QuantError::invalid(
+                    "Observer::set_state",
+                    format!(
+                        "{} keeps one min and one max, the saved state has {} and {}",
+                        self.kind(),
+                        st.min.len(),
+                        st.max.len()
+                    ),
+                ));
+            }
+            self.s.min = [st.min[0]];
+            self.s.max = [st.max[0]];
+            Ok(())
         }
         fn box_clone(&self) -> Box<dyn Observer> {
             Box::new(self.clone())
@@ -324,6 +340,22 @@ macro_rules! per_channel_common {
         fn reset(&mut self) {
             self.s.min.clear();
             self.s.max.clear();
+        }
+        fn set_state(&mut self, st: &ObserverState) -> Result<()> {
+            if st.min.len() != st.max.len() || !st.histogram.is_empty() {
+                return Err(QuantError::invalid(
+                    "Observer::set_state",
+                    format!(
+                        "{} keeps one min and max per channel, the saved state has {} and {}",
+                        self.kind(),
+                        st.min.len(),
+                        st.max.len()
+                    ),
+                ));
+            }
+            self.s.min = st.min.clone();
+            self.s.max = st.max.clone();
+            Ok(())
         }
         fn box_clone(&self) -> Box<dyn Observer> {
             Box::new(self.clone())

@@ -4,7 +4,13 @@
 //! * [`MinMaxObserver`], [`MovingAverageMinMaxObserver`] (per tensor),
 //! * [`PerChannelMinMaxObserver`], [`MovingAveragePerChannelMinMaxObserver`],
 //! * [`HistogramObserver`] (L2-minimising range search),
-//! * [`PlaceholderObserver`] (carries dtype / dynamic flag only).
+//! * [`PlaceholderObserver`] (carries dtype / dynamic flag only),
+//! * [`FixedQParamsObserver`], [`NoopObserver`], [`RecordingObserver`],
+//!   [`ReuseInputObserver`] (choose nothing from data).
+//!
+//! Every observer's statistics can be read and restored
+//! ([`Observer::state`], [`Observer::set_state`]), so calibration can stop
+//! and resume with identical results.
 //!
 //! All math is float32 in torch's operation order. Decisions where rquant
 //! differs from torch on purpose:
@@ -15,11 +21,15 @@
 //!   (see [`QParamRule::calculate`]).
 //! * Empty tensors are ignored, as in torch.
 
+mod extra;
 mod histogram;
 mod minmax;
 mod qparams;
 pub mod torch_ops;
 
+pub use extra::{
+    FixedQParamsObserver, IdentityObserver, NoopObserver, RecordingObserver, ReuseInputObserver,
+};
 pub use histogram::HistogramObserver;
 pub use minmax::{
     MinMaxObserver, MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver,
@@ -39,6 +49,10 @@ pub enum ObserverDType {
     Quantized(QDType),
     Float16,
     Float32,
+    /// `torch.quint4x2`: 4-bit codes 0..15, two per byte (4-bit embeddings).
+    QUInt4x2,
+    /// `torch.quint2x4`: 2-bit codes 0..3, four per byte.
+    QUInt2x4,
 }
 
 impl ObserverDType {
@@ -47,6 +61,8 @@ impl ObserverDType {
             ObserverDType::Quantized(d) => d.name(),
             ObserverDType::Float16 => "float16",
             ObserverDType::Float32 => "float32",
+            ObserverDType::QUInt4x2 => "quint4x2",
+            ObserverDType::QUInt2x4 => "quint2x4",
         }
     }
     pub fn quantized(self) -> Option<QDType> {
@@ -54,6 +70,24 @@ impl ObserverDType {
             ObserverDType::Quantized(d) => Some(d),
             _ => None,
         }
+    }
+    /// Bits per code of the sub-byte dtypes (None for the others).
+    pub fn sub_byte_bits(self) -> Option<u8> {
+        match self {
+            ObserverDType::QUInt4x2 => Some(4),
+            ObserverDType::QUInt2x4 => Some(2),
+            _ => None,
+        }
+    }
+    pub fn from_name(s: &str) -> Option<Self> {
+        let s = s.strip_prefix("torch.").unwrap_or(s);
+        Some(match s {
+            "float16" => ObserverDType::Float16,
+            "float32" => ObserverDType::Float32,
+            "quint4x2" => ObserverDType::QUInt4x2,
+            "quint2x4" => ObserverDType::QUInt2x4,
+            q => ObserverDType::Quantized(QDType::from_name(q)?),
+        })
     }
 }
 
@@ -66,6 +100,13 @@ pub enum ObserverKind {
     MovingAveragePerChannelMinMax,
     Histogram,
     Placeholder,
+    FixedQParams,
+    Noop,
+    Recording,
+    ReuseInput,
+    /// `torch.nn.Identity` in an observer slot (`default_weight_only_qconfig`'s
+    /// activation): passes values through, chooses no qparams.
+    Identity,
 }
 
 impl ObserverKind {
@@ -78,6 +119,11 @@ impl ObserverKind {
             ObserverKind::MovingAveragePerChannelMinMax => "MovingAveragePerChannelMinMaxObserver",
             ObserverKind::Histogram => "HistogramObserver",
             ObserverKind::Placeholder => "PlaceholderObserver",
+            ObserverKind::FixedQParams => "FixedQParamsObserver",
+            ObserverKind::Noop => "NoopObserver",
+            ObserverKind::Recording => "RecordingObserver",
+            ObserverKind::ReuseInput => "ReuseInputObserver",
+            ObserverKind::Identity => "Identity",
         }
     }
     pub fn from_name(s: &str) -> Option<Self> {
@@ -89,6 +135,11 @@ impl ObserverKind {
             "MovingAveragePerChannelMinMaxObserver" => ObserverKind::MovingAveragePerChannelMinMax,
             "HistogramObserver" => ObserverKind::Histogram,
             "PlaceholderObserver" => ObserverKind::Placeholder,
+            "FixedQParamsObserver" => ObserverKind::FixedQParams,
+            "NoopObserver" => ObserverKind::Noop,
+            "RecordingObserver" => ObserverKind::Recording,
+            "ReuseInputObserver" => ObserverKind::ReuseInput,
+            "Identity" => ObserverKind::Identity,
             _ => return None,
         })
     }
@@ -133,6 +184,10 @@ pub struct ObserverConfig {
     /// The eps buffer, default `torch.finfo(torch.float32).eps`.
     pub eps: f32,
     pub is_dynamic: bool,
+    /// `FixedQParamsObserver` only: its scale (a Python float, kept as f32).
+    pub fixed_scale: f32,
+    /// `FixedQParamsObserver` only: its zero point.
+    pub fixed_zero_point: i64,
 }
 
 impl Default for ObserverConfig {
@@ -148,6 +203,8 @@ impl Default for ObserverConfig {
             bins: 2048,
             eps: f32::EPSILON,
             is_dynamic: false,
+            fixed_scale: 1.0,
+            fixed_zero_point: 0,
         }
     }
 }
@@ -214,6 +271,100 @@ pub trait Observer: Send + Sync + fmt::Debug {
     /// Forget all statistics (`reset_min_max_vals`).
     fn reset(&mut self);
     fn box_clone(&self) -> Box<dyn Observer>;
+    /// The statistics seen so far (min/max, and the histogram of a
+    /// `HistogramObserver`), to save a calibration and resume it.
+    fn state(&self) -> ObserverState {
+        ObserverState {
+            min: self.min_val().to_vec(),
+            max: self.max_val().to_vec(),
+            histogram: Vec::new(),
+        }
+    }
+    /// Restore statistics saved by [`Observer::state`] (checked against this
+    /// observer's shape: one value per tensor, one per channel, `bins` counts).
+    fn set_state(&mut self, s: &ObserverState) -> Result<()> {
+        extra::stateless("Observer::set_state", s)
+    }
+    /// The tensors a `RecordingObserver` kept (None for other observers).
+    fn recorded(&self) -> Option<&[Tensor]> {
+        None
+    }
+    /// The spec this observer was built from (observers built by
+    /// [`crate::qconfig::ObserverSpec::build`] know it; files save it).
+    fn spec(&self) -> Option<&crate::qconfig::ObserverSpec> {
+        None
+    }
+}
+
+/// An observer together with the spec that built it
+/// ([`crate::qconfig::ObserverSpec::build`] returns these).
+#[derive(Debug, Clone)]
+pub struct SpecObserver {
+    pub spec: crate::qconfig::ObserverSpec,
+    pub inner: Box<dyn Observer>,
+}
+
+impl Observer for SpecObserver {
+    fn kind(&self) -> ObserverKind {
+        self.inner.kind()
+    }
+    fn observe(&mut self, x: &Tensor) -> Result<()> {
+        self.inner.observe(x)
+    }
+    fn calculate_qparams(&self) -> Result<ObserverQParams> {
+        self.inner.calculate_qparams()
+    }
+    fn min_val(&self) -> &[f32] {
+        self.inner.min_val()
+    }
+    fn max_val(&self) -> &[f32] {
+        self.inner.max_val()
+    }
+    fn dtype(&self) -> ObserverDType {
+        self.inner.dtype()
+    }
+    fn qscheme(&self) -> QScheme {
+        self.inner.qscheme()
+    }
+    fn quant_range(&self) -> Option<(i64, i64)> {
+        self.inner.quant_range()
+    }
+    fn ch_axis(&self) -> Option<i64> {
+        self.inner.ch_axis()
+    }
+    fn is_dynamic(&self) -> bool {
+        self.inner.is_dynamic()
+    }
+    fn reduce_range(&self) -> bool {
+        self.inner.reduce_range()
+    }
+    fn reset(&mut self) {
+        self.inner.reset()
+    }
+    fn box_clone(&self) -> Box<dyn Observer> {
+        Box::new(self.clone())
+    }
+    fn state(&self) -> ObserverState {
+        self.inner.state()
+    }
+    fn set_state(&mut self, s: &ObserverState) -> Result<()> {
+        self.inner.set_state(s)
+    }
+    fn recorded(&self) -> Option<&[Tensor]> {
+        self.inner.recorded()
+    }
+    fn spec(&self) -> Option<&crate::qconfig::ObserverSpec> {
+        Some(&self.spec)
+    }
+}
+
+/// An observer's statistics ([`Observer::state`]): empty vectors for
+/// observers that keep none.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ObserverState {
+    pub min: Vec<f32>,
+    pub max: Vec<f32>,
+    pub histogram: Vec<f32>,
 }
 
 impl Clone for Box<dyn Observer> {
@@ -225,7 +376,9 @@ impl Clone for Box<dyn Observer> {
 /// Build an observer from its torch class name and arguments. Accepted
 /// names: `MinMaxObserver`, `MovingAverageMinMaxObserver`,
 /// `PerChannelMinMaxObserver`, `MovingAveragePerChannelMinMaxObserver`,
-/// `HistogramObserver`, `PlaceholderObserver` (optionally module-qualified).
+/// `HistogramObserver`, `PlaceholderObserver`, `FixedQParamsObserver`,
+/// `NoopObserver`, `RecordingObserver`, `ReuseInputObserver` (optionally
+/// module-qualified).
 pub fn build_observer(kind: &str, cfg: ObserverConfig) -> Result<Box<dyn Observer>> {
     let k = ObserverKind::from_name(kind).ok_or_else(|| {
         QuantError::invalid("build_observer", format!("unknown observer class {kind:?}"))
@@ -249,6 +402,20 @@ pub fn build_observer_kind(kind: ObserverKind, cfg: ObserverConfig) -> Result<Bo
             cfg.quant_max,
             cfg.is_dynamic,
         )),
+        ObserverKind::FixedQParams => Box::new(FixedQParamsObserver::new(
+            cfg.fixed_scale,
+            cfg.fixed_zero_point,
+            cfg.dtype,
+            cfg.qscheme,
+            cfg.quant_min.unwrap_or(0),
+            cfg.quant_max.unwrap_or(255),
+        )?),
+        ObserverKind::Noop => Box::new(NoopObserver {
+            dtype: ObserverDType::Float16,
+        }),
+        ObserverKind::Recording => Box::new(RecordingObserver::new(cfg.dtype)),
+        ObserverKind::ReuseInput => Box::new(ReuseInputObserver),
+        ObserverKind::Identity => Box::new(IdentityObserver),
     })
 }
 

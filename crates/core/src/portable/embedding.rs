@@ -20,7 +20,7 @@ pub struct EmbeddingBagTable {
 }
 
 impl EmbeddingBagTable {
-    /// Bits per code: 8 or 4.
+    /// Bits per code: 8, 4 or 2.
     pub fn bits(&self) -> u8 {
         self.bits
     }
@@ -123,6 +123,32 @@ impl EmbeddingBagTable {
         }
         let widen = |v: &[half::f16]| v.iter().map(|h| h.to_f32()).collect();
         Self::new(OP, 4, rows, dim, codes, widen(scales), widen(biases))
+    }
+
+    /// A 2-bit table (`embedding_bag_2bit_prepack`: codes 0..3, `dim` a
+    /// multiple of 4, an f16 scale and bias per row), validated.
+    pub fn two_bit(
+        rows: usize,
+        dim: usize,
+        codes: Vec<u8>,
+        scales: &[half::f16],
+        biases: &[half::f16],
+    ) -> Result<Self> {
+        const OP: &str = "embedding_bag_2bit";
+        if !dim.is_multiple_of(4) {
+            return Err(table_error(
+                OP,
+                format!("dim {dim} must be a multiple of 4 (four codes per byte)"),
+            ));
+        }
+        if let Some(i) = codes.iter().position(|&c| c > 3) {
+            return Err(table_error(
+                OP,
+                format!("code[{i}] = {} exceeds 3", codes[i]),
+            ));
+        }
+        let widen = |v: &[half::f16]| v.iter().map(|h| h.to_f32()).collect();
+        Self::new(OP, 2, rows, dim, codes, widen(scales), widen(biases))
     }
 
     fn new(

@@ -7,12 +7,17 @@
 
 use crate::dtype::QDType;
 use crate::error::{QuantError, Result};
-use crate::fake_quant::{fake_quantize_per_channel, fake_quantize_per_tensor, FakeQuantOutput};
 use crate::observer::{
-    build_observer_kind, Observer, ObserverConfig, ObserverDType, ObserverKind, ObserverQParams,
+    build_observer_kind, NoopObserver, Observer, ObserverConfig, ObserverDType, ObserverKind,
     PlaceholderObserver,
 };
-use crate::tensor::{QScheme, Tensor};
+use crate::tensor::QScheme;
+
+mod fake_quantize;
+mod presets;
+
+pub use fake_quantize::{fused_moving_avg_obs_fake_quant, FakeQuantState, FakeQuantize, Learnable};
+pub use presets::*;
 
 /// Description of one observer: class, arguments, and for placeholders the
 /// (possibly float) dtype.
@@ -20,7 +25,8 @@ use crate::tensor::{QScheme, Tensor};
 pub struct ObserverSpec {
     pub kind: ObserverKind,
     pub config: ObserverConfig,
-    /// Only for `PlaceholderObserver`: its dtype (float16 for fp16 configs).
+    /// Only for `PlaceholderObserver` and `NoopObserver`: its dtype (float16
+    /// for fp16 configs, float32 for weight-only activations).
     pub placeholder_dtype: Option<ObserverDType>,
 }
 
@@ -60,8 +66,37 @@ impl ObserverSpec {
             placeholder_dtype: Some(dtype),
         }
     }
-    /// A fresh observer.
+    /// `NoopObserver.with_args(dtype)`.
+    pub fn noop(dtype: ObserverDType) -> Self {
+        ObserverSpec {
+            kind: ObserverKind::Noop,
+            config: ObserverConfig::default(),
+            placeholder_dtype: Some(dtype),
+        }
+    }
+    /// `FixedQParamsObserver.with_args(scale, zero_point, dtype=quint8,
+    /// quant_min=0, quant_max=255)`.
+    pub fn fixed_qparams(scale: f32, zero_point: i64) -> Self {
+        ObserverSpec::new(ObserverKind::FixedQParams).with(|c| {
+            c.fixed_scale = scale;
+            c.fixed_zero_point = zero_point;
+            c.quant_min = Some(0);
+            c.quant_max = Some(255);
+        })
+    }
+    /// A fresh observer (it knows this spec: [`Observer::spec`]).
     pub fn build(&self) -> Result<Box<dyn Observer>> {
+        Ok(Box::new(crate::observer::SpecObserver {
+            spec: self.clone(),
+            inner: self.build_plain()?,
+        }))
+    }
+    fn build_plain(&self) -> Result<Box<dyn Observer>> {
+        if self.kind == ObserverKind::Noop {
+            return Ok(Box::new(NoopObserver {
+                dtype: self.placeholder_dtype.unwrap_or(ObserverDType::Float16),
+            }));
+        }
         if self.kind == ObserverKind::Placeholder {
             let dtype = self
                 .placeholder_dtype
@@ -86,6 +121,58 @@ pub enum FakeQuantKind {
     /// from the C++ chooser (`ChooseQuantizationParams`, double precision,
     /// `preserve_sparsity` for symmetric schemes) — `torch.fused_moving_avg_obs_fake_quant`.
     FusedMovingAvgObs,
+    /// `FixedQParamsFakeQuantize`: the fixed scale and zero point of its
+    /// `FixedQParamsObserver` (sigmoid, tanh, hardsigmoid, softmax outputs).
+    FixedQParams,
+    /// `_LearnableFakeQuantize` (LSQ): scale and zero point are parameters,
+    /// set by the observer while `static_enabled`, learned while
+    /// `learning_enabled` (`torch._fake_quantize_learnable_*`).
+    Learnable,
+}
+
+impl FakeQuantKind {
+    /// The torch class name.
+    pub fn name(self) -> &'static str {
+        match self {
+            FakeQuantKind::FakeQuantize => "FakeQuantize",
+            FakeQuantKind::FusedMovingAvgObs => "FusedMovingAvgObsFakeQuantize",
+            FakeQuantKind::FixedQParams => "FixedQParamsFakeQuantize",
+            FakeQuantKind::Learnable => "_LearnableFakeQuantize",
+        }
+    }
+    pub fn from_name(s: &str) -> Option<Self> {
+        let s = s.rsplit('.').next().unwrap_or(s);
+        Some(match s {
+            "FakeQuantize" => FakeQuantKind::FakeQuantize,
+            "FusedMovingAvgObsFakeQuantize" => FakeQuantKind::FusedMovingAvgObs,
+            "FixedQParamsFakeQuantize" => FakeQuantKind::FixedQParams,
+            "_LearnableFakeQuantize" | "LearnableFakeQuantize" => FakeQuantKind::Learnable,
+            _ => return None,
+        })
+    }
+}
+
+/// The constructor arguments of `_LearnableFakeQuantize` beyond its
+/// observer: initial `scale` and `zero_point`, `channel_len` (per-channel
+/// schemes: the number of channels) and `use_grad_scaling`. Other fake
+/// quants ignore it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LsqSpec {
+    pub scale: f32,
+    pub zero_point: f32,
+    pub channel_len: Option<usize>,
+    pub use_grad_scaling: bool,
+}
+
+impl Default for LsqSpec {
+    fn default() -> Self {
+        LsqSpec {
+            scale: 1.0,
+            zero_point: 0.0,
+            channel_len: None,
+            use_grad_scaling: false,
+        }
+    }
 }
 
 /// Description of a fake-quant module: class plus its observer (whose config
@@ -94,11 +181,21 @@ pub enum FakeQuantKind {
 pub struct FakeQuantizeSpec {
     pub kind: FakeQuantKind,
     pub observer: ObserverSpec,
+    /// `_LearnableFakeQuantize`'s own arguments (ignored by the other kinds).
+    pub lsq: LsqSpec,
 }
 
 impl FakeQuantizeSpec {
+    /// A spec of `kind` around `observer` (LSQ arguments at their defaults).
+    pub fn new(kind: FakeQuantKind, observer: ObserverSpec) -> Self {
+        FakeQuantizeSpec {
+            kind,
+            observer,
+            lsq: LsqSpec::default(),
+        }
+    }
     pub fn build(&self) -> Result<FakeQuantize> {
-        FakeQuantize::new(self.kind, &self.observer)
+        FakeQuantize::from_spec(self)
     }
 }
 
@@ -180,7 +277,7 @@ pub fn histogram_observer(reduce_range: bool) -> ObserverSpec {
 }
 
 fn fq(kind: FakeQuantKind, observer: ObserverSpec) -> QSpec {
-    QSpec::FakeQuant(FakeQuantizeSpec { kind, observer })
+    QSpec::FakeQuant(FakeQuantizeSpec::new(kind, observer))
 }
 
 fn act_fq(kind: FakeQuantKind, reduce_range: bool) -> QSpec {
@@ -402,181 +499,11 @@ pub fn choose_qparams_fused(
     Ok((scale as f32, zp))
 }
 
-/// A fake-quantize module (`FakeQuantize` / `FusedMovingAvgObsFakeQuantize`):
-/// an observer, the current scale/zero point, and the two enable flags.
-#[derive(Debug, Clone)]
-pub struct FakeQuantize {
-    kind: FakeQuantKind,
-    observer: Box<dyn Observer>,
-    pub fake_quant_enabled: bool,
-    pub observer_enabled: bool,
-    scale: Vec<f32>,
-    zero_point: Vec<i64>,
-    quant_min: i64,
-    quant_max: i64,
-    qscheme: QScheme,
-    ch_axis: Option<i64>,
-}
-
-impl FakeQuantize {
-    pub fn new(kind: FakeQuantKind, observer: &ObserverSpec) -> Result<Self> {
-        const OP: &str = "FakeQuantize";
-        let cfg = &observer.config;
-        if let (Some(lo), Some(hi)) = (cfg.quant_min, cfg.quant_max) {
-            if lo > hi {
-                return Err(QuantError::invalid(OP, "quant_min must be <= quant_max"));
-            }
-            if lo < cfg.dtype.min() || hi > cfg.dtype.max() {
-                return Err(QuantError::invalid(
-                    OP,
-                    format!("[{lo}, {hi}] is out of the bounds of {}", cfg.dtype),
-                ));
-            }
-        }
-        if kind == FakeQuantKind::FusedMovingAvgObs
-            && !matches!(
-                observer.kind,
-                ObserverKind::MovingAverageMinMax | ObserverKind::MovingAveragePerChannelMinMax
-            )
-        {
-            return Err(QuantError::Unsupported {
-                op: OP,
-                detail: format!(
-                    "the fused fake quant only works with moving-average observers, not {}",
-                    observer.kind
-                ),
-            });
-        }
-        let obs = observer.build()?;
-        let (quant_min, quant_max) = obs.quant_range().ok_or_else(|| {
-            QuantError::invalid(OP, format!("{} has no quantization range", obs.kind()))
-        })?;
-        let qscheme = obs.qscheme();
-        if qscheme == QScheme::PerChannelAffineFloatQParams {
-            return Err(QuantError::Unsupported {
-                op: OP,
-                detail: "per_channel_affine_float_qparams fake quant is not implemented".into(),
-            });
-        }
-        let ch_axis = obs.ch_axis();
-        Ok(FakeQuantize {
-            kind,
-            observer: obs,
-            fake_quant_enabled: true,
-            observer_enabled: true,
-            scale: vec![1.0],
-            zero_point: vec![0],
-            quant_min,
-            quant_max,
-            qscheme,
-            ch_axis,
-        })
-    }
-
-    pub fn kind(&self) -> FakeQuantKind {
-        self.kind
-    }
-    pub fn observer(&self) -> &dyn Observer {
-        self.observer.as_ref()
-    }
-    pub fn observer_mut(&mut self) -> &mut dyn Observer {
-        self.observer.as_mut()
-    }
-    pub fn scale(&self) -> &[f32] {
-        &self.scale
-    }
-    pub fn zero_point(&self) -> &[i64] {
-        &self.zero_point
-    }
-    pub fn quant_range(&self) -> (i64, i64) {
-        (self.quant_min, self.quant_max)
-    }
-    pub fn qscheme(&self) -> QScheme {
-        self.qscheme
-    }
-    pub fn ch_axis(&self) -> Option<i64> {
-        self.ch_axis
-    }
-    /// The observer's qparams (`calculate_qparams`).
-    pub fn calculate_qparams(&self) -> Result<ObserverQParams> {
-        self.observer.calculate_qparams()
-    }
-
-    fn fake_quant(&self, x: &Tensor) -> Result<FakeQuantOutput> {
-        if self.qscheme.is_per_channel() {
-            fake_quantize_per_channel(
-                x,
-                &self.scale,
-                &self.zero_point,
-                self.ch_axis.unwrap_or(0),
-                self.quant_min,
-                self.quant_max,
-            )
-        } else {
-            fake_quantize_per_tensor(
-                x,
-                self.scale[0],
-                self.zero_point[0],
-                self.quant_min,
-                self.quant_max,
-            )
-        }
-    }
-
-    fn identity(x: &Tensor) -> FakeQuantOutput {
-        FakeQuantOutput {
-            y: x.clone(),
-            mask: vec![true; x.numel()],
-        }
-    }
-
-    /// One forward: observe (if enabled), update scale/zero point, fake
-    /// quantize (if enabled). Returns the output and its gradient mask.
-    pub fn forward(&mut self, x: &Tensor) -> Result<FakeQuantOutput> {
-        match self.kind {
-            FakeQuantKind::FakeQuantize => {
-                if self.observer_enabled {
-                    self.observer.observe(x)?;
-                    let qp = self.observer.calculate_qparams()?;
-                    self.scale = qp.scales;
-                    self.zero_point = qp.zero_points;
-                }
-                if self.fake_quant_enabled {
-                    self.fake_quant(x)
-                } else {
-                    Ok(Self::identity(x))
-                }
-            }
-            FakeQuantKind::FusedMovingAvgObs => {
-                if self.observer_enabled {
-                    self.observer.observe(x)?;
-                }
-                if !self.fake_quant_enabled {
-                    return Ok(Self::identity(x));
-                }
-                let sym = self.qscheme.is_symmetric();
-                let (mins, maxs) = (self.observer.min_val(), self.observer.max_val());
-                let mut scales = Vec::with_capacity(mins.len());
-                let mut zps = Vec::with_capacity(mins.len());
-                for (&lo, &hi) in mins.iter().zip(maxs) {
-                    let (s, z) = choose_qparams_fused(lo, hi, self.quant_min, self.quant_max, sym)?;
-                    scales.push(s);
-                    zps.push(z);
-                }
-                if !scales.is_empty() {
-                    self.scale = scales;
-                    self.zero_point = zps;
-                }
-                self.fake_quant(x)
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::excessive_precision)]
 mod tests {
     use super::*;
+    use crate::tensor::Tensor;
 
     #[test]
     fn presets_match_torch() {
@@ -675,13 +602,13 @@ mod tests {
         // y = f(tensor([-3,0.25,1,4])) -> min -1.02, max 2.02 (c = 0.01),
         // scale 0.011921568773686886, zp 86,
         // y [-1.0252549648284912, 0.2503529489040375, 1.00141179561615, 2.0147452354431152]
-        let spec = FakeQuantizeSpec {
-            kind: FakeQuantKind::FusedMovingAvgObs,
-            observer: ObserverSpec::new(ObserverKind::MovingAverageMinMax).with(|c| {
+        let spec = FakeQuantizeSpec::new(
+            FakeQuantKind::FusedMovingAvgObs,
+            ObserverSpec::new(ObserverKind::MovingAverageMinMax).with(|c| {
                 c.quant_min = Some(0);
                 c.quant_max = Some(255);
             }),
-        };
+        );
         let mut f = spec.build().unwrap();
         f.forward(&Tensor::new([4], vec![-1.0, 0.0, 0.5, 2.0]).unwrap())
             .unwrap();
@@ -705,18 +632,18 @@ mod tests {
 
     #[test]
     fn fused_requires_moving_average() {
-        let spec = FakeQuantizeSpec {
-            kind: FakeQuantKind::FusedMovingAvgObs,
-            observer: ObserverSpec::new(ObserverKind::MinMax),
-        };
+        let spec = FakeQuantizeSpec::new(
+            FakeQuantKind::FusedMovingAvgObs,
+            ObserverSpec::new(ObserverKind::MinMax),
+        );
         assert!(spec.build().is_err());
-        let spec = FakeQuantizeSpec {
-            kind: FakeQuantKind::FakeQuantize,
-            observer: ObserverSpec::new(ObserverKind::MinMax).with(|c| {
+        let spec = FakeQuantizeSpec::new(
+            FakeQuantKind::FakeQuantize,
+            ObserverSpec::new(ObserverKind::MinMax).with(|c| {
                 c.quant_min = Some(-5);
                 c.quant_max = Some(255);
             }),
-        };
+        );
         assert!(spec.build().is_err());
     }
 }
