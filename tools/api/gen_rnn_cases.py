@@ -257,6 +257,22 @@ def proj_case(x, out, meta):
         meta["proj.torch_dynamic"] = "%s: %s" % (type(e).__name__, str(e).splitlines()[0][:200])
 
 
+def vecmath_case(out):
+    """ATen's vectorised f32 sigmoid and tanh (Sleef expf8_u10 / tanhf8_u10,
+    AVX2 with FMA) on inputs where they differ from the correctly rounded
+    functions — the gate arithmetic rquant must match bit for bit."""
+    g = torch.Generator().manual_seed(15)
+    x = torch.randn(1 << 20, generator=g) * 4
+    sig_cr = 1 / (1 + torch.exp(-x.double()).float())
+    tanh_cr = torch.tanh(x.double()).float()
+    pick = ((torch.sigmoid(x) != sig_cr) | (torch.tanh(x) != tanh_cr)).nonzero().flatten()[:4096]
+    v = torch.cat([x[pick], torch.tensor([0.0, -0.0, 1e-30, -1e-30, 8.5, 8.7, -8.7, 20.0, -20.0,
+                                          88.0, -88.0, 100.5, -104.5, -110.0, 1e-6, -3e-4])])
+    out["vec.x"] = v
+    out["vec.sigmoid"] = torch.sigmoid(v)
+    out["vec.tanh"] = torch.tanh(v)
+
+
 def main():
     ap = argparse.ArgumentParser()
     here = os.path.dirname(os.path.abspath(__file__))
@@ -273,6 +289,7 @@ def main():
     big_case("lstm", 1000, x, out, meta)
     big_case("gru", 2000, x, out, meta)
     proj_case(x, out, meta)
+    vecmath_case(out)
     arrs = {k: t2n(v) for k, v in out.items()}
     path = os.path.join(args.out, "rnn_dynamic.safetensors")
     save_file(arrs, path, metadata={"meta": json.dumps(meta, sort_keys=True)})

@@ -157,8 +157,199 @@ impl RnnSpec {
     }
 }
 
+/// ATen's vectorised f32 sigmoid: `1 / (1 + exp(0 − x))` with
+/// [`vecmath::exp`].
 fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
+    1.0 / (vecmath::exp(0.0 - x) + 1.0)
+}
+
+fn tanh(x: f32) -> f32 {
+    vecmath::tanh(x)
+}
+
+/// Sleef's f32 `expf8_u10` and `tanhf8_u10` (FMA build), element by
+/// element, reimplemented from the published algorithms (Sleef, Boost
+/// Software License 1.0: Cody–Waite reduction by ln 2 and a degree-6
+/// polynomial; tanh from a double-float `exp` as `(e − 1/e) / (e + 1/e)`).
+/// ATen's AVX2 `sigmoid` is `1 / (1 + expf8_u10(0 − x))`, which [`sigmoid`]
+/// reproduces bit for bit; a different last bit of a gate is enough to
+/// move a later dynamic quantization of the hidden state, so the
+/// recurrences use these rather than libm's. PyTorch's `tanh` on an x86
+/// build with MKL is MKL's vsTanh, which these do not reproduce: they agree
+/// within one ulp (Sleef's tanh is kept: it is the same on every platform).
+#[allow(clippy::excessive_precision, clippy::inconsistent_digit_grouping)]
+pub mod vecmath {
+    // The constants are Sleef's literals, as written there.
+    const R_LN2: f32 = std::f32::consts::LOG2_E;
+    const L2U: f32 = 0.693145751953125;
+    const L2L: f32 = 1.428606765330187045e-06;
+
+    /// `a·b + c`, one rounding.
+    #[inline(always)]
+    fn fma(a: f32, b: f32, c: f32) -> f32 {
+        a.mul_add(b, c)
+    }
+    /// `a·b − c`, one rounding.
+    #[inline(always)]
+    fn fms(a: f32, b: f32, c: f32) -> f32 {
+        a.mul_add(b, -c)
+    }
+    /// `c − a·b`, one rounding.
+    #[inline(always)]
+    fn fnma(a: f32, b: f32, c: f32) -> f32 {
+        (-a).mul_add(b, c)
+    }
+    fn pow2i(q: i32) -> f32 {
+        f32::from_bits((q.wrapping_add(0x7f) as u32) << 23)
+    }
+    /// `d · 2^e` in two steps (no overflow of the exponent field).
+    fn ldexp2(d: f32, e: i32) -> f32 {
+        d * pow2i(e >> 1) * pow2i(e.wrapping_sub(e >> 1))
+    }
+    /// `cvtps_epi32`: round to nearest even (callers override the result
+    /// where the range is exceeded).
+    fn rint(x: f32) -> i32 {
+        x.round_ties_even() as i32
+    }
+
+    /// A double-float `x + y` (|y| ≤ ulp(x)/2 or so).
+    #[derive(Clone, Copy)]
+    struct Df {
+        x: f32,
+        y: f32,
+    }
+
+    fn add2_df_f(a: Df, b: f32) -> Df {
+        let s = a.x + b;
+        let v = s - a.x;
+        let t = (a.x - (s - v)) + (b - v);
+        Df { x: s, y: t + a.y }
+    }
+    fn add2_df_df(a: Df, b: Df) -> Df {
+        let s = a.x + b.x;
+        let v = s - a.x;
+        let t = (a.x - (s - v)) + (b.x - v);
+        Df {
+            x: s,
+            y: t + (a.y + b.y),
+        }
+    }
+    fn add_f_df(a: f32, b: Df) -> Df {
+        let s = a + b.x;
+        Df {
+            x: s,
+            y: ((a - s) + b.x) + b.y,
+        }
+    }
+    fn add_df_df(a: Df, b: Df) -> Df {
+        let s = a.x + b.x;
+        Df {
+            x: s,
+            y: (((a.x - s) + b.x) + a.y) + b.y,
+        }
+    }
+    fn mul_df_f(a: Df, b: f32) -> Df {
+        let s = a.x * b;
+        Df {
+            x: s,
+            y: fma(a.y, b, fms(a.x, b, s)),
+        }
+    }
+    fn mul_df_df(a: Df, b: Df) -> Df {
+        let s = a.x * b.x;
+        Df {
+            x: s,
+            y: fma(a.x, b.y, fma(a.y, b.x, fms(a.x, b.x, s))),
+        }
+    }
+    fn squ(a: Df) -> Df {
+        let s = a.x * a.x;
+        Df {
+            x: s,
+            y: fma(a.x + a.x, a.y, fms(a.x, a.x, s)),
+        }
+    }
+    fn rec(d: Df) -> Df {
+        let s = 1.0 / d.x;
+        Df {
+            x: s,
+            y: s * fnma(d.y, s, fnma(d.x, s, 1.0)),
+        }
+    }
+    fn div(n: Df, d: Df) -> Df {
+        let t = 1.0 / d.x;
+        let s = n.x * t;
+        let u = fms(t, n.x, s);
+        let v = fnma(d.y, t, fnma(d.x, t, 1.0));
+        Df {
+            x: s,
+            y: fma(s, v, fma(n.y, t, u)),
+        }
+    }
+
+    /// `exp(x)` (`expf8_u10`).
+    pub fn exp(d: f32) -> f32 {
+        let q = rint(d * R_LN2);
+        let qf = q as f32;
+        let s = fma(qf, -L2U, d);
+        let s = fma(qf, -L2L, s);
+        let mut u = 0.000198527617612853646278381_f32;
+        u = fma(u, s, 0.00139304355252534151077271);
+        u = fma(u, s, 0.00833336077630519866943359);
+        u = fma(u, s, 0.0416664853692054748535156);
+        u = fma(u, s, 0.166666671633720397949219);
+        u = fma(u, s, 0.5);
+        let u = 1.0 + fma(s * s, u, s);
+        let u = ldexp2(u, q);
+        if d < -104.0 {
+            0.0
+        } else if 100.0 < d {
+            f32::INFINITY
+        } else {
+            u
+        }
+    }
+
+    /// Double-float `exp` of `d` (Sleef's `expk2f`).
+    fn expk2(d: Df) -> Df {
+        let q = rint((d.x + d.y) * R_LN2);
+        let qf = q as f32;
+        let s = add2_df_f(d, qf * -L2U);
+        let s = add2_df_f(s, qf * -L2L);
+        let mut u = 0.1980960224e-3_f32;
+        u = fma(u, s.x, 0.1394256484e-2);
+        u = fma(u, s.x, 0.8333456703e-2);
+        u = fma(u, s.x, 0.4166637361e-1);
+        let t = add2_df_f(mul_df_f(s, u), 0.166666659414234244790680580464);
+        let t = add2_df_f(mul_df_df(s, t), 0.5);
+        let t = add2_df_df(s, mul_df_df(squ(s), t));
+        let t = add_f_df(1.0, t);
+        if d.x < -104.0 {
+            Df { x: 0.0, y: 0.0 }
+        } else {
+            Df {
+                x: ldexp2(t.x, q),
+                y: ldexp2(t.y, q),
+            }
+        }
+    }
+
+    /// `tanh(x)` (`tanhf8_u10`).
+    pub fn tanh(x: f32) -> f32 {
+        if x.is_nan() {
+            return f32::NAN;
+        }
+        let a = x.abs();
+        let d = expk2(Df { x: a, y: 0.0 });
+        let e = rec(d);
+        let r = div(add_df_df(d, Df { x: -e.x, y: -e.y }), add_df_df(d, e));
+        let mut y = r.x + r.y;
+        if a > 8.664339742 || y.is_nan() {
+            y = 1.0;
+        }
+        // Sleef's `mulsign`: the sign bit of x xored in.
+        f32::from_bits(y.to_bits() ^ (x.to_bits() & 0x8000_0000))
+    }
 }
 
 /// Per-step values kept for backward (float training).
@@ -314,10 +505,10 @@ pub fn run_rnn(
                             RnnKind::Lstm => {
                                 let s4 = |k: usize| gh[o + k * hid + j] + gi[o + k * hid + j];
                                 let (ig, fg, gg, og) =
-                                    (sigmoid(s4(0)), sigmoid(s4(1)), s4(2).tanh(), sigmoid(s4(3)));
+                                    (sigmoid(s4(0)), sigmoid(s4(1)), tanh(s4(2)), sigmoid(s4(3)));
                                 let cv = fg * c[bi * hid + j] + ig * gg;
                                 c[bi * hid + j] = cv;
-                                let tc = cv.tanh();
+                                let tc = tanh(cv);
                                 hraw[bi * hid + j] = og * tc;
                                 if cache.is_some() {
                                     for (k, v) in [ig, fg, gg, og].into_iter().enumerate() {
@@ -330,7 +521,7 @@ pub fn run_rnn(
                                 let r = sigmoid(gh[o + j] + gi[o + j]);
                                 let z = sigmoid(gh[o + hid + j] + gi[o + hid + j]);
                                 let hn_ = gh[o + 2 * hid + j];
-                                let n = (gi[o + 2 * hid + j] + hn_ * r).tanh();
+                                let n = tanh(gi[o + 2 * hid + j] + hn_ * r);
                                 let hp = h[bi * hid + j];
                                 hraw[bi * hid + j] = (hp - n) * z + n;
                                 if cache.is_some() {
@@ -343,7 +534,7 @@ pub fn run_rnn(
                             RnnKind::RnnTanh | RnnKind::RnnRelu => {
                                 let p = gh[o + j] + gi[o + j];
                                 let v = if spec.kind == RnnKind::RnnTanh {
-                                    p.tanh()
+                                    tanh(p)
                                 } else {
                                     p.max(0.0)
                                 };
