@@ -153,6 +153,19 @@ impl RnnSpec {
         if self.num_layers == 0 || self.hidden_size == 0 {
             return Err(bad("RNN", "num_layers and hidden_size must be positive"));
         }
+        // A file's sizes are a claim: the products the shapes use must fit.
+        let fits = self.kind.gates().checked_mul(self.hidden_size).is_some()
+            && self.dirs().checked_mul(self.h_out()).is_some()
+            && self.num_layers.checked_mul(self.dirs()).is_some();
+        if !fits {
+            return Err(bad(
+                "RNN",
+                format!(
+                    "sizes overflow: hidden_size {}, proj_size {}, num_layers {}",
+                    self.hidden_size, self.proj_size, self.num_layers
+                ),
+            ));
+        }
         Ok(())
     }
 }
