@@ -27,10 +27,19 @@ Every tensor of the template must be found and have the template's shape (a per-
 weight's scale becomes one value), and every checkpoint entry must be used (BatchNorm
 leftovers and packed-params dtypes aside): anything else is an error naming the key.
 
-Not covered: QAT-prepared checkpoints (torchvision's MobileNetV3 `IMAGENET1K_QNNPACK_V1`
-is a QAT-prepared state_dict that torchvision converts after loading): load it into the
-QAT-prepared torchvision model, `torch.ao.quantization.convert` it, and pass the
-converted model's state_dict (`--checkpoint` accepts a torch.save'd state_dict).
+QAT-prepared checkpoints (torchvision's MobileNetV3 `IMAGENET1K_QNNPACK_V1` is a
+QAT-prepared state_dict that torchvision converts after loading) are detected by their
+fake-quant / observer keys (or `--qat-prepared`, which then requires them) and converted as
+torchvision's builder does: the `quantize=False` model, `fuse_model(is_qat=True)`,
+`get_default_qat_qconfig(--qat-backend)` (default qnnpack for mobilenet_v3_large, as
+torchvision, else x86), `prepare_qat`, strict `load_state_dict`, `eval`, `convert` (under
+fbgemm); the converted state_dict then goes the same way as above. --model is required.
+
+    $P tools/vision/torch_to_rquant.py --model mobilenet_v3_large --checkpoint mnv3_qnnpack_qat.pth \\
+        --template /tmp/template.safetensors --out mnv3_int8.safetensors
+    $P tools/vision/torch_to_rquant.py --model mobilenet_v3_large --verify --qat-prepared
+
+Only torch reads the .pth files (full unpickler: files you trust); rquant reads the result.
 """
 import argparse
 import json
