@@ -78,7 +78,7 @@ def write_rquant(path, tensors, meta):
         header[name] = {"dtype": dt, "shape": list(a.shape), "data_offsets": [off, off + len(raw)]}
         chunks.append(raw)
         off += len(raw)
-    header["__metadata__"] = meta
+    header["__metadata__"] = dict(sorted(meta.items()))  # the template's key order varies
     h = json.dumps(header, separators=(",", ":")).encode()
     h += b" " * (-len(h) % 8)
     with open(path, "wb") as f:
@@ -190,7 +190,7 @@ def convert(template_path, sd, out_path, model=None):
         if e.get("bias") is not None and f"{path}.bias" not in header:
             sys.exit(f"{path}.bias: in the checkpoint, the template has no bias there")
     meta = dict(meta)
-    meta["modules"] = json.dumps(tree, separators=(",", ":"))
+    meta["modules"] = json.dumps(tree, separators=(",", ":"), sort_keys=True)  # byte-deterministic
     meta["qconfig"] = "converted from a PyTorch state_dict by tools/vision/torch_to_rquant.py"
     write_rquant(out_path, tensors, meta)
     print(f"wrote {out_path}: {len(tensors)} tensors from {len(entries)} quantized modules")

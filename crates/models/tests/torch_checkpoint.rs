@@ -240,7 +240,7 @@ fn torchvision_qat_checkpoint_truncated_or_forged_is_an_error() {
 /// The file with another header (same data).
 fn reheader(bytes: &[u8], hlen: usize, h: &J) -> Vec<u8> {
     let mut t = serde_json::to_vec(h).unwrap();
-    while t.len() % 8 != 0 {
+    while !t.len().is_multiple_of(8) {
         t.push(b' ');
     }
     let mut out = (t.len() as u64).to_le_bytes().to_vec();
