@@ -123,7 +123,7 @@ pub(crate) fn load_weights(
     let shown = path.display().to_string();
     let bytes = read_file(path, MAX_WEIGHTS_BYTES)?;
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| format!("{shown}: header: not a valid safetensors file: {e}"))?;
+        .map_err(|e| rquant_nn::io::header_error(&bytes, &shown, e).to_string())?;
     let md = meta.metadata().clone().unwrap_or_default();
     if md.contains_key("format") {
         if let Some(m) = md.get(MODEL_KEY).filter(|m| *m != name) {

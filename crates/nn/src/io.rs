@@ -85,8 +85,42 @@ pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
 }
 
 fn parse<'a>(bytes: &'a [u8], file: &str) -> Result<SafeTensors<'a>> {
-    SafeTensors::deserialize(bytes)
-        .map_err(|e| NnError::file(file, "header", format!("not a valid safetensors file: {e}")))
+    SafeTensors::deserialize(bytes).map_err(|e| header_error(bytes, file, e))
+}
+
+/// A safetensors parse error of `file` as an error naming it; for a cut-short
+/// file (a header whose offsets run past the data), the first tensor in data
+/// order that is not all there is named.
+pub fn header_error(bytes: &[u8], file: &str, e: safetensors::SafeTensorError) -> NnError {
+    if matches!(e, safetensors::SafeTensorError::MetadataIncompleteBuffer) {
+        let cut = bytes
+            .get(..8)
+            .and_then(|b| usize::try_from(u64::from_le_bytes(b.try_into().ok()?)).ok())
+            .and_then(|n| Some((n, bytes.get(8..8usize.checked_add(n)?)?)))
+            .and_then(|(n, h)| Some((n, serde_json::from_slice::<J>(h).ok()?)));
+        if let Some((n, J::Object(h))) = cut {
+            let have = (bytes.len() - 8 - n) as u64;
+            let first = h
+                .iter()
+                .filter_map(|(k, v)| {
+                    let o = v.get("data_offsets")?.as_array()?;
+                    Some((o.first()?.as_u64()?, o.get(1)?.as_u64()?, k))
+                })
+                .filter(|&(_, end, _)| end > have)
+                .min();
+            if let Some((start, end, name)) = first {
+                return NnError::file(
+                    file,
+                    name.as_str(),
+                    format!(
+                        "data bytes {start}..{end}, but the file holds only {have} bytes of \
+                         data (truncated?)"
+                    ),
+                );
+            }
+        }
+    }
+    NnError::file(file, "header", format!("not a valid safetensors file: {e}"))
 }
 
 /// Integer dtypes PyTorch state_dicts hold buffers in (`num_batches_tracked`
@@ -335,8 +369,7 @@ pub fn quantized_from_bytes_with(
         Some(e) => e,
         None => rquant_core::registry::engine()?,
     };
-    let (_, meta) = SafeTensors::read_metadata(bytes)
-        .map_err(|e| NnError::file(file, "header", format!("not a valid safetensors file: {e}")))?;
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| header_error(bytes, file, e))?;
     let md = meta.metadata().clone().unwrap_or_default();
     let fmt = md.get("format").map(String::as_str).unwrap_or("<missing>");
     if fmt != FORMAT && fmt != FORMAT_V1 {
