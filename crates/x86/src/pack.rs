@@ -178,14 +178,14 @@ pub fn pairs_bytes(k: usize) -> usize {
 /// the 16 rows' `(x[r][2q], x[r][2q+1])` as byte pairs (`[q][16][2]`, 32
 /// bytes: one `vpmaddubsw` operand with a row in each 16-bit lane), taken
 /// from the panel's packed rows; rows past `nrows` are zero.
-pub fn pack_pairs(p: PairA<'_>) {
+pub fn pack_pairs(mut p: PairA<'_>) {
     const ROWS: usize = 16;
     let qn = p.k.div_ceil(2);
     assert!(p.nrows <= ROWS && p.dst.len() >= qn * 32);
     assert!(p.lda >= 2 * qn && p.rows.len() >= p.nrows * p.lda);
     // Whole blocks of 8 pairs: 16 bytes of each row, transposed as 16-bit words.
     let blocks = (2 * qn).min(p.lda) / 16;
-    pack_pairs_blocks(&p, blocks);
+    pack_pairs_blocks(&mut p, blocks);
     for q in blocks * 8..qn {
         let d = &mut p.dst[q * 32..q * 32 + 32];
         for r in 0..ROWS {
@@ -205,7 +205,7 @@ pub fn pack_pairs(p: PairA<'_>) {
 /// The first `blocks` blocks of 8 pairs of [`pack_pairs`] (SSE2: an 8×8
 /// transpose of 16-bit words for rows 0–7 and one for rows 8–15).
 #[cfg(target_arch = "x86_64")]
-fn pack_pairs_blocks(p: &PairA<'_>, blocks: usize) {
+fn pack_pairs_blocks(p: &mut PairA<'_>, blocks: usize) {
     use std::arch::x86_64::*;
     for blk in 0..blocks {
         // SAFETY: SSE2 is part of x86_64. Row r < nrows is read at bytes
@@ -227,7 +227,10 @@ fn pack_pairs_blocks(p: &PairA<'_>, blocks: usize) {
                 let t = transpose8x16(v);
                 for (j, tj) in t.iter().enumerate() {
                     let q = blk * 8 + j;
-                    _mm_storeu_si128(p.dst.as_ptr().add(q * 32 + half * 16) as *mut __m128i, *tj);
+                    _mm_storeu_si128(
+                        p.dst.as_mut_ptr().add(q * 32 + half * 16) as *mut __m128i,
+                        *tj,
+                    );
                 }
             }
         }
@@ -235,7 +238,7 @@ fn pack_pairs_blocks(p: &PairA<'_>, blocks: usize) {
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn pack_pairs_blocks(_p: &PairA<'_>, blocks: usize) {
+fn pack_pairs_blocks(_p: &mut PairA<'_>, blocks: usize) {
     assert_eq!(blocks, 0);
 }
 

@@ -9,7 +9,9 @@
 
 use rquant_core::gemm::with_every_split;
 use rquant_core::Conv2dParams;
+use rquant_core::Engine;
 use rquant_testkit::{reference, Act, ConvTester, GemmTester, Wt};
+use rquant_x86::{Isa, X86Engine};
 
 #[test]
 fn every_path_small_cases() {
@@ -144,7 +146,18 @@ fn quantize_small(e: &rquant_core::Engine) {
 /// against the reference engine.
 #[test]
 fn every_path_memory_ops_small() {
-    for e in rquant_x86::all_paths() {
-        rquant_testkit::sweep_memory_small(&e);
+    // One engine per distinct row-kernel table (avxvnni shares avx2's,
+    // avx512vnni avx512's unless the CPU has VBMI): Miri time is scarce,
+    // and the native sweeps run every path's dispatch.
+    let mut seen: Vec<*const rquant_core::membound::Kernels> = Vec::new();
+    for isa in Isa::ALL {
+        let (Some(k), Some(x)) = (rquant_x86::membound::kernels(isa), X86Engine::new(isa)) else {
+            continue;
+        };
+        if seen.contains(&(k as *const _)) {
+            continue;
+        }
+        seen.push(k);
+        rquant_testkit::sweep_memory_small(&Engine::new(x));
     }
 }
