@@ -216,8 +216,14 @@ impl Lin {
 /// An embedding table `[rows, dim]`: fp32, or weight-only quint8 per row
 /// (`float_qparams_weight_only_qconfig`) looked up by `engine`.
 pub enum EmbTable {
-    F32 { data: Vec<f32>, dim: usize },
-    Q8 { engine: Engine, table: EmbeddingBagTable },
+    F32 {
+        data: Vec<f32>,
+        dim: usize,
+    },
+    Q8 {
+        engine: Engine,
+        table: EmbeddingBagTable,
+    },
 }
 
 /// Rows quantized per call while a table is converted (1.5 MB of f32 at
@@ -230,11 +236,13 @@ impl EmbTable {
     /// `rquant_nn::embeddings::quantize_embedding_weight` under
     /// `float_qparams_weight_only_qconfig` (the quantized `nn.Embedding`'s
     /// own path; its observer is per row, so slices give the same table as
-    /// the whole).
+    /// the whole). Errors of `read` are passed on as they are; quantization
+    /// errors name `what` and the rows.
     pub fn quantize_rows(
         rows: usize,
         dim: usize,
         engine: &Engine,
+        what: &str,
         mut read: impl FnMut(std::ops::Range<usize>) -> Result<Vec<f32>>,
     ) -> Result<EmbTable> {
         let spec = float_qparams_weight_only_qconfig().weight;
@@ -243,24 +251,30 @@ impl EmbTable {
         let mut start = 0;
         while start < rows {
             let end = (start + QUANT_ROWS).min(rows);
-            let x = Tensor::new([end - start, dim], read(start..end)?)?;
-            let t = quantize_embedding_weight(&x, &spec, None)?;
+            let x = read(start..end)?;
+            let t = Tensor::new([end - start, dim], x)
+                .map_err(Error::from)
+                .and_then(|x| Ok(quantize_embedding_weight(&x, &spec, None)?))
+                .map_err(|e| Error::new(format!("{what}: rows {start}..{end}: {e}")))?;
             codes.extend_from_slice(t.codes());
             scales.extend_from_slice(t.scales());
             biases.extend_from_slice(t.biases());
             start = end;
         }
+        let table = EmbeddingBagTable::byte(rows, dim, codes, scales, biases)
+            .map_err(|e| Error::new(format!("{what}: {e}")))?;
         Ok(EmbTable::Q8 {
             engine: engine.clone(),
-            table: EmbeddingBagTable::byte(rows, dim, codes, scales, biases)?,
+            table,
         })
     }
 
     /// This table quantized (an fp32 table is replaced; a quantized one kept).
-    fn quantize(&mut self, engine: &Engine) -> Result<()> {
+    fn quantize(&mut self, engine: &Engine, what: &str) -> Result<()> {
+        // Left as it was on an error.
         if let EmbTable::F32 { data, dim } = self {
-            let (dim, data) = (*dim, std::mem::take(data));
-            *self = Self::quantize_rows(data.len() / dim, dim, engine, |r| {
+            let dim = *dim;
+            *self = Self::quantize_rows(data.len() / dim, dim, engine, what, |r| {
                 Ok(data[r.start * dim..r.end * dim].to_vec())
             })?;
         }
@@ -446,8 +460,9 @@ impl Bert {
                     data: w.f32(&name, &[rows, h])?,
                     dim: h,
                 }),
-                Some(e) => EmbTable::quantize_rows(rows, h, e, |r| w.f32_rows(&name, &[rows, h], r))
-                    .map_err(|err| Error::new(format!("{name}: {err}"))),
+                Some(e) => {
+                    EmbTable::quantize_rows(rows, h, e, &name, |r| w.f32_rows(&name, &[rows, h], r))
+                }
             }
         };
         Ok(Bert {
@@ -485,8 +500,7 @@ impl Bert {
             ("position_embeddings", &mut self.position),
             ("token_type_embeddings", &mut self.token_type),
         ] {
-            t.quantize(engine)
-                .map_err(|e| Error::new(format!("embeddings.{name}: {e}")))?;
+            t.quantize(engine, &format!("embeddings.{name}.weight"))?;
         }
         Ok(())
     }
