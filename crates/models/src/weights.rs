@@ -135,7 +135,7 @@ impl Weights {
             );
         }
         // The shape matched: the entry holds exactly n0 rows of `row` bytes.
-        let row = if n0 == 0 { 0 } else { e.bytes.len() / n0 };
+        let row = e.bytes.len().checked_div(n0).unwrap_or(0);
         let start = e.bytes.start + rows.start * row;
         let end = e.bytes.start + rows.end * row;
         Ok(self.map[start..end]

@@ -456,6 +456,18 @@ fn int8_embeddings_equal_the_hand_dequantized_tables() {
                 .collect();
             deq.iter_mut().find(|x| x.0 == tname).unwrap().2 = hand;
         }
+        // Quantizing an fp32-loaded model's tables gives the same tables.
+        let mut later = SentenceEncoder::from_dir(&dir, Precision::Fp32, None).unwrap();
+        assert!(later.bert.embedding_tables()[0].quantized().is_none());
+        later.bert.quantize_embeddings(&e).unwrap();
+        for (a, b) in later
+            .bert
+            .embedding_tables()
+            .iter()
+            .zip(q.bert.embedding_tables())
+        {
+            assert_eq!(a.quantized().unwrap(), b.quantized().unwrap());
+        }
         let d = tmp(&format!("dequantized-{name}"));
         write_model(&d, &deq);
         // fp32 Linear layers over the hand-dequantized tables: bit-equal.
