@@ -22,11 +22,12 @@ Texts are read one per line (UTF-8) from FILE or stdin; embeddings are written \
 in input order to --out (.npy: float32 [n, dim]; .jsonl: one array per line) \
 or as JSON lines to stdout. --int8 (default) quantizes every Linear to qint8 \
 (per-tensor, or --per-channel) with dynamic quint8 activations over the full \
-0..255 range (--reduce-range: 0..127, PyTorch's x86 default), and the word, \
-position and token-type embedding tables weight-only to quint8 per row \
+0..255 range (--reduce-range: 0..127, PyTorch's x86 default), and the word \
+and position embedding tables weight-only to quint8 per row \
 (float_qparams_weight_only_qconfig: per-row min/max, float scale and zero \
 point), quantized while read so that no fp32 table stays in memory \
-(--fp32-embeddings: keep them fp32). Throughput, resident memory and the \
+(--fp32-embeddings: keep them fp32; the 2-row token-type table, added to \
+every token, always stays fp32). Throughput, resident memory and the \
 model's bytes (against fp32) on stderr.";
 
 /// Options of `rquant embed`.
@@ -47,8 +48,8 @@ pub struct Args {
     /// int8 activations in 0..127, PyTorch's x86 recipe
     #[arg(long, conflicts_with = "fp32")]
     reduce_range: bool,
-    /// With --int8: keep the embedding tables fp32 (by default they are
-    /// quint8 per row, float_qparams_weight_only_qconfig)
+    /// With --int8: keep the word and position embedding tables fp32 (by
+    /// default they are quint8 per row, float_qparams_weight_only_qconfig)
     #[arg(long, conflicts_with = "fp32")]
     fp32_embeddings: bool,
     /// Engine (reference, x86, qnnpack, ...; default: the best for this CPU)

@@ -404,10 +404,10 @@ fn int8_embeddings_equal_the_hand_dequantized_tables() {
     let dir = model_dir();
     let ts = tensors(7);
     let spec = float_qparams_weight_only_qconfig().weight;
+    // Word and position tables quantized; the token-type table stays fp32.
     let tables = [
         ("embeddings.word_embeddings.weight", VOCAB.len()),
         ("embeddings.position_embeddings.weight", MAXPOS),
-        ("embeddings.token_type_embeddings.weight", 2),
     ];
     let mut first: Option<Vec<u32>> = None;
     for name in registry::supported_engines() {
@@ -415,7 +415,10 @@ fn int8_embeddings_equal_the_hand_dequantized_tables() {
         // fp32 Linear layers: only the embedding tables differ from fp32.
         let q = SentenceEncoder::from_dir_with(&dir, Precision::Fp32, true, Some(&e)).unwrap();
         let mut deq = ts.clone();
-        for (t, &(tname, rows)) in q.bert.embedding_tables().iter().zip(&tables) {
+        let [word, position, token_type] = q.bert.embedding_tables();
+        assert!(token_type.quantized().is_none());
+        assert_eq!(token_type.bytes(), 4 * 2 * H);
+        for (t, &(tname, rows)) in [word, position].iter().zip(&tables) {
             let tab = t.quantized().expect("a quantized table");
             // 1 byte per weight, an f32 scale and an f32 bias per row.
             assert_eq!((tab.bits(), tab.rows(), tab.dim()), (8, rows, H));
@@ -466,7 +469,7 @@ fn int8_embeddings_equal_the_hand_dequantized_tables() {
             .iter()
             .zip(q.bert.embedding_tables())
         {
-            assert_eq!(a.quantized().unwrap(), b.quantized().unwrap());
+            assert_eq!(a.quantized(), b.quantized());
         }
         let d = tmp(&format!("dequantized-{name}"));
         write_model(&d, &deq);
@@ -489,11 +492,9 @@ fn int8_embeddings_equal_the_hand_dequantized_tables() {
                 reduce_range: false,
             };
             let qq = SentenceEncoder::from_dir(&dir, p, Some(&e)).unwrap();
-            assert!(qq
-                .bert
-                .embedding_tables()
-                .iter()
-                .all(|t| t.quantized().is_some()));
+            let [w, pos, tt] = qq.bert.embedding_tables();
+            assert!(w.quantized().is_some() && pos.quantized().is_some());
+            assert!(tt.quantized().is_none());
             let fq = SentenceEncoder::from_dir_with(&d, p, false, Some(&e)).unwrap();
             assert!(fq
                 .bert
@@ -512,11 +513,12 @@ fn int8_embeddings_equal_the_hand_dequantized_tables() {
             Some(f) => assert_eq!(f, &bits(&got), "{name} differs from the first engine"),
         }
         std::fs::remove_dir_all(&d).ok();
-        // Bytes held: 1 per embedding weight plus 8 per row, against 4 per weight.
+        // Bytes held: 1 per quantized embedding weight plus 8 per row (the
+        // fp32 token-type table 4 per weight), against 4 per weight.
         let (held, f32) = (q.bert.weight_bytes(), q.bert.fp32_bytes());
-        let rows = VOCAB.len() + MAXPOS + 2;
-        assert_eq!(held.embeddings, rows * H + 8 * rows);
-        assert_eq!(f32.embeddings, 4 * rows * H);
+        let rows = VOCAB.len() + MAXPOS;
+        assert_eq!(held.embeddings, rows * H + 8 * rows + 4 * 2 * H);
+        assert_eq!(f32.embeddings, 4 * (rows + 2) * H);
         assert_eq!(held.linear, f32.linear);
         assert_eq!(held.layer_norm, f32.layer_norm);
     }
