@@ -6,10 +6,12 @@ attention with an additive padding mask, as Hugging Face's BertModel) with the
 sentence-transformers pipeline: texts sorted by length, batches of 32 padded
 to the longest, truncation to max_seq_length 256, mean pooling over the mask,
 L2 normalisation. Variants: fp32, and torch.ao.quantization.quantize_dynamic
-on every nn.Linear (per-tensor default qconfig, or per-channel).
+on every nn.Linear (per-tensor default qconfig, or per-channel), and the
+same with the word and position embedding tables quantized by
+float_qparams_weight_only_qconfig (dyn_emb, dyn_pc_emb).
 
 usage: torch_ref.py --model-dir DIR --texts FILE(utf-8) --out PREFIX
-                    [--variants fp32,dyn,dyn_pc] [--threads N] [--repeat R]
+                    [--variants fp32,dyn,dyn_pc,dyn_emb,dyn_pc_emb] [--threads N] [--repeat R]
 Writes PREFIX.<variant>.npy and prints one JSON line per variant with the
 embedding time (best of --repeat runs, model already built).
 """
@@ -136,6 +138,14 @@ def main():
         elif v == "dyn_pc":
             m = torch.ao.quantization.quantize_dynamic(
                 m, {nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig})
+        elif v in ("dyn_emb", "dyn_pc_emb"):
+            # Linear as dyn / dyn_pc, and the word and position nn.Embedding
+            # tables weight-only quint8 per row (rquant embed --int8's
+            # default; the token-type table stays fp32).
+            q = torch.ao.quantization
+            lin = q.per_channel_dynamic_qconfig if v == "dyn_pc_emb" else q.default_dynamic_qconfig
+            fq = q.float_qparams_weight_only_qconfig
+            m = q.quantize_dynamic(m, {nn.Linear: lin, "word": fq, "pos": fq})
         elif v != "fp32":
             raise SystemExit(f"unknown variant {v}")
         best = float("inf")

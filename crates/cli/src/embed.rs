@@ -22,7 +22,13 @@ Texts are read one per line (UTF-8) from FILE or stdin; embeddings are written \
 in input order to --out (.npy: float32 [n, dim]; .jsonl: one array per line) \
 or as JSON lines to stdout. --int8 (default) quantizes every Linear to qint8 \
 (per-tensor, or --per-channel) with dynamic quint8 activations over the full \
-0..255 range (--reduce-range: 0..127, PyTorch's x86 default). Throughput on stderr.";
+0..255 range (--reduce-range: 0..127, PyTorch's x86 default), and the word \
+and position embedding tables weight-only to quint8 per row \
+(float_qparams_weight_only_qconfig: per-row min/max, float scale and zero \
+point), quantized while read so that no fp32 table stays in memory \
+(--fp32-embeddings: keep them fp32; the 2-row token-type table, added to \
+every token, always stays fp32). Throughput, resident memory and the \
+model's bytes (against fp32) on stderr.";
 
 /// Options of `rquant embed`.
 #[derive(clap::Args, Debug)]
@@ -42,6 +48,10 @@ pub struct Args {
     /// int8 activations in 0..127, PyTorch's x86 recipe
     #[arg(long, conflicts_with = "fp32")]
     reduce_range: bool,
+    /// With --int8: keep the word and position embedding tables fp32 (by
+    /// default they are quint8 per row, float_qparams_weight_only_qconfig)
+    #[arg(long, conflicts_with = "fp32")]
+    fp32_embeddings: bool,
     /// Engine (reference, x86, qnnpack, ...; default: the best for this CPU)
     #[arg(long, value_name = "NAME")]
     engine: Option<String>,
@@ -76,6 +86,9 @@ impl Args {
                 reduce_range: self.reduce_range,
             }
         }
+    }
+    fn int8_embeddings(&self) -> bool {
+        matches!(self.precision(), Precision::Int8 { .. }) && !self.fp32_embeddings
     }
     fn input(&self) -> Option<&Path> {
         self.input.as_deref().filter(|p| *p != Path::new("-"))
@@ -170,7 +183,12 @@ pub fn run(o: Args) -> Res {
     let rss0 = rss_mb();
     let t0 = Instant::now();
     let engine = registry::engine()?;
-    let enc = SentenceEncoder::from_dir(&o.model_dir, o.precision(), Some(&engine))?;
+    let enc = SentenceEncoder::from_dir_with(
+        &o.model_dir,
+        o.precision(),
+        o.int8_embeddings(),
+        Some(&engine),
+    )?;
     let load = t0.elapsed().as_secs_f64();
     let rss1 = rss_mb();
 
@@ -198,18 +216,25 @@ pub fn run(o: Args) -> Res {
             per_channel,
             reduce_range,
         } => format!(
-            "int8 {}{} on {} ({})",
+            "int8 {}{}{} on {} ({})",
             if per_channel {
                 "per-channel"
             } else {
                 "per-tensor"
             },
             if reduce_range { ", reduce_range" } else { "" },
+            if o.int8_embeddings() {
+                ", quint8 embeddings"
+            } else {
+                ", fp32 embeddings"
+            },
             engine.name(),
             engine.isa()
         ),
     };
-    let (nl, lb) = enc.bert.linear_weight_bytes();
+    let (nl, _) = enc.bert.linear_weight_bytes();
+    let (held, f32) = (enc.bert.weight_bytes(), enc.bert.fp32_bytes());
+    let mb = |b: usize| b as f64 / 1e6;
     eprintln!(
         "embedded {} texts ({tokens} tokens) in {secs:.3} s: {:.1} texts/s, {:.0} tokens/s [{mode}, {threads} threads; load {load:.2} s]",
         rows.len(),
@@ -218,10 +243,20 @@ pub fn run(o: Args) -> Res {
     );
     if let (Some(a), Some(b)) = (rss0, rss1) {
         eprintln!(
-            "memory: resident {b:.1} MB (+{:.1} MB for the model); {nl} Linear layers hold {:.1} MB of weights",
+            "memory: resident {b:.1} MB after loading (+{:.1} MB for the model and tokenizer)",
             b - a,
-            lb as f64 / 1e6
         );
     }
+    eprintln!(
+        "model holds {:.2} MB = {:.1}% of fp32 {:.2} MB: {nl} Linear layers {:.2} MB ({:.1}%), embedding tables {:.2} MB ({:.1}%), LayerNorms {:.3} MB",
+        mb(held.total()),
+        100.0 * held.total() as f64 / f32.total() as f64,
+        mb(f32.total()),
+        mb(held.linear),
+        100.0 * held.linear as f64 / f32.linear as f64,
+        mb(held.embeddings),
+        100.0 * held.embeddings as f64 / f32.embeddings as f64,
+        mb(held.layer_norm),
+    );
     Ok(())
 }

@@ -101,6 +101,15 @@ impl Weights {
 
     /// Tensor `name` as f32, checked to be F32 of exactly `shape`.
     pub fn f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let rows = shape.first().copied().unwrap_or(1);
+        self.f32_rows(name, shape, 0..rows)
+    }
+
+    /// Rows `rows` (along the first dimension) of tensor `name` as f32,
+    /// checked as [`Weights::f32`] does. Only those rows' bytes of the map
+    /// are read, so a large table can be converted a slice at a time
+    /// without an f32 copy of the whole.
+    pub fn f32_rows(&self, name: &str, shape: &[usize], rows: Range<usize>) -> Result<Vec<f32>> {
         let Some(e) = self.entry(name) else {
             bail!("{}: tensor {name} is missing", self.path);
         };
@@ -118,7 +127,18 @@ impl Weights {
                 e.shape
             );
         }
-        Ok(self.map[e.bytes.clone()]
+        let n0 = shape.first().copied().unwrap_or(1);
+        if rows.start > rows.end || rows.end > n0 {
+            bail!(
+                "{}: rows {rows:?} of tensor {name} are outside its {n0} rows",
+                self.path
+            );
+        }
+        // The shape matched: the entry holds exactly n0 rows of `row` bytes.
+        let row = e.bytes.len().checked_div(n0).unwrap_or(0);
+        let start = e.bytes.start + rows.start * row;
+        let end = e.bytes.start + rows.end * row;
+        Ok(self.map[start..end]
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect())
