@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 W=${1:-target/minilm}
-PYTHON=${PYTHON:-/work/venv-torch/v/bin/python}
+PYTHON=${PYTHON:-/work/venv-torch/bin/python}
 THREADS=${THREADS:-2}
 bash tools/minilm/fetch.sh "$W"
 cargo build -q --release -p rquant-cli

@@ -5,7 +5,7 @@
 # usage: tools/minilm/pydeps.sh WORKDIR
 set -euo pipefail
 W=$1
-PYTHON=${PYTHON:-/work/venv-torch/v/bin/python}
+PYTHON=${PYTHON:-/work/venv-torch/bin/python}
 if ! PYTHONPATH="$W/pydeps" "$PYTHON" -c "import tokenizers" 2>/dev/null; then
   "$PYTHON" -m pip install -q --target "$W/pydeps" tokenizers==0.22.1 >&2
 fi

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 W=${1:-target/minilm}
-PYTHON=${PYTHON:-/work/venv-torch/v/bin/python}
+PYTHON=${PYTHON:-/work/venv-torch/bin/python}
 REPEAT=${REPEAT:-3}
 bash tools/minilm/fetch.sh "$W" >/dev/null
 cargo build -q --release -p rquant-cli

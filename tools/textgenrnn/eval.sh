@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 W=${1:-target/minilm}
-PYTHON=${PYTHON:-/work/venv-torch/v/bin/python}
+PYTHON=${PYTHON:-/work/venv-torch/bin/python}
 THREADS=${THREADS:-1}
 D=data/textgenrnn
 bash tools/minilm/fetch.sh "$W" >/dev/null
