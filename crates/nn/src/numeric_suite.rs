@@ -19,9 +19,10 @@ use std::collections::BTreeMap;
 
 use rquant_core::Tensor;
 
+use crate::channels_last::FlattenChannelsLast;
 use crate::error::Result;
 use crate::format::join;
-use crate::module::{Layer, Module};
+use crate::module::{Layer, Module, Sequential};
 use crate::value::Value;
 
 /// `compute_SQNR`: `20 · log10(‖x‖ / ‖x − y‖)` in dB (∞ when equal).
@@ -54,6 +55,7 @@ pub struct WeightPair {
 /// names the same weights, the float weight and the quantized one
 /// dequantized. Use the fused float model for fused layers.
 pub fn compare_weights(float: &Module, quant: &Module) -> Vec<WeightPair> {
+    let hwc = hwc_paths(quant);
     let mut out = Vec::new();
     for (path, qm) in quant.named_modules() {
         if qm.engine().is_none() {
@@ -66,7 +68,10 @@ pub fn compare_weights(float: &Module, quant: &Module) -> Vec<WeightPair> {
             continue;
         }
         let fw: BTreeMap<String, Tensor> = fm.layer().named_weights().into_iter().collect();
-        for (n, qw) in qm.layer().named_weights() {
+        for (n, mut qw) in qm.layer().named_weights() {
+            if let (Some(&chw), "weight") = (hwc.get(&path), n.as_str()) {
+                qw = hwc_to_chw(&qw, chw);
+            }
             if let Some(f) = fw.get(&n) {
                 if f.shape() == qw.shape() {
                     out.push(WeightPair {
@@ -79,6 +84,60 @@ pub fn compare_weights(float: &Module, quant: &Module) -> Vec<WeightPair> {
         }
     }
     out
+}
+
+/// Where a converted channels-last model holds features in (H, W, C) order
+/// while the float model (and PyTorch) has (C, H, W): the output of each
+/// [`FlattenChannelsLast`] and the weight columns of the Linear after it
+/// (permuted at convert time). Path -> (C, H, W).
+fn hwc_paths(quant: &Module) -> BTreeMap<String, [usize; 3]> {
+    fn flatten_cl(m: &Module) -> Option<&FlattenChannelsLast> {
+        m.downcast_ref::<FlattenChannelsLast>().or_else(|| {
+            m.downcast_ref::<OutputLogger>()
+                .and_then(|l| l.module.downcast_ref::<FlattenChannelsLast>())
+        })
+    }
+    let mut out = BTreeMap::new();
+    for (path, m) in quant.named_modules() {
+        let Some(s) = m.downcast_ref::<Sequential>() else {
+            continue;
+        };
+        for (i, (name, child)) in s.children.iter().enumerate() {
+            let Some(f) = flatten_cl(child) else {
+                continue;
+            };
+            let chw = [f.c, f.h, f.w];
+            out.insert(join(&path, name), chw);
+            // The Linear: the next child's first leaf.
+            if let Some((next, mut leaf)) = s.children.get(i + 1).map(|(n, c)| (join(&path, n), c))
+            {
+                let mut p = next;
+                while let Some((n, c)) = leaf.children().first().copied() {
+                    p = join(&p, n);
+                    leaf = c;
+                }
+                out.insert(p, chw);
+            }
+        }
+    }
+    out
+}
+
+/// `[rows, H·W·C]` in (H, W, C) order -> (C, H, W) order.
+fn hwc_to_chw(t: &Tensor, [c, h, w]: [usize; 3]) -> Tensor {
+    let k = c * h * w;
+    if t.shape().len() != 2 || t.shape()[1] != k {
+        return t.clone();
+    }
+    let mut d = vec![0f32; t.data().len()];
+    for (dst, src) in d.chunks_exact_mut(k).zip(t.data().chunks_exact(k)) {
+        for ch in 0..c {
+            for p in 0..h * w {
+                dst[ch * h * w + p] = src[p * c + ch];
+            }
+        }
+    }
+    Tensor::new(t.shape().to_vec(), d).expect("same shape")
 }
 
 /// One row of an SQNR report.
@@ -256,9 +315,13 @@ pub struct ActivationPair {
 /// loggers at the same path in both models.
 pub fn get_matching_activations(float: &Module, quant: &Module) -> Vec<ActivationPair> {
     let fd = get_logger_dict(float);
+    let hwc = hwc_paths(quant);
     get_logger_dict(quant)
         .into_iter()
-        .filter_map(|(name, q)| {
+        .filter_map(|(name, mut q)| {
+            if let Some(&chw) = hwc.get(&name) {
+                q = q.iter().map(|t| hwc_to_chw(t, chw)).collect();
+            }
             fd.get(&name).map(|f| ActivationPair {
                 name,
                 float: f.clone(),

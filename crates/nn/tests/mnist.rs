@@ -162,3 +162,28 @@ fn channels_last_pipeline_folds_flatten_into_the_fc_layer() {
         assert_eq!(int_outputs(&mut loaded, &test), before, "{e:?} after load");
     }
 }
+
+/// The numeric suite reports the folded fc layer and the channels-last
+/// flatten in PyTorch's (C, H, W) order: its weight and output compare with
+/// the float model's as they do in PyTorch (they showed −3 dB SQNR while
+/// compared column-permuted).
+#[test]
+fn numeric_suite_sees_the_folded_flatten_in_chw_order() {
+    use rquant_nn::numeric_suite::{compare_model_outputs_sqnr, compare_weights_sqnr};
+    rquant_nn::engines::init();
+    let test = Dataset::load(&mnist::committed_dir(), "t10k", None).unwrap();
+    let mut float = mnist::pretrained(&mnist::committed_weights()).unwrap();
+    float.train(false);
+    fuse_modules(&mut float, &mnist::FUSE_GROUPS).unwrap();
+    let mut q = calibrated(get_default_qconfig("x86").unwrap());
+    convert_with(&mut q, &registry::engine().unwrap()).unwrap();
+    let w = compare_weights_sqnr(&float, &q);
+    let fc = w.iter().find(|c| c.name == "fc_layers.0.weight").unwrap();
+    assert!(fc.sqnr_db > 30.0, "{fc:?}");
+    assert!(w.iter().all(|c| c.sqnr_db > 30.0), "{w:?}");
+    let x = test.batch(0, 50, mnist::MEAN, mnist::STD);
+    let o = compare_model_outputs_sqnr(&float, &q, &x).unwrap();
+    let fl = o.iter().find(|c| c.name == "flatten").unwrap();
+    assert!(fl.sqnr_db > 20.0, "{fl:?}");
+    assert!(o.iter().all(|c| c.sqnr_db > 20.0), "{o:?}");
+}
