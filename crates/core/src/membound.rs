@@ -351,6 +351,30 @@ impl Par for Serial {
     }
 }
 
+/// A fresh `len`-byte output that the driver `f` fills, or None (and
+/// nothing kept) when `f` declines (returns false without writing).
+pub fn try_filled(len: usize, f: impl FnOnce(&mut [Out]) -> bool) -> Option<Vec<u8>> {
+    let mut y: Vec<u8> = Vec::with_capacity(len);
+    if !f(&mut y.spare_capacity_mut()[..len]) {
+        return None;
+    }
+    // SAFETY: `f` is one of this module's drivers, which write every
+    // element of the slice they are given when they return true (each
+    // output element belongs to exactly one row, run or chunk; the kernel
+    // tester compares every element with the oracle).
+    unsafe { y.set_len(len) };
+    Some(y)
+}
+
+/// [`try_filled`] for a driver that always fills.
+pub fn filled(len: usize, f: impl FnOnce(&mut [Out])) -> Vec<u8> {
+    try_filled(len, |y| {
+        f(y);
+        true
+    })
+    .expect("filled")
+}
+
 /// rquant's one thread pool ([`crate::threads`]): up to
 /// `registry::num_threads()` threads, the caller among them; inside another
 /// parallel region, the calling thread alone.

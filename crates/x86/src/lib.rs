@@ -29,7 +29,6 @@ use rquant_core::engine::{
 };
 use rquant_core::gemm::{self as cgemm, Blocking, Gemm, Kernel, PackedB, Store, Table};
 use rquant_core::membound as mb;
-use rquant_core::ops::{AvgPool2dParams, BinaryOp, MaxPool2dParams, OutQ, PoolGeometry};
 use rquant_core::portable::{self, Code8};
 use rquant_core::{
     Conv2dParams, Engine, MemoryFormat, PackedLinear, PackedLinearFp16, QTensor, QuantError,
@@ -240,119 +239,8 @@ impl Backend for X86Engine {
 // shared drivers of `rquant_core::membound` on this path's row kernels
 // (`membound`); the other memory-bound ops are the trait's defaults.
 impl MemoryBackend for X86Engine {
-    fn binary(
-        &self,
-        op: BinaryOp,
-        a: &QTensor<u8>,
-        b: &QTensor<u8>,
-        out: OutQ,
-        _: Checked,
-    ) -> Result<Vec<u8>> {
-        match membound::try_filled(a.numel(), |y| {
-            mb::binary(self.mem, &mb::Pool, op, a, b, out, y)
-        }) {
-            Some(y) => Ok(y),
-            None => portable::binary(op, a, b, out),
-        }
-    }
-
-    fn binary_broadcast(
-        &self,
-        op: BinaryOp,
-        a: &QTensor<u8>,
-        b: &QTensor<u8>,
-        out: OutQ,
-        _: Checked,
-    ) -> Result<Vec<u8>> {
-        let f = |y: &mut [mb::Out]| mb::binary_broadcast(self.mem, &mb::Pool, op, a, b, out, y);
-        match membound::try_filled(a.numel(), f) {
-            Some(y) => Ok(y),
-            None => portable::binary_broadcast(op, a, b, out),
-        }
-    }
-
-    fn cat(
-        &self,
-        xs: &[&QTensor<u8>],
-        outer: usize,
-        _inner: usize,
-        out: OutQ,
-        _: Checked,
-    ) -> Result<Vec<u8>> {
-        let len = xs.iter().map(|x| x.numel()).sum();
-        Ok(membound::filled(len, |y| {
-            mb::cat(self.mem, &mb::Pool, xs, outer, out, y)
-        }))
-    }
-
-    fn relu(&self, x: &QTensor<u8>, c: Checked) -> Result<Vec<u8>> {
-        let z = x.q_per_tensor().expect("validated").1 as u8;
-        self.clamp(x, z, 255, c)
-    }
-
-    fn clamp(&self, x: &QTensor<u8>, lo: u8, hi: u8, _: Checked) -> Result<Vec<u8>> {
-        Ok(membound::filled(x.numel(), |y| {
-            mb::clamp(self.mem, &mb::Pool, x.int_repr(), lo, hi, y)
-        }))
-    }
-
-    fn max_pool2d(
-        &self,
-        x: &QTensor<u8>,
-        g: &PoolGeometry,
-        p: &MaxPool2dParams,
-        _: Checked,
-    ) -> Result<Vec<u8>> {
-        Ok(membound::filled(g.n * g.c * g.oh * g.ow, |y| {
-            mb::max_pool2d(self.mem, &mb::Pool, x, g, p, y)
-        }))
-    }
-
-    fn avg_pool2d(
-        &self,
-        x: &QTensor<u8>,
-        g: &PoolGeometry,
-        p: &AvgPool2dParams,
-        _: Checked,
-    ) -> Result<Vec<u8>> {
-        if x.memory_format() != MemoryFormat::ChannelsLast {
-            return portable::avg_pool2d(x, g, p);
-        }
-        Ok(membound::filled(g.n * g.c * g.oh * g.ow, |y| {
-            mb::avg_pool2d(self.mem, &mb::Pool, x, g, p, y)
-        }))
-    }
-
-    fn adaptive_avg_pool2d(
-        &self,
-        x: &QTensor<u8>,
-        g: &PoolGeometry,
-        _: Checked,
-    ) -> Result<Vec<u8>> {
-        if x.memory_format() != MemoryFormat::ChannelsLast {
-            return portable::adaptive_avg_pool2d(x, g);
-        }
-        Ok(membound::filled(g.n * g.c * g.oh * g.ow, |y| {
-            mb::adaptive_avg_pool2d(self.mem, &mb::Pool, x, g, y)
-        }))
-    }
-
-    fn hardswish(&self, x: &QTensor<u8>, out: OutQ, c: Checked) -> Result<Vec<u8>> {
-        let (s, z) = x.q_per_tensor().expect("validated");
-        self.lut(x, &portable::hardswish_lut(s, z, out), c)
-    }
-
-    fn sigmoid(&self, x: &QTensor<u8>, out: OutQ, c: Checked) -> Result<Vec<u8>> {
-        let (s, z) = x.q_per_tensor().expect("validated");
-        self.lut(x, &portable::sigmoid_lut(s, z, out), c)
-    }
-
-    fn lut(&self, x: &QTensor<u8>, table: &[u8; 256], c: Checked) -> Result<Vec<u8>> {
-        Ok(self.lut_bytes(x.int_repr(), table, c))
-    }
-
-    fn lut_bytes(&self, src: &[u8], table: &[u8; 256], _: Checked) -> Vec<u8> {
-        membound::filled(src.len(), |y| mb::lut(self.mem, &mb::Pool, src, table, y))
+    fn row_kernels(&self) -> Option<&'static mb::Kernels> {
+        Some(self.mem)
     }
 
     fn quantize8(&self, src: &[f32], c: Code8, dst: &mut [u8], _: Checked) -> bool {

@@ -15,9 +15,7 @@
 //! keeps the BW lookup, so on one VBMI machine both lookups run and are
 //! tested.
 
-use std::mem::MaybeUninit;
-
-use rquant_core::membound::{self as mb, Kernels, Out};
+use rquant_core::membound::{self as mb, Kernels};
 
 use crate::isa::Isa;
 
@@ -55,31 +53,6 @@ pub fn kernels(isa: Isa) -> Option<&'static Kernels> {
         }
     }
     Some(&mb::SCALAR)
-}
-
-/// A fresh `len`-byte output that `f` fills, or None (and nothing kept)
-/// when `f` declines (returns false without writing).
-pub(crate) fn try_filled(len: usize, f: impl FnOnce(&mut [Out]) -> bool) -> Option<Vec<u8>> {
-    let mut y: Vec<u8> = Vec::with_capacity(len);
-    let spare: &mut [MaybeUninit<u8>] = &mut y.spare_capacity_mut()[..len];
-    if !f(spare) {
-        return None;
-    }
-    // SAFETY: `f` is one of rquant_core::membound's drivers, which write
-    // every element of the slice they are given when they return true
-    // (each output element belongs to exactly one row, run or chunk; the
-    // kernel tester compares every element with the oracle).
-    unsafe { y.set_len(len) };
-    Some(y)
-}
-
-/// [`try_filled`] for a driver that always fills.
-pub(crate) fn filled(len: usize, f: impl FnOnce(&mut [Out])) -> Vec<u8> {
-    try_filled(len, |y| {
-        f(y);
-        true
-    })
-    .expect("filled")
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -11,6 +11,7 @@
 //! - [`Backend`]: identity and capabilities.
 
 use crate::error::Result;
+use crate::membound as mb;
 use crate::ops::{AvgPool2dParams, BinaryOp, ConvGeometry, MaxPool2dParams, OutQ, PoolGeometry};
 use crate::output::{Dequant, Requant, ResidualAdd};
 use crate::params::{EmbeddingBagMode, NormParams};
@@ -170,8 +171,15 @@ pub trait GemmBackend {
 }
 
 /// The memory-bound ops, on validated per-tensor quint8 tensors. Each
-/// default is the portable oracle.
+/// default is the portable oracle, or, for a backend that hands out a
+/// row-kernel table ([`MemoryBackend::row_kernels`]), the shared drivers of
+/// [`crate::membound`] over that table.
 pub trait MemoryBackend {
+    /// This path's row kernels for the shared memory-bound drivers (None:
+    /// the portable definitions, as the reference engine runs them).
+    fn row_kernels(&self) -> Option<&'static mb::Kernels> {
+        None
+    }
     /// `a` and `b` have the same shape.
     fn binary(
         &self,
@@ -181,7 +189,10 @@ pub trait MemoryBackend {
         out: OutQ,
         _: Checked,
     ) -> Result<Vec<u8>> {
-        portable::binary(op, a, b, out)
+        let table = self.row_kernels().and_then(|k| {
+            mb::try_filled(a.numel(), |y| mb::binary(k, &mb::Pool, op, a, b, out, y))
+        });
+        table.map_or_else(|| portable::binary(op, a, b, out), Ok)
     }
     /// `b` broadcast to `a`'s logical shape (validated); the output in `a`'s
     /// storage order.
@@ -193,7 +204,12 @@ pub trait MemoryBackend {
         out: OutQ,
         _: Checked,
     ) -> Result<Vec<u8>> {
-        portable::binary_broadcast(op, a, b, out)
+        let table = self.row_kernels().and_then(|k| {
+            mb::try_filled(a.numel(), |y| {
+                mb::binary_broadcast(k, &mb::Pool, op, a, b, out, y)
+            })
+        });
+        table.map_or_else(|| portable::binary_broadcast(op, a, b, out), Ok)
     }
     /// Concatenation of `[outer, d_i, inner]` blocks along the middle axis
     /// (in storage order: the front end maps the logical dimension).
@@ -205,10 +221,20 @@ pub trait MemoryBackend {
         out: OutQ,
         _: Checked,
     ) -> Result<Vec<u8>> {
-        portable::cat(xs, outer, inner, out)
+        let Some(k) = self.row_kernels() else {
+            return portable::cat(xs, outer, inner, out);
+        };
+        let len = xs.iter().map(|x| x.numel()).sum();
+        Ok(mb::filled(len, |y| {
+            mb::cat(k, &mb::Pool, xs, outer, out, y)
+        }))
     }
-    fn relu(&self, x: &QTensor<u8>, _: Checked) -> Result<Vec<u8>> {
-        portable::relu(x)
+    fn relu(&self, x: &QTensor<u8>, c: Checked) -> Result<Vec<u8>> {
+        if self.row_kernels().is_none() {
+            return portable::relu(x);
+        }
+        let z = x.q_per_tensor().expect("validated").1 as u8;
+        self.clamp(x, z, 255, c)
     }
     fn max_pool2d(
         &self,
@@ -217,8 +243,15 @@ pub trait MemoryBackend {
         p: &MaxPool2dParams,
         _: Checked,
     ) -> Result<Vec<u8>> {
-        portable::max_pool2d(x, g, p)
+        let Some(k) = self.row_kernels() else {
+            return portable::max_pool2d(x, g, p);
+        };
+        Ok(mb::filled(g.n * g.c * g.oh * g.ow, |y| {
+            mb::max_pool2d(k, &mb::Pool, x, g, p, y)
+        }))
     }
+    /// The table drivers read channels-last input; contiguous input takes
+    /// the portable definition.
     fn avg_pool2d(
         &self,
         x: &QTensor<u8>,
@@ -226,21 +259,44 @@ pub trait MemoryBackend {
         p: &AvgPool2dParams,
         _: Checked,
     ) -> Result<Vec<u8>> {
-        portable::avg_pool2d(x, g, p)
+        match self.row_kernels() {
+            Some(k) if x.memory_format() == MemoryFormat::ChannelsLast => {
+                Ok(mb::filled(g.n * g.c * g.oh * g.ow, |y| {
+                    mb::avg_pool2d(k, &mb::Pool, x, g, p, y)
+                }))
+            }
+            _ => portable::avg_pool2d(x, g, p),
+        }
     }
+    /// As [`MemoryBackend::avg_pool2d`]: the table drivers on channels-last input.
     fn adaptive_avg_pool2d(
         &self,
         x: &QTensor<u8>,
         g: &PoolGeometry,
         _: Checked,
     ) -> Result<Vec<u8>> {
-        portable::adaptive_avg_pool2d(x, g)
+        match self.row_kernels() {
+            Some(k) if x.memory_format() == MemoryFormat::ChannelsLast => {
+                Ok(mb::filled(g.n * g.c * g.oh * g.ow, |y| {
+                    mb::adaptive_avg_pool2d(k, &mb::Pool, x, g, y)
+                }))
+            }
+            _ => portable::adaptive_avg_pool2d(x, g),
+        }
     }
-    fn hardswish(&self, x: &QTensor<u8>, out: OutQ, _: Checked) -> Result<Vec<u8>> {
-        portable::hardswish(x, out)
+    fn hardswish(&self, x: &QTensor<u8>, out: OutQ, c: Checked) -> Result<Vec<u8>> {
+        if self.row_kernels().is_none() {
+            return portable::hardswish(x, out);
+        }
+        let (s, z) = x.q_per_tensor().expect("validated");
+        self.lut(x, &portable::hardswish_lut(s, z, out), c)
     }
-    fn sigmoid(&self, x: &QTensor<u8>, out: OutQ, _: Checked) -> Result<Vec<u8>> {
-        portable::sigmoid(x, out)
+    fn sigmoid(&self, x: &QTensor<u8>, out: OutQ, c: Checked) -> Result<Vec<u8>> {
+        if self.row_kernels().is_none() {
+            return portable::sigmoid(x, out);
+        }
+        let (s, z) = x.q_per_tensor().expect("validated");
+        self.lut(x, &portable::sigmoid_lut(s, z, out), c)
     }
     /// Quantize `src` into `dst` (equal lengths); returns whether `src` holds a NaN.
     fn quantize8(&self, src: &[f32], c: Code8, dst: &mut [u8], _: Checked) -> bool {
@@ -260,17 +316,25 @@ pub trait MemoryBackend {
 
     /// `min(max(q, lo), hi)` (hardtanh, relu6).
     fn clamp(&self, x: &QTensor<u8>, lo: u8, hi: u8, _: Checked) -> Result<Vec<u8>> {
-        portable::clamp(x, lo, hi)
+        let Some(k) = self.row_kernels() else {
+            return portable::clamp(x, lo, hi);
+        };
+        Ok(mb::filled(x.numel(), |y| {
+            mb::clamp(k, &mb::Pool, x.int_repr(), lo, hi, y)
+        }))
     }
     /// `table[q]` for every element: every activation that is a function of
     /// one code (hardsigmoid, leaky_relu, elu, tanh, gelu).
-    fn lut(&self, x: &QTensor<u8>, table: &[u8; 256], _: Checked) -> Result<Vec<u8>> {
-        Ok(portable::apply_lut(table, x.int_repr()))
+    fn lut(&self, x: &QTensor<u8>, table: &[u8; 256], c: Checked) -> Result<Vec<u8>> {
+        Ok(self.lut_bytes(x.int_repr(), table, c))
     }
     /// `table[b]` for every byte of `src`, whatever the 8-bit dtype the
     /// bytes encode: requantize between quint8 / qint8 per-tensor codes.
     fn lut_bytes(&self, src: &[u8], table: &[u8; 256], _: Checked) -> Vec<u8> {
-        portable::apply_lut(table, src)
+        match self.row_kernels() {
+            Some(k) => mb::filled(src.len(), |y| mb::lut(k, &mb::Pool, src, table, y)),
+            None => portable::apply_lut(table, src),
+        }
     }
     /// Channel shuffle of a 4-D tensor (`groups` divides C).
     fn channel_shuffle(&self, x: &QTensor<u8>, groups: usize, _: Checked) -> Result<Vec<u8>> {
