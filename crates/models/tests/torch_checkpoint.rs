@@ -20,6 +20,10 @@ use rquant_models::vision;
 use rquant_nn::{Module, Value};
 use serde_json::Value as J;
 
+#[path = "common/torch_nhwc_mean.rs"]
+mod torch_nhwc_mean;
+use torch_nhwc_mean::TorchNhwcMean;
+
 const NAME: &str = "shufflenet_v2_x0_5_qat_x86";
 
 fn dir() -> std::path::PathBuf {
@@ -87,44 +91,6 @@ fn check(got: &QTensor<u8>, o: &J, shape: &[usize], what: &str) {
         .map(|v| v.as_u64().unwrap() as u8)
         .collect();
     assert_eq!(got.int_repr(), &want[..], "{what}: int8 logits");
-}
-
-/// PyTorch's quantized `x.mean([2, 3])` on a channels-last input (as in
-/// tests/vision.rs): dequantized with its vectorised FMA form, averaged in
-/// float, quantized back. rquant computes PyTorch's contiguous-input kernel
-/// (docs/numerics.md §13); the two differ on ties.
-#[derive(Debug, Clone)]
-struct TorchNhwcMean;
-
-impl rquant_nn::Layer for TorchNhwcMean {
-    fn type_name(&self) -> String {
-        "TorchNhwcMean".into()
-    }
-    fn forward(&mut self, x: Value) -> rquant_nn::Result<Value> {
-        let q = x.quant("mean")?.contiguous();
-        let (s, z) = q.q_per_tensor().unwrap();
-        let &[n, c, h, w] = q.shape() else { panic!() };
-        assert_eq!((n * c * h * w) % 64, 0, "the FMA form covers every element");
-        let (sf, premul) = (s as f32, s as f32 * -(z as f32));
-        let inv = 1.0f32 / sf;
-        let data = q
-            .int_repr()
-            .chunks(h * w)
-            .map(|p| {
-                let sum = p
-                    .iter()
-                    .fold(0f32, |acc, &v| acc + (v as f32).mul_add(sf, premul));
-                let m = sum / (h * w) as f32;
-                ((m * inv).round_ties_even() as i64 + z).clamp(0, 255) as u8
-            })
-            .collect();
-        Ok(Value::Q(QTensor::new_per_tensor_unchecked(
-            vec![n, c],
-            data,
-            s,
-            z,
-        )))
-    }
 }
 
 /// The converted QAT checkpoint on every engine and ISA path: PyTorch's
