@@ -277,28 +277,39 @@ impl MemoryFormat {
 /// Permute one `[n][c][plane]` block of `T`s to `[n][plane][c]` (NCHW → NHWC).
 pub fn nchw_to_nhwc<T: Copy>(src: &[T], n: usize, c: usize, plane: usize, dst: &mut [T]) {
     for b in 0..n {
-        let (s, d) = (
+        transpose_blocked(
             &src[b * c * plane..][..c * plane],
+            c,
+            plane,
             &mut dst[b * c * plane..][..c * plane],
         );
-        for ch in 0..c {
-            for p in 0..plane {
-                d[p * c + ch] = s[ch * plane + p];
-            }
-        }
     }
 }
 
 /// Permute `[n][plane][c]` back to `[n][c][plane]` (NHWC → NCHW).
 pub fn nhwc_to_nchw<T: Copy>(src: &[T], n: usize, c: usize, plane: usize, dst: &mut [T]) {
     for b in 0..n {
-        let (s, d) = (
+        transpose_blocked(
             &src[b * c * plane..][..c * plane],
+            plane,
+            c,
             &mut dst[b * c * plane..][..c * plane],
         );
-        for p in 0..plane {
-            for ch in 0..c {
-                d[ch * plane + p] = s[p * c + ch];
+    }
+}
+
+/// `dst[j·rows + i] = src[i·cols + j]`, in 32×32 blocks so that both the
+/// reads and the strided writes stay within a few cache lines per block
+/// (the plain double loop ran at half the speed on 144 × 56² bytes).
+fn transpose_blocked<T: Copy>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) {
+    const B: usize = 32;
+    for i0 in (0..rows).step_by(B) {
+        for j0 in (0..cols).step_by(B) {
+            for i in i0..(i0 + B).min(rows) {
+                let row = &src[i * cols..][..cols];
+                for j in j0..(j0 + B).min(cols) {
+                    dst[j * rows + i] = row[j];
+                }
             }
         }
     }

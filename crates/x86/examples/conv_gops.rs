@@ -42,7 +42,7 @@ fn main() {
     ];
     let filter = std::env::args().nth(1).unwrap_or_default();
     for e in rquant_x86::all_paths() {
-        if e.isa() == "scalar"
+        if (e.isa() == "scalar") != (filter == "scalar")
             || ((filter == "best" || filter == "first")
                 && e.isa() != rquant_x86::Isa::best().name())
         {
@@ -73,11 +73,19 @@ fn main() {
             let t = median(|| {
                 std::hint::black_box(e.conv2d(&xq, &packed, 0.05, 0, true).unwrap());
             });
+            // The same conv on channels-last input (what the models run).
+            let xl = xq
+                .clone()
+                .into_format(rquant_core::MemoryFormat::ChannelsLast);
+            let tl = median(|| {
+                std::hint::black_box(e.conv2d(&xl, &packed, 0.05, 0, true).unwrap());
+            });
             let ops = 2.0 * (o * hw * hw * cg * k * k) as f64;
             println!(
-                "{:<12} {c}->{o}@{hw} k{k} g{groups}: {:7.1} GOP/s",
+                "{:<12} {c}->{o}@{hw} k{k} g{groups}: NCHW {:7.1} GOP/s  NHWC {:7.1} GOP/s",
                 e.isa(),
-                ops / t / 1e9
+                ops / t / 1e9,
+                ops / tl / 1e9
             );
         }
     }

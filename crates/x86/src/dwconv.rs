@@ -172,15 +172,22 @@ struct BandScratch {
 }
 
 /// Depthwise conv of NHWC `c.x` into NHWC output.
+/// Whether the vector NHWC depthwise kernels take this call (3×3 and 5×5,
+/// stride 1 or 2, no dilation, a tame output stage).
+pub(crate) fn nhwc_kernel_fits(caps: Caps, c: &ConvCall<'_>) -> bool {
+    let (g, p) = (c.g, c.g.params);
+    cfg!(target_arch = "x86_64")
+        && caps.avx2
+        && c.requant.tame
+        && matches!((g.kh, g.kw), (3, 3) | (5, 5))
+        && matches!(p.stride[1], 1 | 2)
+        && p.dilation == [1, 1]
+}
+
 pub(crate) fn depthwise_nhwc(caps: Caps, vnni: bool, c: &ConvCall<'_>, dw: &DwWeights) -> Vec<u8> {
     let (g, r) = (c.g, c.requant);
     let p = g.params;
-    let fast = cfg!(target_arch = "x86_64")
-        && caps.avx2
-        && r.tame
-        && matches!((g.kh, g.kw), (3, 3) | (5, 5))
-        && matches!(p.stride[1], 1 | 2)
-        && p.dilation == [1, 1];
+    let fast = nhwc_kernel_fits(caps, c);
     if !fast && caps.avx2 {
         // Other kernels: through NCHW planes.
         let xc = c.x.to_format(MemoryFormat::Contiguous);
