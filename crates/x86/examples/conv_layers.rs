@@ -9,7 +9,7 @@
 //! ```text
 //! cargo run --release -p rquant-x86 --example conv_layers -- \
 //!     [--torch tools/bench/results/torch_layers_b8_t1.json] [--model resnet18|mobilenet_v2|all]
-//!     [--threads N] [--batch B] [--budget SECONDS] [--rounds R] [--fused] [--filter SUBSTR]
+//!     [--threads N] [--batch B] [--budget SECONDS] [--rounds R] [--fused] [--filter SUBSTR|=NAME]
 //! ```
 //! Times are wall-clock medians (examples hold no `unsafe`, so no
 //! thread-CPU clock; this machine's /proc schedstat reads zero).
@@ -211,7 +211,12 @@ fn main() {
             continue;
         }
         for &l in layers {
-            if !l.0.contains(filter.as_str()) {
+            // `--filter =NAME` matches one layer exactly.
+            let hit = match filter.strip_prefix('=') {
+                Some(exact) => l.0 == exact,
+                None => l.0.contains(filter.as_str()),
+            };
+            if !hit {
                 continue;
             }
             cases.push(case(&e, name, l, batch, false));
