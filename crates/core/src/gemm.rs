@@ -846,6 +846,9 @@ pub struct Blocking {
     pub b_block_bytes: usize,
     /// Packed activation bytes of one row block (kept in L2).
     pub a_block_bytes: usize,
+    /// Accumulator bytes of one row block's tiles for one column panel
+    /// (kept in L1 between the k-blocks and the output stage).
+    pub acc_block_bytes: usize,
     /// Columns per task (rounded up to a multiple of `nr`).
     pub nc: usize,
     /// GEMMs with fewer multiply-accumulates run as one task.
@@ -853,10 +856,32 @@ pub struct Blocking {
 }
 
 impl Blocking {
+    /// Row panels per row block, for panels of `pa` packed bytes and tiles
+    /// of `tile_bytes` accumulator bytes: within both budgets, then halved
+    /// until `per_rowblock · (row blocks)` tasks reach `want`.
+    pub fn panels_per_block(
+        &self,
+        pa: usize,
+        tile_bytes: usize,
+        mpanels: usize,
+        per_rowblock: usize,
+        want: usize,
+    ) -> usize {
+        let budget = (self.a_block_bytes / pa.max(1)).min(self.acc_block_bytes / tile_bytes.max(1));
+        let mut p = budget.clamp(1, mpanels.max(1));
+        while per_rowblock * mpanels.div_ceil(p) < want && p > 1 {
+            p = p.div_ceil(2);
+        }
+        p
+    }
+
     /// Tuned on a 2-core AVX-512 VNNI Xeon (48 KiB L1d, 2 MiB L2 per core).
     pub const DEFAULT: Blocking = Blocking {
         b_block_bytes: 24 * 1024,
         a_block_bytes: 384 * 1024,
+        // Without it a K = 16 conv (128-byte panels) made 24 576-row blocks
+        // whose 3 MiB of accumulators streamed through L2 to the stage.
+        acc_block_bytes: 32 * 1024,
         nc: 128,
         // Below ~8M multiply-accumulates (M = 8 at 768²) waking a second
         // thread costs more than it saves.
@@ -936,7 +961,6 @@ pub fn run<S: Stage + ?Sized, W: Workers + ?Sized>(g: &Gemm<'_, S>, workers: &W,
     let small = m.saturating_mul(k).saturating_mul(n) < blk.serial_macs;
     let nc = if small { n } else { blk.nc }.div_ceil(nr) * nr;
     let nblocks = n.div_ceil(nc);
-    let mut panels_per_block = (blk.a_block_bytes / pa).clamp(1, mpanels);
     // Enough tasks to balance the threads: at least four per thread (with
     // one or two per thread, 3 tasks on 2 threads capped the speed-up at 1.5).
     let threads = workers.threads();
@@ -945,9 +969,7 @@ pub fn run<S: Stage + ?Sized, W: Workers + ?Sized>(g: &Gemm<'_, S>, workers: &W,
     } else {
         1
     };
-    while nblocks * mpanels.div_ceil(panels_per_block) < want && panels_per_block > 1 {
-        panels_per_block = panels_per_block.div_ceil(2);
-    }
+    let panels_per_block = blk.panels_per_block(pa, mr * nr * 4, mpanels, nblocks, want);
     let mc = panels_per_block * mr;
     let mblocks = m.div_ceil(mc);
     let (a, sums) = (&abuf[..], &sums[..]);
@@ -1194,6 +1216,7 @@ mod tests {
             Blocking {
                 b_block_bytes: 64,
                 a_block_bytes: 64,
+                acc_block_bytes: 64,
                 nc: 8,
                 serial_macs: 0,
             },
@@ -1387,6 +1410,7 @@ mod tests {
         let tiny = Blocking {
             b_block_bytes: 64,
             a_block_bytes: 64,
+            acc_block_bytes: 64,
             nc: 8,
             serial_macs: 0,
         };

@@ -372,16 +372,13 @@ fn gemm_conv(
     let nblocks = geo.og.div_ceil(nc);
     let mpanels = m.div_ceil(mr);
     let pa = s0.a_panel_bytes(geo.k);
-    let mut per_block = (blk.a_block_bytes / pa).clamp(1, mpanels);
     let threads = threads_for(usize::MAX);
     let want = if threads > 1 && !small {
         4 * threads
     } else {
         1
     };
-    while geo.groups * nblocks * mpanels.div_ceil(per_block) < want && per_block > 1 {
-        per_block = per_block.div_ceil(2);
-    }
+    let per_block = blk.panels_per_block(pa, mr * nr * 4, mpanels, geo.groups * nblocks, want);
     let mc = per_block * mr;
     let mblocks = m.div_ceil(mc);
     let tasks = mblocks * geo.groups * nblocks;
