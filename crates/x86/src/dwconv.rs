@@ -171,7 +171,6 @@ struct BandScratch {
     rows: Vec<i32>,
 }
 
-/// Depthwise conv of NHWC `c.x` into NHWC output.
 /// Whether the vector NHWC depthwise kernels take this call (3×3 and 5×5,
 /// stride 1 or 2, no dilation, a tame output stage).
 pub(crate) fn nhwc_kernel_fits(caps: Caps, c: &ConvCall<'_>) -> bool {
@@ -184,6 +183,7 @@ pub(crate) fn nhwc_kernel_fits(caps: Caps, c: &ConvCall<'_>) -> bool {
         && p.dilation == [1, 1]
 }
 
+/// Depthwise conv of NHWC `c.x` into NHWC output.
 pub(crate) fn depthwise_nhwc(caps: Caps, vnni: bool, c: &ConvCall<'_>, dw: &DwWeights) -> Vec<u8> {
     let (g, r) = (c.g, c.requant);
     let p = g.params;
