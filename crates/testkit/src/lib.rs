@@ -145,6 +145,9 @@ pub struct GemmTester {
     /// Weight zero point (per-tensor) or base of the per-channel zero points.
     pub w_zp: i64,
     pub per_channel: bool,
+    /// Per-channel zero points all `w_zp` (0: PyTorch's
+    /// `per_channel_symmetric` weights) instead of spread around it.
+    pub symmetric: bool,
     pub bias: bool,
     pub relu: bool,
     pub act: Act,
@@ -167,6 +170,7 @@ impl Default for GemmTester {
             x_zp: 128,
             w_zp: 0,
             per_channel: false,
+            symmetric: false,
             bias: true,
             relu: false,
             act: Act::Full,
@@ -187,7 +191,7 @@ impl GemmTester {
     pub fn new() -> Self {
         Self::default()
     }
-    setter!(m: usize, n: usize, k: usize, x_zp: i64, w_zp: i64, per_channel: bool, bias: bool, relu: bool,
+    setter!(m: usize, n: usize, k: usize, x_zp: i64, w_zp: i64, per_channel: bool, symmetric: bool, bias: bool, relu: bool,
         act: Act, wt: Wt, out_scale_factor: f64, seed: u64);
     pub fn out_zp(mut self, z: i64) -> Self {
         self.out_zp = Some(z);
@@ -231,7 +235,10 @@ impl GemmTester {
             QParams::PerChannel {
                 scales: (0..rows).map(|_| rng.float(0.001, 0.05) as f64).collect(),
                 zero_points: (0..rows)
-                    .map(|c| (self.w_zp + c as i64 % 7 - 3).clamp(-128, 127))
+                    .map(|c| match self.symmetric {
+                        true => self.w_zp,
+                        false => (self.w_zp + c as i64 % 7 - 3).clamp(-128, 127),
+                    })
                     .collect(),
                 axis: 0,
             }

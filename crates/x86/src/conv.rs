@@ -16,6 +16,7 @@ use rquant_core::gemm::{
 use rquant_core::{Conv2dParams, MemoryFormat, QTensor};
 
 use crate::dwconv::{self, DwWeights};
+use crate::gconv::{self, GroupedWeights};
 use crate::igemm::{IMicro, Seg, SegList, Segs, MR_MAX};
 use crate::isa::{Caps, Isa};
 use crate::kernels::output::{residual_add_slice, RawOut, RequantStage, Residual};
@@ -31,6 +32,9 @@ pub struct PackedConv {
     /// Depthwise (one input and one output channel per group): `w − zw` per
     /// channel and tap, used instead of the per-group GEMMs.
     pub(crate) dw: Option<DwWeights>,
+    /// Groups of 4, 8 or 16 channels in and out on the AVX-512 VNNI path:
+    /// the grouped kernel's weights, used instead of the per-group GEMMs.
+    grouped: Option<GroupedWeights>,
 }
 
 impl PackedConv {
@@ -57,6 +61,16 @@ impl PackedConv {
                 shape: [o, cg, kh, kw],
                 groups: Vec::new(),
                 dw: Some(DwWeights::new(wd, zps, kh, kw)),
+                grouped: None,
+            };
+        }
+        if let Some(gw) = GroupedWeights::try_new(isa == Isa::Avx512Vnni, w, p) {
+            return PackedConv {
+                isa,
+                shape: [o, cg, kh, kw],
+                groups: Vec::new(),
+                dw: None,
+                grouped: Some(gw),
             };
         }
         let groups = (0..p.groups)
@@ -81,6 +95,7 @@ impl PackedConv {
             shape: [o, cg, kh, kw],
             groups,
             dw: None,
+            grouped: None,
         }
     }
 
@@ -95,6 +110,9 @@ impl PackedConv {
                 .zip(&dw.zps)
                 .flat_map(|(t, &z)| t.iter().map(move |&v| (v + z) as i8))
                 .collect();
+        }
+        if let Some(gw) = &self.grouped {
+            return gw.unpack();
         }
         let og = o / self.groups.len();
         let k = cg * kh * kw;
@@ -121,6 +139,7 @@ impl rquant_core::engine::Panels for PackedConv {
     fn bytes(&self) -> usize {
         self.groups.iter().map(PackedB::bytes).sum::<usize>()
             + self.dw.as_ref().map_or(0, DwWeights::bytes)
+            + self.grouped.as_ref().map_or(0, GroupedWeights::bytes)
     }
     fn as_any(&self) -> &dyn std::any::Any {
         self
@@ -172,8 +191,12 @@ pub(crate) fn conv2d(
     }
     let g = c.g;
     let xd = c.x.int_repr();
+    let run = |src: &[u8], res: Option<Residual<'_>>| match &pw.grouped {
+        Some(gw) => gconv::run(caps, c, gw, src, res),
+        None => gemm_conv(caps, c, pw, src, res),
+    };
     if nhwc {
-        return gemm_conv(caps, c, pw, xd, res);
+        return run(xd, res);
     }
     // Contiguous (NCHW) input: the GEMM reads and writes pixels, so the
     // images go to NHWC, the output comes back with one blocked transpose
@@ -186,7 +209,7 @@ pub(crate) fn conv2d(
     let res = res
         .zip(res_px.as_deref())
         .map(|(r, data)| Residual { data, add: r.add });
-    let y = gemm_conv(caps, c, pw, &x, res);
+    let y = run(&x, res);
     planes_to_pixels(&y, g.n, ohw, g.o)
 }
 

@@ -38,6 +38,7 @@ use rquant_core::{
 mod conv;
 mod dwconv;
 mod fp16;
+mod gconv;
 mod gemm;
 pub mod igemm;
 pub mod isa;

@@ -438,3 +438,66 @@ fn memory_ops_same_bits_for_every_thread_count() {
         rquant_core::registry::set_num_threads(0);
     }
 }
+
+/// Grouped convs with 4, 8 and 16 channels per group in and out (ResNeXt's
+/// 3×3 convs; the AVX-512 VNNI path runs them on the grouped kernel, whose
+/// packed weights are exactly O·G·taps bytes, the GEMM panels more):
+/// strides, padding, dilation, batch, both formats, the fused residual,
+/// x_zp at both ends (symmetric per-channel weights, as PyTorch's
+/// fbgemm qconfig makes), and weights with nonzero zero points (which keep
+/// the per-group GEMMs).
+#[test]
+fn grouped_convs_with_4_8_16_channels_per_group() {
+    use rquant_core::{Conv2dParams, MemoryFormat};
+    let r = tk::reference();
+    let p = |g: usize, s: usize, pad: usize, d: usize| Conv2dParams {
+        stride: [s, s],
+        padding: [pad, pad],
+        dilation: [d, d],
+        groups: g,
+    };
+    let cases = [
+        (64, 16, [9, 10], [3, 3], p(16, 1, 1, 1)),
+        (64, 8, [8, 7], [3, 3], p(8, 2, 1, 1)),
+        (48, 3, [7, 9], [3, 3], p(3, 1, 2, 2)),
+        (32, 8, [6, 6], [1, 3], p(8, 1, 0, 1)),
+        (128, 32, [5, 5], [3, 3], p(32, 1, 1, 1)),
+    ];
+    for e in paths() {
+        for (i, &(c, groups, hw, k, params)) in cases.iter().enumerate() {
+            let g = tk::GemmTester::new()
+                .x_zp([0, 255, 37][i % 3])
+                .per_channel(true)
+                .symmetric(true)
+                .seed(90 + i as u64);
+            let t = tk::ConvTester::new(c, c, hw, k, params).gemm(g.clone());
+            t.test(&e, &r);
+            let cl = t.clone().batch(2).format(MemoryFormat::ChannelsLast);
+            cl.clone().test(&e, &r);
+            cl.residual(i % 2 == 0).test(&e, &r);
+            // Nonzero weight zero points: the GEMM path.
+            t.clone().gemm(g.clone().symmetric(false)).test(&e, &r);
+            t.gemm(g.per_channel(false).w_zp(3)).test(&e, &r);
+            if e.isa() == "avx512vnni" {
+                let cg = c / groups;
+                let w = rquant_core::QTensor::from_int_repr(
+                    vec![c, cg, k[0], k[1]],
+                    vec![1i8; c * cg * k[0] * k[1]],
+                    rquant_core::QParams::PerChannel {
+                        scales: vec![0.01; c],
+                        zero_points: vec![0; c],
+                        axis: 0,
+                    },
+                )
+                .unwrap();
+                let pw = e.pack_conv2d(w, None, params).unwrap();
+                // (bytes() adds 20 bytes of per-channel data per channel.)
+                assert_eq!(
+                    pw.bytes(),
+                    c * cg * k[0] * k[1] + c * 20,
+                    "avx512vnni packs {c} channels in groups of {cg} for the grouped kernel"
+                );
+            }
+        }
+    }
+}

@@ -30,6 +30,7 @@ pub mod dwconv_u8i8_kxk_nhwc_scalar;
 pub mod dwconv_u8i8_plane_avx512;
 pub mod dwpack_u8i16_pairs_avx2;
 pub mod dwpack_u8i16_pairs_avx512;
+pub mod gconv_u8i8_c4_avx512vnni;
 pub mod gemm_f32f16_12x32_avx512;
 pub mod gemm_f32f16_6x16_avx2;
 pub mod gemm_u8i8_4x8c4_scalar;
