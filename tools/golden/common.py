@@ -63,6 +63,27 @@ OPS = (
     "embedding_bag_4bit",
     "matmul",
     "softmax",
+    # Beyond CONFORMANCE.md's tables (rquant_nn::qops, the 2-bit embedding bag).
+    "add_scalar",
+    "add_scalar_relu",
+    "mul_scalar",
+    "mul_scalar_relu",
+    "cat_relu",
+    "prelu",
+    "celu",
+    "threshold",
+    "clamp",
+    "max_pool1d",
+    "max_pool3d",
+    "avg_pool3d",
+    "adaptive_avg_pool3d",
+    "conv_transpose1d",
+    "conv_transpose3d",
+    "batch_norm1d",
+    "batch_norm1d_relu",
+    "batch_norm3d",
+    "batch_norm3d_relu",
+    "embedding_bag_2bit",
 )
 
 
