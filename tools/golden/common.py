@@ -15,6 +15,9 @@ COUNTS = {}
 # runner's op table: gen_golden.py checks them against
 # `cargo xtask conformance --list-ops` before writing anything, and
 # xtask/tests/op_table.rs checks this list against the table and tests/golden.
+# CONFORMANCE.md's ops come first, from "add_scalar" on rquant's own (the
+# module layer's ops and the 2-bit embedding bag; tests/golden/README.md).
+# (op_table.rs parses this tuple: names only, no comments inside.)
 OPS = (
     "quantize_per_tensor",
     "quantize_per_channel",
@@ -63,7 +66,6 @@ OPS = (
     "embedding_bag_4bit",
     "matmul",
     "softmax",
-    # Beyond CONFORMANCE.md's tables (rquant_nn::qops, the 2-bit embedding bag).
     "add_scalar",
     "add_scalar_relu",
     "mul_scalar",
