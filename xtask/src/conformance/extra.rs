@@ -34,12 +34,10 @@ fn u8_out_with_qparams(c: &Case, y: QTensor<u8>) -> Result<Outputs, CaseError> {
 
 // ---------------------------------------------------------------- scalar add / mul
 
-fn scalar_op(
-    c: &Case,
-    e: &Engine,
-    f: fn(&Engine, &QTensor<u8>, f64, bool) -> rquant_nn::Result<QTensor<u8>>,
-    relu: bool,
-) -> Result<Outputs, CaseError> {
+/// `qops::add_scalar` or `qops::mul_scalar`.
+type ScalarFn = fn(&Engine, &QTensor<u8>, f64, bool) -> rquant_nn::Result<QTensor<u8>>;
+
+fn scalar_op(c: &Case, e: &Engine, f: ScalarFn, relu: bool) -> Result<Outputs, CaseError> {
     let a = quint8(c, "a", "a_scale", "a_zero_point")?;
     let y = f(e, &a, c.f64("b")?, relu).map_err(ne(c))?;
     u8_out_with_qparams(c, y)
