@@ -15,6 +15,9 @@ COUNTS = {}
 # runner's op table: gen_golden.py checks them against
 # `cargo xtask conformance --list-ops` before writing anything, and
 # xtask/tests/op_table.rs checks this list against the table and tests/golden.
+# CONFORMANCE.md's ops come first, from "add_scalar" on rquant's own (the
+# module layer's ops and the 2-bit embedding bag; tests/golden/README.md).
+# (op_table.rs parses this tuple: names only, no comments inside.)
 OPS = (
     "quantize_per_tensor",
     "quantize_per_channel",
@@ -63,6 +66,26 @@ OPS = (
     "embedding_bag_4bit",
     "matmul",
     "softmax",
+    "add_scalar",
+    "add_scalar_relu",
+    "mul_scalar",
+    "mul_scalar_relu",
+    "cat_relu",
+    "prelu",
+    "celu",
+    "threshold",
+    "clamp",
+    "max_pool1d",
+    "max_pool3d",
+    "avg_pool3d",
+    "adaptive_avg_pool3d",
+    "conv_transpose1d",
+    "conv_transpose3d",
+    "batch_norm1d",
+    "batch_norm1d_relu",
+    "batch_norm3d",
+    "batch_norm3d_relu",
+    "embedding_bag_2bit",
 )
 
 

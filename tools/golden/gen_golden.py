@@ -38,6 +38,7 @@ import ops_act  # noqa: E402
 import ops_shape  # noqa: E402
 import ops_norm  # noqa: E402
 import ops_conv  # noqa: E402
+import ops_extra  # noqa: E402
 
 
 def check_ops_against_runner(root):
@@ -79,6 +80,7 @@ def main():
     ops_shape.generate()
     ops_norm.generate()
     ops_conv.generate()
+    ops_extra.generate()
     total = 0
     for op in sorted(common.COUNTS):
         print("%-28s %4d" % (op, common.COUNTS[op]))

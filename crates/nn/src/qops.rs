@@ -1,10 +1,11 @@
-//! Quantized ops built from the engine's public ops, exactly (the module
-//! layer's own numerics, written down in docs/numerics.md §18): transposed
-//! conv1d and conv3d, 1-d and 3-d pooling, PReLU, scalar add / mul,
-//! cat + relu, clamp and threshold, CELU, batch norm 1d / 3d. Each
-//! validates its arguments, runs on the given engine, and is covered by
-//! golden cases from torch 2.15 (`tests/golden`, the conformance runner
-//! calls these functions).
+//! Quantized ops of the module layer, exactly (their numerics are written
+//! down in docs/numerics.md §19): transposed conv1d and conv3d, 1-d and 3-d
+//! pooling, PReLU, scalar add / mul, cat + relu, clamp and threshold, CELU,
+//! batch norm 1d / 3d. Each validates its arguments; those with an engine
+//! op underneath (clamp, cat_relu, max_pool1d, the transposed convs, batch
+//! norm) run it on the given engine, the others compute directly (the
+//! same bits on every engine). All are covered by golden cases from torch
+//! 2.15 (`tests/golden`; the conformance runner calls these functions).
 
 use rquant_core::{
     Conv3dParams, ConvTranspose2dParams, Engine, MemoryFormat, PackedConv3d, PackedConvTranspose2d,

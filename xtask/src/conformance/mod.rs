@@ -2,6 +2,7 @@
 //! engine this machine supports (../shared/CONFORMANCE.md).
 
 pub mod case;
+mod extra;
 pub mod next;
 mod observer;
 pub mod ops;

@@ -10,19 +10,19 @@ use rquant_core::{
 use super::case::{Case, CaseError, Data};
 use super::ops::{bias, one, quint8, u8_out, weight, Engine, Outputs};
 
-fn qe(c: &Case) -> impl Fn(QuantError) -> CaseError + '_ {
+pub(super) fn qe(c: &Case) -> impl Fn(QuantError) -> CaseError + '_ {
     move |r| c.err(r.to_string())
 }
 
-fn x_in(c: &Case) -> Result<QTensor<u8>, CaseError> {
+pub(super) fn x_in(c: &Case) -> Result<QTensor<u8>, CaseError> {
     quint8(c, "x", "scale", "zero_point")
 }
 
-fn out_qp(c: &Case) -> Result<(f64, i64), CaseError> {
+pub(super) fn out_qp(c: &Case) -> Result<(f64, i64), CaseError> {
     Ok((c.f64("out_scale")?, c.i64("out_zero_point")?))
 }
 
-fn f32_attr(c: &Case, name: &str, default: f64) -> Result<f32, CaseError> {
+pub(super) fn f32_attr(c: &Case, name: &str, default: f64) -> Result<f32, CaseError> {
     Ok(c.opt_f64(name)?.unwrap_or(default) as f32)
 }
 
@@ -35,7 +35,7 @@ fn opt_f32_in(c: &Case, name: &str) -> Result<Option<Vec<f32>>, CaseError> {
 }
 
 /// `n` non-negative integers (a list of `n`, or of one repeated).
-fn usizes<const N: usize>(
+pub(super) fn usizes<const N: usize>(
     c: &Case,
     name: &str,
     default: Option<[usize; N]>,
@@ -60,7 +60,7 @@ fn usizes<const N: usize>(
     }
 }
 
-fn groups(c: &Case) -> Result<usize, CaseError> {
+pub(super) fn groups(c: &Case) -> Result<usize, CaseError> {
     let g = c.i64("groups")?;
     usize::try_from(g).map_err(|_| c.err(format!("groups {g} is negative")))
 }
@@ -154,15 +154,31 @@ pub(super) fn instance_norm_op(c: &Case, e: &Engine) -> Result<Outputs, CaseErro
     ))
 }
 
+/// The batch-norm inputs (F32 [C] each).
+pub(super) struct BnInputs {
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub mean: Vec<f32>,
+    pub var: Vec<f32>,
+}
+
+pub(super) fn bn_inputs(c: &Case) -> Result<BnInputs, CaseError> {
+    Ok(BnInputs {
+        weight: c.in_f32("weight")?.1,
+        bias: c.in_f32("bias")?.1,
+        mean: c.in_f32("mean")?.1,
+        var: c.in_f32("var")?.1,
+    })
+}
+
 fn batch_norm(c: &Case, e: &Engine, relu: bool) -> Result<Outputs, CaseError> {
     let x = x_in(c)?;
-    let (w, b) = (c.in_f32("weight")?.1, c.in_f32("bias")?.1);
-    let (m, v) = (c.in_f32("mean")?.1, c.in_f32("var")?.1);
+    let bn = bn_inputs(c)?;
     let p = BatchNormParams {
-        weight: &w,
-        bias: &b,
-        mean: &m,
-        var: &v,
+        weight: &bn.weight,
+        bias: &bn.bias,
+        mean: &bn.mean,
+        var: &bn.var,
         eps: c.opt_f64("eps")?.unwrap_or(1e-5),
     };
     let (s, z) = out_qp(c)?;
@@ -337,29 +353,37 @@ pub(super) fn matmul_op(c: &Case, e: &Engine) -> Result<Outputs, CaseError> {
     }
 }
 
-fn embedding_bag(c: &Case, e: &Engine, bits: u8) -> Result<Outputs, CaseError> {
+/// `embedding_bag_{byte,4bit,2bit}` (`bits` 8, 4 or 2): the 4- and 2-bit
+/// tables hold F16 scales and biases.
+pub(super) fn embedding_bag(c: &Case, e: &Engine, bits: u8) -> Result<Outputs, CaseError> {
     let (shape, codes) = c.in_u8("weight")?;
     let &[rows, dim] = shape.as_slice() else {
         return Err(c.err(format!(
             "in.weight has shape {shape:?}, expected [rows, dim]"
         )));
     };
-    let table = if bits == 8 {
-        EmbeddingBagTable::byte(
+    let table = match bits {
+        8 => EmbeddingBagTable::byte(
             rows,
             dim,
             codes,
             c.in_f32("weight_scales")?.1,
             c.in_f32("weight_biases")?.1,
-        )
-    } else {
-        EmbeddingBagTable::four_bit(
+        ),
+        4 => EmbeddingBagTable::four_bit(
             rows,
             dim,
             codes,
             &c.in_f16("weight_scales")?.1,
             &c.in_f16("weight_biases")?.1,
-        )
+        ),
+        _ => EmbeddingBagTable::two_bit(
+            rows,
+            dim,
+            codes,
+            &c.in_f16("weight_scales")?.1,
+            &c.in_f16("weight_biases")?.1,
+        ),
     }
     .map_err(qe(c))?;
     let mode = c.opt_str("mode")?.unwrap_or_else(|| "sum".into());
@@ -370,10 +394,10 @@ fn embedding_bag(c: &Case, e: &Engine, bits: u8) -> Result<Outputs, CaseError> {
     let (_, offsets) = c.in_i64("offsets")?;
     let psw = opt_f32_in(c, "per_sample_weights")?;
     let last = c.bool_or("include_last_offset", false)?;
-    let y = if bits == 8 {
-        e.embedding_bag_byte(&table, &indices, &offsets, psw.as_deref(), last)
-    } else {
-        e.embedding_bag_4bit(&table, &indices, &offsets, psw.as_deref(), last)
+    let y = match bits {
+        8 => e.embedding_bag_byte(&table, &indices, &offsets, psw.as_deref(), last),
+        4 => e.embedding_bag_4bit(&table, &indices, &offsets, psw.as_deref(), last),
+        _ => e.embedding_bag_2bit(&table, &indices, &offsets, psw.as_deref(), last),
     }
     .map_err(qe(c))?;
     Ok(one("y", y.shape().to_vec(), Data::F32(y.into_data())))

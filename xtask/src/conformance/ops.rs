@@ -14,7 +14,7 @@ use rquant_core::{
 };
 
 use super::case::{Case, CaseError, Data, Tensor};
-use super::next;
+use super::{extra, next};
 
 pub type Outputs = BTreeMap<String, Tensor>;
 
@@ -27,7 +27,8 @@ pub type RunFn = fn(&Case, &Engine) -> Result<Outputs, CaseError>;
 /// Where an op's cases run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Runs {
-    /// Core functions whose result does not depend on the engine: run once,
+    /// Functions whose result does not depend on the engine (core functions,
+    /// and module-layer ops that compute without an engine op): run once,
     /// reported under the engine label `core`.
     Once,
     /// On every engine and ISA path.
@@ -122,7 +123,7 @@ impl OpSpec {
     }
 }
 
-/// Every op the runner knows, in CONFORMANCE.md's order.
+/// Every op the runner knows: CONFORMANCE.md's, in its order, then rquant's own.
 pub static OPS: &[OpSpec] = &[
     OpSpec::once("quantize_per_tensor", quantize_per_tensor_op),
     OpSpec::once("quantize_per_channel", quantize_per_channel_op),
@@ -172,6 +173,30 @@ pub static OPS: &[OpSpec] = &[
     OpSpec::per_engine("embedding_bag_4bit", next::embedding_bag_4bit_op),
     OpSpec::per_engine("matmul", next::matmul_op),
     OpSpec::per_engine("softmax", next::softmax_op),
+    // Ops beyond CONFORMANCE.md's tables (tests/golden/README.md): the module
+    // layer's ops (rquant_nn::qops) and the 2-bit embedding bag. Those built on
+    // engine ops run on every engine; those qops computes itself (no engine op
+    // underneath: the engine argument is unused) run once.
+    OpSpec::once("add_scalar", extra::add_scalar_op),
+    OpSpec::once("add_scalar_relu", extra::add_scalar_relu_op),
+    OpSpec::once("mul_scalar", extra::mul_scalar_op),
+    OpSpec::once("mul_scalar_relu", extra::mul_scalar_relu_op),
+    OpSpec::per_engine("cat_relu", extra::cat_relu_op),
+    OpSpec::once("prelu", extra::prelu_op),
+    OpSpec::once("celu", extra::celu_op),
+    OpSpec::once("threshold", extra::threshold_op),
+    OpSpec::per_engine("clamp", extra::clamp_op),
+    OpSpec::per_engine("max_pool1d", extra::max_pool1d_op),
+    OpSpec::once("max_pool3d", extra::max_pool3d_op),
+    OpSpec::once("avg_pool3d", extra::avg_pool3d_op),
+    OpSpec::once("adaptive_avg_pool3d", extra::adaptive_avg_pool3d_op),
+    OpSpec::per_engine("conv_transpose1d", extra::conv_transpose1d_op),
+    OpSpec::per_engine("conv_transpose3d", extra::conv_transpose3d_op),
+    OpSpec::per_engine("batch_norm1d", extra::batch_norm1d_op),
+    OpSpec::per_engine("batch_norm1d_relu", extra::batch_norm1d_relu_op),
+    OpSpec::per_engine("batch_norm3d", extra::batch_norm3d_op),
+    OpSpec::per_engine("batch_norm3d_relu", extra::batch_norm3d_relu_op),
+    OpSpec::per_engine("embedding_bag_2bit", extra::embedding_bag_2bit_op),
 ];
 
 /// The table entry of op `name`.
