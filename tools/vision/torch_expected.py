@@ -207,8 +207,9 @@ def weight_table(qmodel, prepared):
     return out
 
 
-def calibrated(model_name, size, weights_file, seed):
-    """(prepared + calibrated model, eval input, fp32 logits, fp32 state dict as numpy)."""
+def calibrated(model_name, size, weights_file, seed, inputs=None):
+    """(prepared + calibrated model, eval input, fp32 logits, fp32 state dict as numpy).
+    `inputs`: (eval batch, [calibration batches]) as numpy float32 NCHW instead of the seeded ones."""
     m = seeded.build_fp32(model_name)
     if weights_file:
         if weights_file.endswith(".safetensors"):
@@ -221,15 +222,18 @@ def calibrated(model_name, size, weights_file, seed):
         seeded.load_seeded(m, seed, seeded.MODELS[model_name][3])
     m.eval()
     sd = {k: v.detach().numpy().copy() for k, v in m.state_dict().items()}
-    x = torch.from_numpy(seeded.seeded_input(EVAL_SEED, EVAL_BATCH, size))
+    if inputs is None:
+        inputs = (seeded.seeded_input(EVAL_SEED, EVAL_BATCH, size),
+                  [seeded.seeded_input(s, CALIB_BATCH, size) for s in CALIB_SEEDS])
+    x = torch.from_numpy(inputs[0])
     with torch.no_grad():
         fp32 = m(x)
     m.fuse_model(is_qat=False)
     m.qconfig = tq.get_default_qconfig("x86")
     tq.prepare(m, inplace=True)
     with torch.no_grad():
-        for s in CALIB_SEEDS:
-            m(torch.from_numpy(seeded.seeded_input(s, CALIB_BATCH, size)))
+        for c in inputs[1]:
+            m(torch.from_numpy(c))
     return m, x, fp32, sd
 
 
@@ -248,9 +252,11 @@ def run_recorded(qmodel, x, engine):
     return logits, rec
 
 
-def expected(model_name, size, weights_file=None, seed=0):
+def expected(model_name, size, weights_file=None, seed=0, inputs=None, input_desc=None):
+    """(expected JSON, x86-vs-fbgemm note). `inputs` as for `calibrated`, described in the
+    JSON by `input_desc` (default: the seeded batches)."""
     torch.set_num_threads(1)
-    prepared, x, fp32, fp32_sd = calibrated(model_name, size, weights_file, seed)
+    prepared, x, fp32, fp32_sd = calibrated(model_name, size, weights_file, seed, inputs)
     q = convert_under(prepared, "fbgemm")
     logits, rec = run_recorded(q, x, "fbgemm")
     ref = logits.int_repr().numpy()
@@ -318,7 +324,7 @@ def expected(model_name, size, weights_file=None, seed=0):
         "threads": 1,
         "determinism_checked_threads": checks,
         "weights": wspec,
-        "input": {
+        "input": input_desc or {
             "name": seeded.INPUT_NAME, "range": list(seeded.INPUT_RANGE), "size": size,
             "eval": {"seed": EVAL_SEED, "shape": [EVAL_BATCH, 3, size, size], "f32_fnv1a64": h64(x.numpy())},
             "calibration": [{"seed": s, "shape": [CALIB_BATCH, 3, size, size],

@@ -865,3 +865,125 @@ fn mutated_images_are_errors_or_images() {
     assert!(ok > 0 && err > 0);
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// `rquant quantize --calibrate DIR` on real photos (tests/data/photos:
+/// PNG crops of scikit-image and scikit-learn sample images, made with
+/// `expected.json` by tools/vision/photos.py --cli-fixture) against
+/// PyTorch's PTQ of the same seeded model calibrated on the same PNGs
+/// (torchvision's decoding and preprocessing, one image per forward, in
+/// name order): rquant's preprocessing of the eval PNGs is torchvision's bit
+/// for bit, and the int8 logits have cosine ≥ 0.99 to PyTorch's (or ≥
+/// PyTorch's own 1- vs 2-thread calibration spread where that is wider).
+#[test]
+fn quantize_calibrated_on_photos_tracks_pytorch() {
+    let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/photos");
+    let want = json(&fx.join("expected.json"));
+    assert_eq!(want["model"], MODEL);
+    let d = tmp("photos");
+    let w = weights(&d, "w.safetensors", |_| {});
+    let q = d.join("q.safetensors");
+    let out = ok(&[
+        "quantize",
+        "--model",
+        MODEL,
+        "--weights",
+        s(&w),
+        "--calibrate",
+        s(&fx.join("calib")),
+        "--out",
+        s(&q),
+    ]);
+    let n = want["calibration_images"].as_array().unwrap().len();
+    assert!(
+        out.contains(&format!("calibrated on {n} image(s)")),
+        "{out}"
+    );
+    let evals: Vec<PathBuf> = want["eval_images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| fx.join("eval").join(f.as_str().unwrap()))
+        .collect();
+    let (jq, si) = (d.join("q.json"), d.join("input.safetensors"));
+    let mut args = vec![
+        "classify",
+        "--model",
+        MODEL,
+        "--weights",
+        s(&q),
+        "--json",
+        s(&jq),
+        "--save-input",
+        s(&si),
+    ];
+    args.extend(evals.iter().map(|p| s(p)));
+    ok(&args);
+
+    let bytes = std::fs::read(&si).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let x: Vec<f32> = st
+        .tensor("input")
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    assert_eq!(
+        format!("{:#018x}", rquant_models::seeded::f32_hash(&x)),
+        want["eval_f32_fnv1a64"].as_str().unwrap(),
+        "preprocessed eval photos differ from torchvision's"
+    );
+
+    let o = &want["output"];
+    let scale = f32::from_bits(
+        u32::from_str_radix(
+            o["scale_f32_bits"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("0x"),
+            16,
+        )
+        .unwrap(),
+    ) as f64;
+    let zp = o["zero_point"].as_i64().unwrap();
+    let torch: Vec<Vec<f64>> = o["int_repr"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| (v.as_i64().unwrap() - zp) as f64 * scale)
+                .collect()
+        })
+        .collect();
+    let got = logits(&json(&jq));
+    assert_eq!(got.len(), evals.len());
+    // PyTorch's own spread: its repeated calibrations' cosines, per image.
+    let spread: Vec<f64> = (0..evals.len())
+        .map(|i| {
+            ["calibrated_1_threads", "calibrated_2_threads"]
+                .iter()
+                .map(|k| want["thread_spread"][k]["cosine"][i].as_f64().unwrap())
+                .fold(f64::INFINITY, f64::min)
+        })
+        .collect();
+    for (i, (g, t)) in got.iter().zip(&torch).enumerate() {
+        assert_eq!(g.len(), 1000);
+        let dot: f64 = g.iter().zip(t).map(|(a, b)| a * b).sum();
+        let n = |v: &[f64]| v.iter().map(|a| a * a).sum::<f64>().sqrt();
+        let cos = dot / (n(g) * n(t));
+        let target = spread[i].min(0.99);
+        eprintln!(
+            "{}: cosine {cos:.6} of rquant's int8 logits to PyTorch's (target {target})",
+            evals[i].display()
+        );
+        assert!(
+            cos >= target,
+            "{}: cosine {cos} < {target}",
+            evals[i].display()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}
