@@ -7,7 +7,7 @@
 //! the lookups (`embedding_byte` / `_4bit` / `_2bit`, bags with sum, mean
 //! and max, offsets, per-sample weights).
 //!
-//! Numerics (docs/numerics.md §18): a module's table is its weight observed
+//! Numerics (docs/numerics.md §17): a module's table is its weight observed
 //! by the qconfig's float-qparams observer (`scale = (max − min)/(qmax − qmin)`,
 //! `zp = −min/scale` per row), quantized as `clamp(rne(f32(x·(1/scale)) + zp))`,
 //! and packed with `bias = f32(−(zp·scale))` (4- and 2-bit: scale and bias
