@@ -1,12 +1,15 @@
 //! Conv2d on the int8 GEMM: the input is transposed once to NHWC, and each
 //! activation row (one output pixel) is gathered straight into the packed
 //! panel from it — im2col fused into packing, with padded taps filled with
-//! the input zero point (they contribute `(zx − zx)·w = 0`). Weights are
-//! prepacked per group in the matching (ky, kx, c) order. A 1×1 stride-1
-//! convolution is a plain GEMM over the NHWC pixels.
+//! the input zero point (they contribute `(zx − zx)·w = 0`; core's
+//! `conv::Im2Row`), or read in place by the indirect kernels. Weights are
+//! prepacked per group in the matching (ky, kx, c) order
+//! (`conv::weights_khwc`). A 1×1 stride-1 convolution is a plain GEMM over
+//! the NHWC pixels.
 
 use std::cell::OnceCell;
 
+use rquant_core::conv::{weights_from_khwc, weights_khwc, Im2Row};
 use rquant_core::engine::ConvCall;
 use rquant_core::gemm::{
     ALayout, APanel, AccTile, Blocking, Elem, Kernel, Layout, Micro, PackedB, PairA, PairMicro,
@@ -58,22 +61,10 @@ impl PackedConv {
                 dw: Some(DwWeights::new(wd, zps, kh, kw)),
             };
         }
-        let groups = (0..p.groups)
-            .map(|g| {
-                let mut wr = vec![0i8; og * k];
-                for ol in 0..og {
-                    let oc = g * og + ol;
-                    for c in 0..cg {
-                        for ky in 0..kh {
-                            for kx in 0..kw {
-                                wr[ol * k + (ky * kw + kx) * cg + c] =
-                                    raw[((oc * cg + c) * kh + ky) * kw + kx];
-                            }
-                        }
-                    }
-                }
-                PackedB::new(table, &wr, og, k)
-            })
+        let wr = weights_khwc(raw, [o, cg, kh, kw]);
+        let groups = wr
+            .chunks_exact(og * k)
+            .map(|wg| PackedB::new(table, wg, og, k))
             .collect();
         PackedConv {
             isa,
@@ -95,24 +86,8 @@ impl PackedConv {
                 .flat_map(|(t, &z)| t.iter().map(move |&v| (v + z) as i8))
                 .collect();
         }
-        let og = o / self.groups.len();
-        let k = cg * kh * kw;
-        let mut raw = vec![0i8; o * k];
-        for (g, pb) in self.groups.iter().enumerate() {
-            let wr = pb.unpack();
-            for ol in 0..og {
-                let oc = g * og + ol;
-                for c in 0..cg {
-                    for ky in 0..kh {
-                        for kx in 0..kw {
-                            raw[((oc * cg + c) * kh + ky) * kw + kx] =
-                                wr[ol * k + (ky * kw + kx) * cg + c];
-                        }
-                    }
-                }
-            }
-        }
-        raw
+        let wr: Vec<i8> = self.groups.iter().flat_map(PackedB::unpack).collect();
+        weights_from_khwc(&wr, [o, cg, kh, kw])
     }
 }
 
@@ -229,27 +204,6 @@ struct Geo {
     og: usize,
     /// Reduction length per group: `cg·kh·kw`, in (ky, kx, c) order.
     k: usize,
-}
-
-impl Geo {
-    /// Input row `iy` and column `ix` of output pixel `pix`'s tap (ky, kx),
-    /// signed (negative or past the edge: padding).
-    #[inline]
-    fn tap(&self, pix: usize, ky: usize, kx: usize) -> (isize, isize) {
-        let (oy, ox) = (pix / self.ow, pix % self.ow);
-        (
-            (oy * self.stride[0] + ky * self.dil[0]) as isize - self.pad[0] as isize,
-            (ox * self.stride[1] + kx * self.dil[1]) as isize - self.pad[1] as isize,
-        )
-    }
-    fn inside(&self, iy: isize, ix: isize) -> bool {
-        iy >= 0 && ix >= 0 && (iy as usize) < self.h && (ix as usize) < self.w
-    }
-    /// Byte of channel `ch` of input pixel (iy, ix) of image `b` in NHWC.
-    #[inline]
-    fn at(&self, b: usize, iy: isize, ix: isize, ch: usize) -> usize {
-        ((b * self.h + iy as usize) * self.w + ix as usize) * self.c + ch
-    }
 }
 
 /// Where a task's rows live: the merged NHWC rows of every image (one row
@@ -378,6 +332,7 @@ fn gemm_conv(
     // The zero-point row that segments of padding taps point into.
     let zrow = vec![xz8; geo.kw * geo.c];
     let zrow = &zrow[..];
+    let im2row = Im2Row::new(g0, src, xz8);
     let len = g0.n * geo.o * ohw;
     let mut y: Vec<u8> = Vec::with_capacity(len);
     let out = RawOut::uninit(&mut y.spare_capacity_mut()[..len]);
@@ -412,7 +367,7 @@ fn gemm_conv(
             lay,
             src,
             zrow,
-            xz: xz8,
+            im2row,
             row_sums: !r.zp.zw_all_zero,
             kub: (blk.b_block_bytes / (nr * lay.kernel.shape.unit_bytes())).max(1),
         };
@@ -451,7 +406,7 @@ struct Task<'a> {
     lay: &'a Layout,
     src: &'a [u8],
     zrow: &'a [u8],
-    xz: u8,
+    im2row: Im2Row<'a>,
     row_sums: bool,
     /// k-units per k-block (weights kept in L1).
     kub: usize,
@@ -726,40 +681,11 @@ impl Task<'_> {
         b * self.rows.ohw + pix
     }
 
-    /// Row `row`'s K values (im2col of one output pixel), the zero point
-    /// where a tap falls in the padding.
+    /// Row `row`'s K values (im2col of one output pixel, core's gather),
+    /// the zero point where a tap falls in the padding.
     fn gather(&self, row: usize, dst: &mut [u8]) {
-        let geo = self.geo;
         let (b, pix) = self.rows.pixel(self.sp, row);
-        let cg = geo.cg;
-        let ch0 = self.gi * cg;
-        for ky in 0..geo.kh {
-            let (iy, ix0) = geo.tap(pix, ky, 0);
-            let row_in = iy >= 0 && (iy as usize) < geo.h;
-            // With one group and unit dilation the kw taps of a kernel row
-            // are one contiguous NHWC run: one copy when inside.
-            if geo.groups == 1
-                && geo.dil[1] == 1
-                && row_in
-                && ix0 >= 0
-                && ix0 as usize + geo.kw <= geo.w
-            {
-                let s = geo.at(b, iy, ix0, 0);
-                dst[ky * geo.kw * cg..(ky + 1) * geo.kw * cg]
-                    .copy_from_slice(&self.src[s..s + geo.kw * cg]);
-                continue;
-            }
-            for kx in 0..geo.kw {
-                let (iy, ix) = geo.tap(pix, ky, kx);
-                let d = &mut dst[(ky * geo.kw + kx) * cg..][..cg];
-                if geo.inside(iy, ix) {
-                    let s = geo.at(b, iy, ix, ch0);
-                    d.copy_from_slice(&self.src[s..s + cg]);
-                } else {
-                    d.fill(self.xz);
-                }
-            }
-        }
+        self.im2row.row(b, pix, self.gi, dst);
     }
 }
 
