@@ -302,10 +302,8 @@ fn depthwise_planes(caps: Caps, dw: &[i16], c: &ConvCall<'_>, threads: usize) ->
 /// or core's scalar rows; the bands' outputs are consecutive NHWC runs.
 fn depthwise_nhwc(caps: Caps, dw: &DwTaps, c: &ConvCall<'_>, threads: usize) -> Vec<u8> {
     let (g, r) = (c.g, c.requant);
-    let p = g.params;
     let xz = c.x.q_per_tensor().expect("validated per-tensor").1;
     let x = c.x.int_repr();
-    let mult = g.o_per_group();
     let (img_in, row_out) = (g.h * g.w * g.c, g.ow * g.o);
     // Bands of output rows, a few per thread.
     let mut band = g.oh;
@@ -315,7 +313,7 @@ fn depthwise_nhwc(caps: Caps, dw: &DwTaps, c: &ConvCall<'_>, threads: usize) -> 
     let tasks: Vec<(usize, usize)> = (0..g.n)
         .flat_map(|b| (0..g.oh).step_by(band).map(move |oy0| (b, oy0)))
         .collect();
-    let lanes = caps.neon && mult == 1;
+    let lanes = caps.neon && g.o_per_group() == 1;
     // The lanes kernel's per-channel constants, padded to whole blocks.
     let opad = g.o.div_ceil(8) * 8;
     let pad_to = |v: &[f32]| {
@@ -343,9 +341,9 @@ fn depthwise_nhwc(caps: Caps, dw: &DwTaps, c: &ConvCall<'_>, threads: usize) -> 
                     xz: xz as u8,
                     kh: g.kh,
                     kw: g.kw,
-                    stride: p.stride,
-                    pad: p.padding,
-                    dil: p.dilation,
+                    stride: g.params.stride,
+                    pad: g.params.padding,
+                    dil: g.params.dilation,
                     ow: g.ow,
                     lanes: &dw.lanes,
                     bt: &bt,
@@ -361,25 +359,16 @@ fn depthwise_nhwc(caps: Caps, dw: &DwTaps, c: &ConvCall<'_>, threads: usize) -> 
         }
         let _ = (lanes, &bt, &mu);
         let mut out = Vec::with_capacity(n);
-        dw_rows(&mut DwRows {
-            x: img,
-            h: g.h,
-            w: g.w,
-            c: g.c,
-            mult,
-            xz: xz as i32,
-            kh: g.kh,
-            kw: g.kw,
-            stride: p.stride,
-            pad: p.padding,
-            dil: p.dilation,
-            ow: g.ow,
-            taps: &dw.wide,
-            requant: r,
+        dw_rows(&mut DwRows::new(
+            g,
+            img,
+            xz as i32,
+            &dw.wide,
+            r,
             oy0,
             rows,
-            out: &mut out.spare_capacity_mut()[..n],
-        });
+            &mut out.spare_capacity_mut()[..n],
+        ));
         // SAFETY: `dw_rows` writes every byte of its `rows × ow × o` outputs.
         unsafe { out.set_len(n) };
         out

@@ -22,34 +22,33 @@ use crate::output::Requant;
 /// `[O, cg, kh, kw]` weights in the GEMM's `[O][kh][kw][cg]` order: group
 /// `g`'s `[og][kh·kw·cg]` matrix is the `g`-th `og·kh·kw·cg` slice.
 pub fn weights_khwc(raw: &[i8], shape: [usize; 4]) -> Vec<i8> {
-    let [o, cg, kh, kw] = shape;
-    let (taps, rest) = (kh * kw, cg * kh * kw);
-    assert_eq!(raw.len(), o * rest, "weight length");
-    let mut w = vec![0i8; raw.len()];
-    for oc in 0..o {
-        for ic in 0..cg {
-            for t in 0..taps {
-                w[oc * rest + t * cg + ic] = raw[oc * rest + ic * taps + t];
-            }
-        }
-    }
-    w
+    reorder(raw, shape, true)
 }
 
 /// The inverse of [`weights_khwc`]: `[O][kh][kw][cg]` back to `[O, cg, kh, kw]`.
 pub fn weights_from_khwc(w: &[i8], shape: [usize; 4]) -> Vec<i8> {
+    reorder(w, shape, false)
+}
+
+/// Moves element (oc, ic, tap) between `[O][cg][taps]` and `[O][taps][cg]`.
+fn reorder(src: &[i8], shape: [usize; 4], to_khwc: bool) -> Vec<i8> {
     let [o, cg, kh, kw] = shape;
     let (taps, rest) = (kh * kw, cg * kh * kw);
-    assert_eq!(w.len(), o * rest, "weight length");
-    let mut raw = vec![0i8; w.len()];
+    assert_eq!(src.len(), o * rest, "weight length");
+    let mut dst = vec![0i8; src.len()];
     for oc in 0..o {
         for ic in 0..cg {
             for t in 0..taps {
-                raw[oc * rest + ic * taps + t] = w[oc * rest + t * cg + ic];
+                let (a, b) = (oc * rest + ic * taps + t, oc * rest + t * cg + ic);
+                if to_khwc {
+                    dst[b] = src[a];
+                } else {
+                    dst[a] = src[b];
+                }
             }
         }
     }
-    raw
+    dst
 }
 
 /// The activation rows of a conv's GEMM, read from the NHWC input of the
@@ -167,6 +166,45 @@ pub struct DwRows<'a> {
     pub rows: usize,
     /// The rows' outputs, NHWC (`rows × ow × c·mult`; every byte is written).
     pub out: &'a mut [MaybeUninit<u8>],
+}
+
+impl<'a> DwRows<'a> {
+    /// Rows `oy0 .. oy0 + rows` of image `x` (NHWC, zero point `xz`) of
+    /// the depthwise conv `g` (one input channel per group), with taps
+    /// `w − zw` as `[O][kh·kw]`, into `out`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        g: &ConvGeometry,
+        x: &'a [u8],
+        xz: i32,
+        taps: &'a [i32],
+        requant: &'a Requant,
+        oy0: usize,
+        rows: usize,
+        out: &'a mut [MaybeUninit<u8>],
+    ) -> Self {
+        assert_eq!(g.c_per_group(), 1, "depthwise: one input channel per group");
+        let p = g.params;
+        DwRows {
+            x,
+            h: g.h,
+            w: g.w,
+            c: g.c,
+            mult: g.o_per_group(),
+            xz,
+            kh: g.kh,
+            kw: g.kw,
+            stride: p.stride,
+            pad: p.padding,
+            dil: p.dilation,
+            ow: g.ow,
+            taps,
+            requant,
+            oy0,
+            rows,
+            out,
+        }
+    }
 }
 
 /// Fill `t.out`: the exact wrapping int32 `Σ (x − zx)(w − zw)` of every

@@ -236,25 +236,9 @@ pub(crate) fn depthwise_nhwc(caps: Caps, vnni: bool, c: &ConvCall<'_>, dw: &DwWe
         let mut out = slices[task].lock().unwrap_or_else(|e| e.into_inner());
         let x = &xd[b * img_in..(b + 1) * img_in];
         if !fast {
-            dw_rows(&mut DwRows {
-                x,
-                h: g.h,
-                w: g.w,
-                c: ch,
-                mult: 1,
-                xz: xz as i32,
-                kh: g.kh,
-                kw: g.kw,
-                stride: p.stride,
-                pad: p.padding,
-                dil: p.dilation,
-                ow,
-                taps: &dw.taps,
-                requant: r,
-                oy0,
-                rows,
-                out: &mut out,
-            });
+            dw_rows(&mut DwRows::new(
+                g, x, xz as i32, &dw.taps, r, oy0, rows, &mut out,
+            ));
             return;
         }
         let in_rows = (rows - 1) * sy + g.kh;
