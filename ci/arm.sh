@@ -6,14 +6,20 @@
 #   QEMU_CPU=max         (NEON+dotprod+i8mm)   -> path "i8mm"
 # Each run sets RQUANT_EXPECT_ISA, so the isa_path test fails unless that path
 # was resolved and its microkernel really executed. Then RQUANT_ISA forces each
-# lower path under `max`, and the conformance runner (xtask) runs tests/golden
-# on every ARM path under each CPU model.
+# lower path under `max`, the conformance runner (xtask) runs tests/golden
+# on every ARM path under each CPU model, and a subset of the vision-model
+# tests (crates/models/tests/vision.rs, 64² inputs) converts torchvision
+# models on every ARM path under `max` (scalar, neon, dotprod, i8mm; and the
+# reference engine) and compares their int8 logits and quantized weights
+# with PyTorch's committed outputs, bit for bit.
 #
 # Installs what it needs (idempotent; apt needs root or sudo): gcc-aarch64-linux-gnu,
 # libc6-dev-arm64-cross, qemu-user, and the rustup target. On an ARM machine
 # (aarch64 host) it runs the tests natively instead.
 #
 # Knobs: ARM_SKIP_CONFORMANCE=1 skips the xtask conformance runs;
+#        ARM_SKIP_VISION=1 skips the vision-model tests; ARM_VISION_TESTS
+#        overrides their list (test names of crates/models/tests/vision.rs);
 #        QEMU_FROM_BACKPORTS=1 installs qemu-user 10 from bookworm-backports (~2x faster);
 #        ARM_CPUS="cortex-a72:neon max:i8mm" overrides the CPU:path list.
 set -euo pipefail
@@ -24,12 +30,17 @@ die() { printf 'ci/arm.sh: ERROR: %s\n' "$*" >&2; exit 1; }
 START=$(date +%s)
 export CARGO_TERM_COLOR=never
 TARGET=aarch64-unknown-linux-gnu
+# The vision subset: k×k and strided convs with fused residual adds
+# (ResNet-18), NHWC depthwise + 1×1 convs (MobileNetV2), 1×1 / 3×3 branches,
+# pools and cat (GoogLeNet); ~50 s together under qemu 7.2 at QEMU_CPU=max.
+VISION_TESTS=${ARM_VISION_TESTS:-"resnet18_64_bit_exact_on_every_path mobilenet_v2_64_bit_exact_on_every_path googlenet_64_bit_exact_on_every_path"}
 
 if [ "$(uname -m)" = "aarch64" ]; then
   log "aarch64 host: native run"
   # (set RQUANT_EXPECT_ISA=neon|dotprod|i8mm to assert the path this machine must take)
   cargo test -p rquant-arm --release
   [ "${ARM_SKIP_CONFORMANCE:-0}" = "1" ] || cargo run -q -p xtask -- conformance --cases tests/golden | tail -n 3
+  [ "${ARM_SKIP_VISION:-0}" = "1" ] || cargo test -p rquant-models --release --test vision -- --exact $VISION_TESTS
   exit 0
 fi
 
@@ -117,6 +128,22 @@ if [ "${ARM_SKIP_CONFORMANCE:-0}" != "1" ] && [ -d tests/golden ]; then
       || { tail -n 40 "${TMPDIR:-/tmp}/arm-conformance-$cpu.txt"; die "conformance failed under QEMU_CPU=$cpu"; }
     tail -n 1 "${TMPDIR:-/tmp}/arm-conformance-$cpu.txt"
   done
+fi
+
+# ---- 4. vision models (64²) on every ARM path against PyTorch's bits ----
+if [ "${ARM_SKIP_VISION:-0}" != "1" ]; then
+  log "cross-building the vision tests (rquant-models) for $TARGET"
+  cargo test -q -p rquant-models --target "$TARGET" --test vision --no-run >/dev/null 2>&1 \
+    || { cargo test -p rquant-models --target "$TARGET" --test vision --no-run; die "vision cross build failed"; }
+  want=$(wc -w <<<"$VISION_TESTS")
+  log "QEMU_CPU=max: $want vision tests on every ARM path + reference: $VISION_TESTS"
+  vlog="${TMPDIR:-/tmp}/arm-vision.txt"
+  QEMU_CPU=max cargo test -q -p rquant-models --target "$TARGET" --test vision -- --exact $VISION_TESTS \
+    > "$vlog" 2>&1 || { tail -n 40 "$vlog"; die "vision tests failed under QEMU_CPU=max"; }
+  # A misspelt name would filter every test out and still pass: count them.
+  ran=$({ grep -Eo '^test result: ok\. [0-9]+ passed' "$vlog" || true; } | awk '{s+=$4} END {print s+0}')
+  [ "$ran" = "$want" ] || { cat "$vlog"; die "expected $want vision tests to pass, $ran did"; }
+  grep -E '^test result' "$vlog"
 fi
 
 log "all ARM runs passed in $(( $(date +%s) - START )) s (emulated: qemu-user, no ARM hardware)"

@@ -8,16 +8,18 @@
 //! any architecture, which lets the packing and pipelines be tested natively.
 
 use rquant_core::engine::{
-    Backend, Checked, ConvCall, DynamicCall, GemmBackend, Int8Panels, LinearCall, MemoryBackend,
-    Panels,
+    Backend, Checked, ConvAddCall, ConvCall, DynamicCall, GemmBackend, Int8Panels, LinearCall,
+    MemoryBackend, Panels,
 };
 use rquant_core::gemm::{Kernel, Table};
 use rquant_core::membound as mb;
 use rquant_core::registry::num_threads;
 use rquant_core::{
-    Conv2dParams, Engine, PackedLinear, PackedLinearFp16, QTensor, QuantError, Result, Tensor,
+    Conv2dParams, Engine, MemoryFormat, PackedLinear, PackedLinearFp16, QTensor, QuantError,
+    Result, Tensor,
 };
 
+mod conv;
 mod fp16;
 mod gemm;
 mod isa;
@@ -30,7 +32,9 @@ mod table;
 
 pub use isa::{Caps, Isa};
 
-use linear::{ConvPack, LinearPack};
+use conv::ConvPack;
+use linear::LinearPack;
+use output::Residual;
 
 /// The ARM engine on one ISA path: the path, what its code may use, and its
 /// GEMM kernel table (all proved by detection when the value was made).
@@ -106,6 +110,16 @@ impl ArmEngine {
     }
 }
 
+impl ArmEngine {
+    /// This path's packed form of a conv weight.
+    fn conv_pack<'a>(&self, op: &'static str, c: &ConvCall<'a>) -> Result<&'a ConvPack> {
+        match c.w.panels::<ConvPack>() {
+            Some(p) if p.isa == self.isa => Ok(p),
+            _ => Err(not_ours(op)),
+        }
+    }
+}
+
 impl Backend for ArmEngine {
     fn name(&self) -> &'static str {
         "qnnpack"
@@ -175,11 +189,34 @@ impl GemmBackend for ArmEngine {
     }
 
     fn conv2d(&self, c: &ConvCall<'_>) -> Result<Vec<u8>> {
-        let p = match c.w.panels::<ConvPack>() {
-            Some(p) if p.isa == self.isa => p,
-            _ => return Err(not_ours("conv2d")),
+        let p = self.conv_pack("conv2d", c)?;
+        Ok(conv::conv2d(self.caps, p, c, None, num_threads()))
+    }
+
+    /// NCHW and NHWC (channels-last) both: the conv reads NHWC pixels in
+    /// place (an NCHW input is transposed once per call) and writes the
+    /// input's format.
+    fn conv2d_reads(&self, format: MemoryFormat) -> bool {
+        matches!(
+            format,
+            MemoryFormat::Contiguous | MemoryFormat::ChannelsLast
+        )
+    }
+
+    /// The residual add in the GEMM's output stage, on each tile.
+    fn conv2d_add(&self, c: &ConvAddCall<'_>) -> Result<Vec<u8>> {
+        let p = self.conv_pack("conv2d_add", &c.conv)?;
+        let res = Residual {
+            data: c.other.int_repr(),
+            add: c.add,
         };
-        Ok(linear::conv2d(self.caps, p, c, num_threads()))
+        Ok(conv::conv2d(
+            self.caps,
+            p,
+            &c.conv,
+            Some(res),
+            num_threads(),
+        ))
     }
 
     fn gemm_kernels(&self) -> &'static [Kernel] {
@@ -205,5 +242,14 @@ mod tests {
         assert_eq!(engine().is_some(), cfg!(target_arch = "aarch64"));
         assert_eq!(all_paths().is_empty(), !cfg!(target_arch = "aarch64"));
         assert!(ArmEngine::with_isa(Isa::Scalar).is_some());
+    }
+
+    /// The conv reads and writes channels-last itself: the front end must
+    /// not transpose NHWC activations around it.
+    #[test]
+    fn conv_reads_both_formats() {
+        let e = ArmEngine::with_isa(Isa::Scalar).unwrap();
+        assert!(e.conv2d_reads(MemoryFormat::ChannelsLast));
+        assert!(e.conv2d_reads(MemoryFormat::Contiguous));
     }
 }

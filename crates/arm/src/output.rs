@@ -21,7 +21,7 @@ use std::mem::MaybeUninit;
 
 use rquant_core::gemm::{AccTile, Stage, Store};
 use rquant_core::numerics::{dynamic_out, requantize_u8_clamped};
-use rquant_core::output::{Clamp, Dequant, Requant, ZeroPointTerms};
+use rquant_core::output::{Clamp, Dequant, Requant, ResidualAdd, ZeroPointTerms};
 
 use crate::isa::Caps;
 use crate::pack::{MR, NR};
@@ -166,7 +166,16 @@ unsafe fn store_tile<T: Copy + Default>(
     }
 }
 
-/// quint8 output through a [`Requant`] (columns `col0 ..` of it).
+/// A residual add fused into the requantizing stage: output element `i`
+/// becomes `add.apply(q, data[i])` (`data` laid out as the output).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Residual<'a> {
+    pub data: &'a [u8],
+    pub add: &'a ResidualAdd,
+}
+
+/// quint8 output through a [`Requant`] (columns `col0 ..` of it), and a
+/// residual add when `res` is given.
 pub(crate) struct RequantStage<'a> {
     pub caps: Caps,
     pub r: &'a Requant,
@@ -175,6 +184,7 @@ pub(crate) struct RequantStage<'a> {
     pub col0: usize,
     pub out: RawOut<u8>,
     pub store: Store,
+    pub res: Option<Residual<'a>>,
 }
 
 impl Stage for RequantStage<'_> {
@@ -212,9 +222,30 @@ impl Stage for RequantStage<'_> {
                 }
             }
         };
-        // SAFETY: the driver hands every tile to one task only; `rows`
-        // writes exactly the tile's rows.
-        unsafe { store_tile(&self.out, self.store, t, rows) };
+        let Some(res) = self.res else {
+            // SAFETY: the driver hands every tile to one task only; `rows`
+            // writes exactly the tile's rows.
+            unsafe { store_tile(&self.out, self.store, t, rows) };
+            return;
+        };
+        // The tile's conv codes into a local tile, then the add with the
+        // residual's element at each output index.
+        let last = self.store.last(t);
+        assert!(
+            last < self.out.len && last < res.data.len(),
+            "output tile out of bounds"
+        );
+        let mut tmp = [0u8; MR * NR];
+        rows(tmp.as_mut_ptr(), t.ncols);
+        for rr in 0..t.mrows {
+            for j in 0..t.ncols {
+                let i = self.store.index(t.m0 + rr, t.n0 + j);
+                let q = res.add.apply(tmp[rr * t.ncols + j], res.data[i]);
+                // SAFETY: in bounds (asserted) and owned by this tile (the
+                // driver hands every tile to one task only).
+                unsafe { self.out.write(i, q) };
+            }
+        }
     }
 }
 

@@ -305,6 +305,110 @@ fn conv2d_sweep() {
     }
 }
 
+/// Channels-last conv on every path: the NHWC output (stored NHWC) equals
+/// the same engine's contiguous conv and the reference's, bit for bit, and
+/// does not depend on the thread count. Odd channel counts (8-lane tails of
+/// the depthwise lanes kernel), padding, strides 1/2/3, dilation, groups,
+/// depthwise with multipliers 1 and 2, 1×1 stride 1 (pixels as rows) and
+/// stride 2, batches, and a residual add (`conv2d_add`) on NHWC.
+#[test]
+fn conv2d_channels_last_equals_contiguous() {
+    use rquant_core::MemoryFormat;
+    let mut rng = Rng(0x0c1a_57c0_4e11_0001);
+    // (n, c, h, w, o, kh, kw, stride, pad, dilation, groups)
+    let cases: &[ConvCase] = &[
+        (2, 3, 7, 9, 5, 3, 3, 1, 1, 1, 1),
+        (1, 7, 9, 8, 11, 3, 3, 2, 1, 1, 1),
+        (2, 13, 6, 7, 19, 1, 1, 1, 0, 1, 1), // 1x1 s1: pixel rows
+        (1, 9, 9, 9, 10, 1, 1, 2, 0, 1, 1),  // 1x1 s2
+        (1, 6, 8, 7, 9, 3, 3, 1, 2, 2, 3),   // groups, dilation
+        (2, 5, 6, 6, 5, 5, 5, 1, 2, 1, 1),
+        (2, 11, 7, 8, 11, 3, 3, 1, 1, 1, 11), // depthwise, tail of 3 lanes
+        (1, 19, 9, 10, 19, 3, 3, 2, 1, 1, 19), // depthwise s2, 2 blocks + tail
+        (1, 17, 9, 9, 17, 5, 5, 1, 4, 2, 17), // depthwise, dilation 2
+        (2, 8, 7, 7, 8, 3, 3, 3, 2, 1, 8),    // depthwise, stride 3
+        (1, 5, 6, 7, 10, 3, 3, 1, 1, 1, 5),   // depthwise, multiplier 2
+        (1, 16, 5, 5, 16, 7, 7, 1, 3, 1, 16),
+    ];
+    let r = reference();
+    for (ci, &(n, c, h, w, o, kh, kw, s, p, d, g)) in cases.iter().enumerate() {
+        let case = (n, c, h, w, o, kh, kw, s, p, d, g);
+        let wt = weight(&mut rng, &[o, c / g, kh, kw], ci % 2 == 0);
+        let b = bias(&mut rng, o);
+        let params = Conv2dParams {
+            stride: [s, s],
+            padding: [p, p],
+            dilation: [d, d],
+            groups: g,
+        };
+        let xz = [0i64, 128, 255, 37][ci % 4];
+        let xs = 0.02;
+        let x = QTensor::from_int_repr(
+            vec![n, c, h, w],
+            rng.u8s(n * c * h * w),
+            QParams::per_tensor(xs, xz),
+        )
+        .unwrap();
+        let xl = x.to_format(MemoryFormat::ChannelsLast);
+        let kk = (c / g * kh * kw) as f64;
+        let out_scale = xs * wt.qparams().channel(0).0 * 40.0 * kk.sqrt();
+        let relu = ci % 3 == 0;
+        let rw = r.pack_conv2d(wt.clone(), b.clone(), params).unwrap();
+        let want = r.conv2d(&x, &rw, out_scale, 100, relu).unwrap();
+        let want_l = want.to_format(MemoryFormat::ChannelsLast);
+        // The residual add's operand and qparams.
+        let other = QTensor::from_int_repr(
+            want.shape().to_vec(),
+            rng.u8s(want.numel()),
+            QParams::per_tensor(out_scale * 1.3, 90),
+        )
+        .unwrap();
+        let plain = r.conv2d(&x, &rw, out_scale, 100, false).unwrap();
+        let want_add = r
+            .add_relu(&plain, &other, out_scale * 2.1, 70)
+            .unwrap()
+            .to_format(MemoryFormat::ChannelsLast);
+        let other_l = other.to_format(MemoryFormat::ChannelsLast);
+        for (isa, e) in paths() {
+            let pw = e.pack_conv2d(wt.clone(), b.clone(), params).unwrap();
+            let nchw = e.conv2d(&x, &pw, out_scale, 100, relu).unwrap();
+            assert_eq!(nchw.memory_format(), MemoryFormat::Contiguous);
+            for threads in [1, 3] {
+                rquant_core::registry::set_num_threads(threads);
+                let got = e.conv2d(&xl, &pw, out_scale, 100, relu).unwrap();
+                assert_eq!(got.shape(), want.shape());
+                assert_eq!(got.memory_format(), MemoryFormat::ChannelsLast);
+                assert!(
+                    got.int_repr() == want_l.int_repr(),
+                    "NHWC conv {isa:?} case {case:?} threads={threads}: {}",
+                    first_diff(got.int_repr(), want_l.int_repr())
+                );
+                assert!(
+                    got.contiguous().int_repr() == nchw.int_repr(),
+                    "NHWC vs NCHW conv {isa:?} case {case:?} threads={threads}"
+                );
+                let got_add = e
+                    .conv2d_add(
+                        &xl,
+                        &pw,
+                        (out_scale, 100),
+                        &other_l,
+                        (out_scale * 2.1, 70),
+                        true,
+                    )
+                    .unwrap();
+                assert_eq!(got_add.memory_format(), MemoryFormat::ChannelsLast);
+                assert!(
+                    got_add.int_repr() == want_add.int_repr(),
+                    "NHWC conv2d_add {isa:?} case {case:?} threads={threads}: {}",
+                    first_diff(got_add.int_repr(), want_add.int_repr())
+                );
+            }
+            rquant_core::registry::set_num_threads(0);
+        }
+    }
+}
+
 #[test]
 fn thread_counts_give_identical_results() {
     let mut rng = Rng(0x7777_1234_4321_7777);

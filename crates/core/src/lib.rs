@@ -13,6 +13,7 @@
 //! assert_eq!(dequantize(&q).data(), x.data());
 //! ```
 
+pub mod conv;
 pub mod dtype;
 pub mod engine;
 pub mod error;

@@ -1,13 +1,15 @@
 //! Conv2d on the int8 GEMM over NHWC pixels (contiguous input is transposed
 //! to NHWC and the output back): each activation row (one output pixel) is
 //! read in place by an indirect kernel or gathered straight into the packed
-//! panel — im2col fused into packing, with padded taps filled with
-//! the input zero point (they contribute `(zx − zx)·w = 0`). Weights are
-//! prepacked per group in the matching (ky, kx, c) order. A 1×1 stride-1
-//! convolution is a plain GEMM over the NHWC pixels.
+//! panel — im2col fused into packing, with padded taps filled with the input
+//! zero point (they contribute `(zx − zx)·w = 0`; core's `conv::Im2Row`).
+//! Weights are prepacked per group in the matching (ky, kx, c) order
+//! (`conv::weights_khwc`). A 1×1 stride-1 convolution is a plain GEMM over
+//! the NHWC pixels.
 
 use std::cell::OnceCell;
 
+use rquant_core::conv::{weights_from_khwc, weights_khwc, Im2Row};
 use rquant_core::engine::ConvCall;
 use rquant_core::gemm::{
     ALayout, APanel, AccTile, Blocking, Elem, Kernel, Layout, Micro, PackedB, PairA, PairMicro,
@@ -73,22 +75,10 @@ impl PackedConv {
                 grouped: Some(gw),
             };
         }
-        let groups = (0..p.groups)
-            .map(|g| {
-                let mut wr = vec![0i8; og * k];
-                for ol in 0..og {
-                    let oc = g * og + ol;
-                    for c in 0..cg {
-                        for ky in 0..kh {
-                            for kx in 0..kw {
-                                wr[ol * k + (ky * kw + kx) * cg + c] =
-                                    raw[((oc * cg + c) * kh + ky) * kw + kx];
-                            }
-                        }
-                    }
-                }
-                PackedB::new(table, &wr, og, k)
-            })
+        let wr = weights_khwc(raw, [o, cg, kh, kw]);
+        let groups = wr
+            .chunks_exact(og * k)
+            .map(|wg| PackedB::new(table, wg, og, k))
             .collect();
         PackedConv {
             isa,
@@ -114,24 +104,8 @@ impl PackedConv {
         if let Some(gw) = &self.grouped {
             return gw.unpack();
         }
-        let og = o / self.groups.len();
-        let k = cg * kh * kw;
-        let mut raw = vec![0i8; o * k];
-        for (g, pb) in self.groups.iter().enumerate() {
-            let wr = pb.unpack();
-            for ol in 0..og {
-                let oc = g * og + ol;
-                for c in 0..cg {
-                    for ky in 0..kh {
-                        for kx in 0..kw {
-                            raw[((oc * cg + c) * kh + ky) * kw + kx] =
-                                wr[ol * k + (ky * kw + kx) * cg + c];
-                        }
-                    }
-                }
-            }
-        }
-        raw
+        let wr: Vec<i8> = self.groups.iter().flat_map(PackedB::unpack).collect();
+        weights_from_khwc(&wr, [o, cg, kh, kw])
     }
 }
 
@@ -292,27 +266,6 @@ struct Geo {
     k: usize,
 }
 
-impl Geo {
-    /// Input row `iy` and column `ix` of output pixel `pix`'s tap (ky, kx),
-    /// signed (negative or past the edge: padding).
-    #[inline]
-    fn tap(&self, pix: usize, ky: usize, kx: usize) -> (isize, isize) {
-        let (oy, ox) = (pix / self.ow, pix % self.ow);
-        (
-            (oy * self.stride[0] + ky * self.dil[0]) as isize - self.pad[0] as isize,
-            (ox * self.stride[1] + kx * self.dil[1]) as isize - self.pad[1] as isize,
-        )
-    }
-    fn inside(&self, iy: isize, ix: isize) -> bool {
-        iy >= 0 && ix >= 0 && (iy as usize) < self.h && (ix as usize) < self.w
-    }
-    /// Byte of channel `ch` of input pixel (iy, ix) of image `b` in NHWC.
-    #[inline]
-    fn at(&self, b: usize, iy: isize, ix: isize, ch: usize) -> usize {
-        ((b * self.h + iy as usize) * self.w + ix as usize) * self.c + ch
-    }
-}
-
 /// Per-thread buffers of the conv tasks, reused from task to task.
 #[derive(Default)]
 struct Scratch {
@@ -408,6 +361,7 @@ fn gemm_conv(
     // The zero-point row that segments of padding taps point into.
     let zrow = vec![xz8; geo.kw * geo.c];
     let zrow = &zrow[..];
+    let im2row = Im2Row::new(g0, src, xz8);
     let len = g0.n * geo.o * ohw;
     let mut y: Vec<u8> = Vec::with_capacity(len);
     let out = RawOut::uninit(&mut y.spare_capacity_mut()[..len]);
@@ -433,7 +387,7 @@ fn gemm_conv(
             lay,
             src,
             zrow,
-            xz: xz8,
+            im2row,
             row_sums: !r.zp.zw_all_zero,
             kub: (blk.b_block_bytes / (nr * lay.kernel.shape.unit_bytes())).max(1),
         };
@@ -472,7 +426,7 @@ struct Task<'a> {
     lay: &'a Layout,
     src: &'a [u8],
     zrow: &'a [u8],
-    xz: u8,
+    im2row: Im2Row<'a>,
     row_sums: bool,
     /// k-units per k-block (weights kept in L1).
     kub: usize,
@@ -741,58 +695,11 @@ impl Task<'_> {
         }
     }
 
-    /// Row `row`'s K values (im2col of one output pixel), the zero point
-    /// where a tap falls in the padding. (Per-row work matters here: a 3-
-    /// channel stem gathers 147 bytes for 64 outputs, so the divisions are
-    /// done once per row and short runs are copied without a memcpy call.)
+    /// Row `row`'s K values (im2col of one output pixel, core's gather),
+    /// the zero point where a tap falls in the padding.
     fn gather(&self, row: usize, dst: &mut [u8]) {
-        let geo = self.geo;
-        let (b, pix) = (row / self.ohw, row % self.ohw);
-        let (iy0, ix0) = geo.tap(pix, 0, 0);
-        let (cg, ch0) = (geo.cg, self.gi * geo.cg);
-        let run = geo.kw * cg;
-        // With one group and unit dilation the kw taps of a kernel row are
-        // one contiguous NHWC run: one copy when the row is inside.
-        let cols_in =
-            geo.groups == 1 && geo.dil[1] == 1 && ix0 >= 0 && ix0 as usize + geo.kw <= geo.w;
-        for (ky, d) in dst[..geo.kh * run].chunks_exact_mut(run).enumerate() {
-            let iy = iy0 + (ky * geo.dil[0]) as isize;
-            if iy < 0 || iy as usize >= geo.h {
-                d.fill(self.xz);
-            } else if cols_in {
-                let s = geo.at(b, iy, ix0, 0);
-                copy_short(d, &self.src[s..s + run]);
-            } else {
-                for (kx, d) in d.chunks_exact_mut(cg).enumerate() {
-                    let ix = ix0 + (kx * geo.dil[1]) as isize;
-                    if geo.inside(iy, ix) {
-                        let s = geo.at(b, iy, ix, ch0);
-                        copy_short(d, &self.src[s..s + cg]);
-                    } else {
-                        d.fill(self.xz);
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// `d.copy_from_slice(s)` for the short runs of a gather: 8-byte moves (the
-/// last one overlapping) instead of a call into memcpy.
-#[inline(always)]
-fn copy_short(d: &mut [u8], s: &[u8]) {
-    let n = d.len();
-    if !(8..=64).contains(&n) {
-        d.copy_from_slice(s);
-        return;
-    }
-    let mut i = 0;
-    while i + 8 <= n {
-        d[i..i + 8].copy_from_slice(&s[i..i + 8]);
-        i += 8;
-    }
-    if i < n {
-        d[n - 8..].copy_from_slice(&s[n - 8..n]);
+        self.im2row
+            .row(row / self.ohw, row % self.ohw, self.gi, dst);
     }
 }
 

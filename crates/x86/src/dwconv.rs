@@ -3,7 +3,8 @@
 //!   `dwconv_u8i8_kxk_nhwc_*` microkernels for 3×3 and 5×5 with unit
 //!   dilation (any stride), on pair rows packed per band of output rows
 //!   (`dwpack_u8i16_pairs_*`): one parallel region over (image, band);
-//!   other kernels through the scalar twin (scalar path) or NCHW planes;
+//!   other kernels through core's scalar rows (`rquant_core::conv::dw_rows`,
+//!   scalar path) or NCHW planes;
 //! - NCHW input: per (image, channel) plane, a padded f32 copy of `x − zx`
 //!   and the taps' shifted rows (`dwconv_u8i8_plane_avx512`, AVX2 rows).
 //!
@@ -13,6 +14,7 @@
 use std::mem::MaybeUninit;
 use std::sync::Mutex;
 
+use rquant_core::conv::{dw_rows, DwRows};
 use rquant_core::engine::ConvCall;
 use rquant_core::MemoryFormat;
 
@@ -22,7 +24,6 @@ use crate::kernels::dwconv_f32_row_avx2::dw_row as dw_row_f32;
 use crate::kernels::dwconv_f32_row_avx2::{MAX_TAPS, SLACK};
 use crate::kernels::dwconv_i16_row_avx2::row as dw_scalar;
 use crate::kernels::dwconv_u8i8_kxk_nhwc_avx512::DwBand;
-use crate::kernels::dwconv_u8i8_kxk_nhwc_scalar::{self as dw_plain, DwPlain};
 #[cfg(target_arch = "x86_64")]
 use crate::kernels::dwconv_u8i8_plane_avx512 as dw512;
 use crate::kernels::dwpack_u8i16_pairs_avx512::PairRow;
@@ -242,24 +243,9 @@ pub(crate) fn depthwise_nhwc(caps: Caps, vnni: bool, c: &ConvCall<'_>, dw: &DwWe
         let mut out = slices[task].lock().unwrap_or_else(|e| e.into_inner());
         let x = &xd[b * img_in..(b + 1) * img_in];
         if !fast {
-            dw_plain::run(&mut DwPlain {
-                x,
-                h: g.h,
-                w: g.w,
-                c: ch,
-                xz: xz as i32,
-                kh: g.kh,
-                kw: g.kw,
-                stride: p.stride,
-                pad: p.padding,
-                dil: p.dilation,
-                ow,
-                taps: &dw.taps,
-                requant: r,
-                oy0,
-                rows,
-                out: &mut out,
-            });
+            dw_rows(&mut DwRows::new(
+                g, x, xz as i32, &dw.taps, r, oy0, rows, &mut out,
+            ));
             return;
         }
         let in_rows = (rows - 1) * sy + g.kh;

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use rquant_core::numerics::{choose_qparams, find_min_max};
 use rquant_core::{
     dequantize, fake_quantize_per_channel, fake_quantize_per_tensor, quantize_per_channel,
-    quantize_per_tensor, AvgPool2dParams, Conv2dParams, MaxPool2dParams, QDType, QParams, QTensor,
-    QType, QuantError, Tensor as FTensor,
+    quantize_per_tensor, AvgPool2dParams, Conv2dParams, MaxPool2dParams, MemoryFormat, QDType,
+    QParams, QTensor, QType, QuantError, Tensor as FTensor,
 };
 
 use super::case::{Case, CaseError, Data, Tensor};
@@ -488,15 +488,25 @@ fn conv2d_op(c: &Case, engine: &Engine) -> Result<Outputs, CaseError> {
             .map_err(|_| c.err(format!("groups {groups} is negative")))?,
     };
     let w = engine.pack_conv2d(weight(c)?, bias(c)?, p).map_err(&e)?;
-    let y = engine
-        .conv2d(
-            &x,
-            &w,
-            c.f64("out_scale")?,
-            c.i64("out_zero_point")?,
-            c.bool_or("relu", false)?,
-        )
-        .map_err(&e)?;
+    let (os, oz, relu) = (
+        c.f64("out_scale")?,
+        c.i64("out_zero_point")?,
+        c.bool_or("relu", false)?,
+    );
+    let y = engine.conv2d(&x, &w, os, oz, relu).map_err(&e)?;
+    // The same case channels-last (an engine's NHWC conv, or the front
+    // end's conversions around it) must give the same bits, in NHWC.
+    let xl = x.to_format(MemoryFormat::ChannelsLast);
+    let yl = engine.conv2d(&xl, &w, os, oz, relu).map_err(&e)?;
+    if yl.memory_format() != MemoryFormat::ChannelsLast
+        || yl.contiguous().int_repr() != y.int_repr()
+    {
+        return Err(c.err(format!(
+            "channels-last conv2d on {}/{} differs from the contiguous one",
+            engine.name(),
+            engine.isa()
+        )));
+    }
     Ok(u8_out(y))
 }
 

@@ -19,6 +19,8 @@ pub mod clamp_u8_row_neon;
 #[cfg(target_arch = "aarch64")]
 pub mod dwconv_u8i8_kxk_neon;
 #[cfg(target_arch = "aarch64")]
+pub mod dwconv_u8i8_kxk_nhwc_neon;
+#[cfg(target_arch = "aarch64")]
 pub mod gemm_u8i8_1x8c1_neon;
 #[cfg(target_arch = "aarch64")]
 pub mod gemm_u8i8_1x8c4_dotprod;

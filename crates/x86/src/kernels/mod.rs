@@ -26,7 +26,6 @@ pub mod dwconv_f32_row_avx2;
 pub mod dwconv_i16_row_avx2;
 pub mod dwconv_u8i8_kxk_nhwc_avx2;
 pub mod dwconv_u8i8_kxk_nhwc_avx512;
-pub mod dwconv_u8i8_kxk_nhwc_scalar;
 pub mod dwconv_u8i8_plane_avx512;
 pub mod dwpack_u8i16_pairs_avx2;
 pub mod dwpack_u8i16_pairs_avx512;
