@@ -9,7 +9,7 @@ use rquant_nn::qops::{self, ConvTranspose3dParams, Pool3dParams};
 
 use super::case::{Case, CaseError, Data};
 use super::next::{bn_inputs, embedding_bag, f32_attr, groups, out_qp, qe, usizes, x_in, BnInputs};
-use super::ops::{bias, one, quint8, u8_out, weight, Engine, Outputs};
+use super::ops::{bias, cat_inputs, one, quint8, u8_out, weight, Engine, Outputs};
 
 fn ne(c: &Case) -> impl Fn(rquant_nn::NnError) -> CaseError + '_ {
     move |r| c.err(r.to_string())
@@ -62,24 +62,7 @@ pub(super) fn mul_scalar_relu_op(c: &Case, e: &Engine) -> Result<Outputs, CaseEr
 // ---------------------------------------------------------------- cat_relu
 
 pub(super) fn cat_relu_op(c: &Case, e: &Engine) -> Result<Outputs, CaseError> {
-    let scales = c.f64s("scales")?;
-    let zps = c.i64s("zero_points")?;
-    let n = c.inputs.keys().filter(|k| k.starts_with('x')).count();
-    if scales.len() != n || zps.len() != n {
-        return Err(c.err(format!(
-            "cat_relu: {n} inputs but {} scales and {} zero points",
-            scales.len(),
-            zps.len()
-        )));
-    }
-    let mut xs = Vec::with_capacity(n);
-    for i in 0..n {
-        let (shape, v) = c.in_u8(&format!("x{i}"))?;
-        xs.push(
-            QTensor::from_int_repr(shape, v, QParams::per_tensor(scales[i], zps[i]))
-                .map_err(qe(c))?,
-        );
-    }
+    let xs = cat_inputs(c, "cat_relu")?;
     let refs: Vec<&QTensor<u8>> = xs.iter().collect();
     let (s, z) = out_qp(c)?;
     let y = qops::cat_relu(e, &refs, c.i64("dim")?, s, z).map_err(ne(c))?;

@@ -598,25 +598,29 @@ fn sigmoid_op(c: &Case, engine: &Engine) -> Result<Outputs, CaseError> {
     Ok(u8_out(engine.sigmoid(&x, s, z).map_err(qe(c))?))
 }
 
-fn cat_op(c: &Case, engine: &Engine) -> Result<Outputs, CaseError> {
+/// The inputs `x0, x1, …` of a `cat`-like case with their `scales` and
+/// `zero_points` attributes.
+pub(super) fn cat_inputs(c: &Case, op: &str) -> Result<Vec<QTensor<u8>>, CaseError> {
     let scales = c.f64s("scales")?;
     let zps = c.i64s("zero_points")?;
     let n = c.inputs.keys().filter(|k| k.starts_with('x')).count();
     if scales.len() != n || zps.len() != n {
         return Err(c.err(format!(
-            "cat: {n} inputs but {} scales and {} zero points",
+            "{op}: {n} inputs but {} scales and {} zero points",
             scales.len(),
             zps.len()
         )));
     }
-    let mut xs = Vec::with_capacity(n);
-    for i in 0..n {
-        let (shape, v) = c.in_u8(&format!("x{i}"))?;
-        xs.push(
-            QTensor::from_int_repr(shape, v, QParams::per_tensor(scales[i], zps[i]))
-                .map_err(qe(c))?,
-        );
-    }
+    (0..n)
+        .map(|i| {
+            let (shape, v) = c.in_u8(&format!("x{i}"))?;
+            QTensor::from_int_repr(shape, v, QParams::per_tensor(scales[i], zps[i])).map_err(qe(c))
+        })
+        .collect()
+}
+
+fn cat_op(c: &Case, engine: &Engine) -> Result<Outputs, CaseError> {
+    let xs = cat_inputs(c, "cat")?;
     let refs: Vec<&QTensor<u8>> = xs.iter().collect();
     let y = engine
         .cat(
