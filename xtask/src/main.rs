@@ -141,7 +141,7 @@ fn bench(args: &[String]) -> ExitCode {
     }
     use std::time::Duration;
     use xtask::bench;
-    let usage = "usage: cargo xtask bench [--filter SUBSTR] [--engine NAME] [--threads N] [--json PATH] [--quick] [--weights gaussian|uniform|minilm:DIR] [--cpu-time]";
+    let usage = "usage: cargo xtask bench [--filter SUBSTR] [--shape SUBSTR] [--engine NAME] [--threads N] [--json PATH] [--quick] [--weights gaussian|uniform|minilm:DIR] [--cpu-time]";
     let mut json: Option<PathBuf> = None;
     let mut weights = bench::Weights::Gaussian;
     let mut cpu_time = false;
@@ -149,6 +149,7 @@ fn bench(args: &[String]) -> ExitCode {
     let mut budget = Duration::from_millis(400);
     let mut engine: Option<String> = None;
     let mut filter: Option<String> = None;
+    let mut shape: Option<String> = None;
     let mut quick = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -157,6 +158,7 @@ fn bench(args: &[String]) -> ExitCode {
             "--threads" => threads = it.next().and_then(|s| s.parse().ok()).filter(|&n| n > 0),
             "--engine" => engine = it.next().cloned(),
             "--filter" => filter = it.next().cloned(),
+            "--shape" => shape = it.next().cloned(),
             "--weights" => match it.next().map(|w| bench::Weights::parse(w)) {
                 Some(Ok(w)) => weights = w,
                 Some(Err(msg)) => {
@@ -200,6 +202,8 @@ fn bench(args: &[String]) -> ExitCode {
         }
     }
     let wanted = |label: &str| filter.as_deref().is_none_or(|f| label.contains(f));
+    // `--shape M=128,K=768`: only the cases whose shape text holds it.
+    let shape_wanted = |text: &str| shape.as_deref().is_none_or(|f| text.contains(f));
     // The Linear weights: (rows M, matrix) jobs, each matrix's remainder
     // density printed once.
     let matrices: Vec<bench::Matrix> = match &weights {
@@ -335,7 +339,9 @@ fn bench(args: &[String]) -> ExitCode {
             for &(m, i) in &linear_jobs {
                 let w = &matrices[i];
                 let s = (m, w.k(), w.n());
-                if quick && s.0 * s.1 * s.2 > 128 * 768 * 768 {
+                if quick && s.0 * s.1 * s.2 > 128 * 768 * 768
+                    || !shape_wanted(&format!("M={m},K={},N={}", s.1, s.2))
+                {
                     continue;
                 }
                 if wanted("linear_static") || wanted("linear_dynamic") {
@@ -353,7 +359,9 @@ fn bench(args: &[String]) -> ExitCode {
             }
             if wanted("conv2d") {
                 for (&s, w) in bench::CONV_SHAPES.iter().zip(&conv_w) {
-                    if quick && s.2 > 28 {
+                    let (c, o, hw, k, g) = s;
+                    let text = format!("C={c},O={o},H={hw},W={hw},k={k},groups={g}");
+                    if quick && hw > 28 || !shape_wanted(&text) {
                         continue;
                     }
                     for e in &engines {

@@ -55,10 +55,12 @@ fn main() {
         }
         for &(m, k, n) in &shapes {
             let shape = format!("{m}x{k}x{n}");
+            // Comma-separated filter terms: each must name the shape or the path.
             if !filter.is_empty()
                 && filter != "best"
-                && !shape.contains(&filter)
-                && !e.isa().contains(&filter)
+                && !filter
+                    .split(',')
+                    .all(|f| shape.contains(f) || e.isa().contains(f))
             {
                 continue;
             }
