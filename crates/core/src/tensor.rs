@@ -302,6 +302,17 @@ pub fn nhwc_to_nchw<T: Copy>(src: &[T], n: usize, c: usize, plane: usize, dst: &
 /// reads and the strided writes stay within a few cache lines per block
 /// (the plain double loop ran at half the speed on 144 × 56² bytes).
 fn transpose_blocked<T: Copy>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) {
+    // A few rows (an RGB image's planes to pixels): one pass over the
+    // columns with the row count known to the compiler, which interleaves
+    // with vector shuffles (the blocked loop stored one byte at a time:
+    // 1.2 ms of ResNet-18's 59 ms batch of 8 went to its input's 3 planes).
+    match rows {
+        1 => return dst[..cols].copy_from_slice(&src[..cols]),
+        2 => return interleave::<T, 2>(src, cols, dst),
+        3 => return interleave::<T, 3>(src, cols, dst),
+        4 => return interleave::<T, 4>(src, cols, dst),
+        _ => {}
+    }
     const B: usize = 32;
     for i0 in (0..rows).step_by(B) {
         for j0 in (0..cols).step_by(B) {
@@ -311,6 +322,16 @@ fn transpose_blocked<T: Copy>(src: &[T], rows: usize, cols: usize, dst: &mut [T]
                     dst[j * rows + i] = row[j];
                 }
             }
+        }
+    }
+}
+
+/// [`transpose_blocked`] for `R` rows: `dst[j·R + i] = src[i·cols + j]`.
+fn interleave<T: Copy, const R: usize>(src: &[T], cols: usize, dst: &mut [T]) {
+    let planes: [&[T]; R] = std::array::from_fn(|i| &src[i * cols..][..cols]);
+    for (j, px) in dst[..R * cols].chunks_exact_mut(R).enumerate() {
+        for (i, v) in px.iter_mut().enumerate() {
+            *v = planes[i][j];
         }
     }
 }
@@ -556,5 +577,36 @@ impl<T: QType> QTensor<T> {
             format: MemoryFormat::Contiguous,
             ..t
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The blocked transpose and its few-row interleave equal the
+    /// definition, and NCHW → NHWC → NCHW is the identity.
+    #[test]
+    fn transposes_match_the_definition() {
+        for rows in [1, 2, 3, 4, 5, 33] {
+            for cols in [1, 7, 32, 45] {
+                let src: Vec<u16> = (0..rows * cols).map(|v| v as u16 * 3 + 1).collect();
+                let mut dst = vec![0u16; rows * cols];
+                transpose_blocked(&src, rows, cols, &mut dst);
+                for i in 0..rows {
+                    for j in 0..cols {
+                        assert_eq!(
+                            dst[j * rows + i],
+                            src[i * cols + j],
+                            "{rows}x{cols} ({i},{j})"
+                        );
+                    }
+                }
+                let mut back = vec![0u16; rows * cols];
+                nchw_to_nhwc(&src, 1, rows, cols, &mut dst);
+                nhwc_to_nchw(&dst, 1, rows, cols, &mut back);
+                assert_eq!(back, src, "{rows}x{cols}");
+            }
+        }
     }
 }
