@@ -189,12 +189,11 @@ pub fn conv2d(
         let colterm = shifted(&r.zp, layout.kernel.a_shift, c.w.col_sums());
         for sp in 0..spaces {
             let fill = |row: usize, dst: &mut [u8]| {
-                let (img, pix) = if nhwc {
-                    (row / np, row % np)
+                if nhwc {
+                    rows.batch_row(row, grp, dst);
                 } else {
-                    (sp, row)
-                };
-                rows.row(img, pix, grp, dst);
+                    rows.row(sp, row, grp, dst);
+                }
             };
             let store = if nhwc {
                 // Pixel rows, channel columns: the group's channels of each pixel.

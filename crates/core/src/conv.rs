@@ -60,18 +60,66 @@ pub struct Im2Row<'a> {
     g: &'a ConvGeometry,
     x: &'a [u8],
     xz: u8,
+    /// Division by `ow` and by `oh·ow` as multiplications: a row of a
+    /// 1-channel 3×3 conv is 9 bytes, and its four divisions cost more
+    /// than the copies (MNIST's first conv).
+    by_ow: DivBy,
+    by_plane: DivBy,
+    /// Channels per group and the row length (their divisions, once).
+    cg: usize,
+    k: usize,
+}
+
+/// Exact `n / d` for `n, d < 2³²` as a 64×64 → high-64 product
+/// (`m = ⌈2⁶⁴ / d⌉`; Lemire, Kaser, Kurz 2019), and a plain division
+/// beyond.
+#[derive(Debug, Clone, Copy)]
+struct DivBy {
+    d: u64,
+    m: u64,
+}
+
+impl DivBy {
+    fn new(d: usize) -> DivBy {
+        let d = d.max(1) as u64;
+        let m = if d < 1 << 32 {
+            (u64::MAX / d).wrapping_add(1)
+        } else {
+            0
+        };
+        DivBy { d, m }
+    }
+    /// `(n / d, n % d)`.
+    #[inline(always)]
+    fn divmod(&self, n: usize) -> (usize, usize) {
+        let n = n as u64;
+        let q = if n < 1 << 32 && self.d < 1 << 32 && self.d > 1 {
+            ((self.m as u128 * n as u128) >> 64) as u64
+        } else {
+            n / self.d
+        };
+        (q as usize, (n - q * self.d) as usize)
+    }
 }
 
 impl<'a> Im2Row<'a> {
     /// Over `x`, the `[n, h, w, c]` input of geometry `g`, zero point `xz`.
     pub fn new(g: &'a ConvGeometry, x: &'a [u8], xz: u8) -> Self {
         assert_eq!(x.len(), g.n * g.h * g.w * g.c, "NHWC input length");
-        Im2Row { g, x, xz }
+        Im2Row {
+            g,
+            x,
+            xz,
+            by_ow: DivBy::new(g.ow),
+            by_plane: DivBy::new(g.oh * g.ow),
+            cg: g.c_per_group(),
+            k: g.c_per_group() * g.kh * g.kw,
+        }
     }
 
     /// The GEMM's reduction length per group, `cg·kh·kw`.
     pub fn k(&self) -> usize {
-        self.g.c_per_group() * self.g.kh * self.g.kw
+        self.k
     }
 
     /// A 1×1, stride-1, unpadded, one-group conv: row `b·oh·ow + pix` is
@@ -85,8 +133,8 @@ impl<'a> Im2Row<'a> {
     /// signed (negative or past the edge: padding).
     #[inline]
     pub fn tap(&self, pix: usize, ky: usize, kx: usize) -> (isize, isize) {
-        let (g, p) = (self.g, self.g.params);
-        let (oy, ox) = (pix / g.ow, pix % g.ow);
+        let p = self.g.params;
+        let (oy, ox) = self.by_ow.divmod(pix);
         (
             (oy * p.stride[0] + ky * p.dilation[0]) as isize - p.padding[0] as isize,
             (ox * p.stride[1] + kx * p.dilation[1]) as isize - p.padding[1] as isize,
@@ -99,6 +147,13 @@ impl<'a> Im2Row<'a> {
         ((b * self.g.h + iy) * self.g.w + ix) * self.g.c + ch
     }
 
+    /// Row `row` of the batch's GEMM (image `row / (oh·ow)`, its pixel
+    /// `row % (oh·ow)`) of group `gi`: [`Im2Row::row`].
+    pub fn batch_row(&self, row: usize, gi: usize, dst: &mut [u8]) {
+        let (b, pix) = self.by_plane.divmod(row);
+        self.row(b, pix, gi, dst);
+    }
+
     /// Row (image `b`, output pixel `pix`) of group `gi` into `dst`
     /// ([`Im2Row::k`] bytes). Per-row work matters: a 3-channel stem gathers
     /// 147 bytes for 64 outputs, so the divisions are done once per row and
@@ -108,7 +163,7 @@ impl<'a> Im2Row<'a> {
     pub fn row(&self, b: usize, pix: usize, gi: usize, dst: &mut [u8]) {
         let g = self.g;
         let p = g.params;
-        let cg = g.c_per_group();
+        let cg = self.cg;
         let dst = &mut dst[..self.k()];
         if self.direct() {
             let s = (b * g.h * g.w + pix) * g.c;
@@ -122,7 +177,10 @@ impl<'a> Im2Row<'a> {
         // With one group and unit dilation the kw taps of a kernel row are
         // one contiguous NHWC run: one copy when the row is inside.
         let cols_in = p.groups == 1 && p.dilation[1] == 1 && ix0 >= 0 && ix0 + g.kw as isize <= w;
-        for (ky, row) in dst.chunks_exact_mut(run).enumerate() {
+        // (Index loops, not chunks_exact: its length division per call and
+        // per kernel row was a fifth of a 1-channel conv's gather.)
+        for ky in 0..g.kh {
+            let row = &mut dst[ky * run..(ky + 1) * run];
             let iy = iy0 + (ky * p.dilation[0]) as isize;
             if iy < 0 || iy >= h {
                 row.fill(self.xz);
@@ -130,7 +188,8 @@ impl<'a> Im2Row<'a> {
                 let s = self.at(b, iy as usize, ix0 as usize, 0);
                 copy_short(row, &self.x[s..s + run]);
             } else {
-                for (kx, d) in row.chunks_exact_mut(cg).enumerate() {
+                for kx in 0..g.kw {
+                    let d = &mut row[kx * cg..(kx + 1) * cg];
                     let ix = ix0 + (kx * p.dilation[1]) as isize;
                     if ix >= 0 && ix < w {
                         let s = self.at(b, iy as usize, ix as usize, ch0);
@@ -145,8 +204,8 @@ impl<'a> Im2Row<'a> {
 }
 
 /// `d.copy_from_slice(s)` for the short runs of a gather: two fixed-size,
-/// possibly overlapping moves (8, 16 or 32 bytes) instead of a call into
-/// memcpy. (No loop: LLVM turned an 8-byte loop back into a memcpy call.)
+/// possibly overlapping moves (2 to 32 bytes) instead of a call into
+/// memcpy (a 1-channel 3×3 conv's 3-byte runs called it). (No loop: LLVM turned an 8-byte loop back into a memcpy call.)
 #[inline(always)]
 fn copy_short(d: &mut [u8], s: &[u8]) {
     fn two<const B: usize>(d: &mut [u8], s: &[u8]) {
@@ -155,6 +214,10 @@ fn copy_short(d: &mut [u8], s: &[u8]) {
         d[n - B..].copy_from_slice(&s[n - B..n]);
     }
     match d.len() {
+        0 => {}
+        1 => d[0] = s[0],
+        2..=3 => two::<2>(d, s),
+        4..=7 => two::<4>(d, s),
         8..=16 => two::<8>(d, s),
         17..=32 => two::<16>(d, s),
         33..=64 => two::<32>(d, s),
@@ -272,6 +335,27 @@ pub fn dw_rows(t: &mut DwRows<'_>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The multiplicative division equals `/` and `%` on every divisor up to
+    /// 3000 for dividends near multiples and at the 2³² edge, and on large
+    /// divisors and dividends (the plain-division fallback).
+    #[test]
+    fn div_by_multiplication_is_exact() {
+        let big = [
+            u32::MAX as usize - 1,
+            u32::MAX as usize,
+            1 << 32,
+            1 << 40,
+            usize::MAX,
+        ];
+        for d in (1..3000).chain([65_536, 1 << 31, u32::MAX as usize, 1 << 33]) {
+            let by = DivBy::new(d);
+            let near = (0..50).flat_map(|q| [q * d, (q * d).wrapping_sub(1), q * d + 1]);
+            for n in near.chain(big).chain((0..4000).map(|i| i * 7919)) {
+                assert_eq!(by.divmod(n), (n / d, n % d), "{n} / {d}");
+            }
+        }
+    }
     use crate::Conv2dParams;
 
     #[test]

@@ -33,13 +33,29 @@ fn main() {
     if std::env::var_os("RQUANT_NUM_THREADS").is_none() {
         rquant_core::registry::set_num_threads(1);
     }
-    let shapes = [
+    let mut shapes = vec![
         (64, 64, 56, 3, 1),
         (128, 128, 28, 3, 1),
         (256, 256, 14, 3, 1),
         (256, 1024, 14, 1, 1),
         (144, 144, 56, 3, 144),
     ];
+    // BATCH=N images (default 1); SHAPES="C,O,HW,K,G;..." replaces the
+    // list (experiments).
+    let batch: usize = std::env::var("BATCH").map_or(1, |b| b.parse().expect("BATCH: a count"));
+    if let Ok(list) = std::env::var("SHAPES") {
+        shapes = list
+            .split(';')
+            .map(|t| {
+                let v: Vec<usize> = t
+                    .split(',')
+                    .map(|x| x.trim().parse().expect("SHAPES: C,O,HW,K,G"))
+                    .collect();
+                assert_eq!(v.len(), 5, "SHAPES: C,O,HW,K,G");
+                (v[0], v[1], v[2], v[3], v[4])
+            })
+            .collect();
+    }
     let filter = std::env::args().nth(1).unwrap_or_default();
     for e in rquant_x86::all_paths() {
         if (e.isa() == "scalar") != (filter == "scalar")
@@ -56,8 +72,11 @@ fn main() {
                 continue;
             }
             let x = Tensor::new(
-                [1, c, hw, hw],
-                data(c * hw * hw, 4).iter().map(|v| v.abs()).collect(),
+                [batch, c, hw, hw],
+                data(batch * c * hw * hw, 4)
+                    .iter()
+                    .map(|v| v.abs())
+                    .collect(),
             )
             .unwrap();
             let xq = quantize_per_tensor::<u8>(&x, 1.0 / 255.0, 0).unwrap();
@@ -80,7 +99,7 @@ fn main() {
             let tl = median(|| {
                 std::hint::black_box(e.conv2d(&xl, &packed, 0.05, 0, true).unwrap());
             });
-            let ops = 2.0 * (o * hw * hw * cg * k * k) as f64;
+            let ops = 2.0 * (batch * o * hw * hw * cg * k * k) as f64;
             println!(
                 "{:<12} {c}->{o}@{hw} k{k} g{groups}: NCHW {:7.1} GOP/s  NHWC {:7.1} GOP/s",
                 e.isa(),

@@ -698,8 +698,7 @@ impl Task<'_> {
     /// Row `row`'s K values (im2col of one output pixel, core's gather),
     /// the zero point where a tap falls in the padding.
     fn gather(&self, row: usize, dst: &mut [u8]) {
-        self.im2row
-            .row(row / self.ohw, row % self.ohw, self.gi, dst);
+        self.im2row.batch_row(row, self.gi, dst);
     }
 }
 
