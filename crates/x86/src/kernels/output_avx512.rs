@@ -117,39 +117,63 @@ pub(crate) unsafe fn float_tile(t: &FloatTile<'_>, out: *mut f32, ldm: usize) {
             }
             continue;
         }
-        // Aligned vector c holds columns 16c − o .. 16c + 16 − o: its low o
-        // lanes from the previous 16 columns, the rest from the current.
-        let line = row.wrapping_sub(o);
-        let idx = _mm512_add_epi32(
-            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-            _mm512_set1_epi32(16 - o as i32),
-        );
-        let low = lanes(o);
-        let mut prev = _mm512_setzero_ps();
-        for c in 0..n / 16 {
-            let y = value(r, 16 * c, 0xffff);
-            let v = _mm512_permutex2var_ps(prev, idx, y);
-            // SAFETY: the stored lanes are columns 16c − o + l ≥ 0 of this
-            // row (the first vector's low o lanes, before column 0, are
-            // masked off).
-            unsafe {
-                _mm512_mask_storeu_ps(
-                    line.wrapping_add(16 * c),
-                    if c == 0 { !low } else { 0xffff },
-                    v,
-                )
-            };
-            prev = y;
-        }
-        // SAFETY: the last line's low o lanes are the row's last o columns.
+        // SAFETY: as above; o is the row's offset in floats from its line.
         unsafe {
-            _mm512_mask_storeu_ps(
-                line.wrapping_add(n),
-                low,
-                _mm512_permutex2var_ps(prev, idx, _mm512_setzero_ps()),
-            )
-        };
+            match o {
+                1 => aligned_row::<15>(row, n, &value, r),
+                2 => aligned_row::<14>(row, n, &value, r),
+                3 => aligned_row::<13>(row, n, &value, r),
+                4 => aligned_row::<12>(row, n, &value, r),
+                5 => aligned_row::<11>(row, n, &value, r),
+                6 => aligned_row::<10>(row, n, &value, r),
+                7 => aligned_row::<9>(row, n, &value, r),
+                8 => aligned_row::<8>(row, n, &value, r),
+                9 => aligned_row::<7>(row, n, &value, r),
+                10 => aligned_row::<6>(row, n, &value, r),
+                11 => aligned_row::<5>(row, n, &value, r),
+                12 => aligned_row::<4>(row, n, &value, r),
+                13 => aligned_row::<3>(row, n, &value, r),
+                14 => aligned_row::<2>(row, n, &value, r),
+                _ => aligned_row::<1>(row, n, &value, r),
+            }
+        }
     }
+}
+
+/// Row `r` of a float tile (`n` columns, a multiple of 16, from `value`)
+/// at `row`, which starts `16 − S` floats past a 64-byte line, as
+/// line-aligned vectors: vector c holds columns `16c − o .. 16c + 16 − o`
+/// (o = 16 − S), its low o lanes from the previous 16 columns (`valignd`
+/// by S: a shuffle Miri can run, unlike `vpermt2ps`), the first and last
+/// lines masked to the row's own columns.
+///
+/// # Safety
+/// AVX-512F must be available; `row` is valid for `n` floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn aligned_row<const S: i32>(
+    row: *mut f32,
+    n: usize,
+    value: &impl Fn(usize, usize, __mmask16) -> __m512,
+    r: usize,
+) {
+    let o = 16 - S as usize;
+    let line = row.wrapping_sub(o);
+    let low = lanes(o);
+    let mut prev = _mm512_setzero_si512();
+    for c in 0..n / 16 {
+        let y = _mm512_castps_si512(value(r, 16 * c, 0xffff));
+        let v = _mm512_castsi512_ps(_mm512_alignr_epi32::<S>(y, prev));
+        let m = if c == 0 { !low } else { 0xffff };
+        // SAFETY: the stored lanes are columns 16c − o + l ≥ 0 of this row
+        // (the first vector's low o lanes, before column 0, are masked off).
+        unsafe { _mm512_mask_storeu_ps(line.wrapping_add(16 * c), m, v) };
+        prev = y;
+    }
+    let last = _mm512_alignr_epi32::<S>(_mm512_setzero_si512(), prev);
+    // SAFETY: the last line's low o lanes are the row's last o columns.
+    unsafe { _mm512_mask_storeu_ps(line.wrapping_add(n), low, _mm512_castsi512_ps(last)) };
 }
 
 /// `min(max(x, lo), hi)` with NaN lanes giving `lo` (vmaxps returns its
