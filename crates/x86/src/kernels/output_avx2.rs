@@ -86,8 +86,32 @@ unsafe fn requant_row(t: &ReqTile<'_>, r: usize, out: *mut u8) {
     }
 }
 
-/// Float output of row `r` of the tile: `fma(f32(acc), sp, bias)` (or
-/// `f32(acc)·sp`), into `out` (its `ncols` floats).
+/// The floats of row `r`, columns `j .. j + 8`: `fma(f32(acc), sp, bias)`
+/// (or `f32(acc)·sp`).
+///
+/// # Safety
+/// AVX2 and FMA must be available; columns `j .. j + 8` lie inside the
+/// tile's row and its column slices.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn float_vec(t: &FloatTile<'_>, r: usize, j: usize, rsv: __m256i) -> __m256 {
+    let v = corrected(t.acc.as_ptr().add(r * t.nr + j), &t.zp, j, rsv);
+    let f = _mm256_cvtepi32_ps(v);
+    let s = _mm256_loadu_ps(t.sp.as_ptr().add(j));
+    match t.bias {
+        Some(b) => _mm256_fmadd_ps(f, s, _mm256_loadu_ps(b.as_ptr().add(j))),
+        None => _mm256_mul_ps(f, s),
+    }
+}
+
+/// Float output of row `r` of the tile into `out` (its `ncols` floats).
+///
+/// A row 16 bytes off a 32-byte boundary (a `Vec<f32>` is only 16-byte
+/// aligned) would split every other 32-byte store across two cache lines;
+/// such a row of whole 8-column groups is stored as a 16-byte head,
+/// 32-byte aligned vectors (each the high half of one group and the low
+/// half of the next) and a 16-byte tail.
 ///
 /// # Safety
 /// AVX2 and FMA must be available; `out` is valid for `t.ncols()` writes.
@@ -98,20 +122,29 @@ unsafe fn float_row(t: &FloatTile<'_>, r: usize, out: *mut f32) {
     let n = t.ncols();
     debug_assert!(t.zp.zw.len() == n && t.sp.len() == n && t.bias.is_none_or(|b| b.len() == n));
     assert!(t.acc.len() >= r * t.nr + n && t.rs.len() > r);
-    let acc = t.acc.as_ptr().add(r * t.nr);
     let rsv = _mm256_set1_epi32(t.rs[r]);
+    if n >= 8 && n.is_multiple_of(8) && out as usize % 32 == 16 {
+        // SAFETY (loads and stores): columns 0..n of the row, the slices
+        // and the output row (n floats).
+        let y = float_vec(t, r, 0, rsv);
+        _mm_storeu_ps(out, _mm256_castps256_ps128(y));
+        let mut hi = _mm256_extractf128_ps::<1>(y);
+        for j in (8..n).step_by(8) {
+            let y = float_vec(t, r, j, rsv);
+            _mm256_storeu_ps(
+                out.add(j - 4),
+                _mm256_set_m128(_mm256_castps256_ps128(y), hi),
+            );
+            hi = _mm256_extractf128_ps::<1>(y);
+        }
+        _mm_storeu_ps(out.add(n - 4), hi);
+        return;
+    }
     let mut j = 0;
     while j + 8 <= n {
         // SAFETY (loads and the store): columns j..j + 8 lie inside the
         // tile's row, the column slices and the output row.
-        let v = corrected(acc.add(j), &t.zp, j, rsv);
-        let f = _mm256_cvtepi32_ps(v);
-        let s = _mm256_loadu_ps(t.sp.as_ptr().add(j));
-        let y = match t.bias {
-            Some(b) => _mm256_fmadd_ps(f, s, _mm256_loadu_ps(b.as_ptr().add(j))),
-            None => _mm256_mul_ps(f, s),
-        };
-        _mm256_storeu_ps(out.add(j), y);
+        _mm256_storeu_ps(out.add(j), float_vec(t, r, j, rsv));
         j += 8;
     }
     while j < n {
