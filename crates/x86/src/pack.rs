@@ -23,9 +23,18 @@ pub(crate) fn pack_rows_u8(p: &mut APanel<'_>) {
     let k = p.k;
     for r in 0..p.nrows {
         let row = &mut p.dst[r * lda..(r + 1) * lda];
+        // Zero the padding first as the last whole k-unit (a fixed-size
+        // store; `fill` of the 1-3 padding bytes was a memset call per
+        // row), then let the row overwrite its part of it.
+        if lda - k <= 4 {
+            if k < lda {
+                row[lda - 4..].fill(0);
+            }
+        } else {
+            row[k..].fill(0);
+        }
         (p.fill)(p.row0 + r, &mut row[..k]);
         p.sums[r] = if p.need_sums { row_sum(&row[..k]) } else { 0 };
-        row[k..].fill(0);
     }
 }
 
