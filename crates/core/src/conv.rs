@@ -68,6 +68,10 @@ pub struct Im2Row<'a> {
     /// Channels per group and the row length (their divisions, once).
     cg: usize,
     k: usize,
+    /// One group and unit dilation across: a kernel row's taps are one
+    /// contiguous run of `kw·c` bytes, `row_step` bytes after the last.
+    runs: bool,
+    row_step: usize,
 }
 
 /// Exact `n / d` for `n, d < 2³²` as a 64×64 → high-64 product
@@ -114,6 +118,8 @@ impl<'a> Im2Row<'a> {
             by_plane: DivBy::new(g.oh * g.ow),
             cg: g.c_per_group(),
             k: g.c_per_group() * g.kh * g.kw,
+            runs: g.params.groups == 1 && g.params.dilation[1] == 1,
+            row_step: g.params.dilation[0] * g.w * g.c,
         }
     }
 
@@ -176,7 +182,17 @@ impl<'a> Im2Row<'a> {
         let run = g.kw * cg;
         // With one group and unit dilation the kw taps of a kernel row are
         // one contiguous NHWC run: one copy when the row is inside.
-        let cols_in = p.groups == 1 && p.dilation[1] == 1 && ix0 >= 0 && ix0 + g.kw as isize <= w;
+        let cols_in = self.runs && ix0 >= 0 && ix0 + g.kw as isize <= w;
+        let span_y = ((g.kh - 1) * p.dilation[0]) as isize;
+        if cols_in && iy0 >= 0 && iy0 + span_y < h {
+            // Every tap inside (most pixels): kh runs, no per-row tests.
+            let s0 = self.at(b, iy0 as usize, ix0 as usize, 0);
+            for ky in 0..g.kh {
+                let s = s0 + ky * self.row_step;
+                copy_short(&mut dst[ky * run..(ky + 1) * run], &self.x[s..s + run]);
+            }
+            return;
+        }
         // (Index loops, not chunks_exact: its length division per call and
         // per kernel row was a fifth of a 1-channel conv's gather.)
         for ky in 0..g.kh {
@@ -385,6 +401,9 @@ mod tests {
             (2, 8, 4, 5, 1, 1, 1, 0, 1, 1),
             (1, 8, 5, 5, 1, 1, 2, 0, 1, 2),
             (1, 3, 4, 4, 5, 5, 1, 2, 1, 1),
+            // 1 channel (3-byte runs) and an RGB stem (7×7, stride 2).
+            (2, 1, 6, 7, 3, 3, 1, 1, 1, 1),
+            (2, 3, 12, 11, 7, 7, 2, 3, 1, 1),
         ];
         for (n, c, h, w, kh, kw, s, pad, d, groups) in cases {
             let params = Conv2dParams {
@@ -415,6 +434,9 @@ mod tests {
                 for pix in 0..g.oh * g.ow {
                     for gi in 0..groups {
                         rows.row(b, pix, gi, &mut dst);
+                        let mut again = vec![0u8; rows.k()];
+                        rows.batch_row(b * g.oh * g.ow + pix, gi, &mut again);
+                        assert_eq!(again, dst, "batch_row of image {b} pixel {pix}");
                         let (oy, ox) = (pix / g.ow, pix % g.ow);
                         for ky in 0..kh {
                             for kx in 0..kw {
