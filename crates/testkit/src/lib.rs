@@ -1155,6 +1155,11 @@ pub fn sweep_conv2d(engine: &Engine) {
         ConvTester::new(10, 10, [11, 12], [3, 3], p(2, 1, 1, 10)),
         ConvTester::new(7, 7, [13, 9], [3, 3], p(1, 2, 2, 7)),
         ConvTester::new(5, 5, [4, 4], [3, 3], p(1, 0, 1, 5)),
+        // 1-3 input channels (widened to 4 on x86): a 1-channel 3×3, an RGB
+        // 7×7 stride-2 stem, 2 channels dilated.
+        ConvTester::new(1, 16, [8, 9], [3, 3], p(1, 1, 1, 1)),
+        ConvTester::new(3, 12, [15, 14], [7, 7], p(2, 3, 1, 1)),
+        ConvTester::new(2, 5, [9, 9], [3, 3], p(1, 2, 2, 1)),
     ];
     for (i, c) in cases.iter().enumerate() {
         for &x_zp in &[0, 128, 255] {
@@ -1226,6 +1231,10 @@ pub fn sweep_conv2d_nhwc(engine: &Engine) {
         ConvTester::new(4, 8, [6, 7], [3, 3], p(1, 0, 1, 1)),
         ConvTester::new(20, 17, [8, 8], [5, 5], p(1, 2, 1, 1)),
         ConvTester::new(3, 10, [13, 11], [7, 7], p(2, 3, 1, 1)),
+        // 1 and 2 input channels (x86 widens 1-3 channels to 4): MNIST's
+        // first conv, and a dilated strided one.
+        ConvTester::new(1, 33, [9, 8], [3, 3], p(1, 1, 1, 1)),
+        ConvTester::new(2, 9, [11, 10], [3, 3], p(2, 2, 2, 1)),
         ConvTester::new(5, 7, [10, 9], [3, 3], p(1, 1, 1, 1)),
         ConvTester::new(12, 12, [9, 9], [3, 3], p(1, 2, 2, 1)),
         ConvTester::new(16, 24, [8, 9], [3, 3], p(1, 1, 1, 2)),

@@ -15,6 +15,7 @@ use rquant_core::gemm::{
     ALayout, APanel, AccTile, Blocking, Elem, Kernel, Layout, Micro, PackedB, PairA, PairMicro,
     PairPass, Remainder, Stage, Store, Table,
 };
+use rquant_core::ops::ConvGeometry;
 use rquant_core::{Conv2dParams, MemoryFormat, QTensor};
 
 use crate::dwconv::{self, DwWeights};
@@ -37,13 +38,25 @@ pub struct PackedConv {
     /// Groups of 4, 8 or 16 channels in and out on the AVX-512 VNNI path:
     /// the grouped kernel's weights, used instead of the per-group GEMMs.
     grouped: Option<GroupedWeights>,
+    /// Input channels per group as packed: `I/groups`, or 4 for a conv with
+    /// 1–3 input channels on a path with an indirect kernel ([`WIDE_C`]).
+    cw: usize,
 }
+
+/// A one-group conv with fewer input channels (an RGB stem: 21-byte kernel
+/// rows; MNIST's 1-channel first conv: 3-byte rows) runs as a conv with 4
+/// channels on an input copy padded to 4 channels and by its spatial
+/// padding: every kernel row is then a whole number of the indirect
+/// kernel's 4-byte k-units, read in place, instead of a gather per output
+/// pixel that cost more than the GEMM (ResNet-18's stem: 36% gather). The
+/// extra channel holds the input zero point and its weights the weight zero
+/// point, so it adds `(zx − zx)·(zw − zw) = 0` to every output.
+const WIDE_C: usize = 4;
 
 impl PackedConv {
     pub(crate) fn new(isa: Isa, table: Table, w: &QTensor<i8>, p: Conv2dParams) -> Self {
         let [o, cg, kh, kw] = [w.shape()[0], w.shape()[1], w.shape()[2], w.shape()[3]];
         let og = o / p.groups;
-        let k = cg * kh * kw;
         let raw = w.int_repr();
         if cg == 1 && og == 1 {
             let taps = kh * kw;
@@ -64,6 +77,7 @@ impl PackedConv {
                 groups: Vec::new(),
                 dw: Some(DwWeights::new(wd, zps, kh, kw)),
                 grouped: None,
+                cw: cg,
             };
         }
         if let Some(gw) = GroupedWeights::try_new(isa == Isa::Avx512Vnni, w, p) {
@@ -73,9 +87,19 @@ impl PackedConv {
                 groups: Vec::new(),
                 dw: None,
                 grouped: Some(gw),
+                cw: cg,
             };
         }
-        let wr = weights_khwc(raw, [o, cg, kh, kw]);
+        let wide = p.groups == 1
+            && cg < WIDE_C
+            && table.kernels().iter().all(|k| indirect_of(k).is_some());
+        let (cw, wr) = if wide {
+            let zw: Vec<i8> = (0..o).map(|oc| w.qparams().channel(oc).1 as i8).collect();
+            (WIDE_C, widen_weights(raw, [o, cg, kh, kw], &zw))
+        } else {
+            (cg, weights_khwc(raw, [o, cg, kh, kw]))
+        };
+        let k = cw * kh * kw;
         let groups = wr
             .chunks_exact(og * k)
             .map(|wg| PackedB::new(table, wg, og, k))
@@ -86,6 +110,7 @@ impl PackedConv {
             groups,
             dw: None,
             grouped: None,
+            cw,
         }
     }
 
@@ -105,6 +130,14 @@ impl PackedConv {
             return gw.unpack();
         }
         let wr: Vec<i8> = self.groups.iter().flat_map(PackedB::unpack).collect();
+        if self.cw != cg {
+            // Drop the zero-point channels of a widened conv.
+            let narrow: Vec<i8> = wr
+                .chunks_exact(self.cw)
+                .flat_map(|px| px[..cg].iter().copied())
+                .collect();
+            return weights_from_khwc(&narrow, [o, cg, kh, kw]);
+        }
         weights_from_khwc(&wr, [o, cg, kh, kw])
     }
 }
@@ -167,6 +200,15 @@ pub(crate) fn conv2d(
     let xd = c.x.int_repr();
     let run = |src: &[u8], res: Option<Residual<'_>>| match &pw.grouped {
         Some(gw) => gconv::run(caps, c, gw, src, res),
+        None if pw.cw != pw.shape[1] => {
+            let (gw, xw) = widen_input(
+                g,
+                src,
+                c.x.q_per_tensor().expect("per-tensor").1 as u8,
+                pw.cw,
+            );
+            gemm_conv(caps, &ConvCall { g: &gw, ..*c }, pw, &xw, res)
+        }
         None => gemm_conv(caps, c, pw, src, res),
     };
     if nhwc {
@@ -185,6 +227,64 @@ pub(crate) fn conv2d(
         .map(|(r, data)| Residual { data, add: r.add });
     let y = run(&x, res);
     planes_to_pixels(&y, g.n, ohw, g.o)
+}
+
+/// `[O, cg, kh, kw]` weights as the GEMM's `[O][kh][kw][cw]` rows (`cw > cg`),
+/// the extra channels holding each output channel's zero point `zw[oc]`.
+fn widen_weights(raw: &[i8], [o, cg, kh, kw]: [usize; 4], zw: &[i8]) -> Vec<i8> {
+    let taps = kh * kw;
+    let mut out = Vec::with_capacity(o * taps * WIDE_C);
+    for oc in 0..o {
+        for t in 0..taps {
+            for ch in 0..WIDE_C {
+                out.push(if ch < cg {
+                    raw[(oc * cg + ch) * taps + t]
+                } else {
+                    zw[oc]
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The NHWC input of `g` (1–3 channels) copied to `cw` channels with the
+/// spatial padding made explicit (zero point `xz` in the border and the
+/// extra channels), and the geometry of the unpadded conv on it.
+fn widen_input(g: &ConvGeometry, x: &[u8], xz: u8, cw: usize) -> (ConvGeometry, Vec<u8>) {
+    let [ph, pw] = g.params.padding;
+    let (h, w) = (g.h + 2 * ph, g.w + 2 * pw);
+    let mut out = vec![xz; g.n * h * w * cw];
+    for b in 0..g.n {
+        for iy in 0..g.h {
+            let src = &x[(b * g.h + iy) * g.w * g.c..][..g.w * g.c];
+            let dst = &mut out[((b * h + iy + ph) * w + pw) * cw..][..g.w * cw];
+            match g.c {
+                1 => copy_pixels::<1>(src, dst, cw),
+                2 => copy_pixels::<2>(src, dst, cw),
+                _ => copy_pixels::<3>(src, dst, cw),
+            }
+        }
+    }
+    let geo = ConvGeometry {
+        c: cw,
+        h,
+        w,
+        params: Conv2dParams {
+            padding: [0, 0],
+            ..g.params
+        },
+        ..*g
+    };
+    (geo, out)
+}
+
+/// Pixels of `C` bytes from `src` into the first `C` bytes of each `cw`-byte
+/// pixel of `dst` (a fixed-size copy per pixel, no memcpy call).
+fn copy_pixels<const C: usize>(src: &[u8], dst: &mut [u8], cw: usize) {
+    for (s, d) in src.chunks_exact(C).zip(dst.chunks_exact_mut(cw)) {
+        d[..C].copy_from_slice(s);
+    }
 }
 
 /// `n` images `[rows][cols]` transposed to `[cols][rows]` each (NCHW to
