@@ -489,6 +489,22 @@ mod tests {
     use super::*;
     use rquant_core::output::{Clamp, Requant, RequantSpec};
 
+    /// The scalar stage and every detected path's.
+    fn all_caps() -> Vec<Caps> {
+        let scalar = Caps {
+            avx2: false,
+            avx512: false,
+        };
+        std::iter::once(scalar)
+            .chain(
+                crate::isa::Isa::ALL
+                    .into_iter()
+                    .filter(|i| i.detected())
+                    .map(|i| i.caps()),
+            )
+            .collect()
+    }
+
     /// The transposed store on every vector width: the same bytes as the
     /// row store, transposed.
     #[test]
@@ -513,16 +529,7 @@ mod tests {
         });
         let acc: Vec<i32> = (0..8 * 32).map(|i| (i * 7919) % 2000 - 1000).collect();
         let rs: Vec<i32> = (0..8).map(|i| i * 13).collect();
-        let mut caps_list = vec![Caps {
-            avx2: false,
-            avx512: false,
-        }];
-        caps_list.extend(
-            crate::isa::Isa::ALL
-                .into_iter()
-                .filter(|i| i.detected())
-                .map(|i| i.caps()),
-        );
+        let caps_list = all_caps();
         for caps in caps_list {
             let mut rows = vec![0u8; m * n];
             let mut cols = vec![0u8; m * n];
@@ -571,16 +578,7 @@ mod tests {
         let zeros = vec![0; nr];
         let sp: Vec<f32> = (0..nr).map(|c| 0.01 + c as f32 * 1e-3).collect();
         let bias: Vec<f32> = (0..nr).map(|c| c as f32 * 0.5 - 3.0).collect();
-        let mut caps_list = vec![Caps {
-            avx2: false,
-            avx512: false,
-        }];
-        caps_list.extend(
-            crate::isa::Isa::ALL
-                .into_iter()
-                .filter(|i| i.detected())
-                .map(|i| i.caps()),
-        );
+        let caps_list = all_caps();
         // A 64-byte aligned buffer to place the tile at each float offset.
         let mut buf = vec![0f32; 16 + 8 * 80 + 64];
         let base = buf.as_ptr().align_offset(64);
